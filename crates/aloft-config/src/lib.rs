@@ -1,0 +1,245 @@
+//! fly.toml, read exactly as Fly.io's tools read it, and lowered to Machines API configs.
+//!
+//! Reading a file goes through four steps, each keeping the position of every value so that
+//! any finding names the file, line, column and key path:
+//!
+//! 1. [`tree`]: TOML, JSON or YAML (the file extension decides) into one span-carrying tree.
+//! 2. [`patches`]: legacy forms (Nomad-era keys, strings where numbers belong, renamed
+//!    sections) rewritten the way flyctl does, each with a warning naming the modern form.
+//! 3. [`decode`]: the tree into the typed [`AppConfig`]; unknown keys are errors with the
+//!    closest valid key (warnings inside `[experimental]`), and every type error of the file
+//!    is reported, not only the first.
+//! 4. [`validate`]: Fly's limits and cross-references (kill_timeout ≤ 300 s, process groups
+//!    that exist, strategies allowed with volumes, ...).
+//!
+//! [`AppConfig::to_machine_config`] then lowers one process group to a
+//! [`aloft_types::machine::MachineConfig`]. [`show`] writes the normalized file back out.
+//!
+//! Invariant: no input makes any step panic; every problem is a [`Diagnostic`].
+
+mod decode;
+mod diagnostic;
+mod lower;
+mod model;
+mod patches;
+mod source;
+pub mod tree;
+mod units;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use diagnostic::{Diagnostic, Severity, closest};
+pub use lower::LowerError;
+pub use model::*;
+pub use source::{Format, Position, SourceFile, Span};
+pub use tree::{KeyPath, Node};
+pub use units::{HttpMethod, MemorySize, SizeError, VolumeSize};
+pub use validate::{
+    GPU_KINDS, MAX_KILL_TIMEOUT, MAX_SERVICE_CHECK_DURATION, MAX_STATICS,
+    MAX_TOP_LEVEL_CHECK_TIMEOUT, MIN_SERVICE_CHECK_DURATION, MIN_TOP_LEVEL_CHECK_INTERVAL,
+};
+
+/// File names looked for when no config path is given, in order.
+pub const DEFAULT_FILE_NAMES: [&str; 2] = ["fly.toml", "aloft.toml"];
+
+/// The outcome of reading a config file: the model (when the file could be decoded) and
+/// every finding, in file order.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    source: SourceFile,
+    config: Option<AppConfig>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Parsed {
+    pub fn source(&self) -> &SourceFile {
+        &self.source
+    }
+
+    /// The config, if the file has no errors.
+    pub fn config(&self) -> Option<&AppConfig> {
+        if self.has_errors() {
+            None
+        } else {
+            self.config.as_ref()
+        }
+    }
+
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diagnostics
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+    }
+
+    /// Every finding rendered with its position and line, in file order.
+    pub fn render(&self) -> String {
+        self.diagnostics
+            .iter()
+            .map(|d| d.render(&self.source))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The config and its warnings, or an error carrying every rendered finding.
+    pub fn into_result(self) -> Result<(AppConfig, Vec<Diagnostic>), ConfigError> {
+        match (self.has_errors(), self.config) {
+            (false, Some(config)) => Ok((config, self.diagnostics)),
+            _ => {
+                let errors = self.diagnostics.iter().filter(|d| d.is_error()).count();
+                let report = self
+                    .diagnostics
+                    .iter()
+                    .map(|d| d.render(&self.source))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                Err(ConfigError::Invalid {
+                    file: self.source.name().to_owned(),
+                    errors,
+                    report,
+                })
+            }
+        }
+    }
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no fly.toml or aloft.toml in {}", dir.display())]
+    NotFound { dir: PathBuf },
+    #[error("{file} is not valid ({errors} error{})\n{report}", if *errors == 1 { "" } else { "s" })]
+    Invalid {
+        file: String,
+        errors: usize,
+        report: String,
+    },
+}
+
+/// Reads a config from text.
+pub fn parse(source: SourceFile) -> Parsed {
+    let mut tree = match tree::parse(&source) {
+        Ok(tree) => tree,
+        Err(diagnostics) => return finish(source, None, diagnostics),
+    };
+    if tree.as_table().is_none() {
+        let diagnostic = Diagnostic::error(
+            KeyPath::root(),
+            format!(
+                "expected a table at the top of the file, found {}",
+                tree.value.kind()
+            ),
+        )
+        .at(tree.span);
+        return finish(source, None, vec![diagnostic]);
+    }
+    let mut diagnostics = Vec::new();
+    patches::apply(&mut tree, &mut diagnostics);
+    tree.number();
+    let decoded = decode::decode::<AppConfig>(&tree);
+    diagnostics.extend(decoded.diagnostics);
+    if let Some(config) = &decoded.value {
+        let failed = &decoded.failed_paths;
+        // A value that failed to decode is absent from the model; what validation would say
+        // about its absence is noise next to the decode error itself.
+        diagnostics.extend(
+            validate::validate(config, &tree)
+                .into_iter()
+                .filter(|finding| {
+                    !failed.iter().any(|f| {
+                        finding.path.starts_with(f)
+                            || f.starts_with(&finding.path) && !finding.path.is_root()
+                    })
+                }),
+        );
+    }
+    finish(source, decoded.value, diagnostics)
+}
+
+fn finish(
+    source: SourceFile,
+    config: Option<AppConfig>,
+    mut diagnostics: Vec<Diagnostic>,
+) -> Parsed {
+    diagnostics.sort_by_key(|d| d.span.map_or(usize::MAX, |span| span.start));
+    diagnostics.dedup();
+    Parsed {
+        source,
+        config,
+        diagnostics,
+    }
+}
+
+/// Reads the config file at `path`; its extension decides the format.
+pub fn load(path: &Path) -> Result<Parsed, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(parse(SourceFile::new(
+        path.display().to_string(),
+        text,
+        Format::from_path(path),
+    )))
+}
+
+/// The config file to use in `dir` when none is named: `fly.toml`, then `aloft.toml`.
+pub fn find_in(dir: &Path) -> Result<PathBuf, ConfigError> {
+    DEFAULT_FILE_NAMES
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|path| path.is_file())
+        .ok_or_else(|| ConfigError::NotFound {
+            dir: dir.to_owned(),
+        })
+}
+
+/// Writing a config back out, normalized (legacy forms rewritten, fly.toml key names).
+pub mod show {
+    use super::{AppConfig, Format};
+
+    /// Why a config could not be written in the requested format.
+    #[derive(Debug, thiserror::Error)]
+    #[error("writing the config as {format}: {message}")]
+    pub struct ShowError {
+        pub format: &'static str,
+        pub message: String,
+    }
+
+    pub fn to_string(config: &AppConfig, format: Format) -> Result<String, ShowError> {
+        let error = |message: String| ShowError {
+            format: format.name(),
+            message,
+        };
+        match format {
+            Format::Toml => toml::to_string_pretty(config).map_err(|e| error(e.to_string())),
+            Format::Json => serde_json::to_string_pretty(config)
+                .map(|mut text| {
+                    text.push('\n');
+                    text
+                })
+                .map_err(|e| error(e.to_string())),
+            Format::Yaml => serde_norway::to_string(config).map_err(|e| error(e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Shared vocabulary of Aloft: typed names and IDs, durations and signals in the forms
+//! Fly.io's tools write them, and the Machines API wire types (`MachineConfig` and its parts)
+//! with exactly the JSON field names of Fly's public API.
+//!
+//! Invariants:
+//! - Every value here is plain data: no I/O, no clocks, no randomness.
+//! - Wire types serialize to the same JSON as `fly-go`'s `machine_types.go`, so clients
+//!   written for Fly read what Aloft writes (field names, omitted empties, enum spellings).
+//! - Names (`AppName`, `RegionCode`) can only be built through validation, so code that
+//!   holds one never re-checks it.
+//!
+//! Main types: [`Duration`], [`Signal`], [`AppName`], [`RegionCode`], [`machine::MachineConfig`].
+
+mod duration;
+pub mod machine;
+mod names;
+mod signal;
+
+pub use duration::{Duration, DurationParseError};
+pub use names::{AppName, NameError, RegionCode};
+pub use signal::{Signal, UnknownSignal};
