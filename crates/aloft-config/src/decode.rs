@@ -419,9 +419,13 @@ impl<'de, 'a, I: Iterator<Item = (usize, &'a Node)>> de::SeqAccess<'de> for Seq<
         seed: T,
     ) -> Result<Option<T::Value>, DecodeError> {
         match self.items.next() {
-            Some((index, item)) => seed
-                .deserialize(self.parent.child(item, Segment::Index(index)))
-                .map(Some),
+            Some((index, item)) => {
+                let child = self.parent.child(item, Segment::Index(index));
+                let path = child.path.clone();
+                seed.deserialize(child)
+                    .map(Some)
+                    .map_err(|error| error.located(item, &path))
+            }
             None => Ok(None),
         }
     }
@@ -463,7 +467,12 @@ impl<'de, 'a, I: Iterator<Item = (&'a Key, &'a Node)>> de::MapAccess<'de> for Ma
     ) -> Result<V::Value, DecodeError> {
         match self.value.take() {
             Some((key, value)) => {
-                seed.deserialize(self.parent.child(value, Segment::Key(key.name.clone())))
+                let child = self.parent.child(value, Segment::Key(key.name.clone()));
+                let path = child.path.clone();
+                // Errors raised after the value itself was read (a name that fails
+                // validation, say) are located here.
+                seed.deserialize(child)
+                    .map_err(|error| error.located(value, &path))
             }
             None => Err(DecodeError::custom("value requested before its key")),
         }

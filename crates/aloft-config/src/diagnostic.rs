@@ -104,8 +104,8 @@ impl Diagnostic {
                 let _ = writeln!(out, "{number} | {line}");
                 let start_col = position.column - 1;
                 let line_chars = line.chars().count();
-                let span_chars = source.text()[span.start.min(source.text().len())
-                    ..span.end.clamp(span.start, source.text().len())]
+                let span_chars = source
+                    .slice(span)
                     .split('\n')
                     .next()
                     .map_or(0, |text| text.trim_end_matches('\r').chars().count());

@@ -160,6 +160,21 @@ pub fn parse(source: SourceFile) -> Parsed {
     diagnostics.extend(decoded.diagnostics);
     if let Some(config) = &decoded.value {
         let failed = &decoded.failed_paths;
+        // An unknown key that is a typo of a missing one (`internal_prot`) already says
+        // what is wrong; "`internal_port` is missing" would repeat it.
+        let typos: Vec<(KeyPath, String)> = diagnostics
+            .iter()
+            .filter(|d| d.message == "unknown key")
+            .filter_map(|d| {
+                let meant = d
+                    .help
+                    .as_deref()?
+                    .strip_prefix("did you mean ")?
+                    .strip_suffix('?')?;
+                let parent = KeyPath(d.path.segments().split_last()?.1.to_vec());
+                Some((parent, meant.to_owned()))
+            })
+            .collect();
         // A value that failed to decode is absent from the model; what validation would say
         // about its absence is noise next to the decode error itself.
         diagnostics.extend(
@@ -169,6 +184,11 @@ pub fn parse(source: SourceFile) -> Parsed {
                     !failed.iter().any(|f| {
                         finding.path.starts_with(f)
                             || f.starts_with(&finding.path) && !finding.path.is_root()
+                    })
+                })
+                .filter(|finding| {
+                    !typos.iter().any(|(parent, meant)| {
+                        *parent == finding.path && finding.message.contains(meant.as_str())
                     })
                 }),
         );

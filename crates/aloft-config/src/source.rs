@@ -105,6 +105,13 @@ impl SourceFile {
         offset
     }
 
+    /// The text of `span`, with both ends moved back to character boundaries.
+    pub fn slice(&self, span: Span) -> &str {
+        let start = self.boundary(span.start);
+        let end = self.boundary(span.end.max(span.start));
+        &self.text[start..end.max(start)]
+    }
+
     pub fn position(&self, offset: usize) -> Position {
         let offset = self.boundary(offset);
         let before = &self.text[..offset];

@@ -230,7 +230,7 @@ impl Validator<'_> {
         match port {
             None => self.error(
                 at.clone(),
-                "internal_port is missing: the port the app listens on inside the machine",
+                "`internal_port` is missing: the port the app listens on inside the machine",
                 Some("add `internal_port = 8080` (or the port your app binds)".to_owned()),
             ),
             Some(0) => self.error(

@@ -1,0 +1,16 @@
+//! One module per command group.
+
+pub(crate) mod config;
+
+use crate::Failure;
+use crate::output::Output;
+
+pub(crate) fn version(json: bool, out: &mut Output) -> Result<(), Failure> {
+    let version = env!("CARGO_PKG_VERSION");
+    if json {
+        out.data(&serde_json::json!({ "version": version }).to_string());
+    } else {
+        out.data(&format!("aloft {version}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! `aloft config validate|show`.
+
+use std::path::{Path, PathBuf};
+
+use aloft_config::{AppConfig, Format, Parsed};
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use crate::Failure;
+use crate::output::Output;
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the config file; errors and warnings go to stderr with their positions.
+    ///
+    /// Exits 0 when the file is valid (warnings allowed), 1 when it has errors.
+    Validate,
+    /// Print the config after legacy forms are rewritten, or the Machines API config of a
+    /// process group with --machine-config.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Print as TOML (the default).
+    #[arg(long, conflicts_with_all = ["yaml", "machine_config"])]
+    toml: bool,
+    /// Print as YAML.
+    #[arg(long, conflicts_with_all = ["toml", "machine_config"])]
+    yaml: bool,
+    /// Print the MachineConfig (JSON) that machines of a process group run with.
+    #[arg(long)]
+    machine_config: bool,
+    /// The process group for --machine-config (default: `app`, or the first group).
+    #[arg(long, short = 'g', value_name = "NAME", requires = "machine_config")]
+    process_group: Option<String>,
+}
+
+fn config_path(explicit: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match explicit {
+        Some(path) => Ok(path.clone()),
+        None => {
+            let dir = std::env::current_dir().context("finding the current directory")?;
+            Ok(aloft_config::find_in(&dir)?)
+        }
+    }
+}
+
+/// Reads the config and prints its findings; fails when it has errors.
+fn read(path: &Path, out: &mut Output) -> Result<Parsed, Failure> {
+    let parsed = aloft_config::load(path).map_err(anyhow::Error::from)?;
+    let report = parsed.render();
+    if !report.is_empty() {
+        out.diagnostics(&report);
+    }
+    if parsed.has_errors() {
+        let errors = parsed.errors().count();
+        out.status(&format!(
+            "{} is not valid: {errors} error{}",
+            path.display(),
+            if errors == 1 { "" } else { "s" }
+        ));
+        return Err(Failure::InvalidConfig);
+    }
+    Ok(parsed)
+}
+
+fn with_app(parsed: &Parsed, app: Option<&str>) -> Result<AppConfig, Failure> {
+    let mut config = parsed.config().cloned().ok_or(Failure::InvalidConfig)?;
+    if let Some(app) = app {
+        config.app = Some(app.parse().with_context(|| format!("--app {app:?}"))?);
+    }
+    Ok(config)
+}
+
+pub(crate) fn run(
+    command: ConfigCommand,
+    config: &Option<PathBuf>,
+    app: Option<&str>,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let path = config_path(config)?;
+    match command {
+        ConfigCommand::Validate => validate(&path, json, out),
+        ConfigCommand::Show(args) => {
+            let parsed = read(&path, out)?;
+            let config = with_app(&parsed, app)?;
+            if args.machine_config {
+                let group = args
+                    .process_group
+                    .unwrap_or_else(|| config.default_process_group());
+                let base = path
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                let machine = config
+                    .to_machine_config(&group, base, None)
+                    .with_context(|| {
+                        format!("lowering {} for process group `{group}`", path.display())
+                    })?;
+                let text =
+                    serde_json::to_string_pretty(&machine).context("writing the machine config")?;
+                out.data(&text);
+            } else {
+                let format = if json {
+                    Format::Json
+                } else if args.yaml {
+                    Format::Yaml
+                } else {
+                    Format::Toml
+                };
+                let text =
+                    aloft_config::show::to_string(&config, format).map_err(anyhow::Error::from)?;
+                out.data(&text);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn validate(path: &Path, json: bool, out: &mut Output) -> Result<(), Failure> {
+    if !json {
+        read(path, out)?;
+        out.status(&format!("{} is valid", path.display()));
+        return Ok(());
+    }
+    let parsed = aloft_config::load(path).map_err(anyhow::Error::from)?;
+    let findings: Vec<serde_json::Value> = parsed
+        .diagnostics()
+        .iter()
+        .map(|d| {
+            let position = d.span.map(|span| parsed.source().position(span.start));
+            serde_json::json!({
+                "severity": d.severity.to_string(),
+                "path": d.path.to_string(),
+                "message": d.message,
+                "help": d.help,
+                "file": parsed.source().name(),
+                "line": position.map(|p| p.line),
+                "column": position.map(|p| p.column),
+            })
+        })
+        .collect();
+    let report = serde_json::json!({ "valid": !parsed.has_errors(), "diagnostics": findings });
+    out.data(&serde_json::to_string_pretty(&report).context("writing the report")?);
+    if parsed.has_errors() {
+        Err(Failure::InvalidConfig)
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! The `aloft` command-line client.
+//!
+//! Conventions every command follows: data goes to stdout, diagnostics to stderr; every
+//! listing has `--json`; `NO_COLOR` (or a stderr that is not a terminal) turns colour off.
+//! Exit codes: 0 success, 1 invalid configuration, 2 usage error, 3 any other failure.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code of a configuration that is not valid.
+pub const EXIT_INVALID_CONFIG: u8 = 1;
+/// Exit code of a command line that clap rejects.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code of every other failure (a file that cannot be read, say).
+pub const EXIT_FAILURE: u8 = 3;
+
+/// Aloft: run your fly.toml apps on machines you own.
+#[derive(Debug, Parser)]
+#[command(name = "aloft", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The app to act on (overrides `app` in the config file).
+    #[arg(short = 'a', long = "app", global = true, value_name = "APP")]
+    pub app: Option<String>,
+
+    /// The app's config file (default: ./fly.toml, then ./aloft.toml).
+    #[arg(short = 'c', long = "config", global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read, check and show an app's fly.toml.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
+    /// Print the version of this client.
+    Version,
+}
+
+/// A failure that decides the exit code.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The config has errors; they were already printed.
+    InvalidConfig,
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure::Other(error)
+    }
+}
+
+/// Parses the command line, runs the command and turns the outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let code = if error.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
+    let mut out = output::Output::new();
+    match run(cli, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::InvalidConfig) => ExitCode::from(EXIT_INVALID_CONFIG),
+        Err(Failure::Other(error)) => {
+            out.error(&format!("{error:#}"));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
+    match cli.command {
+        Command::Config(command) => {
+            commands::config::run(command, &cli.config, cli.app.as_deref(), cli.json, out)
+        }
+        Command::Version => commands::version(cli.json, out),
+    }
+}
