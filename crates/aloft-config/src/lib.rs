@@ -4,12 +4,12 @@
 //! any finding names the file, line, column and key path:
 //!
 //! 1. [`tree`]: TOML, JSON or YAML (the file extension decides) into one span-carrying tree.
-//! 2. [`patches`]: legacy forms (Nomad-era keys, strings where numbers belong, renamed
+//! 2. `patches`: legacy forms (Nomad-era keys, strings where numbers belong, renamed
 //!    sections) rewritten the way flyctl does, each with a warning naming the modern form.
-//! 3. [`decode`]: the tree into the typed [`AppConfig`]; unknown keys are errors with the
+//! 3. `decode`: the tree into the typed [`AppConfig`]; unknown keys are errors with the
 //!    closest valid key (warnings inside `[experimental]`), and every type error of the file
 //!    is reported, not only the first.
-//! 4. [`validate`]: Fly's limits and cross-references (kill_timeout ≤ 300 s, process groups
+//! 4. `validate`: Fly's limits and cross-references (kill_timeout ≤ 300 s, process groups
 //!    that exist, strategies allowed with volumes, ...).
 //!
 //! [`AppConfig::to_machine_config`] then lowers one process group to a

@@ -76,25 +76,25 @@ fn string_map(parent: &mut Node, name: &str, at: &KeyPath, why: &str, out: &mut 
     let Some(node) = parent.get_mut(name) else {
         return;
     };
-    if let Value::Array(items) = &node.value {
-        if items.iter().all(|item| item.as_table().is_some()) {
-            let mut merged = Vec::new();
-            for item in items {
-                for (key, value) in item.as_table().into_iter().flatten() {
-                    merged.retain(|(k, _): &(Key, Node)| k.name != key.name);
-                    merged.push((key.clone(), value.clone()));
-                }
+    if let Value::Array(items) = &node.value
+        && items.iter().all(|item| item.as_table().is_some())
+    {
+        let mut merged = Vec::new();
+        for item in items {
+            for (key, value) in item.as_table().into_iter().flatten() {
+                merged.retain(|(k, _): &(Key, Node)| k.name != key.name);
+                merged.push((key.clone(), value.clone()));
             }
-            out.push(
-                Diagnostic::warning(
-                    at.clone(),
-                    "a list of tables here is a legacy form; the tables were merged",
-                )
-                .with_help(format!("write a single `[{at}]` table"))
-                .at(node.span),
-            );
-            *node = Node::table(merged, node.span);
         }
+        out.push(
+            Diagnostic::warning(
+                at.clone(),
+                "a list of tables here is a legacy form; the tables were merged",
+            )
+            .with_help(format!("write a single `[{at}]` table"))
+            .at(node.span),
+        );
+        *node = Node::table(merged, node.span);
     }
     for (key, value) in node.as_table_mut().into_iter().flatten() {
         if let Some(text) = scalar_text(&value.value) {
@@ -407,21 +407,21 @@ fn experimental(root: &mut Node, out: &mut Vec<Diagnostic>) {
     }
     let table = &mut section.1;
     for name in ["cmd", "entrypoint", "exec"] {
-        if let Some(node) = table.get_mut(name) {
-            if let Value::String(text) = &node.value {
-                out.push(
-                    Diagnostic::warning(
-                        at.child(name),
-                        "a string here is read as a one-element list",
-                    )
-                    .with_help(format!(
-                        "write `{name} = [{text:?}]`, or split the words into a list"
-                    ))
-                    .at(node.span),
-                );
-                let span = node.span;
-                node.value = Value::Array(vec![Node::new(Value::String(text.clone()), span)]);
-            }
+        if let Some(node) = table.get_mut(name)
+            && let Value::String(text) = &node.value
+        {
+            out.push(
+                Diagnostic::warning(
+                    at.child(name),
+                    "a string here is read as a one-element list",
+                )
+                .with_help(format!(
+                    "write `{name} = [{text:?}]`, or split the words into a list"
+                ))
+                .at(node.span),
+            );
+            let span = node.span;
+            node.value = Value::Array(vec![Node::new(Value::String(text.clone()), span)]);
         }
     }
     if let Some((key, value)) = table.remove("kill_timeout") {
@@ -499,27 +499,26 @@ fn top_level_checks(root: &mut Node, out: &mut Vec<Diagnostic>) {
     let Some(node) = root.get_mut("checks") else {
         return;
     };
-    if let Value::Array(items) = &node.value {
-        if items
+    if let Value::Array(items) = &node.value
+        && items
             .iter()
             .all(|item| item.get("name").and_then(Node::as_str).is_some())
-        {
-            let entries = items
-                .iter()
-                .filter_map(|item| {
-                    let name = item.get("name")?.as_str()?.to_owned();
-                    let mut check = item.clone();
-                    check.remove("name");
-                    Some((key(&name, item.span), check))
-                })
-                .collect();
-            out.push(
-                Diagnostic::warning(path!["checks"], "a list of named checks is a legacy form")
-                    .with_help("write each check as a `[checks.<name>]` table")
-                    .at(node.span),
-            );
-            *node = Node::table(entries, node.span);
-        }
+    {
+        let entries = items
+            .iter()
+            .filter_map(|item| {
+                let name = item.get("name")?.as_str()?.to_owned();
+                let mut check = item.clone();
+                check.remove("name");
+                Some((key(&name, item.span), check))
+            })
+            .collect();
+        out.push(
+            Diagnostic::warning(path!["checks"], "a list of named checks is a legacy form")
+                .with_help("write each check as a `[checks.<name>]` table")
+                .at(node.span),
+        );
+        *node = Node::table(entries, node.span);
     }
     for (name, check) in node.as_table_mut().into_iter().flatten() {
         if check.as_table().is_some() {

@@ -99,7 +99,7 @@ impl FromStr for MemorySize {
 
 impl fmt::Display for MemorySize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.mb != 0 && self.mb % 1024 == 0 {
+        if self.mb != 0 && self.mb.is_multiple_of(1024) {
             write!(f, "{}gb", self.mb / 1024)
         } else {
             write!(f, "{}mb", self.mb)
@@ -188,9 +188,9 @@ impl FromStr for VolumeSize {
 
 impl fmt::Display for VolumeSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.bytes % GB == 0 {
+        if self.bytes.is_multiple_of(GB) {
             write!(f, "{}gb", self.bytes / GB)
-        } else if self.bytes % MB == 0 {
+        } else if self.bytes.is_multiple_of(MB) {
             write!(f, "{}mb", self.bytes / MB)
         } else {
             write!(f, "{}b", self.bytes)

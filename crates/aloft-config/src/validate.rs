@@ -111,14 +111,14 @@ impl Validator<'_> {
     }
 
     fn top_level(&mut self) {
-        if let Some(timeout) = self.config.kill_timeout {
-            if timeout > MAX_KILL_TIMEOUT {
-                self.error(
+        if let Some(timeout) = self.config.kill_timeout
+            && timeout > MAX_KILL_TIMEOUT
+        {
+            self.error(
                     path!["kill_timeout"],
                     format!("kill_timeout is {timeout}; the most a machine is given to stop is 5m0s (300 seconds)"),
                     Some("lower kill_timeout to 300 or less".to_owned()),
                 );
-            }
         }
         for name in self.config.env.keys() {
             if name.starts_with("FLY_") {
@@ -188,14 +188,14 @@ impl Validator<'_> {
                 );
             }
         }
-        if let Some(max) = deploy.max_unavailable {
-            if !(max > 0.0) || (max >= 1.0 && max.fract() != 0.0) {
-                self.error(
+        if let Some(max) = deploy.max_unavailable
+            && (max.is_nan() || max <= 0.0 || (max >= 1.0 && max.fract() != 0.0))
+        {
+            self.error(
                     path!["deploy", "max_unavailable"],
                     format!("max_unavailable is {max}; expected a fraction between 0 and 1 (of the machines) or a whole number of machines"),
                     None,
                 );
-            }
         }
         if let Some(command) = &deploy.release_command {
             self.shell_words(command, path!["deploy", "release_command"]);
@@ -268,14 +268,14 @@ impl Validator<'_> {
     }
 
     fn concurrency(&mut self, concurrency: &aloft_types::machine::Concurrency, service: &KeyPath) {
-        if let (Some(soft), Some(hard)) = (concurrency.soft_limit, concurrency.hard_limit) {
-            if soft > hard {
-                self.error(
+        if let (Some(soft), Some(hard)) = (concurrency.soft_limit, concurrency.hard_limit)
+            && soft > hard
+        {
+            self.error(
                     service.child("concurrency").child("soft_limit"),
                     format!("soft_limit ({soft}) is greater than hard_limit ({hard})"),
                     Some("the soft limit is where the proxy starts preferring other machines; keep it at or below the hard limit".to_owned()),
                 );
-            }
         }
         if concurrency.hard_limit == Some(0) {
             self.error(
@@ -328,14 +328,14 @@ impl Validator<'_> {
         self.service_check_duration(check.interval, false, at.child("interval"));
         self.service_check_duration(check.timeout, false, at.child("timeout"));
         self.service_check_duration(check.grace_period, true, at.child("grace_period"));
-        if let Some(path) = &check.path {
-            if !path.starts_with('/') {
-                self.error(
-                    at.child("path"),
-                    format!("the check path {path:?} must start with `/`"),
-                    Some(format!("write `path = \"/{path}\"`")),
-                );
-            }
+        if let Some(path) = &check.path
+            && !path.starts_with('/')
+        {
+            self.error(
+                at.child("path"),
+                format!("the check path {path:?} must start with `/`"),
+                Some(format!("write `path = \"/{path}\"`")),
+            );
         }
     }
 
@@ -516,32 +516,32 @@ impl Validator<'_> {
                     Some("add `port = <the port to check>`".to_owned()),
                 );
             }
-            if let Some(interval) = check.interval {
-                if interval < MIN_TOP_LEVEL_CHECK_INTERVAL {
-                    self.error(
-                        at.child("interval"),
-                        format!("interval is {interval}; the shortest is 2s"),
-                        None,
-                    );
-                }
+            if let Some(interval) = check.interval
+                && interval < MIN_TOP_LEVEL_CHECK_INTERVAL
+            {
+                self.error(
+                    at.child("interval"),
+                    format!("interval is {interval}; the shortest is 2s"),
+                    None,
+                );
             }
-            if let Some(timeout) = check.timeout {
-                if timeout > MAX_TOP_LEVEL_CHECK_TIMEOUT {
-                    self.error(
-                        at.child("timeout"),
-                        format!("timeout is {timeout}; the longest is 1m0s"),
-                        None,
-                    );
-                }
+            if let Some(timeout) = check.timeout
+                && timeout > MAX_TOP_LEVEL_CHECK_TIMEOUT
+            {
+                self.error(
+                    at.child("timeout"),
+                    format!("timeout is {timeout}; the longest is 1m0s"),
+                    None,
+                );
             }
-            if let Some(path) = &check.path {
-                if !path.starts_with('/') {
-                    self.error(
-                        at.child("path"),
-                        format!("the check path {path:?} must start with `/`"),
-                        None,
-                    );
-                }
+            if let Some(path) = &check.path
+                && !path.starts_with('/')
+            {
+                self.error(
+                    at.child("path"),
+                    format!("the check path {path:?} must start with `/`"),
+                    None,
+                );
             }
             self.groups_exist(&check.processes, &at);
         }
@@ -577,25 +577,23 @@ impl Validator<'_> {
                 ),
                 Some(_) => {}
             }
-            if let Some(size) = mount.initial_size {
-                if size.gb() < 1 {
-                    self.error(
-                        at.child("initial_size"),
-                        format!("initial_size is {size}; the smallest volume is 1gb"),
-                        None,
-                    );
-                }
+            if let Some(size) = mount.initial_size
+                && size.gb() < 1
+            {
+                self.error(
+                    at.child("initial_size"),
+                    format!("initial_size is {size}; the smallest volume is 1gb"),
+                    None,
+                );
             }
-            if let Some(days) = mount.snapshot_retention {
-                if !(1..=60).contains(&days) {
-                    self.error(
-                        at.child("snapshot_retention"),
-                        format!(
-                            "snapshot_retention is {days}; keep snapshots between 1 and 60 days"
-                        ),
-                        None,
-                    );
-                }
+            if let Some(days) = mount.snapshot_retention
+                && !(1..=60).contains(&days)
+            {
+                self.error(
+                    at.child("snapshot_retention"),
+                    format!("snapshot_retention is {days}; keep snapshots between 1 and 60 days"),
+                    None,
+                );
             }
             let extend = [
                 mount.auto_extend_size_threshold.is_some(),
@@ -605,30 +603,28 @@ impl Validator<'_> {
             if extend.iter().any(|set| *set) && !extend.iter().all(|set| *set) {
                 self.error(at.clone(), "auto_extend_size_threshold, auto_extend_size_increment and auto_extend_size_limit must be given together", None);
             }
-            if let Some(threshold) = mount.auto_extend_size_threshold {
-                if !(50..=99).contains(&threshold) {
-                    self.error(at.child("auto_extend_size_threshold"), format!("auto_extend_size_threshold is {threshold}; use a percentage between 50 and 99"), None);
-                }
+            if let Some(threshold) = mount.auto_extend_size_threshold
+                && !(50..=99).contains(&threshold)
+            {
+                self.error(at.child("auto_extend_size_threshold"), format!("auto_extend_size_threshold is {threshold}; use a percentage between 50 and 99"), None);
             }
-            if let Some(increment) = mount.auto_extend_size_increment {
-                if !(1..=100).contains(&increment.gb()) {
-                    self.error(
-                        at.child("auto_extend_size_increment"),
-                        format!(
-                            "auto_extend_size_increment is {increment}; use between 1gb and 100gb"
-                        ),
-                        None,
-                    );
-                }
+            if let Some(increment) = mount.auto_extend_size_increment
+                && !(1..=100).contains(&increment.gb())
+            {
+                self.error(
+                    at.child("auto_extend_size_increment"),
+                    format!("auto_extend_size_increment is {increment}; use between 1gb and 100gb"),
+                    None,
+                );
             }
-            if let Some(limit) = mount.auto_extend_size_limit {
-                if !(1..=500).contains(&limit.gb()) {
-                    self.error(
-                        at.child("auto_extend_size_limit"),
-                        format!("auto_extend_size_limit is {limit}; use between 1gb and 500gb"),
-                        None,
-                    );
-                }
+            if let Some(limit) = mount.auto_extend_size_limit
+                && !(1..=500).contains(&limit.gb())
+            {
+                self.error(
+                    at.child("auto_extend_size_limit"),
+                    format!("auto_extend_size_limit is {limit}; use between 1gb and 500gb"),
+                    None,
+                );
             }
             self.groups_exist(&mount.processes, &at);
             for group in service_groups(&mount.processes, &default_group) {
@@ -654,14 +650,14 @@ impl Validator<'_> {
                 ),
             }
         }
-        if let Some(kind) = &vm.gpu_kind {
-            if !GPU_KINDS.contains(&kind.as_str()) {
-                self.error(
-                    at.child("gpu_kind"),
-                    format!("unknown GPU kind {kind:?}, expected {}", one_of(&GPU_KINDS)),
-                    did_you_mean(kind, GPU_KINDS),
-                );
-            }
+        if let Some(kind) = &vm.gpu_kind
+            && !GPU_KINDS.contains(&kind.as_str())
+        {
+            self.error(
+                at.child("gpu_kind"),
+                format!("unknown GPU kind {kind:?}, expected {}", one_of(&GPU_KINDS)),
+                did_you_mean(kind, GPU_KINDS),
+            );
         }
         if vm.cpus == Some(0) {
             self.error(at.child("cpus"), "cpus must be at least 1", None);

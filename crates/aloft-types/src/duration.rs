@@ -74,6 +74,23 @@ impl Duration {
     }
 }
 
+impl DurationParseError {
+    /// The same error, naming `input` (the whole text, sign included).
+    fn for_input(self, input: &str) -> DurationParseError {
+        let input = input.to_owned();
+        match self {
+            DurationParseError::Empty => DurationParseError::Empty,
+            DurationParseError::Negative { .. } => DurationParseError::Negative { input },
+            DurationParseError::Syntax { .. } => DurationParseError::Syntax { input },
+            DurationParseError::MissingUnit { .. } => DurationParseError::MissingUnit { input },
+            DurationParseError::UnknownUnit { unit, .. } => {
+                DurationParseError::UnknownUnit { input, unit }
+            }
+            DurationParseError::Overflow { .. } => DurationParseError::Overflow { input },
+        }
+    }
+}
+
 impl From<std::time::Duration> for Duration {
     fn from(value: std::time::Duration) -> Self {
         Duration(value)
@@ -84,22 +101,39 @@ impl FromStr for Duration {
     type Err = DurationParseError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let syntax = || DurationParseError::Syntax {
-            input: input.to_owned(),
-        };
         let mut rest = input.trim();
         if rest.is_empty() {
             return Err(DurationParseError::Empty);
         }
         if let Some(stripped) = rest.strip_prefix('+') {
             rest = stripped;
-        } else if rest.starts_with('-') {
-            if rest[1..].chars().all(|c| c == '0' || c == '.') && rest.len() > 1 {
+        } else if let Some(magnitude) = rest.strip_prefix('-') {
+            // Go accepts "-0s"; any other negative duration is refused.
+            if parse_magnitude(magnitude).is_ok_and(|d| d == Duration::ZERO) {
                 return Ok(Duration::ZERO);
             }
             return Err(DurationParseError::Negative {
                 input: input.to_owned(),
             });
+        }
+        parse_magnitude(rest).map_err(|error| error.for_input(input))
+    }
+}
+
+/// Parses an unsigned Go duration; errors name `rest`, and are renamed to the whole input
+/// by the caller.
+fn parse_magnitude(rest: &str) -> Result<Duration, DurationParseError> {
+    let input = rest;
+    let syntax = || DurationParseError::Syntax {
+        input: input.to_owned(),
+    };
+    let mut rest = rest;
+    if rest.is_empty() {
+        return Err(syntax());
+    }
+    {
+        if rest.is_empty() {
+            return Err(syntax());
         }
         if rest == "0" {
             return Ok(Duration::ZERO);
@@ -177,7 +211,7 @@ fn write_fraction(out: &mut String, value: u128, precision: u32) {
     out.push_str(&whole.to_string());
     if fraction != 0 {
         let mut digits = precision;
-        while fraction % 10 == 0 {
+        while fraction.is_multiple_of(10) {
             fraction /= 10;
             digits -= 1;
         }

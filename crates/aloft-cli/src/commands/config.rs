@@ -39,10 +39,12 @@ pub struct ShowArgs {
 fn config_path(explicit: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
     match explicit {
         Some(path) => Ok(path.clone()),
-        None => {
+        // Found in the current directory, the file is named as the user would name it:
+        // `fly.toml`, not an absolute path.
+        None => aloft_config::find_in(Path::new("")).or_else(|_| {
             let dir = std::env::current_dir().context("finding the current directory")?;
-            Ok(aloft_config::find_in(&dir)?)
-        }
+            Err(aloft_config::ConfigError::NotFound { dir }.into())
+        }),
     }
 }
 

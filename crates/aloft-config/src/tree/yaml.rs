@@ -130,20 +130,21 @@ fn resolve_plain(text: &str) -> Value {
         _ => {}
     }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(number) = text.parse::<i64>() {
-            return Value::Int(number);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(number) = text.parse::<i64>()
+    {
+        return Value::Int(number);
     }
-    if let Some(hex) = text.strip_prefix("0x") {
-        if let Ok(number) = i64::from_str_radix(hex, 16) {
-            return Value::Int(number);
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(number) = i64::from_str_radix(hex, 16)
+    {
+        return Value::Int(number);
     }
-    if let Some(octal) = text.strip_prefix("0o") {
-        if let Ok(number) = i64::from_str_radix(octal, 8) {
-            return Value::Int(number);
-        }
+    if let Some(octal) = text.strip_prefix("0o")
+        && let Ok(number) = i64::from_str_radix(octal, 8)
+    {
+        return Value::Int(number);
     }
     let looks_float = {
         let body = digits;
@@ -161,10 +162,8 @@ fn resolve_plain(text: &str) -> Value {
         });
         mantissa_ok && exponent_ok
     };
-    if looks_float {
-        if let Ok(number) = text.parse::<f64>() {
-            return Value::Float(number);
-        }
+    if looks_float && let Ok(number) = text.parse::<f64>() {
+        return Value::Float(number);
     }
     Value::String(text.to_owned())
 }

@@ -1,5 +1,11 @@
 //! Integration tests of aloft-config: one binary, one module per concern.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
 mod corpus;
 mod generated;
 mod invalid;

@@ -1,0 +1,187 @@
+//! `cargo xtask`: the project's own commands. `demo` and `test` set up a fresh Debian
+//! machine (installing what is missing) and then do everything; `fuzz` and `bench` run the
+//! fuzzers and benchmarks.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a developer tool that reports progress"
+)]
+
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Aloft's developer commands")]
+struct Args {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what is missing, build, and show the example app's configuration.
+    Demo,
+    /// Install what is missing, then check formatting, lints, docs and run every test.
+    Test,
+    /// Run a fuzz target for a while (needs cargo-fuzz; installed when missing).
+    Fuzz {
+        /// The target: `config`.
+        target: String,
+        /// How long to fuzz, in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Run a benchmark suite: `config`.
+    Bench {
+        /// The suite: `config`.
+        suite: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let root = workspace_root()?;
+    std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
+    match args.command {
+        Task::Demo => demo(&root),
+        Task::Test => test(),
+        Task::Fuzz { target, seconds } => fuzz(&target, seconds),
+        Task::Bench { suite } => bench(&suite),
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(Path::to_owned)
+        .context("xtask lives inside the workspace")
+}
+
+/// Runs a command, echoing it first; fails when it fails.
+fn run(command: &mut Command) -> Result<()> {
+    eprintln!("+ {}", describe(command));
+    let status = command
+        .status()
+        .with_context(|| format!("starting {}", describe(command)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", describe(command));
+    }
+    Ok(())
+}
+
+fn describe(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn section(title: &str) {
+    eprintln!("\n==> {title}");
+}
+
+fn test() -> Result<()> {
+    section("Installing what the tests need");
+    tools::ensure_test_tools()?;
+
+    section("Formatting");
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+
+    section("Lints");
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+
+    section("Tests");
+    // Doc tests first, so that the run's last test summary is nextest's, of every test.
+    run(cargo().args(["test", "--doc", "--workspace", "--quiet"]))?;
+    // A snapshot that is missing or differs fails the run; it is never written by CI.
+    run(cargo()
+        .args(["nextest", "run", "--workspace", "--profile", "ci"])
+        .env("INSTA_UPDATE", "no")
+        .env_remove("INSTA_FORCE_PASS"))?;
+
+    section("Docs");
+    run(cargo()
+        .args(["doc", "--no-deps", "--workspace", "--quiet"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
+
+    section("Fuzz targets build");
+    run(cargo().args([
+        "check",
+        "--quiet",
+        "--manifest-path",
+        "fuzz/Cargo.toml",
+        "--bins",
+    ]))?;
+
+    eprintln!("\nAll checks passed.");
+    Ok(())
+}
+
+fn demo(root: &Path) -> Result<()> {
+    section("Building aloft");
+    tools::ensure_rust_components()?;
+    run(cargo().args(["build", "--quiet", "--bin", "aloft"]))?;
+    let aloft = root.join("target/debug/aloft");
+    let config = root.join("examples/hello/fly.toml");
+    let config = config.to_str().context("the checkout path is not UTF-8")?;
+
+    section("aloft config validate -c examples/hello/fly.toml");
+    run(Command::new(&aloft).args(["config", "validate", "-c", config]))?;
+
+    section("aloft config show -c examples/hello/fly.toml");
+    run(Command::new(&aloft).args(["config", "show", "-c", config]))?;
+
+    section("aloft config show --machine-config -c examples/hello/fly.toml");
+    run(Command::new(&aloft).args(["config", "show", "--machine-config", "-c", config]))?;
+
+    eprintln!(
+        "\nThe example app's fly.toml is valid and lowers to the machine config above.\n\
+         Deploying it (aloftd server + aloft deploy) arrives with the machines and deploys work."
+    );
+    Ok(())
+}
+
+fn fuzz(target: &str, seconds: u64) -> Result<()> {
+    if target != "config" {
+        bail!("unknown fuzz target {target:?}; the targets are: config");
+    }
+    tools::ensure_cargo_fuzz()?;
+    // cargo-fuzz needs nightly-only compiler flags; the machine has one stable toolchain,
+    // whose compiler accepts them when bootstrapping is allowed.
+    run(cargo()
+        .args([
+            "fuzz",
+            "run",
+            target,
+            "--",
+            &format!("-max_total_time={seconds}"),
+        ])
+        .env("RUSTC_BOOTSTRAP", "1"))
+}
+
+fn bench(suite: &str) -> Result<()> {
+    match suite {
+        "config" => run(cargo().args(["bench", "--package", "aloft-config", "--bench", "config"])),
+        other => bail!("unknown benchmark suite {other:?}; the suites are: config"),
+    }
+}

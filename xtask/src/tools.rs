@@ -1,0 +1,70 @@
+//! Installing what the commands need on a fresh Debian machine (CI runs as root).
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result};
+
+use crate::{cargo, run};
+
+/// Debian packages the test suite needs. Later capabilities add theirs here (Docker
+/// Engine, PostgreSQL, dig, ...).
+const TEST_APT_PACKAGES: &[&str] = &[];
+
+fn succeeds(command: &mut Command) -> bool {
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+fn has_cargo_subcommand(name: &str) -> bool {
+    succeeds(cargo().args([name, "--version"]))
+}
+
+/// rustfmt and clippy, from the machine's one toolchain.
+pub(crate) fn ensure_rust_components() -> Result<()> {
+    for (component, subcommand) in [("rustfmt", "fmt"), ("clippy", "clippy")] {
+        if !has_cargo_subcommand(subcommand) {
+            run(Command::new("rustup").args(["component", "add", component]))?;
+        }
+    }
+    Ok(())
+}
+
+fn ensure_cargo_tool(subcommand: &str, krate: &str) -> Result<()> {
+    if !has_cargo_subcommand(subcommand) {
+        run(cargo().args(["install", "--locked", krate]))?;
+    }
+    Ok(())
+}
+
+/// Installs the Debian packages not yet installed (after `apt-get update`).
+fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|package| !succeeds(Command::new("dpkg").args(["-s", package])))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run(Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("apt-get update (xtask installs test dependencies as root)")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+pub(crate) fn ensure_test_tools() -> Result<()> {
+    ensure_rust_components()?;
+    ensure_cargo_tool("nextest", "cargo-nextest")?;
+    ensure_apt_packages(TEST_APT_PACKAGES)
+}
+
+pub(crate) fn ensure_cargo_fuzz() -> Result<()> {
+    ensure_cargo_tool("fuzz", "cargo-fuzz")
+}
