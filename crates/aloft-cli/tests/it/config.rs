@@ -4,12 +4,11 @@ use std::fs;
 
 use serde_json::json;
 
-use crate::{SEED, aloft, text};
+use crate::{SEED, aloft, dir_with, text};
 
 #[test]
 fn validate_accepts_the_seed_with_its_warning_on_stderr() {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("fly.toml"), SEED).unwrap();
+    let dir = dir_with("fly.toml", SEED);
     let output = aloft(dir.path(), &["config", "validate"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert_eq!(text(&output.stdout), "");
@@ -28,12 +27,10 @@ fn validate_accepts_the_seed_with_its_warning_on_stderr() {
 
 #[test]
 fn validate_rejects_an_invalid_file_with_exit_1_and_positions() {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(
-        dir.path().join("fly.toml"),
+    let dir = dir_with(
+        "fly.toml",
         "app = \"x\"\nkill_timeout = 900\n[http_service]\ninternal_prot = 8080\n",
-    )
-    .unwrap();
+    );
     let output = aloft(dir.path(), &["config", "validate"]);
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(text(&output.stdout), "");
@@ -42,12 +39,10 @@ fn validate_rejects_an_invalid_file_with_exit_1_and_positions() {
 
 #[test]
 fn validate_json_reports_every_finding() {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(
-        dir.path().join("fly.toml"),
+    let dir = dir_with(
+        "fly.toml",
         "app = \"x\"\n[http_service]\ninternal_prot = 8080\n",
-    )
-    .unwrap();
+    );
     let output = aloft(dir.path(), &["config", "validate", "--json"]);
     assert_eq!(output.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -80,8 +75,7 @@ fn config_falls_back_to_aloft_toml_and_says_when_there_is_none() {
 
 #[test]
 fn show_prints_the_normalized_file_in_each_format() {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("fly.toml"), SEED).unwrap();
+    let dir = dir_with("fly.toml", SEED);
     let toml = aloft(dir.path(), &["config", "show"]);
     assert!(toml.status.success());
     insta::assert_snapshot!("show_toml", text(&toml.stdout));
@@ -100,12 +94,10 @@ fn show_prints_the_normalized_file_in_each_format() {
 
 #[test]
 fn show_machine_config_lowers_a_process_group() {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(
-        dir.path().join("fly.yaml"),
+    let dir = dir_with(
+        "fly.yaml",
         "app: multi\nprocesses:\n  web: ./web --port 8080\n  worker: ./worker\nhttp_service:\n  internal_port: 8080\n  processes: [web]\n",
-    )
-    .unwrap();
+    );
     let output = aloft(
         dir.path(),
         &[
@@ -159,8 +151,7 @@ fn show_machine_config_lowers_a_process_group() {
 
 #[test]
 fn app_flag_overrides_the_app_name_and_is_checked() {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("fly.toml"), "app = \"one\"\n").unwrap();
+    let dir = dir_with("fly.toml", "app = \"one\"\n");
     let output = aloft(dir.path(), &["-a", "two", "config", "show", "--json"]);
     let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(shown["app"], "two");

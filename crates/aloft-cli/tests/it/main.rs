@@ -21,6 +21,13 @@ pub(crate) fn aloft(dir: &Path, args: &[&str]) -> Output {
         .expect("the aloft binary runs")
 }
 
+/// A temporary directory holding one file.
+pub(crate) fn dir_with(name: &str, content: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(name), content).unwrap();
+    dir
+}
+
 pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).expect("output is UTF-8")
 }
