@@ -6,9 +6,12 @@ use anyhow::{Context as _, Result};
 
 use crate::{cargo, run};
 
-/// Debian packages the test suite needs. Later capabilities add theirs here (Docker
-/// Engine, PostgreSQL, dig, ...).
-const TEST_APT_PACKAGES: &[&str] = &[];
+/// Debian packages the test suite needs: Docker Engine for machines, busybox-static for
+/// the test images (no registry is reachable, so images are built locally).
+const TEST_APT_PACKAGES: &[&str] = &["docker.io", "busybox-static"];
+
+/// How long to wait for a service started here to answer.
+const SERVICE_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 
 fn succeeds(command: &mut Command) -> bool {
     command
@@ -62,7 +65,34 @@ fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
 pub(crate) fn ensure_test_tools() -> Result<()> {
     ensure_rust_components()?;
     ensure_cargo_tool("nextest", "cargo-nextest")?;
-    ensure_apt_packages(TEST_APT_PACKAGES)
+    ensure_apt_packages(TEST_APT_PACKAGES)?;
+    ensure_docker_running()
+}
+
+/// Starts Docker Engine when it is not answering (CI machines start with no services).
+fn ensure_docker_running() -> Result<()> {
+    let answers = || succeeds(Command::new("docker").arg("info"));
+    if answers() {
+        return Ok(());
+    }
+    eprintln!("+ dockerd (in the background, logging to target/dockerd.log)");
+    std::fs::create_dir_all("target").context("creating target/")?;
+    let log = std::fs::File::create("target/dockerd.log").context("creating target/dockerd.log")?;
+    Command::new("dockerd")
+        .stdout(log.try_clone().context("sharing the dockerd log")?)
+        .stderr(log)
+        .spawn()
+        .context("starting dockerd")?;
+    let started = std::time::Instant::now();
+    while !answers() {
+        if started.elapsed() > SERVICE_START_TIMEOUT {
+            anyhow::bail!(
+                "dockerd did not answer within {SERVICE_START_TIMEOUT:?}; see target/dockerd.log"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    Ok(())
 }
 
 pub(crate) fn ensure_cargo_fuzz() -> Result<()> {

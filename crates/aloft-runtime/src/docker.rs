@@ -1,0 +1,488 @@
+//! The Docker Engine runtime, over bollard and `/var/run/docker.sock`.
+//!
+//! Containers run with `network_mode: none` and IPv6 enabled inside (the agent adds the
+//! 6PN address itself), the engine's restart policy off, and resource limits from the
+//! machine's guest. Stopping never relies on the engine's stop timeout: the runtime sends
+//! the machine's signal, waits its own timeout, then SIGKILLs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aloft_types::Signal;
+use bollard::Docker;
+use bollard::container::{
+    Config, CreateContainerOptions, InspectContainerOptions, KillContainerOptions,
+    ListContainersOptions, LogOutput, LogsOptions, RemoveContainerOptions, StatsOptions,
+    WaitContainerOptions,
+};
+use bollard::errors::Error as DockerError;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::image::CreateImageOptions;
+use bollard::models::{
+    ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use futures_util::stream::{self, BoxStream, StreamExt};
+use tokio::io::AsyncWriteExt;
+
+use crate::{
+    ContainerInfo, ContainerSpec, ContainerState, ExecOptions, ExecOutput, ExitStatus, LogLine,
+    LogStream, ResourceUsage, Runtime, RuntimeError,
+};
+
+/// The Docker Engine socket Aloft talks to.
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// Sysctls that turn IPv6 back on inside a `network_mode: none` container.
+const IPV6_SYSCTLS: [(&str, &str); 2] = [
+    ("net.ipv6.conf.all.disable_ipv6", "0"),
+    ("net.ipv6.conf.default.disable_ipv6", "0"),
+];
+
+/// A [`Runtime`] backed by Docker Engine.
+#[derive(Debug, Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+}
+
+fn boxed(error: DockerError) -> Box<dyn std::error::Error + Send + Sync> {
+    Box::new(error)
+}
+
+fn is_status(error: &DockerError, status: u16) -> bool {
+    matches!(error, DockerError::DockerResponseServerError { status_code, .. } if *status_code == status)
+}
+
+fn operation(operation: &'static str, container: &str) -> impl FnOnce(DockerError) -> RuntimeError {
+    let container = container.to_owned();
+    move |error| {
+        if is_status(&error, 404) {
+            RuntimeError::NotFound { container }
+        } else {
+            RuntimeError::Operation {
+                operation,
+                container,
+                source: boxed(error),
+            }
+        }
+    }
+}
+
+fn state_of(status: Option<ContainerStateStatusEnum>) -> ContainerState {
+    match status {
+        Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
+        Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
+        Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting,
+        Some(ContainerStateStatusEnum::REMOVING) => ContainerState::Removing,
+        Some(ContainerStateStatusEnum::EXITED) => ContainerState::Exited,
+        Some(ContainerStateStatusEnum::DEAD) => ContainerState::Dead,
+        _ => ContainerState::Created,
+    }
+}
+
+fn info_of(response: ContainerInspectResponse) -> ContainerInfo {
+    let state = response.state.unwrap_or_default();
+    let status = state_of(state.status);
+    let exit = matches!(status, ContainerState::Exited | ContainerState::Dead).then(|| {
+        ExitStatus::from_code(
+            state.exit_code.unwrap_or(0),
+            state.oom_killed.unwrap_or(false),
+        )
+    });
+    let config = response.config.unwrap_or_default();
+    ContainerInfo {
+        id: response.id.unwrap_or_default(),
+        name: response
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_owned(),
+        image: config.image.unwrap_or_default(),
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
+        state: status,
+        exit,
+    }
+}
+
+impl DockerRuntime {
+    /// Connects to the local engine and agrees on an API version (Debian's engine speaks 1.41).
+    pub async fn connect() -> Result<DockerRuntime, RuntimeError> {
+        let unavailable = |error: DockerError| RuntimeError::Unavailable {
+            endpoint: DOCKER_SOCKET.to_owned(),
+            source: boxed(error),
+        };
+        let docker = Docker::connect_with_socket_defaults().map_err(unavailable)?;
+        let docker = docker.negotiate_version().await.map_err(unavailable)?;
+        docker.ping().await.map_err(unavailable)?;
+        Ok(DockerRuntime { docker })
+    }
+
+    async fn exit_status(&self, id: &str) -> Result<ExitStatus, RuntimeError> {
+        let info = self
+            .inspect(id)
+            .await?
+            .ok_or_else(|| RuntimeError::NotFound {
+                container: id.to_owned(),
+            })?;
+        Ok(info.exit.unwrap_or(ExitStatus {
+            exit_code: 0,
+            signal: None,
+            oom_killed: false,
+        }))
+    }
+}
+
+impl Runtime for DockerRuntime {
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        if self.docker.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        let options = CreateImageOptions {
+            from_image: image,
+            ..CreateImageOptions::default()
+        };
+        let mut pull = self.docker.create_image(Some(options), None, None);
+        while let Some(progress) = pull.next().await {
+            progress.map_err(|error| RuntimeError::ImageUnavailable {
+                image: image.to_owned(),
+                source: boxed(error),
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let env: Vec<String> = spec
+            .env
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        let binds: Vec<String> = spec
+            .mounts
+            .iter()
+            .map(|mount| {
+                let mode = if mount.read_only { ":ro" } else { "" };
+                format!("{}:{}{mode}", mount.source.display(), mount.target)
+            })
+            .collect();
+        let host_config = HostConfig {
+            network_mode: Some("none".to_owned()),
+            binds: Some(binds),
+            nano_cpus: spec.cpus.map(|cpus| (cpus * 1e9) as i64),
+            memory: spec.memory_mb.map(|mb| (mb * 1024 * 1024) as i64),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            sysctls: Some(
+                IPV6_SYSCTLS
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect::<HashMap<_, _>>(),
+            ),
+            ..HostConfig::default()
+        };
+        let config = Config {
+            image: Some(spec.image.clone()),
+            entrypoint: spec.entrypoint.clone(),
+            cmd: spec.cmd.clone(),
+            env: Some(env),
+            labels: Some(spec.labels.clone().into_iter().collect::<HashMap<_, _>>()),
+            hostname: spec.hostname.clone(),
+            tty: Some(spec.tty),
+            stop_signal: Some(spec.stop_signal.name().to_owned()),
+            host_config: Some(host_config),
+            ..Config::default()
+        };
+        let options = CreateContainerOptions {
+            name: spec.name.clone(),
+            platform: None,
+        };
+        let created = self
+            .docker
+            .create_container(Some(options), config)
+            .await
+            .map_err(operation("create", &spec.name))?;
+        Ok(created.id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker
+            .start_container::<String>(id, None)
+            .await
+            .map_err(operation("start", id))
+    }
+
+    async fn stop(
+        &self,
+        id: &str,
+        signal: Signal,
+        timeout: Duration,
+    ) -> Result<ExitStatus, RuntimeError> {
+        let running = self
+            .inspect(id)
+            .await?
+            .is_some_and(|info| info.state == ContainerState::Running);
+        if !running {
+            return self.exit_status(id).await;
+        }
+        match self.signal(id, signal).await {
+            Ok(()) => {}
+            // It exited between the inspection and the signal.
+            Err(RuntimeError::Operation { .. })
+                if !self
+                    .inspect(id)
+                    .await?
+                    .is_some_and(|i| i.state == ContainerState::Running) =>
+            {
+                return self.exit_status(id).await;
+            }
+            Err(error) => return Err(error),
+        }
+        match tokio::time::timeout(timeout, self.wait(id)).await {
+            Ok(status) => status,
+            Err(_) => {
+                tracing::info!(
+                    container = id,
+                    ?timeout,
+                    "did not stop in time; sending SIGKILL"
+                );
+                let _ = self.signal(id, Signal::Kill).await;
+                self.wait(id).await
+            }
+        }
+    }
+
+    async fn signal(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
+        let options = KillContainerOptions {
+            signal: signal.name(),
+        };
+        self.docker
+            .kill_container(id, Some(options))
+            .await
+            .map_err(operation("signal", id))
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            link: false,
+        };
+        match self.docker.remove_container(id, Some(options)).await {
+            Err(error) if is_status(&error, 404) => Ok(()),
+            result => result.map_err(operation("remove", id)),
+        }
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+        match self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(response) => Ok(Some(info_of(response))),
+            Err(error) if is_status(&error, 404) => Ok(None),
+            Err(error) => Err(operation("inspect", id)(error)),
+        }
+    }
+
+    async fn list(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            labels
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect::<Vec<_>>(),
+        )]);
+        let options = ListContainersOptions {
+            all: true,
+            filters,
+            ..ListContainersOptions::default()
+        };
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(operation("list", "*"))?;
+        let mut containers = Vec::new();
+        for summary in summaries {
+            let Some(id) = summary.id else { continue };
+            // Removed between the listing and the inspection: not there any more.
+            if let Some(info) = self.inspect(&id).await? {
+                containers.push(info);
+            }
+        }
+        Ok(containers)
+    }
+
+    async fn wait(&self, id: &str) -> Result<ExitStatus, RuntimeError> {
+        let options = WaitContainerOptions {
+            condition: "not-running",
+        };
+        let mut wait = self.docker.wait_container(id, Some(options));
+        match wait.next().await {
+            // bollard reports a non-zero exit as an error; the inspection below reads it.
+            Some(Ok(_)) | Some(Err(DockerError::DockerContainerWaitError { .. })) | None => {}
+            Some(Err(error)) => return Err(operation("wait", id)(error)),
+        }
+        self.exit_status(id).await
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        options: &ExecOptions,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let config = CreateExecOptions {
+            cmd: Some(command.to_vec()),
+            attach_stdin: Some(options.stdin.is_some()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(options.tty),
+            ..CreateExecOptions::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(id, config)
+            .await
+            .map_err(operation("exec", id))?;
+        let start = StartExecOptions {
+            detach: false,
+            tty: options.tty,
+            output_capacity: None,
+        };
+        let started = self
+            .docker
+            .start_exec(&exec.id, Some(start))
+            .await
+            .map_err(operation("exec", id))?;
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = started
+        else {
+            return Err(RuntimeError::Operation {
+                operation: "exec",
+                container: id.to_owned(),
+                source: "the engine detached the exec".into(),
+            });
+        };
+        if let Some(stdin) = &options.stdin {
+            input
+                .write_all(stdin)
+                .await
+                .map_err(|error| RuntimeError::Operation {
+                    operation: "exec stdin",
+                    container: id.to_owned(),
+                    source: Box::new(error),
+                })?;
+        }
+        drop(input.shutdown().await);
+        let collect = async {
+            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+            while let Some(chunk) = output.next().await {
+                match chunk.map_err(operation("exec output", id))? {
+                    LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        stdout.extend_from_slice(&message)
+                    }
+                    LogOutput::StdIn { .. } => {}
+                }
+            }
+            Ok::<_, RuntimeError>((stdout, stderr))
+        };
+        let (stdout, stderr) = match options.timeout {
+            Some(timeout) => tokio::time::timeout(timeout, collect).await.map_err(|_| {
+                RuntimeError::ExecTimeout {
+                    container: id.to_owned(),
+                    timeout,
+                }
+            })??,
+            None => collect.await?,
+        };
+        // The exit code is set once the engine has noticed the process ended.
+        for _ in 0..100 {
+            let inspected = self
+                .docker
+                .inspect_exec(&exec.id)
+                .await
+                .map_err(operation("exec", id))?;
+            if inspected.running != Some(true) {
+                return Ok(ExecOutput {
+                    exit_code: inspected.exit_code.unwrap_or(-1),
+                    stdout,
+                    stderr,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err(RuntimeError::ExecTimeout {
+            container: id.to_owned(),
+            timeout: Duration::from_secs(1),
+        })
+    }
+
+    fn logs(&self, id: &str, follow: bool) -> BoxStream<'static, Result<LogLine, RuntimeError>> {
+        let options = LogsOptions::<String> {
+            follow,
+            stdout: true,
+            stderr: true,
+            timestamps: true,
+            ..LogsOptions::default()
+        };
+        let container = id.to_owned();
+        self.docker
+            .logs(id, Some(options))
+            .flat_map(move |chunk| {
+                let lines: Vec<Result<LogLine, RuntimeError>> = match chunk {
+                    Err(error) => vec![Err(operation("logs", &container)(error))],
+                    Ok(chunk) => {
+                        let stream = match chunk {
+                            LogOutput::StdErr { .. } => LogStream::Stderr,
+                            _ => LogStream::Stdout,
+                        };
+                        let text = String::from_utf8_lossy(&chunk.into_bytes()).into_owned();
+                        text.lines()
+                            .filter(|line| !line.is_empty())
+                            .map(|line| {
+                                let (timestamp, text) = line.split_once(' ').unwrap_or((line, ""));
+                                Ok(LogLine {
+                                    stream,
+                                    timestamp: timestamp.to_owned(),
+                                    text: text.to_owned(),
+                                })
+                            })
+                            .collect()
+                    }
+                };
+                stream::iter(lines)
+            })
+            .boxed()
+    }
+
+    async fn usage(&self, id: &str) -> Result<ResourceUsage, RuntimeError> {
+        let options = StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let stats = self
+            .docker
+            .stats(id, Some(options))
+            .next()
+            .await
+            .ok_or_else(|| RuntimeError::NotFound {
+                container: id.to_owned(),
+            })?
+            .map_err(operation("stats", id))?;
+        Ok(ResourceUsage {
+            cpu_nanos: stats.cpu_stats.cpu_usage.total_usage,
+            memory_bytes: stats.memory_stats.usage.unwrap_or(0),
+            memory_limit_bytes: stats.memory_stats.limit.unwrap_or(0),
+        })
+    }
+}

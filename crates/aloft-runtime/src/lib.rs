@@ -1,0 +1,132 @@
+//! Running machines: the [`Runtime`] trait and its Docker Engine implementation
+//! ([`DockerRuntime`]).
+//!
+//! The host agent is the only user. It decides *what* runs (restart policy, adoption of
+//! containers after a restart, events); a runtime only does what it is told, and reports
+//! what it sees. Invariants of every implementation:
+//!
+//! - A container is created with the labels it is given and never touched unless asked;
+//!   [`Runtime::list`] filters by label so an agent sees only its own containers.
+//! - [`Runtime::stop`] sends the given signal, waits at most the given timeout, then kills
+//!   with SIGKILL: the machine's `kill_signal`/`kill_timeout` are honoured exactly.
+//! - Nothing here restarts a container: the runtime's own restart policy is always off, so
+//!   every restart is the agent's decision and recorded as an event.
+//! - Machines get no network from the runtime (`network_mode: none`); the agent plumbs
+//!   the private network into the container's namespace itself.
+
+mod docker;
+mod spec;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aloft_types::Signal;
+
+pub use docker::{DOCKER_SOCKET, DockerRuntime};
+pub use spec::{
+    BindMount, ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExitStatus, LogLine,
+    LogStream, ResourceUsage,
+};
+
+/// What a runtime operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("container engine is unavailable at {endpoint}")]
+    Unavailable {
+        endpoint: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("image {image} is not available locally and could not be pulled")]
+    ImageUnavailable {
+        image: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("container {container} does not exist")]
+    NotFound { container: String },
+    #[error("{operation} of container {container} failed")]
+    Operation {
+        operation: &'static str,
+        container: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("exec in container {container} did not finish within {timeout:?}")]
+    ExecTimeout {
+        container: String,
+        timeout: Duration,
+    },
+}
+
+/// Options of [`Runtime::exec`].
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// Allocate a TTY (stdout and stderr then arrive merged, as stdout).
+    pub tty: bool,
+    /// Bytes written to the command's stdin, which is then closed.
+    pub stdin: Option<Vec<u8>>,
+    /// Kill the wait for the command after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// Runs machines as containers (or, later, microVMs) on one host.
+#[allow(
+    async_fn_in_trait,
+    reason = "used through generics by the agent, not as a trait object"
+)]
+pub trait Runtime: Send + Sync {
+    /// Makes `image` available locally (pulling it if the engine lacks it).
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError>;
+
+    /// Creates a container (not started) and returns its id.
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// Sends `signal`, waits up to `timeout` for the process to exit, then SIGKILLs it.
+    /// Returns how the process exited.
+    async fn stop(
+        &self,
+        id: &str,
+        signal: Signal,
+        timeout: Duration,
+    ) -> Result<ExitStatus, RuntimeError>;
+
+    /// Delivers `signal` to the main process.
+    async fn signal(&self, id: &str, signal: Signal) -> Result<(), RuntimeError>;
+
+    /// Removes the container (killing it if it runs) and its anonymous volumes. Removing
+    /// a container that does not exist succeeds.
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// The container's state, or `None` if it does not exist.
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError>;
+
+    /// Every container (running or not) carrying all of `labels`.
+    async fn list(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<ContainerInfo>, RuntimeError>;
+
+    /// Waits until the container's main process exits and says how.
+    async fn wait(&self, id: &str) -> Result<ExitStatus, RuntimeError>;
+
+    /// Runs `command` inside the running container and collects its output.
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        options: &ExecOptions,
+    ) -> Result<ExecOutput, RuntimeError>;
+
+    /// The container's log lines so far (`follow = false`) or as they come.
+    fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+    ) -> futures_util::stream::BoxStream<'static, Result<LogLine, RuntimeError>>;
+
+    /// CPU and memory use right now.
+    async fn usage(&self, id: &str) -> Result<ResourceUsage, RuntimeError>;
+}

@@ -1,0 +1,121 @@
+//! What a container is created from, and what the runtime reports about one.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use aloft_types::Signal;
+
+/// Everything needed to create a machine's container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSpec {
+    /// The engine's name for the container (unique on the host).
+    pub name: String,
+    pub image: String,
+    /// Replaces the image's ENTRYPOINT when set.
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's CMD when set.
+    pub cmd: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub hostname: Option<String>,
+    /// CPU limit in CPUs (fractions allowed).
+    pub cpus: Option<f64>,
+    /// Memory limit in MiB.
+    pub memory_mb: Option<u64>,
+    pub mounts: Vec<BindMount>,
+    /// The signal the engine would use on its own stop (the agent always passes one).
+    pub stop_signal: Signal,
+    pub tty: bool,
+}
+
+/// A host directory mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// The engine's view of a container's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Exited,
+    Removing,
+    Dead,
+}
+
+/// How a container's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExitStatus {
+    pub exit_code: i64,
+    /// The signal that ended the process, when it died of one (exit code 128 + N).
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+}
+
+impl ExitStatus {
+    /// Reads an exit code the shell way: 128 + N means "killed by signal N".
+    pub fn from_code(exit_code: i64, oom_killed: bool) -> ExitStatus {
+        let signal = (129..=159)
+            .contains(&exit_code)
+            .then(|| (exit_code - 128) as i32);
+        ExitStatus {
+            exit_code,
+            signal,
+            oom_killed,
+        }
+    }
+
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
+}
+
+/// A container as the runtime sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ContainerState,
+    /// Set once the container has exited.
+    pub exit: Option<ExitStatus>,
+}
+
+/// The output of a command run with `exec`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Which stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// One line a container wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub stream: LogStream,
+    /// The engine's RFC 3339 timestamp of the line.
+    pub timestamp: String,
+    pub text: String,
+}
+
+/// A container's resource use at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResourceUsage {
+    /// Total CPU time used, in nanoseconds.
+    pub cpu_nanos: u64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+}

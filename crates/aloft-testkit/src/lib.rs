@@ -1,0 +1,146 @@
+//! Test support for Aloft's crates: test images built locally (no registry is reachable),
+//! waiting for a condition with a deadline (never a fixed sleep), and guards that clean up
+//! what a test created even when it fails.
+//!
+//! Tests that need Docker Engine call [`require_docker`], which fails the test (never
+//! skips it) when the engine is missing.
+
+#![allow(
+    clippy::print_stderr,
+    clippy::expect_used,
+    reason = "test support: failing loudly is how it reports a broken environment"
+)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The test image: `FROM scratch` with Debian's busybox-static (sh, httpd, nc, wget,
+/// nslookup, sleep, trap, ...), built once per Docker Engine and reused.
+pub const BUSYBOX_IMAGE: &str = "aloft-test-busybox:1";
+
+/// Where Debian's busybox-static installs its binary.
+const BUSYBOX_BINARY: &str = "/bin/busybox";
+
+/// Panics (failing the test) unless Docker Engine answers.
+pub fn require_docker() {
+    let output = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    match output {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => panic!(
+            "Docker Engine is not answering (`cargo xtask test` installs and starts it): {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Err(error) => {
+            panic!("the docker CLI cannot run ({error}); `cargo xtask test` installs docker.io")
+        }
+    }
+}
+
+fn image_exists(image: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", image])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// Builds [`BUSYBOX_IMAGE`] if the engine does not have it yet, and returns its name.
+pub fn busybox_image() -> &'static str {
+    require_docker();
+    if image_exists(BUSYBOX_IMAGE) {
+        return BUSYBOX_IMAGE;
+    }
+    assert!(
+        Path::new(BUSYBOX_BINARY).exists(),
+        "{BUSYBOX_BINARY} is missing: `cargo xtask test` installs Debian's busybox-static"
+    );
+    let context = tempfile::tempdir().expect("a temporary build context");
+    std::fs::copy(BUSYBOX_BINARY, context.path().join("busybox")).expect("copying busybox");
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"/bin/sh\"]\n",
+    )
+    .expect("writing the Dockerfile");
+    let output = Command::new("docker")
+        .args(["build", "--quiet", "--tag", BUSYBOX_IMAGE])
+        .arg(context.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .expect("docker build runs");
+    // A concurrent test may have built it meanwhile; that is as good.
+    assert!(
+        output.status.success() || image_exists(BUSYBOX_IMAGE),
+        "building {BUSYBOX_IMAGE}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    BUSYBOX_IMAGE
+}
+
+/// Polls `condition` until it returns `Some`, or panics with `what` after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if let Some(value) = condition().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// Removes every container carrying `label=value` when dropped, so a failing test leaves
+/// nothing behind.
+#[derive(Debug)]
+pub struct ContainerCleanup {
+    label: String,
+}
+
+impl ContainerCleanup {
+    /// A unique `label=value` for one test's containers, and the guard that removes them.
+    pub fn new(label_key: &str) -> ContainerCleanup {
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        ContainerCleanup {
+            label: format!("{label_key}={unique}"),
+        }
+    }
+
+    /// The `key=value` label the test puts on its containers.
+    pub fn label(&self) -> (&str, &str) {
+        self.label.split_once('=').unwrap_or((&self.label, ""))
+    }
+}
+
+impl Drop for ContainerCleanup {
+    fn drop(&mut self) {
+        let ids = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label={}", self.label)])
+            .output();
+        if let Ok(output) = ids {
+            let ids = String::from_utf8_lossy(&output.stdout);
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f", "-v"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
