@@ -8,7 +8,8 @@ use crate::{cargo, run};
 
 /// Debian packages the test suite needs: Docker Engine for machines, busybox-static for
 /// the test images (no registry is reachable, so images are built locally).
-const TEST_APT_PACKAGES: &[&str] = &["docker.io", "busybox-static"];
+/// PostgreSQL for the store's second backend.
+const TEST_APT_PACKAGES: &[&str] = &["docker.io", "busybox-static", "postgresql"];
 
 /// How long to wait for a service started here to answer.
 const SERVICE_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
@@ -66,7 +67,35 @@ pub(crate) fn ensure_test_tools() -> Result<()> {
     ensure_rust_components()?;
     ensure_cargo_tool("nextest", "cargo-nextest")?;
     ensure_apt_packages(TEST_APT_PACKAGES)?;
-    ensure_docker_running()
+    ensure_docker_running()?;
+    ensure_postgres_running()
+}
+
+/// Starts Debian's PostgreSQL cluster when it is down, and lets root connect over the
+/// local socket as a superuser (the tests create and drop a database each).
+fn ensure_postgres_running() -> Result<()> {
+    let versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
+        .context("listing /etc/postgresql (is the postgresql package installed?)")?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .collect();
+    let version = versions
+        .iter()
+        .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
+        .context("no PostgreSQL cluster under /etc/postgresql")?;
+    let answers = || succeeds(Command::new("pg_isready").args(["-h", "/var/run/postgresql"]));
+    if !answers() {
+        run(Command::new("pg_ctlcluster").args([version, "main", "start"]))?;
+    }
+    let started = std::time::Instant::now();
+    while !answers() {
+        if started.elapsed() > SERVICE_START_TIMEOUT {
+            anyhow::bail!("PostgreSQL {version} did not answer within {SERVICE_START_TIMEOUT:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let create_role = "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'root') \
+                       THEN CREATE ROLE root SUPERUSER LOGIN; END IF; END$$;";
+    run(Command::new("runuser").args(["-u", "postgres", "--", "psql", "-qc", create_role]))
 }
 
 /// Starts Docker Engine when it is not answering (CI machines start with no services).

@@ -9,13 +9,18 @@
 //! - Names (`AppName`, `RegionCode`) can only be built through validation, so code that
 //!   holds one never re-checks it.
 //!
-//! Main types: [`Duration`], [`Signal`], [`AppName`], [`RegionCode`], [`machine::MachineConfig`].
+//! Main types: [`Duration`], [`Signal`], [`AppName`], [`RegionCode`], typed ids
+//! ([`MachineId`], [`VolumeId`], ...), [`MachineState`], [`machine::MachineConfig`].
 
 mod duration;
+mod ids;
 pub mod machine;
 mod names;
 mod signal;
+mod state;
 
 pub use duration::{Duration, DurationParseError};
+pub use ids::{AppId, HostId, IdError, MachineId, OrgId, TokenId, VolumeId};
 pub use names::{AppName, NameError, RegionCode};
 pub use signal::{Signal, UnknownSignal};
+pub use state::{MachineState, UnknownState};

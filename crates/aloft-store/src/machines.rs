@@ -1,0 +1,653 @@
+//! Machines: desired config (every version kept), state, events, cordons and leases.
+
+use aloft_types::machine::MachineConfig;
+use aloft_types::{AppId, HostId, MachineId, MachineState};
+use sqlx::any::AnyRow;
+
+use crate::{Store, StoreError, column, now_ms, random, typed};
+
+/// What [`Store::insert_machine`] needs.
+#[derive(Debug, Clone)]
+pub struct NewMachine {
+    pub app_id: AppId,
+    pub name: String,
+    pub region: String,
+    pub host_id: Option<HostId>,
+    pub private_ip: Option<String>,
+    pub config: MachineConfig,
+    pub state: MachineState,
+}
+
+/// A held lease: mutations need its nonce until it expires or is released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub nonce: String,
+    pub owner: String,
+    pub description: String,
+    pub expires_at: i64,
+}
+
+/// A machine as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineRecord {
+    pub id: MachineId,
+    pub app_id: AppId,
+    pub name: String,
+    pub region: String,
+    pub host_id: Option<HostId>,
+    pub state: MachineState,
+    /// Grows by one with every config change.
+    pub version: i64,
+    /// Changes with every version.
+    pub instance_id: String,
+    pub private_ip: Option<String>,
+    pub config: MachineConfig,
+    pub cordoned: bool,
+    /// The lease, if one is held and not expired at the time of reading.
+    pub lease: Option<Lease>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One config version of a machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineVersion {
+    pub version: i64,
+    pub instance_id: String,
+    pub config: MachineConfig,
+    pub created_at: i64,
+}
+
+/// Something that happened to a machine (`launch`, `start`, `exit`, `update`, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineEvent {
+    /// Numbered from 1 per machine, without gaps.
+    pub seq: i64,
+    pub kind: String,
+    pub status: String,
+    /// `user` for API requests, `flyd` for the platform's own doing (Fly's spelling).
+    pub source: String,
+    /// Details, e.g. `{"exit_event": {"exit_code": 1, ...}}`.
+    pub request: serde_json::Value,
+    pub at: i64,
+}
+
+/// Which machines [`Store::list_machines`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct MachineFilter {
+    pub region: Option<String>,
+    /// Every `key=value` must be in the config's metadata.
+    pub metadata: Vec<(String, String)>,
+    /// Include destroyed machines.
+    pub include_deleted: bool,
+}
+
+const COLUMNS: &str = "id, app_id, name, region, host_id, state, version, instance_id, private_ip, config, \
+                       cordoned, lease_nonce, lease_owner, lease_description, lease_expires_at, created_at, updated_at";
+
+/// A new instance id: a ULID (time-ordered, 26 characters of Crockford base32).
+fn instance_id() -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let time = u128::try_from(now_ms()).unwrap_or(0) & ((1 << 48) - 1);
+    let random: [u8; 10] = random();
+    let value = (time << 80)
+        | random
+            .iter()
+            .fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
+    (0..26)
+        .rev()
+        .map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char)
+        .collect()
+}
+
+fn record_from(row: &AnyRow, now: i64) -> Result<MachineRecord, StoreError> {
+    const WHAT: &str = "machine";
+    let id: MachineId = typed(row, WHAT, "id")?;
+    let config: String = column(row, WHAT, "config")?;
+    let config = serde_json::from_str(&config)
+        .map_err(|e| StoreError::corrupt("machine config", id.as_str(), e))?;
+    let host_id: Option<String> = column(row, WHAT, "host_id")?;
+    let lease = match (
+        column::<Option<String>>(row, WHAT, "lease_nonce")?,
+        column::<Option<i64>>(row, WHAT, "lease_expires_at")?,
+    ) {
+        (Some(nonce), Some(expires_at)) if expires_at > now => Some(Lease {
+            nonce,
+            owner: column::<Option<String>>(row, WHAT, "lease_owner")?.unwrap_or_default(),
+            description: column::<Option<String>>(row, WHAT, "lease_description")?
+                .unwrap_or_default(),
+            expires_at,
+        }),
+        _ => None,
+    };
+    Ok(MachineRecord {
+        app_id: typed(row, WHAT, "app_id")?,
+        name: column(row, WHAT, "name")?,
+        region: column(row, WHAT, "region")?,
+        host_id: host_id.map(|h| crate::parse("host id", &h)).transpose()?,
+        state: typed(row, WHAT, "state")?,
+        version: column(row, WHAT, "version")?,
+        instance_id: column(row, WHAT, "instance_id")?,
+        private_ip: column(row, WHAT, "private_ip")?,
+        config,
+        cordoned: column::<i64>(row, WHAT, "cordoned")? != 0,
+        lease,
+        created_at: column(row, WHAT, "created_at")?,
+        updated_at: column(row, WHAT, "updated_at")?,
+        id,
+    })
+}
+
+fn config_json(id: &MachineId, config: &MachineConfig) -> Result<String, StoreError> {
+    serde_json::to_string(config).map_err(|e| StoreError::corrupt("machine config", id.as_str(), e))
+}
+
+fn not_found(id: &MachineId) -> StoreError {
+    StoreError::NotFound {
+        what: "machine",
+        id: id.to_string(),
+    }
+}
+
+impl Store {
+    /// Stores a new machine at version 1.
+    pub async fn insert_machine(&self, new: NewMachine) -> Result<MachineRecord, StoreError> {
+        let id = MachineId::generate(random());
+        let now = now_ms();
+        let instance = instance_id();
+        let config = config_json(&id, &new.config)?;
+        let mut tx = self.pool().begin().await.map_err(StoreError::database(
+            "starting a transaction",
+            "machine",
+            id.as_str(),
+        ))?;
+        sqlx::query(
+            "INSERT INTO machines (id, app_id, name, region, host_id, state, version, instance_id, private_ip, config, \
+             cordoned, event_seq, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, 0, 0, $10, $10)",
+        )
+        .bind(id.as_str())
+        .bind(new.app_id.as_str())
+        .bind(&new.name)
+        .bind(&new.region)
+        .bind(new.host_id.as_ref().map(|h| h.to_string()))
+        .bind(new.state.as_str())
+        .bind(&instance)
+        .bind(new.private_ip.clone())
+        .bind(&config)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::database("creating a machine", "machine name", &new.name))?;
+        sqlx::query("INSERT INTO machine_versions (machine_id, version, instance_id, config, created_at) VALUES ($1, 1, $2, $3, $4)")
+            .bind(id.as_str())
+            .bind(&instance)
+            .bind(&config)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::database("recording a machine version", "machine", id.as_str()))?;
+        tx.commit().await.map_err(StoreError::database(
+            "creating a machine",
+            "machine",
+            id.as_str(),
+        ))?;
+        Ok(MachineRecord {
+            id,
+            app_id: new.app_id,
+            name: new.name,
+            region: new.region,
+            host_id: new.host_id,
+            state: new.state,
+            version: 1,
+            instance_id: instance,
+            private_ip: new.private_ip,
+            config: new.config,
+            cordoned: false,
+            lease: None,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// A machine of `app_id` (destroyed ones too).
+    pub async fn machine(
+        &self,
+        app_id: &AppId,
+        id: &MachineId,
+    ) -> Result<MachineRecord, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM machines WHERE id = $1 AND app_id = $2"
+        ))
+        .bind(id.as_str())
+        .bind(app_id.as_str())
+        .fetch_optional(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "finding a machine",
+            "machine",
+            id.as_str(),
+        ))?;
+        row.as_ref()
+            .map(|r| record_from(r, now_ms()))
+            .transpose()?
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// A machine by id alone (for host agents, which act on their own machines).
+    pub async fn machine_by_id(&self, id: &MachineId) -> Result<MachineRecord, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM machines WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(StoreError::database(
+                "finding a machine",
+                "machine",
+                id.as_str(),
+            ))?;
+        row.as_ref()
+            .map(|r| record_from(r, now_ms()))
+            .transpose()?
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// The machines of an app, oldest first.
+    pub async fn list_machines(
+        &self,
+        app_id: &AppId,
+        filter: &MachineFilter,
+    ) -> Result<Vec<MachineRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM machines WHERE app_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(app_id.as_str())
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "listing machines",
+            "app",
+            app_id.as_str(),
+        ))?;
+        let now = now_ms();
+        let mut machines = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let machine = record_from(row, now)?;
+            let wanted = (filter.include_deleted || machine.state != MachineState::Destroyed)
+                && filter
+                    .region
+                    .as_ref()
+                    .is_none_or(|region| *region == machine.region)
+                && filter
+                    .metadata
+                    .iter()
+                    .all(|(key, value)| machine.config.metadata.get(key) == Some(value));
+            if wanted {
+                machines.push(machine);
+            }
+        }
+        Ok(machines)
+    }
+
+    /// The machines placed on a host that are not destroyed.
+    pub async fn machines_on_host(
+        &self,
+        host_id: &HostId,
+    ) -> Result<Vec<MachineRecord>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM machines WHERE host_id = $1 AND state <> 'destroyed' ORDER BY created_at, id"))
+            .bind(host_id.as_str())
+            .fetch_all(self.pool())
+            .await
+            .map_err(StoreError::database("listing a host's machines", "host", host_id.as_str()))?;
+        let now = now_ms();
+        rows.iter().map(|r| record_from(r, now)).collect()
+    }
+
+    /// Replaces a machine's config with a new version; when `expected_version` is given it
+    /// must be the current one (optimistic concurrency).
+    pub async fn update_machine_config(
+        &self,
+        app_id: &AppId,
+        id: &MachineId,
+        config: &MachineConfig,
+        expected_version: Option<i64>,
+    ) -> Result<MachineRecord, StoreError> {
+        let current = self.machine(app_id, id).await?;
+        if current.state.is_terminal() {
+            return Err(StoreError::Conflict {
+                what: "machine",
+                id: id.to_string(),
+                reason: format!("it is {}", current.state),
+            });
+        }
+        let expected = expected_version.unwrap_or(current.version);
+        let now = now_ms();
+        let instance = instance_id();
+        let json = config_json(id, config)?;
+        let mut tx = self.pool().begin().await.map_err(StoreError::database(
+            "starting a transaction",
+            "machine",
+            id.as_str(),
+        ))?;
+        let updated = sqlx::query(
+            "UPDATE machines SET version = version + 1, instance_id = $1, config = $2, updated_at = $3 \
+             WHERE id = $4 AND app_id = $5 AND version = $6",
+        )
+        .bind(&instance)
+        .bind(&json)
+        .bind(now)
+        .bind(id.as_str())
+        .bind(app_id.as_str())
+        .bind(expected)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::database("updating a machine", "machine", id.as_str()))?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::Conflict {
+                what: "machine",
+                id: id.to_string(),
+                reason: format!("version {expected} is not the current version"),
+            });
+        }
+        sqlx::query("INSERT INTO machine_versions (machine_id, version, instance_id, config, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id.as_str())
+            .bind(expected + 1)
+            .bind(&instance)
+            .bind(&json)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::database("recording a machine version", "machine", id.as_str()))?;
+        tx.commit().await.map_err(StoreError::database(
+            "updating a machine",
+            "machine",
+            id.as_str(),
+        ))?;
+        self.machine(app_id, id).await
+    }
+
+    /// Moves a machine to `next`, if the platform allows it from the current state.
+    pub async fn set_machine_state(
+        &self,
+        id: &MachineId,
+        next: MachineState,
+    ) -> Result<MachineRecord, StoreError> {
+        let current = self.machine_by_id(id).await?;
+        if !current.state.can_become(next) {
+            return Err(StoreError::Conflict {
+                what: "machine",
+                id: id.to_string(),
+                reason: format!("cannot go from {} to {next}", current.state),
+            });
+        }
+        let updated = sqlx::query(
+            "UPDATE machines SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
+        )
+        .bind(next.as_str())
+        .bind(now_ms())
+        .bind(id.as_str())
+        .bind(current.state.as_str())
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "changing a machine's state",
+            "machine",
+            id.as_str(),
+        ))?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::Conflict {
+                what: "machine",
+                id: id.to_string(),
+                reason: "its state changed meanwhile".to_owned(),
+            });
+        }
+        self.machine_by_id(id).await
+    }
+
+    /// Places a machine on a host (or takes it off one), with its private address.
+    pub async fn place_machine(
+        &self,
+        id: &MachineId,
+        host_id: Option<&HostId>,
+        private_ip: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE machines SET host_id = $1, private_ip = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(host_id.map(|h| h.to_string()))
+        .bind(private_ip.map(str::to_owned))
+        .bind(now_ms())
+        .bind(id.as_str())
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "placing a machine",
+            "machine",
+            id.as_str(),
+        ))?;
+        if updated.rows_affected() == 0 {
+            return Err(not_found(id));
+        }
+        Ok(())
+    }
+
+    /// Cordons (no traffic) or uncordons a machine.
+    pub async fn set_cordoned(
+        &self,
+        app_id: &AppId,
+        id: &MachineId,
+        cordoned: bool,
+    ) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE machines SET cordoned = $1, updated_at = $2 WHERE id = $3 AND app_id = $4",
+        )
+        .bind(i64::from(cordoned))
+        .bind(now_ms())
+        .bind(id.as_str())
+        .bind(app_id.as_str())
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "cordoning a machine",
+            "machine",
+            id.as_str(),
+        ))?;
+        if updated.rows_affected() == 0 {
+            return Err(not_found(id));
+        }
+        Ok(())
+    }
+
+    /// Takes a lease on a machine for `ttl_ms`, or refreshes the one `nonce` names. Fails
+    /// while someone else holds an unexpired lease.
+    pub async fn acquire_lease(
+        &self,
+        app_id: &AppId,
+        id: &MachineId,
+        ttl_ms: i64,
+        owner: &str,
+        description: &str,
+        nonce: Option<&str>,
+    ) -> Result<Lease, StoreError> {
+        let now = now_ms();
+        let new_nonce = match nonce {
+            Some(existing) => existing.to_owned(),
+            None => random::<8>().iter().map(|b| format!("{b:02x}")).collect(),
+        };
+        let lease = Lease {
+            nonce: new_nonce,
+            owner: owner.to_owned(),
+            description: description.to_owned(),
+            expires_at: now + ttl_ms,
+        };
+        let updated = sqlx::query(
+            "UPDATE machines SET lease_nonce = $1, lease_owner = $2, lease_description = $3, lease_expires_at = $4 \
+             WHERE id = $5 AND app_id = $6 AND (lease_nonce IS NULL OR lease_expires_at <= $7 OR lease_nonce = $8)",
+        )
+        .bind(&lease.nonce)
+        .bind(owner)
+        .bind(description)
+        .bind(lease.expires_at)
+        .bind(id.as_str())
+        .bind(app_id.as_str())
+        .bind(now)
+        .bind(nonce.map(str::to_owned))
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::database("taking a lease", "machine", id.as_str()))?;
+        if updated.rows_affected() == 0 {
+            let machine = self.machine(app_id, id).await?;
+            let reason = match (&machine.lease, nonce) {
+                (Some(held), Some(_)) => format!(
+                    "the lease nonce does not match the lease held by {}",
+                    held.owner
+                ),
+                (Some(held), None) => format!(
+                    "a lease is held by {} until {}",
+                    held.owner, held.expires_at
+                ),
+                (None, _) => "the lease expired".to_owned(),
+            };
+            return Err(StoreError::Conflict {
+                what: "machine lease",
+                id: id.to_string(),
+                reason,
+            });
+        }
+        Ok(lease)
+    }
+
+    /// Releases the lease `nonce` names.
+    pub async fn release_lease(
+        &self,
+        app_id: &AppId,
+        id: &MachineId,
+        nonce: &str,
+    ) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE machines SET lease_nonce = NULL, lease_owner = NULL, lease_description = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND app_id = $2 AND lease_nonce = $3",
+        )
+        .bind(id.as_str())
+        .bind(app_id.as_str())
+        .bind(nonce)
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::database("releasing a lease", "machine", id.as_str()))?;
+        if updated.rows_affected() == 0 {
+            self.machine(app_id, id).await?;
+            return Err(StoreError::Conflict {
+                what: "machine lease",
+                id: id.to_string(),
+                reason: "no lease with that nonce".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records an event; returns its number.
+    pub async fn append_event(
+        &self,
+        id: &MachineId,
+        kind: &str,
+        status: &str,
+        source: &str,
+        request: &serde_json::Value,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool().begin().await.map_err(StoreError::database(
+            "starting a transaction",
+            "machine",
+            id.as_str(),
+        ))?;
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE machines SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::database(
+            "numbering an event",
+            "machine",
+            id.as_str(),
+        ))?;
+        let seq = seq.ok_or_else(|| not_found(id))?;
+        sqlx::query("INSERT INTO machine_events (machine_id, seq, kind, status, source, request, at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(id.as_str())
+            .bind(seq)
+            .bind(kind)
+            .bind(status)
+            .bind(source)
+            .bind(request.to_string())
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::database("recording an event", "machine", id.as_str()))?;
+        tx.commit().await.map_err(StoreError::database(
+            "recording an event",
+            "machine",
+            id.as_str(),
+        ))?;
+        Ok(seq)
+    }
+
+    /// A machine's events, newest first (as Fly lists them).
+    pub async fn events(&self, id: &MachineId) -> Result<Vec<MachineEvent>, StoreError> {
+        const WHAT: &str = "machine event";
+        let rows = sqlx::query("SELECT seq, kind, status, source, request, at FROM machine_events WHERE machine_id = $1 ORDER BY seq DESC")
+            .bind(id.as_str())
+            .fetch_all(self.pool())
+            .await
+            .map_err(StoreError::database("listing events", "machine", id.as_str()))?;
+        rows.iter()
+            .map(|row| {
+                let request: String = column(row, WHAT, "request")?;
+                Ok(MachineEvent {
+                    seq: column(row, WHAT, "seq")?,
+                    kind: column(row, WHAT, "kind")?,
+                    status: column(row, WHAT, "status")?,
+                    source: column(row, WHAT, "source")?,
+                    request: serde_json::from_str(&request)
+                        .map_err(|e| StoreError::corrupt(WHAT, id.as_str(), e))?,
+                    at: column(row, WHAT, "at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every config version of a machine, newest first.
+    pub async fn versions(&self, id: &MachineId) -> Result<Vec<MachineVersion>, StoreError> {
+        const WHAT: &str = "machine version";
+        let rows = sqlx::query("SELECT version, instance_id, config, created_at FROM machine_versions WHERE machine_id = $1 ORDER BY version DESC")
+            .bind(id.as_str())
+            .fetch_all(self.pool())
+            .await
+            .map_err(StoreError::database("listing versions", "machine", id.as_str()))?;
+        rows.iter()
+            .map(|row| {
+                let config: String = column(row, WHAT, "config")?;
+                Ok(MachineVersion {
+                    version: column(row, WHAT, "version")?,
+                    instance_id: column(row, WHAT, "instance_id")?,
+                    config: serde_json::from_str(&config)
+                        .map_err(|e| StoreError::corrupt(WHAT, id.as_str(), e))?,
+                    created_at: column(row, WHAT, "created_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_are_ulids() {
+        let id = instance_id();
+        assert_eq!(id.len(), 26);
+        assert!(
+            id.bytes()
+                .all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b)),
+            "{id}"
+        );
+        assert_ne!(instance_id(), instance_id());
+    }
+}

@@ -1,0 +1,105 @@
+use aloft_store::{Store, StoreError, TokenKind, now_ms};
+
+use crate::on_both_backends;
+
+on_both_backends!(orgs_and_tokens);
+
+async fn orgs_and_tokens(store: Store) {
+    let org = store.create_org("acme", "Acme Inc").await.unwrap();
+    assert!(matches!(
+        store.create_org("acme", "Again").await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(store.org_by_slug("acme").await.unwrap(), org);
+    assert_eq!(store.org(&org.id).await.unwrap(), org);
+    assert!(matches!(
+        store.org_by_slug("nope").await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    let deploy = store
+        .create_token(
+            &org.id,
+            TokenKind::Deploy,
+            Some("web"),
+            "ci",
+            "hash-1",
+            None,
+        )
+        .await
+        .unwrap();
+    let expiring = store
+        .create_token(
+            &org.id,
+            TokenKind::Readonly,
+            None,
+            "short",
+            "hash-2",
+            Some(now_ms() - 1),
+        )
+        .await
+        .unwrap();
+    let found = store.token_by_hash("hash-1").await.unwrap().unwrap();
+    assert_eq!(found, deploy);
+    assert_eq!(found.app_name.as_deref(), Some("web"));
+    assert!(found.is_active(now_ms()));
+    assert!(
+        !store
+            .token_by_hash("hash-2")
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active(now_ms()),
+        "expired"
+    );
+    assert!(store.token_by_hash("unknown").await.unwrap().is_none());
+    assert!(matches!(
+        store
+            .create_token(&org.id, TokenKind::Org, None, "dup", "hash-1", None)
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+
+    let listed: Vec<_> = store
+        .list_tokens(&org.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(listed, vec![deploy.id.clone(), expiring.id.clone()]);
+    store.revoke_token(&org.id, &deploy.id).await.unwrap();
+    store.revoke_token(&org.id, &deploy.id).await.unwrap();
+    assert!(
+        !store
+            .token_by_hash("hash-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active(now_ms())
+    );
+
+    let other = store.create_org("other", "Other").await.unwrap();
+    assert!(
+        matches!(
+            store.revoke_token(&other.id, &expiring.id).await,
+            Err(StoreError::NotFound { .. })
+        ),
+        "a token of one organization cannot be touched through another"
+    );
+    assert!(store.list_tokens(&other.id).await.unwrap().is_empty());
+
+    let slugs: Vec<_> = store
+        .list_orgs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.slug)
+        .collect();
+    assert_eq!(slugs, vec!["acme", "other"]);
+    store.delete_org(&other.id).await.unwrap();
+    assert!(matches!(
+        store.delete_org(&other.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
