@@ -46,6 +46,7 @@ CREATE TABLE machines (
     region TEXT NOT NULL,
     host_id TEXT,
     state TEXT NOT NULL,
+    desired TEXT NOT NULL,
     version BIGINT NOT NULL,
     instance_id TEXT NOT NULL,
     private_ip TEXT,

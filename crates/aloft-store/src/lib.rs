@@ -29,7 +29,9 @@ use sqlx::{AnyPool, Executor};
 
 pub use apps::App;
 pub use hosts::Host;
-pub use machines::{Lease, MachineEvent, MachineFilter, MachineRecord, MachineVersion, NewMachine};
+pub use machines::{
+    Desired, Lease, MachineEvent, MachineFilter, MachineRecord, MachineVersion, NewMachine,
+};
 pub use orgs::{Org, Token, TokenKind};
 pub use secrets::SecretRecord;
 pub use volumes::{NewVolume, VolumeRecord, VolumeState};

@@ -6,6 +6,40 @@ use sqlx::any::AnyRow;
 
 use crate::{Store, StoreError, column, now_ms, random, typed};
 
+/// What the platform should make of a machine; the host agent converges to it and reports
+/// the machine's observed [`MachineState`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Desired {
+    Started,
+    Stopped,
+    Destroyed,
+}
+
+impl Desired {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Desired::Started => "started",
+            Desired::Stopped => "stopped",
+            Desired::Destroyed => "destroyed",
+        }
+    }
+}
+
+impl std::str::FromStr for Desired {
+    type Err = std::io::Error;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "started" => Ok(Desired::Started),
+            "stopped" => Ok(Desired::Stopped),
+            "destroyed" => Ok(Desired::Destroyed),
+            other => Err(std::io::Error::other(format!(
+                "unknown desired state {other:?}"
+            ))),
+        }
+    }
+}
+
 /// What [`Store::insert_machine`] needs.
 #[derive(Debug, Clone)]
 pub struct NewMachine {
@@ -16,6 +50,7 @@ pub struct NewMachine {
     pub private_ip: Option<String>,
     pub config: MachineConfig,
     pub state: MachineState,
+    pub desired: Desired,
 }
 
 /// A held lease: mutations need its nonce until it expires or is released.
@@ -36,6 +71,8 @@ pub struct MachineRecord {
     pub region: String,
     pub host_id: Option<HostId>,
     pub state: MachineState,
+    /// What the agent is asked to converge to.
+    pub desired: Desired,
     /// Grows by one with every config change.
     pub version: i64,
     /// Changes with every version.
@@ -82,7 +119,7 @@ pub struct MachineFilter {
     pub include_deleted: bool,
 }
 
-const COLUMNS: &str = "id, app_id, name, region, host_id, state, version, instance_id, private_ip, config, \
+const COLUMNS: &str = "id, app_id, name, region, host_id, state, desired, version, instance_id, private_ip, config, \
                        cordoned, lease_nonce, lease_owner, lease_description, lease_expires_at, created_at, updated_at";
 
 /// A new instance id: a ULID (time-ordered, 26 characters of Crockford base32).
@@ -126,6 +163,7 @@ fn record_from(row: &AnyRow, now: i64) -> Result<MachineRecord, StoreError> {
         region: column(row, WHAT, "region")?,
         host_id: host_id.map(|h| crate::parse("host id", &h)).transpose()?,
         state: typed(row, WHAT, "state")?,
+        desired: typed(row, WHAT, "desired")?,
         version: column(row, WHAT, "version")?,
         instance_id: column(row, WHAT, "instance_id")?,
         private_ip: column(row, WHAT, "private_ip")?,
@@ -162,8 +200,9 @@ impl Store {
             id.as_str(),
         ))?;
         sqlx::query(
-            "INSERT INTO machines (id, app_id, name, region, host_id, state, version, instance_id, private_ip, config, \
-             cordoned, event_seq, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, 0, 0, $10, $10)",
+            "INSERT INTO machines (id, app_id, name, region, host_id, state, desired, version, instance_id, private_ip, \
+             config, cordoned, event_seq, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, 0, 0, $11, $11)",
         )
         .bind(id.as_str())
         .bind(new.app_id.as_str())
@@ -171,6 +210,7 @@ impl Store {
         .bind(&new.region)
         .bind(new.host_id.as_ref().map(|h| h.to_string()))
         .bind(new.state.as_str())
+        .bind(new.desired.as_str())
         .bind(&instance)
         .bind(new.private_ip.clone())
         .bind(&config)
@@ -198,6 +238,7 @@ impl Store {
             region: new.region,
             host_id: new.host_id,
             state: new.state,
+            desired: new.desired,
             version: 1,
             instance_id: instance,
             private_ip: new.private_ip,
@@ -400,6 +441,26 @@ impl Store {
             });
         }
         self.machine_by_id(id).await
+    }
+
+    /// Sets what the agent should make of a machine.
+    pub async fn set_desired(&self, id: &MachineId, desired: Desired) -> Result<(), StoreError> {
+        let updated =
+            sqlx::query("UPDATE machines SET desired = $1, updated_at = $2 WHERE id = $3")
+                .bind(desired.as_str())
+                .bind(now_ms())
+                .bind(id.as_str())
+                .execute(self.pool())
+                .await
+                .map_err(StoreError::database(
+                    "setting a machine's desired state",
+                    "machine",
+                    id.as_str(),
+                ))?;
+        if updated.rows_affected() == 0 {
+            return Err(not_found(id));
+        }
+        Ok(())
     }
 
     /// Places a machine on a host (or takes it off one), with its private address.

@@ -36,6 +36,7 @@ fn new_machine(app: &App, name: &str, region: &str, group: &str) -> NewMachine {
         private_ip: None,
         config: config("busybox:1", group),
         state: MachineState::Created,
+        desired: aloft_store::Desired::Started,
     }
 }
 

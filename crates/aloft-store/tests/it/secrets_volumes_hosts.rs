@@ -100,6 +100,7 @@ async fn volumes_attach_to_one_machine(store: Store) {
         private_ip: None,
         config: MachineConfig::default(),
         state: MachineState::Created,
+        desired: aloft_store::Desired::Started,
     };
     let one = store.insert_machine(machine("one")).await.unwrap();
     let two = store.insert_machine(machine("two")).await.unwrap();
