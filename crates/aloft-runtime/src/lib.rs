@@ -77,48 +77,68 @@ pub struct ExecOptions {
 )]
 pub trait Runtime: Send + Sync {
     /// Makes `image` available locally (pulling it if the engine lacks it).
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError>;
+    fn ensure_image(
+        &self,
+        image: &str,
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Creates a container (not started) and returns its id.
-    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
+    fn create(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl std::future::Future<Output = Result<String, RuntimeError>> + Send;
 
-    async fn start(&self, id: &str) -> Result<(), RuntimeError>;
+    fn start(&self, id: &str)
+    -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Sends `signal`, waits up to `timeout` for the process to exit, then SIGKILLs it.
     /// Returns how the process exited.
-    async fn stop(
+    fn stop(
         &self,
         id: &str,
         signal: Signal,
         timeout: Duration,
-    ) -> Result<ExitStatus, RuntimeError>;
+    ) -> impl std::future::Future<Output = Result<ExitStatus, RuntimeError>> + Send;
 
     /// Delivers `signal` to the main process.
-    async fn signal(&self, id: &str, signal: Signal) -> Result<(), RuntimeError>;
+    fn signal(
+        &self,
+        id: &str,
+        signal: Signal,
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Removes the container (killing it if it runs) and its anonymous volumes. Removing
     /// a container that does not exist succeeds.
-    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+    fn remove(
+        &self,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
 
     /// The container's state, or `None` if it does not exist.
-    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError>;
+    fn inspect(
+        &self,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<ContainerInfo>, RuntimeError>> + Send;
 
     /// Every container (running or not) carrying all of `labels`.
-    async fn list(
+    fn list(
         &self,
         labels: &BTreeMap<String, String>,
-    ) -> Result<Vec<ContainerInfo>, RuntimeError>;
+    ) -> impl std::future::Future<Output = Result<Vec<ContainerInfo>, RuntimeError>> + Send;
 
     /// Waits until the container's main process exits and says how.
-    async fn wait(&self, id: &str) -> Result<ExitStatus, RuntimeError>;
+    fn wait(
+        &self,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<ExitStatus, RuntimeError>> + Send;
 
     /// Runs `command` inside the running container and collects its output.
-    async fn exec(
+    fn exec(
         &self,
         id: &str,
         command: &[String],
         options: &ExecOptions,
-    ) -> Result<ExecOutput, RuntimeError>;
+    ) -> impl std::future::Future<Output = Result<ExecOutput, RuntimeError>> + Send;
 
     /// The container's log lines so far (`follow = false`) or as they come.
     fn logs(
@@ -128,5 +148,8 @@ pub trait Runtime: Send + Sync {
     ) -> futures_util::stream::BoxStream<'static, Result<LogLine, RuntimeError>>;
 
     /// CPU and memory use right now.
-    async fn usage(&self, id: &str) -> Result<ResourceUsage, RuntimeError>;
+    fn usage(
+        &self,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<ResourceUsage, RuntimeError>> + Send;
 }

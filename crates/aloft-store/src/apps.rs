@@ -75,6 +75,21 @@ impl Store {
             })
     }
 
+    pub async fn app(&self, id: &AppId) -> Result<App, StoreError> {
+        let row = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(StoreError::database("finding an app", "app", id.as_str()))?;
+        row.as_ref()
+            .map(app_from)
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "app",
+                id: id.to_string(),
+            })
+    }
+
     pub async fn list_apps(&self, org_id: &OrgId) -> Result<Vec<App>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {APP_COLUMNS} FROM apps WHERE org_id = $1 ORDER BY name"

@@ -1,0 +1,607 @@
+//! The host agent: makes the machines placed on this host match their desired state.
+//!
+//! Invariants:
+//! - The agent only touches containers labelled with its own host id; after a restart it
+//!   adopts the ones that belong to a current machine version and removes the rest.
+//! - Restarts follow the machine's policy (`no`, `always`, `on-failure` with
+//!   `max_retries`) and are the agent's decision: the engine's own policy is off, and every
+//!   exit is recorded as an event with its exit code, signal and OOM flag.
+//! - The agent learns and reports through the control plane's [`AgentGateway`]; it never
+//!   writes the store itself.
+//! - Stopping the agent leaves machines running; they are adopted when it comes back.
+//!
+//! Main types: [`Agent`], [`AgentConfig`], [`RuntimeLink`].
+
+pub mod env;
+mod spec;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use aloft_control::{AgentGateway, ApiError, BoxFuture, Command, HostLink, wire::ExecResponse};
+use aloft_runtime::{
+    ContainerInfo, ContainerState, ExecOptions, ExitStatus, Runtime, RuntimeError,
+};
+use aloft_store::{Desired, Host, MachineRecord, now_ms};
+use aloft_types::machine::RestartPolicy;
+use aloft_types::{HostId, MachineId, MachineState, Signal};
+use serde_json::json;
+use tokio::sync::{Mutex, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use spec::{LABEL_HOST, LABEL_INSTANCE, LABEL_MACHINE, LABEL_MANAGED, container_spec};
+
+/// Settings of one host's agent.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub host_id: HostId,
+    pub region: String,
+    /// Where machines' files and volumes live on this host.
+    pub data_dir: PathBuf,
+    pub cpus: i64,
+    pub memory_mb: i64,
+    /// How often everything is compared again, whatever notifications said.
+    pub reconcile_interval: Duration,
+}
+
+/// Restarts allowed by `on-failure` when the machine's config names no `max_retries`.
+pub const DEFAULT_MAX_RETRIES: u32 = 10;
+/// Stop timeout when the config names none (fly.toml's default `kill_timeout`).
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why an agent operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("talking to the control plane")]
+    Control(#[source] ApiError),
+    #[error("the container runtime")]
+    Runtime(#[source] RuntimeError),
+}
+
+impl From<ApiError> for AgentError {
+    fn from(error: ApiError) -> Self {
+        AgentError::Control(error)
+    }
+}
+
+impl From<RuntimeError> for AgentError {
+    fn from(error: RuntimeError) -> Self {
+        AgentError::Runtime(error)
+    }
+}
+
+struct Shared<R> {
+    runtime: R,
+    gateway: AgentGateway,
+    config: AgentConfig,
+    /// One operation at a time per machine.
+    locks: StdMutex<HashMap<MachineId, Arc<Mutex<()>>>>,
+    /// Restarts made per instance (a new version starts from zero).
+    restarts: StdMutex<HashMap<String, u32>>,
+    /// Containers whose exit is being waited for.
+    watched: StdMutex<HashSet<String>>,
+    exits: mpsc::UnboundedSender<(MachineId, String, ExitStatus)>,
+    tasks: TaskTracker,
+}
+
+/// One host's agent.
+pub struct Agent<R: Runtime + 'static> {
+    shared: Arc<Shared<R>>,
+    exits: mpsc::UnboundedReceiver<(MachineId, String, ExitStatus)>,
+}
+
+impl<R: Runtime + 'static> std::fmt::Debug for Agent<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("host", &self.shared.config.host_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn exit_json(exit: &ExitStatus, requested_stop: bool, restarting: bool) -> serde_json::Value {
+    json!({
+        "exit_event": {
+            "exit_code": exit.exit_code,
+            "signal": exit.signal.unwrap_or(-1),
+            "oom_killed": exit.oom_killed,
+            "requested_stop": requested_stop,
+            "restarting": restarting,
+            "exited_at": aloft_control::rfc3339(now_ms()),
+        }
+    })
+}
+
+impl<R: Runtime + 'static> Agent<R> {
+    pub fn new(runtime: R, gateway: AgentGateway, config: AgentConfig) -> Agent<R> {
+        let (exits, receiver) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            runtime,
+            gateway,
+            config,
+            locks: StdMutex::new(HashMap::new()),
+            restarts: StdMutex::new(HashMap::new()),
+            watched: StdMutex::new(HashSet::new()),
+            exits,
+            tasks: TaskTracker::new(),
+        });
+        Agent {
+            shared,
+            exits: receiver,
+        }
+    }
+
+    /// How the control plane reaches this agent.
+    pub fn link(&self) -> Arc<dyn HostLink> {
+        Arc::new(RuntimeLink {
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Runs until `shutdown` is cancelled, then waits for operations in flight. Machines
+    /// keep running afterwards.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        let shared = self.shared.clone();
+        let mut changes = shared.gateway.subscribe();
+        shared.heartbeat().await?;
+        shared.reconcile_all();
+        let mut interval = tokio::time::interval(shared.config.reconcile_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                change = changes.recv() => match change {
+                    Ok(change) if change.host_id.as_ref() == Some(&shared.config.host_id) => {
+                        shared.spawn(change.machine_id, change.command);
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "missed machine changes; reconciling everything");
+                        shared.reconcile_all();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                Some((machine, container, exit)) = self.exits.recv() => {
+                    shared.watched.lock().map(|mut w| w.remove(&container)).ok();
+                    shared.clone().on_exit(machine, exit);
+                }
+                _ = interval.tick() => {
+                    if let Err(error) = shared.heartbeat().await {
+                        tracing::warn!(error = %error, "heartbeat failed");
+                    }
+                    shared.reconcile_all();
+                }
+            }
+        }
+        shared.tasks.close();
+        shared.tasks.wait().await;
+        Ok(())
+    }
+}
+
+impl<R: Runtime + 'static> Shared<R> {
+    async fn heartbeat(&self) -> Result<(), AgentError> {
+        let host = Host {
+            id: self.config.host_id.clone(),
+            region: self.config.region.clone(),
+            cpus: self.config.cpus,
+            memory_mb: self.config.memory_mb,
+            address: None,
+            last_heartbeat: now_ms(),
+        };
+        Ok(self.gateway.heartbeat(&host).await?)
+    }
+
+    fn lock(&self, machine: &MachineId) -> Arc<Mutex<()>> {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.entry(machine.clone()).or_default().clone()
+    }
+
+    fn spawn(self: &Arc<Self>, machine: MachineId, command: Command) {
+        let shared = self.clone();
+        self.tasks.spawn(async move {
+            let lock = shared.lock(&machine);
+            let _guard = lock.lock().await;
+            if let Err(error) = shared.reconcile(&machine, &command).await {
+                tracing::warn!(%machine, error = %error_chain(&error), "reconciling failed; will retry");
+            }
+        });
+    }
+
+    /// Compares every machine of this host, and every container the agent owns.
+    fn reconcile_all(self: &Arc<Self>) {
+        let shared = self.clone();
+        self.tasks.spawn(async move {
+            if let Err(error) = shared.sweep().await {
+                tracing::warn!(error = %error_chain(&error), "reconciling the host failed; will retry");
+            }
+        });
+    }
+
+    async fn sweep(self: &Arc<Self>) -> Result<(), AgentError> {
+        let machines = self.gateway.machines(&self.config.host_id).await?;
+        let known: HashMap<String, &MachineRecord> =
+            machines.iter().map(|m| (m.id.to_string(), m)).collect();
+        let ours = BTreeMap::from([(LABEL_HOST.to_owned(), self.config.host_id.to_string())]);
+        for container in self.runtime.list(&ours).await? {
+            let machine = container.labels.get(LABEL_MACHINE);
+            let current = machine
+                .and_then(|m| known.get(m))
+                .is_some_and(|m| container.labels.get(LABEL_INSTANCE) == Some(&m.instance_id));
+            let alive = machine.and_then(|m| known.get(m)).is_some();
+            if !alive {
+                tracing::info!(container = %container.name, "removing an orphan container");
+                self.runtime.remove(&container.id).await?;
+            } else if current && container.state == ContainerState::Running {
+                self.watch(&container);
+            } else if !current {
+                // An old version whose replacement the machine's own reconcile creates.
+                if let Some(machine) = machine.and_then(|m| known.get(m)) {
+                    self.spawn(machine.id.clone(), Command::Converge);
+                }
+            }
+        }
+        for machine in &machines {
+            self.spawn(machine.id.clone(), Command::Converge);
+        }
+        Ok(())
+    }
+
+    /// Waits for a running container's exit in the background (once per container).
+    fn watch(self: &Arc<Self>, container: &ContainerInfo) {
+        let fresh = self
+            .watched
+            .lock()
+            .map(|mut w| w.insert(container.id.clone()))
+            .unwrap_or(false);
+        if !fresh {
+            return;
+        }
+        let Some(machine) = container
+            .labels
+            .get(LABEL_MACHINE)
+            .and_then(|m| m.parse::<MachineId>().ok())
+        else {
+            return;
+        };
+        let shared = self.clone();
+        let id = container.id.clone();
+        self.tasks.spawn(async move {
+            match shared.runtime.wait(&id).await {
+                Ok(exit) => {
+                    let _ = shared.exits.send((machine, id, exit));
+                }
+                Err(error) => {
+                    shared.watched.lock().map(|mut w| w.remove(&id)).ok();
+                    tracing::debug!(container = %id, error = %error, "stopped waiting for a container");
+                }
+            }
+        });
+    }
+
+    /// A container exited on its own or was stopped: record it, then let policy decide.
+    fn on_exit(self: Arc<Self>, machine_id: MachineId, exit: ExitStatus) {
+        let shared = self.clone();
+        self.tasks.spawn(async move {
+            let lock = shared.lock(&machine_id);
+            let _guard = lock.lock().await;
+            let outcome: Result<(), AgentError> = async {
+                let machine = shared.gateway.machine(&machine_id).await?;
+                if machine.desired != Desired::Started || matches!(machine.state, MachineState::Stopping | MachineState::Restarting | MachineState::Destroying) {
+                    // A stop the agent made itself records its own exit.
+                    return Ok(());
+                }
+                let restart = shared.should_restart(&machine, &exit);
+                shared
+                    .gateway
+                    .record_event(&machine.id, "exit", if restart { "restarting" } else { "stopped" }, exit_json(&exit, false, restart))
+                    .await?;
+                if restart {
+                    shared.bump_restarts(&machine.instance_id);
+                    shared.gateway.report_state(&machine.id, MachineState::Restarting).await?;
+                    shared.start_current(&machine).await?;
+                } else {
+                    // It rests until someone starts it again, as on Fly.
+                    shared.gateway.rest(&machine.id).await?;
+                    // Its exit code is in the event; the machine itself is stopped, as on Fly.
+                    shared.gateway.report_state(&machine.id, MachineState::Stopped).await?;
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(error) = outcome {
+                tracing::warn!(machine = %machine_id, error = %error_chain(&error), "handling an exit failed");
+            }
+        });
+    }
+
+    fn restarts_of(&self, instance: &str) -> u32 {
+        self.restarts
+            .lock()
+            .map(|r| r.get(instance).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    fn bump_restarts(&self, instance: &str) {
+        if let Ok(mut restarts) = self.restarts.lock() {
+            *restarts.entry(instance.to_owned()).or_default() += 1;
+        }
+    }
+
+    fn should_restart(&self, machine: &MachineRecord, exit: &ExitStatus) -> bool {
+        let restart = machine.config.restart.clone().unwrap_or_default();
+        let max = if restart.max_retries == 0 {
+            DEFAULT_MAX_RETRIES
+        } else {
+            restart.max_retries
+        };
+        match restart.policy.unwrap_or(RestartPolicy::OnFailure) {
+            RestartPolicy::No => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => {
+                !exit.success() && self.restarts_of(&machine.instance_id) < max
+            }
+        }
+    }
+
+    fn stop_options(
+        machine: &MachineRecord,
+        signal: Option<Signal>,
+        timeout: Option<Duration>,
+    ) -> (Signal, Duration) {
+        let stop = machine.config.stop_config.clone().unwrap_or_default();
+        (
+            signal.or(stop.signal).unwrap_or(Signal::DEFAULT),
+            timeout
+                .or(stop.timeout.map(|t| t.as_std()))
+                .unwrap_or(DEFAULT_STOP_TIMEOUT),
+        )
+    }
+
+    async fn containers_of(&self, machine: &MachineId) -> Result<Vec<ContainerInfo>, AgentError> {
+        let labels = BTreeMap::from([
+            (LABEL_HOST.to_owned(), self.config.host_id.to_string()),
+            (LABEL_MACHINE.to_owned(), machine.to_string()),
+        ]);
+        Ok(self.runtime.list(&labels).await?)
+    }
+
+    /// Makes one machine match its desired state, applying `command` first.
+    async fn reconcile(
+        self: &Arc<Self>,
+        id: &MachineId,
+        command: &Command,
+    ) -> Result<(), AgentError> {
+        let machine = self.gateway.machine(id).await?;
+        if machine.host_id.as_ref() != Some(&self.config.host_id) {
+            return Ok(());
+        }
+        let containers = self.containers_of(id).await?;
+        let (current, stale): (Vec<ContainerInfo>, Vec<ContainerInfo>) = containers
+            .into_iter()
+            .partition(|c| c.labels.get(LABEL_INSTANCE) == Some(&machine.instance_id));
+        let current = current.into_iter().next();
+
+        if machine.desired == Desired::Destroyed {
+            let (signal, timeout) = Self::stop_options(&machine, None, None);
+            for container in current.iter().chain(stale.iter()) {
+                if container.state == ContainerState::Running {
+                    let _ = self
+                        .runtime
+                        .stop(&container.id, signal, timeout.min(Duration::from_secs(1)))
+                        .await;
+                }
+                self.runtime.remove(&container.id).await?;
+            }
+            let _ = std::fs::remove_dir_all(spec::machine_dir(&self.config.data_dir, id));
+            if machine.state != MachineState::Destroyed {
+                if machine.state != MachineState::Destroying {
+                    self.gateway
+                        .report_state(id, MachineState::Destroying)
+                        .await?;
+                }
+                self.gateway
+                    .report_state(id, MachineState::Destroyed)
+                    .await?;
+                self.gateway
+                    .record_event(id, "destroy", "destroyed", json!({}))
+                    .await?;
+            }
+            return Ok(());
+        }
+
+        // Older versions go first, gracefully: the new one may need the same port or volume.
+        for container in &stale {
+            if container.state == ContainerState::Running {
+                let (signal, timeout) = Self::stop_options(&machine, None, None);
+                self.runtime.stop(&container.id, signal, timeout).await?;
+            }
+            self.runtime.remove(&container.id).await?;
+        }
+
+        if let Command::Signal(signal) = command {
+            if let Some(container) = current
+                .as_ref()
+                .filter(|c| c.state == ContainerState::Running)
+            {
+                self.runtime.signal(&container.id, *signal).await?;
+            }
+            return Ok(());
+        }
+
+        let running = current
+            .as_ref()
+            .filter(|c| c.state == ContainerState::Running);
+        match machine.desired {
+            Desired::Stopped => {
+                if let Some(container) = running {
+                    let (signal, timeout) = match command {
+                        Command::Stop { signal, timeout } => {
+                            Self::stop_options(&machine, *signal, *timeout)
+                        }
+                        _ => Self::stop_options(&machine, None, None),
+                    };
+                    self.gateway
+                        .report_state(id, MachineState::Stopping)
+                        .await?;
+                    let exit = self.runtime.stop(&container.id, signal, timeout).await?;
+                    self.gateway
+                        .record_event(id, "exit", "stopped", exit_json(&exit, true, false))
+                        .await?;
+                    self.gateway.report_state(id, MachineState::Stopped).await?;
+                } else if !matches!(machine.state, MachineState::Stopped | MachineState::Created) {
+                    self.gateway.report_state(id, MachineState::Stopped).await?;
+                }
+            }
+            Desired::Started => {
+                if let (Command::Restart { signal, timeout }, Some(container)) = (command, running)
+                {
+                    let (signal, timeout) = Self::stop_options(&machine, *signal, *timeout);
+                    self.gateway
+                        .report_state(id, MachineState::Restarting)
+                        .await?;
+                    let exit = self.runtime.stop(&container.id, signal, timeout).await?;
+                    self.gateway
+                        .record_event(id, "exit", "restarting", exit_json(&exit, true, true))
+                        .await?;
+                    self.start_current(&machine).await?;
+                } else if let Some(container) = running {
+                    self.watch(container);
+                    if machine.state != MachineState::Started {
+                        self.gateway.report_state(id, MachineState::Started).await?;
+                    }
+                } else {
+                    self.start_current(&machine).await?;
+                }
+            }
+            Desired::Destroyed => {}
+        }
+        Ok(())
+    }
+
+    /// Creates (if needed) and starts the container of the machine's current version.
+    async fn start_current(self: &Arc<Self>, machine: &MachineRecord) -> Result<(), AgentError> {
+        let id = &machine.id;
+        if matches!(
+            machine.state,
+            MachineState::Created
+                | MachineState::Stopped
+                | MachineState::Failed
+                | MachineState::Updating
+        ) {
+            self.gateway
+                .report_state(id, MachineState::Starting)
+                .await?;
+        }
+        let containers = self.containers_of(id).await?;
+        let existing = containers
+            .into_iter()
+            .find(|c| c.labels.get(LABEL_INSTANCE) == Some(&machine.instance_id));
+        let container_id = match existing {
+            Some(container) => container.id,
+            None => {
+                if let Err(error) = self.runtime.ensure_image(&machine.config.image).await {
+                    self.gateway
+                        .record_event(
+                            id,
+                            "launch",
+                            "failed",
+                            json!({ "error": error_chain(&error) }),
+                        )
+                        .await?;
+                    self.gateway.report_state(id, MachineState::Failed).await?;
+                    return Err(error.into());
+                }
+                let app = self.gateway.app_name(machine).await?;
+                let spec = container_spec(machine, &app, &self.config).map_err(|error| {
+                    AgentError::Runtime(RuntimeError::Operation {
+                        operation: "prepare",
+                        container: id.to_string(),
+                        source: Box::new(error),
+                    })
+                })?;
+                self.runtime.create(&spec).await?
+            }
+        };
+        self.runtime.start(&container_id).await?;
+        if let Some(info) = self.runtime.inspect(&container_id).await? {
+            self.watch(&info);
+        }
+        self.gateway.report_state(id, MachineState::Started).await?;
+        self.gateway
+            .record_event(id, "start", "started", json!({}))
+            .await?;
+        Ok(())
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}
+
+/// The control plane's way into this host: runs commands in machines.
+pub struct RuntimeLink<R: Runtime + 'static> {
+    shared: Arc<Shared<R>>,
+}
+
+impl<R: Runtime + 'static> std::fmt::Debug for RuntimeLink<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeLink")
+            .field("host", &self.shared.config.host_id)
+            .finish()
+    }
+}
+
+impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
+    fn exec<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+        command: Vec<String>,
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ExecResponse, String>> {
+        Box::pin(async move {
+            let containers = self
+                .shared
+                .containers_of(&machine.id)
+                .await
+                .map_err(|e| error_chain(&e))?;
+            let container = containers
+                .into_iter()
+                .find(|c| {
+                    c.labels.get(LABEL_INSTANCE) == Some(&machine.instance_id)
+                        && c.state == ContainerState::Running
+                })
+                .ok_or_else(|| format!("machine {} has no running container", machine.id))?;
+            let options = ExecOptions {
+                tty: false,
+                stdin,
+                timeout: Some(timeout),
+            };
+            let output = self
+                .shared
+                .runtime
+                .exec(&container.id, &command, &options)
+                .await
+                .map_err(|e| error_chain(&e))?;
+            Ok(ExecResponse {
+                exit_code: output.exit_code,
+                exit_signal: None,
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            })
+        })
+    }
+}

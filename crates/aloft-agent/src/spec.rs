@@ -1,0 +1,163 @@
+//! From a machine's config to the container that runs it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aloft_runtime::{BindMount, ContainerSpec};
+use aloft_store::MachineRecord;
+use aloft_types::machine::METADATA_PROCESS_GROUP;
+use aloft_types::{AppName, MachineId, Signal};
+use base64::Engine as _;
+
+use crate::AgentConfig;
+use crate::env;
+
+/// Every container the agent creates carries this label.
+pub const LABEL_MANAGED: &str = "dev.aloft.managed";
+/// The host whose agent owns the container.
+pub const LABEL_HOST: &str = "dev.aloft.host";
+/// The machine the container runs.
+pub const LABEL_MACHINE: &str = "dev.aloft.machine";
+/// The machine version (instance id) the container runs.
+pub const LABEL_INSTANCE: &str = "dev.aloft.instance";
+
+/// Why a machine's container could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("[[files]] {guest_path}: raw_value is not base64")]
+    FileEncoding { guest_path: String },
+    #[error(
+        "[[files]] {guest_path}: secret files need the app's secrets, which this host does not have yet"
+    )]
+    SecretFile { guest_path: String },
+    #[error("[[files]] guest_path {guest_path:?} must be an absolute path")]
+    FilePath { guest_path: String },
+    #[error("writing {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where a machine's files live on the host.
+pub(crate) fn machine_dir(data_dir: &Path, machine: &MachineId) -> PathBuf {
+    data_dir.join("machines").join(machine.as_str())
+}
+
+/// The container for the current version of `machine`. Writes the machine's `[[files]]`
+/// under the data directory and mounts each, read-only, at its guest path.
+pub fn container_spec(
+    machine: &MachineRecord,
+    app: &AppName,
+    config: &AgentConfig,
+) -> Result<ContainerSpec, SpecError> {
+    let machine_config = &machine.config;
+    let init = &machine_config.init;
+    let (entrypoint, cmd) = if !init.exec.is_empty() {
+        (Some(init.exec.clone()), Some(Vec::new()))
+    } else {
+        (
+            (!init.entrypoint.is_empty()).then(|| init.entrypoint.clone()),
+            (!init.cmd.is_empty()).then(|| init.cmd.clone()),
+        )
+    };
+
+    let guest = machine_config.guest.clone().unwrap_or_default();
+    let mut environment: BTreeMap<String, String> = machine_config.env.clone();
+    let mut platform = vec![
+        (env::FLY_APP_NAME, app.to_string()),
+        (env::FLY_MACHINE_ID, machine.id.to_string()),
+        (env::FLY_ALLOC_ID, machine.id.to_string()),
+        (env::FLY_REGION, machine.region.clone()),
+        (env::FLY_IMAGE_REF, machine_config.image.clone()),
+        (env::FLY_MACHINE_VERSION, machine.instance_id.clone()),
+        (
+            env::FLY_PROCESS_GROUP,
+            machine_config
+                .metadata
+                .get(METADATA_PROCESS_GROUP)
+                .cloned()
+                .unwrap_or_else(|| "app".to_owned()),
+        ),
+    ];
+    if guest.memory_mb > 0 {
+        platform.push((env::FLY_VM_MEMORY_MB, guest.memory_mb.to_string()));
+    }
+    if let Some(ip) = &machine.private_ip {
+        platform.push((env::FLY_PRIVATE_IP, ip.clone()));
+    }
+    for (name, value) in platform {
+        if let Some(twin) = env::aloft_twin(name) {
+            environment.insert(twin, value.clone());
+        }
+        environment.insert(name.to_owned(), value);
+    }
+    environment
+        .entry(env::PRIMARY_REGION.to_owned())
+        .or_insert_with(|| machine.region.clone());
+
+    let mut mounts = Vec::new();
+    let files_dir = machine_dir(&config.data_dir, &machine.id)
+        .join("files")
+        .join(&machine.instance_id);
+    for (index, file) in machine_config.files.iter().enumerate() {
+        if !file.guest_path.starts_with('/') {
+            return Err(SpecError::FilePath {
+                guest_path: file.guest_path.clone(),
+            });
+        }
+        let content = match (&file.raw_value, &file.secret_name) {
+            (Some(raw), _) => base64::engine::general_purpose::STANDARD
+                .decode(raw)
+                .map_err(|_| SpecError::FileEncoding {
+                    guest_path: file.guest_path.clone(),
+                })?,
+            (None, Some(_)) => {
+                return Err(SpecError::SecretFile {
+                    guest_path: file.guest_path.clone(),
+                });
+            }
+            (None, None) => Vec::new(),
+        };
+        std::fs::create_dir_all(&files_dir).map_err(|source| SpecError::Write {
+            path: files_dir.clone(),
+            source,
+        })?;
+        let path = files_dir.join(index.to_string());
+        std::fs::write(&path, content).map_err(|source| SpecError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        mounts.push(BindMount {
+            source: path,
+            target: file.guest_path.clone(),
+            read_only: true,
+        });
+    }
+
+    let labels = BTreeMap::from([
+        (LABEL_MANAGED.to_owned(), "true".to_owned()),
+        (LABEL_HOST.to_owned(), config.host_id.to_string()),
+        (LABEL_MACHINE.to_owned(), machine.id.to_string()),
+        (LABEL_INSTANCE.to_owned(), machine.instance_id.clone()),
+    ]);
+    Ok(ContainerSpec {
+        name: format!("aloft-{}-{}", machine.id, machine.version),
+        image: machine_config.image.clone(),
+        entrypoint,
+        cmd,
+        env: environment,
+        labels,
+        hostname: Some(machine.id.to_string()),
+        cpus: (guest.cpus > 0).then(|| f64::from(guest.cpus)),
+        memory_mb: (guest.memory_mb > 0).then(|| u64::from(guest.memory_mb)),
+        mounts,
+        stop_signal: machine_config
+            .stop_config
+            .as_ref()
+            .and_then(|s| s.signal)
+            .unwrap_or(Signal::DEFAULT),
+        tty: init.tty,
+    })
+}

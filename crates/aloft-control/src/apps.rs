@@ -1,0 +1,142 @@
+//! `/v1/apps`: create, list, show and delete apps.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aloft_store::{App, MachineFilter};
+use aloft_types::AppName;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::json::Body;
+use crate::wire::{AppList, AppResponse, CreateAppRequest};
+use crate::{ApiError, Inner, Principal};
+
+pub(crate) fn routes() -> Router<Arc<Inner>> {
+    Router::new()
+        .route("/v1/apps", get(list).post(create))
+        .route("/v1/apps/{app}", get(show).delete(delete))
+}
+
+/// The app named `name`, if the caller's token may see it (404 otherwise: another
+/// organization's apps do not exist for it). With `write`, the token must also be allowed
+/// to change it (403 when it may only look).
+pub(crate) async fn app_for(
+    inner: &Inner,
+    principal: &Principal,
+    name: &str,
+    write: bool,
+) -> Result<App, ApiError> {
+    let not_found = || ApiError::not_found(format!("app {name}"));
+    let app = match inner.store.app_by_name(name).await {
+        Ok(app) => app,
+        Err(aloft_store::StoreError::NotFound { .. }) => return Err(not_found()),
+        Err(error) => return Err(error.into()),
+    };
+    if &app.org_id != principal.org_id() || !principal.may_read_app(name) {
+        return Err(not_found());
+    }
+    if write && !principal.may_write_app(name) {
+        return Err(ApiError::Forbidden(format!(
+            "this token may not change app {name}"
+        )));
+    }
+    Ok(app)
+}
+
+async fn response(inner: &Inner, app: &App) -> Result<AppResponse, ApiError> {
+    let org = inner.store.org(&app.org_id).await?;
+    let machines = inner
+        .store
+        .list_machines(&app.id, &MachineFilter::default())
+        .await?;
+    Ok(AppResponse::new(app, &org, machines.len()))
+}
+
+async fn list(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<AppList>, ApiError> {
+    if let Some(slug) = query.get("org_slug") {
+        let org = inner.store.org(principal.org_id()).await?;
+        if &org.slug != slug {
+            return Err(ApiError::not_found(format!("organization {slug}")));
+        }
+    }
+    let mut apps = Vec::new();
+    for app in inner.store.list_apps(principal.org_id()).await? {
+        if principal.may_read_app(app.name.as_str()) {
+            apps.push(response(&inner, &app).await?);
+        }
+    }
+    Ok(Json(AppList {
+        total_apps: apps.len(),
+        apps,
+    }))
+}
+
+async fn create(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Body(request): Body<CreateAppRequest>,
+) -> Result<(StatusCode, Json<AppResponse>), ApiError> {
+    if !principal.may_manage_org() {
+        return Err(ApiError::Forbidden(
+            "creating apps needs an org token".to_owned(),
+        ));
+    }
+    let name: AppName = request
+        .app_name
+        .parse()
+        .map_err(|e| ApiError::BadRequest(format!("app_name: {e}")))?;
+    let org = inner.store.org(principal.org_id()).await?;
+    if let Some(slug) = &request.org_slug {
+        if slug != &org.slug {
+            return Err(ApiError::not_found(format!("organization {slug}")));
+        }
+    }
+    let network = request.network.unwrap_or_else(|| "default".to_owned());
+    if network.is_empty()
+        || network.len() > 63
+        || !network
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::BadRequest(format!(
+            "network {network:?} must be 1 to 63 letters, digits, `-` or `_`"
+        )));
+    }
+    let app = inner
+        .store
+        .create_app(&name, &org.id, &network)
+        .await
+        .map_err(|error| match error {
+            aloft_store::StoreError::Conflict { .. } => {
+                ApiError::Conflict(format!("the app name {name} is taken"))
+            }
+            other => other.into(),
+        })?;
+    Ok((StatusCode::CREATED, Json(response(&inner, &app).await?)))
+}
+
+async fn show(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<AppResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &name, false).await?;
+    Ok(Json(response(&inner, &app).await?))
+}
+
+async fn delete(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let app = app_for(&inner, &principal, &name, true).await?;
+    inner.store.delete_app(&app.id).await?;
+    Ok(StatusCode::ACCEPTED)
+}

@@ -1,0 +1,150 @@
+//! The two directions between the control plane and host agents.
+//!
+//! - Agents learn their desired machines and report what they observe through an
+//!   [`AgentGateway`]: the agent never writes the store itself.
+//! - The control plane reaches an agent (to run a command in a machine) through the
+//!   [`HostLink`] the agent registered.
+//!
+//! In `aloftd server` both run in one process and these are plain calls; across hosts the
+//! same interfaces are carried over HTTP.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aloft_store::{Host, MachineRecord, Store};
+use aloft_types::{AppName, HostId, MachineId, MachineState, Signal};
+use tokio::sync::broadcast;
+
+use crate::ApiError;
+use crate::wire::ExecResponse;
+
+/// What an agent should do about a machine beyond converging to its desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Compare the machine with its desired state and act.
+    Converge,
+    /// Stop with this signal and timeout (instead of the config's `stop_config`).
+    Stop {
+        signal: Option<Signal>,
+        timeout: Option<Duration>,
+    },
+    /// Stop (as above), then start again.
+    Restart {
+        signal: Option<Signal>,
+        timeout: Option<Duration>,
+    },
+    /// Deliver a signal to the main process.
+    Signal(Signal),
+}
+
+/// A change the agents hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineChange {
+    pub machine_id: MachineId,
+    pub host_id: Option<HostId>,
+    pub command: Command,
+}
+
+/// A boxed future, for object-safe async traits.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How the control plane reaches one host's agent.
+pub trait HostLink: Send + Sync {
+    /// Runs `command` in `machine`'s main container.
+    fn exec<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+        command: Vec<String>,
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ExecResponse, String>>;
+}
+
+/// What agents use to learn desired state and report observed state.
+#[derive(Clone)]
+pub struct AgentGateway {
+    pub(crate) store: Store,
+    pub(crate) changes: broadcast::Sender<MachineChange>,
+    pub(crate) observed: broadcast::Sender<MachineId>,
+}
+
+impl std::fmt::Debug for AgentGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentGateway").finish_non_exhaustive()
+    }
+}
+
+impl AgentGateway {
+    /// Registers the host, or records its heartbeat.
+    pub async fn heartbeat(&self, host: &Host) -> Result<(), ApiError> {
+        Ok(self.store.upsert_host(host).await?)
+    }
+
+    /// The machines placed on `host` that are not destroyed yet.
+    pub async fn machines(&self, host: &HostId) -> Result<Vec<MachineRecord>, ApiError> {
+        Ok(self.store.machines_on_host(host).await?)
+    }
+
+    /// One machine, as it is now.
+    pub async fn machine(&self, id: &MachineId) -> Result<MachineRecord, ApiError> {
+        Ok(self.store.machine_by_id(id).await?)
+    }
+
+    /// The name of the app a machine belongs to (for `FLY_APP_NAME`).
+    pub async fn app_name(&self, machine: &MachineRecord) -> Result<AppName, ApiError> {
+        Ok(self.store.app(&machine.app_id).await?.name)
+    }
+
+    /// Records the state the agent observed. A transition the state machine does not allow
+    /// is refused (and logged by the caller); the same state again is a no-op.
+    pub async fn report_state(&self, id: &MachineId, state: MachineState) -> Result<(), ApiError> {
+        let current = self.store.machine_by_id(id).await?;
+        if current.state != state {
+            self.store.set_machine_state(id, state).await?;
+        }
+        let _ = self.observed.send(id.clone());
+        Ok(())
+    }
+
+    /// A machine whose process ended and that policy does not restart rests: its desired
+    /// state becomes stopped until someone starts it.
+    pub async fn rest(&self, id: &MachineId) -> Result<(), ApiError> {
+        Ok(self
+            .store
+            .set_desired(id, aloft_store::Desired::Stopped)
+            .await?)
+    }
+
+    /// Records an event the platform caused (`source: flyd`, Fly's spelling).
+    pub async fn record_event(
+        &self,
+        id: &MachineId,
+        kind: &str,
+        status: &str,
+        request: serde_json::Value,
+    ) -> Result<(), ApiError> {
+        self.store
+            .append_event(id, kind, status, "flyd", &request)
+            .await?;
+        Ok(())
+    }
+
+    /// Changes as they are made (a lagging receiver should reconcile everything).
+    pub fn subscribe(&self) -> broadcast::Receiver<MachineChange> {
+        self.changes.subscribe()
+    }
+}
+
+/// The links to registered hosts.
+#[derive(Default)]
+pub(crate) struct Links {
+    pub(crate) hosts: std::sync::RwLock<std::collections::HashMap<HostId, Arc<dyn HostLink>>>,
+}
+
+impl Links {
+    pub(crate) fn get(&self, host: &HostId) -> Option<Arc<dyn HostLink>> {
+        self.hosts.read().ok()?.get(host).cloned()
+    }
+}

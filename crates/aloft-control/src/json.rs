@@ -1,0 +1,76 @@
+//! Request bodies: JSON errors become a 400 that says what is wrong and where.
+
+use axum::extract::{FromRequest, Request};
+use bytes_body::read_body;
+use serde::de::DeserializeOwned;
+
+use crate::ApiError;
+
+/// Largest request body accepted.
+pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// A JSON body that must be present.
+#[derive(Debug)]
+pub(crate) struct Body<T>(pub(crate) T);
+
+/// A JSON body that may be absent or empty (then `T::default()`).
+#[derive(Debug)]
+pub(crate) struct OptionalBody<T>(pub(crate) T);
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        let what = match error.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "malformed JSON"
+            }
+            serde_json::error::Category::Data => "invalid request body",
+            serde_json::error::Category::Io => "unreadable request body",
+        };
+        ApiError::BadRequest(format!("{what}: {error}"))
+    })
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(request).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::BadRequest(
+                "a JSON request body is required".to_owned(),
+            ));
+        }
+        parse(&bytes).map(Body)
+    }
+}
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(request).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalBody(T::default()));
+        }
+        parse(&bytes).map(OptionalBody)
+    }
+}
+
+mod bytes_body {
+    use axum::body::to_bytes;
+    use axum::extract::Request;
+
+    use super::MAX_BODY_BYTES;
+    use crate::ApiError;
+
+    pub(crate) async fn read_body(request: Request) -> Result<Vec<u8>, ApiError> {
+        let bytes = to_bytes(request.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "the request body is unreadable or larger than {MAX_BODY_BYTES} bytes"
+                ))
+            })?;
+        Ok(bytes.to_vec())
+    }
+}

@@ -1,0 +1,180 @@
+//! The control plane: Fly's Machines API (same paths, JSON fields, status codes and
+//! states) over the store, with token auth, placement, and the link to host agents.
+//!
+//! Invariants:
+//! - Every endpoint needs a token; a token sees only its own organization, and objects of
+//!   another organization answer 404, not 403.
+//! - The control plane never talks to a container engine: it records desired state and
+//!   tells agents a change happened; agents converge and report what they observe through
+//!   [`AgentGateway`].
+//! - Bad input is a 4xx naming the problem; 5xx is only for our own faults.
+//!
+//! Main types: [`Control`], [`AgentGateway`], [`HostLink`], [`ApiError`].
+
+mod apps;
+mod auth;
+mod error;
+mod hosts;
+mod json;
+mod machines;
+mod time;
+pub mod wire;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use aloft_store::{Store, StoreError, TokenKind};
+use aloft_types::HostId;
+use axum::Router;
+use tokio::sync::broadcast;
+
+pub use auth::{Principal, TOKEN_PREFIX, hash_secret, new_secret};
+pub use error::ApiError;
+pub use hosts::{AgentGateway, BoxFuture, Command, HostLink, MachineChange};
+pub use time::rfc3339;
+
+/// The organization `aloftd server` creates on its first start.
+pub const DEFAULT_ORG: &str = "personal";
+/// Where the first admin token is written (mode 0600) in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Settings of the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The region new machines land in when a request names none.
+    pub default_region: String,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) config: ControlConfig,
+    pub(crate) changes: broadcast::Sender<hosts::MachineChange>,
+    pub(crate) observed: broadcast::Sender<aloft_types::MachineId>,
+    pub(crate) links: hosts::Links,
+}
+
+/// The control plane. Cheap to clone.
+#[derive(Clone)]
+pub struct Control {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Random bytes from the operating system.
+pub(crate) fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    #[allow(
+        clippy::expect_used,
+        reason = "the OS random source is always available on Linux"
+    )]
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
+    bytes
+}
+
+impl Control {
+    pub fn new(store: Store, config: ControlConfig) -> Control {
+        let (changes, _) = broadcast::channel(1024);
+        let (observed, _) = broadcast::channel(1024);
+        Control {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                changes,
+                observed,
+                links: hosts::Links::default(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The API's routes.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .merge(apps::routes())
+            .merge(machines::routes())
+            .fallback(|| async { ApiError::not_found("route") })
+            .with_state(self.inner.clone())
+    }
+
+    /// What a host agent uses to learn and report.
+    pub fn gateway(&self) -> AgentGateway {
+        AgentGateway {
+            store: self.inner.store.clone(),
+            changes: self.inner.changes.clone(),
+            observed: self.inner.observed.clone(),
+        }
+    }
+
+    /// Registers how to reach a host's agent.
+    pub fn attach_host(&self, host: HostId, link: Arc<dyn HostLink>) {
+        if let Ok(mut hosts) = self.inner.links.hosts.write() {
+            hosts.insert(host, link);
+        }
+    }
+
+    /// On a fresh store: creates the `personal` organization and an admin token, writes the
+    /// token to `<data_dir>/admin-token` (mode 0600) and returns it, once. Later calls
+    /// return `None`.
+    pub async fn bootstrap(&self, data_dir: &Path) -> Result<Option<String>, BootstrapError> {
+        let org = match self.inner.store.create_org(DEFAULT_ORG, "Personal").await {
+            Ok(org) => org,
+            Err(StoreError::Conflict { .. }) => return Ok(None),
+            Err(error) => return Err(BootstrapError::Store(error)),
+        };
+        let secret = new_secret();
+        self.inner
+            .store
+            .create_token(
+                &org.id,
+                TokenKind::Org,
+                None,
+                "admin",
+                &hash_secret(&secret),
+                None,
+            )
+            .await
+            .map_err(BootstrapError::Store)?;
+        let path = data_dir.join(ADMIN_TOKEN_FILE);
+        write_private(&path, &format!("{secret}\n")).map_err(|source| BootstrapError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Some(secret))
+    }
+}
+
+/// Why the first start's setup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("creating the first organization and token")]
+    Store(#[source] StoreError),
+    #[error("writing {}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content.as_bytes())
+}

@@ -1,0 +1,828 @@
+//! `/v1/apps/{app}/machines`: Fly's machine endpoints. Handlers record desired state and
+//! tell the agents; the agents converge and report the observed state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aloft_store::{App, Desired, MachineFilter, MachineRecord, NewMachine};
+use aloft_types::{MachineId, MachineState, RegionCode};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::apps::app_for;
+use crate::hosts::{Command, MachineChange};
+use crate::json::{Body, OptionalBody};
+use crate::wire::{
+    EventResponse, ExecRequest, ExecResponse, MachineRequest, MachineResponse, OkResponse,
+    SignalRequest, StopRequest, VersionResponse,
+};
+use crate::{ApiError, Inner, Principal};
+
+/// The longest `wait` Fly allows.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Events shown with a machine.
+const EVENTS_SHOWN: usize = 20;
+/// The header that carries a lease's nonce.
+pub(crate) const LEASE_NONCE_HEADER: &str = "fly-machine-lease-nonce";
+
+pub(crate) fn routes() -> Router<Arc<Inner>> {
+    let machine = "/v1/apps/{app}/machines/{id}";
+    Router::new()
+        .route("/v1/apps/{app}/machines", get(list).post(create))
+        .route(machine, get(show).post(update).delete(destroy))
+        .route(&format!("{machine}/start"), post(start))
+        .route(&format!("{machine}/stop"), post(stop))
+        .route(&format!("{machine}/restart"), post(restart))
+        .route(&format!("{machine}/signal"), post(signal))
+        .route(&format!("{machine}/wait"), get(wait))
+        .route(&format!("{machine}/cordon"), post(cordon))
+        .route(&format!("{machine}/uncordon"), post(uncordon))
+        .route(&format!("{machine}/exec"), post(exec))
+        .route(&format!("{machine}/events"), get(events))
+        .route(&format!("{machine}/versions"), get(versions))
+        .route(
+            &format!("{machine}/lease"),
+            get(show_lease).post(acquire_lease).delete(release_lease),
+        )
+}
+
+/// A machine of an app the caller may see; an unknown or malformed id is a 404.
+async fn machine_for(inner: &Inner, app: &App, id: &str) -> Result<MachineRecord, ApiError> {
+    let not_found = || ApiError::not_found(format!("machine {id}"));
+    let id: MachineId = id.parse().map_err(|_| not_found())?;
+    match inner.store.machine(&app.id, &id).await {
+        Ok(machine) => Ok(machine),
+        Err(aloft_store::StoreError::NotFound { .. }) => Err(not_found()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// While a lease is held, a mutation must carry its nonce.
+fn check_lease(machine: &MachineRecord, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(lease) = &machine.lease else {
+        return Ok(());
+    };
+    match headers
+        .get(LEASE_NONCE_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(nonce) if nonce == lease.nonce => Ok(()),
+        Some(_) => Err(ApiError::PreconditionFailed(format!(
+            "the lease nonce does not match the lease on machine {}",
+            machine.id
+        ))),
+        None => Err(ApiError::PreconditionFailed(format!(
+            "machine {} is leased by {} until {}; send its nonce in `{LEASE_NONCE_HEADER}`",
+            machine.id,
+            lease.owner,
+            crate::time::rfc3339(lease.expires_at)
+        ))),
+    }
+}
+
+fn notify(inner: &Inner, machine: &MachineRecord, command: Command) {
+    // No agent listening yet is fine: agents reconcile everything when they start.
+    let _ = inner.changes.send(MachineChange {
+        machine_id: machine.id.clone(),
+        host_id: machine.host_id.clone(),
+        command,
+    });
+}
+
+async fn user_event(
+    inner: &Inner,
+    machine: &MachineId,
+    kind: &str,
+    status: &str,
+    request: serde_json::Value,
+) -> Result<(), ApiError> {
+    inner
+        .store
+        .append_event(machine, kind, status, "user", &request)
+        .await?;
+    Ok(())
+}
+
+fn validate_request(request: &MachineRequest) -> Result<(), ApiError> {
+    if request.config.image.trim().is_empty() {
+        return Err(ApiError::Unprocessable(
+            "config.image is required: the image the machine runs".to_owned(),
+        ));
+    }
+    if let Some(name) = &request.name {
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-');
+        if !valid {
+            return Err(ApiError::BadRequest(format!(
+                "name {name:?} must be 1 to 63 lowercase letters, digits or dashes, not starting with a dash"
+            )));
+        }
+    }
+    for (name, _) in &request.config.env {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(ApiError::BadRequest(format!(
+                "config.env: invalid variable name {name:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A host in `region` for a new machine: the one running the fewest machines.
+async fn place(inner: &Inner, region: &str) -> Result<aloft_types::HostId, ApiError> {
+    let hosts = inner.store.list_hosts().await?;
+    let mut candidates = Vec::new();
+    for host in hosts.iter().filter(|h| h.region == region) {
+        let load = inner.store.machines_on_host(&host.id).await?.len();
+        candidates.push((load, host.id.clone()));
+    }
+    candidates.sort();
+    candidates
+        .into_iter()
+        .next()
+        .map(|(_, id)| id)
+        .ok_or_else(|| {
+            let regions: std::collections::BTreeSet<&str> =
+                hosts.iter().map(|h| h.region.as_str()).collect();
+            ApiError::PreconditionFailed(format!(
+                "no host in region {region} can take the machine (regions with hosts: {})",
+                if regions.is_empty() {
+                    "none".to_owned()
+                } else {
+                    regions.into_iter().collect::<Vec<_>>().join(", ")
+                }
+            ))
+        })
+}
+
+async fn respond(
+    inner: &Inner,
+    machine: &MachineRecord,
+) -> Result<Json<MachineResponse>, ApiError> {
+    let events = inner.store.events(&machine.id).await?;
+    let shown = &events[..events.len().min(EVENTS_SHOWN)];
+    Ok(Json(MachineResponse::new(machine, shown)))
+}
+
+async fn create(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path(app): Path<String>,
+    Body(request): Body<MachineRequest>,
+) -> Result<Json<MachineResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    validate_request(&request)?;
+    let region = request
+        .region
+        .clone()
+        .unwrap_or_else(|| inner.config.default_region.clone());
+    let region: RegionCode = region
+        .parse()
+        .map_err(|e| ApiError::BadRequest(format!("region: {e}")))?;
+    let host = place(&inner, region.as_str()).await?;
+    let mut config = request.config;
+    config
+        .metadata
+        .entry(aloft_types::machine::METADATA_PLATFORM_VERSION.to_owned())
+        .or_insert_with(|| aloft_types::machine::PLATFORM_VERSION.to_owned());
+    let name = request
+        .name
+        .unwrap_or_else(|| format!("machine-{}", hex(&crate::random::<4>())));
+    let desired = if request.skip_launch {
+        Desired::Stopped
+    } else {
+        Desired::Started
+    };
+    let machine = inner
+        .store
+        .insert_machine(NewMachine {
+            app_id: app.id.clone(),
+            name: name.clone(),
+            region: region.to_string(),
+            host_id: Some(host),
+            private_ip: None,
+            config,
+            state: MachineState::Created,
+            desired,
+        })
+        .await
+        .map_err(|error| match error {
+            aloft_store::StoreError::Conflict { .. } => ApiError::Conflict(format!(
+                "a machine named {name} already exists in app {}",
+                app.name
+            )),
+            other => other.into(),
+        })?;
+    user_event(&inner, &machine.id, "launch", "created", json!({})).await?;
+    if let Some(ttl) = request.lease_ttl {
+        inner
+            .store
+            .acquire_lease(
+                &app.id,
+                &machine.id,
+                i64::try_from(ttl)
+                    .unwrap_or(i64::MAX / 2)
+                    .saturating_mul(1000),
+                &principal.token.name,
+                "",
+                None,
+            )
+            .await?;
+    }
+    notify(&inner, &machine, Command::Converge);
+    respond(&inner, &inner.store.machine(&app.id, &machine.id).await?).await
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn list(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path(app): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<MachineResponse>>, ApiError> {
+    let app = app_for(&inner, &principal, &app, false).await?;
+    let mut filter = MachineFilter::default();
+    for (key, value) in query {
+        if key == "region" {
+            filter.region = Some(value);
+        } else if key == "include_deleted" {
+            filter.include_deleted = value.parse().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "include_deleted: expected true or false, got {value:?}"
+                ))
+            })?;
+        } else if let Some(metadata_key) = key.strip_prefix("metadata.") {
+            filter.metadata.push((metadata_key.to_owned(), value));
+        } else if key != "summary" {
+            return Err(ApiError::BadRequest(format!(
+                "unknown query parameter {key:?} (use region, include_deleted or metadata.KEY)"
+            )));
+        }
+    }
+    let machines = inner.store.list_machines(&app.id, &filter).await?;
+    Ok(Json(
+        machines
+            .iter()
+            .map(|m| MachineResponse::new(m, &[]))
+            .collect(),
+    ))
+}
+
+async fn show(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<MachineResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, false).await?;
+    let machine = machine_for(&inner, &app, &id).await?;
+    respond(&inner, &machine).await
+}
+
+async fn update(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Body(request): Body<MachineRequest>,
+) -> Result<Json<MachineResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let machine = machine_for(&inner, &app, &id).await?;
+    check_lease(&machine, &headers)?;
+    validate_request(&request)?;
+    if let Some(region) = &request.region {
+        if region != &machine.region {
+            return Err(ApiError::BadRequest(format!(
+                "a machine cannot change region ({} to {region}); create a new one",
+                machine.region
+            )));
+        }
+    }
+    let expected = match &request.current_version {
+        Some(version) => Some(version.parse::<i64>().map_err(|_| {
+            ApiError::BadRequest(format!("current_version {version:?} is not a version"))
+        })?),
+        None => None,
+    };
+    let mut config = request.config;
+    config
+        .metadata
+        .entry(aloft_types::machine::METADATA_PLATFORM_VERSION.to_owned())
+        .or_insert_with(|| aloft_types::machine::PLATFORM_VERSION.to_owned());
+    let updated = inner
+        .store
+        .update_machine_config(&app.id, &machine.id, &config, expected)
+        .await?;
+    inner
+        .store
+        .set_desired(
+            &machine.id,
+            if request.skip_launch {
+                Desired::Stopped
+            } else {
+                Desired::Started
+            },
+        )
+        .await?;
+    user_event(
+        &inner,
+        &machine.id,
+        "update",
+        "pending",
+        json!({ "version": updated.version }),
+    )
+    .await?;
+    notify(&inner, &updated, Command::Converge);
+    respond(&inner, &inner.store.machine(&app.id, &machine.id).await?).await
+}
+
+async fn destroy(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<OkResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let machine = machine_for(&inner, &app, &id).await?;
+    check_lease(&machine, &headers)?;
+    let force = ["force", "kill"]
+        .iter()
+        .any(|k| query.get(*k).is_some_and(|v| v == "true" || v == "1"));
+    if machine.state.is_terminal() {
+        return Err(ApiError::not_found(format!("machine {id}")));
+    }
+    if matches!(
+        machine.state,
+        MachineState::Started | MachineState::Starting | MachineState::Restarting
+    ) && !force
+    {
+        return Err(ApiError::PreconditionFailed(format!(
+            "machine {id} is {}; stop it first, or destroy it with force=true",
+            machine.state
+        )));
+    }
+    inner
+        .store
+        .set_desired(&machine.id, Desired::Destroyed)
+        .await?;
+    if machine.state != MachineState::Destroying {
+        inner
+            .store
+            .set_machine_state(&machine.id, MachineState::Destroying)
+            .await?;
+    }
+    user_event(
+        &inner,
+        &machine.id,
+        "destroy",
+        "destroying",
+        json!({ "force": force }),
+    )
+    .await?;
+    notify(&inner, &machine, Command::Converge);
+    Ok(Json(OkResponse {
+        ok: true,
+        previous_state: Some(machine.state.to_string()),
+    }))
+}
+
+fn refuse_if_gone(machine: &MachineRecord) -> Result<(), ApiError> {
+    if machine.state.is_terminal() || machine.desired == Desired::Destroyed {
+        return Err(ApiError::PreconditionFailed(format!(
+            "machine {} is {}",
+            machine.id, machine.state
+        )));
+    }
+    Ok(())
+}
+
+async fn start(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<OkResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let machine = machine_for(&inner, &app, &id).await?;
+    check_lease(&machine, &headers)?;
+    refuse_if_gone(&machine)?;
+    inner
+        .store
+        .set_desired(&machine.id, Desired::Started)
+        .await?;
+    user_event(&inner, &machine.id, "start", "requested", json!({})).await?;
+    notify(&inner, &machine, Command::Converge);
+    Ok(Json(OkResponse {
+        ok: true,
+        previous_state: Some(machine.state.to_string()),
+    }))
+}
+
+async fn stop(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    OptionalBody(request): OptionalBody<StopRequest>,
+) -> Result<Json<OkResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let machine = machine_for(&inner, &app, &id).await?;
+    check_lease(&machine, &headers)?;
+    refuse_if_gone(&machine)?;
+    inner
+        .store
+        .set_desired(&machine.id, Desired::Stopped)
+        .await?;
+    user_event(
+        &inner,
+        &machine.id,
+        "stop",
+        "requested",
+        json!({
+            "signal": request.signal.map(|s| s.name()),
+            "timeout": request.timeout.map(|t| t.to_string()),
+        }),
+    )
+    .await?;
+    notify(
+        &inner,
+        &machine,
+        Command::Stop {
+            signal: request.signal,
+            timeout: request.timeout.map(|t| t.as_std()),
+        },
+    );
+    Ok(Json(OkResponse {
+        ok: true,
+        previous_state: Some(machine.state.to_string()),
+    }))
+}
+
+async fn restart(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<OkResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let machine = machine_for(&inner, &app, &id).await?;
+    check_lease(&machine, &headers)?;
+    refuse_if_gone(&machine)?;
+    let signal = query
+        .get("signal")
+        .map(|s| {
+            s.parse::<aloft_types::Signal>()
+                .map_err(|e| ApiError::BadRequest(format!("signal: {e}")))
+        })
+        .transpose()?;
+    let timeout = query
+        .get("timeout")
+        .map(|t| {
+            t.parse::<aloft_types::Duration>()
+                .map_err(|e| ApiError::BadRequest(format!("timeout: {e}")))
+        })
+        .transpose()?;
+    inner
+        .store
+        .set_desired(&machine.id, Desired::Started)
+        .await?;
+    user_event(&inner, &machine.id, "restart", "requested", json!({})).await?;
+    notify(
+        &inner,
+        &machine,
+        Command::Restart {
+            signal,
+            timeout: timeout.map(|t| t.as_std()),
+        },
+    );
+    Ok(Json(OkResponse {
+        ok: true,
+        previous_state: Some(machine.state.to_string()),
+    }))
+}
+
+async fn signal(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Body(request): Body<SignalRequest>,
+) -> Result<Json<OkResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let machine = machine_for(&inner, &app, &id).await?;
+    check_lease(&machine, &headers)?;
+    if machine.state != MachineState::Started {
+        return Err(ApiError::PreconditionFailed(format!(
+            "machine {id} is {}; only a started machine can be signalled",
+            machine.state
+        )));
+    }
+    user_event(
+        &inner,
+        &machine.id,
+        "signal",
+        "requested",
+        json!({ "signal": request.signal.name() }),
+    )
+    .await?;
+    notify(&inner, &machine, Command::Signal(request.signal));
+    Ok(Json(OkResponse {
+        ok: true,
+        previous_state: None,
+    }))
+}
+
+async fn wait(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<OkResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, false).await?;
+    let machine = machine_for(&inner, &app, &id).await?;
+    let wanted: MachineState = match query.get("state").map(String::as_str) {
+        None | Some("") => MachineState::Started,
+        Some(name) => name
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("state {name:?} is not a machine state")))?,
+    };
+    if !matches!(
+        wanted,
+        MachineState::Started
+            | MachineState::Stopped
+            | MachineState::Suspended
+            | MachineState::Destroyed
+    ) {
+        return Err(ApiError::BadRequest(format!(
+            "wait for started, stopped, suspended or destroyed, not {wanted}"
+        )));
+    }
+    let timeout = match query.get("timeout") {
+        None => MAX_WAIT,
+        Some(seconds) => {
+            let seconds: u64 = seconds.parse().map_err(|_| {
+                ApiError::BadRequest(format!("timeout {seconds:?}: expected whole seconds"))
+            })?;
+            if seconds == 0 || seconds > MAX_WAIT.as_secs() {
+                return Err(ApiError::BadRequest(format!(
+                    "timeout must be between 1 and {} seconds",
+                    MAX_WAIT.as_secs()
+                )));
+            }
+            Duration::from_secs(seconds)
+        }
+    };
+    if let Some(instance) = query.get("instance_id") {
+        if instance != &machine.instance_id {
+            let versions = inner.store.versions(&machine.id).await?;
+            if !versions.iter().any(|v| &v.instance_id == instance) {
+                return Err(ApiError::not_found(format!(
+                    "instance {instance} of machine {id}"
+                )));
+            }
+            // An older version: it has been replaced, which is what waiting on it can see.
+            if wanted == MachineState::Stopped || wanted == MachineState::Destroyed {
+                return Ok(Json(OkResponse {
+                    ok: true,
+                    previous_state: None,
+                }));
+            }
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    let mut observed = inner.observed.subscribe();
+    loop {
+        let current = inner.store.machine(&app.id, &machine.id).await?;
+        if current.state == wanted {
+            return Ok(Json(OkResponse {
+                ok: true,
+                previous_state: None,
+            }));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ApiError::Timeout(format!(
+                "machine {id} did not reach {wanted} within {timeout:?} (it is {})",
+                current.state
+            )));
+        }
+        // Woken by any observed change; re-checked at least every second regardless.
+        let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), observed.recv()).await;
+    }
+}
+
+async fn cordon(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<OkResponse>, ApiError> {
+    set_cordon(inner, principal, app, id, headers, true).await
+}
+
+async fn uncordon(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<OkResponse>, ApiError> {
+    set_cordon(inner, principal, app, id, headers, false).await
+}
+
+async fn set_cordon(
+    inner: Arc<Inner>,
+    principal: Principal,
+    app: String,
+    id: String,
+    headers: HeaderMap,
+    cordoned: bool,
+) -> Result<Json<OkResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let machine = machine_for(&inner, &app, &id).await?;
+    check_lease(&machine, &headers)?;
+    inner
+        .store
+        .set_cordoned(&app.id, &machine.id, cordoned)
+        .await?;
+    user_event(
+        &inner,
+        &machine.id,
+        if cordoned { "cordon" } else { "uncordon" },
+        "done",
+        json!({}),
+    )
+    .await?;
+    Ok(Json(OkResponse {
+        ok: true,
+        previous_state: None,
+    }))
+}
+
+async fn exec(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+    Body(request): Body<ExecRequest>,
+) -> Result<Json<ExecResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let machine = machine_for(&inner, &app, &id).await?;
+    let command = if !request.command.is_empty() {
+        request.command
+    } else {
+        let line = request.cmd.unwrap_or_default();
+        shlex::split(&line)
+            .filter(|words| !words.is_empty())
+            .ok_or_else(|| {
+                ApiError::BadRequest(
+                    "give `command` (a list of words) or `cmd` (a command line)".to_owned(),
+                )
+            })?
+    };
+    if machine.state != MachineState::Started {
+        return Err(ApiError::PreconditionFailed(format!(
+            "machine {id} is {}; commands run only in a started machine",
+            machine.state
+        )));
+    }
+    let timeout = Duration::from_secs(request.timeout.unwrap_or(30).clamp(1, 3600));
+    let host = machine
+        .host_id
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable(format!("machine {id} is on no host")))?;
+    let link = inner.links.get(&host).ok_or_else(|| {
+        ApiError::Unavailable(format!("the host of machine {id} is not connected"))
+    })?;
+    let output = link
+        .exec(
+            &machine,
+            command,
+            request.stdin.map(String::into_bytes),
+            timeout,
+        )
+        .await
+        .map_err(ApiError::Unavailable)?;
+    Ok(Json(output))
+}
+
+async fn events(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<Vec<EventResponse>>, ApiError> {
+    let app = app_for(&inner, &principal, &app, false).await?;
+    let machine = machine_for(&inner, &app, &id).await?;
+    let events = inner.store.events(&machine.id).await?;
+    Ok(Json(events.iter().map(EventResponse::from).collect()))
+}
+
+async fn versions(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<Vec<VersionResponse>>, ApiError> {
+    let app = app_for(&inner, &principal, &app, false).await?;
+    let machine = machine_for(&inner, &app, &id).await?;
+    let versions = inner.store.versions(&machine.id).await?;
+    Ok(Json(versions.iter().map(VersionResponse::from).collect()))
+}
+
+/// `POST .../lease` body.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseRequest {
+    /// Seconds.
+    #[serde(default)]
+    ttl: Option<u64>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+fn lease_json(machine: &MachineRecord, lease: &aloft_store::Lease) -> serde_json::Value {
+    json!({
+        "status": "success",
+        "data": {
+            "nonce": lease.nonce,
+            "expires_at": lease.expires_at / 1000,
+            "owner": lease.owner,
+            "description": lease.description,
+            "version": machine.version.to_string(),
+        }
+    })
+}
+
+async fn show_lease(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let app = app_for(&inner, &principal, &app, false).await?;
+    let machine = machine_for(&inner, &app, &id).await?;
+    let lease = machine
+        .lease
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found(format!("lease on machine {id}")))?;
+    Ok(Json(lease_json(&machine, lease)))
+}
+
+async fn acquire_lease(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    OptionalBody(request): OptionalBody<LeaseRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let machine = machine_for(&inner, &app, &id).await?;
+    let ttl = request.ttl.unwrap_or(30).clamp(1, 3600);
+    let nonce = headers
+        .get(LEASE_NONCE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let lease = inner
+        .store
+        .acquire_lease(
+            &app.id,
+            &machine.id,
+            i64::try_from(ttl).unwrap_or(3600) * 1000,
+            &principal.token.name,
+            request.description.as_deref().unwrap_or(""),
+            nonce,
+        )
+        .await?;
+    Ok(Json(lease_json(&machine, &lease)))
+}
+
+async fn release_lease(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<OkResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let machine = machine_for(&inner, &app, &id).await?;
+    let nonce = headers
+        .get(LEASE_NONCE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("send the lease's nonce in `{LEASE_NONCE_HEADER}`"))
+        })?;
+    inner
+        .store
+        .release_lease(&app.id, &machine.id, nonce)
+        .await?;
+    Ok(Json(OkResponse {
+        ok: true,
+        previous_state: None,
+    }))
+}

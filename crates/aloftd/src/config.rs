@@ -1,0 +1,211 @@
+//! `aloftd`'s configuration file (TOML), with documented defaults. Every role reads the
+//! same file; command-line flags override it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The default API address: loopback, port 4280 (Fly's Machines API port).
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:4280";
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/aloft";
+/// The default region of this host.
+pub const DEFAULT_REGION: &str = "local";
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// State, host identity, machines' files and volumes live here.
+    pub data_dir: PathBuf,
+    /// This host's region (a lowercase name such as `local`, `ams`, `eu1`).
+    pub region: String,
+    pub api: ApiConfig,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+    pub agent: AgentSettings,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Where the Machines API listens.
+    pub listen: SocketAddr,
+    /// Seconds to finish requests in flight after SIGTERM.
+    pub shutdown_grace_seconds: u64,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://...`; default: `sqlite://<data_dir>/state.db`.
+    pub url: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `aloft_agent=debug,info`.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    /// Seconds between full comparisons of desired and running machines.
+    pub reconcile_interval_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            region: DEFAULT_REGION.to_owned(),
+            api: ApiConfig::default(),
+            database: DatabaseConfig::default(),
+            log: LogConfig::default(),
+            agent: AgentSettings::default(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: DEFAULT_API_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 4280))),
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".to_owned(),
+            format: LogFormat::Plain,
+        }
+    }
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            reconcile_interval_seconds: 5,
+        }
+    }
+}
+
+/// Why a config file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{}: {key}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|error| ConfigError::Parse {
+            path: path.to_owned(),
+            message: error.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        if let Err(error) = self.region.parse::<aloft_types::RegionCode>() {
+            return Err(invalid("region", error.to_string()));
+        }
+        if self.agent.reconcile_interval_seconds == 0 {
+            return Err(invalid(
+                "agent.reconcile_interval_seconds",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if let Some(url) = &self.database.url {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres:")
+                || url.starts_with("postgresql:"))
+            {
+                return Err(invalid(
+                    "database.url",
+                    format!("{url:?}: use sqlite://PATH or postgres://..."),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("state.db").display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_matches_the_defaults() {
+        let example = include_str!("../aloftd.example.toml");
+        let config: Config = toml::from_str(example).unwrap();
+        config.validate(Path::new("aloftd.example.toml")).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let error = toml::from_str::<Config>("[api]\nlisten_on = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("listen_on"), "{error}");
+        let config: Config = toml::from_str("region = \"EU\"\n").unwrap();
+        let error = config
+            .validate(Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("c.toml: region:"), "{error}");
+    }
+}

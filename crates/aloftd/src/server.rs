@@ -1,0 +1,161 @@
+//! `aloftd server`: every role in one process.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aloft_agent::{Agent, AgentConfig};
+use aloft_control::{Control, ControlConfig};
+use aloft_runtime::DockerRuntime;
+use aloft_store::Store;
+use aloft_types::HostId;
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, LogConfig, LogFormat};
+
+/// Where the host's identity is kept in the data directory.
+pub const HOST_ID_FILE: &str = "host-id";
+/// Where the API's URL is written once it listens.
+pub const API_URL_FILE: &str = "api-url";
+
+/// Knobs for embedding the server (tests use them; the binary uses the defaults).
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Cancelled to shut down as SIGTERM would.
+    pub shutdown: Option<CancellationToken>,
+}
+
+pub(crate) fn init_tracing(log: &LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Plain => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The host's id, created on the first start and kept in the data directory.
+fn host_id(data_dir: &Path) -> anyhow::Result<HostId> {
+    let path = data_dir.join(HOST_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .with_context(|| format!("reading the host id in {}", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let mut random = [0u8; 8];
+            getrandom::fill(&mut random)
+                .map_err(|e| anyhow::anyhow!("generating a host id: {e}"))?;
+            let id = HostId::generate(random);
+            std::fs::write(&path, format!("{id}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Runs the server until SIGTERM (graceful), SIGINT (at once) or `options.shutdown`.
+pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let host_id = host_id(&config.data_dir)?;
+    let database = config.database_url();
+    let store = Store::open(&database)
+        .await
+        .with_context(|| format!("opening the state store ({database})"))?;
+    let control = Control::new(
+        store,
+        ControlConfig {
+            default_region: config.region.clone(),
+        },
+    );
+    if let Some(token) = control
+        .bootstrap(&config.data_dir)
+        .await
+        .context("first-start setup")?
+    {
+        #[allow(
+            clippy::print_stdout,
+            reason = "the admin token is shown once, on the first start"
+        )]
+        {
+            println!(
+                "Created organization `{}` and an admin token (also saved to {}):\n{token}",
+                aloft_control::DEFAULT_ORG,
+                config
+                    .data_dir
+                    .join(aloft_control::ADMIN_TOKEN_FILE)
+                    .display()
+            );
+        }
+    }
+
+    let runtime = DockerRuntime::connect()
+        .await
+        .context("connecting to Docker Engine (is dockerd running?)")?;
+    let agent = Agent::new(
+        runtime,
+        control.gateway(),
+        AgentConfig {
+            host_id: host_id.clone(),
+            region: config.region.clone(),
+            data_dir: config.data_dir.clone(),
+            cpus: i64::try_from(std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .unwrap_or(1),
+            memory_mb: 0,
+            reconcile_interval: Duration::from_secs(config.agent.reconcile_interval_seconds),
+        },
+    );
+    control.attach_host(host_id.clone(), agent.link());
+
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.api.listen))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    let url = format!("http://{address}");
+    std::fs::write(config.data_dir.join(API_URL_FILE), format!("{url}\n"))
+        .context("writing the API URL")?;
+    tracing::info!(%url, host = %host_id, region = %config.region, "aloftd server is up");
+
+    let stop = options.shutdown.unwrap_or_default();
+    let agent_stop = CancellationToken::new();
+    let agent_task = tokio::spawn(agent.run(agent_stop.clone()));
+
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let graceful = stop.clone();
+    let fast = Arc::new(tokio::sync::Notify::new());
+    let fast_signal = fast.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => { tracing::info!("SIGTERM: draining"); graceful.cancel(); }
+            _ = interrupt.recv() => { tracing::info!("SIGINT: exiting now"); fast_signal.notify_one(); }
+            () = graceful.cancelled() => {}
+        }
+    });
+
+    let draining = stop.clone();
+    let serve = axum::serve(listener, control.router())
+        .with_graceful_shutdown(async move { draining.cancelled().await });
+    let grace = Duration::from_secs(config.api.shutdown_grace_seconds);
+    tokio::select! {
+        served = serve => served.context("serving the API")?,
+        () = fast.notified() => return Ok(()),
+    }
+    agent_stop.cancel();
+    match tokio::time::timeout(grace, agent_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => tracing::warn!(error = %error, "the agent stopped with an error"),
+        Ok(Err(error)) => tracing::warn!(error = %error, "the agent task failed"),
+        Err(_) => tracing::warn!(?grace, "the agent did not stop within the grace period"),
+    }
+    control.store().close().await;
+    tracing::info!("aloftd server stopped");
+    Ok(())
+}
