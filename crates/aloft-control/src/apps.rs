@@ -52,7 +52,7 @@ async fn response(inner: &Inner, app: &App) -> Result<AppResponse, ApiError> {
         .store
         .list_machines(&app.id, &MachineFilter::default())
         .await?;
-    Ok(AppResponse::new(app, &org, machines.len()))
+    Ok(crate::wire::app_response(app, &org, machines.len()))
 }
 
 async fn list(
@@ -93,10 +93,10 @@ async fn create(
         .parse()
         .map_err(|e| ApiError::BadRequest(format!("app_name: {e}")))?;
     let org = inner.store.org(principal.org_id()).await?;
-    if let Some(slug) = &request.org_slug {
-        if slug != &org.slug {
-            return Err(ApiError::not_found(format!("organization {slug}")));
-        }
+    if let Some(slug) = &request.org_slug
+        && slug != &org.slug
+    {
+        return Err(ApiError::not_found(format!("organization {slug}")));
     }
     let network = request.network.unwrap_or_else(|| "default".to_owned());
     if network.is_empty()

@@ -126,7 +126,7 @@ fn validate_request(request: &MachineRequest) -> Result<(), ApiError> {
             )));
         }
     }
-    for (name, _) in &request.config.env {
+    for name in request.config.env.keys() {
         if name.is_empty() || name.contains(['=', '\0']) {
             return Err(ApiError::BadRequest(format!(
                 "config.env: invalid variable name {name:?}"
@@ -169,7 +169,7 @@ async fn respond(
 ) -> Result<Json<MachineResponse>, ApiError> {
     let events = inner.store.events(&machine.id).await?;
     let shown = &events[..events.len().min(EVENTS_SHOWN)];
-    Ok(Json(MachineResponse::new(machine, shown)))
+    Ok(Json(crate::wire::machine_response(machine, shown)))
 }
 
 async fn create(
@@ -274,7 +274,7 @@ async fn list(
     Ok(Json(
         machines
             .iter()
-            .map(|m| MachineResponse::new(m, &[]))
+            .map(|m| crate::wire::machine_response(m, &[]))
             .collect(),
     ))
 }
@@ -300,13 +300,13 @@ async fn update(
     let machine = machine_for(&inner, &app, &id).await?;
     check_lease(&machine, &headers)?;
     validate_request(&request)?;
-    if let Some(region) = &request.region {
-        if region != &machine.region {
-            return Err(ApiError::BadRequest(format!(
-                "a machine cannot change region ({} to {region}); create a new one",
-                machine.region
-            )));
-        }
+    if let Some(region) = &request.region
+        && region != &machine.region
+    {
+        return Err(ApiError::BadRequest(format!(
+            "a machine cannot change region ({} to {region}); create a new one",
+            machine.region
+        )));
     }
     let expected = match &request.current_version {
         Some(version) => Some(version.parse::<i64>().map_err(|_| {
@@ -584,21 +584,21 @@ async fn wait(
             Duration::from_secs(seconds)
         }
     };
-    if let Some(instance) = query.get("instance_id") {
-        if instance != &machine.instance_id {
-            let versions = inner.store.versions(&machine.id).await?;
-            if !versions.iter().any(|v| &v.instance_id == instance) {
-                return Err(ApiError::not_found(format!(
-                    "instance {instance} of machine {id}"
-                )));
-            }
-            // An older version: it has been replaced, which is what waiting on it can see.
-            if wanted == MachineState::Stopped || wanted == MachineState::Destroyed {
-                return Ok(Json(OkResponse {
-                    ok: true,
-                    previous_state: None,
-                }));
-            }
+    if let Some(instance) = query.get("instance_id")
+        && instance != &machine.instance_id
+    {
+        let versions = inner.store.versions(&machine.id).await?;
+        if !versions.iter().any(|v| &v.instance_id == instance) {
+            return Err(ApiError::not_found(format!(
+                "instance {instance} of machine {id}"
+            )));
+        }
+        // An older version: it has been replaced, which is what waiting on it can see.
+        if wanted == MachineState::Stopped || wanted == MachineState::Destroyed {
+            return Ok(Json(OkResponse {
+                ok: true,
+                previous_state: None,
+            }));
         }
     }
     let deadline = Instant::now() + timeout;
@@ -724,7 +724,9 @@ async fn events(
     let app = app_for(&inner, &principal, &app, false).await?;
     let machine = machine_for(&inner, &app, &id).await?;
     let events = inner.store.events(&machine.id).await?;
-    Ok(Json(events.iter().map(EventResponse::from).collect()))
+    Ok(Json(
+        events.iter().map(crate::wire::event_response).collect(),
+    ))
 }
 
 async fn versions(
@@ -735,7 +737,9 @@ async fn versions(
     let app = app_for(&inner, &principal, &app, false).await?;
     let machine = machine_for(&inner, &app, &id).await?;
     let versions = inner.store.versions(&machine.id).await?;
-    Ok(Json(versions.iter().map(VersionResponse::from).collect()))
+    Ok(Json(
+        versions.iter().map(crate::wire::version_response).collect(),
+    ))
 }
 
 /// `POST .../lease` body.

@@ -1,300 +1,70 @@
-//! Request and response bodies of the Machines API, with Fly's field names. Requests
-//! refuse unknown fields, so a typo is a 400 that names it rather than a silent no-op.
+//! Building the API's response bodies (defined in `aloft_types::api`) from stored records.
 
-use std::collections::BTreeMap;
-
-use aloft_store::{App, MachineEvent, MachineRecord, MachineVersion};
-use aloft_types::machine::MachineConfig;
-use aloft_types::{Duration, Signal};
-use serde::{Deserialize, Serialize};
+use aloft_store::{App, MachineEvent, MachineRecord, MachineVersion, Org};
+pub use aloft_types::api::*;
 
 use crate::time::rfc3339;
 
-/// `POST /v1/apps`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateAppRequest {
-    pub app_name: String,
-    #[serde(default)]
-    pub org_slug: Option<String>,
-    #[serde(default)]
-    pub network: Option<String>,
-}
-
-/// An app as the API shows it.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AppResponse {
-    pub id: String,
-    pub name: String,
-    pub organization: OrgRef,
-    pub network: String,
-    pub status: String,
-    pub machine_count: usize,
-    pub created_at: String,
-}
-
-/// The organization an app belongs to.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct OrgRef {
-    pub slug: String,
-    pub name: String,
-}
-
-/// `GET /v1/apps`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AppList {
-    pub total_apps: usize,
-    pub apps: Vec<AppResponse>,
-}
-
-impl AppResponse {
-    pub fn new(app: &App, org: &aloft_store::Org, machine_count: usize) -> AppResponse {
-        AppResponse {
-            id: app.id.to_string(),
-            name: app.name.to_string(),
-            organization: OrgRef {
-                slug: org.slug.clone(),
-                name: org.name.clone(),
-            },
-            network: app.network.clone(),
-            status: if machine_count > 0 {
-                "deployed"
-            } else {
-                "pending"
-            }
-            .to_owned(),
-            machine_count,
-            created_at: rfc3339(app.created_at),
+pub(crate) fn app_response(app: &App, org: &Org, machine_count: usize) -> AppResponse {
+    AppResponse {
+        id: app.id.to_string(),
+        name: app.name.to_string(),
+        organization: OrgRef {
+            slug: org.slug.clone(),
+            name: org.name.clone(),
+        },
+        network: app.network.clone(),
+        status: if machine_count > 0 {
+            "deployed"
+        } else {
+            "pending"
         }
+        .to_owned(),
+        machine_count,
+        created_at: rfc3339(app.created_at),
     }
 }
 
-/// `POST /v1/apps/{app}/machines` and `POST /v1/apps/{app}/machines/{id}` (update).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MachineRequest {
-    pub config: MachineConfig,
-    #[serde(default)]
-    pub region: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub skip_launch: bool,
-    #[serde(default)]
-    pub skip_service_registration: bool,
-    #[serde(default)]
-    pub skip_secrets: bool,
-    #[serde(default)]
-    pub lease_ttl: Option<u64>,
-    #[serde(default)]
-    pub min_secrets_version: Option<u64>,
-    /// Update only: the version the caller believes is current.
-    #[serde(default)]
-    pub current_version: Option<String>,
-}
-
-/// `POST .../stop` and `POST .../restart` bodies.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StopRequest {
-    #[serde(default)]
-    pub signal: Option<Signal>,
-    #[serde(default)]
-    pub timeout: Option<Duration>,
-}
-
-/// `POST .../signal`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignalRequest {
-    pub signal: Signal,
-}
-
-/// `POST .../exec`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecRequest {
-    /// The command and its arguments.
-    #[serde(default)]
-    pub command: Vec<String>,
-    /// A shell command line, split into words when `command` is empty.
-    #[serde(default)]
-    pub cmd: Option<String>,
-    #[serde(default)]
-    pub stdin: Option<String>,
-    /// Seconds.
-    #[serde(default)]
-    pub timeout: Option<u64>,
-}
-
-/// The result of `POST .../exec`.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ExecResponse {
-    pub exit_code: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_signal: Option<i64>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// What start, stop, restart, signal, cordon and similar calls answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct OkResponse {
-    pub ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub previous_state: Option<String>,
-}
-
-/// A machine event, as Fly shows it.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct EventResponse {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub status: String,
-    pub source: String,
-    pub timestamp: i64,
-    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
-    pub request: serde_json::Value,
-}
-
-impl From<&MachineEvent> for EventResponse {
-    fn from(event: &MachineEvent) -> Self {
-        EventResponse {
-            id: event.seq.to_string(),
-            kind: event.kind.clone(),
-            status: event.status.clone(),
-            source: event.source.clone(),
-            timestamp: event.at,
-            request: event.request.clone(),
-        }
+pub(crate) fn event_response(event: &MachineEvent) -> EventResponse {
+    EventResponse {
+        id: event.seq.to_string(),
+        kind: event.kind.clone(),
+        status: event.status.clone(),
+        source: event.source.clone(),
+        timestamp: event.at,
+        request: event.request.clone(),
     }
 }
 
-/// The image a machine runs, split as Fly shows it.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub struct ImageRef {
-    pub registry: String,
-    pub repository: String,
-    pub tag: String,
-    pub digest: String,
-    pub labels: BTreeMap<String, String>,
-}
-
-impl ImageRef {
-    pub fn parse(image: &str) -> ImageRef {
-        let (name, digest) = image.split_once('@').unwrap_or((image, ""));
-        let (name, tag) = match name.rsplit_once(':') {
-            Some((repo, tag)) if !tag.contains('/') => (repo, tag),
-            _ => (name, "latest"),
-        };
-        let (registry, repository) = match name.split_once('/') {
-            Some((host, rest))
-                if host.contains('.') || host.contains(':') || host == "localhost" =>
-            {
-                (host, rest)
-            }
-            _ => ("", name),
-        };
-        ImageRef {
-            registry: registry.to_owned(),
-            repository: repository.to_owned(),
-            tag: tag.to_owned(),
-            digest: digest.to_owned(),
-            labels: BTreeMap::new(),
-        }
+pub(crate) fn machine_response(
+    machine: &MachineRecord,
+    events: &[MachineEvent],
+) -> MachineResponse {
+    MachineResponse {
+        id: machine.id.to_string(),
+        name: machine.name.clone(),
+        state: machine.state.to_string(),
+        region: machine.region.clone(),
+        instance_id: machine.instance_id.clone(),
+        version: machine.version.to_string(),
+        private_ip: machine.private_ip.clone().unwrap_or_default(),
+        config: machine.config.clone(),
+        image_ref: ImageRef::parse(&machine.config.image),
+        events: events.iter().map(event_response).collect(),
+        checks: Vec::new(),
+        host_status: "ok".to_owned(),
+        cordoned: machine.cordoned,
+        created_at: rfc3339(machine.created_at),
+        updated_at: rfc3339(machine.updated_at),
+        nonce: None,
     }
 }
 
-/// A machine as the API shows it (Fly's `Machine` object).
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct MachineResponse {
-    pub id: String,
-    pub name: String,
-    pub state: String,
-    pub region: String,
-    pub instance_id: String,
-    pub version: String,
-    pub private_ip: String,
-    pub config: MachineConfig,
-    pub image_ref: ImageRef,
-    pub events: Vec<EventResponse>,
-    pub checks: Vec<serde_json::Value>,
-    pub host_status: String,
-    pub cordoned: bool,
-    pub created_at: String,
-    pub updated_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nonce: Option<String>,
-}
-
-impl MachineResponse {
-    pub fn new(machine: &MachineRecord, events: &[MachineEvent]) -> MachineResponse {
-        MachineResponse {
-            id: machine.id.to_string(),
-            name: machine.name.clone(),
-            state: machine.state.to_string(),
-            region: machine.region.clone(),
-            instance_id: machine.instance_id.clone(),
-            version: machine.version.to_string(),
-            private_ip: machine.private_ip.clone().unwrap_or_default(),
-            config: machine.config.clone(),
-            image_ref: ImageRef::parse(&machine.config.image),
-            events: events.iter().map(EventResponse::from).collect(),
-            checks: Vec::new(),
-            host_status: "ok".to_owned(),
-            cordoned: machine.cordoned,
-            created_at: rfc3339(machine.created_at),
-            updated_at: rfc3339(machine.updated_at),
-            nonce: None,
-        }
-    }
-}
-
-/// A config version, as `GET .../versions` lists them.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct VersionResponse {
-    pub version: String,
-    pub instance_id: String,
-    pub user_config: MachineConfig,
-    pub created_at: String,
-}
-
-impl From<&MachineVersion> for VersionResponse {
-    fn from(version: &MachineVersion) -> Self {
-        VersionResponse {
-            version: version.version.to_string(),
-            instance_id: version.instance_id.clone(),
-            user_config: version.config.clone(),
-            created_at: rfc3339(version.created_at),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn image_refs_split_like_fly() {
-        let r = ImageRef::parse("registry.fly.io/my-app:deployment-01H");
-        assert_eq!(
-            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
-            ("registry.fly.io", "my-app", "deployment-01H")
-        );
-        let r = ImageRef::parse("nginx");
-        assert_eq!(
-            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
-            ("", "nginx", "latest")
-        );
-        let r = ImageRef::parse("localhost:5000/a/b@sha256:abc");
-        assert_eq!(
-            (
-                r.registry.as_str(),
-                r.repository.as_str(),
-                r.digest.as_str()
-            ),
-            ("localhost:5000", "a/b", "sha256:abc")
-        );
+pub(crate) fn version_response(version: &MachineVersion) -> VersionResponse {
+    VersionResponse {
+        version: version.version.to_string(),
+        instance_id: version.instance_id.clone(),
+        user_config: version.config.clone(),
+        created_at: rfc3339(version.created_at),
     }
 }

@@ -12,6 +12,7 @@
 //! Main types: [`Duration`], [`Signal`], [`AppName`], [`RegionCode`], typed ids
 //! ([`MachineId`], [`VolumeId`], ...), [`MachineState`], [`machine::MachineConfig`].
 
+pub mod api;
 mod duration;
 mod ids;
 pub mod machine;

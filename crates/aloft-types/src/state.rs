@@ -110,7 +110,14 @@ impl MachineState {
             Stopping => matches!(self, Started | Starting | Restarting | Suspended),
             Stopped => matches!(
                 self,
-                Stopping | Started | Starting | Restarting | Created | Suspended | Updating | Failed
+                Stopping
+                    | Started
+                    | Starting
+                    | Restarting
+                    | Created
+                    | Suspended
+                    | Updating
+                    | Failed
             ),
             Restarting => matches!(self, Started | Stopped | Failed | Starting),
             Suspending => matches!(self, Started),

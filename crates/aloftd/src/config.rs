@@ -160,16 +160,15 @@ impl Config {
                 "must be at least 1".to_owned(),
             ));
         }
-        if let Some(url) = &self.database.url {
-            if !(url.starts_with("sqlite:")
+        if let Some(url) = &self.database.url
+            && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres:")
                 || url.starts_with("postgresql:"))
-            {
-                return Err(invalid(
-                    "database.url",
-                    format!("{url:?}: use sqlite://PATH or postgres://..."),
-                ));
-            }
+        {
+            return Err(invalid(
+                "database.url",
+                format!("{url:?}: use sqlite://PATH or postgres://..."),
+            ));
         }
         Ok(())
     }

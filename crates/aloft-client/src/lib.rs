@@ -1,0 +1,311 @@
+//! A typed client of Aloft's Machines API (Fly's paths and JSON). Errors keep the API's
+//! status and message so callers can tell "not found" from "conflict" from "unreachable".
+//!
+//! Main types: [`Client`], [`ClientError`].
+
+use std::time::Duration;
+
+use aloft_types::api::{
+    AppList, AppResponse, CreateAppRequest, EventResponse, ExecRequest, ExecResponse,
+    MachineRequest, MachineResponse, OkResponse, SignalRequest, StopRequest, VersionResponse,
+};
+use aloft_types::{MachineState, Signal};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// What a call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The API answered with an error status.
+    #[error("{message} (HTTP {status})")]
+    Api { status: u16, message: String },
+    #[error("cannot reach the Aloft API at {url}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the API's answer to {what} could not be read")]
+    Decode {
+        what: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one Aloft API with one token.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+/// Longest time any single call may take (exec and wait bring their own, shorter, limits).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Client {
+    /// `base_url` such as `http://127.0.0.1:4280`.
+    pub fn new(base_url: &str, token: &str) -> Client {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .unwrap_or_default();
+        Client {
+            http,
+            base: base_url.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| {
+                    if text.is_empty() {
+                        status.to_string()
+                    } else {
+                        text
+                    }
+                });
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        if status == StatusCode::NO_CONTENT || status == StatusCode::ACCEPTED {
+            return serde_json::from_str("null")
+                .or_else(|_| serde_json::from_str("{}"))
+                .map_err(|_| ClientError::Api {
+                    status: status.as_u16(),
+                    message: "empty answer".to_owned(),
+                });
+        }
+        response.json().await.map_err(|source| ClientError::Decode {
+            what: format!("{method} {path}"),
+            source,
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> Result<T, ClientError> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    // Apps.
+
+    pub async fn create_app(
+        &self,
+        name: &str,
+        org_slug: Option<&str>,
+    ) -> Result<AppResponse, ClientError> {
+        let request = CreateAppRequest {
+            app_name: name.to_owned(),
+            org_slug: org_slug.map(str::to_owned),
+            network: None,
+        };
+        self.post("/v1/apps", &request).await
+    }
+
+    pub async fn list_apps(&self) -> Result<AppList, ClientError> {
+        self.get("/v1/apps").await
+    }
+
+    pub async fn app(&self, name: &str) -> Result<AppResponse, ClientError> {
+        self.get(&format!("/v1/apps/{name}")).await
+    }
+
+    pub async fn delete_app(&self, name: &str) -> Result<(), ClientError> {
+        self.call::<serde_json::Value>(Method::DELETE, &format!("/v1/apps/{name}"), None::<&()>)
+            .await
+            .map(|_| ())
+    }
+
+    // Machines.
+
+    pub async fn create_machine(
+        &self,
+        app: &str,
+        request: &MachineRequest,
+    ) -> Result<MachineResponse, ClientError> {
+        self.post(&format!("/v1/apps/{app}/machines"), request)
+            .await
+    }
+
+    pub async fn update_machine(
+        &self,
+        app: &str,
+        id: &str,
+        request: &MachineRequest,
+    ) -> Result<MachineResponse, ClientError> {
+        self.post(&format!("/v1/apps/{app}/machines/{id}"), request)
+            .await
+    }
+
+    pub async fn list_machines(&self, app: &str) -> Result<Vec<MachineResponse>, ClientError> {
+        self.get(&format!("/v1/apps/{app}/machines")).await
+    }
+
+    pub async fn machine(&self, app: &str, id: &str) -> Result<MachineResponse, ClientError> {
+        self.get(&format!("/v1/apps/{app}/machines/{id}")).await
+    }
+
+    pub async fn start_machine(&self, app: &str, id: &str) -> Result<OkResponse, ClientError> {
+        self.post(
+            &format!("/v1/apps/{app}/machines/{id}/start"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn stop_machine(
+        &self,
+        app: &str,
+        id: &str,
+        signal: Option<Signal>,
+        timeout: Option<aloft_types::Duration>,
+    ) -> Result<OkResponse, ClientError> {
+        self.post(
+            &format!("/v1/apps/{app}/machines/{id}/stop"),
+            &StopRequest { signal, timeout },
+        )
+        .await
+    }
+
+    pub async fn restart_machine(&self, app: &str, id: &str) -> Result<OkResponse, ClientError> {
+        self.post(
+            &format!("/v1/apps/{app}/machines/{id}/restart"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn signal_machine(
+        &self,
+        app: &str,
+        id: &str,
+        signal: Signal,
+    ) -> Result<OkResponse, ClientError> {
+        self.post(
+            &format!("/v1/apps/{app}/machines/{id}/signal"),
+            &SignalRequest { signal },
+        )
+        .await
+    }
+
+    pub async fn destroy_machine(
+        &self,
+        app: &str,
+        id: &str,
+        force: bool,
+    ) -> Result<OkResponse, ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/apps/{app}/machines/{id}?force={force}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn cordon_machine(
+        &self,
+        app: &str,
+        id: &str,
+        cordoned: bool,
+    ) -> Result<OkResponse, ClientError> {
+        let action = if cordoned { "cordon" } else { "uncordon" };
+        self.post(
+            &format!("/v1/apps/{app}/machines/{id}/{action}"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// Runs a command (a list of words) in a started machine.
+    pub async fn exec(
+        &self,
+        app: &str,
+        id: &str,
+        command: Vec<String>,
+        timeout: Option<u64>,
+    ) -> Result<ExecResponse, ClientError> {
+        let request = ExecRequest {
+            command,
+            cmd: None,
+            stdin: None,
+            timeout,
+        };
+        self.post(&format!("/v1/apps/{app}/machines/{id}/exec"), &request)
+            .await
+    }
+
+    /// Waits (at most `timeout_seconds`, ≤ 60) for the machine to reach `state`.
+    pub async fn wait(
+        &self,
+        app: &str,
+        id: &str,
+        state: MachineState,
+        timeout_seconds: u64,
+    ) -> Result<OkResponse, ClientError> {
+        self.get(&format!(
+            "/v1/apps/{app}/machines/{id}/wait?state={state}&timeout={timeout_seconds}"
+        ))
+        .await
+    }
+
+    pub async fn events(&self, app: &str, id: &str) -> Result<Vec<EventResponse>, ClientError> {
+        self.get(&format!("/v1/apps/{app}/machines/{id}/events"))
+            .await
+    }
+
+    pub async fn versions(&self, app: &str, id: &str) -> Result<Vec<VersionResponse>, ClientError> {
+        self.get(&format!("/v1/apps/{app}/machines/{id}/versions"))
+            .await
+    }
+}

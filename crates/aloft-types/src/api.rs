@@ -1,0 +1,230 @@
+//! Request and response bodies of the Machines API, with Fly's field names, shared by
+//! the control plane (which serves them) and clients. Requests refuse unknown fields, so
+//! a typo is a 400 that names it rather than a silent no-op.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::machine::MachineConfig;
+use crate::{Duration, Signal};
+
+/// `POST /v1/apps`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAppRequest {
+    pub app_name: String,
+    #[serde(default)]
+    pub org_slug: Option<String>,
+    #[serde(default)]
+    pub network: Option<String>,
+}
+
+/// An app as the API shows it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AppResponse {
+    pub id: String,
+    pub name: String,
+    pub organization: OrgRef,
+    pub network: String,
+    pub status: String,
+    pub machine_count: usize,
+    pub created_at: String,
+}
+
+/// The organization an app belongs to.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OrgRef {
+    pub slug: String,
+    pub name: String,
+}
+
+/// `GET /v1/apps`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AppList {
+    pub total_apps: usize,
+    pub apps: Vec<AppResponse>,
+}
+
+/// `POST /v1/apps/{app}/machines` and `POST /v1/apps/{app}/machines/{id}` (update).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineRequest {
+    pub config: MachineConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub skip_launch: bool,
+    #[serde(default)]
+    pub skip_service_registration: bool,
+    #[serde(default)]
+    pub skip_secrets: bool,
+    #[serde(default)]
+    pub lease_ttl: Option<u64>,
+    #[serde(default)]
+    pub min_secrets_version: Option<u64>,
+    /// Update only: the version the caller believes is current.
+    #[serde(default)]
+    pub current_version: Option<String>,
+}
+
+/// `POST .../stop` and `POST .../restart` bodies.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    #[serde(default)]
+    pub signal: Option<Signal>,
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+}
+
+/// `POST .../signal`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalRequest {
+    pub signal: Signal,
+}
+
+/// `POST .../exec`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// The command and its arguments.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// A shell command line, split into words when `command` is empty.
+    #[serde(default)]
+    pub cmd: Option<String>,
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Seconds.
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+/// The result of `POST .../exec`.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecResponse {
+    pub exit_code: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_signal: Option<i64>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// What start, stop, restart, signal, cordon and similar calls answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OkResponse {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_state: Option<String>,
+}
+
+/// A machine event, as Fly shows it.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct EventResponse {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub source: String,
+    pub timestamp: i64,
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub request: serde_json::Value,
+}
+
+/// The image a machine runs, split as Fly shows it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ImageRef {
+    pub registry: String,
+    pub repository: String,
+    pub tag: String,
+    pub digest: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ImageRef {
+    pub fn parse(image: &str) -> ImageRef {
+        let (name, digest) = image.split_once('@').unwrap_or((image, ""));
+        let (name, tag) = match name.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+            _ => (name, "latest"),
+        };
+        let (registry, repository) = match name.split_once('/') {
+            Some((host, rest))
+                if host.contains('.') || host.contains(':') || host == "localhost" =>
+            {
+                (host, rest)
+            }
+            _ => ("", name),
+        };
+        ImageRef {
+            registry: registry.to_owned(),
+            repository: repository.to_owned(),
+            tag: tag.to_owned(),
+            digest: digest.to_owned(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// A machine as the API shows it (Fly's `Machine` object).
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct MachineResponse {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    pub region: String,
+    pub instance_id: String,
+    pub version: String,
+    pub private_ip: String,
+    pub config: MachineConfig,
+    pub image_ref: ImageRef,
+    pub events: Vec<EventResponse>,
+    pub checks: Vec<serde_json::Value>,
+    pub host_status: String,
+    pub cordoned: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+/// A config version, as `GET .../versions` lists them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VersionResponse {
+    pub version: String,
+    pub instance_id: String,
+    pub user_config: MachineConfig,
+    pub created_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_refs_split_like_fly() {
+        let r = ImageRef::parse("registry.fly.io/my-app:deployment-01H");
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
+            ("registry.fly.io", "my-app", "deployment-01H")
+        );
+        let r = ImageRef::parse("nginx");
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
+            ("", "nginx", "latest")
+        );
+        let r = ImageRef::parse("localhost:5000/a/b@sha256:abc");
+        assert_eq!(
+            (
+                r.registry.as_str(),
+                r.repository.as_str(),
+                r.digest.as_str()
+            ),
+            ("localhost:5000", "a/b", "sha256:abc")
+        );
+    }
+}

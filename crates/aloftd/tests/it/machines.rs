@@ -1,0 +1,315 @@
+use std::time::{Duration, Instant};
+
+use aloft_client::Client;
+use aloft_testkit::{BUSYBOX_IMAGE, eventually};
+use aloft_types::api::{MachineRequest, MachineResponse};
+use aloft_types::machine::{MachineConfig, MachineInit, MachineRestart, RestartPolicy};
+use aloft_types::{MachineState, Signal};
+
+use crate::Server;
+
+fn request(name: &str, script: &str, restart: Option<MachineRestart>) -> MachineRequest {
+    MachineRequest {
+        config: MachineConfig {
+            image: BUSYBOX_IMAGE.to_owned(),
+            init: MachineInit {
+                cmd: vec!["sh".into(), "-c".into(), script.into()],
+                ..MachineInit::default()
+            },
+            restart,
+            ..MachineConfig::default()
+        },
+        region: None,
+        name: Some(name.to_owned()),
+        skip_launch: false,
+        skip_service_registration: false,
+        skip_secrets: false,
+        lease_ttl: None,
+        min_secrets_version: None,
+        current_version: None,
+    }
+}
+
+async fn run(
+    client: &Client,
+    app: &str,
+    name: &str,
+    script: &str,
+    restart: Option<MachineRestart>,
+) -> MachineResponse {
+    let machine = client
+        .create_machine(app, &request(name, script, restart))
+        .await
+        .unwrap();
+    assert_eq!(machine.state, "created");
+    client
+        .wait(app, &machine.id, MachineState::Started, 60)
+        .await
+        .unwrap();
+    machine
+}
+
+/// Exit codes of the machine's exit events, oldest first.
+async fn exit_codes(client: &Client, app: &str, id: &str) -> Vec<i64> {
+    let mut events = client.events(app, id).await.unwrap();
+    events.reverse();
+    events
+        .iter()
+        .filter(|e| e.kind == "exit")
+        .filter_map(|e| e.request["exit_event"]["exit_code"].as_i64())
+        .collect()
+}
+
+const TRAP: &str = "trap 'echo trapped; exit 0' INT; while true; do sleep 0.1; done";
+const IGNORE: &str = "trap '' INT; while true; do sleep 0.1; done";
+
+#[tokio::test]
+async fn machines_start_exec_stop_as_configured_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data")).await;
+    let client = &server.client;
+    client.create_app("lifecycle", None).await.unwrap();
+
+    let trapping = run(client, "lifecycle", "trapping", TRAP, None).await;
+    let output = client
+        .exec(
+            "lifecycle",
+            &trapping.id,
+            vec!["echo".into(), "hi".into()],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((output.exit_code, output.stdout.as_str()), (0, "hi\n"));
+    let started = Instant::now();
+    client
+        .stop_machine(
+            "lifecycle",
+            &trapping.id,
+            Some(Signal::Int),
+            Some(aloft_types::Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    client
+        .wait("lifecycle", &trapping.id, MachineState::Stopped, 30)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the trap ends it before the timeout"
+    );
+    assert_eq!(
+        exit_codes(client, "lifecycle", &trapping.id).await,
+        vec![0],
+        "the trap ran and exited 0"
+    );
+
+    let stubborn = run(client, "lifecycle", "stubborn", IGNORE, None).await;
+    let started = Instant::now();
+    client
+        .stop_machine(
+            "lifecycle",
+            &stubborn.id,
+            Some(Signal::Int),
+            Some(aloft_types::Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    client
+        .wait("lifecycle", &stubborn.id, MachineState::Stopped, 30)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "SIGKILL only after the timeout"
+    );
+    assert_eq!(
+        exit_codes(client, "lifecycle", &stubborn.id).await,
+        vec![137],
+        "killed by SIGKILL"
+    );
+
+    client
+        .start_machine("lifecycle", &trapping.id)
+        .await
+        .unwrap();
+    client
+        .wait("lifecycle", &trapping.id, MachineState::Started, 60)
+        .await
+        .unwrap();
+
+    let refused = client
+        .destroy_machine("lifecycle", &trapping.id, false)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.status(),
+        Some(412),
+        "a started machine needs force: {refused}"
+    );
+    for machine in [&trapping, &stubborn] {
+        client
+            .destroy_machine("lifecycle", &machine.id, true)
+            .await
+            .unwrap();
+        client
+            .wait("lifecycle", &machine.id, MachineState::Destroyed, 30)
+            .await
+            .unwrap();
+        assert!(
+            server.containers_of(&machine.id).is_empty(),
+            "destroy leaves no container behind"
+        );
+    }
+    assert!(client.list_machines("lifecycle").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn exits_restart_per_policy_with_every_exit_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data")).await;
+    let client = &server.client;
+    client.create_app("policies", None).await.unwrap();
+
+    let on_failure = MachineRestart {
+        policy: Some(RestartPolicy::OnFailure),
+        max_retries: 2,
+    };
+    let failing = client
+        .create_machine(
+            "policies",
+            &request("failing", "sleep 0.2; exit 3", Some(on_failure)),
+        )
+        .await
+        .unwrap();
+    client
+        .wait("policies", &failing.id, MachineState::Stopped, 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        exit_codes(client, "policies", &failing.id).await,
+        vec![3, 3, 3],
+        "two restarts, then it rests"
+    );
+
+    let never = MachineRestart {
+        policy: Some(RestartPolicy::No),
+        max_retries: 0,
+    };
+    let once = client
+        .create_machine("policies", &request("once", "exit 4", Some(never)))
+        .await
+        .unwrap();
+    client
+        .wait("policies", &once.id, MachineState::Stopped, 60)
+        .await
+        .unwrap();
+    assert_eq!(exit_codes(client, "policies", &once.id).await, vec![4]);
+
+    let always = MachineRestart {
+        policy: Some(RestartPolicy::Always),
+        max_retries: 0,
+    };
+    let looping = client
+        .create_machine(
+            "policies",
+            &request("looping", "sleep 0.2; exit 0", Some(always)),
+        )
+        .await
+        .unwrap();
+    let codes = eventually(
+        "three clean exits, each restarted",
+        Duration::from_secs(60),
+        || async {
+            let codes = exit_codes(client, "policies", &looping.id).await;
+            (codes.len() >= 3).then_some(codes)
+        },
+    )
+    .await;
+    assert!(codes.iter().all(|code| *code == 0), "{codes:?}");
+    client
+        .destroy_machine("policies", &looping.id, true)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn machines_survive_kill_9_of_the_daemon_and_are_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data).await;
+    server.client.create_app("adopt", None).await.unwrap();
+    let kept = run(
+        &server.client,
+        "adopt",
+        "kept",
+        "while true; do sleep 1; done",
+        None,
+    )
+    .await;
+    let always = MachineRestart {
+        policy: Some(RestartPolicy::Always),
+        max_retries: 0,
+    };
+    let removed = run(
+        &server.client,
+        "adopt",
+        "removed",
+        "while true; do sleep 1; done",
+        Some(always),
+    )
+    .await;
+    let kept_containers = server.containers_of(&kept.id);
+    assert_eq!(kept_containers.len(), 1);
+
+    server.kill();
+    // While the daemon is down: one container removed by hand.
+    for id in server.containers_of(&removed.id) {
+        assert!(
+            std::process::Command::new("docker")
+                .args(["rm", "-f", &id])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        );
+    }
+    let running = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", &kept_containers[0]])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&running.stdout).trim(),
+        "true",
+        "machines keep running without the daemon"
+    );
+
+    let server = Server::start(&data).await;
+    let client = &server.client;
+    assert_eq!(
+        server.containers_of(&kept.id),
+        kept_containers,
+        "adopted: the same container, no duplicate"
+    );
+    eventually(
+        "the removed machine to run again",
+        Duration::from_secs(60),
+        || async {
+            let containers = server.containers_of(&removed.id);
+            let machine = client.machine("adopt", &removed.id).await.ok()?;
+            (containers.len() == 1 && machine.state == "started").then_some(())
+        },
+    )
+    .await;
+    for machine in client.list_machines("adopt").await.unwrap() {
+        assert_eq!(machine.state, "started", "{}", machine.name);
+        assert_eq!(
+            server.containers_of(&machine.id).len(),
+            1,
+            "API state matches Docker for {}",
+            machine.name
+        );
+    }
+    assert!(!server.host_id().is_empty());
+}

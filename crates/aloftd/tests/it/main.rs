@@ -1,0 +1,117 @@
+//! `aloftd server` as a process, end to end against a real Docker Engine: machines that
+//! really run, stop as configured, restart per policy, and survive `kill -9` of the daemon.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
+mod machines;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use aloft_client::Client;
+use aloft_testkit::{busybox_image, eventually};
+
+/// A running `aloftd server` on a data directory of its own.
+pub(crate) struct Server {
+    pub(crate) data_dir: PathBuf,
+    child: Option<Child>,
+    pub(crate) client: Client,
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+impl Server {
+    /// Starts a server on `data_dir` (port 0) and waits until its API answers.
+    pub(crate) async fn start(data_dir: &Path) -> Server {
+        busybox_image();
+        let _ = std::fs::remove_file(data_dir.join("api-url"));
+        let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_aloftd"))
+            .args(["server", "--data-dir"])
+            .arg(data_dir)
+            .args(["--api-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("aloftd starts");
+        let url = eventually(
+            "aloftd to write its API URL",
+            Duration::from_secs(30),
+            || async { read_trimmed(&data_dir.join("api-url")) },
+        )
+        .await;
+        let token = read_trimmed(&data_dir.join("admin-token"))
+            .expect("the first start writes an admin token");
+        let client = Client::new(&url, &token);
+        eventually("the API to answer", Duration::from_secs(30), || async {
+            client.list_apps().await.ok()
+        })
+        .await;
+        Server {
+            data_dir: data_dir.to_owned(),
+            child: Some(child),
+            client,
+        }
+    }
+
+    /// `kill -9`: no shutdown of any kind.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The host id this server's agent labels its containers with.
+    pub(crate) fn host_id(&self) -> String {
+        read_trimmed(&self.data_dir.join("host-id")).expect("the host id file")
+    }
+
+    /// Ids of the containers of `machine` (running or not).
+    pub(crate) fn containers_of(&self, machine: &str) -> Vec<String> {
+        let output = Command::new("docker")
+            .args(["ps", "-aq", "--no-trunc", "--filter"])
+            .arg(format!("label=dev.aloft.machine={machine}"))
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        // Everything this host's agent created goes, passing or failing.
+        if let Some(host) = read_trimmed(&self.data_dir.join("host-id")) {
+            let output = Command::new("docker")
+                .args(["ps", "-aq", "--filter"])
+                .arg(format!("label=dev.aloft.host={host}"))
+                .output();
+            if let Ok(output) = output {
+                let ids = String::from_utf8_lossy(&output.stdout).into_owned();
+                let ids: Vec<&str> = ids.split_whitespace().collect();
+                if !ids.is_empty() {
+                    let _ = Command::new("docker")
+                        .args(["rm", "-f"])
+                        .args(&ids)
+                        .output();
+                }
+            }
+        }
+    }
+}
