@@ -518,14 +518,30 @@ impl<R: Runtime + 'static> Shared<R> {
                     return Err(error.into());
                 }
                 let app = self.gateway.app_name(machine).await?;
-                let spec = container_spec(machine, &app, &self.config).map_err(|error| {
-                    AgentError::Runtime(RuntimeError::Operation {
-                        operation: "prepare",
-                        container: id.to_string(),
-                        source: Box::new(error),
-                    })
-                })?;
-                self.runtime.create(&spec).await?
+                let secrets = self.gateway.secrets(machine).await?;
+                let spec =
+                    container_spec(machine, &app, &secrets, &self.config).map_err(|error| {
+                        AgentError::Runtime(RuntimeError::Operation {
+                            operation: "prepare",
+                            container: id.to_string(),
+                            source: Box::new(error),
+                        })
+                    })?;
+                match self.runtime.create(&spec).await {
+                    Ok(created) => created,
+                    Err(error) => {
+                        self.gateway
+                            .record_event(
+                                id,
+                                "launch",
+                                "failed",
+                                json!({ "error": error_chain(&error) }),
+                            )
+                            .await?;
+                        self.gateway.report_state(id, MachineState::Failed).await?;
+                        return Err(error.into());
+                    }
+                }
             }
         };
         self.runtime.start(&container_id).await?;

@@ -26,10 +26,8 @@ pub const LABEL_INSTANCE: &str = "dev.aloft.instance";
 pub enum SpecError {
     #[error("[[files]] {guest_path}: raw_value is not base64")]
     FileEncoding { guest_path: String },
-    #[error(
-        "[[files]] {guest_path}: secret files need the app's secrets, which this host does not have yet"
-    )]
-    SecretFile { guest_path: String },
+    #[error("[[files]] {guest_path}: the app has no secret {secret}")]
+    SecretFile { guest_path: String, secret: String },
     #[error("[[files]] guest_path {guest_path:?} must be an absolute path")]
     FilePath { guest_path: String },
     #[error("writing {}", path.display())]
@@ -38,6 +36,11 @@ pub enum SpecError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Where a volume's data lives on the host.
+pub(crate) fn volume_dir(data_dir: &Path, volume: &str) -> PathBuf {
+    data_dir.join("volumes").join(volume).join("data")
 }
 
 /// Where a machine's files live on the host.
@@ -50,6 +53,7 @@ pub(crate) fn machine_dir(data_dir: &Path, machine: &MachineId) -> PathBuf {
 pub fn container_spec(
     machine: &MachineRecord,
     app: &AppName,
+    secrets: &BTreeMap<String, String>,
     config: &AgentConfig,
 ) -> Result<ContainerSpec, SpecError> {
     let machine_config = &machine.config;
@@ -96,6 +100,10 @@ pub fn container_spec(
     environment
         .entry(env::PRIMARY_REGION.to_owned())
         .or_insert_with(|| machine.region.clone());
+    // Secrets override env of the same name.
+    for (name, value) in secrets {
+        environment.insert(name.clone(), value.clone());
+    }
 
     let mut mounts = Vec::new();
     let files_dir = machine_dir(&config.data_dir, &machine.id)
@@ -113,10 +121,16 @@ pub fn container_spec(
                 .map_err(|_| SpecError::FileEncoding {
                     guest_path: file.guest_path.clone(),
                 })?,
-            (None, Some(_)) => {
-                return Err(SpecError::SecretFile {
+            (None, Some(secret)) => {
+                let value = secrets.get(secret).ok_or_else(|| SpecError::SecretFile {
                     guest_path: file.guest_path.clone(),
-                });
+                    secret: secret.clone(),
+                })?;
+                base64::engine::general_purpose::STANDARD
+                    .decode(value.trim())
+                    .map_err(|_| SpecError::FileEncoding {
+                        guest_path: file.guest_path.clone(),
+                    })?
             }
             (None, None) => Vec::new(),
         };
@@ -133,6 +147,19 @@ pub fn container_spec(
             source: path,
             target: file.guest_path.clone(),
             read_only: true,
+        });
+    }
+
+    for mount in &machine_config.mounts {
+        let source = volume_dir(&config.data_dir, &mount.volume);
+        std::fs::create_dir_all(&source).map_err(|error| SpecError::Write {
+            path: source.clone(),
+            source: error,
+        })?;
+        mounts.push(BindMount {
+            source,
+            target: mount.path.clone(),
+            read_only: false,
         });
     }
 

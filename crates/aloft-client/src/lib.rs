@@ -3,11 +3,14 @@
 //!
 //! Main types: [`Client`], [`ClientError`].
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aloft_types::api::{
-    AppList, AppResponse, CreateAppRequest, EventResponse, ExecRequest, ExecResponse,
-    MachineRequest, MachineResponse, OkResponse, SignalRequest, StopRequest, VersionResponse,
+    AppList, AppResponse, CreateAppRequest, CreateVolumeRequest, EventResponse, ExecRequest,
+    ExecResponse, ExtendResponse, ExtendVolumeRequest, MachineRequest, MachineResponse, OkResponse,
+    SecretInfo, SecretsUpdate, SecretsVersion, SignalRequest, StopRequest, VersionResponse,
+    VolumeResponse,
 };
 use aloft_types::{MachineState, Signal};
 use reqwest::{Method, StatusCode};
@@ -307,5 +310,65 @@ impl Client {
     pub async fn versions(&self, app: &str, id: &str) -> Result<Vec<VersionResponse>, ClientError> {
         self.get(&format!("/v1/apps/{app}/machines/{id}/versions"))
             .await
+    }
+
+    // Secrets.
+
+    /// Sets (`Some`) and unsets (`None`) secrets in one change.
+    pub async fn update_secrets(
+        &self,
+        app: &str,
+        values: BTreeMap<String, Option<String>>,
+    ) -> Result<SecretsVersion, ClientError> {
+        self.post(
+            &format!("/v1/apps/{app}/secrets"),
+            &SecretsUpdate { values },
+        )
+        .await
+    }
+
+    pub async fn list_secrets(&self, app: &str) -> Result<Vec<SecretInfo>, ClientError> {
+        self.get(&format!("/v1/apps/{app}/secrets")).await
+    }
+
+    // Volumes.
+
+    pub async fn create_volume(
+        &self,
+        app: &str,
+        request: &CreateVolumeRequest,
+    ) -> Result<VolumeResponse, ClientError> {
+        self.post(&format!("/v1/apps/{app}/volumes"), request).await
+    }
+
+    pub async fn list_volumes(&self, app: &str) -> Result<Vec<VolumeResponse>, ClientError> {
+        self.get(&format!("/v1/apps/{app}/volumes")).await
+    }
+
+    pub async fn volume(&self, app: &str, id: &str) -> Result<VolumeResponse, ClientError> {
+        self.get(&format!("/v1/apps/{app}/volumes/{id}")).await
+    }
+
+    pub async fn extend_volume(
+        &self,
+        app: &str,
+        id: &str,
+        size_gb: i64,
+    ) -> Result<ExtendResponse, ClientError> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/apps/{app}/volumes/{id}/extend"),
+            Some(&ExtendVolumeRequest { size_gb }),
+        )
+        .await
+    }
+
+    pub async fn destroy_volume(&self, app: &str, id: &str) -> Result<VolumeResponse, ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/apps/{app}/volumes/{id}"),
+            None::<&()>,
+        )
+        .await
     }
 }

@@ -66,6 +66,7 @@ pub trait HostLink: Send + Sync {
 #[derive(Clone)]
 pub struct AgentGateway {
     pub(crate) store: Store,
+    pub(crate) secrets_key: crate::SecretsKey,
     pub(crate) changes: broadcast::Sender<MachineChange>,
     pub(crate) observed: broadcast::Sender<MachineId>,
 }
@@ -97,12 +98,32 @@ impl AgentGateway {
         Ok(self.store.app(&machine.app_id).await?.name)
     }
 
+    /// The app's secrets, decrypted, for the machine's environment and files.
+    pub async fn secrets(
+        &self,
+        machine: &MachineRecord,
+    ) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+        let mut values = std::collections::BTreeMap::new();
+        for (name, sealed) in self.store.secret_ciphertexts(&machine.app_id).await? {
+            values.insert(name, self.secrets_key.decrypt(&sealed)?);
+        }
+        Ok(values)
+    }
+
     /// Records the state the agent observed. A transition the state machine does not allow
     /// is refused (and logged by the caller); the same state again is a no-op.
     pub async fn report_state(&self, id: &MachineId, state: MachineState) -> Result<(), ApiError> {
         let current = self.store.machine_by_id(id).await?;
         if current.state != state {
             self.store.set_machine_state(id, state).await?;
+        }
+        if state == MachineState::Destroyed {
+            // Its volume is free for another machine once the machine is gone.
+            for mount in &current.config.mounts {
+                if let Ok(volume) = mount.volume.parse() {
+                    self.store.detach_volume(&current.app_id, &volume).await?;
+                }
+            }
         }
         let _ = self.observed.send(id.clone());
         Ok(())

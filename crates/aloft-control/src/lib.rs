@@ -17,7 +17,9 @@ mod error;
 mod hosts;
 mod json;
 mod machines;
+mod secrets;
 mod time;
+mod volumes;
 pub mod wire;
 
 use std::path::Path;
@@ -31,6 +33,7 @@ use tokio::sync::broadcast;
 pub use auth::{Principal, TOKEN_PREFIX, hash_secret, new_secret};
 pub use error::ApiError;
 pub use hosts::{AgentGateway, BoxFuture, Command, HostLink, MachineChange};
+pub use secrets::{SECRETS_KEY_FILE, SecretsKey};
 pub use time::rfc3339;
 
 /// The organization `aloftd server` creates on its first start.
@@ -43,11 +46,14 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 pub struct ControlConfig {
     /// The region new machines land in when a request names none.
     pub default_region: String,
+    /// Encrypts secrets at rest; kept outside the database.
+    pub secrets_key: SecretsKey,
 }
 
 pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) config: ControlConfig,
+    pub(crate) secrets_key: SecretsKey,
     pub(crate) changes: broadcast::Sender<hosts::MachineChange>,
     pub(crate) observed: broadcast::Sender<aloft_types::MachineId>,
     pub(crate) links: hosts::Links,
@@ -82,10 +88,12 @@ impl Control {
     pub fn new(store: Store, config: ControlConfig) -> Control {
         let (changes, _) = broadcast::channel(1024);
         let (observed, _) = broadcast::channel(1024);
+        let secrets_key = config.secrets_key.clone();
         Control {
             inner: Arc::new(Inner {
                 store,
                 config,
+                secrets_key,
                 changes,
                 observed,
                 links: hosts::Links::default(),
@@ -102,6 +110,8 @@ impl Control {
         Router::new()
             .merge(apps::routes())
             .merge(machines::routes())
+            .merge(secrets::routes())
+            .merge(volumes::routes())
             .fallback(|| async { ApiError::not_found("route") })
             .with_state(self.inner.clone())
     }
@@ -110,6 +120,7 @@ impl Control {
     pub fn gateway(&self) -> AgentGateway {
         AgentGateway {
             store: self.inner.store.clone(),
+            secrets_key: self.inner.secrets_key.clone(),
             changes: self.inner.changes.clone(),
             observed: self.inner.observed.clone(),
         }
@@ -167,7 +178,7 @@ pub enum BootstrapError {
 }
 
 /// Writes a file only its owner can read.
-fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()

@@ -137,7 +137,7 @@ fn validate_request(request: &MachineRequest) -> Result<(), ApiError> {
 }
 
 /// A host in `region` for a new machine: the one running the fewest machines.
-async fn place(inner: &Inner, region: &str) -> Result<aloft_types::HostId, ApiError> {
+pub(crate) async fn place(inner: &Inner, region: &str) -> Result<aloft_types::HostId, ApiError> {
     let hosts = inner.store.list_hosts().await?;
     let mut candidates = Vec::new();
     for host in hosts.iter().filter(|h| h.region == region) {
@@ -187,8 +187,21 @@ async fn create(
     let region: RegionCode = region
         .parse()
         .map_err(|e| ApiError::BadRequest(format!("region: {e}")))?;
-    let host = place(&inner, region.as_str()).await?;
+    if let Some(min) = request.min_secrets_version
+        && u64::try_from(app.secrets_version).unwrap_or(0) < min
+    {
+        return Err(ApiError::PreconditionFailed(format!(
+            "app {} has secrets version {}; the machine needs at least {min}",
+            app.name, app.secrets_version
+        )));
+    }
     let mut config = request.config;
+    let volume = mounted_volume(&inner, &app, &mut config, region.as_str(), None).await?;
+    let host = match volume.as_ref().and_then(|v| v.host_id.clone()) {
+        // A machine that mounts a volume runs where the volume is.
+        Some(host) => host,
+        None => place(&inner, region.as_str()).await?,
+    };
     config
         .metadata
         .entry(aloft_types::machine::METADATA_PLATFORM_VERSION.to_owned())
@@ -221,6 +234,12 @@ async fn create(
             )),
             other => other.into(),
         })?;
+    if let Some(volume) = &volume {
+        inner
+            .store
+            .attach_volume(&app.id, &volume.id, &machine.id)
+            .await?;
+    }
     user_event(&inner, &machine.id, "launch", "created", json!({})).await?;
     if let Some(ttl) = request.lease_ttl {
         inner
@@ -239,6 +258,72 @@ async fn create(
     }
     notify(&inner, &machine, Command::Converge);
     respond(&inner, &inner.store.machine(&app.id, &machine.id).await?).await
+}
+
+/// Checks the config's mount (at most one) and fills in the volume's name and size. On an
+/// update, `existing` is the machine: its volume cannot be swapped for another.
+async fn mounted_volume(
+    inner: &Inner,
+    app: &App,
+    config: &mut aloft_types::machine::MachineConfig,
+    region: &str,
+    existing: Option<&MachineRecord>,
+) -> Result<Option<aloft_store::VolumeRecord>, ApiError> {
+    if config.mounts.len() > 1 {
+        return Err(ApiError::BadRequest(
+            "config.mounts: a machine mounts at most one volume".to_owned(),
+        ));
+    }
+    let Some(mount) = config.mounts.first_mut() else {
+        return Ok(None);
+    };
+    if !mount.path.starts_with('/') || mount.path == "/" {
+        return Err(ApiError::BadRequest(format!(
+            "config.mounts[0].path {:?} must be an absolute path other than /",
+            mount.path
+        )));
+    }
+    let volume = crate::volumes::volume_for(inner, app, &mount.volume)
+        .await
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "config.mounts[0].volume: app {} has no volume {:?}",
+                app.name, mount.volume
+            ))
+        })?;
+    if volume.region != region {
+        return Err(ApiError::BadRequest(format!(
+            "volume {} is in region {}, the machine in {region}",
+            volume.id, volume.region
+        )));
+    }
+    match (&volume.attached_machine_id, existing) {
+        (Some(holder), Some(machine)) if holder != &machine.id => {
+            return Err(ApiError::Conflict(format!(
+                "volume {} is attached to machine {holder}",
+                volume.id
+            )));
+        }
+        (Some(holder), None) => {
+            return Err(ApiError::Conflict(format!(
+                "volume {} is attached to machine {holder}",
+                volume.id
+            )));
+        }
+        _ => {}
+    }
+    if let Some(machine) = existing {
+        let before = machine.config.mounts.first().map(|m| m.volume.as_str());
+        if before.is_some_and(|before| before != volume.id.as_str()) {
+            return Err(ApiError::BadRequest(
+                "a machine's volume cannot be swapped for another; create a new machine".to_owned(),
+            ));
+        }
+    }
+    mount.name = volume.name.clone();
+    mount.size_gb = u32::try_from(volume.size_gb).unwrap_or(0);
+    mount.encrypted = volume.encrypted;
+    Ok(Some(volume))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -315,6 +400,7 @@ async fn update(
         None => None,
     };
     let mut config = request.config;
+    mounted_volume(&inner, &app, &mut config, &machine.region, Some(&machine)).await?;
     config
         .metadata
         .entry(aloft_types::machine::METADATA_PLATFORM_VERSION.to_owned())

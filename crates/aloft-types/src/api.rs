@@ -201,6 +201,76 @@ pub struct VersionResponse {
     pub created_at: String,
 }
 
+/// A secret as listed: its name and a keyed digest, never its value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SecretInfo {
+    pub name: String,
+    pub digest: String,
+    pub version: i64,
+    pub created_at: String,
+}
+
+/// `POST /v1/apps/{app}/secrets`: set and unset (a `null` value) in one change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsUpdate {
+    pub values: BTreeMap<String, Option<String>>,
+}
+
+/// The app's secrets version after a change.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SecretsVersion {
+    pub version: i64,
+}
+
+/// `POST /v1/apps/{app}/volumes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolumeRequest {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_gb: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_retention: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_unique_zone: Option<bool>,
+}
+
+/// `PUT /v1/apps/{app}/volumes/{id}/extend`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendVolumeRequest {
+    pub size_gb: i64,
+}
+
+/// A volume as the API shows it (Fly's fields).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeResponse {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    pub size_gb: i64,
+    pub region: String,
+    pub zone: String,
+    pub encrypted: bool,
+    pub attached_machine_id: Option<String>,
+    pub attached_alloc_id: Option<String>,
+    pub snapshot_retention: i64,
+    pub host_status: String,
+    pub created_at: String,
+}
+
+/// The answer to an extend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExtendResponse {
+    pub volume: VolumeResponse,
+    pub needs_restart: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

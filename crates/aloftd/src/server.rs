@@ -69,10 +69,13 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     let store = Store::open(&database)
         .await
         .with_context(|| format!("opening the state store ({database})"))?;
+    let secrets_key = aloft_control::SecretsKey::load_or_create(&config.data_dir)
+        .context("loading the secrets key")?;
     let control = Control::new(
         store,
         ControlConfig {
             default_region: config.region.clone(),
+            secrets_key,
         },
     );
     if let Some(token) = control

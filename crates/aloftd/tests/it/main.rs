@@ -7,6 +7,7 @@
     reason = "test code fails loudly"
 )]
 
+mod data;
 mod machines;
 
 use std::path::{Path, PathBuf};
@@ -114,4 +115,28 @@ impl Drop for Server {
             }
         }
     }
+}
+
+/// Waits until the machine's container runs `instance` (the version an update made).
+pub(crate) async fn machines_wait_version(
+    server: &Server,
+    app: &str,
+    machine: &str,
+    instance: &str,
+) {
+    let client = &server.client;
+    eventually(
+        "the updated version to run",
+        Duration::from_secs(60),
+        || async {
+            let current = client.machine(app, machine).await.ok()?;
+            let running = std::process::Command::new("docker")
+                .args(["ps", "-q", "--filter"])
+                .arg(format!("label=dev.aloft.instance={instance}"))
+                .output()
+                .ok()?;
+            (current.state == "started" && !running.stdout.is_empty()).then_some(())
+        },
+    )
+    .await;
 }

@@ -1,0 +1,283 @@
+//! App secrets: encrypted at rest with a key kept outside the database, never returned by
+//! the API (a keyed digest shows whether a value changed), never logged.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use aloft_types::api::{SecretInfo, SecretsUpdate, SecretsVersion};
+use axum::extract::{Path as UrlPath, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::apps::app_for;
+use crate::json::Body;
+use crate::{ApiError, Inner, Principal};
+
+/// Where the secrets key is kept in the data directory (mode 0600).
+pub const SECRETS_KEY_FILE: &str = "secrets.key";
+
+/// The key that encrypts secrets at rest.
+#[derive(Clone)]
+pub struct SecretsKey([u8; 32]);
+
+impl std::fmt::Debug for SecretsKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretsKey(<hidden>)")
+    }
+}
+
+/// Why the key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("reading the secrets key {}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the secrets key {} is not 64 hex characters", path.display())]
+    Malformed { path: std::path::PathBuf },
+}
+
+impl SecretsKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> SecretsKey {
+        SecretsKey(bytes)
+    }
+
+    /// Loads the key from `<data_dir>/secrets.key`, creating it on the first start.
+    pub fn load_or_create(data_dir: &Path) -> Result<SecretsKey, KeyError> {
+        let path = data_dir.join(SECRETS_KEY_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let text = text.trim();
+                let bytes: Vec<u8> = (0..text.len())
+                    .step_by(2)
+                    .filter_map(|i| {
+                        text.get(i..i + 2)
+                            .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                    })
+                    .collect();
+                let key: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| KeyError::Malformed { path: path.clone() })?;
+                if text.len() != 64 {
+                    return Err(KeyError::Malformed { path });
+                }
+                Ok(SecretsKey(key))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let key: [u8; 32] = crate::random();
+                let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+                crate::write_private(&path, &format!("{hex}\n")).map_err(|source| {
+                    KeyError::Read {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                Ok(SecretsKey(key))
+            }
+            Err(source) => Err(KeyError::Read { path, source }),
+        }
+    }
+
+    /// `base64(nonce ‖ ciphertext)` of `value`.
+    pub(crate) fn encrypt(&self, value: &str) -> Result<String, ApiError> {
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.0));
+        let nonce: [u8; 12] = crate::random();
+        let sealed = cipher
+            .encrypt(Nonce::from_slice(&nonce), value.as_bytes())
+            .map_err(|_| ApiError::Internal("encrypting a secret failed".into()))?;
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&sealed);
+        Ok(base64::engine::general_purpose::STANDARD.encode(blob))
+    }
+
+    pub(crate) fn decrypt(&self, stored: &str) -> Result<String, ApiError> {
+        let corrupt =
+            || ApiError::Internal("a stored secret cannot be decrypted with this key".into());
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(stored)
+            .map_err(|_| corrupt())?;
+        if blob.len() < 12 {
+            return Err(corrupt());
+        }
+        let (nonce, sealed) = blob.split_at(12);
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.0));
+        let plain = cipher
+            .decrypt(Nonce::from_slice(nonce), sealed)
+            .map_err(|_| corrupt())?;
+        String::from_utf8(plain).map_err(|_| corrupt())
+    }
+
+    /// A keyed digest: equal values give equal digests, and it reveals nothing without the key.
+    pub(crate) fn digest(&self, name: &str, value: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.0);
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(value.as_bytes());
+        hasher
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+pub(crate) fn routes() -> Router<Arc<Inner>> {
+    Router::new()
+        .route("/v1/apps/{app}/secrets", get(list).post(update))
+        .route(
+            "/v1/apps/{app}/secrets/{name}",
+            post(set_one).delete(unset_one),
+        )
+}
+
+/// `POST /v1/apps/{app}/secrets/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetRequest {
+    value: String,
+}
+
+/// Secret names follow environment variable rules; `FLY_` and `ALOFT_` are the platform's.
+pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
+    let valid = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.len() <= 255;
+    if !valid {
+        return Err(ApiError::BadRequest(format!(
+            "secret name {name:?} must be letters, digits and underscores, not starting with a digit"
+        )));
+    }
+    if name.starts_with("FLY_") || name.starts_with("ALOFT_") {
+        return Err(ApiError::BadRequest(format!(
+            "secret name {name:?}: names starting with FLY_ or ALOFT_ are reserved"
+        )));
+    }
+    Ok(())
+}
+
+async fn list(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    UrlPath(app): UrlPath<String>,
+) -> Result<Json<Vec<SecretInfo>>, ApiError> {
+    let app = app_for(&inner, &principal, &app, false).await?;
+    let secrets = inner.store.list_secrets(&app.id).await?;
+    Ok(Json(
+        secrets
+            .into_iter()
+            .map(|s| SecretInfo {
+                name: s.name,
+                digest: s.digest,
+                version: s.version,
+                created_at: crate::time::rfc3339(s.created_at),
+            })
+            .collect(),
+    ))
+}
+
+async fn apply(
+    inner: &Inner,
+    app: &aloft_store::App,
+    values: BTreeMap<String, Option<String>>,
+) -> Result<i64, ApiError> {
+    if values.is_empty() {
+        return Err(ApiError::BadRequest("`values` names no secret".to_owned()));
+    }
+    let mut set = Vec::new();
+    let mut unset = Vec::new();
+    for (name, value) in values {
+        check_name(&name)?;
+        match value {
+            Some(value) => {
+                let sealed = inner.secrets_key.encrypt(&value)?;
+                let digest = inner.secrets_key.digest(&name, &value);
+                set.push((name, sealed, digest));
+            }
+            None => unset.push(name),
+        }
+    }
+    let mut version = app.secrets_version;
+    if !set.is_empty() {
+        version = inner.store.set_secrets(&app.id, &set).await?;
+    }
+    if !unset.is_empty() {
+        version = inner.store.unset_secrets(&app.id, &unset).await?;
+    }
+    Ok(version)
+}
+
+async fn update(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    UrlPath(app): UrlPath<String>,
+    Body(request): Body<SecretsUpdate>,
+) -> Result<Json<SecretsVersion>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let version = apply(&inner, &app, request.values.into_iter().collect()).await?;
+    Ok(Json(SecretsVersion { version }))
+}
+
+async fn set_one(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    UrlPath((app, name)): UrlPath<(String, String)>,
+    Body(request): Body<SetRequest>,
+) -> Result<Json<SecretsVersion>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let version = apply(&inner, &app, BTreeMap::from([(name, Some(request.value))])).await?;
+    Ok(Json(SecretsVersion { version }))
+}
+
+async fn unset_one(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    UrlPath((app, name)): UrlPath<(String, String)>,
+) -> Result<Json<SecretsVersion>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let version = apply(&inner, &app, BTreeMap::from([(name, None)])).await?;
+    Ok(Json(SecretsVersion { version }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encryption_round_trips_and_hides_the_value() {
+        let key = SecretsKey::from_bytes([7; 32]);
+        let sealed = key.encrypt("hunter2").unwrap();
+        assert!(!sealed.contains("hunter2"));
+        assert_ne!(
+            sealed,
+            key.encrypt("hunter2").unwrap(),
+            "a fresh nonce each time"
+        );
+        assert_eq!(key.decrypt(&sealed).unwrap(), "hunter2");
+        assert!(SecretsKey::from_bytes([8; 32]).decrypt(&sealed).is_err());
+        assert_eq!(key.digest("A", "x"), key.digest("A", "x"));
+        assert_ne!(key.digest("A", "x"), key.digest("A", "y"));
+    }
+
+    #[test]
+    fn names_follow_environment_rules() {
+        for good in ["DATABASE_URL", "_X", "a1"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "1A", "A-B", "FLY_REGION", "ALOFT_X", "A B"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! `/v1/apps/{app}/volumes`: a named piece of one host's disk, mounted by at most one
+//! machine, growing but never shrinking. Machines that mount it are pinned to its host.
+
+use std::sync::Arc;
+
+use aloft_store::{NewVolume, VolumeRecord};
+use aloft_types::api::{CreateVolumeRequest, ExtendResponse, ExtendVolumeRequest, VolumeResponse};
+use aloft_types::{RegionCode, VolumeId};
+use axum::extract::{Path, State};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+
+use crate::apps::app_for;
+use crate::json::Body;
+use crate::{ApiError, Inner, Principal};
+
+/// Largest volume, in GB (Fly's limit).
+pub(crate) const MAX_VOLUME_GB: i64 = 500;
+
+pub(crate) fn routes() -> Router<Arc<Inner>> {
+    Router::new()
+        .route("/v1/apps/{app}/volumes", get(list).post(create))
+        .route("/v1/apps/{app}/volumes/{id}", get(show).delete(destroy))
+        .route("/v1/apps/{app}/volumes/{id}/extend", put(extend))
+}
+
+pub(crate) fn response(volume: &VolumeRecord) -> VolumeResponse {
+    VolumeResponse {
+        id: volume.id.to_string(),
+        name: volume.name.clone(),
+        state: volume.state.as_str().to_owned(),
+        size_gb: volume.size_gb,
+        region: volume.region.clone(),
+        zone: volume
+            .host_id
+            .as_ref()
+            .map(|h| h.as_str()[..4].to_owned())
+            .unwrap_or_default(),
+        encrypted: volume.encrypted,
+        attached_machine_id: volume.attached_machine_id.as_ref().map(ToString::to_string),
+        attached_alloc_id: volume.attached_machine_id.as_ref().map(ToString::to_string),
+        snapshot_retention: volume.snapshot_retention,
+        host_status: "ok".to_owned(),
+        created_at: crate::time::rfc3339(volume.created_at),
+    }
+}
+
+fn check_volume_name(name: &str) -> Result<(), ApiError> {
+    let valid = !name.is_empty()
+        && name.len() <= 30
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "volume name {name:?} must be 1 to 30 lowercase letters, digits or underscores"
+        )))
+    }
+}
+
+pub(crate) async fn volume_for(
+    inner: &Inner,
+    app: &aloft_store::App,
+    id: &str,
+) -> Result<VolumeRecord, ApiError> {
+    let not_found = || ApiError::not_found(format!("volume {id}"));
+    let parsed: VolumeId = id.parse().map_err(|_| not_found())?;
+    match inner.store.volume(&app.id, &parsed).await {
+        Ok(volume) if volume.state != aloft_store::VolumeState::Destroyed => Ok(volume),
+        Ok(_) | Err(aloft_store::StoreError::NotFound { .. }) => Err(not_found()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn create(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path(app): Path<String>,
+    Body(request): Body<CreateVolumeRequest>,
+) -> Result<Json<VolumeResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    check_volume_name(&request.name)?;
+    let size_gb = request.size_gb.unwrap_or(1);
+    if !(1..=MAX_VOLUME_GB).contains(&size_gb) {
+        return Err(ApiError::BadRequest(format!(
+            "size_gb is {size_gb}; a volume is 1 to {MAX_VOLUME_GB} GB"
+        )));
+    }
+    let retention = request.snapshot_retention.unwrap_or(5);
+    if !(1..=60).contains(&retention) {
+        return Err(ApiError::BadRequest(format!(
+            "snapshot_retention is {retention}; keep snapshots 1 to 60 days"
+        )));
+    }
+    let region = request
+        .region
+        .unwrap_or_else(|| inner.config.default_region.clone());
+    let region: RegionCode = region
+        .parse()
+        .map_err(|e| ApiError::BadRequest(format!("region: {e}")))?;
+    let host = crate::machines::place(&inner, region.as_str()).await?;
+    let volume = inner
+        .store
+        .create_volume(NewVolume {
+            app_id: app.id.clone(),
+            name: request.name,
+            region: region.to_string(),
+            host_id: Some(host),
+            size_gb,
+            encrypted: request.encrypted.unwrap_or(true),
+            snapshot_retention: retention,
+        })
+        .await?;
+    Ok(Json(response(&volume)))
+}
+
+async fn list(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path(app): Path<String>,
+) -> Result<Json<Vec<VolumeResponse>>, ApiError> {
+    let app = app_for(&inner, &principal, &app, false).await?;
+    Ok(Json(
+        inner
+            .store
+            .list_volumes(&app.id)
+            .await?
+            .iter()
+            .map(response)
+            .collect(),
+    ))
+}
+
+async fn show(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<VolumeResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, false).await?;
+    Ok(Json(response(&volume_for(&inner, &app, &id).await?)))
+}
+
+async fn extend(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+    Body(request): Body<ExtendVolumeRequest>,
+) -> Result<Json<ExtendResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let volume = volume_for(&inner, &app, &id).await?;
+    if request.size_gb > MAX_VOLUME_GB {
+        return Err(ApiError::BadRequest(format!(
+            "size_gb is {}; the largest volume is {MAX_VOLUME_GB} GB",
+            request.size_gb
+        )));
+    }
+    if request.size_gb <= volume.size_gb {
+        return Err(ApiError::BadRequest(format!(
+            "volume {id} is {} GB; it can only grow (asked for {} GB)",
+            volume.size_gb, request.size_gb
+        )));
+    }
+    let volume = inner
+        .store
+        .extend_volume(&app.id, &volume.id, request.size_gb)
+        .await?;
+    Ok(Json(ExtendResponse {
+        volume: response(&volume),
+        needs_restart: false,
+    }))
+}
+
+async fn destroy(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<VolumeResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let volume = volume_for(&inner, &app, &id).await?;
+    if let Some(machine) = &volume.attached_machine_id {
+        return Err(ApiError::Conflict(format!(
+            "volume {id} is attached to machine {machine}; destroy the machine first"
+        )));
+    }
+    let volume = inner.store.destroy_volume(&app.id, &volume.id).await?;
+    Ok(Json(response(&volume)))
+}

@@ -1,0 +1,291 @@
+use std::collections::BTreeMap;
+
+use aloft_testkit::BUSYBOX_IMAGE;
+use aloft_types::MachineState;
+use aloft_types::api::{CreateVolumeRequest, MachineRequest};
+use aloft_types::machine::{MachineConfig, MachineFile, MachineInit, MachineMount};
+
+use crate::Server;
+
+fn sleeper(name: &str) -> MachineRequest {
+    MachineRequest {
+        config: MachineConfig {
+            image: BUSYBOX_IMAGE.to_owned(),
+            init: MachineInit {
+                cmd: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "while true; do sleep 1; done".into(),
+                ],
+                ..MachineInit::default()
+            },
+            ..MachineConfig::default()
+        },
+        region: None,
+        name: Some(name.to_owned()),
+        skip_launch: false,
+        skip_service_registration: false,
+        skip_secrets: false,
+        lease_ttl: None,
+        min_secrets_version: None,
+        current_version: None,
+    }
+}
+
+async fn sh(server: &Server, app: &str, machine: &str, script: &str) -> String {
+    let output = server
+        .client
+        .exec(
+            app,
+            machine,
+            vec!["sh".into(), "-c".into(), script.into()],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(output.exit_code, 0, "{script}: {}", output.stderr);
+    output.stdout
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn secrets_reach_the_machine_and_are_never_stored_in_the_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data")).await;
+    let client = &server.client;
+    client.create_app("secretive", None).await.unwrap();
+    let marker = format!("plaintext-marker-{}", std::process::id());
+    let values = BTreeMap::from([
+        ("DB_PASSWORD".to_owned(), Some(marker.clone())),
+        // base64 of "file from a secret"
+        (
+            "TLS_FILE".to_owned(),
+            Some("ZmlsZSBmcm9tIGEgc2VjcmV0".to_owned()),
+        ),
+    ]);
+    assert_eq!(
+        client
+            .update_secrets("secretive", values)
+            .await
+            .unwrap()
+            .version,
+        1
+    );
+    let listed = client.list_secrets("secretive").await.unwrap();
+    assert_eq!(
+        listed.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        vec!["DB_PASSWORD", "TLS_FILE"]
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|s| !s.digest.is_empty() && !s.digest.contains(&marker))
+    );
+
+    let mut request = sleeper("reader");
+    request
+        .config
+        .env
+        .insert("DB_PASSWORD".into(), "from-env".into());
+    request.config.env.insert("PLAIN".into(), "visible".into());
+    request.config.files.push(MachineFile {
+        guest_path: "/etc/tls.pem".into(),
+        secret_name: Some("TLS_FILE".into()),
+        ..MachineFile::default()
+    });
+    request.min_secrets_version = Some(1);
+    let machine = client.create_machine("secretive", &request).await.unwrap();
+    client
+        .wait("secretive", &machine.id, MachineState::Started, 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        sh(
+            &server,
+            "secretive",
+            &machine.id,
+            "echo \"$DB_PASSWORD $PLAIN\""
+        )
+        .await,
+        format!("{marker} visible\n"),
+        "secrets override env"
+    );
+    assert_eq!(
+        sh(&server, "secretive", &machine.id, "cat /etc/tls.pem").await,
+        "file from a secret"
+    );
+
+    let too_new = MachineRequest {
+        min_secrets_version: Some(2),
+        ..sleeper("early")
+    };
+    assert_eq!(
+        client
+            .create_machine("secretive", &too_new)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(412)
+    );
+
+    let leaks = files_containing(&server.data_dir, marker.as_bytes());
+    assert!(leaks.is_empty(), "the secret's plaintext is in {leaks:?}");
+}
+
+#[tokio::test]
+async fn volume_data_survives_stop_start_update_and_a_daemon_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data).await;
+    server.client.create_app("stateful", None).await.unwrap();
+    let volume = server
+        .client
+        .create_volume(
+            "stateful",
+            &CreateVolumeRequest {
+                name: "data".into(),
+                region: None,
+                size_gb: Some(1),
+                encrypted: None,
+                snapshot_retention: None,
+                require_unique_zone: None,
+            },
+        )
+        .await
+        .unwrap();
+    let mut request = sleeper("writer");
+    request.config.mounts.push(MachineMount {
+        volume: volume.id.clone(),
+        path: "/data".into(),
+        ..MachineMount::default()
+    });
+    let machine = server
+        .client
+        .create_machine("stateful", &request)
+        .await
+        .unwrap();
+    server
+        .client
+        .wait("stateful", &machine.id, MachineState::Started, 60)
+        .await
+        .unwrap();
+    sh(&server, "stateful", &machine.id, "echo kept > /data/file").await;
+    assert_eq!(
+        server
+            .client
+            .volume("stateful", &volume.id)
+            .await
+            .unwrap()
+            .attached_machine_id
+            .as_deref(),
+        Some(machine.id.as_str())
+    );
+
+    server
+        .client
+        .stop_machine("stateful", &machine.id, None, None)
+        .await
+        .unwrap();
+    server
+        .client
+        .wait("stateful", &machine.id, MachineState::Stopped, 30)
+        .await
+        .unwrap();
+    server
+        .client
+        .start_machine("stateful", &machine.id)
+        .await
+        .unwrap();
+    server
+        .client
+        .wait("stateful", &machine.id, MachineState::Started, 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        sh(&server, "stateful", &machine.id, "cat /data/file").await,
+        "kept\n",
+        "after stop and start"
+    );
+
+    let mut update = request.clone();
+    update.config.env.insert("VERSION".into(), "2".into());
+    let updated = server
+        .client
+        .update_machine("stateful", &machine.id, &update)
+        .await
+        .unwrap();
+    assert_eq!(updated.version, "2");
+    crate::machines_wait_version(&server, "stateful", &machine.id, &updated.instance_id).await;
+    assert_eq!(
+        sh(
+            &server,
+            "stateful",
+            &machine.id,
+            "cat /data/file; echo $VERSION"
+        )
+        .await,
+        "kept\n2\n",
+        "after an update"
+    );
+
+    let refused = server
+        .client
+        .destroy_volume("stateful", &volume.id)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(409), "{refused}");
+
+    server.kill();
+    let server = Server::start(&data).await;
+    server
+        .client
+        .wait("stateful", &machine.id, MachineState::Started, 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        sh(&server, "stateful", &machine.id, "cat /data/file").await,
+        "kept\n",
+        "after an aloftd restart"
+    );
+
+    server
+        .client
+        .destroy_machine("stateful", &machine.id, true)
+        .await
+        .unwrap();
+    server
+        .client
+        .wait("stateful", &machine.id, MachineState::Destroyed, 30)
+        .await
+        .unwrap();
+    server
+        .client
+        .destroy_volume("stateful", &volume.id)
+        .await
+        .unwrap();
+    assert!(
+        server
+            .client
+            .list_volumes("stateful")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
