@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aloft_types::api::{
-    AppList, AppResponse, CreateAppRequest, CreateVolumeRequest, EventResponse, ExecRequest,
-    ExecResponse, ExtendResponse, ExtendVolumeRequest, MachineRequest, MachineResponse, OkResponse,
-    SecretInfo, SecretsUpdate, SecretsVersion, SignalRequest, StopRequest, VersionResponse,
-    VolumeResponse,
+    AppList, AppResponse, CreateAppRequest, CreateOrgRequest, CreateTokenRequest,
+    CreateVolumeRequest, CreatedOrg, CreatedToken, EventResponse, ExecRequest, ExecResponse,
+    ExtendResponse, ExtendVolumeRequest, MachineRequest, MachineResponse, OkResponse, OrgResponse,
+    SecretInfo, SecretsUpdate, SecretsVersion, SignalRequest, StopRequest, TokenResponse,
+    VersionResponse, VolumeResponse,
 };
 use aloft_types::{MachineState, Signal};
 use reqwest::{Method, StatusCode};
@@ -370,5 +371,57 @@ impl Client {
             None::<&()>,
         )
         .await
+    }
+
+    // Organizations and tokens.
+
+    pub async fn list_orgs(&self) -> Result<Vec<OrgResponse>, ClientError> {
+        self.get("/v1/orgs").await
+    }
+
+    pub async fn create_org(
+        &self,
+        slug: &str,
+        name: Option<&str>,
+    ) -> Result<CreatedOrg, ClientError> {
+        self.post(
+            "/v1/orgs",
+            &CreateOrgRequest {
+                slug: slug.to_owned(),
+                name: name.map(str::to_owned),
+            },
+        )
+        .await
+    }
+
+    pub async fn org(&self, slug: &str) -> Result<OrgResponse, ClientError> {
+        self.get(&format!("/v1/orgs/{slug}")).await
+    }
+
+    pub async fn delete_org(&self, slug: &str) -> Result<(), ClientError> {
+        self.call::<serde_json::Value>(Method::DELETE, &format!("/v1/orgs/{slug}"), None::<&()>)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn create_token(
+        &self,
+        request: &CreateTokenRequest,
+    ) -> Result<CreatedToken, ClientError> {
+        self.post("/v1/tokens", request).await
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenResponse>, ClientError> {
+        self.get("/v1/tokens").await
+    }
+
+    pub async fn current_token(&self) -> Result<TokenResponse, ClientError> {
+        self.get("/v1/tokens/current").await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<(), ClientError> {
+        self.call::<serde_json::Value>(Method::DELETE, &format!("/v1/tokens/{id}"), None::<&()>)
+            .await
+            .map(|_| ())
     }
 }

@@ -18,16 +18,27 @@ pub(crate) struct Body<T>(pub(crate) T);
 pub(crate) struct OptionalBody<T>(pub(crate) T);
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|error| {
-        let what = match error.classify() {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let what = match inner.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
                 "malformed JSON"
             }
             serde_json::error::Category::Data => "invalid request body",
             serde_json::error::Category::Io => "unreadable request body",
         };
-        ApiError::BadRequest(format!("{what}: {error}"))
-    })
+        if path.is_empty() || path == "." {
+            ApiError::BadRequest(format!("{what}: {inner}"))
+        } else {
+            ApiError::BadRequest(format!("{what}: {path}: {inner}"))
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|error| ApiError::BadRequest(format!("malformed JSON: {error}")))?;
+    Ok(value)
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {

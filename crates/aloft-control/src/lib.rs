@@ -17,6 +17,7 @@ mod error;
 mod hosts;
 mod json;
 mod machines;
+mod orgs;
 mod secrets;
 mod time;
 mod volumes;
@@ -110,6 +111,7 @@ impl Control {
         Router::new()
             .merge(apps::routes())
             .merge(machines::routes())
+            .merge(orgs::routes())
             .merge(secrets::routes())
             .merge(volumes::routes())
             .fallback(|| async { ApiError::not_found("route") })

@@ -271,6 +271,67 @@ pub struct ExtendResponse {
     pub needs_restart: bool,
 }
 
+/// An organization as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OrgResponse {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+/// `POST /v1/orgs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrgRequest {
+    pub slug: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The answer to `POST /v1/orgs`: the organization and an org token for it (shown once).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedOrg {
+    pub org: OrgResponse,
+    pub token: String,
+}
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// `org`, `deploy`, `readonly` or `ssh`.
+    pub kind: String,
+    /// The one app a `deploy` or `ssh` token is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// How long the token lives, e.g. `"720h"`; forever when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<Duration>,
+}
+
+/// A token as listed (never its secret).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenResponse {
+    pub id: String,
+    pub kind: String,
+    pub name: String,
+    pub app: Option<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+/// The answer to `POST /v1/tokens`: the token's record and its secret (shown once).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub record: TokenResponse,
+    pub token: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,245 @@
+//! `/v1/orgs` and `/v1/tokens`: organizations and their scoped API tokens. A token's
+//! secret is shown once, when it is created; the store keeps only its hash.
+
+use std::sync::Arc;
+
+use aloft_store::{Org, Token, TokenKind, now_ms};
+use aloft_types::TokenId;
+use aloft_types::api::{
+    CreateOrgRequest, CreateTokenRequest, CreatedOrg, CreatedToken, OrgResponse, TokenResponse,
+};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+
+use crate::json::Body;
+use crate::time::rfc3339;
+use crate::{ApiError, Inner, Principal, hash_secret, new_secret};
+
+pub(crate) fn routes() -> Router<Arc<Inner>> {
+    Router::new()
+        .route("/v1/orgs", get(list_orgs).post(create_org))
+        .route("/v1/orgs/{slug}", get(show_org).delete(delete_org))
+        .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/tokens/current", get(current_token))
+        .route("/v1/tokens/{id}", delete(revoke_token))
+}
+
+fn org_response(org: &Org) -> OrgResponse {
+    OrgResponse {
+        id: org.id.to_string(),
+        slug: org.slug.clone(),
+        name: org.name.clone(),
+        created_at: rfc3339(org.created_at),
+    }
+}
+
+fn token_response(token: &Token) -> TokenResponse {
+    TokenResponse {
+        id: token.id.to_string(),
+        kind: token.kind.as_str().to_owned(),
+        name: token.name.clone(),
+        app: token.app_name.clone(),
+        created_at: rfc3339(token.created_at),
+        expires_at: token.expires_at.map(rfc3339),
+        revoked_at: token.revoked_at.map(rfc3339),
+    }
+}
+
+fn require_org_token(principal: &Principal, what: &str) -> Result<(), ApiError> {
+    if principal.may_manage_org() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!("{what} needs an org token")))
+    }
+}
+
+/// The caller's own organization, found by slug; any other slug is a 404.
+async fn own_org(inner: &Inner, principal: &Principal, slug: &str) -> Result<Org, ApiError> {
+    let org = inner.store.org(principal.org_id()).await?;
+    if org.slug == slug {
+        Ok(org)
+    } else {
+        Err(ApiError::not_found(format!("organization {slug}")))
+    }
+}
+
+async fn list_orgs(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+) -> Result<Json<Vec<OrgResponse>>, ApiError> {
+    Ok(Json(vec![org_response(
+        &inner.store.org(principal.org_id()).await?,
+    )]))
+}
+
+async fn create_org(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Body(request): Body<CreateOrgRequest>,
+) -> Result<(StatusCode, Json<CreatedOrg>), ApiError> {
+    require_org_token(&principal, "creating an organization")?;
+    let slug: aloft_types::AppName =
+        request.slug.parse().map_err(|e: aloft_types::NameError| {
+            ApiError::BadRequest(format!(
+                "slug: {}",
+                e.to_string().replace("app name", "organization slug")
+            ))
+        })?;
+    let name = request.name.unwrap_or_else(|| slug.to_string());
+    if name.trim().is_empty() || name.len() > 100 {
+        return Err(ApiError::BadRequest(
+            "name must be 1 to 100 characters".to_owned(),
+        ));
+    }
+    let org = inner
+        .store
+        .create_org(slug.as_str(), &name)
+        .await
+        .map_err(|error| match error {
+            aloft_store::StoreError::Conflict { .. } => {
+                ApiError::Conflict(format!("the organization slug {slug} is taken"))
+            }
+            other => other.into(),
+        })?;
+    let secret = new_secret();
+    inner
+        .store
+        .create_token(
+            &org.id,
+            TokenKind::Org,
+            None,
+            "owner",
+            &hash_secret(&secret),
+            None,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedOrg {
+            org: org_response(&org),
+            token: secret,
+        }),
+    ))
+}
+
+async fn show_org(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path(slug): Path<String>,
+) -> Result<Json<OrgResponse>, ApiError> {
+    Ok(Json(org_response(
+        &own_org(&inner, &principal, &slug).await?,
+    )))
+}
+
+async fn delete_org(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path(slug): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let org = own_org(&inner, &principal, &slug).await?;
+    require_org_token(&principal, "deleting an organization")?;
+    inner.store.delete_org(&org.id).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn list_tokens(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+) -> Result<Json<Vec<TokenResponse>>, ApiError> {
+    require_org_token(&principal, "listing tokens")?;
+    Ok(Json(
+        inner
+            .store
+            .list_tokens(principal.org_id())
+            .await?
+            .iter()
+            .map(token_response)
+            .collect(),
+    ))
+}
+
+async fn current_token(principal: Principal) -> Json<TokenResponse> {
+    Json(token_response(&principal.token))
+}
+
+async fn create_token(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Body(request): Body<CreateTokenRequest>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    require_org_token(&principal, "creating tokens")?;
+    let kind: TokenKind = request.kind.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "kind {:?}: expected org, deploy, readonly or ssh",
+            request.kind
+        ))
+    })?;
+    let app = match (kind, request.app) {
+        (TokenKind::Deploy | TokenKind::Ssh, None) => {
+            return Err(ApiError::BadRequest(format!(
+                "a {} token is for one app: give `app`",
+                kind.as_str()
+            )));
+        }
+        (TokenKind::Deploy | TokenKind::Ssh, Some(app)) => {
+            let found = crate::apps::app_for(&inner, &principal, &app, true).await?;
+            Some(found.name.to_string())
+        }
+        (_, Some(app)) => {
+            return Err(ApiError::BadRequest(format!(
+                "a {} token covers the whole organization; `app` ({app}) does not apply",
+                kind.as_str()
+            )));
+        }
+        (_, None) => None,
+    };
+    let expires_at = match request.expiry {
+        Some(expiry) if expiry == aloft_types::Duration::ZERO => {
+            return Err(ApiError::BadRequest(
+                "expiry must be longer than 0s".to_owned(),
+            ));
+        }
+        Some(expiry) => {
+            Some(now_ms().saturating_add(i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX / 2)))
+        }
+        None => None,
+    };
+    let name = request
+        .name
+        .unwrap_or_else(|| format!("{} token", kind.as_str()));
+    let secret = new_secret();
+    let token = inner
+        .store
+        .create_token(
+            principal.org_id(),
+            kind,
+            app.as_deref(),
+            &name,
+            &hash_secret(&secret),
+            expires_at,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            record: token_response(&token),
+            token: secret,
+        }),
+    ))
+}
+
+async fn revoke_token(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_org_token(&principal, "revoking tokens")?;
+    let id: TokenId = id
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("token {id}")))?;
+    inner.store.revoke_token(principal.org_id(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

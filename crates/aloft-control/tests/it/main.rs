@@ -1,0 +1,168 @@
+//! The Machines API over real HTTP, with a store on SQLite and on PostgreSQL: tokens,
+//! organization isolation, scopes, bad input, and generated bodies that must never cause
+//! a 5xx. No agent runs here; machines stay as the API leaves them.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
+mod access;
+mod bodies;
+
+use std::future::Future;
+
+use aloft_client::Client;
+use aloft_control::{Control, ControlConfig, SecretsKey};
+use aloft_store::{Host, Store, now_ms};
+use aloft_types::HostId;
+use sqlx::Executor as _;
+
+/// The API on a port of its own, with an admin token of the `personal` organization.
+pub(crate) struct Api {
+    pub(crate) url: String,
+    pub(crate) admin: Client,
+    pub(crate) token: String,
+}
+
+impl Api {
+    pub(crate) fn client(&self, token: &str) -> Client {
+        Client::new(&self.url, token)
+    }
+
+    pub(crate) async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let http = reqwest::Client::new();
+        let mut request = http.request(method, format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+const DEFAULT_POSTGRES_URL: &str = "postgres:///postgres?host=/var/run/postgresql&user=root";
+
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let base = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
+    if query.is_empty() {
+        format!("{base}/{database}")
+    } else {
+        format!("{base}/{database}?{query}")
+    }
+}
+
+/// Runs `test` against a fresh API on `backend`, cleaning up even when it panics.
+pub(crate) async fn run<F, Fut>(backend: Backend, test: F)
+where
+    F: FnOnce(Api) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let mut cleanup = None;
+    let store = match backend {
+        Backend::Sqlite => Store::open(&format!(
+            "sqlite://{}",
+            dir.path().join("state.db").display()
+        ))
+        .await
+        .unwrap(),
+        Backend::Postgres => {
+            sqlx::any::install_default_drivers();
+            let admin_url = std::env::var("ALOFT_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+            let admin = sqlx::AnyPool::connect(&admin_url)
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {admin_url} ({e}); `cargo xtask test` starts it"));
+            let database = format!("aloft_api_test_{}_{}", std::process::id(), now_ms());
+            admin
+                .execute(format!("CREATE DATABASE {database}").as_str())
+                .await
+                .unwrap();
+            cleanup = Some((admin, database.clone()));
+            Store::open(&with_database(&admin_url, &database))
+                .await
+                .unwrap()
+        }
+    };
+    // A host record, so machines and volumes can be placed (no agent runs in these tests).
+    store
+        .upsert_host(&Host {
+            id: HostId::generate([1; 8]),
+            region: "local".into(),
+            cpus: 2,
+            memory_mb: 2048,
+            address: None,
+            last_heartbeat: now_ms(),
+        })
+        .await
+        .unwrap();
+    let control = Control::new(
+        store.clone(),
+        ControlConfig {
+            default_region: "local".into(),
+            secrets_key: SecretsKey::from_bytes([9; 32]),
+        },
+    );
+    let token = control.bootstrap(dir.path()).await.unwrap().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, control.router()).await });
+    let api = Api {
+        admin: Client::new(&url, &token),
+        url,
+        token,
+    };
+    let outcome = tokio::spawn(test(api)).await;
+    server.abort();
+    store.close().await;
+    if let Some((admin, database)) = cleanup {
+        admin
+            .execute(format!("DROP DATABASE {database} WITH (FORCE)").as_str())
+            .await
+            .unwrap();
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+}
+
+/// Declares `<test>::sqlite` and `<test>::postgres` for `async fn <test>(api: Api)`.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test]
+                async fn sqlite() {
+                    $crate::run($crate::Backend::Sqlite, super::$test).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    $crate::run($crate::Backend::Postgres, super::$test).await;
+                }
+            }
+        )*
+    };
+}
+pub(crate) use on_both_backends;
