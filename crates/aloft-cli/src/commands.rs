@@ -1,6 +1,11 @@
 //! One module per command group.
 
+pub(crate) mod apps;
+pub(crate) mod auth;
 pub(crate) mod config;
+pub(crate) mod machine;
+pub(crate) mod orgs;
+pub(crate) mod secrets;
 
 use crate::Failure;
 use crate::output::Output;

@@ -4,8 +4,10 @@
 //! listing has `--json`; `NO_COLOR` (or a stderr that is not a terminal) turns colour off.
 //! Exit codes: 0 success, 1 invalid configuration, 2 usage error, 3 any other failure.
 
+mod api;
 mod commands;
 mod output;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +43,27 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Save and check API credentials.
+    #[command(subcommand)]
+    Auth(commands::auth::AuthCommand),
+    /// Manage organizations.
+    #[command(subcommand)]
+    Orgs(commands::orgs::OrgsCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Tokens(commands::orgs::TokensCommand),
+    /// Manage apps.
+    #[command(subcommand)]
+    Apps(commands::apps::AppsCommand),
+    /// Run and manage machines.
+    #[command(subcommand, visible_aliases = ["m", "machines"])]
+    Machine(commands::machine::MachineCommand),
+    /// Manage an app's secrets.
+    #[command(subcommand)]
+    Secrets(commands::secrets::SecretsCommand),
+    /// Manage an app's volumes.
+    #[command(subcommand, visible_alias = "vol")]
+    Volumes(commands::secrets::VolumesCommand),
     /// Read, check and show an app's fly.toml.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -53,6 +76,8 @@ pub enum Command {
 pub(crate) enum Failure {
     /// The config has errors; they were already printed.
     InvalidConfig,
+    /// Exit with this code (a command run in a machine failed with it).
+    Exit(u8),
     Other(anyhow::Error),
 }
 
@@ -76,6 +101,7 @@ pub fn main() -> ExitCode {
     match run(cli, &mut out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::InvalidConfig) => ExitCode::from(EXIT_INVALID_CONFIG),
+        Err(Failure::Exit(code)) => ExitCode::from(code),
         Err(Failure::Other(error)) => {
             out.error(&format!("{error:#}"));
             ExitCode::from(EXIT_FAILURE)
@@ -84,10 +110,37 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                Failure::Other(anyhow::Error::new(e).context("starting the async runtime"))
+            })
+    };
+    let app = || api::app_name(cli.app.as_deref(), &cli.config);
     match cli.command {
         Command::Config(command) => {
             commands::config::run(command, &cli.config, cli.app.as_deref(), cli.json, out)
         }
         Command::Version => commands::version(cli.json, out),
+        Command::Auth(command) => runtime()?.block_on(commands::auth::run(command, cli.json, out)),
+        Command::Orgs(command) => runtime()?.block_on(commands::orgs::orgs(command, cli.json, out)),
+        Command::Tokens(command) => {
+            runtime()?.block_on(commands::orgs::tokens(command, cli.json, out))
+        }
+        Command::Apps(command) => runtime()?.block_on(commands::apps::run(command, cli.json, out)),
+        Command::Machine(command) => {
+            let app = app()?;
+            runtime()?.block_on(commands::machine::run(command, &app, cli.json, out))
+        }
+        Command::Secrets(command) => {
+            let app = app()?;
+            runtime()?.block_on(commands::secrets::secrets(command, &app, cli.json, out))
+        }
+        Command::Volumes(command) => {
+            let app = app()?;
+            runtime()?.block_on(commands::secrets::volumes(command, &app, cli.json, out))
+        }
     }
 }

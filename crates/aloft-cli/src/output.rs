@@ -28,6 +28,26 @@ impl Output {
         let _ = stdout.flush();
     }
 
+    /// Writes `value` as pretty JSON to stdout.
+    pub(crate) fn json(&mut self, value: &impl serde::Serialize) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(value)
+            .map_err(|e| anyhow::anyhow!("writing JSON: {e}"))?;
+        self.data(&text);
+        Ok(())
+    }
+
+    /// Writes text to stdout exactly as it is (a command's own output).
+    pub(crate) fn raw_stdout(&mut self, text: &str) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.flush();
+    }
+
+    /// Writes text to stderr exactly as it is.
+    pub(crate) fn raw_stderr(&mut self, text: &str) {
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    }
+
     /// Writes rendered diagnostics to stderr, colouring their severity and markers.
     pub(crate) fn diagnostics(&mut self, text: &str) {
         let mut stderr = std::io::stderr().lock();

@@ -19,7 +19,6 @@ mod json;
 mod machines;
 mod orgs;
 mod secrets;
-mod time;
 mod volumes;
 pub mod wire;
 
@@ -31,11 +30,11 @@ use aloft_types::HostId;
 use axum::Router;
 use tokio::sync::broadcast;
 
+pub use aloft_types::time::rfc3339;
 pub use auth::{Principal, TOKEN_PREFIX, hash_secret, new_secret};
 pub use error::ApiError;
 pub use hosts::{AgentGateway, BoxFuture, Command, HostLink, MachineChange};
 pub use secrets::{SECRETS_KEY_FILE, SecretsKey};
-pub use time::rfc3339;
 
 /// The organization `aloftd server` creates on its first start.
 pub const DEFAULT_ORG: &str = "personal";

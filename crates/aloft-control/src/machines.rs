@@ -79,7 +79,7 @@ fn check_lease(machine: &MachineRecord, headers: &HeaderMap) -> Result<(), ApiEr
             "machine {} is leased by {} until {}; send its nonce in `{LEASE_NONCE_HEADER}`",
             machine.id,
             lease.owner,
-            crate::time::rfc3339(lease.expires_at)
+            aloft_types::time::rfc3339(lease.expires_at)
         ))),
     }
 }

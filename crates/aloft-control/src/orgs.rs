@@ -14,8 +14,8 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 
 use crate::json::Body;
-use crate::time::rfc3339;
 use crate::{ApiError, Inner, Principal, hash_secret, new_secret};
+use aloft_types::time::rfc3339;
 
 pub(crate) fn routes() -> Router<Arc<Inner>> {
     Router::new()

@@ -182,7 +182,7 @@ async fn list(
                 name: s.name,
                 digest: s.digest,
                 version: s.version,
-                created_at: crate::time::rfc3339(s.created_at),
+                created_at: aloft_types::time::rfc3339(s.created_at),
             })
             .collect(),
     ))

@@ -41,7 +41,7 @@ pub(crate) fn response(volume: &VolumeRecord) -> VolumeResponse {
         attached_alloc_id: volume.attached_machine_id.as_ref().map(ToString::to_string),
         snapshot_retention: volume.snapshot_retention,
         host_status: "ok".to_owned(),
-        created_at: crate::time::rfc3339(volume.created_at),
+        created_at: aloft_types::time::rfc3339(volume.created_at),
     }
 }
 

@@ -3,7 +3,7 @@
 use aloft_store::{App, MachineEvent, MachineRecord, MachineVersion, Org};
 pub use aloft_types::api::*;
 
-use crate::time::rfc3339;
+use aloft_types::time::rfc3339;
 
 pub(crate) fn app_response(app: &App, org: &Org, machine_count: usize) -> AppResponse {
     AppResponse {

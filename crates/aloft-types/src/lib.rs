@@ -19,6 +19,7 @@ pub mod machine;
 mod names;
 mod signal;
 mod state;
+pub mod time;
 
 pub use duration::{Duration, DurationParseError};
 pub use ids::{AppId, HostId, IdError, MachineId, OrgId, TokenId, VolumeId};

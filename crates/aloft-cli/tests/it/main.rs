@@ -7,6 +7,7 @@
 )]
 
 mod config;
+mod platform;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,0 +1,66 @@
+//! `aloft auth login|whoami`.
+
+use clap::Subcommand;
+
+use crate::Failure;
+use crate::api::{Credentials, DEFAULT_API_URL, client, load_credentials, save_credentials};
+use crate::output::Output;
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Save an API token (and the API's URL) for later commands.
+    Login {
+        /// The token (as printed by `aloftd server` on its first start, or `aloft tokens create`).
+        #[arg(long)]
+        token: String,
+        /// The API's URL (default: http://127.0.0.1:4280).
+        #[arg(long)]
+        api_url: Option<String>,
+    },
+    /// Show the token in use: its kind, name and organization.
+    Whoami,
+}
+
+pub(crate) async fn run(command: AuthCommand, json: bool, out: &mut Output) -> Result<(), Failure> {
+    match command {
+        AuthCommand::Login { token, api_url } => {
+            let previous = load_credentials()?;
+            let credentials = Credentials {
+                api_url: Some(
+                    api_url
+                        .or(previous.api_url)
+                        .unwrap_or_else(|| DEFAULT_API_URL.to_owned()),
+                ),
+                token: Some(token.trim().to_owned()),
+            };
+            let url = credentials.api_url.clone().unwrap_or_default();
+            let check = aloft_client::Client::new(&url, token.trim());
+            let current = check.current_token().await.map_err(anyhow::Error::from)?;
+            let path = save_credentials(&credentials)?;
+            out.status(&format!(
+                "Logged in to {url} with a {} token ({}); saved to {}",
+                current.kind,
+                current.name,
+                path.display()
+            ));
+            Ok(())
+        }
+        AuthCommand::Whoami => {
+            let client = client()?;
+            let token = client.current_token().await.map_err(anyhow::Error::from)?;
+            let orgs = client.list_orgs().await.map_err(anyhow::Error::from)?;
+            if json {
+                out.json(&serde_json::json!({ "token": token, "organizations": orgs }))?;
+            } else {
+                let org = orgs.first().map_or("?", |o| o.slug.as_str());
+                out.data(&format!(
+                    "{} token `{}` of organization {org} at {}",
+                    token.kind,
+                    token.name,
+                    client.base_url()
+                ));
+            }
+            Ok(())
+        }
+    }
+}

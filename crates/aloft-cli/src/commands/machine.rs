@@ -1,0 +1,382 @@
+//! `aloft machine`: run and manage machines directly.
+
+use aloft_client::Client;
+use aloft_types::api::{MachineRequest, MachineResponse};
+use aloft_types::machine::{
+    MachineConfig, MachineGuest, MachineInit, MachineMount, MachineRestart, RestartPolicy,
+};
+use aloft_types::{MachineState, Signal};
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+
+use crate::Failure;
+use crate::api::client;
+use crate::output::Output;
+use crate::table;
+
+/// Longest single wait the API allows; longer waits repeat it.
+const WAIT_SECONDS: u64 = 60;
+
+#[derive(Debug, Subcommand)]
+pub enum MachineCommand {
+    /// Create and start a machine from an image.
+    Run(RunArgs),
+    /// List the app's machines.
+    List,
+    /// Show a machine, with its recent events.
+    Status { id: String },
+    /// Start a stopped machine.
+    Start { id: String },
+    /// Stop a machine (its kill signal, then SIGKILL after the timeout).
+    Stop {
+        id: String,
+        #[arg(long, short = 's')]
+        signal: Option<Signal>,
+        /// e.g. 30s.
+        #[arg(long)]
+        timeout: Option<aloft_types::Duration>,
+    },
+    /// Restart a machine.
+    Restart { id: String },
+    /// Destroy a machine (a running one needs --force).
+    Destroy {
+        id: String,
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// Run a command in a started machine; exits with the command's exit code.
+    Exec {
+        id: String,
+        /// The command line, e.g. 'ls -l /data'.
+        command: String,
+        /// Seconds before giving up.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Take a machine out of the proxy's rotation.
+    Cordon { id: String },
+    /// Put a cordoned machine back.
+    Uncordon { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The image to run.
+    image: String,
+    /// The command to run instead of the image's.
+    #[arg(trailing_var_arg = true)]
+    command: Vec<String>,
+    #[arg(long)]
+    name: Option<String>,
+    /// NAME=VALUE, repeatable.
+    #[arg(long = "env", short = 'e', value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// A volume (name or id) and where to mount it: data:/data.
+    #[arg(long, value_name = "VOLUME:/PATH")]
+    volume: Option<String>,
+    #[arg(long, short = 'r')]
+    region: Option<String>,
+    /// no, always or on-failure.
+    #[arg(long)]
+    restart: Option<String>,
+    /// Restarts allowed by on-failure.
+    #[arg(long)]
+    max_retries: Option<u32>,
+    /// Memory in MB.
+    #[arg(long)]
+    memory: Option<u32>,
+    #[arg(long)]
+    cpus: Option<u32>,
+    /// Return once created, without waiting for it to start.
+    #[arg(long)]
+    detach: bool,
+}
+
+async fn wait(client: &Client, app: &str, id: &str, state: MachineState) -> anyhow::Result<()> {
+    for _ in 0..5 {
+        match client.wait(app, id, state, WAIT_SECONDS).await {
+            Ok(_) => return Ok(()),
+            Err(error) if error.status() == Some(408) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    bail!(
+        "machine {id} did not become {state} within {} seconds",
+        WAIT_SECONDS * 5
+    )
+}
+
+async fn run_machine(client: &Client, app: &str, args: RunArgs) -> anyhow::Result<MachineResponse> {
+    let mut config = MachineConfig {
+        image: args.image,
+        ..MachineConfig::default()
+    };
+    if !args.command.is_empty() {
+        config.init = MachineInit {
+            cmd: args.command,
+            ..MachineInit::default()
+        };
+    }
+    for pair in &args.env {
+        let (name, value) = pair
+            .split_once('=')
+            .filter(|(n, _)| !n.is_empty())
+            .with_context(|| format!("--env {pair:?} is not NAME=VALUE"))?;
+        config.env.insert(name.to_owned(), value.to_owned());
+    }
+    if let Some(spec) = &args.volume {
+        let (volume, path) = spec
+            .split_once(':')
+            .with_context(|| format!("--volume {spec:?} is not VOLUME:/PATH"))?;
+        let volumes = client.list_volumes(app).await?;
+        let found = volumes
+            .iter()
+            .find(|v| v.id == volume || (v.name == volume && v.attached_machine_id.is_none()))
+            .with_context(|| {
+                format!("app {app} has no unattached volume named or numbered {volume:?}")
+            })?;
+        config.mounts.push(MachineMount {
+            volume: found.id.clone(),
+            path: path.to_owned(),
+            ..MachineMount::default()
+        });
+    }
+    if let Some(policy) = &args.restart {
+        let policy = match policy.as_str() {
+            "no" | "never" => RestartPolicy::No,
+            "always" => RestartPolicy::Always,
+            "on-failure" => RestartPolicy::OnFailure,
+            other => bail!("--restart {other:?}: use no, always or on-failure"),
+        };
+        config.restart = Some(MachineRestart {
+            policy: Some(policy),
+            max_retries: args.max_retries.unwrap_or(0),
+        });
+    }
+    if args.memory.is_some() || args.cpus.is_some() {
+        let mut guest =
+            MachineGuest::preset(aloft_types::machine::DEFAULT_GUEST_PRESET).unwrap_or_default();
+        if let Some(memory) = args.memory {
+            guest.memory_mb = memory;
+        }
+        if let Some(cpus) = args.cpus {
+            guest.cpus = cpus;
+        }
+        config.guest = Some(guest);
+    }
+    let request = MachineRequest {
+        config,
+        region: args.region,
+        name: args.name,
+        skip_launch: false,
+        skip_service_registration: false,
+        skip_secrets: false,
+        lease_ttl: None,
+        min_secrets_version: None,
+        current_version: None,
+    };
+    let machine = client.create_machine(app, &request).await?;
+    if !args.detach {
+        wait(client, app, &machine.id, MachineState::Started).await?;
+        return Ok(client.machine(app, &machine.id).await?);
+    }
+    Ok(machine)
+}
+
+fn describe(machine: &MachineResponse) -> String {
+    let mut text = format!(
+        "Machine ID = {}\nName       = {}\nState      = {}\nRegion     = {}\nImage      = {}\nVersion    = {}\nCordoned   = {}\nCreated    = {}\n",
+        machine.id,
+        machine.name,
+        machine.state,
+        machine.region,
+        machine.config.image,
+        machine.version,
+        machine.cordoned,
+        machine.created_at
+    );
+    if !machine.events.is_empty() {
+        text.push_str("\nEvents\n");
+        let rows = machine
+            .events
+            .iter()
+            .map(|e| {
+                let exit = e
+                    .request
+                    .get("exit_event")
+                    .and_then(|x| x.get("exit_code"))
+                    .map(|c| format!("exit code {c}"))
+                    .unwrap_or_default();
+                vec![
+                    aloft_types::time::rfc3339(e.timestamp),
+                    e.kind.clone(),
+                    e.status.clone(),
+                    e.source.clone(),
+                    exit,
+                ]
+            })
+            .collect::<Vec<_>>();
+        text.push_str(&table::render(
+            &["TIMESTAMP", "TYPE", "STATUS", "SOURCE", "DETAIL"],
+            &rows,
+        ));
+    }
+    text
+}
+
+pub(crate) async fn run(
+    command: MachineCommand,
+    app: &str,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let client = client()?;
+    match command {
+        MachineCommand::Run(args) => {
+            let detach = args.detach;
+            let machine = run_machine(&client, app, args).await?;
+            if json {
+                out.json(&machine)?;
+            } else {
+                out.status(&format!(
+                    "Machine {} ({}) {}",
+                    machine.id,
+                    machine.name,
+                    if detach { "created" } else { "is started" }
+                ));
+                out.data(&machine.id);
+            }
+        }
+        MachineCommand::List => {
+            let machines = client
+                .list_machines(app)
+                .await
+                .map_err(anyhow::Error::from)?;
+            if json {
+                out.json(&machines)?;
+            } else {
+                let rows = machines
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            m.id.clone(),
+                            m.name.clone(),
+                            m.state.clone(),
+                            m.region.clone(),
+                            m.config.image.clone(),
+                            m.config
+                                .metadata
+                                .get("fly_process_group")
+                                .cloned()
+                                .unwrap_or_default(),
+                            m.created_at.clone(),
+                            m.updated_at.clone(),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                out.data(&format!(
+                    "{app}\n{}",
+                    table::render(
+                        &[
+                            "ID",
+                            "NAME",
+                            "STATE",
+                            "REGION",
+                            "IMAGE",
+                            "PROCESS GROUP",
+                            "CREATED",
+                            "LAST UPDATED"
+                        ],
+                        &rows
+                    )
+                ));
+            }
+        }
+        MachineCommand::Status { id } => {
+            let machine = client
+                .machine(app, &id)
+                .await
+                .map_err(anyhow::Error::from)?;
+            if json {
+                out.json(&machine)?;
+            } else {
+                out.data(&describe(&machine));
+            }
+        }
+        MachineCommand::Start { id } => {
+            client
+                .start_machine(app, &id)
+                .await
+                .map_err(anyhow::Error::from)?;
+            wait(&client, app, &id, MachineState::Started).await?;
+            out.status(&format!("Machine {id} started"));
+        }
+        MachineCommand::Stop {
+            id,
+            signal,
+            timeout,
+        } => {
+            client
+                .stop_machine(app, &id, signal, timeout)
+                .await
+                .map_err(anyhow::Error::from)?;
+            wait(&client, app, &id, MachineState::Stopped).await?;
+            out.status(&format!("Machine {id} stopped"));
+        }
+        MachineCommand::Restart { id } => {
+            client
+                .restart_machine(app, &id)
+                .await
+                .map_err(anyhow::Error::from)?;
+            wait(&client, app, &id, MachineState::Started).await?;
+            out.status(&format!("Machine {id} restarted"));
+        }
+        MachineCommand::Destroy { id, force } => {
+            client
+                .destroy_machine(app, &id, force)
+                .await
+                .map_err(anyhow::Error::from)?;
+            wait(&client, app, &id, MachineState::Destroyed).await?;
+            out.status(&format!("Machine {id} destroyed"));
+        }
+        MachineCommand::Exec {
+            id,
+            command,
+            timeout,
+        } => {
+            let words = shlex::split(&command)
+                .filter(|w| !w.is_empty())
+                .with_context(|| format!("cannot split {command:?} into words"))?;
+            let output = client
+                .exec(app, &id, words, timeout)
+                .await
+                .map_err(anyhow::Error::from)?;
+            if json {
+                out.json(&output)?;
+            } else {
+                out.raw_stdout(&output.stdout);
+                out.raw_stderr(&output.stderr);
+            }
+            if output.exit_code != 0 {
+                return Err(Failure::Exit(
+                    u8::try_from(output.exit_code.clamp(1, 255)).unwrap_or(1),
+                ));
+            }
+        }
+        MachineCommand::Cordon { id } => {
+            client
+                .cordon_machine(app, &id, true)
+                .await
+                .map_err(anyhow::Error::from)?;
+            out.status(&format!("Machine {id} cordoned"));
+        }
+        MachineCommand::Uncordon { id } => {
+            client
+                .cordon_machine(app, &id, false)
+                .await
+                .map_err(anyhow::Error::from)?;
+            out.status(&format!("Machine {id} uncordoned"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! `aloft orgs` and `aloft tokens`.
+
+use aloft_types::api::CreateTokenRequest;
+use clap::Subcommand;
+
+use crate::Failure;
+use crate::api::client;
+use crate::output::Output;
+use crate::table;
+
+#[derive(Debug, Subcommand)]
+pub enum OrgsCommand {
+    /// Create an organization; prints an org token for it (shown once).
+    Create {
+        slug: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the organizations this token belongs to.
+    List,
+    /// Show an organization.
+    Show { slug: String },
+    /// Delete an organization that owns no apps.
+    Delete { slug: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token; prints the token alone on stdout (it is shown once).
+    Create {
+        /// org, deploy, readonly or ssh.
+        kind: String,
+        /// The app a deploy or ssh token is for.
+        #[arg(long, short = 'a')]
+        app: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// How long the token lives, e.g. 720h.
+        #[arg(long)]
+        expiry: Option<aloft_types::Duration>,
+    },
+    /// List the organization's tokens (never their secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+pub(crate) async fn orgs(
+    command: OrgsCommand,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let client = client()?;
+    match command {
+        OrgsCommand::Create { slug, name } => {
+            let created = client
+                .create_org(&slug, name.as_deref())
+                .await
+                .map_err(anyhow::Error::from)?;
+            if json {
+                out.json(&created)?;
+            } else {
+                out.status(&format!(
+                    "Created organization {}; its org token (shown once):",
+                    created.org.slug
+                ));
+                out.data(&created.token);
+            }
+        }
+        OrgsCommand::List => {
+            let orgs = client.list_orgs().await.map_err(anyhow::Error::from)?;
+            if json {
+                out.json(&orgs)?;
+            } else {
+                let rows = orgs
+                    .iter()
+                    .map(|o| vec![o.slug.clone(), o.name.clone(), o.created_at.clone()])
+                    .collect::<Vec<_>>();
+                out.data(&table::render(&["SLUG", "NAME", "CREATED"], &rows));
+            }
+        }
+        OrgsCommand::Show { slug } => {
+            let org = client.org(&slug).await.map_err(anyhow::Error::from)?;
+            if json {
+                out.json(&org)?;
+            } else {
+                out.data(&format!(
+                    "Slug    = {}\nName    = {}\nID      = {}\nCreated = {}",
+                    org.slug, org.name, org.id, org.created_at
+                ));
+            }
+        }
+        OrgsCommand::Delete { slug } => {
+            client
+                .delete_org(&slug)
+                .await
+                .map_err(anyhow::Error::from)?;
+            out.status(&format!("Deleted organization {slug}"));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn tokens(
+    command: TokensCommand,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let client = client()?;
+    match command {
+        TokensCommand::Create {
+            kind,
+            app,
+            name,
+            expiry,
+        } => {
+            let created = client
+                .create_token(&CreateTokenRequest {
+                    kind,
+                    app,
+                    name,
+                    expiry,
+                })
+                .await
+                .map_err(anyhow::Error::from)?;
+            if json {
+                out.json(&created)?;
+            } else {
+                out.data(&created.token);
+            }
+        }
+        TokensCommand::List => {
+            let tokens = client.list_tokens().await.map_err(anyhow::Error::from)?;
+            if json {
+                out.json(&tokens)?;
+            } else {
+                let rows = tokens
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.id.clone(),
+                            t.kind.clone(),
+                            t.name.clone(),
+                            t.app.clone().unwrap_or_default(),
+                            t.expires_at.clone().unwrap_or_else(|| "never".into()),
+                            if t.revoked_at.is_some() {
+                                "revoked".into()
+                            } else {
+                                "active".into()
+                            },
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                out.data(&table::render(
+                    &["ID", "KIND", "NAME", "APP", "EXPIRES", "STATUS"],
+                    &rows,
+                ));
+            }
+        }
+        TokensCommand::Revoke { id } => {
+            client
+                .revoke_token(&id)
+                .await
+                .map_err(anyhow::Error::from)?;
+            out.status(&format!("Revoked token {id}"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! The CLI against a real platform: `aloftd server` in this process (real API on port 0,
+//! SQLite, Docker Engine), driven through the `aloft` binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use aloft_testkit::{BUSYBOX_IMAGE, busybox_image, eventually};
+use tokio_util::sync::CancellationToken;
+
+use crate::text;
+
+struct Platform {
+    url: String,
+    token: String,
+    home: tempfile::TempDir,
+    data: tempfile::TempDir,
+    stop: CancellationToken,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Platform {
+    async fn start() -> Platform {
+        busybox_image();
+        let data = tempfile::tempdir().unwrap();
+        let mut config = aloftd::Config {
+            data_dir: data.path().to_owned(),
+            ..aloftd::Config::default()
+        };
+        config.api.listen = "127.0.0.1:0".parse().unwrap();
+        let stop = CancellationToken::new();
+        let options = aloftd::ServerOptions {
+            shutdown: Some(stop.clone()),
+        };
+        let server = tokio::spawn(aloftd::run_server(config, options));
+        let url_file = data.path().join(aloftd::API_URL_FILE);
+        let url = eventually("the server to listen", Duration::from_secs(30), || async {
+            std::fs::read_to_string(&url_file)
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .await;
+        let token = std::fs::read_to_string(data.path().join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Platform {
+            url,
+            token,
+            home: tempfile::tempdir().unwrap(),
+            data,
+            stop,
+            server: Some(server),
+        }
+    }
+
+    /// Runs `aloft` with no credentials in the environment but those `auth login` saved.
+    fn aloft(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_aloft"))
+            .args(args)
+            .env("ALOFT_CONFIG_DIR", self.home.path())
+            .env_remove("ALOFT_API_URL")
+            .env_remove("ALOFT_API_TOKEN")
+            .env("NO_COLOR", "1")
+            .current_dir(self.home.path())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.aloft(args);
+        assert!(
+            output.status.success(),
+            "aloft {args:?} failed: {}{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        remove_host_containers(self.data.path());
+    }
+}
+
+fn remove_host_containers(data: &Path) {
+    let Ok(host) = std::fs::read_to_string(data.join(aloftd::HOST_ID_FILE)) else {
+        return;
+    };
+    let output = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=dev.aloft.host={}", host.trim()))
+        .output();
+    if let Ok(output) = output {
+        let ids = String::from_utf8_lossy(&output.stdout).into_owned();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_runs_machines_secrets_volumes_and_tokens() {
+    let platform = Platform::start().await;
+    let p = &platform;
+    let login = p.aloft(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
+    assert!(login.status.success(), "{}", text(&login.stderr));
+    assert!(p.ok(&["auth", "whoami"]).contains("org token"));
+
+    p.ok(&["apps", "create", "demo"]);
+    assert!(p.ok(&["apps", "list"]).contains("demo"));
+
+    p.ok(&[
+        "secrets",
+        "set",
+        "-a",
+        "demo",
+        "GREETING=hello from a secret",
+    ]);
+    let secrets: serde_json::Value =
+        serde_json::from_str(&p.ok(&["secrets", "list", "-a", "demo", "--json"])).unwrap();
+    assert_eq!(secrets[0]["name"], "GREETING");
+    assert!(
+        !secrets.to_string().contains("hello from a secret"),
+        "values are never shown"
+    );
+
+    let volume = p.ok(&["volumes", "create", "data", "--size", "1", "-a", "demo"]);
+    assert!(volume.contains("Name       = data"), "{volume}");
+
+    let id = p.ok(&[
+        "machine",
+        "run",
+        BUSYBOX_IMAGE,
+        "-a",
+        "demo",
+        "--name",
+        "web",
+        "--env",
+        "MODE=test",
+        "--volume",
+        "data:/data",
+        "--restart",
+        "on-failure",
+        "--",
+        "sh",
+        "-c",
+        "while true; do sleep 1; done",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 14, "machine run prints the id: {id:?}");
+    assert_eq!(
+        p.ok(&["machine", "exec", id, "echo hi", "-a", "demo"]),
+        "hi\n"
+    );
+    assert_eq!(
+        p.ok(&[
+            "machine",
+            "exec",
+            id,
+            "sh -c 'echo $MODE $GREETING'",
+            "-a",
+            "demo"
+        ]),
+        "test hello from a secret\n"
+    );
+    p.ok(&[
+        "machine",
+        "exec",
+        id,
+        "sh -c 'echo persisted > /data/file'",
+        "-a",
+        "demo",
+    ]);
+    let failed = p.aloft(&[
+        "machine",
+        "exec",
+        id,
+        "sh -c 'echo oops >&2; exit 3'",
+        "-a",
+        "demo",
+    ]);
+    assert_eq!(
+        failed.status.code(),
+        Some(3),
+        "exec exits with the command's code"
+    );
+    assert_eq!(text(&failed.stderr), "oops\n");
+
+    let machines: serde_json::Value =
+        serde_json::from_str(&p.ok(&["machine", "list", "-a", "demo", "--json"])).unwrap();
+    assert_eq!(machines[0]["id"], id);
+    assert_eq!(machines[0]["state"], "started");
+    assert!(p.ok(&["machine", "list", "-a", "demo"]).contains("started"));
+
+    p.ok(&["machine", "stop", id, "-a", "demo"]);
+    assert!(
+        p.ok(&["machine", "status", id, "-a", "demo"])
+            .contains("State      = stopped")
+    );
+    p.ok(&["machine", "start", id, "-a", "demo"]);
+    assert_eq!(
+        p.ok(&["machine", "exec", id, "cat /data/file", "-a", "demo"]),
+        "persisted\n"
+    );
+    p.ok(&["machine", "cordon", id, "-a", "demo"]);
+    assert!(
+        p.ok(&["machine", "status", id, "-a", "demo"])
+            .contains("Cordoned   = true")
+    );
+
+    let refused = p.aloft(&["machine", "destroy", id, "-a", "demo"]);
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(
+        text(&refused.stderr).contains("force=true"),
+        "{}",
+        text(&refused.stderr)
+    );
+    p.ok(&["machine", "destroy", id, "--force", "-a", "demo"]);
+
+    let token = p.ok(&["tokens", "create", "readonly", "--name", "ci"]);
+    assert!(
+        token.starts_with("aloft_") && token.trim().lines().count() == 1,
+        "the token alone on stdout: {token:?}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&p.ok(&["tokens", "list", "--json"])).unwrap();
+    let ci = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ci")
+        .unwrap();
+    p.ok(&["tokens", "revoke", ci["id"].as_str().unwrap()]);
+    assert!(p.ok(&["orgs", "list"]).contains("personal"));
+
+    let missing = p.aloft(&["machine", "list"]);
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(
+        text(&missing.stderr).contains("which app?"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
