@@ -37,9 +37,9 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Run a benchmark suite: `config`.
+    /// Run a benchmark suite: `config` or `machines`.
     Bench {
-        /// The suite: `config`.
+        /// The suite: `config` (fly.toml reading) or `machines` (machine latency, API listing).
         suite: String,
     },
 }
@@ -182,6 +182,10 @@ fn fuzz(target: &str, seconds: u64) -> Result<()> {
 fn bench(suite: &str) -> Result<()> {
     match suite {
         "config" => run(cargo().args(["bench", "--package", "aloft-config", "--bench", "config"])),
-        other => bail!("unknown benchmark suite {other:?}; the suites are: config"),
+        "machines" => {
+            tools::ensure_test_tools()?;
+            run(cargo().args(["bench", "--package", "aloftd", "--bench", "machines"]))
+        }
+        other => bail!("unknown benchmark suite {other:?}; the suites are: config, machines"),
     }
 }

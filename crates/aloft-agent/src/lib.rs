@@ -81,8 +81,10 @@ struct Shared<R> {
     locks: StdMutex<HashMap<MachineId, Arc<Mutex<()>>>>,
     /// Restarts made per instance (a new version starts from zero).
     restarts: StdMutex<HashMap<String, u32>>,
-    /// Containers whose exit is being waited for.
+    /// Runs (container id and start time) whose exit is being waited for.
     watched: StdMutex<HashSet<String>>,
+    /// Runs the agent is stopping itself: their exits are not crashes.
+    requested_stops: StdMutex<HashSet<String>>,
     exits: mpsc::UnboundedSender<(MachineId, String, ExitStatus)>,
     tasks: TaskTracker,
 }
@@ -124,6 +126,7 @@ impl<R: Runtime + 'static> Agent<R> {
             locks: StdMutex::new(HashMap::new()),
             restarts: StdMutex::new(HashMap::new()),
             watched: StdMutex::new(HashSet::new()),
+            requested_stops: StdMutex::new(HashSet::new()),
             exits,
             tasks: TaskTracker::new(),
         });
@@ -163,9 +166,12 @@ impl<R: Runtime + 'static> Agent<R> {
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
-                Some((machine, container, exit)) = self.exits.recv() => {
-                    shared.watched.lock().map(|mut w| w.remove(&container)).ok();
-                    shared.clone().on_exit(machine, exit);
+                                Some((machine, run, exit)) = self.exits.recv() => {
+                    shared.watched.lock().map(|mut w| w.remove(&run)).ok();
+                    let requested = shared.requested_stops.lock().map(|mut r| r.remove(&run)).unwrap_or(false);
+                    if !requested {
+                        shared.clone().on_exit(machine, run, exit);
+                    }
                 }
                 _ = interval.tick() => {
                     if let Err(error) = shared.heartbeat().await {
@@ -252,12 +258,13 @@ impl<R: Runtime + 'static> Shared<R> {
         Ok(())
     }
 
-    /// Waits for a running container's exit in the background (once per container).
+    /// Waits for a running container's exit in the background (once per run).
     fn watch(self: &Arc<Self>, container: &ContainerInfo) {
+        let run = container.run_key();
         let fresh = self
             .watched
             .lock()
-            .map(|mut w| w.insert(container.id.clone()))
+            .map(|mut w| w.insert(run.clone()))
             .unwrap_or(false);
         if !fresh {
             return;
@@ -273,25 +280,43 @@ impl<R: Runtime + 'static> Shared<R> {
         let id = container.id.clone();
         self.tasks.spawn(async move {
             match shared.runtime.wait(&id).await {
-                Ok(exit) => {
-                    let _ = shared.exits.send((machine, id, exit));
+                                Ok(exit) => {
+                    let _ = shared.exits.send((machine, run, exit));
                 }
                 Err(error) => {
-                    shared.watched.lock().map(|mut w| w.remove(&id)).ok();
+                    shared.watched.lock().map(|mut w| w.remove(&run)).ok();
                     tracing::debug!(container = %id, error = %error, "stopped waiting for a container");
                 }
             }
         });
     }
 
-    /// A container exited on its own or was stopped: record it, then let policy decide.
-    fn on_exit(self: Arc<Self>, machine_id: MachineId, exit: ExitStatus) {
+    /// Stops one run of a container, recording that its exit is the agent's doing.
+    async fn stop_run(
+        &self,
+        container: &ContainerInfo,
+        signal: Signal,
+        timeout: Duration,
+    ) -> Result<ExitStatus, AgentError> {
+        if let Ok(mut requested) = self.requested_stops.lock() {
+            requested.insert(container.run_key());
+        }
+        Ok(self.runtime.stop(&container.id, signal, timeout).await?)
+    }
+
+    /// A container exited on its own: record it, then let policy decide.
+    fn on_exit(self: Arc<Self>, machine_id: MachineId, run: String, exit: ExitStatus) {
         let shared = self.clone();
         self.tasks.spawn(async move {
             let lock = shared.lock(&machine_id);
             let _guard = lock.lock().await;
             let outcome: Result<(), AgentError> = async {
-                let machine = shared.gateway.machine(&machine_id).await?;
+                                let machine = shared.gateway.machine(&machine_id).await?;
+                // An exit of an earlier run: the container has been started again since.
+                let current = shared.containers_of(&machine_id).await?;
+                if current.iter().any(|c| c.state == ContainerState::Running && c.run_key() != run) {
+                    return Ok(());
+                }
                 if machine.desired != Desired::Started || matches!(machine.state, MachineState::Stopping | MachineState::Restarting | MachineState::Destroying) {
                     // A stop the agent made itself records its own exit.
                     return Ok(());
@@ -392,8 +417,7 @@ impl<R: Runtime + 'static> Shared<R> {
             for container in current.iter().chain(stale.iter()) {
                 if container.state == ContainerState::Running {
                     let _ = self
-                        .runtime
-                        .stop(&container.id, signal, timeout.min(Duration::from_secs(1)))
+                        .stop_run(container, signal, timeout.min(Duration::from_secs(1)))
                         .await;
                 }
                 self.runtime.remove(&container.id).await?;
@@ -419,7 +443,7 @@ impl<R: Runtime + 'static> Shared<R> {
         for container in &stale {
             if container.state == ContainerState::Running {
                 let (signal, timeout) = Self::stop_options(&machine, None, None);
-                self.runtime.stop(&container.id, signal, timeout).await?;
+                self.stop_run(container, signal, timeout).await?;
             }
             self.runtime.remove(&container.id).await?;
         }
@@ -449,7 +473,7 @@ impl<R: Runtime + 'static> Shared<R> {
                     self.gateway
                         .report_state(id, MachineState::Stopping)
                         .await?;
-                    let exit = self.runtime.stop(&container.id, signal, timeout).await?;
+                    let exit = self.stop_run(container, signal, timeout).await?;
                     self.gateway
                         .record_event(id, "exit", "stopped", exit_json(&exit, true, false))
                         .await?;
@@ -465,7 +489,7 @@ impl<R: Runtime + 'static> Shared<R> {
                     self.gateway
                         .report_state(id, MachineState::Restarting)
                         .await?;
-                    let exit = self.runtime.stop(&container.id, signal, timeout).await?;
+                    let exit = self.stop_run(container, signal, timeout).await?;
                     self.gateway
                         .record_event(id, "exit", "restarting", exit_json(&exit, true, true))
                         .await?;

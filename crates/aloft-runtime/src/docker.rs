@@ -82,6 +82,11 @@ fn state_of(status: Option<ContainerStateStatusEnum>) -> ContainerState {
 
 fn info_of(response: ContainerInspectResponse) -> ContainerInfo {
     let state = response.state.unwrap_or_default();
+    let started_at = state
+        .started_at
+        .clone()
+        .filter(|t| !t.starts_with("0001-"))
+        .unwrap_or_default();
     let status = state_of(state.status);
     let exit = matches!(status, ContainerState::Exited | ContainerState::Dead).then(|| {
         ExitStatus::from_code(
@@ -101,6 +106,7 @@ fn info_of(response: ContainerInspectResponse) -> ContainerInfo {
         labels: config.labels.unwrap_or_default().into_iter().collect(),
         state: status,
         exit,
+        started_at,
     }
 }
 

@@ -85,6 +85,15 @@ pub struct ContainerInfo {
     pub state: ContainerState,
     /// Set once the container has exited.
     pub exit: Option<ExitStatus>,
+    /// When the container last started (the engine's timestamp; empty if never).
+    pub started_at: String,
+}
+
+impl ContainerInfo {
+    /// Names one run of the container: the same container started again is a new run.
+    pub fn run_key(&self) -> String {
+        format!("{}@{}", self.id, self.started_at)
+    }
 }
 
 /// The output of a command run with `exec`.

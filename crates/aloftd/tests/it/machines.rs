@@ -313,3 +313,39 @@ async fn machines_survive_kill_9_of_the_daemon_and_are_adopted() {
     }
     assert!(!server.host_id().is_empty());
 }
+
+#[tokio::test]
+async fn a_start_right_after_a_stop_is_never_lost() {
+    // The agent's own stop makes the container exit; that exit must not be taken for a
+    // crash that "rests" the machine after the next start request (found by the benchmark).
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data")).await;
+    let client = &server.client;
+    client.create_app("cycles", None).await.unwrap();
+    let machine = run(client, "cycles", "cycler", TRAP, None).await;
+    for cycle in 0..10 {
+        client
+            .stop_machine(
+                "cycles",
+                &machine.id,
+                None,
+                Some(aloft_types::Duration::from_secs(5)),
+            )
+            .await
+            .unwrap();
+        client
+            .wait("cycles", &machine.id, MachineState::Stopped, 30)
+            .await
+            .unwrap();
+        client.start_machine("cycles", &machine.id).await.unwrap();
+        let started = client
+            .wait("cycles", &machine.id, MachineState::Started, 30)
+            .await;
+        assert!(started.is_ok(), "cycle {cycle}: {started:?}");
+    }
+    assert_eq!(
+        exit_codes(client, "cycles", &machine.id).await,
+        vec![0; 10],
+        "one clean exit per stop, no crash seen"
+    );
+}
