@@ -37,6 +37,8 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Regenerate the checked-in OpenAPI document (openapi/aloft.json) from the code.
+    Openapi,
     /// Run a benchmark suite: `config` or `machines`.
     Bench {
         /// The suite: `config` (fly.toml reading) or `machines` (machine latency, API listing).
@@ -53,6 +55,17 @@ fn main() -> Result<()> {
         Task::Test => test(),
         Task::Fuzz { target, seconds } => fuzz(&target, seconds),
         Task::Bench { suite } => bench(&suite),
+        Task::Openapi => run(cargo()
+            .args([
+                "test",
+                "--quiet",
+                "--package",
+                "aloft-control",
+                "--test",
+                "it",
+                "the_checked_in_openapi_document_is_current",
+            ])
+            .env("ALOFT_UPDATE_OPENAPI", "1")),
     }
 }
 

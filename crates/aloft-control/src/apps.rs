@@ -5,19 +5,21 @@ use std::sync::Arc;
 
 use aloft_store::{App, MachineFilter};
 use aloft_types::AppName;
+use aloft_types::api::ErrorBody;
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::json::Body;
 use crate::wire::{AppList, AppResponse, CreateAppRequest};
 use crate::{ApiError, Inner, Principal};
 
-pub(crate) fn routes() -> Router<Arc<Inner>> {
-    Router::new()
-        .route("/v1/apps", get(list).post(create))
-        .route("/v1/apps/{app}", get(show).delete(delete))
+pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, delete))
 }
 
 /// The app named `name`, if the caller's token may see it (404 otherwise: another
@@ -55,6 +57,7 @@ async fn response(inner: &Inner, app: &App) -> Result<AppResponse, ApiError> {
     Ok(crate::wire::app_response(app, &org, machines.len()))
 }
 
+#[utoipa::path(get, path = "/v1/apps", tag = "apps", params(("org_slug" = Option<String>, Query, description = "Only this organization (the token's)")), responses((status = 200, body = AppList), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Apps_list")]
 async fn list(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -78,6 +81,7 @@ async fn list(
     }))
 }
 
+#[utoipa::path(post, path = "/v1/apps", tag = "apps", request_body = CreateAppRequest, responses((status = 201, body = AppResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Apps_create")]
 async fn create(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -122,6 +126,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(response(&inner, &app).await?)))
 }
 
+#[utoipa::path(get, path = "/v1/apps/{app}", tag = "apps", params(("app" = String, Path, description = "The app's name")), responses((status = 200, body = AppResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Apps_show")]
 async fn show(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -131,6 +136,7 @@ async fn show(
     Ok(Json(response(&inner, &app).await?))
 }
 
+#[utoipa::path(delete, path = "/v1/apps/{app}", tag = "apps", params(("app" = String, Path, description = "The app's name")), responses((status = 202, description = "Deleted"), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Apps_delete")]
 async fn delete(
     State(inner): State<Arc<Inner>>,
     principal: Principal,

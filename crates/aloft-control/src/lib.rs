@@ -29,12 +29,40 @@ use aloft_store::{Store, StoreError, TokenKind};
 use aloft_types::HostId;
 use axum::Router;
 use tokio::sync::broadcast;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use aloft_types::time::rfc3339;
 pub use auth::{Principal, TOKEN_PREFIX, hash_secret, new_secret};
 pub use error::ApiError;
 pub use hosts::{AgentGateway, BoxFuture, Command, HostLink, MachineChange};
 pub use secrets::{SECRETS_KEY_FILE, SecretsKey};
+
+/// The document's fixed parts; the paths come from the handlers.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Aloft Machines API",
+        description = "Fly.io's Machines API (same paths, JSON fields, status codes and states), plus Aloft's organizations and tokens. Every endpoint needs `Authorization: Bearer <token>`.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
 
 /// The organization `aloftd server` creates on its first start.
 pub const DEFAULT_ORG: &str = "personal";
@@ -105,16 +133,27 @@ impl Control {
         &self.inner.store
     }
 
-    /// The API's routes.
-    pub fn router(&self) -> Router {
-        Router::new()
+    fn api() -> OpenApiRouter<Arc<Inner>> {
+        OpenApiRouter::with_openapi(ApiDoc::openapi())
             .merge(apps::routes())
             .merge(machines::routes())
             .merge(orgs::routes())
             .merge(secrets::routes())
             .merge(volumes::routes())
+    }
+
+    /// The API's routes.
+    pub fn router(&self) -> Router {
+        let (router, _) = Self::api().split_for_parts();
+        router
             .fallback(|| async { ApiError::not_found("route") })
             .with_state(self.inner.clone())
+    }
+
+    /// The OpenAPI document of the routes [`Control::router`] serves, generated from the
+    /// handlers' own annotations (checked in as `openapi/aloft.json`).
+    pub fn openapi() -> utoipa::openapi::OpenApi {
+        Self::api().split_for_parts().1
     }
 
     /// What a host agent uses to learn and report.

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aloft_store::{App, Desired, MachineFilter, MachineRecord, NewMachine};
+use aloft_types::api::ErrorBody;
 use aloft_types::{MachineId, MachineState, RegionCode};
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::apps::app_for;
 use crate::hosts::{Command, MachineChange};
@@ -29,25 +31,21 @@ const EVENTS_SHOWN: usize = 20;
 /// The header that carries a lease's nonce.
 pub(crate) const LEASE_NONCE_HEADER: &str = "fly-machine-lease-nonce";
 
-pub(crate) fn routes() -> Router<Arc<Inner>> {
-    let machine = "/v1/apps/{app}/machines/{id}";
-    Router::new()
-        .route("/v1/apps/{app}/machines", get(list).post(create))
-        .route(machine, get(show).post(update).delete(destroy))
-        .route(&format!("{machine}/start"), post(start))
-        .route(&format!("{machine}/stop"), post(stop))
-        .route(&format!("{machine}/restart"), post(restart))
-        .route(&format!("{machine}/signal"), post(signal))
-        .route(&format!("{machine}/wait"), get(wait))
-        .route(&format!("{machine}/cordon"), post(cordon))
-        .route(&format!("{machine}/uncordon"), post(uncordon))
-        .route(&format!("{machine}/exec"), post(exec))
-        .route(&format!("{machine}/events"), get(events))
-        .route(&format!("{machine}/versions"), get(versions))
-        .route(
-            &format!("{machine}/lease"),
-            get(show_lease).post(acquire_lease).delete(release_lease),
-        )
+pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, destroy))
+        .routes(routes!(start))
+        .routes(routes!(stop))
+        .routes(routes!(restart))
+        .routes(routes!(signal))
+        .routes(routes!(wait))
+        .routes(routes!(cordon))
+        .routes(routes!(uncordon))
+        .routes(routes!(exec))
+        .routes(routes!(events))
+        .routes(routes!(versions))
+        .routes(routes!(show_lease, acquire_lease, release_lease))
 }
 
 /// A machine of an app the caller may see; an unknown or malformed id is a 404.
@@ -172,6 +170,7 @@ async fn respond(
     Ok(Json(crate::wire::machine_response(machine, shown)))
 }
 
+#[utoipa::path(post, path = "/v1/apps/{app}/machines", tag = "machines", params(("app" = String, Path, description = "The app's name")), request_body = MachineRequest, responses((status = 200, body = MachineResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_create")]
 async fn create(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -330,6 +329,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[utoipa::path(get, path = "/v1/apps/{app}/machines", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("region" = Option<String>, Query), ("include_deleted" = Option<bool>, Query), ("metadata.KEY" = Option<String>, Query, description = "Only machines whose metadata has KEY with this value")), responses((status = 200, body = Vec<MachineResponse>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_list")]
 async fn list(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -364,6 +364,7 @@ async fn list(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, body = MachineResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_show")]
 async fn show(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -374,6 +375,7 @@ async fn show(
     respond(&inner, &machine).await
 }
 
+#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), request_body = MachineRequest, responses((status = 200, body = MachineResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_update")]
 async fn update(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -432,6 +434,7 @@ async fn update(
     respond(&inner, &inner.store.machine(&app.id, &machine.id).await?).await
 }
 
+#[utoipa::path(delete, path = "/v1/apps/{app}/machines/{id}", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id"), ("force" = Option<bool>, Query, description = "Destroy even a started machine")), responses((status = 200, body = OkResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_destroy")]
 async fn destroy(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -493,6 +496,7 @@ fn refuse_if_gone(machine: &MachineRecord) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/start", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, body = OkResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_start")]
 async fn start(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -515,6 +519,7 @@ async fn start(
     }))
 }
 
+#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/stop", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), request_body = Option<StopRequest>, responses((status = 200, body = OkResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_stop")]
 async fn stop(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -555,6 +560,7 @@ async fn stop(
     }))
 }
 
+#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/restart", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id"), ("signal" = Option<String>, Query), ("timeout" = Option<String>, Query)), responses((status = 200, body = OkResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_restart")]
 async fn restart(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -599,6 +605,7 @@ async fn restart(
     }))
 }
 
+#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/signal", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), request_body = SignalRequest, responses((status = 200, body = OkResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_signal")]
 async fn signal(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -630,6 +637,7 @@ async fn signal(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}/wait", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id"), ("state" = Option<String>, Query, description = "started (default), stopped, suspended or destroyed"), ("timeout" = Option<u64>, Query, description = "Seconds, at most 60"), ("instance_id" = Option<String>, Query)), responses((status = 200, body = OkResponse), (status = 408, description = "The state was not reached in time", body = ErrorBody), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_wait")]
 async fn wait(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -709,6 +717,7 @@ async fn wait(
     }
 }
 
+#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/cordon", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, body = OkResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_cordon")]
 async fn cordon(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -718,6 +727,7 @@ async fn cordon(
     set_cordon(inner, principal, app, id, headers, true).await
 }
 
+#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/uncordon", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, body = OkResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_uncordon")]
 async fn uncordon(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -756,6 +766,7 @@ async fn set_cordon(
     }))
 }
 
+#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/exec", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), request_body = ExecRequest, responses((status = 200, body = ExecResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_exec")]
 async fn exec(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -802,6 +813,7 @@ async fn exec(
     Ok(Json(output))
 }
 
+#[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}/events", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, body = Vec<EventResponse>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_events")]
 async fn events(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -815,6 +827,7 @@ async fn events(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}/versions", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, body = Vec<VersionResponse>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_versions")]
 async fn versions(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -829,7 +842,7 @@ async fn versions(
 }
 
 /// `POST .../lease` body.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LeaseRequest {
     /// Seconds.
@@ -852,6 +865,7 @@ fn lease_json(machine: &MachineRecord, lease: &aloft_store::Lease) -> serde_json
     })
 }
 
+#[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}/lease", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, body = Object), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_show_lease")]
 async fn show_lease(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -866,6 +880,7 @@ async fn show_lease(
     Ok(Json(lease_json(&machine, lease)))
 }
 
+#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/lease", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), request_body = Option<LeaseRequest>, responses((status = 200, body = Object), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_acquire_lease")]
 async fn acquire_lease(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -893,6 +908,7 @@ async fn acquire_lease(
     Ok(Json(lease_json(&machine, &lease)))
 }
 
+#[utoipa::path(delete, path = "/v1/apps/{app}/machines/{id}/lease", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, body = OkResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_release_lease")]
 async fn release_lease(
     State(inner): State<Arc<Inner>>,
     principal: Principal,

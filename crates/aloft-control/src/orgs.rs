@@ -5,25 +5,27 @@ use std::sync::Arc;
 
 use aloft_store::{Org, Token, TokenKind, now_ms};
 use aloft_types::TokenId;
+use aloft_types::api::ErrorBody;
 use aloft_types::api::{
     CreateOrgRequest, CreateTokenRequest, CreatedOrg, CreatedToken, OrgResponse, TokenResponse,
 };
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::json::Body;
 use crate::{ApiError, Inner, Principal, hash_secret, new_secret};
 use aloft_types::time::rfc3339;
 
-pub(crate) fn routes() -> Router<Arc<Inner>> {
-    Router::new()
-        .route("/v1/orgs", get(list_orgs).post(create_org))
-        .route("/v1/orgs/{slug}", get(show_org).delete(delete_org))
-        .route("/v1/tokens", get(list_tokens).post(create_token))
-        .route("/v1/tokens/current", get(current_token))
-        .route("/v1/tokens/{id}", delete(revoke_token))
+pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_orgs, create_org))
+        .routes(routes!(show_org, delete_org))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(current_token))
+        .routes(routes!(revoke_token))
 }
 
 fn org_response(org: &Org) -> OrgResponse {
@@ -65,6 +67,7 @@ async fn own_org(inner: &Inner, principal: &Principal, slug: &str) -> Result<Org
     }
 }
 
+#[utoipa::path(get, path = "/v1/orgs", tag = "orgs", responses((status = 200, body = Vec<OrgResponse>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Orgs_list_orgs")]
 async fn list_orgs(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -74,6 +77,7 @@ async fn list_orgs(
     )]))
 }
 
+#[utoipa::path(post, path = "/v1/orgs", tag = "orgs", request_body = CreateOrgRequest, responses((status = 201, body = CreatedOrg), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Orgs_create_org")]
 async fn create_org(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -124,6 +128,7 @@ async fn create_org(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/orgs/{slug}", tag = "orgs", params(("slug" = String, Path)), responses((status = 200, body = OrgResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Orgs_show_org")]
 async fn show_org(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -134,6 +139,7 @@ async fn show_org(
     )))
 }
 
+#[utoipa::path(delete, path = "/v1/orgs/{slug}", tag = "orgs", params(("slug" = String, Path)), responses((status = 202, description = "Deleted"), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Orgs_delete_org")]
 async fn delete_org(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -145,6 +151,7 @@ async fn delete_org(
     Ok(StatusCode::ACCEPTED)
 }
 
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", responses((status = 200, body = Vec<TokenResponse>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Tokens_list_tokens")]
 async fn list_tokens(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -161,10 +168,12 @@ async fn list_tokens(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/tokens/current", tag = "tokens", responses((status = 200, body = TokenResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Tokens_current_token")]
 async fn current_token(principal: Principal) -> Json<TokenResponse> {
     Json(token_response(&principal.token))
 }
 
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = CreateTokenRequest, responses((status = 201, body = CreatedToken), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Tokens_create_token")]
 async fn create_token(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -231,6 +240,7 @@ async fn create_token(
     ))
 }
 
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path, description = "The token's id")), responses((status = 204, description = "Revoked"), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Tokens_revoke_token")]
 async fn revoke_token(
     State(inner): State<Arc<Inner>>,
     principal: Principal,

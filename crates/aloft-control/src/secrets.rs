@@ -5,15 +5,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use aloft_types::api::ErrorBody;
 use aloft_types::api::{SecretInfo, SecretsUpdate, SecretsVersion};
+use axum::Json;
 use axum::extract::{Path as UrlPath, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::apps::app_for;
 use crate::json::Body;
@@ -131,17 +133,14 @@ impl SecretsKey {
     }
 }
 
-pub(crate) fn routes() -> Router<Arc<Inner>> {
-    Router::new()
-        .route("/v1/apps/{app}/secrets", get(list).post(update))
-        .route(
-            "/v1/apps/{app}/secrets/{name}",
-            post(set_one).delete(unset_one),
-        )
+pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, update))
+        .routes(routes!(set_one, unset_one))
 }
 
 /// `POST /v1/apps/{app}/secrets/{name}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetRequest {
     value: String,
@@ -168,6 +167,7 @@ pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(get, path = "/v1/apps/{app}/secrets", tag = "secrets", params(("app" = String, Path, description = "The app's name")), responses((status = 200, body = Vec<SecretInfo>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Secrets_list")]
 async fn list(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -219,6 +219,7 @@ async fn apply(
     Ok(version)
 }
 
+#[utoipa::path(post, path = "/v1/apps/{app}/secrets", tag = "secrets", params(("app" = String, Path, description = "The app's name")), request_body = SecretsUpdate, responses((status = 200, body = SecretsVersion), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Secrets_update")]
 async fn update(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -230,6 +231,7 @@ async fn update(
     Ok(Json(SecretsVersion { version }))
 }
 
+#[utoipa::path(post, path = "/v1/apps/{app}/secrets/{name}", tag = "secrets", params(("app" = String, Path, description = "The app's name"), ("name" = String, Path)), request_body = SetRequest, responses((status = 200, body = SecretsVersion), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Secrets_set_one")]
 async fn set_one(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -241,6 +243,7 @@ async fn set_one(
     Ok(Json(SecretsVersion { version }))
 }
 
+#[utoipa::path(delete, path = "/v1/apps/{app}/secrets/{name}", tag = "secrets", params(("app" = String, Path, description = "The app's name"), ("name" = String, Path)), responses((status = 200, body = SecretsVersion), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Secrets_unset_one")]
 async fn unset_one(
     State(inner): State<Arc<Inner>>,
     principal: Principal,

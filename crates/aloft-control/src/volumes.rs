@@ -4,11 +4,13 @@
 use std::sync::Arc;
 
 use aloft_store::{NewVolume, VolumeRecord};
+use aloft_types::api::ErrorBody;
 use aloft_types::api::{CreateVolumeRequest, ExtendResponse, ExtendVolumeRequest, VolumeResponse};
 use aloft_types::{RegionCode, VolumeId};
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::{get, put};
-use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::apps::app_for;
 use crate::json::Body;
@@ -17,11 +19,11 @@ use crate::{ApiError, Inner, Principal};
 /// Largest volume, in GB (Fly's limit).
 pub(crate) const MAX_VOLUME_GB: i64 = 500;
 
-pub(crate) fn routes() -> Router<Arc<Inner>> {
-    Router::new()
-        .route("/v1/apps/{app}/volumes", get(list).post(create))
-        .route("/v1/apps/{app}/volumes/{id}", get(show).delete(destroy))
-        .route("/v1/apps/{app}/volumes/{id}/extend", put(extend))
+pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, destroy))
+        .routes(routes!(extend))
 }
 
 pub(crate) fn response(volume: &VolumeRecord) -> VolumeResponse {
@@ -74,6 +76,7 @@ pub(crate) async fn volume_for(
     }
 }
 
+#[utoipa::path(post, path = "/v1/apps/{app}/volumes", tag = "volumes", params(("app" = String, Path, description = "The app's name")), request_body = CreateVolumeRequest, responses((status = 200, body = VolumeResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Volumes_create")]
 async fn create(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -116,6 +119,7 @@ async fn create(
     Ok(Json(response(&volume)))
 }
 
+#[utoipa::path(get, path = "/v1/apps/{app}/volumes", tag = "volumes", params(("app" = String, Path, description = "The app's name")), responses((status = 200, body = Vec<VolumeResponse>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Volumes_list")]
 async fn list(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -133,6 +137,7 @@ async fn list(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/apps/{app}/volumes/{id}", tag = "volumes", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The volume's id")), responses((status = 200, body = VolumeResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Volumes_show")]
 async fn show(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -142,6 +147,7 @@ async fn show(
     Ok(Json(response(&volume_for(&inner, &app, &id).await?)))
 }
 
+#[utoipa::path(put, path = "/v1/apps/{app}/volumes/{id}/extend", tag = "volumes", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The volume's id")), request_body = ExtendVolumeRequest, responses((status = 200, body = ExtendResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Volumes_extend")]
 async fn extend(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -172,6 +178,7 @@ async fn extend(
     }))
 }
 
+#[utoipa::path(delete, path = "/v1/apps/{app}/volumes/{id}", tag = "volumes", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The volume's id")), responses((status = 200, body = VolumeResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Volumes_destroy")]
 async fn destroy(
     State(inner): State<Arc<Inner>>,
     principal: Principal,

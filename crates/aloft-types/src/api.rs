@@ -10,7 +10,7 @@ use crate::machine::MachineConfig;
 use crate::{Duration, Signal};
 
 /// `POST /v1/apps`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAppRequest {
     pub app_name: String,
@@ -21,7 +21,7 @@ pub struct CreateAppRequest {
 }
 
 /// An app as the API shows it.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AppResponse {
     pub id: String,
     pub name: String,
@@ -33,21 +33,21 @@ pub struct AppResponse {
 }
 
 /// The organization an app belongs to.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct OrgRef {
     pub slug: String,
     pub name: String,
 }
 
 /// `GET /v1/apps`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppList {
     pub total_apps: usize,
     pub apps: Vec<AppResponse>,
 }
 
 /// `POST /v1/apps/{app}/machines` and `POST /v1/apps/{app}/machines/{id}` (update).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MachineRequest {
     pub config: MachineConfig,
@@ -71,7 +71,7 @@ pub struct MachineRequest {
 }
 
 /// `POST .../stop` and `POST .../restart` bodies.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StopRequest {
     #[serde(default)]
@@ -81,14 +81,14 @@ pub struct StopRequest {
 }
 
 /// `POST .../signal`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignalRequest {
     pub signal: Signal,
 }
 
 /// `POST .../exec`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
     /// The command and its arguments.
@@ -105,7 +105,7 @@ pub struct ExecRequest {
 }
 
 /// The result of `POST .../exec`.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ExecResponse {
     pub exit_code: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,7 +115,7 @@ pub struct ExecResponse {
 }
 
 /// What start, stop, restart, signal, cordon and similar calls answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OkResponse {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,7 +123,7 @@ pub struct OkResponse {
 }
 
 /// A machine event, as Fly shows it.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct EventResponse {
     pub id: String,
     #[serde(rename = "type")]
@@ -132,11 +132,12 @@ pub struct EventResponse {
     pub source: String,
     pub timestamp: i64,
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    #[schema(value_type = Object)]
     pub request: serde_json::Value,
 }
 
 /// The image a machine runs, split as Fly shows it.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 pub struct ImageRef {
     pub registry: String,
     pub repository: String,
@@ -171,7 +172,7 @@ impl ImageRef {
 }
 
 /// A machine as the API shows it (Fly's `Machine` object).
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct MachineResponse {
     pub id: String,
     pub name: String,
@@ -183,6 +184,7 @@ pub struct MachineResponse {
     pub config: MachineConfig,
     pub image_ref: ImageRef,
     pub events: Vec<EventResponse>,
+    #[schema(value_type = Vec<Object>)]
     pub checks: Vec<serde_json::Value>,
     pub host_status: String,
     pub cordoned: bool,
@@ -193,7 +195,7 @@ pub struct MachineResponse {
 }
 
 /// A config version, as `GET .../versions` lists them.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionResponse {
     pub version: String,
     pub instance_id: String,
@@ -202,7 +204,7 @@ pub struct VersionResponse {
 }
 
 /// A secret as listed: its name and a keyed digest, never its value.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct SecretInfo {
     pub name: String,
     pub digest: String,
@@ -211,20 +213,20 @@ pub struct SecretInfo {
 }
 
 /// `POST /v1/apps/{app}/secrets`: set and unset (a `null` value) in one change.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretsUpdate {
     pub values: BTreeMap<String, Option<String>>,
 }
 
 /// The app's secrets version after a change.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct SecretsVersion {
     pub version: i64,
 }
 
 /// `POST /v1/apps/{app}/volumes`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVolumeRequest {
     pub name: String,
@@ -241,14 +243,14 @@ pub struct CreateVolumeRequest {
 }
 
 /// `PUT /v1/apps/{app}/volumes/{id}/extend`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendVolumeRequest {
     pub size_gb: i64,
 }
 
 /// A volume as the API shows it (Fly's fields).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct VolumeResponse {
     pub id: String,
     pub name: String,
@@ -265,14 +267,14 @@ pub struct VolumeResponse {
 }
 
 /// The answer to an extend.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExtendResponse {
     pub volume: VolumeResponse,
     pub needs_restart: bool,
 }
 
 /// An organization as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct OrgResponse {
     pub id: String,
     pub slug: String,
@@ -281,7 +283,7 @@ pub struct OrgResponse {
 }
 
 /// `POST /v1/orgs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrgRequest {
     pub slug: String,
@@ -290,14 +292,14 @@ pub struct CreateOrgRequest {
 }
 
 /// The answer to `POST /v1/orgs`: the organization and an org token for it (shown once).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedOrg {
     pub org: OrgResponse,
     pub token: String,
 }
 
 /// `POST /v1/tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// `org`, `deploy`, `readonly` or `ssh`.
@@ -313,7 +315,7 @@ pub struct CreateTokenRequest {
 }
 
 /// A token as listed (never its secret).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub id: String,
     pub kind: String,
@@ -325,11 +327,17 @@ pub struct TokenResponse {
 }
 
 /// The answer to `POST /v1/tokens`: the token's record and its secret (shown once).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     #[serde(flatten)]
     pub record: TokenResponse,
     pub token: String,
+}
+
+/// Every error answer: `{"error": "what is wrong"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
 }
 
 #[cfg(test)]

@@ -288,6 +288,18 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+impl utoipa::PartialSchema for Duration {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("A Go-style duration such as \"10s\", \"1m30s\" or \"500ms\" (a bare integer is seconds)"))
+            .examples([serde_json::json!("10s")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Duration {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

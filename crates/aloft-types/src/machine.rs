@@ -30,7 +30,7 @@ pub const PLATFORM_VERSION: &str = "v2";
 pub const DEFAULT_PROCESS_GROUP: &str = "app";
 
 /// A machine's whole configuration, as sent to `POST /v1/apps/{app}/machines`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineConfig {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -82,7 +82,7 @@ impl MachineConfig {
 }
 
 /// How the machine's main process is started.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineInit {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exec: Vec<String>,
@@ -99,7 +99,7 @@ pub struct MachineInit {
 }
 
 /// CPU class of a machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CpuKind {
     Shared,
@@ -107,7 +107,7 @@ pub enum CpuKind {
 }
 
 /// Whether the root filesystem outlives a restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PersistRootfs {
     Never,
@@ -116,7 +116,7 @@ pub enum PersistRootfs {
 }
 
 /// CPU, memory and GPU of a machine.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineGuest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_kind: Option<CpuKind>,
@@ -213,7 +213,7 @@ impl MachineGuest {
 }
 
 /// A volume mounted into the machine.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineMount {
     #[serde(default, skip_serializing_if = "is_false")]
     pub encrypted: bool,
@@ -234,7 +234,7 @@ pub struct MachineMount {
 }
 
 /// Transport protocol of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -242,7 +242,7 @@ pub enum Protocol {
 }
 
 /// What the proxy does with a connection on a public port before it reaches the machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Handler {
     /// Speak HTTP to the client, add proxy headers, forward HTTP/1.1 (or h2c).
@@ -283,6 +283,27 @@ impl fmt::Display for Autostop {
     }
 }
 
+impl utoipa::PartialSchema for Autostop {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::OneOfBuilder::new()
+            .item(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::Boolean),
+            )
+            .item(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some(["off", "stop", "suspend"])),
+            )
+            .description(Some(
+                "\"off\", \"stop\" or \"suspend\"; answers use false/true for off/stop",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Autostop {}
+
 impl Serialize for Autostop {
     /// The Machines API answers `false`/`true` for off/stop, for older clients.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -322,7 +343,7 @@ impl<'de> Deserialize<'de> for Autostop {
 }
 
 /// A service: an internal port and the public ports the proxy maps to it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineService {
     pub protocol: Protocol,
     pub internal_port: u16,
@@ -346,7 +367,7 @@ pub struct MachineService {
 }
 
 /// One public port, or a range of them.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachinePort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
@@ -367,7 +388,7 @@ pub struct MachinePort {
 }
 
 /// TLS settings of a `tls` handler.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TlsOptions {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alpn: Vec<String>,
@@ -378,7 +399,7 @@ pub struct TlsOptions {
 }
 
 /// A TLS protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum TlsVersion {
     #[serde(rename = "TLSv1.2")]
     Tls12,
@@ -387,7 +408,7 @@ pub enum TlsVersion {
 }
 
 /// HTTP settings of an `http` handler.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HttpOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compress: Option<bool>,
@@ -404,7 +425,7 @@ pub struct HttpOptions {
 }
 
 /// How the proxy treats responses.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HttpResponseOptions {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, ResponseHeader>,
@@ -420,6 +441,23 @@ pub enum ResponseHeader {
     One(String),
     Many(Vec<String>),
 }
+
+impl utoipa::PartialSchema for ResponseHeader {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(utoipa::openapi::ObjectBuilder::new().schema_type(Type::Boolean))
+            .item(utoipa::openapi::ObjectBuilder::new().schema_type(Type::String))
+            .item(
+                ArrayBuilder::new()
+                    .items(utoipa::openapi::ObjectBuilder::new().schema_type(Type::String)),
+            )
+            .description(Some("false removes the header; a string or a list sets it"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ResponseHeader {}
 
 impl Serialize for ResponseHeader {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -465,7 +503,7 @@ impl<'de> Deserialize<'de> for ResponseHeader {
 }
 
 /// What `fly-replay` responses are cached by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplayCacheKind {
     Cookie,
@@ -473,7 +511,7 @@ pub enum ReplayCacheKind {
 }
 
 /// A cache of `fly-replay` decisions, keyed by a cookie or header.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplayCache {
     pub path_prefix: String,
     pub ttl_seconds: u32,
@@ -485,7 +523,9 @@ pub struct ReplayCache {
 }
 
 /// PROXY protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ProxyProtoVersion {
     #[default]
@@ -494,14 +534,16 @@ pub enum ProxyProtoVersion {
 }
 
 /// Settings of a `proxy_proto` handler.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProxyProtoOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<ProxyProtoVersion>,
 }
 
 /// What counts toward a machine's load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ConcurrencyKind {
     #[default]
@@ -510,7 +552,7 @@ pub enum ConcurrencyKind {
 }
 
 /// Load limits of a service on one machine.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Concurrency {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<ConcurrencyKind>,
@@ -521,7 +563,7 @@ pub struct Concurrency {
 }
 
 /// Kind of a health check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckType {
     Tcp,
@@ -529,7 +571,7 @@ pub enum CheckType {
 }
 
 /// What a failing top-level check does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckKind {
     Informational,
@@ -537,7 +579,7 @@ pub enum CheckKind {
 }
 
 /// Scheme of an HTTP check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckProtocol {
     Http,
@@ -545,7 +587,7 @@ pub enum CheckProtocol {
 }
 
 /// A health check, either one of a service's or a named top-level one.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineCheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
@@ -574,7 +616,7 @@ pub struct MachineCheck {
 }
 
 /// One header of an HTTP check, with all its values.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineHttpHeader {
     pub name: String,
     #[serde(default)]
@@ -582,7 +624,7 @@ pub struct MachineHttpHeader {
 }
 
 /// Where the platform scrapes the app's Prometheus metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineMetrics {
     pub port: u16,
     pub path: String,
@@ -591,7 +633,7 @@ pub struct MachineMetrics {
 }
 
 /// Files served by the platform straight from the machine's filesystem.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Static {
     pub guest_path: String,
     pub url_prefix: String,
@@ -602,7 +644,7 @@ pub struct Static {
 }
 
 /// A file written into the machine before it starts.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineFile {
     pub guest_path: String,
     /// Base64 of the content.
@@ -618,7 +660,7 @@ pub struct MachineFile {
 }
 
 /// Restart policy, applied by the host agent when the main process exits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum RestartPolicy {
     #[serde(rename = "no")]
     No,
@@ -629,7 +671,7 @@ pub enum RestartPolicy {
 }
 
 /// When and how often a machine is restarted.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineRestart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<RestartPolicy>,
@@ -638,7 +680,7 @@ pub struct MachineRestart {
 }
 
 /// How the machine is stopped: the signal first, then SIGKILL after the timeout.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StopConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
@@ -647,7 +689,7 @@ pub struct StopConfig {
 }
 
 /// Root filesystem persistence and size.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineRootfs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persist: Option<PersistRootfs>,
@@ -656,7 +698,7 @@ pub struct MachineRootfs {
 }
 
 /// DNS settings inside the machine.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DnsConfig {
     #[serde(default, skip_serializing_if = "is_false")]
     pub skip_registration: bool,
