@@ -87,6 +87,8 @@ struct Shared<R> {
     requested_stops: StdMutex<HashSet<String>>,
     exits: mpsc::UnboundedSender<(MachineId, String, ExitStatus)>,
     tasks: TaskTracker,
+    /// Cancelled when the agent stops: waits on containers end (the containers do not).
+    stopping: CancellationToken,
 }
 
 /// One host's agent.
@@ -129,6 +131,7 @@ impl<R: Runtime + 'static> Agent<R> {
             requested_stops: StdMutex::new(HashSet::new()),
             exits,
             tasks: TaskTracker::new(),
+            stopping: CancellationToken::new(),
         });
         Agent {
             shared,
@@ -181,6 +184,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
             }
         }
+        shared.stopping.cancel();
         shared.tasks.close();
         shared.tasks.wait().await;
         Ok(())
@@ -279,7 +283,11 @@ impl<R: Runtime + 'static> Shared<R> {
         let shared = self.clone();
         let id = container.id.clone();
         self.tasks.spawn(async move {
-            match shared.runtime.wait(&id).await {
+                        let waited = tokio::select! {
+                waited = shared.runtime.wait(&id) => waited,
+                () = shared.stopping.cancelled() => return,
+            };
+            match waited {
                                 Ok(exit) => {
                     let _ = shared.exits.send((machine, run, exit));
                 }
@@ -498,6 +506,26 @@ impl<R: Runtime + 'static> Shared<R> {
                     self.watch(container);
                     if machine.state != MachineState::Started {
                         self.gateway.report_state(id, MachineState::Started).await?;
+                    }
+                } else if current.is_none() && machine.state == MachineState::Started {
+                    // Its container vanished (removed by hand, say): handled like an exit.
+                    let lost = ExitStatus {
+                        exit_code: -1,
+                        signal: None,
+                        oom_killed: false,
+                    };
+                    let restart = self.should_restart(&machine, &lost);
+                    let status = if restart { "restarting" } else { "stopped" };
+                    self.gateway.record_event(id, "exit", status, json!({ "exit_event": { "exit_code": -1, "container_lost": true, "restarting": restart } })).await?;
+                    if restart {
+                        self.bump_restarts(&machine.instance_id);
+                        self.gateway
+                            .report_state(id, MachineState::Restarting)
+                            .await?;
+                        self.start_current(&machine).await?;
+                    } else {
+                        self.gateway.rest(id).await?;
+                        self.gateway.report_state(id, MachineState::Stopped).await?;
                     }
                 } else {
                     self.start_current(&machine).await?;

@@ -260,12 +260,28 @@ async fn machines_survive_kill_9_of_the_daemon_and_are_adopted() {
         Some(always),
     )
     .await;
+    let never = MachineRestart {
+        policy: Some(RestartPolicy::No),
+        max_retries: 0,
+    };
+    let unrestarted = run(
+        &server.client,
+        "adopt",
+        "unrestarted",
+        "while true; do sleep 1; done",
+        Some(never),
+    )
+    .await;
     let kept_containers = server.containers_of(&kept.id);
     assert_eq!(kept_containers.len(), 1);
 
     server.kill();
-    // While the daemon is down: one container removed by hand.
-    for id in server.containers_of(&removed.id) {
+    // While the daemon is down: two containers removed by hand.
+    for id in server
+        .containers_of(&removed.id)
+        .into_iter()
+        .chain(server.containers_of(&unrestarted.id))
+    {
         assert!(
             std::process::Command::new("docker")
                 .args(["rm", "-f", &id])
@@ -302,11 +318,28 @@ async fn machines_survive_kill_9_of_the_daemon_and_are_adopted() {
         },
     )
     .await;
+    // Policy `no`: the lost container is recorded and the machine rests, stopped.
+    client
+        .wait("adopt", &unrestarted.id, MachineState::Stopped, 60)
+        .await
+        .unwrap();
+    let events = client.events("adopt", &unrestarted.id).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "exit" && e.request["exit_event"]["container_lost"] == true),
+        "{events:?}"
+    );
     for machine in client.list_machines("adopt").await.unwrap() {
-        assert_eq!(machine.state, "started", "{}", machine.name);
+        let containers = server.containers_of(&machine.id).len();
+        let expected = if machine.name == "unrestarted" {
+            ("stopped", 0)
+        } else {
+            ("started", 1)
+        };
         assert_eq!(
-            server.containers_of(&machine.id).len(),
-            1,
+            (machine.state.as_str(), containers),
+            expected,
             "API state matches Docker for {}",
             machine.name
         );

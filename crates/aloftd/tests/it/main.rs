@@ -8,6 +8,7 @@
 )]
 
 mod data;
+mod lifecycle;
 mod machines;
 
 use std::path::{Path, PathBuf};
@@ -139,4 +140,33 @@ pub(crate) async fn machines_wait_version(
         },
     )
     .await;
+}
+
+/// Sends a signal to the server process and waits for it to exit; returns its exit code.
+pub(crate) fn signal_and_wait(
+    server: &mut Server,
+    signal: &str,
+    deadline: Duration,
+) -> Option<i32> {
+    let child = server.child.as_mut().expect("the server runs");
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-s", signal, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            server.child = None;
+            return status.code();
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "aloftd did not exit within {deadline:?} of SIG{signal}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

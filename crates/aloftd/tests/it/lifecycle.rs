@@ -1,0 +1,100 @@
+//! The daemon's own life: signals and its configuration file.
+
+use std::process::Command;
+use std::time::Duration;
+
+use aloft_types::MachineState;
+
+use crate::{Server, signal_and_wait};
+
+#[tokio::test]
+async fn sigterm_and_sigint_exit_cleanly_and_leave_machines_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data).await;
+    server.client.create_app("signals", None).await.unwrap();
+    let request: aloft_types::api::MachineRequest = serde_json::from_value(serde_json::json!({
+        "name": "keeper",
+        "config": { "image": aloft_testkit::BUSYBOX_IMAGE, "init": { "cmd": ["sh", "-c", "while true; do sleep 1; done"] } }
+    }))
+    .unwrap();
+    let machine = server
+        .client
+        .create_machine("signals", &request)
+        .await
+        .unwrap();
+    server
+        .client
+        .wait("signals", &machine.id, MachineState::Started, 60)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        signal_and_wait(&mut server, "TERM", Duration::from_secs(30)),
+        Some(0),
+        "SIGTERM drains and exits 0"
+    );
+    assert_eq!(
+        server.containers_of(&machine.id).len(),
+        1,
+        "the machine outlives the daemon"
+    );
+
+    let mut server = Server::start(&data).await;
+    server
+        .client
+        .wait("signals", &machine.id, MachineState::Started, 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        signal_and_wait(&mut server, "INT", Duration::from_secs(10)),
+        Some(0),
+        "SIGINT exits at once"
+    );
+    assert_eq!(server.containers_of(&machine.id).len(), 1);
+}
+
+#[test]
+fn config_check_accepts_the_example_and_names_what_is_wrong() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/aloftd.example.toml");
+    let ok = Command::new(env!("CARGO_BIN_EXE_aloftd"))
+        .args(["config", "check", "--config", example])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("is valid"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "region = \"local\"\n[api]\nlisen = \"127.0.0.1:1\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_aloftd"))
+        .args(["config", "check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(78),
+        "invalid configuration exits EX_CONFIG"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("lisen"),
+        "{stderr}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_aloftd"))
+        .args(["server", "--region", "Not A Region"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("region"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
