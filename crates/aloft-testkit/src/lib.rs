@@ -78,6 +78,25 @@ pub fn busybox_image() -> &'static str {
     BUSYBOX_IMAGE
 }
 
+/// A second tag of the test image, for tests that update a machine to a new image.
+pub const BUSYBOX_IMAGE_V2: &str = "aloft-test-busybox:2";
+
+/// Makes [`BUSYBOX_IMAGE_V2`] exist (the same image under a new name) and returns it.
+pub fn busybox_image_v2() -> &'static str {
+    busybox_image();
+    if !image_exists(BUSYBOX_IMAGE_V2) {
+        let output = Command::new("docker")
+            .args(["tag", BUSYBOX_IMAGE, BUSYBOX_IMAGE_V2])
+            .output()
+            .expect("docker tag runs");
+        assert!(
+            output.status.success() || image_exists(BUSYBOX_IMAGE_V2),
+            "tagging {BUSYBOX_IMAGE_V2}"
+        );
+    }
+    BUSYBOX_IMAGE_V2
+}
+
 /// Polls `condition` until it returns `Some`, or panics with `what` after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut condition: F) -> T
 where

@@ -11,7 +11,8 @@ on_both_backends!(
     tokens_are_required_and_checked,
     organizations_see_only_their_own,
     token_scopes_limit_what_a_token_does,
-    bad_input_is_a_clear_4xx
+    bad_input_is_a_clear_4xx,
+    a_held_lease_guards_mutations
 );
 
 fn machine(name: &str) -> MachineRequest {
@@ -391,4 +392,72 @@ async fn bad_input_is_a_clear_4xx(api: Api) {
         )
         .await;
     assert_eq!(status, 408, "{text}");
+}
+
+async fn a_held_lease_guards_mutations(api: Api) {
+    let token = Some(api.token.as_str());
+    api.admin.create_app("web", None).await.unwrap();
+    let created = api
+        .admin
+        .create_machine("web", &machine("leased"))
+        .await
+        .unwrap();
+    let path = format!("/v1/apps/web/machines/{}", created.id);
+    let (status, body) = api
+        .raw(
+            Method::POST,
+            &format!("{path}/lease"),
+            token,
+            Some("{\"ttl\": 60, \"description\": \"deploy\"}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let lease: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let nonce = lease["data"]["nonce"].as_str().unwrap().to_owned();
+
+    let (status, body) = api
+        .raw(Method::POST, &format!("{path}/cordon"), token, None)
+        .await;
+    assert_eq!(
+        status, 412,
+        "a mutation without the nonce is refused: {body}"
+    );
+    assert!(body.contains("fly-machine-lease-nonce"), "{body}");
+    let (status, _) = api
+        .raw(Method::POST, &format!("{path}/lease"), token, Some("{}"))
+        .await;
+    assert_eq!(status, 409, "a second lease is refused while one is held");
+
+    let http = reqwest::Client::new();
+    let with_nonce = |method: Method, url: String| {
+        http.request(method, url)
+            .bearer_auth(&api.token)
+            .header("fly-machine-lease-nonce", &nonce)
+    };
+    let response = with_nonce(Method::POST, format!("{}{path}/cordon", api.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "the holder may change it");
+    let response = with_nonce(Method::DELETE, format!("{}{path}/lease", api.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let (status, body) = api
+        .raw(Method::POST, &format!("{path}/uncordon"), token, None)
+        .await;
+    assert_eq!(status, 200, "released: anyone may change it again: {body}");
+
+    let versions = api.admin.versions("web", &created.id).await.unwrap();
+    assert_eq!(versions.len(), 1);
+    let events: Vec<String> = api
+        .admin
+        .events("web", &created.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(events, vec!["uncordon", "cordon", "launch"], "newest first");
 }

@@ -225,6 +225,7 @@ async fn volume_data_survives_stop_start_update_and_a_daemon_restart() {
     );
 
     let mut update = request.clone();
+    update.config.image = aloft_testkit::busybox_image_v2().to_owned();
     update.config.env.insert("VERSION".into(), "2".into());
     let updated = server
         .client
