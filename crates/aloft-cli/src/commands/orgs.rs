@@ -35,6 +35,9 @@ pub enum TokensCommand {
         app: Option<String>,
         #[arg(long)]
         name: Option<String>,
+        /// The organization (a token acts in its own organization only, so this must be it).
+        #[arg(long)]
+        org: Option<String>,
         /// How long the token lives, e.g. 720h.
         #[arg(long)]
         expiry: Option<aloft_types::Duration>,
@@ -112,8 +115,19 @@ pub(crate) async fn tokens(
             kind,
             app,
             name,
+            org,
             expiry,
         } => {
+            if let Some(org) = org {
+                let own = client.list_orgs().await.map_err(anyhow::Error::from)?;
+                if !own.iter().any(|o| o.slug == org) {
+                    return Err(anyhow::anyhow!(
+                        "this token belongs to organization {}; use a token of {org} to create tokens there",
+                        own.first().map_or("?", |o| o.slug.as_str())
+                    )
+                    .into());
+                }
+            }
             let created = client
                 .create_token(&CreateTokenRequest {
                     kind,
