@@ -59,6 +59,21 @@ async fn machine_for(inner: &Inner, app: &App, id: &str) -> Result<MachineRecord
     }
 }
 
+/// The app and machine a mutation is about: the token may change the app, and a lease
+/// held on the machine is this caller's.
+async fn writable_machine(
+    inner: &Inner,
+    principal: &Principal,
+    app: &str,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<(App, MachineRecord), ApiError> {
+    let app = app_for(inner, principal, app, true).await?;
+    let machine = machine_for(inner, &app, id).await?;
+    check_lease(&machine, headers)?;
+    Ok((app, machine))
+}
+
 /// While a lease is held, a mutation must carry its nonce.
 fn check_lease(machine: &MachineRecord, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(lease) = &machine.lease else {
@@ -383,9 +398,7 @@ async fn update(
     headers: HeaderMap,
     Body(request): Body<MachineRequest>,
 ) -> Result<Json<MachineResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
-    let machine = machine_for(&inner, &app, &id).await?;
-    check_lease(&machine, &headers)?;
+    let (app, machine) = writable_machine(&inner, &principal, &app, &id, &headers).await?;
     validate_request(&request)?;
     if let Some(region) = &request.region
         && region != &machine.region
@@ -442,9 +455,7 @@ async fn destroy(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<OkResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
-    let machine = machine_for(&inner, &app, &id).await?;
-    check_lease(&machine, &headers)?;
+    let (_, machine) = writable_machine(&inner, &principal, &app, &id, &headers).await?;
     let force = ["force", "kill"]
         .iter()
         .any(|k| query.get(*k).is_some_and(|v| v == "true" || v == "1"));
@@ -503,9 +514,7 @@ async fn start(
     Path((app, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<OkResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
-    let machine = machine_for(&inner, &app, &id).await?;
-    check_lease(&machine, &headers)?;
+    let (_, machine) = writable_machine(&inner, &principal, &app, &id, &headers).await?;
     refuse_if_gone(&machine)?;
     inner
         .store
@@ -527,9 +536,7 @@ async fn stop(
     headers: HeaderMap,
     OptionalBody(request): OptionalBody<StopRequest>,
 ) -> Result<Json<OkResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
-    let machine = machine_for(&inner, &app, &id).await?;
-    check_lease(&machine, &headers)?;
+    let (_, machine) = writable_machine(&inner, &principal, &app, &id, &headers).await?;
     refuse_if_gone(&machine)?;
     inner
         .store
@@ -568,9 +575,7 @@ async fn restart(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<OkResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
-    let machine = machine_for(&inner, &app, &id).await?;
-    check_lease(&machine, &headers)?;
+    let (_, machine) = writable_machine(&inner, &principal, &app, &id, &headers).await?;
     refuse_if_gone(&machine)?;
     let signal = query
         .get("signal")
@@ -613,9 +618,7 @@ async fn signal(
     headers: HeaderMap,
     Body(request): Body<SignalRequest>,
 ) -> Result<Json<OkResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
-    let machine = machine_for(&inner, &app, &id).await?;
-    check_lease(&machine, &headers)?;
+    let (_, machine) = writable_machine(&inner, &principal, &app, &id, &headers).await?;
     if machine.state != MachineState::Started {
         return Err(ApiError::PreconditionFailed(format!(
             "machine {id} is {}; only a started machine can be signalled",
@@ -745,9 +748,7 @@ async fn set_cordon(
     headers: HeaderMap,
     cordoned: bool,
 ) -> Result<Json<OkResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
-    let machine = machine_for(&inner, &app, &id).await?;
-    check_lease(&machine, &headers)?;
+    let (app, machine) = writable_machine(&inner, &principal, &app, &id, &headers).await?;
     inner
         .store
         .set_cordoned(&app.id, &machine.id, cordoned)

@@ -118,6 +118,88 @@ where
     }
 }
 
+/// Removes every container (running or not) carrying the label `key=value`.
+pub fn remove_containers_labelled(key: &str, value: &str) {
+    let ids = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label={key}={value}"))
+        .output();
+    if let Ok(output) = ids {
+        let ids = String::from_utf8_lossy(&output.stdout).into_owned();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+/// A PostgreSQL database of a test's own, on the cluster `cargo xtask test` starts.
+pub mod postgres {
+    use sqlx::Executor as _;
+
+    /// Where tests find PostgreSQL (an admin connection able to create databases).
+    pub const POSTGRES_URL_ENV: &str = "ALOFT_TEST_POSTGRES_URL";
+    /// Debian's cluster over its local socket, as root (xtask creates the role).
+    pub const DEFAULT_ADMIN_URL: &str = "postgres:///postgres?host=/var/run/postgresql&user=root";
+
+    /// A fresh, empty database; [`TestDatabase::drop_database`] removes it.
+    #[derive(Debug)]
+    pub struct TestDatabase {
+        /// Connects to the test's database.
+        pub url: String,
+        name: String,
+        admin: sqlx::AnyPool,
+    }
+
+    fn with_database(url: &str, database: &str) -> String {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let base = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
+        if query.is_empty() {
+            format!("{base}/{database}")
+        } else {
+            format!("{base}/{database}?{query}")
+        }
+    }
+
+    impl TestDatabase {
+        /// Creates `<prefix>_<pid>_<nanos>`. Panics (failing the test, never skipping it)
+        /// when PostgreSQL is not reachable.
+        pub async fn create(prefix: &str) -> TestDatabase {
+            sqlx::any::install_default_drivers();
+            let admin_url =
+                std::env::var(POSTGRES_URL_ENV).unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
+            let admin = sqlx::AnyPool::connect(&admin_url).await.unwrap_or_else(|error| {
+                panic!("PostgreSQL is not reachable at {admin_url} ({error}); `cargo xtask test` installs and starts it, or set {POSTGRES_URL_ENV}")
+            });
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let name = format!("{prefix}_{}_{nanos}", std::process::id());
+            admin
+                .execute(format!("CREATE DATABASE {name}").as_str())
+                .await
+                .expect("creating a test database");
+            TestDatabase {
+                url: with_database(&admin_url, &name),
+                name,
+                admin,
+            }
+        }
+
+        /// Drops the database, closing whatever is still connected to it.
+        pub async fn drop_database(self) {
+            let _ = self
+                .admin
+                .execute(format!("DROP DATABASE {} WITH (FORCE)", self.name).as_str())
+                .await;
+            self.admin.close().await;
+        }
+    }
+}
+
 /// Removes every container carrying `label=value` when dropped, so a failing test leaves
 /// nothing behind.
 #[derive(Debug)]
@@ -148,18 +230,7 @@ impl ContainerCleanup {
 
 impl Drop for ContainerCleanup {
     fn drop(&mut self) {
-        let ids = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label={}", self.label)])
-            .output();
-        if let Ok(output) = ids {
-            let ids = String::from_utf8_lossy(&output.stdout);
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
-                    .args(["rm", "-f", "-v"])
-                    .args(&ids)
-                    .output();
-            }
-        }
+        let (key, value) = self.label();
+        remove_containers_labelled(key, value);
     }
 }

@@ -70,6 +70,24 @@ pub struct MachineRequest {
     pub current_version: Option<String>,
 }
 
+impl MachineRequest {
+    /// A request for `config`, everything else at its default (launch it, any name, the
+    /// default region).
+    pub fn new(config: MachineConfig) -> MachineRequest {
+        MachineRequest {
+            config,
+            region: None,
+            name: None,
+            skip_launch: false,
+            skip_service_registration: false,
+            skip_secrets: false,
+            lease_ttl: None,
+            min_secrets_version: None,
+            current_version: None,
+        }
+    }
+}
+
 /// `POST .../stop` and `POST .../restart` bodies.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -40,7 +40,8 @@ fn summary(name: &str, mut samples: Vec<Duration>) -> String {
 
 fn request(index: usize) -> MachineRequest {
     MachineRequest {
-        config: MachineConfig {
+        name: Some(format!("bench-{index}")),
+        ..MachineRequest::new(MachineConfig {
             image: BUSYBOX_IMAGE.to_owned(),
             init: MachineInit {
                 cmd: vec![
@@ -51,15 +52,7 @@ fn request(index: usize) -> MachineRequest {
                 ..MachineInit::default()
             },
             ..MachineConfig::default()
-        },
-        region: None,
-        name: Some(format!("bench-{index}")),
-        skip_launch: false,
-        skip_service_registration: false,
-        skip_secrets: false,
-        lease_ttl: None,
-        min_secrets_version: None,
-        current_version: None,
+        })
     }
 }
 

@@ -165,15 +165,9 @@ async fn run_machine(client: &Client, app: &str, args: RunArgs) -> anyhow::Resul
         config.guest = Some(guest);
     }
     let request = MachineRequest {
-        config,
         region: args.region,
         name: args.name,
-        skip_launch: false,
-        skip_service_registration: false,
-        skip_secrets: false,
-        lease_ttl: None,
-        min_secrets_version: None,
-        current_version: None,
+        ..MachineRequest::new(config)
     };
     let machine = client.create_machine(app, &request).await?;
     if !args.detach {

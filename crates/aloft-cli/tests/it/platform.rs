@@ -90,22 +90,8 @@ impl Drop for Platform {
 }
 
 fn remove_host_containers(data: &Path) {
-    let Ok(host) = std::fs::read_to_string(data.join(aloftd::HOST_ID_FILE)) else {
-        return;
-    };
-    let output = Command::new("docker")
-        .args(["ps", "-aq", "--filter"])
-        .arg(format!("label=dev.aloft.host={}", host.trim()))
-        .output();
-    if let Ok(output) = output {
-        let ids = String::from_utf8_lossy(&output.stdout).into_owned();
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .output();
-        }
+    if let Ok(host) = std::fs::read_to_string(data.join(aloftd::HOST_ID_FILE)) {
+        aloft_testkit::remove_containers_labelled("dev.aloft.host", host.trim());
     }
 }
 

@@ -17,18 +17,12 @@ on_both_backends!(
 
 fn machine(name: &str) -> MachineRequest {
     MachineRequest {
-        config: MachineConfig {
-            image: "busybox:1".into(),
-            ..MachineConfig::default()
-        },
-        region: None,
         name: Some(name.into()),
         skip_launch: true,
-        skip_service_registration: false,
-        skip_secrets: false,
-        lease_ttl: None,
-        min_secrets_version: None,
-        current_version: None,
+        ..MachineRequest::new(MachineConfig {
+            image: "busybox:1".into(),
+            ..MachineConfig::default()
+        })
     }
 }
 

@@ -17,8 +17,8 @@ use std::future::Future;
 use aloft_client::Client;
 use aloft_control::{Control, ControlConfig, SecretsKey};
 use aloft_store::{Host, Store, now_ms};
+use aloft_testkit::postgres::TestDatabase;
 use aloft_types::HostId;
-use sqlx::Executor as _;
 
 /// The API on a port of its own, with an admin token of the `personal` organization.
 pub(crate) struct Api {
@@ -61,18 +61,6 @@ pub(crate) enum Backend {
     Postgres,
 }
 
-const DEFAULT_POSTGRES_URL: &str = "postgres:///postgres?host=/var/run/postgresql&user=root";
-
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let base = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
-    if query.is_empty() {
-        format!("{base}/{database}")
-    } else {
-        format!("{base}/{database}?{query}")
-    }
-}
-
 /// Runs `test` against a fresh API on `backend`, cleaning up even when it panics.
 pub(crate) async fn run<F, Fut>(backend: Backend, test: F)
 where
@@ -80,51 +68,31 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let dir = tempfile::tempdir().unwrap();
-    let mut cleanup = None;
-    let store = match backend {
-        Backend::Sqlite => Store::open(&format!(
-            "sqlite://{}",
-            dir.path().join("state.db").display()
-        ))
-        .await
-        .unwrap(),
+    let (store, database) = match backend {
+        Backend::Sqlite => {
+            let url = format!("sqlite://{}", dir.path().join("state.db").display());
+            (Store::open(&url).await.unwrap(), None)
+        }
         Backend::Postgres => {
-            sqlx::any::install_default_drivers();
-            let admin_url = std::env::var("ALOFT_TEST_POSTGRES_URL")
-                .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
-            let admin = sqlx::AnyPool::connect(&admin_url)
-                .await
-                .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {admin_url} ({e}); `cargo xtask test` starts it"));
-            let database = format!("aloft_api_test_{}_{}", std::process::id(), now_ms());
-            admin
-                .execute(format!("CREATE DATABASE {database}").as_str())
-                .await
-                .unwrap();
-            cleanup = Some((admin, database.clone()));
-            Store::open(&with_database(&admin_url, &database))
-                .await
-                .unwrap()
+            let database = TestDatabase::create("aloft_api_test").await;
+            (Store::open(&database.url).await.unwrap(), Some(database))
         }
     };
     // A host record, so machines and volumes can be placed (no agent runs in these tests).
-    store
-        .upsert_host(&Host {
-            id: HostId::generate([1; 8]),
-            region: "local".into(),
-            cpus: 2,
-            memory_mb: 2048,
-            address: None,
-            last_heartbeat: now_ms(),
-        })
-        .await
-        .unwrap();
-    let control = Control::new(
-        store.clone(),
-        ControlConfig {
-            default_region: "local".into(),
-            secrets_key: SecretsKey::from_bytes([9; 32]),
-        },
-    );
+    let host = Host {
+        id: HostId::generate([1; 8]),
+        region: "local".into(),
+        cpus: 2,
+        memory_mb: 2048,
+        address: None,
+        last_heartbeat: now_ms(),
+    };
+    store.upsert_host(&host).await.unwrap();
+    let config = ControlConfig {
+        default_region: "local".into(),
+        secrets_key: SecretsKey::from_bytes([9; 32]),
+    };
+    let control = Control::new(store.clone(), config);
     let token = control.bootstrap(dir.path()).await.unwrap().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -137,11 +105,8 @@ where
     let outcome = tokio::spawn(test(api)).await;
     server.abort();
     store.close().await;
-    if let Some((admin, database)) = cleanup {
-        admin
-            .execute(format!("DROP DATABASE {database} WITH (FORCE)").as_str())
-            .await
-            .unwrap();
+    if let Some(database) = database {
+        database.drop_database().await;
     }
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());

@@ -16,31 +16,12 @@ mod secrets_volumes_hosts;
 use std::future::Future;
 
 use aloft_store::Store;
-use sqlx::Executor as _;
-use sqlx::any::install_default_drivers;
-
-/// Where the tests find PostgreSQL (the Debian cluster `cargo xtask test` starts).
-pub(crate) const POSTGRES_URL_ENV: &str = "ALOFT_TEST_POSTGRES_URL";
-const DEFAULT_POSTGRES_URL: &str = "postgres:///postgres?host=/var/run/postgresql&user=root";
+use aloft_testkit::postgres::TestDatabase;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Backend {
     Sqlite,
     Postgres,
-}
-
-fn admin_url() -> String {
-    std::env::var(POSTGRES_URL_ENV).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let base = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
-    if query.is_empty() {
-        format!("{base}/{database}")
-    } else {
-        format!("{base}/{database}?{query}")
-    }
 }
 
 /// Runs `test` against a fresh store on `backend`, cleaning up even when it panics.
@@ -49,48 +30,24 @@ where
     F: FnOnce(Store) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    match backend {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, database) = match backend {
         Backend::Sqlite => {
-            let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}", dir.path().join("state.db").display());
-            let store = Store::open(&url).await.unwrap();
-            let outcome = tokio::spawn(test(store)).await;
-            drop(dir);
-            if let Err(panic) = outcome {
-                std::panic::resume_unwind(panic.into_panic());
-            }
+            (Store::open(&url).await.unwrap(), None)
         }
         Backend::Postgres => {
-            install_default_drivers();
-            let admin_url = admin_url();
-            let admin = sqlx::AnyPool::connect(&admin_url).await.unwrap_or_else(|error| {
-                panic!(
-                    "PostgreSQL is not reachable at {admin_url} ({error}); `cargo xtask test` installs and \
-                     starts it, or set {POSTGRES_URL_ENV}"
-                )
-            });
-            let database = format!(
-                "aloft_test_{}_{}",
-                std::process::id(),
-                aloft_store::now_ms()
-            );
-            admin
-                .execute(format!("CREATE DATABASE {database}").as_str())
-                .await
-                .unwrap();
-            let store = Store::open(&with_database(&admin_url, &database))
-                .await
-                .unwrap();
-            let outcome = tokio::spawn(test(store.clone())).await;
-            store.close().await;
-            admin
-                .execute(format!("DROP DATABASE {database} WITH (FORCE)").as_str())
-                .await
-                .unwrap();
-            if let Err(panic) = outcome {
-                std::panic::resume_unwind(panic.into_panic());
-            }
+            let database = TestDatabase::create("aloft_test").await;
+            (Store::open(&database.url).await.unwrap(), Some(database))
         }
+    };
+    let outcome = tokio::spawn(test(store.clone())).await;
+    store.close().await;
+    if let Some(database) = database {
+        database.drop_database().await;
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
     }
 }
 

@@ -9,7 +9,8 @@ use crate::Server;
 
 fn sleeper(name: &str) -> MachineRequest {
     MachineRequest {
-        config: MachineConfig {
+        name: Some(name.to_owned()),
+        ..MachineRequest::new(MachineConfig {
             image: BUSYBOX_IMAGE.to_owned(),
             init: MachineInit {
                 cmd: vec![
@@ -20,15 +21,7 @@ fn sleeper(name: &str) -> MachineRequest {
                 ..MachineInit::default()
             },
             ..MachineConfig::default()
-        },
-        region: None,
-        name: Some(name.to_owned()),
-        skip_launch: false,
-        skip_service_registration: false,
-        skip_secrets: false,
-        lease_ttl: None,
-        min_secrets_version: None,
-        current_version: None,
+        })
     }
 }
 

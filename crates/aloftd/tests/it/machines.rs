@@ -10,7 +10,8 @@ use crate::Server;
 
 fn request(name: &str, script: &str, restart: Option<MachineRestart>) -> MachineRequest {
     MachineRequest {
-        config: MachineConfig {
+        name: Some(name.to_owned()),
+        ..MachineRequest::new(MachineConfig {
             image: BUSYBOX_IMAGE.to_owned(),
             init: MachineInit {
                 cmd: vec!["sh".into(), "-c".into(), script.into()],
@@ -18,15 +19,7 @@ fn request(name: &str, script: &str, restart: Option<MachineRestart>) -> Machine
             },
             restart,
             ..MachineConfig::default()
-        },
-        region: None,
-        name: Some(name.to_owned()),
-        skip_launch: false,
-        skip_service_registration: false,
-        skip_secrets: false,
-        lease_ttl: None,
-        min_secrets_version: None,
-        current_version: None,
+        })
     }
 }
 

@@ -100,20 +100,7 @@ impl Drop for Server {
         self.kill();
         // Everything this host's agent created goes, passing or failing.
         if let Some(host) = read_trimmed(&self.data_dir.join("host-id")) {
-            let output = Command::new("docker")
-                .args(["ps", "-aq", "--filter"])
-                .arg(format!("label=dev.aloft.host={host}"))
-                .output();
-            if let Ok(output) = output {
-                let ids = String::from_utf8_lossy(&output.stdout).into_owned();
-                let ids: Vec<&str> = ids.split_whitespace().collect();
-                if !ids.is_empty() {
-                    let _ = Command::new("docker")
-                        .args(["rm", "-f"])
-                        .args(&ids)
-                        .output();
-                }
-            }
+            aloft_testkit::remove_containers_labelled("dev.aloft.host", &host);
         }
     }
 }
