@@ -536,6 +536,23 @@ impl<R: Runtime + 'static> Shared<R> {
         Ok(())
     }
 
+    /// Records that a machine could not be launched (why, in a `launch` event) and marks
+    /// it failed; returns the error to report.
+    async fn launch_failed(&self, id: &MachineId, error: RuntimeError) -> AgentError {
+        let request = json!({ "error": error_chain(&error) });
+        if let Err(recording) = self
+            .gateway
+            .record_event(id, "launch", "failed", request)
+            .await
+        {
+            return recording.into();
+        }
+        if let Err(reporting) = self.gateway.report_state(id, MachineState::Failed).await {
+            return reporting.into();
+        }
+        error.into()
+    }
+
     /// Creates (if needed) and starts the container of the machine's current version.
     async fn start_current(self: &Arc<Self>, machine: &MachineRecord) -> Result<(), AgentError> {
         let id = &machine.id;
@@ -558,16 +575,7 @@ impl<R: Runtime + 'static> Shared<R> {
             Some(container) => container.id,
             None => {
                 if let Err(error) = self.runtime.ensure_image(&machine.config.image).await {
-                    self.gateway
-                        .record_event(
-                            id,
-                            "launch",
-                            "failed",
-                            json!({ "error": error_chain(&error) }),
-                        )
-                        .await?;
-                    self.gateway.report_state(id, MachineState::Failed).await?;
-                    return Err(error.into());
+                    return Err(self.launch_failed(id, error).await);
                 }
                 let app = self.gateway.app_name(machine).await?;
                 let secrets = self.gateway.secrets(machine).await?;
@@ -581,18 +589,7 @@ impl<R: Runtime + 'static> Shared<R> {
                     })?;
                 match self.runtime.create(&spec).await {
                     Ok(created) => created,
-                    Err(error) => {
-                        self.gateway
-                            .record_event(
-                                id,
-                                "launch",
-                                "failed",
-                                json!({ "error": error_chain(&error) }),
-                            )
-                            .await?;
-                        self.gateway.report_state(id, MachineState::Failed).await?;
-                        return Err(error.into());
-                    }
+                    Err(error) => return Err(self.launch_failed(id, error).await),
                 }
             }
         };

@@ -375,3 +375,37 @@ async fn a_start_right_after_a_stop_is_never_lost() {
         "one clean exit per stop, no crash seen"
     );
 }
+
+#[tokio::test]
+async fn a_machine_that_cannot_launch_is_failed_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data")).await;
+    let client = &server.client;
+    client.create_app("unlaunchable", None).await.unwrap();
+    // A registry on a closed loopback port: the pull is refused at once, no traffic leaves.
+    let config = MachineConfig {
+        image: "127.0.0.1:9/aloft/missing:1".into(),
+        ..MachineConfig::default()
+    };
+    let machine = client
+        .create_machine("unlaunchable", &MachineRequest::new(config))
+        .await
+        .unwrap();
+    let events = eventually("the launch to fail", Duration::from_secs(60), || async {
+        let current = client.machine("unlaunchable", &machine.id).await.ok()?;
+        (current.state == "failed").then_some(current.events)
+    })
+    .await;
+    let launch = events
+        .iter()
+        .find(|e| e.kind == "launch" && e.status == "failed")
+        .expect("a failed launch event");
+    assert!(
+        launch.request["error"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1:9/aloft/missing:1"),
+        "{:?}",
+        launch.request
+    );
+}
