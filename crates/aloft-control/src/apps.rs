@@ -16,6 +16,9 @@ use crate::json::Body;
 use crate::wire::{AppList, AppResponse, CreateAppRequest};
 use crate::{ApiError, Inner, Principal};
 
+/// How long deleting an app waits for its machines to be destroyed.
+const APP_DESTROY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
@@ -136,13 +139,40 @@ async fn show(
     Ok(Json(response(&inner, &app).await?))
 }
 
-#[utoipa::path(delete, path = "/v1/apps/{app}", tag = "apps", params(("app" = String, Path, description = "The app's name")), responses((status = 202, description = "Deleted"), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Apps_delete")]
+#[utoipa::path(delete, path = "/v1/apps/{app}", tag = "apps", params(("app" = String, Path, description = "The app's name")), responses((status = 202, description = "Deleted, with its machines, volumes and secrets"), (status = 408, description = "Its machines are still being destroyed; retry", body = ErrorBody), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Apps_delete")]
 async fn delete(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let app = app_for(&inner, &principal, &name, true).await?;
+    // Like `fly apps destroy`: every machine goes (forcibly), then the app with its
+    // volumes and secrets.
+    let machines = inner
+        .store
+        .list_machines(&app.id, &MachineFilter::default())
+        .await?;
+    for machine in &machines {
+        crate::machines::destroy_forcibly(&inner, machine, true).await?;
+    }
+    let deadline = std::time::Instant::now() + APP_DESTROY_WAIT;
+    let mut observed = inner.observed.subscribe();
+    loop {
+        let left = inner
+            .store
+            .list_machines(&app.id, &MachineFilter::default())
+            .await?;
+        if left.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(ApiError::Timeout(format!(
+                "{} machine(s) of app {name} are still being destroyed; delete the app again in a moment",
+                left.len()
+            )));
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), observed.recv()).await;
+    }
     inner.store.delete_app(&app.id).await?;
     Ok(StatusCode::ACCEPTED)
 }

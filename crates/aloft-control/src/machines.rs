@@ -472,6 +472,19 @@ async fn destroy(
             machine.state
         )));
     }
+    destroy_forcibly(&inner, &machine, force).await?;
+    Ok(Json(OkResponse {
+        ok: true,
+        previous_state: Some(machine.state.to_string()),
+    }))
+}
+
+/// Destroys a machine whatever its state (the agent stops it first, briefly).
+pub(crate) async fn destroy_forcibly(
+    inner: &Inner,
+    machine: &MachineRecord,
+    force: bool,
+) -> Result<(), ApiError> {
     inner
         .store
         .set_desired(&machine.id, Desired::Destroyed)
@@ -483,18 +496,15 @@ async fn destroy(
             .await?;
     }
     user_event(
-        &inner,
+        inner,
         &machine.id,
         "destroy",
         "destroying",
         json!({ "force": force }),
     )
     .await?;
-    notify(&inner, &machine, Command::Converge);
-    Ok(Json(OkResponse {
-        ok: true,
-        previous_state: Some(machine.state.to_string()),
-    }))
+    notify(inner, machine, Command::Converge);
+    Ok(())
 }
 
 fn refuse_if_gone(machine: &MachineRecord) -> Result<(), ApiError> {

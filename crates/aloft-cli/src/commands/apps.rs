@@ -18,7 +18,7 @@ pub enum AppsCommand {
     },
     /// List apps.
     List,
-    /// Destroy an app (its machines must be destroyed first).
+    /// Destroy an app with its machines, volumes and secrets.
     Destroy { name: String },
 }
 

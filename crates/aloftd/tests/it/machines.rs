@@ -409,3 +409,41 @@ async fn a_machine_that_cannot_launch_is_failed_with_the_reason() {
         launch.request
     );
 }
+
+#[tokio::test]
+async fn destroying_an_app_destroys_its_machines_volumes_and_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data")).await;
+    let client = &server.client;
+    client.create_app("doomed", None).await.unwrap();
+    let first = run(
+        client,
+        "doomed",
+        "first",
+        "while true; do sleep 1; done",
+        None,
+    )
+    .await;
+    let second = run(client, "doomed", "second", TRAP, None).await;
+    client
+        .update_secrets(
+            "doomed",
+            std::collections::BTreeMap::from([("A".to_owned(), Some("1".to_owned()))]),
+        )
+        .await
+        .unwrap();
+    client.delete_app("doomed").await.unwrap();
+    assert_eq!(client.app("doomed").await.unwrap_err().status(), Some(404));
+    for machine in [&first, &second] {
+        assert!(
+            server.containers_of(&machine.id).is_empty(),
+            "no container left of {}",
+            machine.name
+        );
+    }
+    client
+        .create_app("doomed", None)
+        .await
+        .expect("the name is free again");
+    assert!(client.list_secrets("doomed").await.unwrap().is_empty());
+}
