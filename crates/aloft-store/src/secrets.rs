@@ -15,6 +15,22 @@ pub struct SecretRecord {
     pub created_at: i64,
 }
 
+/// Moves the app's secrets version on by one, inside `tx`; returns the new version.
+async fn next_secrets_version(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    app_id: &AppId,
+) -> Result<i64, StoreError> {
+    let version: Option<i64> = sqlx::query_scalar("UPDATE apps SET secrets_version = secrets_version + 1 WHERE id = $1 RETURNING secrets_version")
+        .bind(app_id.as_str())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(StoreError::database("versioning secrets", "app", app_id.as_str()))?;
+    version.ok_or_else(|| StoreError::NotFound {
+        what: "app",
+        id: app_id.to_string(),
+    })
+}
+
 impl Store {
     /// Sets (adds or replaces) secrets in one change; returns the app's new secrets version.
     /// Each entry is `(name, ciphertext, digest)`.
@@ -28,15 +44,7 @@ impl Store {
             "app",
             app_id.as_str(),
         ))?;
-        let version: Option<i64> = sqlx::query_scalar("UPDATE apps SET secrets_version = secrets_version + 1 WHERE id = $1 RETURNING secrets_version")
-            .bind(app_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::database("versioning secrets", "app", app_id.as_str()))?;
-        let version = version.ok_or_else(|| StoreError::NotFound {
-            what: "app",
-            id: app_id.to_string(),
-        })?;
+        let version = next_secrets_version(&mut tx, app_id).await?;
         let now = now_ms();
         for (name, ciphertext, digest) in entries {
             sqlx::query(
@@ -83,15 +91,7 @@ impl Store {
                 });
             }
         }
-        let version: Option<i64> = sqlx::query_scalar("UPDATE apps SET secrets_version = secrets_version + 1 WHERE id = $1 RETURNING secrets_version")
-            .bind(app_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::database("versioning secrets", "app", app_id.as_str()))?;
-        let version = version.ok_or_else(|| StoreError::NotFound {
-            what: "app",
-            id: app_id.to_string(),
-        })?;
+        let version = next_secrets_version(&mut tx, app_id).await?;
         tx.commit().await.map_err(StoreError::database(
             "unsetting secrets",
             "app",
