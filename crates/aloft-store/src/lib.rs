@@ -12,11 +12,12 @@
 //!   stale versions, held leases) and `Database` for the backend's own failures.
 //!
 //! Main types: [`Store`], the records [`Org`], [`Token`], [`App`], [`MachineRecord`],
-//! [`MachineEvent`], [`SecretRecord`], [`VolumeRecord`], [`Host`].
+//! [`MachineEvent`], [`SecretRecord`], [`VolumeRecord`], [`Host`], [`Network`].
 
 mod apps;
 mod hosts;
 mod machines;
+mod networks;
 mod orgs;
 mod secrets;
 mod volumes;
@@ -32,6 +33,7 @@ pub use hosts::Host;
 pub use machines::{
     Desired, Lease, MachineEvent, MachineFilter, MachineRecord, MachineVersion, NewMachine,
 };
+pub use networks::Network;
 pub use orgs::{Org, Token, TokenKind};
 pub use secrets::SecretRecord;
 pub use volumes::{NewVolume, VolumeRecord, VolumeState};

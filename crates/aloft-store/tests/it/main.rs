@@ -10,6 +10,7 @@
 
 mod apps;
 mod machines;
+mod networks;
 mod orgs;
 mod secrets_volumes_hosts;
 
