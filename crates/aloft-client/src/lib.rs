@@ -149,10 +149,21 @@ impl Client {
         name: &str,
         org_slug: Option<&str>,
     ) -> Result<AppResponse, ClientError> {
+        self.create_app_in_network(name, org_slug, None).await
+    }
+
+    /// Creates an app in a named private network of its organization (the default one
+    /// when `network` is `None`); an app's network never changes.
+    pub async fn create_app_in_network(
+        &self,
+        name: &str,
+        org_slug: Option<&str>,
+        network: Option<&str>,
+    ) -> Result<AppResponse, ClientError> {
         let request = CreateAppRequest {
             app_name: name.to_owned(),
             org_slug: org_slug.map(str::to_owned),
-            network: None,
+            network: network.map(str::to_owned),
         };
         self.post("/v1/apps", &request).await
     }

@@ -116,6 +116,8 @@ async fn create(
             "network {network:?} must be 1 to 63 letters, digits, `-` or `_`"
         )));
     }
+    // The network gets its number (its /48 of the private network) with its first app.
+    inner.store.network(&org.id, &network).await?;
     let app = inner
         .store
         .create_app(&name, &org.id, &network)

@@ -15,6 +15,10 @@ pub enum AppsCommand {
         /// The organization (default: the token's).
         #[arg(long)]
         org: Option<String>,
+        /// A named private network of the organization (default: its default network).
+        /// Apps in different networks cannot reach each other; it cannot change later.
+        #[arg(long)]
+        network: Option<String>,
     },
     /// List apps.
     List,
@@ -25,15 +29,18 @@ pub enum AppsCommand {
 pub(crate) async fn run(command: AppsCommand, json: bool, out: &mut Output) -> Result<(), Failure> {
     let client = client()?;
     match command {
-        AppsCommand::Create { name, org } => {
+        AppsCommand::Create { name, org, network } => {
             let app = client
-                .create_app(&name, org.as_deref())
+                .create_app_in_network(&name, org.as_deref(), network.as_deref())
                 .await
                 .map_err(anyhow::Error::from)?;
             if json {
                 out.json(&app)?;
             } else {
-                out.status(&format!("New app created: {}", app.name));
+                out.status(&format!(
+                    "New app created: {} (network {})",
+                    app.name, app.network
+                ));
             }
         }
         AppsCommand::List => {

@@ -169,6 +169,13 @@ async fn organizations_see_only_their_own(api: Api) {
         Some(409),
         "app names are global"
     );
+    let backend = api
+        .admin
+        .create_app_in_network("backend", None, Some("internal"))
+        .await
+        .unwrap();
+    assert_eq!(backend.network, "internal");
+    assert_eq!(api.admin.app("mine").await.unwrap().network, "default");
 }
 
 async fn token_scopes_limit_what_a_token_does(api: Api) {
