@@ -16,7 +16,7 @@ pub const TOKEN_PREFIX: &str = "aloft_";
 
 /// A new token secret.
 pub fn new_secret() -> String {
-    let bytes: [u8; 32] = crate::random();
+    let bytes: [u8; 32] = aloft_store::random();
     format!(
         "{TOKEN_PREFIX}{}",
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()

@@ -101,17 +101,6 @@ impl std::fmt::Debug for Control {
     }
 }
 
-/// Random bytes from the operating system.
-pub(crate) fn random<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    #[allow(
-        clippy::expect_used,
-        reason = "the OS random source is always available on Linux"
-    )]
-    getrandom::fill(&mut bytes).expect("the operating system's random source works");
-    bytes
-}
-
 impl Control {
     pub fn new(store: Store, config: ControlConfig) -> Control {
         let (changes, _) = broadcast::channel(1024);

@@ -222,7 +222,7 @@ async fn create(
         .or_insert_with(|| aloft_types::machine::PLATFORM_VERSION.to_owned());
     let name = request
         .name
-        .unwrap_or_else(|| format!("machine-{}", hex(&crate::random::<4>())));
+        .unwrap_or_else(|| format!("machine-{}", hex(&aloft_store::random::<4>())));
     let desired = if request.skip_launch {
         Desired::Stopped
     } else {

@@ -74,7 +74,7 @@ impl SecretsKey {
                 Ok(SecretsKey(key))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                let key: [u8; 32] = crate::random();
+                let key: [u8; 32] = aloft_store::random();
                 let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
                 crate::write_private(&path, &format!("{hex}\n")).map_err(|source| {
                     KeyError::Read {
@@ -91,7 +91,7 @@ impl SecretsKey {
     /// `base64(nonce ‖ ciphertext)` of `value`.
     pub(crate) fn encrypt(&self, value: &str) -> Result<String, ApiError> {
         let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.0));
-        let nonce: [u8; 12] = crate::random();
+        let nonce: [u8; 12] = aloft_store::random();
         let sealed = cipher
             .encrypt(Nonce::from_slice(&nonce), value.as_bytes())
             .map_err(|_| ApiError::Internal("encrypting a secret failed".into()))?;

@@ -190,8 +190,8 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Random bytes from the operating system.
-pub(crate) fn random<const N: usize>() -> [u8; N] {
+/// Random bytes from the operating system, for ids, tokens, keys and nonces.
+pub fn random<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     // The OS random source failing is not something a store can recover from or work around.
     #[allow(
