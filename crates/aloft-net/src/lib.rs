@@ -16,10 +16,23 @@
 //! - `fdaa::3` answers DNS on every host.
 //!
 //! Invariant: [`SixPn::parse`] of any address this module makes gives back its parts.
-//! Main types: [`NetworkNumber`], [`HostNumber`], [`MachineNumber`], [`SixPn`].
+//!
+//! The host side ([`HostNetwork`], Linux): a bridge per network, a veth per machine into
+//! its namespace, `fdaa::3`, and nftables rules that drop traffic between networks.
+//!
+//! Main types: [`NetworkNumber`], [`HostNumber`], [`MachineNumber`], [`SixPn`],
+//! [`HostNetwork`].
+
+pub mod firewall;
+pub mod netns;
+mod plumbing;
 
 use std::fmt;
 use std::net::Ipv6Addr;
+
+pub use plumbing::{
+    DEFAULT_MTU, HostNetwork, Link, MACHINE_INTERFACE, PlumbError, bridge_name, veth_name,
+};
 
 /// The first 16 bits of every 6PN address.
 pub const PREFIX: u16 = 0xfdaa;

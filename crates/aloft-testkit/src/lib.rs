@@ -234,3 +234,99 @@ impl Drop for ContainerCleanup {
         remove_containers_labelled(key, value);
     }
 }
+
+/// A network namespace made for one test (`ip netns add`), with loopback up, deleted with
+/// everything in it (bridges, veths, addresses, nftables rules) when dropped.
+#[derive(Debug)]
+pub struct TestNetns {
+    name: String,
+}
+
+static NETNS_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl TestNetns {
+    /// A fresh namespace; panics (failing the test) when namespaces cannot be made.
+    pub fn create(purpose: &str) -> TestNetns {
+        let serial = NETNS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("aloft-{purpose}-{}-{serial}", std::process::id());
+        run_ip(&["netns", "add", &name]);
+        let namespace = TestNetns { name };
+        run_ip(&["-n", &namespace.name, "link", "set", "lo", "up"]);
+        namespace
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace's file, for `setns` and for `HostNetwork::open`.
+    pub fn path(&self) -> std::path::PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    /// Runs a command inside the namespace (`ip netns exec`) and returns its output.
+    pub fn exec(&self, command: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(command)
+            .output()
+            .expect("running ip netns exec")
+    }
+
+    /// `ip -o link` inside the namespace: one line per link.
+    pub fn links(&self) -> Vec<String> {
+        let output = Command::new("ip")
+            .args(["-n", &self.name, "-o", "link", "show"])
+            .output()
+            .expect("running ip link");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name).to_owned())
+            .collect()
+    }
+
+    /// `ip -6 addr` inside the namespace: every global address.
+    pub fn addresses(&self) -> Vec<String> {
+        let output = Command::new("ip")
+            .args([
+                "-n", &self.name, "-6", "-o", "addr", "show", "scope", "global",
+            ])
+            .output()
+            .expect("running ip addr");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                words.find(|w| *w == "inet6")?;
+                words.next().map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// The nftables ruleset inside the namespace.
+    pub fn nft_ruleset(&self) -> String {
+        String::from_utf8_lossy(&self.exec(&["nft", "list", "ruleset"]).stdout).into_owned()
+    }
+}
+
+fn run_ip(args: &[&str]) {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("running ip (iproute2)");
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
