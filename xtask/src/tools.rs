@@ -7,9 +7,17 @@ use anyhow::{Context as _, Result};
 use crate::{cargo, run};
 
 /// Debian packages the test suite needs: Docker Engine for machines, busybox-static for
-/// the test images (no registry is reachable, so images are built locally).
-/// PostgreSQL for the store's second backend.
-const TEST_APT_PACKAGES: &[&str] = &["docker.io", "busybox-static", "postgresql"];
+/// the test images (no registry is reachable, so images are built locally), PostgreSQL
+/// for the store's second backend, iproute2 and nftables for the private network's
+/// namespaces and rules, and dig for real DNS queries.
+const TEST_APT_PACKAGES: &[&str] = &[
+    "docker.io",
+    "busybox-static",
+    "postgresql",
+    "iproute2",
+    "nftables",
+    "bind9-dnsutils",
+];
 
 /// How long to wait for a service started here to answer.
 const SERVICE_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);

@@ -128,6 +128,7 @@ async fn create(
             }
             other => other.into(),
         })?;
+    inner.catalog_dirty.notify_one();
     Ok((StatusCode::CREATED, Json(response(&inner, &app).await?)))
 }
 
@@ -176,5 +177,6 @@ async fn delete(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), observed.recv()).await;
     }
     inner.store.delete_app(&app.id).await?;
+    inner.catalog_dirty.notify_one();
     Ok(StatusCode::ACCEPTED)
 }

@@ -88,6 +88,16 @@ impl AgentGateway {
         Ok(self.store.machines_on_host(host).await?)
     }
 
+    /// The machine's 6PN address (network, host and machine numbers), assigned on first use.
+    pub async fn private_address(&self, id: &MachineId) -> Result<aloft_net::SixPn, ApiError> {
+        crate::catalog::private_address(&self.store, id).await
+    }
+
+    /// The host's number in every private network.
+    pub async fn host_number(&self, host: &HostId) -> Result<aloft_net::HostNumber, ApiError> {
+        crate::catalog::host_number(&self.store, host).await
+    }
+
     /// One machine, as it is now.
     pub async fn machine(&self, id: &MachineId) -> Result<MachineRecord, ApiError> {
         Ok(self.store.machine_by_id(id).await?)

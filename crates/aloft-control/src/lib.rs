@@ -13,6 +13,7 @@
 
 mod apps;
 mod auth;
+mod catalog;
 mod error;
 mod hosts;
 mod json;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 
 use aloft_store::{Store, StoreError, TokenKind};
 use aloft_types::HostId;
+use aloft_types::catalog::Catalog;
 use axum::Router;
 use tokio::sync::broadcast;
 use utoipa::OpenApi as _;
@@ -85,6 +87,9 @@ pub(crate) struct Inner {
     pub(crate) changes: broadcast::Sender<hosts::MachineChange>,
     pub(crate) observed: broadcast::Sender<aloft_types::MachineId>,
     pub(crate) links: hosts::Links,
+    /// Poked when something the catalog shows changed outside machine changes (apps).
+    pub(crate) catalog_dirty: tokio::sync::Notify,
+    pub(crate) catalog: std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<Catalog>>>,
 }
 
 /// The control plane. Cheap to clone.
@@ -114,6 +119,8 @@ impl Control {
                 changes,
                 observed,
                 links: hosts::Links::default(),
+                catalog_dirty: tokio::sync::Notify::new(),
+                catalog: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -143,6 +150,24 @@ impl Control {
     /// handlers' own annotations (checked in as `openapi/aloft.json`).
     pub fn openapi() -> utoipa::openapi::OpenApi {
         Self::api().split_for_parts().1
+    }
+
+    /// The catalog of apps and machines, always the latest (DNS and the proxy read it).
+    /// The first call starts keeping it current; it must be made inside a Tokio runtime.
+    pub fn catalog(&self) -> tokio::sync::watch::Receiver<Arc<Catalog>> {
+        self.inner
+            .catalog
+            .get_or_init(|| {
+                let (sender, receiver) = tokio::sync::watch::channel(Arc::new(Catalog::default()));
+                tokio::spawn(catalog::publish(self.inner.clone(), sender));
+                receiver
+            })
+            .clone()
+    }
+
+    /// The catalog as the store has it right now.
+    pub async fn catalog_now(&self) -> Result<Catalog, ApiError> {
+        catalog::build(&self.inner.store).await
     }
 
     /// What a host agent uses to learn and report.

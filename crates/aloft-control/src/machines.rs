@@ -254,6 +254,7 @@ async fn create(
             .attach_volume(&app.id, &volume.id, &machine.id)
             .await?;
     }
+    crate::catalog::private_address(&inner.store, &machine.id).await?;
     user_event(&inner, &machine.id, "launch", "created", json!({})).await?;
     if let Some(ttl) = request.lease_ttl {
         inner

@@ -107,6 +107,10 @@ fn info_of(response: ContainerInspectResponse) -> ContainerInfo {
         state: status,
         exit,
         started_at,
+        pid: state
+            .pid
+            .and_then(|pid| u32::try_from(pid).ok())
+            .filter(|pid| *pid > 0 && status == ContainerState::Running),
     }
 }
 

@@ -87,6 +87,9 @@ pub struct ContainerInfo {
     pub exit: Option<ExitStatus>,
     /// When the container last started (the engine's timestamp; empty if never).
     pub started_at: String,
+    /// The main process's id on the host while the container runs (its network namespace
+    /// is `/proc/PID/ns/net`).
+    pub pid: Option<u32>,
 }
 
 impl ContainerInfo {

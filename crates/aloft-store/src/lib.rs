@@ -33,7 +33,7 @@ pub use hosts::Host;
 pub use machines::{
     Desired, Lease, MachineEvent, MachineFilter, MachineRecord, MachineVersion, NewMachine,
 };
-pub use networks::Network;
+pub use networks::{AppNetwork, Network};
 pub use orgs::{Org, Token, TokenKind};
 pub use secrets::SecretRecord;
 pub use volumes::{NewVolume, VolumeRecord, VolumeState};

@@ -342,6 +342,18 @@ impl Store {
         rows.iter().map(|r| record_from(r, now)).collect()
     }
 
+    /// Every machine that is not destroyed, of every app (for the catalog).
+    pub async fn live_machines(&self) -> Result<Vec<MachineRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM machines WHERE state <> 'destroyed' ORDER BY created_at, id"
+        ))
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::database("listing machines", "machine", "*"))?;
+        let now = now_ms();
+        rows.iter().map(|r| record_from(r, now)).collect()
+    }
+
     /// Replaces a machine's config with a new version; when `expected_version` is given it
     /// must be the current one (optimistic concurrency).
     pub async fn update_machine_config(

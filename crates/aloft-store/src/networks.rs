@@ -2,12 +2,21 @@
 //! named one), one per host, one per machine on its host. Numbers start at 1 and are never
 //! reused while their owner exists; concurrent allocations that collide are retried.
 
-use aloft_types::{HostId, MachineId, OrgId};
+use aloft_types::{AppId, HostId, MachineId, OrgId};
 
 use crate::{Store, StoreError, now_ms};
 
 /// Attempts before an allocation that keeps colliding is reported.
 const ALLOCATION_ATTEMPTS: usize = 8;
+
+/// An app and the number of the network it lives in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppNetwork {
+    pub app_id: AppId,
+    pub name: String,
+    pub org_id: OrgId,
+    pub network: i64,
+}
 
 /// A private network of an organization.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +69,35 @@ impl Store {
             id: name.to_owned(),
             reason: "allocation kept colliding; try again".to_owned(),
         })
+    }
+
+    /// Every app with its organization and network number, by app name (for the catalog).
+    pub async fn app_networks(&self) -> Result<Vec<AppNetwork>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT a.id, a.name, a.org_id, n.number FROM apps a \
+             JOIN networks n ON n.org_id = a.org_id AND n.name = a.network ORDER BY a.name",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::database("listing apps' networks", "app", "*"))?;
+        rows.into_iter()
+            .map(|(id, name, org_id, network)| {
+                Ok(AppNetwork {
+                    app_id: id.parse().map_err(|e| StoreError::Corrupt {
+                        what: "app",
+                        id: id.clone(),
+                        source: Box::new(e),
+                    })?,
+                    name,
+                    org_id: org_id.parse().map_err(|e| StoreError::Corrupt {
+                        what: "org",
+                        id: org_id.clone(),
+                        source: Box::new(e),
+                    })?,
+                    network,
+                })
+            })
+            .collect()
     }
 
     /// The host's number in every network, given on first use.

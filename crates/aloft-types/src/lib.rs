@@ -13,6 +13,7 @@
 //! ([`MachineId`], [`VolumeId`], ...), [`MachineState`], [`machine::MachineConfig`].
 
 pub mod api;
+pub mod catalog;
 mod duration;
 mod ids;
 pub mod machine;

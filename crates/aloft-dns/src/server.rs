@@ -1,0 +1,328 @@
+//! The resolver and its listeners: UDP and TCP, on `[fdaa::3]:53` inside the host's
+//! network namespace and on an operators' address; other names go to the upstream
+//! resolvers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use aloft_types::catalog::Catalog;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::answer::{Listener, Reply, Transport, respond, servfail};
+use crate::zone::Zone;
+
+/// How long an upstream resolver gets to answer.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a TCP client may stay idle between queries.
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest UDP datagram read.
+const UDP_BUFFER: usize = 4096;
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("binding {address}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Namespace(#[from] aloft_net::netns::NetnsError),
+}
+
+/// Answers `.internal` names from the latest catalog and forwards the rest.
+#[derive(Debug)]
+pub struct Resolver {
+    zone: RwLock<Arc<Zone>>,
+    region: String,
+    upstream: Vec<SocketAddr>,
+}
+
+impl Resolver {
+    /// A resolver for a host in `region` that forwards other names to `upstream`.
+    pub fn new(region: impl Into<String>, upstream: Vec<SocketAddr>) -> Arc<Resolver> {
+        Arc::new(Resolver {
+            zone: RwLock::new(Arc::new(Zone::default())),
+            region: region.into(),
+            upstream,
+        })
+    }
+
+    /// Replaces the names with those of `catalog`.
+    pub fn set_catalog(&self, catalog: &Arc<Catalog>) {
+        let zone = Arc::new(Zone::new(catalog));
+        if let Ok(mut current) = self.zone.write() {
+            *current = zone;
+        }
+    }
+
+    /// Keeps the names current with `catalog` until it closes or `stop` is cancelled.
+    pub fn follow(
+        self: &Arc<Self>,
+        mut catalog: watch::Receiver<Arc<Catalog>>,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let resolver = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let latest = catalog.borrow_and_update().clone();
+                resolver.set_catalog(&latest);
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    changed = catalog.changed() => if changed.is_err() { return },
+                }
+            }
+        })
+    }
+
+    fn zone(&self) -> Arc<Zone> {
+        self.zone
+            .read()
+            .map(|zone| zone.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// The response to one query (forwarded when it is not ours), or `None` to stay silent.
+    pub async fn handle(
+        &self,
+        query: &[u8],
+        source: IpAddr,
+        listener: Listener,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let reply = respond(
+            &self.zone(),
+            query,
+            source,
+            listener,
+            transport,
+            &self.region,
+        );
+        match reply {
+            Reply::Send(bytes) => Some(bytes),
+            Reply::Drop => None,
+            Reply::Forward => match self.forward(query, transport).await {
+                Some(bytes) => Some(bytes),
+                None => match servfail(query) {
+                    Reply::Send(bytes) => Some(bytes),
+                    _ => None,
+                },
+            },
+        }
+    }
+
+    /// Asks each upstream resolver in turn; the first answer with the query's id wins.
+    async fn forward(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let id = query.get(..2)?;
+        for upstream in &self.upstream {
+            let answer = match transport {
+                Transport::Udp => forward_udp(query, *upstream).await,
+                Transport::Tcp => forward_tcp(query, *upstream).await,
+            };
+            match answer {
+                Ok(bytes) if bytes.get(..2) == Some(id) => return Some(bytes),
+                Ok(_) => tracing::debug!(%upstream, "upstream answered another query id"),
+                Err(error) => tracing::debug!(%upstream, error = %error, "upstream did not answer"),
+            }
+        }
+        None
+    }
+}
+
+async fn forward_udp(query: &[u8], upstream: SocketAddr) -> std::io::Result<Vec<u8>> {
+    let local: SocketAddr = if upstream.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(local).await?;
+    socket.connect(upstream).await?;
+    socket.send(query).await?;
+    let mut buffer = vec![0u8; UDP_BUFFER];
+    let read = tokio::time::timeout(UPSTREAM_TIMEOUT, socket.recv(&mut buffer))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    buffer.truncate(read);
+    Ok(buffer)
+}
+
+async fn forward_tcp(query: &[u8], upstream: SocketAddr) -> std::io::Result<Vec<u8>> {
+    tokio::time::timeout(UPSTREAM_TIMEOUT, async {
+        let mut stream = TcpStream::connect(upstream).await?;
+        let length = u16::try_from(query.len())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        stream.write_all(&length.to_be_bytes()).await?;
+        stream.write_all(query).await?;
+        read_frame(&mut stream).await
+    })
+    .await
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut length = [0u8; 2];
+    stream.read_exact(&mut length).await?;
+    let mut frame = vec![0u8; usize::from(u16::from_be_bytes(length))];
+    stream.read_exact(&mut frame).await?;
+    Ok(frame)
+}
+
+/// A UDP and a TCP socket bound to one address.
+#[derive(Debug)]
+pub struct Sockets {
+    pub udp: UdpSocket,
+    pub tcp: TcpListener,
+}
+
+impl Sockets {
+    /// Binds `address` (UDP and TCP; port 0 picks one port free for both) inside the
+    /// network namespace at `namespace` (the caller's own when `None`).
+    pub fn bind(address: SocketAddr, namespace: Option<&Path>) -> Result<Sockets, DnsError> {
+        let bound = aloft_net::netns::run_in(namespace, move || bind_pair(address))?;
+        let (udp, tcp) = bound.map_err(|source| DnsError::Bind { address, source })?;
+        let udp = UdpSocket::from_std(udp).map_err(|source| DnsError::Bind { address, source })?;
+        let tcp =
+            TcpListener::from_std(tcp).map_err(|source| DnsError::Bind { address, source })?;
+        Ok(Sockets { udp, tcp })
+    }
+
+    /// Where the sockets listen.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.udp.local_addr()
+    }
+
+    /// Serves queries until `stop` is cancelled.
+    pub async fn serve(self, resolver: Arc<Resolver>, listener: Listener, stop: CancellationToken) {
+        let udp = serve_udp(self.udp, resolver.clone(), listener, stop.clone());
+        let tcp = serve_tcp(self.tcp, resolver, listener, stop);
+        tokio::join!(udp, tcp);
+    }
+}
+
+fn bind_pair(address: SocketAddr) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    // With port 0 the two sockets must agree on one port: take the UDP one's.
+    for _ in 0..16 {
+        let udp = std::net::UdpSocket::bind(address)?;
+        let bound = udp.local_addr()?;
+        match std::net::TcpListener::bind(bound) {
+            Ok(tcp) => {
+                udp.set_nonblocking(true)?;
+                tcp.set_nonblocking(true)?;
+                return Ok((udp, tcp));
+            }
+            Err(error) if address.port() == 0 && error.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Err(std::io::Error::from(std::io::ErrorKind::AddrInUse))
+}
+
+async fn serve_udp(
+    socket: UdpSocket,
+    resolver: Arc<Resolver>,
+    listener: Listener,
+    stop: CancellationToken,
+) {
+    let socket = Arc::new(socket);
+    let mut buffer = vec![0u8; UDP_BUFFER];
+    loop {
+        let received = tokio::select! {
+            () = stop.cancelled() => return,
+            received = socket.recv_from(&mut buffer) => received,
+        };
+        let (length, peer) = match received {
+            Ok(received) => received,
+            Err(error) => {
+                tracing::debug!(error = %error, "receiving a DNS datagram failed");
+                continue;
+            }
+        };
+        let query = &buffer[..length];
+        // Our own names are answered in line; forwarding waits on the network, so it
+        // gets a task of its own.
+        match respond(
+            &resolver.zone(),
+            query,
+            peer.ip(),
+            listener,
+            Transport::Udp,
+            &resolver.region,
+        ) {
+            Reply::Send(bytes) => {
+                let _ = socket.send_to(&bytes, peer).await;
+            }
+            Reply::Drop => {}
+            Reply::Forward => {
+                let (socket, resolver, query) = (socket.clone(), resolver.clone(), query.to_vec());
+                tokio::spawn(async move {
+                    if let Some(bytes) = resolver
+                        .handle(&query, peer.ip(), listener, Transport::Udp)
+                        .await
+                    {
+                        let _ = socket.send_to(&bytes, peer).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn serve_tcp(
+    socket: TcpListener,
+    resolver: Arc<Resolver>,
+    listener: Listener,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = socket.accept() => accepted,
+        };
+        let Ok((mut stream, peer)) = accepted else {
+            continue;
+        };
+        let (resolver, stop) = (resolver.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let frame = tokio::select! {
+                    () = stop.cancelled() => return,
+                    frame = tokio::time::timeout(TCP_IDLE_TIMEOUT, read_frame(&mut stream)) => frame,
+                };
+                let Ok(Ok(query)) = frame else { return };
+                let Some(answer) = resolver
+                    .handle(&query, peer.ip(), listener, Transport::Tcp)
+                    .await
+                else {
+                    return;
+                };
+                let Ok(length) = u16::try_from(answer.len()) else {
+                    return;
+                };
+                if stream.write_all(&length.to_be_bytes()).await.is_err()
+                    || stream.write_all(&answer).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The name servers of a `resolv.conf` text, with port 53.
+pub fn upstream_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next()? == "nameserver").then_some(())?;
+            let address: IpAddr = words.next()?.split('%').next()?.parse().ok()?;
+            Some(SocketAddr::new(address, 53))
+        })
+        .filter(|address| address.ip() != IpAddr::V6(aloft_net::DNS_ADDRESS))
+        .collect()
+}

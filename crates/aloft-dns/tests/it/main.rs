@@ -1,0 +1,273 @@
+//! The DNS server over real sockets, asked with `dig`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+
+use aloft_dns::{Listener, Resolver, Sockets};
+use aloft_types::MachineState;
+use aloft_types::catalog::{Catalog, CatalogApp, CatalogMachine};
+use tokio_util::sync::CancellationToken;
+
+fn machine(id: &str, app: &str, state: MachineState, ip: String) -> CatalogMachine {
+    CatalogMachine {
+        id: id.to_owned(),
+        app: app.to_owned(),
+        region: "ams".to_owned(),
+        state,
+        private_ip: Some(ip.parse().unwrap()),
+        process_group: "app".to_owned(),
+        metadata: BTreeMap::new(),
+        skip_registration: false,
+        cordoned: false,
+        services: Vec::new(),
+    }
+}
+
+fn catalog(many: usize) -> Arc<Catalog> {
+    let mut machines = vec![
+        machine(
+            "m1",
+            "web",
+            MachineState::Started,
+            "fdaa:0:1:0:1:0:1:2".into(),
+        ),
+        machine(
+            "m2",
+            "web",
+            MachineState::Stopped,
+            "fdaa:0:1:0:1:0:2:2".into(),
+        ),
+    ];
+    for n in 0..many {
+        machines.push(machine(
+            &format!("big{n:04}"),
+            "big",
+            MachineState::Started,
+            format!("fdaa:0:1:0:2:0:{n:x}:2"),
+        ));
+    }
+    Arc::new(Catalog {
+        apps: vec![
+            CatalogApp {
+                name: "web".into(),
+                org_id: "o".into(),
+                network: 1,
+            },
+            CatalogApp {
+                name: "big".into(),
+                org_id: "o".into(),
+                network: 1,
+            },
+        ],
+        machines,
+    })
+}
+
+struct Server {
+    address: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn start(resolver: Arc<Resolver>, listener: Listener) -> Server {
+    let sockets = Sockets::bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+    let address = sockets.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(sockets.serve(resolver, listener, stop.clone()));
+    Server { address, stop }
+}
+
+/// `dig` output: (status, answer lines).
+async fn dig(server: SocketAddr, args: &[&str]) -> (String, Vec<String>) {
+    let mut command = vec![
+        format!("@{}", server.ip()),
+        "-p".to_owned(),
+        server.port().to_string(),
+        "+tries=1".to_owned(),
+        "+time=3".to_owned(),
+    ];
+    command.extend(args.iter().map(|a| (*a).to_owned()));
+    let output = tokio::task::spawn_blocking(move || Command::new("dig").args(&command).output())
+        .await
+        .unwrap()
+        .expect("dig (bind9-dnsutils) runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or("no answer")
+        .to_owned();
+    let answers = text
+        .split(";; ANSWER SECTION:\n")
+        .nth(1)
+        .map(|section| {
+            section
+                .lines()
+                .take_while(|line| !line.is_empty())
+                .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect()
+        })
+        .unwrap_or_default();
+    (status, answers)
+}
+
+#[tokio::test]
+async fn answers_names_types_and_absences_as_dns_requires() {
+    let resolver = Resolver::new("ams", Vec::new());
+    resolver.set_catalog(&catalog(0));
+    let server = start(resolver, Listener::Operator);
+    let at = server.address;
+
+    let (status, answers) = dig(at, &["web.internal", "AAAA"]).await;
+    assert_eq!(status, "NOERROR");
+    assert_eq!(
+        answers,
+        vec!["web.internal. 5 IN AAAA fdaa:0:1:0:1:0:1:2"],
+        "stopped machines are left out"
+    );
+    let (_, answers) = dig(at, &["WeB.InTeRnAl", "AAAA"]).await;
+    assert_eq!(answers.len(), 1, "names are case-insensitive");
+    let (status, answers) = dig(at, &["web.internal", "TXT"]).await;
+    assert_eq!((status.as_str(), answers.len()), ("NOERROR", 0), "NODATA");
+    let (status, _) = dig(at, &["nope.internal", "AAAA"]).await;
+    assert_eq!(status, "NXDOMAIN");
+    let (_, answers) = dig(at, &["vms.web.internal", "TXT"]).await;
+    assert_eq!(answers, vec!["vms.web.internal. 5 IN TXT \"m1 ams\""]);
+    let (_, answers) = dig(at, &["+tcp", "all.vms.web.internal", "TXT"]).await;
+    assert_eq!(
+        answers,
+        vec!["all.vms.web.internal. 5 IN TXT \"m1 ams,m2 ams\""],
+        "over TCP too"
+    );
+    let (_, answers) = dig(at, &["_apps.internal", "TXT"]).await;
+    assert_eq!(answers, vec!["_apps.internal. 5 IN TXT \"big,web\""]);
+}
+
+#[tokio::test]
+async fn the_private_listener_shows_nothing_to_strangers() {
+    let resolver = Resolver::new("ams", Vec::new());
+    resolver.set_catalog(&catalog(0));
+    let server = start(resolver, Listener::Private);
+    // 127.0.0.1 is in no private network.
+    let (status, _) = dig(server.address, &["web.internal", "AAAA"]).await;
+    assert_eq!(status, "NXDOMAIN");
+    let (status, answers) = dig(server.address, &["_apps.internal", "TXT"]).await;
+    assert_eq!(
+        (status.as_str(), answers),
+        ("NOERROR", vec!["_apps.internal. 5 IN TXT \"\"".to_owned()])
+    );
+}
+
+#[tokio::test]
+async fn large_answers_are_truncated_over_udp_and_whole_over_tcp() {
+    let resolver = Resolver::new("ams", Vec::new());
+    resolver.set_catalog(&catalog(200));
+    let server = start(resolver, Listener::Operator);
+    let (_, answers) = dig(
+        server.address,
+        &["+ignore", "+noedns", "big.internal", "AAAA"],
+    )
+    .await;
+    assert!(answers.is_empty(), "truncated: {answers:?}");
+    let (_, answers) = dig(server.address, &["+tcp", "big.internal", "AAAA"]).await;
+    assert_eq!(answers.len(), 200);
+    // dig retries over TCP by itself when it sees TC.
+    let (_, answers) = dig(server.address, &["big.internal", "AAAA"]).await;
+    assert_eq!(answers.len(), 200);
+}
+
+/// An upstream that answers every query with the query itself, marked as a response.
+async fn echo_upstream() -> (SocketAddr, CancellationToken) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 4096];
+        loop {
+            let (length, peer) = tokio::select! {
+                () = stopped.cancelled() => return,
+                got = socket.recv_from(&mut buffer) => got.unwrap(),
+            };
+            let mut reply = buffer[..length].to_vec();
+            reply[2] |= 0x80;
+            socket.send_to(&reply, peer).await.unwrap();
+        }
+    });
+    (address, stop)
+}
+
+#[tokio::test]
+async fn other_names_are_forwarded_upstream_and_fail_cleanly_without_one() {
+    let (upstream, stop_upstream) = echo_upstream().await;
+    let resolver = Resolver::new("ams", vec![upstream]);
+    let server = start(resolver, Listener::Private);
+    let (status, _) = dig(server.address, &["example.com", "A"]).await;
+    assert_eq!(status, "NOERROR", "the upstream's answer comes back");
+
+    stop_upstream.cancel();
+    let resolver = Resolver::new("ams", vec![upstream]);
+    let server = start(resolver, Listener::Private);
+    let (status, _) = dig(server.address, &["example.com", "A"]).await;
+    assert_eq!(status, "SERVFAIL");
+}
+
+#[tokio::test]
+async fn malformed_packets_never_stop_the_server() {
+    let resolver = Resolver::new("ams", Vec::new());
+    resolver.set_catalog(&catalog(0));
+    let server = start(resolver, Listener::Operator);
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0x12],
+        vec![0x12, 0x34, 0x01, 0x00, 0x00, 0x01],
+        vec![0xff; 12],
+        vec![
+            0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0xc0, 0x0c,
+        ],
+        (0..=255).collect(),
+    ];
+    for packet in &garbage {
+        socket.send_to(packet, server.address).await.unwrap();
+    }
+    // A query whose question is unreadable gets FORMERR with its id.
+    socket
+        .send_to(
+            &[0xab, 0xcd, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 63],
+            server.address,
+        )
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 512];
+    let (length, _) = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let got = socket.recv_from(&mut buffer).await.unwrap();
+            if buffer[..2] == [0xab, 0xcd] {
+                return got;
+            }
+        }
+    })
+    .await
+    .expect("a FORMERR answer");
+    assert_eq!((length, buffer[3] & 0x0f), (12, 1), "FORMERR");
+    // A TCP client that sends half a frame and stalls holds no one up.
+    let mut stalled = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, &[0x00, 0x40, 0x01])
+        .await
+        .unwrap();
+    let (status, answers) = dig(server.address, &["web.internal", "AAAA"]).await;
+    assert_eq!((status.as_str(), answers.len()), ("NOERROR", 1));
+}

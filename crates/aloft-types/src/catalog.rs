@@ -1,0 +1,44 @@
+//! The catalog: what every host needs to know about apps and machines to route and
+//! resolve names (DNS now, the proxy later). The control plane publishes a new catalog on
+//! every change; consumers swap it in whole.
+
+use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::MachineState;
+use crate::machine::MachineService;
+
+/// Everything, at one moment.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Catalog {
+    pub apps: Vec<CatalogApp>,
+    pub machines: Vec<CatalogMachine>,
+}
+
+/// An app and the private network it lives in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogApp {
+    pub name: String,
+    pub org_id: String,
+    /// The network's number (the second and third groups of its 6PN addresses).
+    pub network: u32,
+}
+
+/// A machine that is not destroyed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogMachine {
+    pub id: String,
+    pub app: String,
+    pub region: String,
+    pub state: MachineState,
+    pub private_ip: Option<Ipv6Addr>,
+    /// The `fly_process_group` metadata (`app` when unset).
+    pub process_group: String,
+    pub metadata: BTreeMap<String, String>,
+    /// `dns.skip_registration`: the machine stays out of DNS.
+    pub skip_registration: bool,
+    pub cordoned: bool,
+    pub services: Vec<MachineService>,
+}
