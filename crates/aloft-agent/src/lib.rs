@@ -17,10 +17,11 @@ mod spec;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::Duration;
 
 use aloft_control::{AgentGateway, ApiError, BoxFuture, Command, HostLink, wire::ExecResponse};
+use aloft_net::{HostNetwork, SixPn};
 use aloft_runtime::{
     ContainerInfo, ContainerState, ExecOptions, ExitStatus, Runtime, RuntimeError,
 };
@@ -45,6 +46,26 @@ pub struct AgentConfig {
     pub memory_mb: i64,
     /// How often everything is compared again, whatever notifications said.
     pub reconcile_interval: Duration,
+    pub network: NetworkSettings,
+}
+
+/// Where and how the agent plumbs the private network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSettings {
+    /// The network namespace holding the host's side (bridges, veths, `fdaa::3`, rules);
+    /// `None`: the agent's own.
+    pub namespace: Option<PathBuf>,
+    /// MTU of bridges and machines' interfaces.
+    pub mtu: u32,
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        NetworkSettings {
+            namespace: None,
+            mtu: aloft_net::DEFAULT_MTU,
+        }
+    }
 }
 
 /// Restarts allowed by `on-failure` when the machine's config names no `max_retries`.
@@ -59,6 +80,14 @@ pub enum AgentError {
     Control(#[source] ApiError),
     #[error("the container runtime")]
     Runtime(#[source] RuntimeError),
+    #[error("the private network")]
+    Network(#[source] aloft_net::PlumbError),
+}
+
+impl From<aloft_net::PlumbError> for AgentError {
+    fn from(error: aloft_net::PlumbError) -> Self {
+        AgentError::Network(error)
+    }
 }
 
 impl From<ApiError> for AgentError {
@@ -89,6 +118,8 @@ struct Shared<R> {
     tasks: TaskTracker,
     /// Cancelled when the agent stops: waits on containers end (the containers do not).
     stopping: CancellationToken,
+    /// The host's private network, opened when the agent starts running.
+    network: OnceLock<HostNetwork>,
 }
 
 /// One host's agent.
@@ -132,6 +163,7 @@ impl<R: Runtime + 'static> Agent<R> {
             exits,
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
+            network: OnceLock::new(),
         });
         Agent {
             shared,
@@ -146,12 +178,32 @@ impl<R: Runtime + 'static> Agent<R> {
         })
     }
 
+    /// Registers the host and prepares its side of the private network (`fdaa::3`
+    /// included), so DNS can bind before machines start. [`Agent::run`] does it when it
+    /// has not been done.
+    pub async fn open_network(&self) -> Result<(), AgentError> {
+        let shared = &self.shared;
+        if shared.network.get().is_some() {
+            return Ok(());
+        }
+        shared.heartbeat().await?;
+        let host = shared.gateway.host_number(&shared.config.host_id).await?;
+        let network = HostNetwork::open(
+            shared.config.network.namespace.clone(),
+            host,
+            shared.config.network.mtu,
+        )
+        .await?;
+        let _ = shared.network.set(network);
+        Ok(())
+    }
+
     /// Runs until `shutdown` is cancelled, then waits for operations in flight. Machines
     /// keep running afterwards.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), AgentError> {
         let shared = self.shared.clone();
         let mut changes = shared.gateway.subscribe();
-        shared.heartbeat().await?;
+        self.open_network().await?;
         shared.reconcile_all();
         let mut interval = tokio::time::interval(shared.config.reconcile_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -249,6 +301,11 @@ impl<R: Runtime + 'static> Shared<R> {
                 self.runtime.remove(&container.id).await?;
             } else if current && container.state == ContainerState::Running {
                 self.watch(&container);
+                if let Some(machine) = machine.and_then(|m| known.get(m))
+                    && let Err(error) = self.plumb(machine, &container).await
+                {
+                    tracing::warn!(machine = %machine.id, error = %error_chain(&error), "re-plumbing the private network failed; will retry");
+                }
             } else if !current {
                 // An old version whose replacement the machine's own reconcile creates.
                 if let Some(machine) = machine.and_then(|m| known.get(m)) {
@@ -259,6 +316,43 @@ impl<R: Runtime + 'static> Shared<R> {
         for machine in &machines {
             self.spawn(machine.id.clone(), Command::Converge);
         }
+        self.prune_network(&machines).await?;
+        Ok(())
+    }
+
+    /// Removes the private network's links and rules that no machine of this host needs.
+    async fn prune_network(&self, machines: &[MachineRecord]) -> Result<(), AgentError> {
+        let Some(network) = self.network.get() else {
+            return Ok(());
+        };
+        let addresses: Vec<SixPn> = machines
+            .iter()
+            .filter(|m| m.desired != Desired::Destroyed)
+            .filter_map(|m| m.private_ip.as_deref()?.parse().ok())
+            .filter_map(SixPn::parse)
+            .collect();
+        network
+            .prune(
+                &addresses.iter().map(|a| a.network).collect(),
+                &addresses.iter().map(|a| a.machine).collect(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Connects a running container to the private network (nothing when it is).
+    async fn plumb(
+        &self,
+        machine: &MachineRecord,
+        container: &ContainerInfo,
+    ) -> Result<(), AgentError> {
+        let (Some(network), Some(pid)) = (self.network.get(), container.pid) else {
+            return Ok(());
+        };
+        let address = self.gateway.private_address(&machine.id).await?;
+        network
+            .attach(address, &aloft_net::netns::of_process(pid))
+            .await?;
         Ok(())
     }
 
@@ -431,6 +525,10 @@ impl<R: Runtime + 'static> Shared<R> {
                 self.runtime.remove(&container.id).await?;
             }
             let _ = std::fs::remove_dir_all(spec::machine_dir(&self.config.data_dir, id));
+            let remaining = self.gateway.machines(&self.config.host_id).await?;
+            let others: Vec<MachineRecord> =
+                remaining.into_iter().filter(|m| &m.id != id).collect();
+            self.prune_network(&others).await?;
             if machine.state != MachineState::Destroyed {
                 if machine.state != MachineState::Destroying {
                     self.gateway
@@ -567,6 +665,11 @@ impl<R: Runtime + 'static> Shared<R> {
                 .report_state(id, MachineState::Starting)
                 .await?;
         }
+        let address = self.gateway.private_address(id).await?;
+        if let Some(network) = self.network.get() {
+            // The network's bridge and isolation rules exist before the machine runs.
+            network.ensure_network(address.network).await?;
+        }
         let containers = self.containers_of(id).await?;
         let existing = containers
             .into_iter()
@@ -579,8 +682,8 @@ impl<R: Runtime + 'static> Shared<R> {
                 }
                 let app = self.gateway.app_name(machine).await?;
                 let secrets = self.gateway.secrets(machine).await?;
-                let spec =
-                    container_spec(machine, &app, &secrets, &self.config).map_err(|error| {
+                let spec = container_spec(machine, &app, &secrets, address.address(), &self.config)
+                    .map_err(|error| {
                         AgentError::Runtime(RuntimeError::Operation {
                             operation: "prepare",
                             container: id.to_string(),
@@ -595,6 +698,20 @@ impl<R: Runtime + 'static> Shared<R> {
         };
         self.runtime.start(&container_id).await?;
         if let Some(info) = self.runtime.inspect(&container_id).await? {
+            if let Err(error) = self.plumb(machine, &info).await {
+                // A machine without its network is no use to anyone: stop it and say why.
+                let _ = self.stop_run(&info, Signal::Kill, Duration::ZERO).await;
+                return Err(self
+                    .launch_failed(
+                        id,
+                        RuntimeError::Operation {
+                            operation: "connect to the private network",
+                            container: container_id.clone(),
+                            source: Box::new(error),
+                        },
+                    )
+                    .await);
+            }
             self.watch(&info);
         }
         self.gateway.report_state(id, MachineState::Started).await?;

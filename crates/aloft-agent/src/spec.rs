@@ -1,11 +1,12 @@
 //! From a machine's config to the container that runs it.
 
 use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 
 use aloft_runtime::{BindMount, ContainerSpec};
 use aloft_store::MachineRecord;
-use aloft_types::machine::METADATA_PROCESS_GROUP;
+use aloft_types::machine::{DnsConfig, METADATA_PROCESS_GROUP};
 use aloft_types::{AppName, MachineId, Signal};
 use base64::Engine as _;
 
@@ -48,12 +49,37 @@ pub(crate) fn machine_dir(data_dir: &Path, machine: &MachineId) -> PathBuf {
     data_dir.join("machines").join(machine.as_str())
 }
 
+/// A machine's `/etc/resolv.conf`: `fdaa::3`, unless its config names other servers.
+pub(crate) fn resolv_conf(dns: Option<&DnsConfig>) -> String {
+    let mut text = String::new();
+    let servers = dns.map(|d| d.nameservers.as_slice()).unwrap_or_default();
+    if servers.is_empty() {
+        text.push_str(&format!("nameserver {}\n", aloft_net::DNS_ADDRESS));
+    }
+    for server in servers {
+        text.push_str(&format!("nameserver {server}\n"));
+    }
+    if let Some(searches) = dns.map(|d| &d.searches).filter(|s| !s.is_empty()) {
+        text.push_str(&format!("search {}\n", searches.join(" ")));
+    }
+    text
+}
+
+/// A machine's `/etc/hosts`: loopback, then its 6PN address as `fly-local-6pn` and as its
+/// own name (its id, which is also its hostname).
+pub(crate) fn hosts(private_ip: Ipv6Addr, machine: &MachineId) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{private_ip}\tfly-local-6pn\n{private_ip}\t{machine}\n"
+    )
+}
+
 /// The container for the current version of `machine`. Writes the machine's `[[files]]`
 /// under the data directory and mounts each, read-only, at its guest path.
 pub fn container_spec(
     machine: &MachineRecord,
     app: &AppName,
     secrets: &BTreeMap<String, String>,
+    private_ip: Ipv6Addr,
     config: &AgentConfig,
 ) -> Result<ContainerSpec, SpecError> {
     let machine_config = &machine.config;
@@ -88,9 +114,7 @@ pub fn container_spec(
     if guest.memory_mb > 0 {
         platform.push((env::FLY_VM_MEMORY_MB, guest.memory_mb.to_string()));
     }
-    if let Some(ip) = &machine.private_ip {
-        platform.push((env::FLY_PRIVATE_IP, ip.clone()));
-    }
+    platform.push((env::FLY_PRIVATE_IP, private_ip.to_string()));
     for (name, value) in platform {
         if let Some(twin) = env::aloft_twin(name) {
             environment.insert(twin, value.clone());
@@ -147,6 +171,29 @@ pub fn container_spec(
             source: path,
             target: file.guest_path.clone(),
             read_only: true,
+        });
+    }
+
+    // The private network's names: resolv.conf points at fdaa::3 (or the config's own
+    // name servers) and /etc/hosts knows the machine's address.
+    let etc_dir = machine_dir(&config.data_dir, &machine.id).join("etc");
+    std::fs::create_dir_all(&etc_dir).map_err(|source| SpecError::Write {
+        path: etc_dir.clone(),
+        source,
+    })?;
+    for (name, content) in [
+        ("resolv.conf", resolv_conf(machine_config.dns.as_ref())),
+        ("hosts", hosts(private_ip, &machine.id)),
+    ] {
+        let path = etc_dir.join(name);
+        std::fs::write(&path, content).map_err(|source| SpecError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        mounts.push(BindMount {
+            source: path,
+            target: format!("/etc/{name}"),
+            read_only: false,
         });
     }
 

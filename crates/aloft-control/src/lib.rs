@@ -14,6 +14,7 @@
 mod apps;
 mod auth;
 mod catalog;
+mod dns;
 mod error;
 mod hosts;
 mod json;
@@ -90,6 +91,8 @@ pub(crate) struct Inner {
     /// Poked when something the catalog shows changed outside machine changes (apps).
     pub(crate) catalog_dirty: tokio::sync::Notify,
     pub(crate) catalog: std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<Catalog>>>,
+    /// The DNS resolver of this process, for `aloft dig`.
+    pub(crate) dns: std::sync::RwLock<Option<Arc<aloft_dns::Resolver>>>,
 }
 
 /// The control plane. Cheap to clone.
@@ -121,6 +124,7 @@ impl Control {
                 links: hosts::Links::default(),
                 catalog_dirty: tokio::sync::Notify::new(),
                 catalog: std::sync::OnceLock::new(),
+                dns: std::sync::RwLock::new(None),
             }),
         }
     }
@@ -136,6 +140,7 @@ impl Control {
             .merge(orgs::routes())
             .merge(secrets::routes())
             .merge(volumes::routes())
+            .merge(dns::routes())
     }
 
     /// The API's routes.
@@ -177,6 +182,13 @@ impl Control {
             secrets_key: self.inner.secrets_key.clone(),
             changes: self.inner.changes.clone(),
             observed: self.inner.observed.clone(),
+        }
+    }
+
+    /// Registers the DNS resolver that answers `GET /v1/apps/{app}/dns`.
+    pub fn attach_dns(&self, resolver: Arc<aloft_dns::Resolver>) {
+        if let Ok(mut dns) = self.inner.dns.write() {
+            *dns = Some(resolver);
         }
     }
 

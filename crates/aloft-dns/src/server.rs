@@ -326,3 +326,102 @@ pub fn upstream_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
         .filter(|address| address.ip() != IpAddr::V6(aloft_net::DNS_ADDRESS))
         .collect()
 }
+
+/// One record of a [`Resolver::dig`] answer, in presentation form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigRecord {
+    pub name: String,
+    pub record_type: String,
+    pub ttl: u32,
+    pub data: String,
+}
+
+/// What [`Resolver::dig`] got back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigAnswer {
+    /// `NOERROR`, `NXDOMAIN`, `SERVFAIL`, ...
+    pub status: String,
+    pub answers: Vec<DigRecord>,
+    pub authority: Vec<DigRecord>,
+}
+
+/// Why a dig could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DigError {
+    #[error("{name:?} is not a domain name")]
+    Name { name: String },
+    #[error("unknown record type {0:?} (use AAAA, TXT, A, SOA, ANY, ...)")]
+    Type(String),
+    #[error("no answer (the upstream resolvers did not answer)")]
+    NoAnswer,
+}
+
+impl Resolver {
+    /// Asks for `name` as a machine of `network` would, through the whole query path
+    /// (forwarding included), and returns the answer in presentation form.
+    pub async fn dig(
+        &self,
+        name: &str,
+        record_type: &str,
+        network: u32,
+    ) -> Result<DigAnswer, DigError> {
+        use hickory_proto::op::{Message, Query};
+        use hickory_proto::rr::{Name, RecordType};
+        use std::str::FromStr as _;
+
+        let owner = Name::from_str_relaxed(name).map_err(|_| DigError::Name {
+            name: name.to_owned(),
+        })?;
+        let owner = if owner.is_fqdn() {
+            owner
+        } else {
+            Name::from_ascii(format!("{}.", owner.to_ascii())).map_err(|_| DigError::Name {
+                name: name.to_owned(),
+            })?
+        };
+        let kind = RecordType::from_str(&record_type.to_ascii_uppercase())
+            .map_err(|_| DigError::Type(record_type.to_owned()))?;
+        let mut query = Message::query();
+        query.metadata.recursion_desired = true;
+        query.add_query(Query::query(owner, kind));
+        let bytes = query.to_vec().map_err(|_| DigError::Name {
+            name: name.to_owned(),
+        })?;
+        let source = crate::answer::network_source(network);
+        let answer = self
+            .handle(&bytes, source, Listener::Private, Transport::Tcp)
+            .await
+            .ok_or(DigError::NoAnswer)?;
+        let response = Message::from_vec(&answer).map_err(|_| DigError::NoAnswer)?;
+        let present = |records: &[hickory_proto::rr::Record]| {
+            records
+                .iter()
+                .map(|record| DigRecord {
+                    name: record.name.to_ascii(),
+                    record_type: record.record_type().to_string(),
+                    ttl: record.ttl,
+                    data: record.data.to_string(),
+                })
+                .collect()
+        };
+        Ok(DigAnswer {
+            status: status_name(response.metadata.response_code),
+            answers: present(&response.answers),
+            authority: present(&response.authorities),
+        })
+    }
+}
+
+/// The mnemonic dig prints for a response code.
+fn status_name(code: hickory_proto::op::ResponseCode) -> String {
+    use hickory_proto::op::ResponseCode;
+    match code {
+        ResponseCode::NoError => "NOERROR".to_owned(),
+        ResponseCode::FormErr => "FORMERR".to_owned(),
+        ResponseCode::ServFail => "SERVFAIL".to_owned(),
+        ResponseCode::NXDomain => "NXDOMAIN".to_owned(),
+        ResponseCode::NotImp => "NOTIMP".to_owned(),
+        ResponseCode::Refused => "REFUSED".to_owned(),
+        other => format!("RCODE{}", u16::from(other)),
+    }
+}

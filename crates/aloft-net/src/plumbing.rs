@@ -222,6 +222,9 @@ pub struct HostNetwork {
     handle: Handle,
     /// Networks whose bridge and rules exist (the firewall is rendered from this).
     networks: Mutex<BTreeSet<NetworkNumber>>,
+    /// Attaching (shared) never overlaps pruning (exclusive), which would take a
+    /// half-made veth for a leftover.
+    work: tokio::sync::RwLock<()>,
 }
 
 impl HostNetwork {
@@ -268,6 +271,7 @@ impl HostNetwork {
             mtu,
             handle,
             networks: Mutex::new(networks),
+            work: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -326,6 +330,7 @@ impl HostNetwork {
     /// container, `/proc/PID/ns/net`): a veth with `eth0` inside holding the machine's
     /// address, and a default route via the host. Does nothing when that is in place.
     pub async fn attach(&self, machine: SixPn, machine_namespace: &Path) -> Result<(), PlumbError> {
+        let _shared = self.work.read().await;
         let bridge = self.ensure_network(machine.network).await?;
         let inner = connect(Some(machine_namespace)).await?;
         let host_end = veth_name(machine.machine);
@@ -467,6 +472,7 @@ impl HostNetwork {
         networks: &BTreeSet<NetworkNumber>,
         machines: &BTreeSet<MachineNumber>,
     ) -> Result<(), PlumbError> {
+        let _exclusive = self.work.write().await;
         let mut installed = self.networks.lock().await;
         let keep_veths: BTreeSet<String> = machines.iter().map(|m| veth_name(*m)).collect();
         let keep_bridges: BTreeSet<String> = networks.iter().map(|n| bridge_name(*n)).collect();

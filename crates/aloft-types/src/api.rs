@@ -385,3 +385,25 @@ mod tests {
         );
     }
 }
+
+/// The answer of `GET /v1/apps/{app}/dns` (Aloft's own): what the app's machines get
+/// when they ask the private network's DNS server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct DigResponse {
+    /// `NOERROR`, `NXDOMAIN`, `SERVFAIL`, ...
+    pub status: String,
+    pub answers: Vec<DnsRecord>,
+    /// The zone's SOA with negative answers.
+    #[serde(default)]
+    pub authority: Vec<DnsRecord>,
+}
+
+/// One DNS record in presentation form.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct DnsRecord {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub record_type: String,
+    pub ttl: u32,
+    pub data: String,
+}

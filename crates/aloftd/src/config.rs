@@ -25,6 +25,42 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub log: LogConfig,
     pub agent: AgentSettings,
+    pub network: NetworkConfig,
+}
+
+/// The default address of the operators' DNS listener.
+pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:8053";
+
+/// `[network]`: the private network (6PN) and its DNS server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// A network namespace file (such as `/run/netns/aloft`) holding the host's side of
+    /// the private network; default: aloftd's own namespace.
+    pub namespace: Option<PathBuf>,
+    /// MTU of the bridges and machines' interfaces.
+    pub mtu: u32,
+    /// The DNS server's port on `fdaa::3`, where machines ask.
+    pub dns_port: u16,
+    /// Where operators on this host can ask the DNS server (every network's names).
+    pub dns_listen: SocketAddr,
+    /// Resolvers for names outside `.internal`; default: the name servers of
+    /// `/etc/resolv.conf`.
+    pub dns_upstream: Option<Vec<SocketAddr>>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            namespace: None,
+            mtu: 1420,
+            dns_port: 53,
+            dns_listen: DEFAULT_DNS_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8053))),
+            dns_upstream: None,
+        }
+    }
 }
 
 /// `[api]`.
@@ -79,6 +115,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             log: LogConfig::default(),
             agent: AgentSettings::default(),
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -158,6 +195,23 @@ impl Config {
             return Err(invalid(
                 "agent.reconcile_interval_seconds",
                 "must be at least 1".to_owned(),
+            ));
+        }
+        if !(1280..=65535).contains(&self.network.mtu) {
+            return Err(invalid(
+                "network.mtu",
+                format!("{}: IPv6 needs 1280 to 65535", self.network.mtu),
+            ));
+        }
+        if let Some(path) = &self.network.namespace
+            && !path.exists()
+        {
+            return Err(invalid(
+                "network.namespace",
+                format!(
+                    "{} does not exist (create it with `ip netns add`)",
+                    path.display()
+                ),
             ));
         }
         if let Some(url) = &self.database.url

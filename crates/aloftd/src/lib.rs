@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use config::Config;
-pub use server::{API_URL_FILE, HOST_ID_FILE, ServerOptions, run as run_server};
+pub use server::{API_URL_FILE, DNS_ADDR_FILE, HOST_ID_FILE, ServerOptions, run as run_server};
 
 /// Exit code of an invalid configuration (`EX_CONFIG`).
 pub const EXIT_CONFIG: u8 = 78;

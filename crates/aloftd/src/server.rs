@@ -4,8 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aloft_agent::{Agent, AgentConfig};
+use aloft_agent::{Agent, AgentConfig, NetworkSettings};
 use aloft_control::{Control, ControlConfig};
+use aloft_dns::{Listener, Resolver, Sockets};
 use aloft_runtime::DockerRuntime;
 use aloft_store::Store;
 use aloft_types::HostId;
@@ -19,6 +20,37 @@ use crate::config::{Config, LogConfig, LogFormat};
 pub const HOST_ID_FILE: &str = "host-id";
 /// Where the API's URL is written once it listens.
 pub const API_URL_FILE: &str = "api-url";
+/// Where the operators' DNS address is written once it listens.
+pub const DNS_ADDR_FILE: &str = "dns-addr";
+
+/// Starts the DNS server: on `[fdaa::3]:53` in the private network's namespace for
+/// machines, and on the operators' address, both following the control plane's catalog.
+fn start_dns(config: &Config, control: &Control, stop: &CancellationToken) -> anyhow::Result<()> {
+    let upstream = match &config.network.dns_upstream {
+        Some(upstream) => upstream.clone(),
+        None => aloft_dns::upstream_from_resolv_conf(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        ),
+    };
+    let resolver = Resolver::new(config.region.clone(), upstream);
+    resolver.follow(control.catalog(), stop.clone());
+    let private = std::net::SocketAddr::new(
+        std::net::IpAddr::V6(aloft_net::DNS_ADDRESS),
+        config.network.dns_port,
+    );
+    let sockets = Sockets::bind(private, config.network.namespace.as_deref())
+        .with_context(|| format!("starting DNS on {private}"))?;
+    tokio::spawn(sockets.serve(resolver.clone(), Listener::Private, stop.clone()));
+    let operators = Sockets::bind(config.network.dns_listen, None)
+        .with_context(|| format!("starting DNS on {}", config.network.dns_listen))?;
+    let address = operators.local_addr().context("reading the DNS address")?;
+    std::fs::write(config.data_dir.join(DNS_ADDR_FILE), format!("{address}\n"))
+        .context("writing the DNS address")?;
+    tokio::spawn(operators.serve(resolver.clone(), Listener::Operator, stop.clone()));
+    control.attach_dns(resolver);
+    tracing::info!(%private, operators = %address, "DNS is up");
+    Ok(())
+}
 
 /// Knobs for embedding the server (tests use them; the binary uses the defaults).
 #[derive(Debug, Clone, Default)]
@@ -113,9 +145,19 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
                 .unwrap_or(1),
             memory_mb: 0,
             reconcile_interval: Duration::from_secs(config.agent.reconcile_interval_seconds),
+            network: NetworkSettings {
+                namespace: config.network.namespace.clone(),
+                mtu: config.network.mtu,
+            },
         },
     );
     control.attach_host(host_id.clone(), agent.link());
+    agent
+        .open_network()
+        .await
+        .context("preparing the private network (bridges, fdaa::3, nftables rules)")?;
+    let dns_stop = CancellationToken::new();
+    start_dns(&config, &control, &dns_stop)?;
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -158,6 +200,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         Ok(Err(error)) => tracing::warn!(error = %error, "the agent task failed"),
         Err(_) => tracing::warn!(?grace, "the agent did not stop within the grace period"),
     }
+    dns_stop.cancel();
     control.store().close().await;
     tracing::info!("aloftd server stopped");
     Ok(())

@@ -15,6 +15,8 @@ struct Platform {
     token: String,
     home: tempfile::TempDir,
     data: tempfile::TempDir,
+    /// The private network's namespace; dropped after the server stops.
+    _netns: aloft_testkit::TestNetns,
     stop: CancellationToken,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -28,6 +30,10 @@ impl Platform {
             ..aloftd::Config::default()
         };
         config.api.listen = "127.0.0.1:0".parse().unwrap();
+        let netns = aloft_testkit::TestNetns::create("cli");
+        config.network.namespace = Some(netns.path());
+        config.network.dns_listen = "127.0.0.1:0".parse().unwrap();
+        config.network.dns_upstream = Some(Vec::new());
         let stop = CancellationToken::new();
         let options = aloftd::ServerOptions {
             shutdown: Some(stop.clone()),
@@ -49,6 +55,7 @@ impl Platform {
             token,
             home: tempfile::tempdir().unwrap(),
             data,
+            _netns: netns,
             stop,
             server: Some(server),
         }

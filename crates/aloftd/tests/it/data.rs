@@ -5,7 +5,7 @@ use aloft_types::MachineState;
 use aloft_types::api::{CreateVolumeRequest, MachineRequest};
 use aloft_types::machine::{MachineConfig, MachineFile, MachineInit, MachineMount};
 
-use crate::Server;
+use crate::{Host, Server};
 
 fn sleeper(name: &str) -> MachineRequest {
     MachineRequest {
@@ -60,8 +60,8 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::Path
 
 #[tokio::test]
 async fn secrets_reach_the_machine_and_are_never_stored_in_the_clear() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data")).await;
+    let host = Host::new();
+    let server = Server::start(&host).await;
     let client = &server.client;
     client.create_app("secretive", None).await.unwrap();
     let marker = format!("plaintext-marker-{}", std::process::id());
@@ -144,9 +144,8 @@ async fn secrets_reach_the_machine_and_are_never_stored_in_the_clear() {
 
 #[tokio::test]
 async fn volume_data_survives_stop_start_update_and_a_daemon_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut server = Server::start(&data).await;
+    let host = Host::new();
+    let mut server = Server::start(&host).await;
     server.client.create_app("stateful", None).await.unwrap();
     let volume = server
         .client
@@ -247,7 +246,7 @@ async fn volume_data_survives_stop_start_update_and_a_daemon_restart() {
     assert_eq!(refused.status(), Some(409), "{refused}");
 
     server.kill();
-    let server = Server::start(&data).await;
+    let server = Server::start(&host).await;
     server
         .client
         .wait("stateful", &machine.id, MachineState::Started, 60)

@@ -5,13 +5,12 @@ use std::time::Duration;
 
 use aloft_types::MachineState;
 
-use crate::{Server, signal_and_wait};
+use crate::{Host, Server, signal_and_wait};
 
 #[tokio::test]
 async fn sigterm_and_sigint_exit_cleanly_and_leave_machines_running() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut server = Server::start(&data).await;
+    let host = Host::new();
+    let mut server = Server::start(&host).await;
     server.client.create_app("signals", None).await.unwrap();
     let request: aloft_types::api::MachineRequest = serde_json::from_value(serde_json::json!({
         "name": "keeper",
@@ -40,7 +39,7 @@ async fn sigterm_and_sigint_exit_cleanly_and_leave_machines_running() {
         "the machine outlives the daemon"
     );
 
-    let mut server = Server::start(&data).await;
+    let mut server = Server::start(&host).await;
     server
         .client
         .wait("signals", &machine.id, MachineState::Started, 60)

@@ -6,7 +6,7 @@ use aloft_types::api::{MachineRequest, MachineResponse};
 use aloft_types::machine::{MachineConfig, MachineInit, MachineRestart, RestartPolicy};
 use aloft_types::{MachineState, Signal};
 
-use crate::Server;
+use crate::{Host, Server};
 
 fn request(name: &str, script: &str, restart: Option<MachineRestart>) -> MachineRequest {
     MachineRequest {
@@ -58,8 +58,8 @@ const IGNORE: &str = "trap '' INT; while true; do sleep 0.1; done";
 
 #[tokio::test]
 async fn machines_start_exec_stop_as_configured_and_leave_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data")).await;
+    let host = Host::new();
+    let server = Server::start(&host).await;
     let client = &server.client;
     client.create_app("lifecycle", None).await.unwrap();
 
@@ -160,8 +160,8 @@ async fn machines_start_exec_stop_as_configured_and_leave_nothing_behind() {
 
 #[tokio::test]
 async fn exits_restart_per_policy_with_every_exit_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data")).await;
+    let host = Host::new();
+    let server = Server::start(&host).await;
     let client = &server.client;
     client.create_app("policies", None).await.unwrap();
 
@@ -229,9 +229,8 @@ async fn exits_restart_per_policy_with_every_exit_recorded() {
 
 #[tokio::test]
 async fn machines_survive_kill_9_of_the_daemon_and_are_adopted() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut server = Server::start(&data).await;
+    let host = Host::new();
+    let mut server = Server::start(&host).await;
     server.client.create_app("adopt", None).await.unwrap();
     let kept = run(
         &server.client,
@@ -294,7 +293,7 @@ async fn machines_survive_kill_9_of_the_daemon_and_are_adopted() {
         "machines keep running without the daemon"
     );
 
-    let server = Server::start(&data).await;
+    let server = Server::start(&host).await;
     let client = &server.client;
     assert_eq!(
         server.containers_of(&kept.id),
@@ -344,8 +343,8 @@ async fn machines_survive_kill_9_of_the_daemon_and_are_adopted() {
 async fn a_start_right_after_a_stop_is_never_lost() {
     // The agent's own stop makes the container exit; that exit must not be taken for a
     // crash that "rests" the machine after the next start request (found by the benchmark).
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data")).await;
+    let host = Host::new();
+    let server = Server::start(&host).await;
     let client = &server.client;
     client.create_app("cycles", None).await.unwrap();
     let machine = run(client, "cycles", "cycler", TRAP, None).await;
@@ -378,8 +377,8 @@ async fn a_start_right_after_a_stop_is_never_lost() {
 
 #[tokio::test]
 async fn a_machine_that_cannot_launch_is_failed_with_the_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data")).await;
+    let host = Host::new();
+    let server = Server::start(&host).await;
     let client = &server.client;
     client.create_app("unlaunchable", None).await.unwrap();
     // A registry on a closed loopback port: the pull is refused at once, no traffic leaves.
@@ -412,8 +411,8 @@ async fn a_machine_that_cannot_launch_is_failed_with_the_reason() {
 
 #[tokio::test]
 async fn destroying_an_app_destroys_its_machines_volumes_and_secrets() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data")).await;
+    let host = Host::new();
+    let server = Server::start(&host).await;
     let client = &server.client;
     client.create_app("doomed", None).await.unwrap();
     let first = run(

@@ -16,7 +16,42 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use aloft_client::Client;
-use aloft_testkit::{busybox_image, eventually};
+use aloft_testkit::{TestNetns, busybox_image, eventually};
+
+/// One test host: a data directory and the network namespace its private network lives
+/// in (so tests run side by side), both removed when dropped. Servers started, killed and
+/// started again on one host keep both.
+pub(crate) struct Host {
+    dir: tempfile::TempDir,
+    pub(crate) netns: TestNetns,
+}
+
+impl Host {
+    pub(crate) fn new() -> Host {
+        Host {
+            dir: tempfile::tempdir().unwrap(),
+            netns: TestNetns::create("aloftd"),
+        }
+    }
+
+    pub(crate) fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The server's config: the host's namespace, DNS for operators on a free port.
+    fn config(&self) -> PathBuf {
+        let path = self.dir.path().join("aloftd.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[network]\nnamespace = \"{}\"\ndns_listen = \"127.0.0.1:0\"\ndns_upstream = []\n",
+                self.netns.path().display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
 
 /// A running `aloftd server` on a data directory of its own.
 pub(crate) struct Server {
@@ -33,13 +68,17 @@ fn read_trimmed(path: &Path) -> Option<String> {
 }
 
 impl Server {
-    /// Starts a server on `data_dir` (port 0) and waits until its API answers.
-    pub(crate) async fn start(data_dir: &Path) -> Server {
+    /// Starts a server on `host` (port 0) and waits until its API answers.
+    pub(crate) async fn start(host: &Host) -> Server {
+        let data_dir = &host.data();
         busybox_image();
         let _ = std::fs::remove_file(data_dir.join("api-url"));
         let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_aloftd"))
-            .args(["server", "--data-dir"])
+            .arg("server")
+            .arg("--config")
+            .arg(host.config())
+            .arg("--data-dir")
             .arg(data_dir)
             .args(["--api-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
