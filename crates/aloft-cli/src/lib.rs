@@ -64,6 +64,14 @@ pub enum Command {
     /// Manage an app's volumes.
     #[command(subcommand, visible_alias = "vol")]
     Volumes(commands::secrets::VolumesCommand),
+    /// Ask the private network's DNS server as the app's machines do: [TYPE] NAME.
+    Dig {
+        #[arg(required = true, num_args = 1..=2, value_name = "[TYPE] NAME")]
+        words: Vec<String>,
+    },
+    /// An app's addresses.
+    #[command(subcommand)]
+    Ips(commands::network::IpsCommand),
     /// Read, check and show an app's fly.toml.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -141,6 +149,14 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
         Command::Volumes(command) => {
             let app = app()?;
             runtime()?.block_on(commands::secrets::volumes(command, &app, cli.json, out))
+        }
+        Command::Dig { words } => {
+            let app = app()?;
+            runtime()?.block_on(commands::network::dig(&words, &app, cli.json, out))
+        }
+        Command::Ips(command) => {
+            let app = app()?;
+            runtime()?.block_on(commands::network::ips(command, &app, cli.json, out))
         }
     }
 }

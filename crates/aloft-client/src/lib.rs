@@ -203,6 +203,21 @@ impl Client {
             .await
     }
 
+    /// Asks the private network's DNS server for `name` as the app's machines would.
+    pub async fn dig(
+        &self,
+        app: &str,
+        name: &str,
+        record_type: &str,
+    ) -> Result<aloft_types::api::DigResponse, ClientError> {
+        self.get(&format!(
+            "/v1/apps/{app}/dns?name={}&type={}",
+            encode(name),
+            encode(record_type)
+        ))
+        .await
+    }
+
     pub async fn list_machines(&self, app: &str) -> Result<Vec<MachineResponse>, ClientError> {
         self.get(&format!("/v1/apps/{app}/machines")).await
     }
@@ -435,4 +450,18 @@ impl Client {
             .await
             .map(|_| ())
     }
+}
+
+/// Percent-encodes a query parameter's value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

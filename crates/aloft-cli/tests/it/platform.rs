@@ -196,6 +196,26 @@ async fn the_cli_runs_machines_secrets_volumes_and_tokens() {
     assert_eq!(machines[0]["state"], "started");
     assert!(p.ok(&["machine", "list", "-a", "demo"]).contains("started"));
 
+    // The private network: the machine's address, and DNS as the app's machines see it.
+    let ip = machines[0]["private_ip"].as_str().unwrap().to_owned();
+    assert!(ip.starts_with("fdaa:"), "{ip}");
+    let ips = p.ok(&["ips", "private", "-a", "demo"]);
+    assert!(
+        ips.contains(id) && ips.contains(&ip) && ips.contains("REGION"),
+        "{ips}"
+    );
+    let dig = p.ok(&["dig", "demo.internal", "-a", "demo"]);
+    assert!(
+        dig.contains("status NOERROR") && dig.contains(&format!("AAAA\t{ip}")),
+        "{dig}"
+    );
+    let dig = p.ok(&["dig", "txt", "vms.demo.internal", "-a", "demo"]);
+    assert!(dig.contains(&format!("{id} local")), "{dig}");
+    let dig: serde_json::Value =
+        serde_json::from_str(&p.ok(&["dig", "nope.internal", "-a", "demo", "--json"])).unwrap();
+    assert_eq!(dig["status"], "NXDOMAIN");
+    assert_eq!(dig["authority"][0]["type"], "SOA");
+
     p.ok(&["machine", "stop", id, "-a", "demo"]);
     assert!(
         p.ok(&["machine", "status", id, "-a", "demo"])

@@ -10,6 +10,7 @@
 mod data;
 mod lifecycle;
 mod machines;
+mod network;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,123 @@
+//! `aloft dig` and `aloft ips`: the private network seen from outside.
+
+use clap::Subcommand;
+
+use crate::Failure;
+use crate::api::client;
+use crate::output::Output;
+use crate::table;
+
+#[derive(Debug, Subcommand)]
+pub enum IpsCommand {
+    /// The app's machines with their region and private (6PN) address.
+    Private,
+}
+
+/// `aloft dig [TYPE] NAME`: one or two words, the type first when there are two.
+pub(crate) fn type_and_name(words: &[String]) -> anyhow::Result<(String, String)> {
+    match words {
+        [name] => Ok(("AAAA".to_owned(), name.clone())),
+        [kind, name] => Ok((kind.to_ascii_uppercase(), name.clone())),
+        _ => anyhow::bail!("give a NAME, or a TYPE and a NAME (aloft dig TXT vms.my-app.internal)"),
+    }
+}
+
+pub(crate) async fn dig(
+    words: &[String],
+    app: &str,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let (kind, name) = type_and_name(words)?;
+    let answer = client()?
+        .dig(app, &name, &kind)
+        .await
+        .map_err(anyhow::Error::from)?;
+    if json {
+        out.json(&answer)?;
+        return Ok(());
+    }
+    let mut text = format!(
+        ";; {kind} {name} as a machine of {app} asks: status {}\n",
+        answer.status
+    );
+    if !answer.answers.is_empty() {
+        text.push_str("\n;; ANSWER SECTION:\n");
+    }
+    for record in &answer.answers {
+        text.push_str(&format!(
+            "{}\t{}\tIN\t{}\t{}\n",
+            record.name, record.ttl, record.record_type, record.data
+        ));
+    }
+    if !answer.authority.is_empty() {
+        text.push_str("\n;; AUTHORITY SECTION:\n");
+    }
+    for record in &answer.authority {
+        text.push_str(&format!(
+            "{}\t{}\tIN\t{}\t{}\n",
+            record.name, record.ttl, record.record_type, record.data
+        ));
+    }
+    out.data(text.trim_end());
+    Ok(())
+}
+
+pub(crate) async fn ips(
+    command: IpsCommand,
+    app: &str,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    match command {
+        IpsCommand::Private => {
+            let machines = client()?
+                .list_machines(app)
+                .await
+                .map_err(anyhow::Error::from)?;
+            let rows: Vec<Vec<String>> = machines
+                .iter()
+                .filter(|m| !m.private_ip.is_empty())
+                .map(|m| {
+                    vec![
+                        m.id.clone(),
+                        m.region.clone(),
+                        m.state.clone(),
+                        m.private_ip.clone(),
+                    ]
+                })
+                .collect();
+            if json {
+                let list: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({ "id": r[0], "region": r[1], "state": r[2], "private_ip": r[3] })
+                    })
+                    .collect();
+                out.json(&list)?;
+            } else {
+                out.data(&table::render(&["ID", "REGION", "STATE", "IP"], &rows));
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_type_comes_first_and_defaults_to_aaaa() {
+        let words = |w: &[&str]| w.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            type_and_name(&words(&["web.internal"])).unwrap(),
+            ("AAAA".to_owned(), "web.internal".to_owned())
+        );
+        assert_eq!(
+            type_and_name(&words(&["txt", "vms.web.internal"])).unwrap(),
+            ("TXT".to_owned(), "vms.web.internal".to_owned())
+        );
+        assert!(type_and_name(&words(&["a", "b", "c"])).is_err());
+    }
+}
