@@ -31,7 +31,7 @@ enum Task {
     Test,
     /// Run a fuzz target for a while (needs cargo-fuzz; installed when missing).
     Fuzz {
-        /// The target: `config`.
+        /// The target: `config` (fly.toml reading) or `dns` (the DNS query path).
         target: String,
         /// How long to fuzz, in seconds.
         #[arg(long, default_value_t = 60)]
@@ -39,9 +39,10 @@ enum Task {
     },
     /// Regenerate the checked-in OpenAPI document (openapi/aloft.json) from the code.
     Openapi,
-    /// Run a benchmark suite: `config` or `machines`.
+    /// Run a benchmark suite: `config`, `machines` or `dns`.
     Bench {
-        /// The suite: `config` (fly.toml reading) or `machines` (machine latency, API listing).
+        /// The suite: `config` (fly.toml reading), `machines` (machine latency, API listing)
+        /// or `dns` (dnsperf against Aloft's DNS and unbound).
         suite: String,
     },
 }
@@ -175,8 +176,8 @@ fn demo(root: &Path) -> Result<()> {
 }
 
 fn fuzz(target: &str, seconds: u64) -> Result<()> {
-    if target != "config" {
-        bail!("unknown fuzz target {target:?}; the targets are: config");
+    if !["config", "dns"].contains(&target) {
+        bail!("unknown fuzz target {target:?}; the targets are: config, dns");
     }
     tools::ensure_cargo_fuzz()?;
     // cargo-fuzz needs nightly-only compiler flags; the machine has one stable toolchain,
@@ -199,6 +200,10 @@ fn bench(suite: &str) -> Result<()> {
             tools::ensure_test_tools()?;
             run(cargo().args(["bench", "--package", "aloftd", "--bench", "machines"]))
         }
-        other => bail!("unknown benchmark suite {other:?}; the suites are: config, machines"),
+        "dns" => {
+            tools::ensure_bench_tools()?;
+            run(cargo().args(["bench", "--package", "aloft-dns", "--bench", "dns"]))
+        }
+        other => bail!("unknown benchmark suite {other:?}; the suites are: config, machines, dns"),
     }
 }

@@ -19,6 +19,15 @@ const TEST_APT_PACKAGES: &[&str] = &[
     "bind9-dnsutils",
 ];
 
+/// Debian packages of the DNS benchmark: dnsperf drives the load, unbound is the
+/// reference server, dig checks both answer.
+const BENCH_APT_PACKAGES: &[&str] = &["dnsperf", "unbound", "bind9-dnsutils"];
+
+/// What `cargo xtask bench dns` needs.
+pub(crate) fn ensure_bench_tools() -> Result<()> {
+    ensure_apt_packages(BENCH_APT_PACKAGES)
+}
+
 /// How long to wait for a service started here to answer.
 const SERVICE_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 

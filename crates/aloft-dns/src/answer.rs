@@ -86,7 +86,8 @@ pub fn respond(
             transport,
         );
     };
-    let name = question.name().to_ascii().to_ascii_lowercase();
+    let mut name = question.name().to_ascii();
+    name.make_ascii_lowercase();
     let name = name.trim_end_matches('.');
     if !is_internal(name) {
         return Reply::Forward;

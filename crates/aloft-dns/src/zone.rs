@@ -44,6 +44,19 @@ pub struct Zone {
     machines: BTreeMap<String, Vec<CatalogMachine>>,
     /// 6PN address → region of the machine holding it (the asker's region).
     regions: BTreeMap<Ipv6Addr, String>,
+    /// App name → its TXT values, made once per catalog rather than per query.
+    texts: BTreeMap<String, AppTexts>,
+    /// Network (`None`: every network) → `_apps`, `_instances`, `all._instances`.
+    lists: BTreeMap<Option<u32>, [String; 3]>,
+}
+
+/// The TXT values under one app's name.
+#[derive(Debug, Clone, Default)]
+struct AppTexts {
+    vms: String,
+    all_vms: String,
+    regions: String,
+    all_regions: String,
 }
 
 fn started(machine: &CatalogMachine) -> bool {
@@ -71,7 +84,44 @@ impl Zone {
         for list in zone.machines.values_mut() {
             list.sort_by(|a, b| a.id.cmp(&b.id));
         }
+        for (app, machines) in &zone.machines {
+            let texts = AppTexts {
+                vms: vms(machines.iter().filter(|m| started(m))),
+                all_vms: vms(machines.iter()),
+                regions: regions(machines.iter().filter(|m| started(m))),
+                all_regions: regions(machines.iter()),
+            };
+            zone.texts.insert(app.clone(), texts);
+        }
+        let networks: BTreeSet<Option<u32>> = std::iter::once(None)
+            .chain(zone.apps.values().map(|n| Some(*n)))
+            .collect();
+        for network in networks {
+            let scope = network.map_or(Scope::All, Scope::Network);
+            let lists = [
+                zone.apps_in(scope).cloned().collect::<Vec<_>>().join(","),
+                zone.instances(scope, true),
+                zone.instances(scope, false),
+            ];
+            zone.lists.insert(network, lists);
+        }
         zone
+    }
+
+    fn list(&self, scope: Scope, which: usize) -> Records {
+        let key = match scope {
+            Scope::All => None,
+            Scope::Network(n) => Some(n),
+        };
+        Records {
+            aaaa: Vec::new(),
+            txt: Some(
+                self.lists
+                    .get(&key)
+                    .map(|lists| lists[which].clone())
+                    .unwrap_or_default(),
+            ),
+        }
     }
 
     /// The region of the machine at `address`, if it is one.
@@ -99,19 +149,23 @@ impl Zone {
             return Some(Records::default());
         }
         let rest = name.strip_suffix(".internal")?;
-        let labels: Vec<&str> = rest.split('.').collect();
-        match labels.as_slice() {
-            ["_apps"] => Some(txt(self.apps_in(scope).cloned().collect())),
-            ["_instances"] => Some(self.instances(scope, true)),
-            ["all", "_instances"] => Some(self.instances(scope, false)),
-            [app] => self
-                .app(app, scope)
-                .map(|m| aaaa(m.iter().filter(|m| started(m)))),
-            [.., app] => {
-                let machines = self.app(app, scope)?;
-                self.app_name(&labels[..labels.len() - 1], machines, region)
+        match rest {
+            "_apps" => return Some(self.list(scope, 0)),
+            "_instances" => return Some(self.list(scope, 1)),
+            "all._instances" => return Some(self.list(scope, 2)),
+            _ => {}
+        }
+        let (prefix, app) = match rest.rsplit_once('.') {
+            Some((prefix, app)) => (Some(prefix), app),
+            None => (None, rest),
+        };
+        let machines = self.app(app, scope)?;
+        match prefix {
+            None => Some(aaaa(machines.iter().filter(|m| started(m)))),
+            Some(prefix) => {
+                let labels: Vec<&str> = prefix.split('.').collect();
+                self.app_name(app, &labels, machines, region)
             }
-            [] => None,
         }
     }
 
@@ -125,17 +179,25 @@ impl Zone {
     /// Names below `<app>.internal`; `prefix` is what comes before the app's label.
     fn app_name(
         &self,
+        app: &str,
         prefix: &[&str],
         machines: &[CatalogMachine],
         region: &str,
     ) -> Option<Records> {
         let running = || machines.iter().filter(|m| started(m));
+        let texts = self.texts.get(app);
+        let text = |pick: fn(&AppTexts) -> &String| {
+            Some(Records {
+                aaaa: Vec::new(),
+                txt: Some(texts.map(pick).cloned().unwrap_or_default()),
+            })
+        };
         match prefix {
             ["global"] => Some(aaaa(running())),
-            ["vms"] => Some(vms(running())),
-            ["all", "vms"] => Some(vms(machines.iter())),
-            ["regions"] => Some(regions(running())),
-            ["all", "regions"] => Some(regions(machines.iter())),
+            ["vms"] => text(|t| &t.vms),
+            ["all", "vms"] => text(|t| &t.all_vms),
+            ["regions"] => text(|t| &t.regions),
+            ["all", "regions"] => text(|t| &t.all_regions),
             [top, "nearest", "of"] => {
                 let count: usize = top.strip_prefix("top")?.parse().ok()?;
                 if count == 0 {
@@ -174,7 +236,7 @@ impl Zone {
         }
     }
 
-    fn instances(&self, scope: Scope, only_started: bool) -> Records {
+    fn instances(&self, scope: Scope, only_started: bool) -> String {
         let mut entries = Vec::new();
         for app in self.apps_in(scope) {
             for machine in self.machines.get(app).into_iter().flatten() {
@@ -189,10 +251,7 @@ impl Zone {
                 }
             }
         }
-        Records {
-            aaaa: Vec::new(),
-            txt: Some(entries.join(";")),
-        }
+        entries.join(";")
     }
 }
 
@@ -203,20 +262,16 @@ fn aaaa<'a>(machines: impl Iterator<Item = &'a CatalogMachine>) -> Records {
     }
 }
 
-fn txt(values: Vec<String>) -> Records {
-    Records {
-        aaaa: Vec::new(),
-        txt: Some(values.join(",")),
-    }
+fn vms<'a>(machines: impl Iterator<Item = &'a CatalogMachine>) -> String {
+    machines
+        .map(|m| format!("{} {}", m.id, m.region))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-fn vms<'a>(machines: impl Iterator<Item = &'a CatalogMachine>) -> Records {
-    txt(machines.map(|m| format!("{} {}", m.id, m.region)).collect())
-}
-
-fn regions<'a>(machines: impl Iterator<Item = &'a CatalogMachine>) -> Records {
-    let set: BTreeSet<String> = machines.map(|m| m.region.clone()).collect();
-    txt(set.into_iter().collect())
+fn regions<'a>(machines: impl Iterator<Item = &'a CatalogMachine>) -> String {
+    let set: BTreeSet<&str> = machines.map(|m| m.region.as_str()).collect();
+    set.into_iter().collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]
