@@ -235,3 +235,31 @@ pub fn container_spec(
         tty: init.tty,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_points_at_fdaa_3_unless_the_config_names_servers() {
+        assert_eq!(resolv_conf(None), "nameserver fdaa::3\n");
+        let custom = DnsConfig {
+            nameservers: vec!["1.1.1.1".to_owned()],
+            searches: vec!["internal".to_owned(), "example.com".to_owned()],
+            ..DnsConfig::default()
+        };
+        assert_eq!(
+            resolv_conf(Some(&custom)),
+            "nameserver 1.1.1.1\nsearch internal example.com\n"
+        );
+    }
+
+    #[test]
+    fn hosts_name_the_machine_and_fly_local_6pn() {
+        let id: MachineId = "3d8d9e3ec36689".parse().expect("a machine id");
+        let text = hosts("fdaa:0:1:0:2:0:3:2".parse().expect("an address"), &id);
+        assert!(text.contains("fdaa:0:1:0:2:0:3:2\tfly-local-6pn\n"));
+        assert!(text.contains("fdaa:0:1:0:2:0:3:2\t3d8d9e3ec36689\n"));
+        assert!(text.starts_with("127.0.0.1\tlocalhost\n"));
+    }
+}

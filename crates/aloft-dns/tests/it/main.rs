@@ -271,3 +271,34 @@ async fn malformed_packets_never_stop_the_server() {
     let (status, answers) = dig(server.address, &["web.internal", "AAAA"]).await;
     assert_eq!((status.as_str(), answers.len()), ("NOERROR", 1));
 }
+
+#[tokio::test]
+async fn dig_asks_as_a_member_of_a_network() {
+    let resolver = Resolver::new("ams", Vec::new());
+    resolver.set_catalog(&catalog(0));
+    let answer = resolver.dig("WEB.internal", "aaaa", 1).await.unwrap();
+    assert_eq!(answer.status, "NOERROR");
+    assert_eq!(answer.answers.len(), 1);
+    assert_eq!(
+        (
+            answer.answers[0].record_type.as_str(),
+            answer.answers[0].data.as_str(),
+            answer.answers[0].ttl
+        ),
+        ("AAAA", "fdaa:0:1:0:1:0:1:2", 5)
+    );
+    let elsewhere = resolver.dig("web.internal", "AAAA", 2).await.unwrap();
+    assert_eq!(elsewhere.status, "NXDOMAIN");
+    assert_eq!(elsewhere.authority[0].record_type, "SOA");
+    let txt = resolver.dig("vms.web.internal.", "TXT", 1).await.unwrap();
+    assert_eq!(txt.answers[0].data, "m1 ams");
+    assert!(matches!(
+        resolver.dig("web.internal", "BOGUS", 1).await,
+        Err(aloft_dns::DigError::Type(_))
+    ));
+    assert_eq!(
+        resolver.dig("example.com", "A", 1).await.unwrap().status,
+        "SERVFAIL",
+        "no upstream to forward to"
+    );
+}
