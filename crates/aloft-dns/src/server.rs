@@ -207,7 +207,9 @@ impl Sockets {
     /// Serves queries until `stop` is cancelled.
     pub async fn serve(self, resolver: Arc<Resolver>, listener: Listener, stop: CancellationToken) {
         let runtime = tokio::runtime::Handle::current();
-        let (udp_resolver, udp_stop) = (resolver.clone(), stop.clone());
+        // The UDP thread also stops when this future is dropped (its task aborted).
+        let (udp_resolver, udp_stop) = (resolver.clone(), stop.child_token());
+        let _udp_guard = udp_stop.clone().drop_guard();
         let udp = tokio::task::spawn_blocking(move || {
             serve_udp(&self.udp, &udp_resolver, listener, &udp_stop, &runtime);
         });

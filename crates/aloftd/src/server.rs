@@ -157,6 +157,9 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         .await
         .context("preparing the private network (bridges, fdaa::3, nftables rules)")?;
     let dns_stop = CancellationToken::new();
+    // However the server ends (drained, SIGINT, or its future dropped), DNS stops: its UDP
+    // thread would otherwise keep the runtime from shutting down.
+    let _dns_guard = dns_stop.clone().drop_guard();
     start_dns(&config, &control, &dns_stop)?;
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
