@@ -64,7 +64,7 @@ pub enum Command {
     /// Manage an app's volumes.
     #[command(subcommand, visible_alias = "vol")]
     Volumes(commands::secrets::VolumesCommand),
-    /// Ask the private network's DNS server as the app's machines do: [TYPE] NAME.
+    /// Ask the private network's DNS server as the app's machines do: `[TYPE] NAME`.
     Dig {
         #[arg(required = true, num_args = 1..=2, value_name = "[TYPE] NAME")]
         words: Vec<String>,
