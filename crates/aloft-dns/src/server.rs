@@ -20,6 +20,10 @@ use crate::zone::Zone;
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a TCP client may stay idle between queries.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Forwarded queries in flight at most.
+pub const MAX_FORWARDS: usize = 512;
+/// TCP clients served at once; more wait in the kernel's accept queue.
+pub const MAX_TCP_CLIENTS: usize = 1024;
 /// The largest UDP datagram read.
 const UDP_BUFFER: usize = 4096;
 
@@ -42,6 +46,9 @@ pub struct Resolver {
     zone: RwLock<Arc<Zone>>,
     region: String,
     upstream: Vec<SocketAddr>,
+    /// Forwarded queries in flight; beyond the limit new ones get SERVFAIL at once, so a
+    /// slow upstream cannot pile up tasks and sockets.
+    forwarding: Arc<tokio::sync::Semaphore>,
 }
 
 impl Resolver {
@@ -51,6 +58,7 @@ impl Resolver {
             zone: RwLock::new(Arc::new(Zone::default())),
             region: region.into(),
             upstream,
+            forwarding: Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS)),
         })
     }
 
@@ -120,6 +128,10 @@ impl Resolver {
     /// Asks each upstream resolver in turn; the first answer with the query's id wins.
     async fn forward(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
         let id = query.get(..2)?;
+        let Ok(_permit) = self.forwarding.clone().try_acquire_owned() else {
+            tracing::debug!("too many forwarded queries in flight; answering SERVFAIL");
+            return None;
+        };
         for upstream in &self.upstream {
             let answer = match transport {
                 Transport::Udp => forward_udp(query, *upstream).await,
@@ -299,7 +311,13 @@ async fn serve_tcp(
     listener: Listener,
     stop: CancellationToken,
 ) {
+    let clients = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CLIENTS));
     loop {
+        let permit = tokio::select! {
+            () = stop.cancelled() => return,
+            permit = clients.clone().acquire_owned() => permit,
+        };
+        let Ok(permit) = permit else { return };
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
             accepted = socket.accept() => accepted,
@@ -309,6 +327,7 @@ async fn serve_tcp(
         };
         let (resolver, stop) = (resolver.clone(), stop.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             loop {
                 let frame = tokio::select! {
                     () = stop.cancelled() => return,
