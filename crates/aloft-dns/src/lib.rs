@@ -19,7 +19,7 @@ pub mod zone;
 
 pub use answer::{Listener, Reply, TTL, Transport, respond};
 pub use server::{
-    DigAnswer, DigError, DigRecord, DnsError, Resolver, Sockets, TCP_IDLE_TIMEOUT,
-    UPSTREAM_TIMEOUT, upstream_from_resolv_conf,
+    DigAnswer, DigError, DigRecord, DnsError, MAX_FORWARDS, MAX_TCP_CLIENTS, Resolver, Sockets,
+    TCP_IDLE_TIMEOUT, UPSTREAM_TIMEOUT, upstream_from_resolv_conf,
 };
 pub use zone::{Records, Scope, Zone};
