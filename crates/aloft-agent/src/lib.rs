@@ -286,6 +286,7 @@ impl<R: Runtime + 'static> Shared<R> {
     }
 
     async fn sweep(self: &Arc<Self>) -> Result<(), AgentError> {
+        let as_of = std::time::Instant::now();
         let machines = self.gateway.machines(&self.config.host_id).await?;
         let known: HashMap<String, &MachineRecord> =
             machines.iter().map(|m| (m.id.to_string(), m)).collect();
@@ -316,12 +317,16 @@ impl<R: Runtime + 'static> Shared<R> {
         for machine in &machines {
             self.spawn(machine.id.clone(), Command::Converge);
         }
-        self.prune_network(&machines).await?;
+        self.prune_network(&machines, as_of).await?;
         Ok(())
     }
 
     /// Removes the private network's links and rules that no machine of this host needs.
-    async fn prune_network(&self, machines: &[MachineRecord]) -> Result<(), AgentError> {
+    async fn prune_network(
+        &self,
+        machines: &[MachineRecord],
+        as_of: std::time::Instant,
+    ) -> Result<(), AgentError> {
         let Some(network) = self.network.get() else {
             return Ok(());
         };
@@ -335,6 +340,7 @@ impl<R: Runtime + 'static> Shared<R> {
             .prune(
                 &addresses.iter().map(|a| a.network).collect(),
                 &addresses.iter().map(|a| a.machine).collect(),
+                as_of,
             )
             .await?;
         Ok(())
@@ -525,10 +531,11 @@ impl<R: Runtime + 'static> Shared<R> {
                 self.runtime.remove(&container.id).await?;
             }
             let _ = std::fs::remove_dir_all(spec::machine_dir(&self.config.data_dir, id));
+            let as_of = std::time::Instant::now();
             let remaining = self.gateway.machines(&self.config.host_id).await?;
             let others: Vec<MachineRecord> =
                 remaining.into_iter().filter(|m| &m.id != id).collect();
-            self.prune_network(&others).await?;
+            self.prune_network(&others, as_of).await?;
             if machine.state != MachineState::Destroyed {
                 if machine.state != MachineState::Destroying {
                     self.gateway

@@ -18,6 +18,7 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use futures_util::TryStreamExt as _;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
@@ -225,6 +226,9 @@ pub struct HostNetwork {
     /// Attaching (shared) never overlaps pruning (exclusive), which would take a
     /// half-made veth for a leftover.
     work: tokio::sync::RwLock<()>,
+    /// When each bridge and veth was last made or checked: pruning spares what was
+    /// touched after the caller read its list of live machines.
+    touched: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 impl HostNetwork {
@@ -272,6 +276,7 @@ impl HostNetwork {
             handle,
             networks: Mutex::new(networks),
             work: tokio::sync::RwLock::new(()),
+            touched: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -288,6 +293,7 @@ impl HostNetwork {
     pub async fn ensure_network(&self, network: NetworkNumber) -> Result<u32, PlumbError> {
         let mut networks = self.networks.lock().await;
         let name = bridge_name(network);
+        self.touch(&name);
         let bridge = match find_link(&self.handle, &name).await? {
             Some(link) => link,
             None => {
@@ -336,6 +342,7 @@ impl HostNetwork {
         let host_end = veth_name(machine.machine);
         let peer = peer_name(machine.machine);
         let address = machine.address();
+        self.touch(&host_end);
 
         if let (Some(eth0), Some(outer)) = (
             find_link(&inner, MACHINE_INTERFACE).await?,
@@ -465,12 +472,28 @@ impl HostNetwork {
         Ok(())
     }
 
+    fn touch(&self, link: &str) {
+        if let Ok(mut touched) = self.touched.lock() {
+            touched.insert(link.to_owned(), Instant::now());
+        }
+    }
+
+    fn touched_since(&self, link: &str, as_of: Instant) -> bool {
+        self.touched
+            .lock()
+            .map(|touched| touched.get(link).is_some_and(|at| *at >= as_of))
+            .unwrap_or(true)
+    }
+
     /// Removes what no longer belongs: veths of machines not in `machines`, bridges and
-    /// rules of networks not in `networks`, and half-made veth pairs.
+    /// rules of networks not in `networks`, and half-made veth pairs. The lists were read
+    /// at `as_of`: a bridge or veth made or checked since (a machine started meanwhile)
+    /// is kept.
     pub async fn prune(
         &self,
         networks: &BTreeSet<NetworkNumber>,
         machines: &BTreeSet<MachineNumber>,
+        as_of: Instant,
     ) -> Result<(), PlumbError> {
         let _exclusive = self.work.write().await;
         let mut installed = self.networks.lock().await;
@@ -480,13 +503,16 @@ impl HostNetwork {
             let stale = (link.name.starts_with("alv") && !keep_veths.contains(&link.name))
                 || link.name.starts_with("alp")
                 || (link.name.starts_with("alb") && !keep_bridges.contains(&link.name));
-            if stale {
+            if stale && !self.touched_since(&link.name, as_of) {
                 tracing::info!(link = %link.name, "removing a stale private-network link");
                 delete_link(&self.handle, &link).await?;
+                if let Ok(mut touched) = self.touched.lock() {
+                    touched.remove(&link.name);
+                }
             }
         }
         let before = installed.len();
-        installed.retain(|n| networks.contains(n));
+        installed.retain(|n| networks.contains(n) || self.touched_since(&bridge_name(*n), as_of));
         if installed.len() != before {
             firewall::apply(self.namespace(), &installed).await?;
         }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use aloft_net::{
     HostNetwork, HostNumber, MachineNumber, NetworkNumber, SixPn, bridge_name, veth_name,
@@ -76,6 +77,7 @@ async fn machines_of_one_network_reach_each_other_and_nothing_else() {
         .prune(
             &BTreeSet::from([ma.network]),
             &BTreeSet::from([ma.machine, mb.machine]),
+            Instant::now(),
         )
         .await
         .unwrap();
@@ -90,7 +92,7 @@ async fn machines_of_one_network_reach_each_other_and_nothing_else() {
 
     // Nothing left at all: no bridges, veths or rules, only fdaa::3.
     network
-        .prune(&BTreeSet::new(), &BTreeSet::new())
+        .prune(&BTreeSet::new(), &BTreeSet::new(), Instant::now())
         .await
         .unwrap();
     assert_eq!(
@@ -145,10 +147,39 @@ async fn a_new_agent_repairs_what_a_crashed_one_left() {
     );
     second.attach(ma, &a.path()).await.unwrap();
     second
-        .prune(&BTreeSet::from([ma.network]), &BTreeSet::from([ma.machine]))
+        .prune(
+            &BTreeSet::from([ma.network]),
+            &BTreeSet::from([ma.machine]),
+            Instant::now(),
+        )
         .await
         .unwrap();
     let links = host.links();
     assert!(!links.iter().any(|l| l.ends_with("00000063")), "{links:?}");
     assert!(reaches(&host, ma.address()));
+}
+
+#[tokio::test]
+async fn pruning_spares_what_was_attached_after_the_list_was_read() {
+    let host = TestNetns::create("net-race");
+    let a = TestNetns::create("net-race-a");
+    let network = HostNetwork::open(Some(host.path()), HostNumber::new(7).unwrap(), 1420)
+        .await
+        .unwrap();
+    // The agent read its (empty) list of machines, then a machine started.
+    let read_at = Instant::now();
+    let ma = machine(4, 5);
+    network.attach(ma, &a.path()).await.unwrap();
+    network
+        .prune(&BTreeSet::new(), &BTreeSet::new(), read_at)
+        .await
+        .unwrap();
+    assert!(reaches(&host, ma.address()), "{:?}", host.links());
+    assert!(host.nft_ruleset().contains(&bridge_name(ma.network)));
+    // The next sweep, whose list has it, keeps it; one without it removes it.
+    network
+        .prune(&BTreeSet::new(), &BTreeSet::new(), Instant::now())
+        .await
+        .unwrap();
+    assert!(!host.links().contains(&bridge_name(ma.network)));
 }
