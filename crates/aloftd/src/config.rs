@@ -26,6 +26,30 @@ pub struct Config {
     pub log: LogConfig,
     pub agent: AgentSettings,
     pub network: NetworkConfig,
+    pub proxy: ProxySettings,
+}
+
+/// `[proxy]`: the edge proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySettings {
+    /// The shared plain-HTTP listener (every app's public port 80).
+    pub http_listen: SocketAddr,
+    /// Apps answer at `<app>.<apps_domain>`; `aloft.localhost` resolves to loopback
+    /// without any DNS setup.
+    pub apps_domain: String,
+    /// Seconds a request waits for a machine under its hard limit before a 503.
+    pub queue_timeout_seconds: u64,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 80)),
+            apps_domain: "aloft.localhost".to_owned(),
+            queue_timeout_seconds: 10,
+        }
+    }
 }
 
 /// The default address of the operators' DNS listener.
@@ -116,6 +140,7 @@ impl Default for Config {
             log: LogConfig::default(),
             agent: AgentSettings::default(),
             network: NetworkConfig::default(),
+            proxy: ProxySettings::default(),
         }
     }
 }
@@ -195,6 +220,19 @@ impl Config {
             return Err(invalid(
                 "agent.reconcile_interval_seconds",
                 "must be at least 1".to_owned(),
+            ));
+        }
+        if self.proxy.apps_domain.is_empty()
+            || self.proxy.apps_domain.starts_with('.')
+            || !self
+                .proxy
+                .apps_domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            return Err(invalid(
+                "proxy.apps_domain",
+                format!("{:?} is not a domain name", self.proxy.apps_domain),
             ));
         }
         if !(1280..=65535).contains(&self.network.mtu) {

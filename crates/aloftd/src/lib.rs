@@ -17,7 +17,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use config::Config;
-pub use server::{API_URL_FILE, DNS_ADDR_FILE, HOST_ID_FILE, ServerOptions, run as run_server};
+pub use server::{
+    API_URL_FILE, DNS_ADDR_FILE, HOST_ID_FILE, HTTP_ADDR_FILE, ServerOptions, run as run_server,
+};
 
 /// Exit code of an invalid configuration (`EX_CONFIG`).
 pub const EXIT_CONFIG: u8 = 78;
@@ -56,6 +58,13 @@ struct ServerArgs {
     /// Overrides `region`.
     #[arg(long, value_name = "CODE")]
     region: Option<String>,
+    /// Overrides `proxy.http_listen` (port 0 picks a free port; the chosen address is
+    /// written to `<data_dir>/http-addr`).
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<std::net::SocketAddr>,
+    /// Overrides `proxy.apps_domain`.
+    #[arg(long, value_name = "DOMAIN")]
+    apps_domain: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +133,12 @@ pub fn main() -> ExitCode {
             }
             if let Some(region) = server.region {
                 config.region = region;
+            }
+            if let Some(listen) = server.http_listen {
+                config.proxy.http_listen = listen;
+            }
+            if let Some(domain) = server.apps_domain {
+                config.proxy.apps_domain = domain;
             }
             let path = server
                 .config

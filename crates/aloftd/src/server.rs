@@ -22,6 +22,34 @@ pub const HOST_ID_FILE: &str = "host-id";
 pub const API_URL_FILE: &str = "api-url";
 /// Where the operators' DNS address is written once it listens.
 pub const DNS_ADDR_FILE: &str = "dns-addr";
+/// Where the proxy's plain-HTTP address is written once it listens.
+pub const HTTP_ADDR_FILE: &str = "http-addr";
+
+/// Starts the edge proxy's shared HTTP listener, following the catalog.
+async fn start_proxy(
+    config: &Config,
+    control: &Control,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let proxy = aloft_proxy::Proxy::new(aloft_proxy::ProxyConfig {
+        apps_domain: config.proxy.apps_domain.clone(),
+        region: config.region.clone(),
+        namespace: config.network.namespace.clone(),
+        queue_timeout: Duration::from_secs(config.proxy.queue_timeout_seconds),
+    });
+    proxy.follow(control.catalog(), stop.clone());
+    let listener = tokio::net::TcpListener::bind(config.proxy.http_listen)
+        .await
+        .with_context(|| format!("the proxy listening on {}", config.proxy.http_listen))?;
+    let address = listener
+        .local_addr()
+        .context("reading the proxy's address")?;
+    std::fs::write(config.data_dir.join(HTTP_ADDR_FILE), format!("{address}\n"))
+        .context("writing the proxy's address")?;
+    tokio::spawn(proxy.serve_http(listener, stop.clone()));
+    tracing::info!(%address, apps_domain = %config.proxy.apps_domain, "the proxy is up");
+    Ok(())
+}
 
 /// Starts the DNS server: on `[fdaa::3]:53` in the private network's namespace for
 /// machines, and on the operators' address, both following the control plane's catalog.
@@ -156,11 +184,12 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         .open_network()
         .await
         .context("preparing the private network (bridges, fdaa::3, nftables rules)")?;
-    let dns_stop = CancellationToken::new();
-    // However the server ends (drained, SIGINT, or its future dropped), DNS stops: its UDP
-    // thread would otherwise keep the runtime from shutting down.
-    let _dns_guard = dns_stop.clone().drop_guard();
-    start_dns(&config, &control, &dns_stop)?;
+    let edge_stop = CancellationToken::new();
+    // However the server ends (drained, SIGINT, or its future dropped), DNS and the proxy
+    // stop: DNS's UDP thread would otherwise keep the runtime from shutting down.
+    let _edge_guard = edge_stop.clone().drop_guard();
+    start_dns(&config, &control, &edge_stop)?;
+    start_proxy(&config, &control, &edge_stop).await?;
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -203,7 +232,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         Ok(Err(error)) => tracing::warn!(error = %error, "the agent task failed"),
         Err(_) => tracing::warn!(?grace, "the agent did not stop within the grace period"),
     }
-    dns_stop.cancel();
+    edge_stop.cancel();
     control.store().close().await;
     tracing::info!("aloftd server stopped");
     Ok(())

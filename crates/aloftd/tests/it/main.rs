@@ -11,6 +11,7 @@ mod data;
 mod lifecycle;
 mod machines;
 mod network;
+mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,7 +46,7 @@ impl Host {
         std::fs::write(
             &path,
             format!(
-                "[network]\nnamespace = \"{}\"\ndns_listen = \"127.0.0.1:0\"\ndns_upstream = []\n",
+                "[network]\nnamespace = \"{}\"\ndns_listen = \"127.0.0.1:0\"\ndns_upstream = []\n[proxy]\nhttp_listen = \"127.0.0.1:0\"\n",
                 self.netns.path().display()
             ),
         )

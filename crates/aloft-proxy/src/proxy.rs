@@ -1,0 +1,397 @@
+//! The HTTP side of the proxy: a shared listener routes by `Host` to `<app>.<apps_domain>`,
+//! picks a machine and forwards the request over the private network with Fly's headers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use aloft_types::catalog::Catalog;
+use aloft_types::machine::Handler;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt as _;
+use http_body_util::combinators::BoxBody;
+use hyper::body::{Body, Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::balance::{Lease, Loads};
+use crate::routes::{RouteTable, app_of_host};
+
+/// The error type of every body the proxy sends.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every response the proxy sends.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Settings of the proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Apps answer at `<app>.<apps_domain>`.
+    pub apps_domain: String,
+    /// This edge's region (`Fly-Region`, the request id's suffix).
+    pub region: String,
+    /// The network namespace the private network lives in (`None`: the process's own).
+    pub namespace: Option<PathBuf>,
+    /// How long a request waits for a machine under its hard limit before a 503.
+    pub queue_timeout: Duration,
+}
+
+/// The proxy: its routes follow the catalog.
+#[derive(Debug)]
+pub struct Proxy {
+    config: ProxyConfig,
+    routes: RwLock<Arc<RouteTable>>,
+    loads: Arc<Loads>,
+    client: Client<crate::connect::Connector, Incoming>,
+}
+
+impl Proxy {
+    pub fn new(config: ProxyConfig) -> Arc<Proxy> {
+        let connector = crate::connect::Connector::new(config.namespace.clone());
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(4))
+            .build(connector);
+        Arc::new(Proxy {
+            config,
+            routes: RwLock::new(Arc::new(RouteTable::default())),
+            loads: Arc::new(Loads::default()),
+            client,
+        })
+    }
+
+    /// Replaces the routes with those of `catalog`.
+    pub fn set_catalog(&self, catalog: &Arc<Catalog>) {
+        let table = Arc::new(RouteTable::new(catalog));
+        if let Ok(mut routes) = self.routes.write() {
+            *routes = table;
+        }
+    }
+
+    /// Keeps the routes current with `catalog` until it closes or `stop` is cancelled.
+    pub fn follow(
+        self: &Arc<Self>,
+        mut catalog: watch::Receiver<Arc<Catalog>>,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let latest = catalog.borrow_and_update().clone();
+                proxy.set_catalog(&latest);
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    changed = catalog.changed() => if changed.is_err() { return },
+                }
+            }
+        })
+    }
+
+    /// The load on a machine now (requests in flight through this proxy).
+    pub fn load(&self, machine: &str) -> u32 {
+        self.loads.load(machine)
+    }
+
+    fn routes(&self) -> Arc<RouteTable> {
+        self.routes
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// Serves plain HTTP (public port 80 of every app) on `listener` until `stop`.
+    pub async fn serve_http(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
+        let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(80);
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((stream, client)) = accepted else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = self.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let proxy = proxy.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            proxy.handle(request, client, local_port).await,
+                        )
+                    }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = connection => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+    }
+
+    /// Answers one request that arrived on the plain HTTP listener.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+        local_port: u16,
+    ) -> Response<ProxyBody> {
+        let request_id = request_id(&self.config.region);
+        let mut response = self.route(request, client, local_port).await;
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            headers.insert(HeaderName::from_static("fly-request-id"), value);
+        }
+        headers.append(header::VIA, HeaderValue::from_static("1.1 aloft"));
+        headers.insert(header::SERVER, HeaderValue::from_static("Aloft/1"));
+        response
+    }
+
+    async fn route(
+        &self,
+        mut request: Request<Incoming>,
+        client: SocketAddr,
+        local_port: u16,
+    ) -> Response<ProxyBody> {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| request.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let Some(app) = app_of_host(&host, &self.config.apps_domain) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no app answers at {host:?}: apps answer at <app>.{}\n",
+                    self.config.apps_domain
+                ),
+            );
+        };
+        let app = app.to_ascii_lowercase();
+        let routes = self.routes();
+        if !routes.has_app(&app) {
+            return text(StatusCode::NOT_FOUND, format!("there is no app {app}\n"));
+        }
+        let Some(route) = routes.route(&app, 80) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("app {app} has no service on port 80\n"),
+            );
+        };
+        if !route.handlers.contains(&Handler::Http) {
+            return text(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!("app {app}'s port 80 does not speak HTTP\n"),
+            );
+        }
+        if route.force_https {
+            let path = request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            let name = host.rsplit_once(':').map_or(host.as_str(), |(n, _)| n);
+            let mut response = text(StatusCode::MOVED_PERMANENTLY, String::new());
+            if let Ok(location) = HeaderValue::from_str(&format!("https://{name}{path}")) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            return response;
+        }
+        if route.backends.is_empty() {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("app {app} has no started machine to take the request\n"),
+            );
+        }
+        let Some((backend, lease)) = self
+            .loads
+            .pick(&route.backends, self.config.queue_timeout)
+            .await
+        else {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "every machine of app {app} is at its hard limit; waited {:?}\n",
+                    self.config.queue_timeout
+                ),
+            );
+        };
+
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let target = format!("http://[{}]:{}{path}", backend.address, backend.port);
+        let Ok(uri) = target.parse::<Uri>() else {
+            return text(StatusCode::BAD_REQUEST, format!("bad path {path:?}\n"));
+        };
+        *request.uri_mut() = uri;
+        *request.version_mut() = http::Version::HTTP_11;
+        let headers = request.headers_mut();
+        if let Some(named) = headers
+            .get(header::CONNECTION)
+            .and_then(|c| c.to_str().ok())
+            .map(|c| {
+                c.split(',')
+                    .map(|n| n.trim().to_owned())
+                    .collect::<Vec<_>>()
+            })
+        {
+            for name in named {
+                headers.remove(name.as_str());
+            }
+        }
+        for name in HOP_BY_HOP {
+            headers.remove(name);
+        }
+        if let Ok(value) = HeaderValue::from_str(&host) {
+            headers.insert(header::HOST, value);
+        }
+        let client_ip = client.ip().to_canonical();
+        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {client_ip}"),
+            None => client_ip.to_string(),
+        };
+        let port = local_port.to_string();
+        for (name, value) in [
+            ("fly-client-ip", client_ip.to_string()),
+            ("fly-forwarded-port", port.clone()),
+            ("fly-region", self.config.region.clone()),
+            ("x-forwarded-for", forwarded_for),
+            ("x-forwarded-proto", "http".to_owned()),
+            ("x-forwarded-port", port),
+            ("x-forwarded-ssl", "off".to_owned()),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        }
+        headers.append(header::VIA, HeaderValue::from_static("1.1 aloft"));
+
+        match self.client.request(request).await {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                for name in HOP_BY_HOP {
+                    parts.headers.remove(name);
+                }
+                let body = Leased {
+                    inner: body,
+                    _lease: lease,
+                };
+                Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+            }
+            Err(error) => {
+                tracing::debug!(machine = %backend.machine, error = %error, "forwarding failed");
+                text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("machine {} of app {app} did not answer\n", backend.machine),
+                )
+            }
+        }
+    }
+}
+
+/// A response body that holds its machine's lease until the last byte is sent.
+struct Leased {
+    inner: Incoming,
+    _lease: Lease,
+}
+
+impl Body for Leased {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A plain-text response made by the proxy itself.
+fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        http_body_util::Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// `Fly-Request-Id`: a ULID (time-ordered, 26 Crockford base32 characters) and the region.
+pub fn request_id(region: &str) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+        & ((1 << 48) - 1);
+    let mut random = [0u8; 10];
+    let _ = getrandom::fill(&mut random);
+    let mut value = millis << 80;
+    for (index, byte) in random.iter().enumerate() {
+        value |= u128::from(*byte) << (8 * (9 - index));
+    }
+    let mut text = String::with_capacity(26 + 1 + region.len());
+    for index in (0..26).rev() {
+        let digit = ((value >> (5 * index)) & 0x1f) as usize;
+        text.push(char::from(ALPHABET[digit]));
+    }
+    text.push('-');
+    text.push_str(region);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_ulids_with_the_region() {
+        let id = request_id("ams");
+        let (ulid, region) = id.split_once('-').unwrap();
+        assert_eq!((ulid.len(), region), (26, "ams"));
+        assert!(
+            ulid.bytes()
+                .all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b))
+        );
+        assert_ne!(request_id("ams"), id, "random part");
+    }
+}

@@ -1,0 +1,140 @@
+//! The route table: which machines serve which app on which public port, made from the
+//! catalog. Pure: consumers swap in a new table per catalog.
+
+use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+
+use aloft_types::MachineState;
+use aloft_types::catalog::Catalog;
+use aloft_types::machine::{ConcurrencyKind, Handler};
+
+/// Fly's default limits when a service names none (fly.toml's defaults).
+pub const DEFAULT_SOFT_LIMIT: u32 = 20;
+pub const DEFAULT_HARD_LIMIT: u32 = 25;
+
+/// One machine behind a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub machine: String,
+    pub address: Ipv6Addr,
+    pub port: u16,
+    pub region: String,
+    pub soft_limit: u32,
+    pub hard_limit: u32,
+    pub kind: ConcurrencyKind,
+}
+
+/// What answers on one public port of an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub app: String,
+    pub handlers: Vec<Handler>,
+    pub force_https: bool,
+    /// Started, uncordoned machines, in id order.
+    pub backends: Vec<Backend>,
+}
+
+/// Every app's routes by public port.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    apps: BTreeMap<String, BTreeMap<u16, Route>>,
+}
+
+impl RouteTable {
+    pub fn new(catalog: &Arc<Catalog>) -> RouteTable {
+        let mut table = RouteTable::default();
+        for app in &catalog.apps {
+            table.apps.entry(app.name.clone()).or_default();
+        }
+        for machine in &catalog.machines {
+            let Some(address) = machine.private_ip else {
+                continue;
+            };
+            let Some(routes) = table.apps.get_mut(&machine.app) else {
+                continue;
+            };
+            let serving = machine.state == MachineState::Started && !machine.cordoned;
+            for service in &machine.services {
+                let limits = service.concurrency.clone().unwrap_or_default();
+                for port in &service.ports {
+                    let public = match (port.port, port.start_port, port.end_port) {
+                        (Some(p), _, _) => p..=p,
+                        (None, Some(start), Some(end)) => start..=end,
+                        _ => continue,
+                    };
+                    for number in public {
+                        let route = routes.entry(number).or_insert_with(|| Route {
+                            app: machine.app.clone(),
+                            handlers: port.handlers.clone(),
+                            force_https: port.force_https,
+                            backends: Vec::new(),
+                        });
+                        if serving {
+                            route.backends.push(Backend {
+                                machine: machine.id.clone(),
+                                address,
+                                port: service.internal_port,
+                                region: machine.region.clone(),
+                                soft_limit: limits.soft_limit.unwrap_or(DEFAULT_SOFT_LIMIT),
+                                hard_limit: limits.hard_limit.unwrap_or(DEFAULT_HARD_LIMIT),
+                                kind: limits.kind.unwrap_or(ConcurrencyKind::Connections),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        for routes in table.apps.values_mut() {
+            for route in routes.values_mut() {
+                route.backends.sort_by(|a, b| a.machine.cmp(&b.machine));
+            }
+        }
+        table
+    }
+
+    /// Whether an app of this name exists.
+    pub fn has_app(&self, app: &str) -> bool {
+        self.apps.contains_key(app)
+    }
+
+    /// The route of `app` on public `port`.
+    pub fn route(&self, app: &str, port: u16) -> Option<&Route> {
+        self.apps.get(app)?.get(&port)
+    }
+}
+
+/// The app a `Host` header names under `apps_domain` (`<app>.<apps_domain>[:port]`,
+/// case-insensitive), if any.
+pub fn app_of_host<'a>(host: &'a str, apps_domain: &str) -> Option<&'a str> {
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let cut = host.len().checked_sub(apps_domain.len() + 1)?;
+    let (app, domain) = host.split_at(cut);
+    (domain[1..].eq_ignore_ascii_case(apps_domain)
+        && domain.starts_with('.')
+        && !app.is_empty()
+        && !app.contains('.'))
+    .then_some(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_name_apps_under_the_domain() {
+        let domain = "aloft.localhost";
+        assert_eq!(app_of_host("web.aloft.localhost", domain), Some("web"));
+        assert_eq!(app_of_host("web.ALOFT.localhost:8080", domain), Some("web"));
+        assert_eq!(app_of_host("web.aloft.localhost.", domain), Some("web"));
+        assert_eq!(app_of_host("a.b.aloft.localhost", domain), None);
+        assert_eq!(app_of_host("aloft.localhost", domain), None);
+        assert_eq!(app_of_host("web.example.com", domain), None);
+        assert_eq!(app_of_host("webaloft.localhost", domain), None);
+        assert_eq!(app_of_host("", domain), None);
+    }
+}

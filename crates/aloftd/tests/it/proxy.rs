@@ -1,0 +1,217 @@
+//! The edge proxy end to end: HTTP by host to real machines over the private network.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use aloft_client::Client;
+use aloft_testkit::{BUSYBOX_IMAGE, eventually};
+use aloft_types::MachineState;
+use aloft_types::api::{MachineRequest, MachineResponse};
+use aloft_types::machine::{
+    Handler, MachineConfig, MachineInit, MachinePort, MachineService, Protocol,
+};
+
+use crate::{Host, Server};
+
+/// Answers every HTTP request with the machine's id and the request's headers.
+const ECHO: &str = r#"#!/bin/sh
+headers=""
+while IFS= read -r line; do
+  line=$(printf '%s' "$line" | tr -d '\r')
+  [ -z "$line" ] && break
+  headers="$headers$line
+"
+done
+body="machine=$FLY_MACHINE_ID
+$headers"
+printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %s\r\nConnection: close\r\n\r\n%s' "${#body}" "$body"
+"#;
+
+fn service(force_https: bool) -> MachineService {
+    MachineService {
+        protocol: Protocol::Tcp,
+        internal_port: 8080,
+        autostop: None,
+        autostart: None,
+        min_machines_running: None,
+        ports: vec![MachinePort {
+            port: Some(80),
+            handlers: vec![Handler::Http],
+            force_https,
+            ..MachinePort::default()
+        }],
+        checks: Vec::new(),
+        concurrency: None,
+        force_instance_key: None,
+        force_instance_description: None,
+    }
+}
+
+async fn echo(client: &Client, app: &str, force_https: bool) -> MachineResponse {
+    let mut config = MachineConfig {
+        image: BUSYBOX_IMAGE.to_owned(),
+        init: MachineInit {
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "mkdir -p /srv && printf '%s' \"$ECHO_SCRIPT\" > /srv/echo && chmod +x /srv/echo && exec nc -ll -p 8080 -e /srv/echo".into(),
+            ],
+            ..MachineInit::default()
+        },
+        services: vec![service(force_https)],
+        ..MachineConfig::default()
+    };
+    config.env.insert("ECHO_SCRIPT".into(), ECHO.into());
+    let machine = client
+        .create_machine(app, &MachineRequest::new(config))
+        .await
+        .unwrap();
+    client
+        .wait(app, &machine.id, MachineState::Started, 60)
+        .await
+        .unwrap();
+    machine
+}
+
+fn proxy_address(host: &Host) -> std::net::SocketAddr {
+    std::fs::read_to_string(host.data().join(aloftd::HTTP_ADDR_FILE))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+async fn get(
+    http: &reqwest::Client,
+    proxy: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+) -> reqwest::Response {
+    http.get(format!("http://{proxy}{path}"))
+        .header("host", host)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn requests_reach_the_apps_machines_by_host_with_flys_headers() {
+    let host = Host::new();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app("edge", None).await.unwrap();
+    let first = echo(client, "edge", false).await;
+    let second = echo(client, "edge", false).await;
+    let proxy = proxy_address(&host);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // The catalog reaches the proxy, and the machines' port answers.
+    let response = eventually(
+        "the proxy to route to the app",
+        Duration::from_secs(30),
+        || async {
+            let response = get(&http, proxy, "edge.aloft.localhost", "/hello?x=1").await;
+            (response.status() == 200).then_some(response)
+        },
+    )
+    .await;
+    let id = response.headers()["fly-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(id.ends_with("-local") && id.len() == 26 + 6, "{id}");
+    assert_eq!(response.headers()["server"], "Aloft/1");
+    assert_eq!(response.headers()["via"], "1.1 aloft");
+    let body = response.text().await.unwrap().to_ascii_lowercase();
+    for expected in [
+        "get /hello?x=1 http/1.1",
+        "host: edge.aloft.localhost",
+        "fly-client-ip: 127.0.0.1",
+        "x-forwarded-for: 127.0.0.1",
+        "x-forwarded-proto: http",
+        &format!("x-forwarded-port: {}", proxy.port()),
+        &format!("fly-forwarded-port: {}", proxy.port()),
+        "fly-region: local",
+        "via: 1.1 aloft",
+    ] {
+        assert!(body.contains(expected), "{expected:?} in {body}");
+    }
+
+    // Both machines take requests.
+    let mut seen = BTreeSet::new();
+    for _ in 0..10 {
+        let body = get(&http, proxy, "EDGE.aloft.localhost", "/")
+            .await
+            .text()
+            .await
+            .unwrap();
+        if let Some(machine) = body.lines().next().and_then(|l| l.strip_prefix("machine=")) {
+            seen.insert(machine.to_owned());
+        }
+    }
+    assert_eq!(seen, BTreeSet::from([first.id.clone(), second.id.clone()]));
+
+    // Hosts that name no app, and an app with nothing started.
+    let response = get(&http, proxy, "nope.aloft.localhost", "/").await;
+    assert_eq!(response.status(), 404);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("there is no app nope")
+    );
+    assert_eq!(get(&http, proxy, "example.com", "/").await.status(), 404);
+    for machine in [&first, &second] {
+        client
+            .stop_machine("edge", &machine.id, None, None)
+            .await
+            .unwrap();
+        client
+            .wait("edge", &machine.id, MachineState::Stopped, 30)
+            .await
+            .unwrap();
+    }
+    let response = eventually(
+        "the proxy to see the machines stopped",
+        Duration::from_secs(10),
+        || async {
+            let response = get(&http, proxy, "edge.aloft.localhost", "/").await;
+            (response.status() == 503).then_some(response)
+        },
+    )
+    .await;
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("no started machine")
+    );
+}
+
+#[tokio::test]
+async fn force_https_redirects_plain_http() {
+    let host = Host::new();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app("secure", None).await.unwrap();
+    echo(client, "secure", true).await;
+    let proxy = proxy_address(&host);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = eventually("the redirect", Duration::from_secs(30), || async {
+        let response = get(&http, proxy, "secure.aloft.localhost:8080", "/a/b?c=d").await;
+        (response.status() == 301).then_some(response)
+    })
+    .await;
+    assert_eq!(
+        response.headers()["location"],
+        "https://secure.aloft.localhost/a/b?c=d"
+    );
+}
