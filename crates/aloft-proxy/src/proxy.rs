@@ -141,7 +141,8 @@ impl Proxy {
                     }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 tokio::select! {
                     _ = connection => {}
                     () = stop.cancelled() => {}
@@ -245,6 +246,9 @@ impl Proxy {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
+        // An upgrade (WebSocket, say) keeps its two headers and becomes a tunnel on 101.
+        let upgrade = wants_upgrade(request.headers());
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
         let target = format!("http://[{}]:{}{path}", backend.address, backend.port);
         let Ok(uri) = target.parse::<Uri>() else {
             return text(StatusCode::BAD_REQUEST, format!("bad path {path:?}\n"));
@@ -291,8 +295,43 @@ impl Proxy {
             }
         }
         headers.append(header::VIA, HeaderValue::from_static("1.1 aloft"));
+        if let Some(protocol) = &upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocol.clone());
+        }
 
         match self.client.request(request).await {
+            Ok(mut response)
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && client_upgrade.is_some() =>
+            {
+                let backend_upgrade = hyper::upgrade::on(&mut response);
+                let machine = backend.machine.clone();
+                if let Some(client_upgrade) = client_upgrade {
+                    tokio::spawn(async move {
+                        let _lease = lease;
+                        match tokio::try_join!(client_upgrade, backend_upgrade) {
+                            Ok((client_io, backend_io)) => {
+                                let _ = tokio::io::copy_bidirectional(
+                                    &mut TokioIo::new(client_io),
+                                    &mut TokioIo::new(backend_io),
+                                )
+                                .await;
+                            }
+                            Err(error) => {
+                                tracing::debug!(%machine, error = %error, "an upgrade failed");
+                            }
+                        }
+                    });
+                }
+                let (parts, _) = response.into_parts();
+                Response::from_parts(
+                    parts,
+                    http_body_util::Empty::new()
+                        .map_err(|never| match never {})
+                        .boxed(),
+                )
+            }
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 for name in HOP_BY_HOP {
@@ -313,6 +352,19 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The protocol a request asks to upgrade to (`Connection: upgrade` and `Upgrade: X`).
+fn wants_upgrade(headers: &http::HeaderMap) -> Option<HeaderValue> {
+    let asked = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asked
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
 }
 
 /// A response body that holds its machine's lease until the last byte is sent.

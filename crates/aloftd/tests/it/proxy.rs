@@ -27,6 +27,16 @@ $headers"
 printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %s\r\nConnection: close\r\n\r\n%s' "${#body}" "$body"
 "#;
 
+/// Switches to a protocol that echoes every byte back (a stand-in for WebSocket).
+const UPGRADE: &str = r#"#!/bin/sh
+while IFS= read -r line; do
+  line=$(printf '%s' "$line" | tr -d '\r')
+  [ -z "$line" ] && break
+done
+printf 'HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n'
+exec cat
+"#;
+
 fn service(force_https: bool) -> MachineService {
     MachineService {
         protocol: Protocol::Tcp,
@@ -48,6 +58,11 @@ fn service(force_https: bool) -> MachineService {
 }
 
 async fn echo(client: &Client, app: &str, force_https: bool) -> MachineResponse {
+    serve(client, app, ECHO, force_https).await
+}
+
+/// Runs `script` for every connection on port 8080 of a new machine.
+async fn serve(client: &Client, app: &str, script: &str, force_https: bool) -> MachineResponse {
     let mut config = MachineConfig {
         image: BUSYBOX_IMAGE.to_owned(),
         init: MachineInit {
@@ -61,7 +76,7 @@ async fn echo(client: &Client, app: &str, force_https: bool) -> MachineResponse 
         services: vec![service(force_https)],
         ..MachineConfig::default()
     };
-    config.env.insert("ECHO_SCRIPT".into(), ECHO.into());
+    config.env.insert("ECHO_SCRIPT".into(), script.into());
     let machine = client
         .create_machine(app, &MachineRequest::new(config))
         .await
@@ -214,4 +229,60 @@ async fn force_https_redirects_plain_http() {
         response.headers()["location"],
         "https://secure.aloft.localhost/a/b?c=d"
     );
+}
+
+#[tokio::test]
+async fn upgraded_connections_become_tunnels_to_the_machine() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let host = Host::new();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app("ws", None).await.unwrap();
+    serve(client, "ws", UPGRADE, false).await;
+    let proxy = proxy_address(&host);
+    let http = reqwest::Client::new();
+    eventually(
+        "the proxy to route to the app",
+        Duration::from_secs(30),
+        || async {
+            let response = http
+                .get(format!("http://{proxy}/"))
+                .header("host", "ws.aloft.localhost")
+                .send()
+                .await
+                .ok()?;
+            (response.status() != 404).then_some(())
+        },
+    )
+    .await;
+
+    let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    stream
+        .write_all(
+            b"GET /socket HTTP/1.1\r\nHost: ws.aloft.localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut byte))
+            .await
+            .expect("the 101 arrives")
+            .unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    for message in ["ping\n", "a second message\n"] {
+        stream.write_all(message.as_bytes()).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut echoed))
+            .await
+            .expect("the echo arrives")
+            .unwrap();
+        assert_eq!(echoed, message.as_bytes());
+    }
 }
