@@ -9,7 +9,7 @@ use crate::{cargo, run};
 /// Debian packages the test suite needs: Docker Engine for machines, busybox-static for
 /// the test images (no registry is reachable, so images are built locally), PostgreSQL
 /// for the store's second backend, iproute2 and nftables for the private network's
-/// namespaces and rules, and dig for real DNS queries.
+/// namespaces and rules, dig for real DNS queries, and curl for HTTPS and HTTP/2.
 const TEST_APT_PACKAGES: &[&str] = &[
     "docker.io",
     "busybox-static",
@@ -17,6 +17,7 @@ const TEST_APT_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
     "bind9-dnsutils",
+    "curl",
 ];
 
 /// Debian packages of the DNS benchmark: dnsperf drives the load, unbound is the

@@ -17,6 +17,7 @@ mod balance;
 pub mod connect;
 mod proxy;
 mod routes;
+pub mod tls;
 
 pub use balance::{Lease, Loads};
 pub use proxy::{BoxError, Proxy, ProxyBody, ProxyConfig, request_id};

@@ -30,6 +30,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
+/// How long a client gets to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -119,6 +122,26 @@ impl Proxy {
 
     /// Serves plain HTTP (public port 80 of every app) on `listener` until `stop`.
     pub async fn serve_http(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
+        self.serve(listener, stop, None).await;
+    }
+
+    /// Serves HTTPS (public port 443 of every app), certificates chosen by SNI.
+    pub async fn serve_https(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        stop: CancellationToken,
+    ) {
+        self.serve(listener, stop, Some(tokio_rustls::TlsAcceptor::from(tls)))
+            .await;
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stop: CancellationToken,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) {
         let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(80);
         loop {
             let accepted = tokio::select! {
@@ -131,35 +154,56 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
             let stop = stop.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
+                let secure = tls.is_some();
                 let service = hyper::service::service_fn(move |request| {
                     let proxy = proxy.clone();
                     async move {
                         Ok::<_, std::convert::Infallible>(
-                            proxy.handle(request, client, local_port).await,
+                            proxy.handle(request, client, local_port, secure).await,
                         )
                     }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                tokio::select! {
-                    _ = connection => {}
-                    () = stop.cancelled() => {}
+                match tls {
+                    None => {
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        tokio::select! {
+                            _ = connection => {}
+                            () = stop.cancelled() => {}
+                        }
+                    }
+                    Some(acceptor) => {
+                        let handshake =
+                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await;
+                        let Ok(Ok(stream)) = handshake else {
+                            return;
+                        };
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        tokio::select! {
+                            _ = connection => {}
+                            () = stop.cancelled() => {}
+                        }
+                    }
                 }
             });
         }
     }
 
-    /// Answers one request that arrived on the plain HTTP listener.
+    /// Answers one request that arrived on a listener (`tls`: the HTTPS one).
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         client: SocketAddr,
         local_port: u16,
+        tls: bool,
     ) -> Response<ProxyBody> {
         let request_id = request_id(&self.config.region);
-        let mut response = self.route(request, client, local_port).await;
+        let mut response = self.route(request, client, local_port, tls).await;
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             headers.insert(HeaderName::from_static("fly-request-id"), value);
@@ -174,7 +218,9 @@ impl Proxy {
         mut request: Request<Incoming>,
         client: SocketAddr,
         local_port: u16,
+        tls: bool,
     ) -> Response<ProxyBody> {
+        let public_port = if tls { 443 } else { 80 };
         let host = request
             .headers()
             .get(header::HOST)
@@ -196,19 +242,19 @@ impl Proxy {
         if !routes.has_app(&app) {
             return text(StatusCode::NOT_FOUND, format!("there is no app {app}\n"));
         }
-        let Some(route) = routes.route(&app, 80) else {
+        let Some(route) = routes.route(&app, public_port) else {
             return text(
                 StatusCode::NOT_FOUND,
-                format!("app {app} has no service on port 80\n"),
+                format!("app {app} has no service on port {public_port}\n"),
             );
         };
         if !route.handlers.contains(&Handler::Http) {
             return text(
                 StatusCode::MISDIRECTED_REQUEST,
-                format!("app {app}'s port 80 does not speak HTTP\n"),
+                format!("app {app}'s port {public_port} does not speak HTTP\n"),
             );
         }
-        if route.force_https {
+        if route.force_https && !tls {
             let path = request
                 .uri()
                 .path_and_query()
@@ -286,9 +332,12 @@ impl Proxy {
             ("fly-forwarded-port", port.clone()),
             ("fly-region", self.config.region.clone()),
             ("x-forwarded-for", forwarded_for),
-            ("x-forwarded-proto", "http".to_owned()),
+            (
+                "x-forwarded-proto",
+                if tls { "https" } else { "http" }.to_owned(),
+            ),
             ("x-forwarded-port", port),
-            ("x-forwarded-ssl", "off".to_owned()),
+            ("x-forwarded-ssl", if tls { "on" } else { "off" }.to_owned()),
         ] {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 headers.insert(HeaderName::from_static(name), value);

@@ -35,6 +35,8 @@ pub struct Config {
 pub struct ProxySettings {
     /// The shared plain-HTTP listener (every app's public port 80).
     pub http_listen: SocketAddr,
+    /// The shared HTTPS listener (every app's public port 443), certificates by SNI.
+    pub https_listen: SocketAddr,
     /// Apps answer at `<app>.<apps_domain>`; `aloft.localhost` resolves to loopback
     /// without any DNS setup.
     pub apps_domain: String,
@@ -46,6 +48,7 @@ impl Default for ProxySettings {
     fn default() -> Self {
         ProxySettings {
             http_listen: SocketAddr::from(([0, 0, 0, 0], 80)),
+            https_listen: SocketAddr::from(([0, 0, 0, 0], 443)),
             apps_domain: "aloft.localhost".to_owned(),
             queue_timeout_seconds: 10,
         }

@@ -18,7 +18,8 @@ use clap::{Parser, Subcommand};
 
 pub use config::Config;
 pub use server::{
-    API_URL_FILE, DNS_ADDR_FILE, HOST_ID_FILE, HTTP_ADDR_FILE, ServerOptions, run as run_server,
+    API_URL_FILE, DNS_ADDR_FILE, HOST_ID_FILE, HTTP_ADDR_FILE, HTTPS_ADDR_FILE, ServerOptions,
+    TLS_DIR, run as run_server,
 };
 
 /// Exit code of an invalid configuration (`EX_CONFIG`).
@@ -62,6 +63,10 @@ struct ServerArgs {
     /// written to `<data_dir>/http-addr`).
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<std::net::SocketAddr>,
+    /// Overrides `proxy.https_listen` (port 0: the chosen address is written to
+    /// `<data_dir>/https-addr`).
+    #[arg(long, value_name = "ADDR")]
+    https_listen: Option<std::net::SocketAddr>,
     /// Overrides `proxy.apps_domain`.
     #[arg(long, value_name = "DOMAIN")]
     apps_domain: Option<String>,
@@ -136,6 +141,9 @@ pub fn main() -> ExitCode {
             }
             if let Some(listen) = server.http_listen {
                 config.proxy.http_listen = listen;
+            }
+            if let Some(listen) = server.https_listen {
+                config.proxy.https_listen = listen;
             }
             if let Some(domain) = server.apps_domain {
                 config.proxy.apps_domain = domain;

@@ -24,6 +24,10 @@ pub const API_URL_FILE: &str = "api-url";
 pub const DNS_ADDR_FILE: &str = "dns-addr";
 /// Where the proxy's plain-HTTP address is written once it listens.
 pub const HTTP_ADDR_FILE: &str = "http-addr";
+/// Where the proxy's HTTPS address is written once it listens.
+pub const HTTPS_ADDR_FILE: &str = "https-addr";
+/// The local CA and its files, under the data directory.
+pub const TLS_DIR: &str = "tls";
 
 /// Starts the edge proxy's shared HTTP listener, following the catalog.
 async fn start_proxy(
@@ -46,8 +50,29 @@ async fn start_proxy(
         .context("reading the proxy's address")?;
     std::fs::write(config.data_dir.join(HTTP_ADDR_FILE), format!("{address}\n"))
         .context("writing the proxy's address")?;
-    tokio::spawn(proxy.serve_http(listener, stop.clone()));
-    tracing::info!(%address, apps_domain = %config.proxy.apps_domain, "the proxy is up");
+    tokio::spawn(proxy.clone().serve_http(listener, stop.clone()));
+
+    let domain = &config.proxy.apps_domain;
+    let ca = aloft_proxy::tls::LocalCa::load_or_create(&config.data_dir.join(TLS_DIR))
+        .context("loading the local certificate authority")?;
+    let certificates = Arc::new(aloft_proxy::tls::Certificates::default());
+    certificates.insert(
+        &format!("*.{domain}"),
+        ca.issue(&[format!("*.{domain}"), domain.clone()])
+            .context("issuing the apps domain's certificate")?,
+    );
+    let tls = Arc::new(aloft_proxy::tls::server_config(certificates).context("setting up TLS")?);
+    let secure = tokio::net::TcpListener::bind(config.proxy.https_listen)
+        .await
+        .with_context(|| format!("the proxy listening on {}", config.proxy.https_listen))?;
+    let secure_address = secure.local_addr().context("reading the proxy's address")?;
+    std::fs::write(
+        config.data_dir.join(HTTPS_ADDR_FILE),
+        format!("{secure_address}\n"),
+    )
+    .context("writing the proxy's HTTPS address")?;
+    tokio::spawn(proxy.serve_https(secure, tls, stop.clone()));
+    tracing::info!(http = %address, https = %secure_address, apps_domain = %domain, "the proxy is up");
     Ok(())
 }
 

@@ -35,6 +35,7 @@ impl Platform {
         config.network.dns_listen = "127.0.0.1:0".parse().unwrap();
         config.network.dns_upstream = Some(Vec::new());
         config.proxy.http_listen = "127.0.0.1:0".parse().unwrap();
+        config.proxy.https_listen = "127.0.0.1:0".parse().unwrap();
         let stop = CancellationToken::new();
         let options = aloftd::ServerOptions {
             shutdown: Some(stop.clone()),

@@ -46,7 +46,7 @@ impl Host {
         std::fs::write(
             &path,
             format!(
-                "[network]\nnamespace = \"{}\"\ndns_listen = \"127.0.0.1:0\"\ndns_upstream = []\n[proxy]\nhttp_listen = \"127.0.0.1:0\"\n",
+                "[network]\nnamespace = \"{}\"\ndns_listen = \"127.0.0.1:0\"\ndns_upstream = []\n[proxy]\nhttp_listen = \"127.0.0.1:0\"\nhttps_listen = \"127.0.0.1:0\"\n",
                 self.netns.path().display()
             ),
         )

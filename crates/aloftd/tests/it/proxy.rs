@@ -44,12 +44,20 @@ fn service(force_https: bool) -> MachineService {
         autostop: None,
         autostart: None,
         min_machines_running: None,
-        ports: vec![MachinePort {
-            port: Some(80),
-            handlers: vec![Handler::Http],
-            force_https,
-            ..MachinePort::default()
-        }],
+        // What `[http_service]` lowers to.
+        ports: vec![
+            MachinePort {
+                port: Some(80),
+                handlers: vec![Handler::Http],
+                force_https,
+                ..MachinePort::default()
+            },
+            MachinePort {
+                port: Some(443),
+                handlers: vec![Handler::Tls, Handler::Http],
+                ..MachinePort::default()
+            },
+        ],
         checks: Vec::new(),
         concurrency: None,
         force_instance_key: None,
@@ -285,4 +293,61 @@ async fn upgraded_connections_become_tunnels_to_the_machine() {
             .unwrap();
         assert_eq!(echoed, message.as_bytes());
     }
+}
+
+/// `curl` through the HTTPS listener: (exit code, status line and headers + body).
+fn curl_https(host: &Host, app: &str, extra: &[&str]) -> (i32, String) {
+    let address: std::net::SocketAddr =
+        std::fs::read_to_string(host.data().join(aloftd::HTTPS_ADDR_FILE))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    let name = format!("{app}.aloft.localhost");
+    let output = std::process::Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10", "--resolve"])
+        .arg(format!("{name}:{}:127.0.0.1", address.port()))
+        .args(extra)
+        .arg(format!("https://{name}:{}/secure?q=1", address.port()))
+        .output()
+        .expect("curl runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_ascii_lowercase(),
+    )
+}
+
+#[tokio::test]
+async fn https_works_out_of_the_box_with_the_local_ca() {
+    let host = Host::new();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app("tls", None).await.unwrap();
+    let machine = echo(client, "tls", true).await;
+    let ca = host.data().join(aloftd::TLS_DIR).join("ca.crt");
+    let ca = ca.to_str().unwrap();
+
+    let (_, answer) = eventually(
+        "HTTPS to route to the app",
+        Duration::from_secs(30),
+        || async {
+            let (code, answer) = curl_https(&host, "tls", &["--cacert", ca]);
+            (code == 0 && answer.starts_with("http/2 200")).then_some((code, answer))
+        },
+    )
+    .await;
+    for expected in [
+        &format!("machine={}", machine.id),
+        "x-forwarded-proto: https",
+        "x-forwarded-ssl: on",
+        "fly-request-id: ",
+        "get /secure?q=1 http/1.1",
+    ] {
+        assert!(answer.contains(expected), "{expected:?} in {answer}");
+    }
+    let (code, answer) = curl_https(&host, "tls", &["--cacert", ca, "--http1.1"]);
+    assert_eq!(code, 0);
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    let (code, _) = curl_https(&host, "tls", &[]);
+    assert_eq!(code, 60, "without the CA, the certificate is not trusted");
 }

@@ -1,0 +1,213 @@
+//! TLS at the edge: a local certificate authority made on the first start (so HTTPS works
+//! with no setup: `curl --cacert <data_dir>/tls/ca.crt`), certificates it issues, and the
+//! store that picks one by SNI. ACME certificates will go into the same store.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// The CA's certificate, under the TLS directory.
+pub const CA_CERT_FILE: &str = "ca.crt";
+/// The CA's private key (mode 0600), under the TLS directory.
+pub const CA_KEY_FILE: &str = "ca.key";
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("making a certificate")]
+    Certificate(#[from] rcgen::Error),
+    #[error("setting up rustls")]
+    Key(#[source] rustls::Error),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The CA's fixed identity: leaves signed with its key and this name verify against the
+/// certificate made on the first start.
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Aloft local CA");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Aloft");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2124, 1, 1);
+    params
+}
+
+fn this_year() -> i32 {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    1970 + i32::try_from(seconds / 31_556_952).unwrap_or(0)
+}
+
+/// The local certificate authority.
+#[derive(Debug)]
+pub struct LocalCa {
+    cert_pem: String,
+    key: KeyPair,
+}
+
+impl LocalCa {
+    /// Loads the CA from `dir`, creating it (key mode 0600) on the first call.
+    pub fn load_or_create(dir: &Path) -> Result<LocalCa, TlsError> {
+        let cert_path = dir.join(CA_CERT_FILE);
+        let key_path = dir.join(CA_KEY_FILE);
+        if cert_path.exists() && key_path.exists() {
+            let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
+            let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
+            return Ok(LocalCa {
+                cert_pem,
+                key: KeyPair::from_pem(&key_pem)?,
+            });
+        }
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let key = KeyPair::generate()?;
+        let cert = ca_params().self_signed(&key)?;
+        write_private(&key_path, &key.serialize_pem())?;
+        std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
+        Ok(LocalCa {
+            cert_pem: cert.pem(),
+            key,
+        })
+    }
+
+    /// The CA's certificate, PEM (what clients trust).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// A certificate for `names` (wildcards allowed), valid until the end of next year.
+    pub fn issue(&self, names: &[String]) -> Result<Arc<CertifiedKey>, TlsError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
+        params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        params.not_after = rcgen::date_time_ymd(this_year() + 2, 1, 1);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = false;
+        let issuer = Issuer::new(ca_params(), &self.key);
+        let cert = params.signed_by(&key, &issuer)?;
+        let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signing =
+            rustls::crypto::ring::sign::any_supported_type(&private).map_err(TlsError::Key)?;
+        Ok(Arc::new(CertifiedKey::new(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            signing,
+        )))
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    file.write_all(text.as_bytes()).map_err(io(path))
+}
+
+/// Certificates by hostname (`*.example.com` covers one label), chosen by SNI.
+#[derive(Debug, Default)]
+pub struct Certificates {
+    by_name: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl Certificates {
+    /// Serves `cert` for `name` (lowercase; `*.` for a wildcard) from now on.
+    pub fn insert(&self, name: &str, cert: Arc<CertifiedKey>) {
+        if let Ok(mut by_name) = self.by_name.write() {
+            by_name.insert(name.to_ascii_lowercase(), cert);
+        }
+    }
+
+    /// The certificate for a server name, if any covers it.
+    pub fn find(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
+        let name = server_name.to_ascii_lowercase();
+        let by_name = self.by_name.read().ok()?;
+        if let Some(cert) = by_name.get(&name) {
+            return Some(cert.clone());
+        }
+        let (_, parent) = name.split_once('.')?;
+        by_name.get(&format!("*.{parent}")).cloned()
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.find(hello.server_name()?)
+    }
+}
+
+/// A rustls server config that picks certificates from `certificates` by SNI and offers
+/// HTTP/2 and HTTP/1.1 by ALPN.
+pub fn server_config(certificates: Arc<Certificates>) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Key)?
+        .with_no_client_auth()
+        .with_cert_resolver(certificates);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ca_survives_a_restart_and_issues_wildcards() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = LocalCa::load_or_create(dir.path()).unwrap();
+        let again = LocalCa::load_or_create(dir.path()).unwrap();
+        assert_eq!(first.cert_pem(), again.cert_pem());
+        let mode = std::fs::metadata(dir.path().join(CA_KEY_FILE))
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+            .unwrap();
+        assert_eq!(mode, 0o600);
+        let store = Certificates::default();
+        store.insert(
+            "*.aloft.localhost",
+            again.issue(&["*.aloft.localhost".to_owned()]).unwrap(),
+        );
+        assert!(store.find("web.ALOFT.localhost").is_some());
+        assert!(store.find("a.b.aloft.localhost").is_none());
+        assert!(store.find("example.com").is_none());
+    }
+}
