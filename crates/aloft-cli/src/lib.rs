@@ -72,6 +72,9 @@ pub enum Command {
     /// An app's addresses.
     #[command(subcommand)]
     Ips(commands::network::IpsCommand),
+    /// Certificates of the edge.
+    #[command(subcommand)]
+    Certs(commands::network::CertsCommand),
     /// Read, check and show an app's fly.toml.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -154,6 +157,7 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
             let app = app()?;
             runtime()?.block_on(commands::network::dig(&words, &app, cli.json, out))
         }
+        Command::Certs(command) => runtime()?.block_on(commands::network::certs(command, out)),
         Command::Ips(command) => {
             let app = app()?;
             runtime()?.block_on(commands::network::ips(command, &app, cli.json, out))

@@ -203,6 +203,34 @@ impl Client {
             .await
     }
 
+    /// The edge's local CA certificate, PEM.
+    pub async fn local_ca(&self) -> Result<String, ClientError> {
+        let url = format!("{}/v1/certs/ca", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or(text);
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        Ok(text)
+    }
+
     /// Asks the private network's DNS server for `name` as the app's machines would.
     pub async fn dig(
         &self,

@@ -14,6 +14,7 @@
 mod apps;
 mod auth;
 mod catalog;
+mod certs;
 mod dns;
 mod error;
 mod hosts;
@@ -93,6 +94,8 @@ pub(crate) struct Inner {
     pub(crate) catalog: std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<Catalog>>>,
     /// The DNS resolver of this process, for `aloft dig`.
     pub(crate) dns: std::sync::RwLock<Option<Arc<aloft_dns::Resolver>>>,
+    /// The edge's local CA certificate (PEM), for `aloft certs ca`.
+    pub(crate) local_ca: std::sync::RwLock<Option<String>>,
 }
 
 /// The control plane. Cheap to clone.
@@ -125,6 +128,7 @@ impl Control {
                 catalog_dirty: tokio::sync::Notify::new(),
                 catalog: std::sync::OnceLock::new(),
                 dns: std::sync::RwLock::new(None),
+                local_ca: std::sync::RwLock::new(None),
             }),
         }
     }
@@ -141,6 +145,7 @@ impl Control {
             .merge(secrets::routes())
             .merge(volumes::routes())
             .merge(dns::routes())
+            .merge(certs::routes())
     }
 
     /// The API's routes.
@@ -189,6 +194,13 @@ impl Control {
     pub fn attach_dns(&self, resolver: Arc<aloft_dns::Resolver>) {
         if let Ok(mut dns) = self.inner.dns.write() {
             *dns = Some(resolver);
+        }
+    }
+
+    /// Registers the edge's local CA certificate (PEM) that `GET /v1/certs/ca` returns.
+    pub fn attach_local_ca(&self, pem: String) {
+        if let Ok(mut ca) = self.inner.local_ca.write() {
+            *ca = Some(pem);
         }
     }
 

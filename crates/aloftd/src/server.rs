@@ -55,6 +55,7 @@ async fn start_proxy(
     let domain = &config.proxy.apps_domain;
     let ca = aloft_proxy::tls::LocalCa::load_or_create(&config.data_dir.join(TLS_DIR))
         .context("loading the local certificate authority")?;
+    control.attach_local_ca(ca.cert_pem().to_owned());
     let certificates = Arc::new(aloft_proxy::tls::Certificates::default());
     certificates.insert(
         &format!("*.{domain}"),

@@ -8,6 +8,22 @@ use crate::output::Output;
 use crate::table;
 
 #[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Print the edge's local certificate authority (PEM), for `curl --cacert`.
+    Ca,
+}
+
+pub(crate) async fn certs(command: CertsCommand, out: &mut Output) -> Result<(), Failure> {
+    match command {
+        CertsCommand::Ca => {
+            let pem = client()?.local_ca().await.map_err(anyhow::Error::from)?;
+            out.raw_stdout(&pem);
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
 pub enum IpsCommand {
     /// The app's machines with their region and private (6PN) address.
     Private,

@@ -213,6 +213,12 @@ async fn the_cli_runs_machines_secrets_volumes_and_tokens() {
     );
     let dig = p.ok(&["dig", "txt", "vms.demo.internal", "-a", "demo"]);
     assert!(dig.contains(&format!("{id} local")), "{dig}");
+    let ca = p.ok(&["certs", "ca"]);
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    assert_eq!(
+        ca,
+        std::fs::read_to_string(p.data.path().join("tls").join("ca.crt")).unwrap()
+    );
     let dig: serde_json::Value =
         serde_json::from_str(&p.ok(&["dig", "nope.internal", "-a", "demo", "--json"])).unwrap();
     assert_eq!(dig["status"], "NXDOMAIN");
