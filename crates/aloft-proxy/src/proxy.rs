@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use aloft_types::catalog::Catalog;
-use aloft_types::machine::Handler;
+use aloft_types::machine::{Handler, HttpResponseOptions, ResponseHeader};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -64,7 +64,7 @@ pub struct Proxy {
     config: ProxyConfig,
     routes: RwLock<Arc<RouteTable>>,
     loads: Arc<Loads>,
-    client: Client<crate::connect::Connector, Incoming>,
+    client: Client<crate::connect::Connector, ProxyBody>,
 }
 
 impl Proxy {
@@ -203,13 +203,21 @@ impl Proxy {
         tls: bool,
     ) -> Response<ProxyBody> {
         let request_id = request_id(&self.config.region);
-        let mut response = self.route(request, client, local_port, tls).await;
+        let mut options = None;
+        let mut response = self
+            .route(request, client, local_port, tls, &mut options)
+            .await;
         let headers = response.headers_mut();
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
-            headers.insert(HeaderName::from_static("fly-request-id"), value);
+        if !options.as_ref().and_then(|o| o.pristine).unwrap_or(false) {
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                headers.insert(HeaderName::from_static("fly-request-id"), value);
+            }
+            headers.append(header::VIA, HeaderValue::from_static("1.1 aloft"));
+            headers.insert(header::SERVER, HeaderValue::from_static("Aloft/1"));
         }
-        headers.append(header::VIA, HeaderValue::from_static("1.1 aloft"));
-        headers.insert(header::SERVER, HeaderValue::from_static("Aloft/1"));
+        if let Some(options) = &options {
+            apply_response_headers(headers, options);
+        }
         response
     }
 
@@ -219,6 +227,7 @@ impl Proxy {
         client: SocketAddr,
         local_port: u16,
         tls: bool,
+        options: &mut Option<Arc<HttpResponseOptions>>,
     ) -> Response<ProxyBody> {
         let public_port = if tls { 443 } else { 80 };
         let host = request
@@ -248,6 +257,7 @@ impl Proxy {
                 format!("app {app} has no service on port {public_port}\n"),
             );
         };
+        options.clone_from(&route.response);
         if !route.handlers.contains(&Handler::Http) {
             return text(
                 StatusCode::MISDIRECTED_REQUEST,
@@ -273,20 +283,6 @@ impl Proxy {
                 format!("app {app} has no started machine to take the request\n"),
             );
         }
-        let Some((backend, lease)) = self
-            .loads
-            .pick(&route.backends, self.config.queue_timeout)
-            .await
-        else {
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "every machine of app {app} is at its hard limit; waited {:?}\n",
-                    self.config.queue_timeout
-                ),
-            );
-        };
-
         let path = request
             .uri()
             .path_and_query()
@@ -295,13 +291,157 @@ impl Proxy {
         // An upgrade (WebSocket, say) keeps its two headers and becomes a tunnel on 101.
         let upgrade = wants_upgrade(request.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
-        let target = format!("http://[{}]:{}{path}", backend.address, backend.port);
-        let Ok(uri) = target.parse::<Uri>() else {
-            return text(StatusCode::BAD_REQUEST, format!("bad path {path:?}\n"));
+        let retryable = upgrade.is_none()
+            && request.body().is_end_stream()
+            && matches!(
+                *request.method(),
+                http::Method::GET
+                    | http::Method::HEAD
+                    | http::Method::OPTIONS
+                    | http::Method::TRACE
+            );
+        let candidates = match instance_choice(request.headers(), &route.backends) {
+            Ok(candidates) => candidates,
+            Err(machine) => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("machine {machine} of app {app} is not taking requests\n"),
+                );
+            }
         };
-        *request.uri_mut() = uri;
-        *request.version_mut() = http::Version::HTTP_11;
-        let headers = request.headers_mut();
+        let preferred = request
+            .headers()
+            .get("fly-prefer-instance-id")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned());
+        self.forwarded_headers(request.headers_mut(), &host, client, local_port, tls);
+        if let Some(protocol) = &upgrade {
+            let headers = request.headers_mut();
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocol.clone());
+        }
+        let (parts, body) = request.into_parts();
+        let mut body = Some(body.map_err(BoxError::from).boxed());
+
+        // A connection refused (a machine just stopping, say) sends a request that can be
+        // repeated to another machine.
+        let mut failed: Vec<String> = Vec::new();
+        let attempts = if retryable { 3 } else { 1 };
+        for attempt in 0..attempts {
+            let open: Vec<_> = candidates
+                .iter()
+                .filter(|b| !failed.contains(&b.machine))
+                .cloned()
+                .collect();
+            if open.is_empty() {
+                break;
+            }
+            // A preferred machine under its hard limit goes first; otherwise the balancer
+            // chooses as usual.
+            let preferred: Vec<_> = open
+                .iter()
+                .filter(|b| Some(b.machine.as_str()) == preferred.as_deref())
+                .cloned()
+                .collect();
+            let picked = match self.loads.try_pick(&preferred) {
+                Some(picked) => Some(picked),
+                None if attempt == 0 => self.loads.pick(&open, self.config.queue_timeout).await,
+                None => self.loads.try_pick(&open),
+            };
+            let Some((backend, lease)) = picked else {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "every machine of app {app} is at its hard limit; waited {:?}\n",
+                        self.config.queue_timeout
+                    ),
+                );
+            };
+            let target = format!("http://[{}]:{}{path}", backend.address, backend.port);
+            let Ok(uri) = target.parse::<Uri>() else {
+                return text(StatusCode::BAD_REQUEST, format!("bad path {path:?}\n"));
+            };
+            let mut outgoing = Request::new(body.take().unwrap_or_else(|| {
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed()
+            }));
+            *outgoing.method_mut() = parts.method.clone();
+            *outgoing.uri_mut() = uri;
+            *outgoing.version_mut() = http::Version::HTTP_11;
+            *outgoing.headers_mut() = parts.headers.clone();
+
+            match self.client.request(outgoing).await {
+                Ok(mut response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    let backend_upgrade = hyper::upgrade::on(&mut response);
+                    if let Some(client_upgrade) = client_upgrade {
+                        let machine = backend.machine.clone();
+                        tokio::spawn(async move {
+                            let _lease = lease;
+                            match tokio::try_join!(client_upgrade, backend_upgrade) {
+                                Ok((client_io, backend_io)) => {
+                                    let _ = tokio::io::copy_bidirectional(
+                                        &mut TokioIo::new(client_io),
+                                        &mut TokioIo::new(backend_io),
+                                    )
+                                    .await;
+                                }
+                                Err(error) => {
+                                    tracing::debug!(%machine, error = %error, "an upgrade failed");
+                                }
+                            }
+                        });
+                    }
+                    let (parts, _) = response.into_parts();
+                    return Response::from_parts(
+                        parts,
+                        http_body_util::Empty::new()
+                            .map_err(|never| match never {})
+                            .boxed(),
+                    );
+                }
+                Ok(response) => {
+                    let (mut parts, body) = response.into_parts();
+                    for name in HOP_BY_HOP {
+                        parts.headers.remove(name);
+                    }
+                    let body = Leased {
+                        inner: body,
+                        _lease: lease,
+                    };
+                    return Response::from_parts(parts, body.map_err(BoxError::from).boxed());
+                }
+                Err(error) if error.is_connect() && attempt + 1 < attempts => {
+                    tracing::debug!(machine = %backend.machine, error = %error, "connecting failed; trying another machine");
+                    failed.push(backend.machine.clone());
+                }
+                Err(error) => {
+                    tracing::debug!(machine = %backend.machine, error = %error, "forwarding failed");
+                    return text(
+                        StatusCode::BAD_GATEWAY,
+                        format!("machine {} of app {app} did not answer\n", backend.machine),
+                    );
+                }
+            }
+        }
+        text(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "no machine of app {app} answered (tried {})\n",
+                failed.join(", ")
+            ),
+        )
+    }
+
+    /// Fly's request headers, the original `Host`, and no hop-by-hop headers.
+    fn forwarded_headers(
+        &self,
+        headers: &mut http::HeaderMap,
+        host: &str,
+        client: SocketAddr,
+        local_port: u16,
+        tls: bool,
+    ) {
         if let Some(named) = headers
             .get(header::CONNECTION)
             .and_then(|c| c.to_str().ok())
@@ -318,8 +458,11 @@ impl Proxy {
         for name in HOP_BY_HOP {
             headers.remove(name);
         }
-        if let Ok(value) = HeaderValue::from_str(&host) {
+        if let Ok(value) = HeaderValue::from_str(host) {
             headers.insert(header::HOST, value);
+        }
+        for name in ["fly-force-instance-id", "fly-prefer-instance-id"] {
+            headers.remove(name);
         }
         let client_ip = client.ip().to_canonical();
         let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
@@ -344,63 +487,63 @@ impl Proxy {
             }
         }
         headers.append(header::VIA, HeaderValue::from_static("1.1 aloft"));
-        if let Some(protocol) = &upgrade {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(header::UPGRADE, protocol.clone());
-        }
+    }
+}
 
-        match self.client.request(request).await {
-            Ok(mut response)
-                if response.status() == StatusCode::SWITCHING_PROTOCOLS
-                    && client_upgrade.is_some() =>
-            {
-                let backend_upgrade = hyper::upgrade::on(&mut response);
-                let machine = backend.machine.clone();
-                if let Some(client_upgrade) = client_upgrade {
-                    tokio::spawn(async move {
-                        let _lease = lease;
-                        match tokio::try_join!(client_upgrade, backend_upgrade) {
-                            Ok((client_io, backend_io)) => {
-                                let _ = tokio::io::copy_bidirectional(
-                                    &mut TokioIo::new(client_io),
-                                    &mut TokioIo::new(backend_io),
-                                )
-                                .await;
-                            }
-                            Err(error) => {
-                                tracing::debug!(%machine, error = %error, "an upgrade failed");
-                            }
-                        }
-                    });
-                }
-                let (parts, _) = response.into_parts();
-                Response::from_parts(
-                    parts,
-                    http_body_util::Empty::new()
-                        .map_err(|never| match never {})
-                        .boxed(),
-                )
+/// `http_options.response.headers`: `false` removes a header, a string sets it, a list
+/// sets every value.
+fn apply_response_headers(headers: &mut http::HeaderMap, options: &HttpResponseOptions) {
+    for (name, rule) in &options.headers {
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        match rule {
+            ResponseHeader::Keep(false) => {
+                headers.remove(&name);
             }
-            Ok(response) => {
-                let (mut parts, body) = response.into_parts();
-                for name in HOP_BY_HOP {
-                    parts.headers.remove(name);
+            ResponseHeader::Keep(true) => {}
+            ResponseHeader::One(value) => {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.insert(name, value);
                 }
-                let body = Leased {
-                    inner: body,
-                    _lease: lease,
-                };
-                Response::from_parts(parts, body.map_err(BoxError::from).boxed())
             }
-            Err(error) => {
-                tracing::debug!(machine = %backend.machine, error = %error, "forwarding failed");
-                text(
-                    StatusCode::BAD_GATEWAY,
-                    format!("machine {} of app {app} did not answer\n", backend.machine),
-                )
+            ResponseHeader::Many(values) => {
+                headers.remove(&name);
+                for value in values {
+                    if let Ok(value) = HeaderValue::from_str(value) {
+                        headers.append(name.clone(), value);
+                    }
+                }
             }
         }
     }
+}
+
+/// The machines a request may go to: `fly-force-instance-id` names the only one (its
+/// id is the error when it is not serving).
+fn instance_choice(
+    headers: &http::HeaderMap,
+    backends: &[crate::routes::Backend],
+) -> Result<Vec<crate::routes::Backend>, String> {
+    let named = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(forced) = named("fly-force-instance-id") {
+        let chosen: Vec<_> = backends
+            .iter()
+            .filter(|b| b.machine == forced)
+            .cloned()
+            .collect();
+        return if chosen.is_empty() {
+            Err(forced.to_owned())
+        } else {
+            Ok(chosen)
+        };
+    }
+    Ok(backends.to_vec())
 }
 
 /// The protocol a request asks to upgrade to (`Connection: upgrade` and `Upgrade: X`).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use aloft_types::MachineState;
 use aloft_types::catalog::Catalog;
-use aloft_types::machine::{ConcurrencyKind, Handler};
+use aloft_types::machine::{ConcurrencyKind, Handler, HttpResponseOptions};
 
 /// Fly's default limits when a service names none (fly.toml's defaults).
 pub const DEFAULT_SOFT_LIMIT: u32 = 20;
@@ -31,6 +31,8 @@ pub struct Route {
     pub app: String,
     pub handlers: Vec<Handler>,
     pub force_https: bool,
+    /// `http_options.response`: headers to set or remove, and `pristine`.
+    pub response: Option<Arc<HttpResponseOptions>>,
     /// Started, uncordoned machines, in id order.
     pub backends: Vec<Backend>,
 }
@@ -68,6 +70,11 @@ impl RouteTable {
                             app: machine.app.clone(),
                             handlers: port.handlers.clone(),
                             force_https: port.force_https,
+                            response: port
+                                .http_options
+                                .as_ref()
+                                .and_then(|o| o.response.clone())
+                                .map(Arc::new),
                             backends: Vec::new(),
                         });
                         if serving {

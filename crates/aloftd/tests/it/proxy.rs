@@ -177,6 +177,81 @@ async fn requests_reach_the_apps_machines_by_host_with_flys_headers() {
     }
     assert_eq!(seen, BTreeSet::from([first.id.clone(), second.id.clone()]));
 
+    // The instance headers pick a machine.
+    for _ in 0..5 {
+        let forced = http
+            .get(format!("http://{proxy}/"))
+            .header("host", "edge.aloft.localhost")
+            .header("fly-force-instance-id", &second.id)
+            .send()
+            .await
+            .unwrap();
+        let body = forced.text().await.unwrap();
+        assert!(
+            body.starts_with(&format!("machine={}", second.id)),
+            "{body}"
+        );
+        let preferred = http
+            .get(format!("http://{proxy}/"))
+            .header("host", "edge.aloft.localhost")
+            .header("fly-prefer-instance-id", &first.id)
+            .send()
+            .await
+            .unwrap();
+        let body = preferred.text().await.unwrap();
+        assert!(body.starts_with(&format!("machine={}", first.id)), "{body}");
+    }
+    let missing = http
+        .get(format!("http://{proxy}/"))
+        .header("host", "edge.aloft.localhost")
+        .header("fly-force-instance-id", "nosuchmachine")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 503);
+
+    // A machine that refuses connections: GETs go to another one.
+    let deaf = MachineConfig {
+        image: BUSYBOX_IMAGE.to_owned(),
+        init: MachineInit {
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "while true; do sleep 1; done".into(),
+            ],
+            ..MachineInit::default()
+        },
+        services: vec![service(false)],
+        ..MachineConfig::default()
+    };
+    let deaf = client
+        .create_machine("edge", &MachineRequest::new(deaf))
+        .await
+        .unwrap();
+    client
+        .wait("edge", &deaf.id, MachineState::Started, 60)
+        .await
+        .unwrap();
+    eventually(
+        "the deaf machine to be routed to",
+        Duration::from_secs(10),
+        || async {
+            let routed = http
+                .get(format!("http://{proxy}/"))
+                .header("host", "edge.aloft.localhost")
+                .header("fly-force-instance-id", &deaf.id)
+                .send()
+                .await
+                .ok()?;
+            (routed.status() == 502).then_some(())
+        },
+    )
+    .await;
+    for _ in 0..12 {
+        let response = get(&http, proxy, "edge.aloft.localhost", "/").await;
+        assert_eq!(response.status(), 200, "retried on another machine");
+    }
+
     // Hosts that name no app, and an app with nothing started.
     let response = get(&http, proxy, "nope.aloft.localhost", "/").await;
     assert_eq!(response.status(), 404);
@@ -188,7 +263,7 @@ async fn requests_reach_the_apps_machines_by_host_with_flys_headers() {
             .contains("there is no app nope")
     );
     assert_eq!(get(&http, proxy, "example.com", "/").await.status(), 404);
-    for machine in [&first, &second] {
+    for machine in [&first, &second, &deaf] {
         client
             .stop_machine("edge", &machine.id, None, None)
             .await
@@ -350,4 +425,67 @@ async fn https_works_out_of_the_box_with_the_local_ca() {
     assert!(answer.starts_with("http/1.1 200"), "{answer}");
     let (code, _) = curl_https(&host, "tls", &[]);
     assert_eq!(code, 60, "without the CA, the certificate is not trusted");
+}
+
+#[tokio::test]
+async fn response_rules_and_pristine_apply() {
+    let host = Host::new();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app("shaped", None).await.unwrap();
+    let mut service = service(false);
+    service.ports[0].http_options = Some(aloft_types::machine::HttpOptions {
+        response: Some(aloft_types::machine::HttpResponseOptions {
+            headers: [
+                (
+                    "x-frame-options".to_owned(),
+                    aloft_types::machine::ResponseHeader::One("DENY".into()),
+                ),
+                (
+                    "content-type".to_owned(),
+                    aloft_types::machine::ResponseHeader::Keep(false),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            pristine: Some(true),
+        }),
+        ..aloft_types::machine::HttpOptions::default()
+    });
+    let mut config = MachineConfig {
+        image: BUSYBOX_IMAGE.to_owned(),
+        init: MachineInit {
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "mkdir -p /srv && printf '%s' \"$ECHO_SCRIPT\" > /srv/echo && chmod +x /srv/echo && exec nc -ll -p 8080 -e /srv/echo".into(),
+            ],
+            ..MachineInit::default()
+        },
+        services: vec![service],
+        ..MachineConfig::default()
+    };
+    config.env.insert("ECHO_SCRIPT".into(), ECHO.into());
+    let machine = client
+        .create_machine("shaped", &MachineRequest::new(config))
+        .await
+        .unwrap();
+    client
+        .wait("shaped", &machine.id, MachineState::Started, 60)
+        .await
+        .unwrap();
+    let proxy = proxy_address(&host);
+    let http = reqwest::Client::new();
+    let response = eventually("the app to answer", Duration::from_secs(30), || async {
+        let response = get(&http, proxy, "shaped.aloft.localhost", "/").await;
+        (response.status() == 200).then_some(response)
+    })
+    .await;
+    let headers = response.headers();
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert!(headers.get("content-type").is_none(), "removed by the rule");
+    assert!(
+        headers.get("fly-request-id").is_none() && headers.get("via").is_none(),
+        "pristine"
+    );
 }
