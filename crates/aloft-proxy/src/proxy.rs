@@ -30,6 +30,31 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
+/// How long a client gets to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves one connection; when `stop` fires, lets requests in flight finish (up to
+/// `drain`), answers no new ones, and closes.
+async fn drive<I, S>(
+    connection: hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, TokioExecutor>,
+    stop: &CancellationToken,
+    drain: Duration,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<ProxyBody>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(drain, connection).await;
+        }
+    }
+}
+
 /// How long a client gets to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -56,6 +81,8 @@ pub struct ProxyConfig {
     pub namespace: Option<PathBuf>,
     /// How long a request waits for a machine under its hard limit before a 503.
     pub queue_timeout: Duration,
+    /// After a stop, how long open connections get to finish their requests.
+    pub drain_timeout: Duration,
 }
 
 /// The proxy: its routes follow the catalog.
@@ -143,9 +170,10 @@ impl Proxy {
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) {
         let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(80);
+        let connections = tokio_util::task::TaskTracker::new();
         loop {
             let accepted = tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
                 accepted = listener.accept() => accepted,
             };
             let Ok((stream, client)) = accepted else {
@@ -155,7 +183,8 @@ impl Proxy {
             let proxy = self.clone();
             let stop = stop.clone();
             let tls = tls.clone();
-            tokio::spawn(async move {
+            let drain = self.config.drain_timeout;
+            connections.spawn(async move {
                 let secure = tls.is_some();
                 let service = hyper::service::service_fn(move |request| {
                     let proxy = proxy.clone();
@@ -165,15 +194,17 @@ impl Proxy {
                         )
                     }
                 });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT);
                 match tls {
                     None => {
                         let connection =
                             builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        tokio::select! {
-                            _ = connection => {}
-                            () = stop.cancelled() => {}
-                        }
+                        drive(connection, &stop, drain).await;
                     }
                     Some(acceptor) => {
                         let handshake =
@@ -184,14 +215,15 @@ impl Proxy {
                         };
                         let connection =
                             builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        tokio::select! {
-                            _ = connection => {}
-                            () = stop.cancelled() => {}
-                        }
+                        drive(connection, &stop, drain).await;
                     }
                 }
             });
         }
+        // Stopped: no new connections; those open finish their requests (up to the drain
+        // timeout each) and close.
+        connections.close();
+        connections.wait().await;
     }
 
     /// Answers one request that arrived on a listener (`tls`: the HTTPS one).

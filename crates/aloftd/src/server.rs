@@ -34,12 +34,13 @@ async fn start_proxy(
     config: &Config,
     control: &Control,
     stop: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let proxy = aloft_proxy::Proxy::new(aloft_proxy::ProxyConfig {
         apps_domain: config.proxy.apps_domain.clone(),
         region: config.region.clone(),
         namespace: config.network.namespace.clone(),
         queue_timeout: Duration::from_secs(config.proxy.queue_timeout_seconds),
+        drain_timeout: Duration::from_secs(config.api.shutdown_grace_seconds),
     });
     proxy.follow(control.catalog(), stop.clone());
     let listener = tokio::net::TcpListener::bind(config.proxy.http_listen)
@@ -50,7 +51,7 @@ async fn start_proxy(
         .context("reading the proxy's address")?;
     std::fs::write(config.data_dir.join(HTTP_ADDR_FILE), format!("{address}\n"))
         .context("writing the proxy's address")?;
-    tokio::spawn(proxy.clone().serve_http(listener, stop.clone()));
+    let plain = tokio::spawn(proxy.clone().serve_http(listener, stop.clone()));
 
     let domain = &config.proxy.apps_domain;
     let ca = aloft_proxy::tls::LocalCa::load_or_create(&config.data_dir.join(TLS_DIR))
@@ -72,9 +73,9 @@ async fn start_proxy(
         format!("{secure_address}\n"),
     )
     .context("writing the proxy's HTTPS address")?;
-    tokio::spawn(proxy.serve_https(secure, tls, stop.clone()));
+    let secure = tokio::spawn(proxy.serve_https(secure, tls, stop.clone()));
     tracing::info!(http = %address, https = %secure_address, apps_domain = %domain, "the proxy is up");
-    Ok(())
+    Ok(vec![plain, secure])
 }
 
 /// Starts the DNS server: on `[fdaa::3]:53` in the private network's namespace for
@@ -215,7 +216,17 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     // stop: DNS's UDP thread would otherwise keep the runtime from shutting down.
     let _edge_guard = edge_stop.clone().drop_guard();
     start_dns(&config, &control, &edge_stop)?;
-    start_proxy(&config, &control, &edge_stop).await?;
+    let stop = options.shutdown.unwrap_or_default();
+    // The proxy drains from the moment a stop is asked for, alongside the API.
+    let proxy_stop = edge_stop.child_token();
+    {
+        let (stop, proxy_stop) = (stop.clone(), proxy_stop.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            proxy_stop.cancel();
+        });
+    }
+    let proxy = start_proxy(&config, &control, &proxy_stop).await?;
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -226,7 +237,6 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         .context("writing the API URL")?;
     tracing::info!(%url, host = %host_id, region = %config.region, "aloftd server is up");
 
-    let stop = options.shutdown.unwrap_or_default();
     let agent_stop = CancellationToken::new();
     let agent_task = tokio::spawn(agent.run(agent_stop.clone()));
 
@@ -259,6 +269,11 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         Err(_) => tracing::warn!(?grace, "the agent did not stop within the grace period"),
     }
     edge_stop.cancel();
+    for listener in proxy {
+        if tokio::time::timeout(grace, listener).await.is_err() {
+            tracing::warn!(?grace, "the proxy did not drain within the grace period");
+        }
+    }
     control.store().close().await;
     tracing::info!("aloftd server stopped");
     Ok(())
