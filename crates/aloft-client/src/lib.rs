@@ -100,21 +100,7 @@ impl Client {
             })?;
         let status = response.status();
         if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| {
-                    if text.is_empty() {
-                        status.to_string()
-                    } else {
-                        text
-                    }
-                });
-            return Err(ClientError::Api {
-                status: status.as_u16(),
-                message,
-            });
+            return Err(api_error(status, response.text().await.unwrap_or_default()));
         }
         if status == StatusCode::NO_CONTENT || status == StatusCode::ACCEPTED {
             return serde_json::from_str("null")
@@ -219,14 +205,7 @@ impl Client {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         if !status.is_success() {
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-                .unwrap_or(text);
-            return Err(ClientError::Api {
-                status: status.as_u16(),
-                message,
-            });
+            return Err(api_error(status, text));
         }
         Ok(text)
     }
@@ -477,6 +456,25 @@ impl Client {
         self.call::<serde_json::Value>(Method::DELETE, &format!("/v1/tokens/{id}"), None::<&()>)
             .await
             .map(|_| ())
+    }
+}
+
+/// The error of a failed answer: the API's `{"error": "..."}` message, else the body, else
+/// the status.
+fn api_error(status: StatusCode, text: String) -> ClientError {
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| {
+            if text.is_empty() {
+                status.to_string()
+            } else {
+                text
+            }
+        });
+    ClientError::Api {
+        status: status.as_u16(),
+        message,
     }
 }
 

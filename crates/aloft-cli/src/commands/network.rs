@@ -57,23 +57,19 @@ pub(crate) async fn dig(
         ";; {kind} {name} as a machine of {app} asks: status {}\n",
         answer.status
     );
-    if !answer.answers.is_empty() {
-        text.push_str("\n;; ANSWER SECTION:\n");
-    }
-    for record in &answer.answers {
-        text.push_str(&format!(
-            "{}\t{}\tIN\t{}\t{}\n",
-            record.name, record.ttl, record.record_type, record.data
-        ));
-    }
-    if !answer.authority.is_empty() {
-        text.push_str("\n;; AUTHORITY SECTION:\n");
-    }
-    for record in &answer.authority {
-        text.push_str(&format!(
-            "{}\t{}\tIN\t{}\t{}\n",
-            record.name, record.ttl, record.record_type, record.data
-        ));
+    for (title, records) in [
+        ("ANSWER", &answer.answers),
+        ("AUTHORITY", &answer.authority),
+    ] {
+        if !records.is_empty() {
+            text.push_str(&format!("\n;; {title} SECTION:\n"));
+        }
+        for record in records {
+            text.push_str(&format!(
+                "{}\t{}\tIN\t{}\t{}\n",
+                record.name, record.ttl, record.record_type, record.data
+            ));
+        }
     }
     out.data(text.trim_end());
     Ok(())

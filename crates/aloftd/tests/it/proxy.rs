@@ -66,11 +66,16 @@ fn service(force_https: bool) -> MachineService {
 }
 
 async fn echo(client: &Client, app: &str, force_https: bool) -> MachineResponse {
-    serve(client, app, ECHO, force_https).await
+    serve(client, app, ECHO, service(force_https)).await
 }
 
-/// Runs `script` for every connection on port 8080 of a new machine.
-async fn serve(client: &Client, app: &str, script: &str, force_https: bool) -> MachineResponse {
+/// Runs `script` for every connection on port 8080 of a new machine behind `service`.
+async fn serve(
+    client: &Client,
+    app: &str,
+    script: &str,
+    service: MachineService,
+) -> MachineResponse {
     let mut config = MachineConfig {
         image: BUSYBOX_IMAGE.to_owned(),
         init: MachineInit {
@@ -81,7 +86,7 @@ async fn serve(client: &Client, app: &str, script: &str, force_https: bool) -> M
             ],
             ..MachineInit::default()
         },
-        services: vec![service(force_https)],
+        services: vec![service],
         ..MachineConfig::default()
     };
     config.env.insert("ECHO_SCRIPT".into(), script.into());
@@ -322,7 +327,7 @@ async fn upgraded_connections_become_tunnels_to_the_machine() {
     let server = Server::start(&host).await;
     let client = &server.client;
     client.create_app("ws", None).await.unwrap();
-    serve(client, "ws", UPGRADE, false).await;
+    serve(client, "ws", UPGRADE, service(false)).await;
     let proxy = proxy_address(&host);
     let http = reqwest::Client::new();
     eventually(
@@ -454,28 +459,7 @@ async fn response_rules_and_pristine_apply() {
         }),
         ..aloft_types::machine::HttpOptions::default()
     });
-    let mut config = MachineConfig {
-        image: BUSYBOX_IMAGE.to_owned(),
-        init: MachineInit {
-            cmd: vec![
-                "sh".into(),
-                "-c".into(),
-                "mkdir -p /srv && printf '%s' \"$ECHO_SCRIPT\" > /srv/echo && chmod +x /srv/echo && exec nc -ll -p 8080 -e /srv/echo".into(),
-            ],
-            ..MachineInit::default()
-        },
-        services: vec![service],
-        ..MachineConfig::default()
-    };
-    config.env.insert("ECHO_SCRIPT".into(), ECHO.into());
-    let machine = client
-        .create_machine("shaped", &MachineRequest::new(config))
-        .await
-        .unwrap();
-    client
-        .wait("shaped", &machine.id, MachineState::Started, 60)
-        .await
-        .unwrap();
+    serve(client, "shaped", ECHO, service).await;
     let proxy = proxy_address(&host);
     let http = reqwest::Client::new();
     let response = eventually("the app to answer", Duration::from_secs(30), || async {
