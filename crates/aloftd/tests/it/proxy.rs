@@ -475,3 +475,68 @@ async fn response_rules_and_pristine_apply() {
         "pristine"
     );
 }
+
+/// Answers after two seconds, having marked that a request is in flight.
+const SLOW: &str = r#"#!/bin/sh
+while IFS= read -r line; do
+  line=$(printf '%s' "$line" | tr -d '\r')
+  [ -z "$line" ] && break
+done
+touch /srv/inflight
+sleep 2
+printf 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nslow\n'
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_requests_in_flight_finish() {
+    let host = Host::new();
+    let mut server = Server::start(&host).await;
+    let client = server.client.clone();
+    client.create_app("drain", None).await.unwrap();
+    let machine = serve(&client, "drain", SLOW, service(false)).await;
+    let proxy = proxy_address(&host);
+    let http = reqwest::Client::new();
+    eventually("the app to answer", Duration::from_secs(30), || async {
+        let response = get(&http, proxy, "drain.aloft.localhost", "/").await;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    let exec = |script: &str| {
+        let (client, id, script) = (client.clone(), machine.id.clone(), script.to_owned());
+        async move {
+            client
+                .exec("drain", &id, vec!["sh".into(), "-c".into(), script], None)
+                .await
+                .map(|o| o.exit_code)
+                .unwrap_or(-1)
+        }
+    };
+    assert_eq!(exec("rm -f /srv/inflight").await, 0);
+
+    let in_flight = {
+        let http = http.clone();
+        tokio::spawn(async move {
+            let response = get(&http, proxy, "drain.aloft.localhost", "/").await;
+            (response.status(), response.text().await.unwrap_or_default())
+        })
+    };
+    eventually(
+        "the request to reach the machine",
+        Duration::from_secs(10),
+        || async { (exec("test -f /srv/inflight").await == 0).then_some(()) },
+    )
+    .await;
+    let code = tokio::task::spawn_blocking(move || {
+        let code = crate::signal_and_wait(&mut server, "TERM", Duration::from_secs(30));
+        (code, server)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code.0, Some(0), "SIGTERM drains and exits 0");
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(
+        (status.as_u16(), body.as_str()),
+        (200, "slow\n"),
+        "the request in flight was answered"
+    );
+}
