@@ -346,6 +346,20 @@ impl<R: Runtime + 'static> Shared<R> {
         Ok(())
     }
 
+    /// The machine's 6PN address: the one its record holds (every sweep asks, so no store
+    /// read), else assigned now.
+    async fn address_of(&self, machine: &MachineRecord) -> Result<SixPn, AgentError> {
+        if let Some(address) = machine
+            .private_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok())
+            .and_then(SixPn::parse)
+        {
+            return Ok(address);
+        }
+        Ok(self.gateway.private_address(&machine.id).await?)
+    }
+
     /// Connects a running container to the private network (nothing when it is).
     async fn plumb(
         &self,
@@ -355,7 +369,7 @@ impl<R: Runtime + 'static> Shared<R> {
         let (Some(network), Some(pid)) = (self.network.get(), container.pid) else {
             return Ok(());
         };
-        let address = self.gateway.private_address(&machine.id).await?;
+        let address = self.address_of(machine).await?;
         network
             .attach(address, &aloft_net::netns::of_process(pid))
             .await?;
@@ -672,7 +686,7 @@ impl<R: Runtime + 'static> Shared<R> {
                 .report_state(id, MachineState::Starting)
                 .await?;
         }
-        let address = self.gateway.private_address(id).await?;
+        let address = self.address_of(machine).await?;
         if let Some(network) = self.network.get() {
             // The network's bridge and isolation rules exist before the machine runs.
             network.ensure_network(address.network).await?;

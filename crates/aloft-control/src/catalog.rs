@@ -147,7 +147,7 @@ pub(crate) async fn host_number(store: &Store, host: &HostId) -> Result<HostNumb
     number(store.host_number(host).await?, HostNumber::new, "host")
 }
 
-fn number<T>(
+pub(crate) fn number<T>(
     value: i64,
     make: fn(u64) -> Result<T, aloft_net::NumberError>,
     kind: &str,

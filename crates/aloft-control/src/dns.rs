@@ -51,9 +51,8 @@ async fn dig(
             ApiError::Unavailable("no DNS server runs with this control plane".to_owned())
         })?;
     let network = inner.store.network(&app.org_id, &app.network).await?;
-    let network = u32::try_from(network.number).map_err(|_| {
-        ApiError::Unavailable("the app's network number is out of range".to_owned())
-    })?;
+    let network =
+        crate::catalog::number(network.number, aloft_net::NetworkNumber::new, "network")?.get();
     let answer = resolver
         .dig(name, record_type, network)
         .await

@@ -393,11 +393,7 @@ impl Proxy {
             let Ok(uri) = target.parse::<Uri>() else {
                 return text(StatusCode::BAD_REQUEST, format!("bad path {path:?}\n"));
             };
-            let mut outgoing = Request::new(body.take().unwrap_or_else(|| {
-                http_body_util::Empty::new()
-                    .map_err(|never| match never {})
-                    .boxed()
-            }));
+            let mut outgoing = Request::new(body.take().unwrap_or_else(|| empty()));
             *outgoing.method_mut() = parts.method.clone();
             *outgoing.uri_mut() = uri;
             *outgoing.version_mut() = http::Version::HTTP_11;
@@ -425,12 +421,7 @@ impl Proxy {
                         });
                     }
                     let (parts, _) = response.into_parts();
-                    return Response::from_parts(
-                        parts,
-                        http_body_util::Empty::new()
-                            .map_err(|never| match never {})
-                            .boxed(),
-                    );
+                    return Response::from_parts(parts, empty());
                 }
                 Ok(response) => {
                     let (mut parts, body) = response.into_parts();
@@ -615,6 +606,13 @@ impl Body for Leased {
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// An empty body.
+fn empty() -> ProxyBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A plain-text response made by the proxy itself.
