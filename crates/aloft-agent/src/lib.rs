@@ -12,6 +12,7 @@
 //!
 //! Main types: [`Agent`], [`AgentConfig`], [`RuntimeLink`].
 
+pub mod checks;
 pub mod env;
 mod spec;
 
@@ -110,8 +111,9 @@ struct Shared<R> {
     locks: StdMutex<HashMap<MachineId, Arc<Mutex<()>>>>,
     /// Restarts made per instance (a new version starts from zero).
     restarts: StdMutex<HashMap<String, u32>>,
-    /// Runs (container id and start time) whose exit is being waited for.
-    watched: StdMutex<HashSet<String>>,
+    /// Runs (container id and start time) whose exit is being waited for, each with the
+    /// token that ends its checks.
+    watched: StdMutex<HashMap<String, CancellationToken>>,
     /// Runs the agent is stopping itself: their exits are not crashes.
     requested_stops: StdMutex<HashSet<String>>,
     exits: mpsc::UnboundedSender<(MachineId, String, ExitStatus)>,
@@ -158,7 +160,7 @@ impl<R: Runtime + 'static> Agent<R> {
             config,
             locks: StdMutex::new(HashMap::new()),
             restarts: StdMutex::new(HashMap::new()),
-            watched: StdMutex::new(HashSet::new()),
+            watched: StdMutex::new(HashMap::new()),
             requested_stops: StdMutex::new(HashSet::new()),
             exits,
             tasks: TaskTracker::new(),
@@ -222,7 +224,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                                 Some((machine, run, exit)) = self.exits.recv() => {
-                    shared.watched.lock().map(|mut w| w.remove(&run)).ok();
+                    shared.unwatch(&run);
                     let requested = shared.requested_stops.lock().map(|mut r| r.remove(&run)).unwrap_or(false);
                     if !requested {
                         shared.clone().on_exit(machine, run, exit);
@@ -301,11 +303,11 @@ impl<R: Runtime + 'static> Shared<R> {
                 tracing::info!(container = %container.name, "removing an orphan container");
                 self.runtime.remove(&container.id).await?;
             } else if current && container.state == ContainerState::Running {
-                self.watch(&container);
-                if let Some(machine) = machine.and_then(|m| known.get(m))
-                    && let Err(error) = self.plumb(machine, &container).await
-                {
-                    tracing::warn!(machine = %machine.id, error = %error_chain(&error), "re-plumbing the private network failed; will retry");
+                if let Some(machine) = machine.and_then(|m| known.get(m)) {
+                    self.watch(machine, None, &container);
+                    if let Err(error) = self.plumb(machine, &container).await {
+                        tracing::warn!(machine = %machine.id, error = %error_chain(&error), "re-plumbing the private network failed; will retry");
+                    }
                 }
             } else if !current {
                 // An old version whose replacement the machine's own reconcile creates.
@@ -376,24 +378,52 @@ impl<R: Runtime + 'static> Shared<R> {
         Ok(())
     }
 
-    /// Waits for a running container's exit in the background (once per run).
-    fn watch(self: &Arc<Self>, container: &ContainerInfo) {
+    /// Forgets a run whose exit was seen (or can no longer be waited for): its checks end.
+    fn unwatch(&self, run: &str) {
+        let ended = self.watched.lock().ok().and_then(|mut w| w.remove(run));
+        if let Some(ended) = ended {
+            ended.cancel();
+        }
+    }
+
+    /// Waits for a running container's exit in the background, and runs the machine's
+    /// checks against `address` until then (once per run).
+    fn watch(
+        self: &Arc<Self>,
+        machine: &MachineRecord,
+        address: Option<std::net::Ipv6Addr>,
+        container: &ContainerInfo,
+    ) {
         let run = container.run_key();
+        let ended = CancellationToken::new();
         let fresh = self
             .watched
             .lock()
-            .map(|mut w| w.insert(run.clone()))
+            .map(|mut w| match w.entry(run.clone()) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(ended.clone());
+                    true
+                }
+            })
             .unwrap_or(false);
         if !fresh {
             return;
         }
-        let Some(machine) = container
-            .labels
-            .get(LABEL_MACHINE)
-            .and_then(|m| m.parse::<MachineId>().ok())
-        else {
-            return;
-        };
+        let address = address.or_else(|| machine.private_ip.as_deref()?.parse().ok());
+        let plans = checks::plans(&machine.config);
+        if let (Some(address), false) = (address, plans.is_empty()) {
+            self.tasks.spawn(checks::run(
+                self.gateway.clone(),
+                machine.id.clone(),
+                plans,
+                address,
+                self.config.network.namespace.clone(),
+                ended,
+                self.stopping.clone(),
+            ));
+        }
+        let machine = machine.id.clone();
         let shared = self.clone();
         let id = container.id.clone();
         self.tasks.spawn(async move {
@@ -406,7 +436,7 @@ impl<R: Runtime + 'static> Shared<R> {
                     let _ = shared.exits.send((machine, run, exit));
                 }
                 Err(error) => {
-                    shared.watched.lock().map(|mut w| w.remove(&run)).ok();
+                    shared.unwatch(&run);
                     tracing::debug!(container = %id, error = %error, "stopped waiting for a container");
                 }
             }
@@ -563,6 +593,7 @@ impl<R: Runtime + 'static> Shared<R> {
                     .record_event(id, "destroy", "destroyed", json!({}))
                     .await?;
             }
+            self.gateway.reset_checks(id, &[]).await?;
             return Ok(());
         }
 
@@ -622,7 +653,7 @@ impl<R: Runtime + 'static> Shared<R> {
                         .await?;
                     self.start_current(&machine).await?;
                 } else if let Some(container) = running {
-                    self.watch(container);
+                    self.watch(&machine, None, container);
                     if machine.state != MachineState::Started {
                         self.gateway.report_state(id, MachineState::Started).await?;
                     }
@@ -733,7 +764,7 @@ impl<R: Runtime + 'static> Shared<R> {
                     )
                     .await);
             }
-            self.watch(&info);
+            self.watch(machine, Some(address.address()), &info);
         }
         self.gateway.report_state(id, MachineState::Started).await?;
         self.gateway

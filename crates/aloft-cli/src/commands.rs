@@ -2,6 +2,7 @@
 
 pub(crate) mod apps;
 pub(crate) mod auth;
+pub(crate) mod checks;
 pub(crate) mod config;
 pub(crate) mod machine;
 pub(crate) mod network;

@@ -75,6 +75,9 @@ pub enum Command {
     /// Certificates of the edge.
     #[command(subcommand)]
     Certs(commands::network::CertsCommand),
+    /// Health checks of an app's machines.
+    #[command(subcommand)]
+    Checks(commands::checks::ChecksCommand),
     /// Read, check and show an app's fly.toml.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -158,6 +161,10 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
             runtime()?.block_on(commands::network::dig(&words, &app, cli.json, out))
         }
         Command::Certs(command) => runtime()?.block_on(commands::network::certs(command, out)),
+        Command::Checks(command) => {
+            let app = app()?;
+            runtime()?.block_on(commands::checks::run(command, &app, cli.json, out))
+        }
         Command::Ips(command) => {
             let app = app()?;
             runtime()?.block_on(commands::network::ips(command, &app, cli.json, out))

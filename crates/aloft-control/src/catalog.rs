@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aloft_net::{HostNumber, MachineNumber, NetworkNumber, SixPn};
 use aloft_store::{MachineRecord, Store};
-use aloft_types::catalog::{Catalog, CatalogApp, CatalogMachine};
+use aloft_types::catalog::{Catalog, CatalogApp, CatalogCheck, CatalogMachine};
 use aloft_types::machine::METADATA_PROCESS_GROUP;
 use aloft_types::{HostId, MachineId};
 use tokio::sync::{broadcast, watch};
@@ -25,12 +25,25 @@ pub(crate) async fn build(store: &Store) -> Result<Catalog, ApiError> {
         .iter()
         .map(|a| (a.app_id.clone(), a.name.clone()))
         .collect();
+    let mut checks: std::collections::HashMap<MachineId, Vec<CatalogCheck>> =
+        std::collections::HashMap::new();
+    for check in store.live_checks().await? {
+        checks
+            .entry(check.machine_id)
+            .or_default()
+            .push(CatalogCheck {
+                name: check.name,
+                service: check.service,
+                status: check.status,
+            });
+    }
     let mut machines = Vec::new();
     for machine in store.live_machines().await? {
         let Some(app) = names.get(&machine.app_id) else {
             continue;
         };
-        machines.push(entry(&machine, app));
+        let checks = checks.remove(&machine.id).unwrap_or_default();
+        machines.push(entry(&machine, app, checks));
     }
     Ok(Catalog {
         apps: apps
@@ -47,7 +60,7 @@ pub(crate) async fn build(store: &Store) -> Result<Catalog, ApiError> {
     })
 }
 
-fn entry(machine: &MachineRecord, app: &str) -> CatalogMachine {
+fn entry(machine: &MachineRecord, app: &str, checks: Vec<CatalogCheck>) -> CatalogMachine {
     CatalogMachine {
         id: machine.id.to_string(),
         app: app.to_owned(),
@@ -71,6 +84,7 @@ fn entry(machine: &MachineRecord, app: &str) -> CatalogMachine {
             .is_some_and(|d| d.skip_registration),
         cordoned: machine.cordoned,
         services: machine.config.services.clone(),
+        checks,
     }
 }
 

@@ -162,6 +162,31 @@ impl AgentGateway {
         Ok(())
     }
 
+    /// Replaces the machine's check results with a new run's (routing follows at once).
+    pub async fn reset_checks(
+        &self,
+        id: &MachineId,
+        records: &[aloft_store::CheckRecord],
+    ) -> Result<(), ApiError> {
+        self.store.replace_checks(id, records).await?;
+        let _ = self.observed.send(id.clone());
+        Ok(())
+    }
+
+    /// Records one check's result; `status_changed` republishes the catalog, which routing
+    /// follows.
+    pub async fn report_check(
+        &self,
+        record: &aloft_store::CheckRecord,
+        status_changed: bool,
+    ) -> Result<(), ApiError> {
+        self.store.record_check(record).await?;
+        if status_changed {
+            let _ = self.observed.send(record.machine_id.clone());
+        }
+        Ok(())
+    }
+
     /// Changes as they are made (a lagging receiver should reconcile everything).
     pub fn subscribe(&self) -> broadcast::Receiver<MachineChange> {
         self.changes.subscribe()

@@ -182,7 +182,8 @@ async fn respond(
 ) -> Result<Json<MachineResponse>, ApiError> {
     let events = inner.store.events(&machine.id).await?;
     let shown = &events[..events.len().min(EVENTS_SHOWN)];
-    Ok(Json(crate::wire::machine_response(machine, shown)))
+    let checks = inner.store.checks_of(&machine.id).await?;
+    Ok(Json(crate::wire::machine_response(machine, shown, &checks)))
 }
 
 #[utoipa::path(post, path = "/v1/apps/{app}/machines", tag = "machines", params(("app" = String, Path, description = "The app's name")), request_body = MachineRequest, responses((status = 200, body = MachineResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_create")]
@@ -372,10 +373,11 @@ async fn list(
         }
     }
     let machines = inner.store.list_machines(&app.id, &filter).await?;
+    let checks = inner.store.checks_of_app(&app.id).await?;
     Ok(Json(
         machines
             .iter()
-            .map(|m| crate::wire::machine_response(m, &[]))
+            .map(|m| crate::wire::machine_response(m, &[], &checks))
             .collect(),
     ))
 }

@@ -1,6 +1,6 @@
 //! Building the API's response bodies (defined in `aloft_types::api`) from stored records.
 
-use aloft_store::{App, MachineEvent, MachineRecord, MachineVersion, Org};
+use aloft_store::{App, CheckRecord, MachineEvent, MachineRecord, MachineVersion, Org};
 pub use aloft_types::api::*;
 
 use aloft_types::time::rfc3339;
@@ -36,9 +36,19 @@ pub(crate) fn event_response(event: &MachineEvent) -> EventResponse {
     }
 }
 
+pub(crate) fn check_response(check: &CheckRecord) -> CheckResponse {
+    CheckResponse {
+        name: check.name.clone(),
+        status: check.status,
+        output: check.output.clone(),
+        updated_at: rfc3339(check.updated_at),
+    }
+}
+
 pub(crate) fn machine_response(
     machine: &MachineRecord,
     events: &[MachineEvent],
+    checks: &[CheckRecord],
 ) -> MachineResponse {
     MachineResponse {
         id: machine.id.to_string(),
@@ -51,7 +61,11 @@ pub(crate) fn machine_response(
         config: machine.config.clone(),
         image_ref: ImageRef::parse(&machine.config.image),
         events: events.iter().map(event_response).collect(),
-        checks: Vec::new(),
+        checks: checks
+            .iter()
+            .filter(|c| c.machine_id == machine.id)
+            .map(check_response)
+            .collect(),
         host_status: "ok".to_owned(),
         cordoned: machine.cordoned,
         created_at: rfc3339(machine.created_at),

@@ -53,6 +53,7 @@ fn catalog() -> Catalog {
                 skip_registration: false,
                 cordoned: false,
                 services: Vec::new(),
+                checks: Vec::new(),
             });
         }
     }

@@ -291,6 +291,7 @@ mod tests {
             skip_registration: false,
             cordoned: false,
             services: Vec::new(),
+            checks: Vec::new(),
         }
     }
 

@@ -65,3 +65,33 @@ where
         path: path.to_owned(),
     })?
 }
+
+/// Opens a TCP connection to `address` from inside the namespace at `namespace` (the
+/// caller's own when `None`), giving up after `timeout`. The socket is made in the
+/// namespace and connected from the caller's runtime.
+pub async fn connect_tcp(
+    namespace: Option<&Path>,
+    address: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = match namespace {
+        None => tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await,
+        Some(path) => {
+            let socket = run_in(Some(path), move || {
+                let socket = socket2::Socket::new(
+                    socket2::Domain::for_address(address),
+                    socket2::Type::STREAM,
+                    Some(socket2::Protocol::TCP),
+                )?;
+                socket.set_nonblocking(true)?;
+                Ok::<_, std::io::Error>(std::net::TcpStream::from(socket))
+            })
+            .map_err(std::io::Error::other)??;
+            let socket = tokio::net::TcpSocket::from_std_stream(socket);
+            tokio::time::timeout(timeout, socket.connect(address)).await
+        }
+    }
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}

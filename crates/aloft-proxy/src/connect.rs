@@ -42,26 +42,7 @@ pub async fn connect(
     namespace: Option<PathBuf>,
     address: SocketAddr,
 ) -> std::io::Result<TcpStream> {
-    let stream = match namespace {
-        None => tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await,
-        Some(path) => {
-            let socket = aloft_net::netns::run_in(Some(&path), move || {
-                let socket = socket2::Socket::new(
-                    socket2::Domain::for_address(address),
-                    socket2::Type::STREAM,
-                    Some(socket2::Protocol::TCP),
-                )?;
-                socket.set_nonblocking(true)?;
-                Ok::<_, std::io::Error>(std::net::TcpStream::from(socket))
-            })
-            .map_err(std::io::Error::other)??;
-            let socket = tokio::net::TcpSocket::from_std_stream(socket);
-            tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(address)).await
-        }
-    }
-    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+    aloft_net::netns::connect_tcp(namespace.as_deref(), address, CONNECT_TIMEOUT).await
 }
 
 impl tower_service::Service<Uri> for Connector {

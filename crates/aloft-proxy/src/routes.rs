@@ -33,7 +33,7 @@ pub struct Route {
     pub force_https: bool,
     /// `http_options.response`: headers to set or remove, and `pristine`.
     pub response: Option<Arc<HttpResponseOptions>>,
-    /// Started, uncordoned machines, in id order.
+    /// Started, uncordoned machines whose service checks pass, in id order.
     pub backends: Vec<Backend>,
 }
 
@@ -56,8 +56,10 @@ impl RouteTable {
             let Some(routes) = table.apps.get_mut(&machine.app) else {
                 continue;
             };
-            let serving = machine.state == MachineState::Started && !machine.cordoned;
-            for service in &machine.services {
+            let started = machine.state == MachineState::Started && !machine.cordoned;
+            for (index, service) in machine.services.iter().enumerate() {
+                // Routing follows the service's own checks; top-level checks never count.
+                let serving = started && machine.service_healthy(index);
                 let limits = service.concurrency.clone().unwrap_or_default();
                 for port in &service.ports {
                     let public = match (port.port, port.start_port, port.end_port) {

@@ -12,9 +12,10 @@
 //!   stale versions, held leases) and `Database` for the backend's own failures.
 //!
 //! Main types: [`Store`], the records [`Org`], [`Token`], [`App`], [`MachineRecord`],
-//! [`MachineEvent`], [`SecretRecord`], [`VolumeRecord`], [`Host`], [`Network`].
+//! [`MachineEvent`], [`CheckRecord`], [`SecretRecord`], [`VolumeRecord`], [`Host`], [`Network`].
 
 mod apps;
+mod checks;
 mod hosts;
 mod machines;
 mod networks;
@@ -29,6 +30,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use apps::App;
+pub use checks::CheckRecord;
 pub use hosts::Host;
 pub use machines::{
     Desired, Lease, MachineEvent, MachineFilter, MachineRecord, MachineVersion, NewMachine,

@@ -202,14 +202,23 @@ pub struct MachineResponse {
     pub config: MachineConfig,
     pub image_ref: ImageRef,
     pub events: Vec<EventResponse>,
-    #[schema(value_type = Vec<Object>)]
-    pub checks: Vec<serde_json::Value>,
+    pub checks: Vec<CheckResponse>,
     pub host_status: String,
     pub cordoned: bool,
     pub created_at: String,
     pub updated_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+}
+
+/// A check's latest result on a machine (Fly's `checks[]` entry).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct CheckResponse {
+    pub name: String,
+    pub status: crate::CheckStatus,
+    pub output: String,
+    /// RFC 3339.
+    pub updated_at: String,
 }
 
 /// A config version, as `GET .../versions` lists them.

@@ -7,8 +7,8 @@ use std::net::Ipv6Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::MachineState;
 use crate::machine::MachineService;
+use crate::{CheckStatus, MachineState};
 
 /// Everything, at one moment.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -41,4 +41,35 @@ pub struct CatalogMachine {
     pub skip_registration: bool,
     pub cordoned: bool,
     pub services: Vec<MachineService>,
+    /// The latest result of each of the current run's checks.
+    pub checks: Vec<CatalogCheck>,
+}
+
+impl CatalogMachine {
+    /// Whether the checks of service `index` (in `services`) all pass. A service without
+    /// checks always does; one whose checks have no result yet does not.
+    pub fn service_healthy(&self, index: usize) -> bool {
+        let Some(service) = self.services.get(index) else {
+            return false;
+        };
+        if service.checks.is_empty() {
+            return true;
+        }
+        let mut results = self
+            .checks
+            .iter()
+            .filter(|c| c.service == Some(index))
+            .peekable();
+        results.peek().is_some() && results.all(|c| c.status == CheckStatus::Passing)
+    }
+}
+
+/// One check's latest status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogCheck {
+    pub name: String,
+    /// The index in the machine's `services` of the service the check belongs to; `None`
+    /// for a top-level check, which never changes routing (Fly's rule).
+    pub service: Option<usize>,
+    pub status: CheckStatus,
 }

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod catalog;
+mod check;
 mod duration;
 mod ids;
 pub mod machine;
@@ -22,6 +23,7 @@ mod signal;
 mod state;
 pub mod time;
 
+pub use check::{CheckStatus, UnknownCheckStatus, service_check_name};
 pub use duration::{Duration, DurationParseError};
 pub use ids::{AppId, HostId, IdError, MachineId, OrgId, TokenId, VolumeId};
 pub use names::{AppName, NameError, RegionCode};

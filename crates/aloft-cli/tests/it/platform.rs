@@ -273,3 +273,90 @@ async fn the_cli_runs_machines_secrets_volumes_and_tokens() {
         text(&missing.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_lists_health_checks() {
+    use aloft_types::machine::{
+        CheckType, MachineCheck, MachineConfig, MachineInit, MachineService, Protocol,
+    };
+
+    let platform = Platform::start().await;
+    let p = &platform;
+    p.ok(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
+    p.ok(&["apps", "create", "probed"]);
+    let client = aloft_client::Client::new(&p.url, &p.token);
+    let config = MachineConfig {
+        image: BUSYBOX_IMAGE.to_owned(),
+        init: MachineInit {
+            cmd: vec![
+                "nc".into(),
+                "-ll".into(),
+                "-p".into(),
+                "8080".into(),
+                "-e".into(),
+                "cat".into(),
+            ],
+            ..MachineInit::default()
+        },
+        services: vec![MachineService {
+            protocol: Protocol::Tcp,
+            internal_port: 8080,
+            autostop: None,
+            autostart: None,
+            min_machines_running: None,
+            ports: vec![],
+            checks: vec![MachineCheck {
+                kind: Some(CheckType::Tcp),
+                interval: "1s".parse().ok(),
+                ..MachineCheck::default()
+            }],
+            concurrency: None,
+            force_instance_key: None,
+            force_instance_description: None,
+        }],
+        ..MachineConfig::default()
+    };
+    let machine = client
+        .create_machine("probed", &aloft_types::api::MachineRequest::new(config))
+        .await
+        .unwrap();
+
+    let table = eventually("the check to pass", Duration::from_secs(60), || async {
+        let table = p.ok(&["checks", "list", "-a", "probed"]);
+        table.contains("passing").then_some(table)
+    })
+    .await;
+    assert!(table.starts_with("Health Checks for probed"), "{table}");
+    for expected in [
+        "NAME",
+        "STATUS",
+        "MACHINE",
+        "LAST UPDATED",
+        "OUTPUT",
+        "servicecheck-00-tcp-8080",
+        &machine.id,
+        "connected to [",
+    ] {
+        assert!(table.contains(expected), "{expected:?} in {table}");
+    }
+    let listed: serde_json::Value =
+        serde_json::from_str(&p.ok(&["checks", "list", "-a", "probed", "--json"])).unwrap();
+    assert_eq!(listed[0]["machine"], machine.id.as_str());
+    assert_eq!(listed[0]["name"], "servicecheck-00-tcp-8080");
+    assert_eq!(listed[0]["status"], "passing");
+
+    let unknown = p.aloft(&[
+        "checks",
+        "list",
+        "-a",
+        "probed",
+        "--machine",
+        "0123456789abcd",
+    ]);
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown.stderr).contains("app probed has no machine 0123456789abcd"),
+        "{}",
+        text(&unknown.stderr)
+    );
+}

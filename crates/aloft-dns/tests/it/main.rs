@@ -24,6 +24,7 @@ fn machine(id: &str, app: &str, state: MachineState, ip: String) -> CatalogMachi
         skip_registration: false,
         cordoned: false,
         services: Vec::new(),
+        checks: Vec::new(),
     }
 }
 

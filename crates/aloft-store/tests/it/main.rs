@@ -9,6 +9,7 @@
 )]
 
 mod apps;
+mod checks;
 mod machines;
 mod networks;
 mod orgs;

@@ -7,6 +7,7 @@
     reason = "test code fails loudly"
 )]
 
+mod checks;
 mod data;
 mod lifecycle;
 mod machines;

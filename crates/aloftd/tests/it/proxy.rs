@@ -70,12 +70,17 @@ async fn echo(client: &Client, app: &str, force_https: bool) -> MachineResponse 
 }
 
 /// Runs `script` for every connection on port 8080 of a new machine behind `service`.
-async fn serve(
+pub(crate) async fn serve(
     client: &Client,
     app: &str,
     script: &str,
     service: MachineService,
 ) -> MachineResponse {
+    start(client, app, script_config(script, service)).await
+}
+
+/// A machine that runs `script` for every connection on port 8080, behind `service`.
+pub(crate) fn script_config(script: &str, service: MachineService) -> MachineConfig {
     let mut config = MachineConfig {
         image: BUSYBOX_IMAGE.to_owned(),
         init: MachineInit {
@@ -90,6 +95,11 @@ async fn serve(
         ..MachineConfig::default()
     };
     config.env.insert("ECHO_SCRIPT".into(), script.into());
+    config
+}
+
+/// Creates a machine and waits for it to start.
+pub(crate) async fn start(client: &Client, app: &str, config: MachineConfig) -> MachineResponse {
     let machine = client
         .create_machine(app, &MachineRequest::new(config))
         .await
@@ -101,7 +111,7 @@ async fn serve(
     machine
 }
 
-fn proxy_address(host: &Host) -> std::net::SocketAddr {
+pub(crate) fn proxy_address(host: &Host) -> std::net::SocketAddr {
     std::fs::read_to_string(host.data().join(aloftd::HTTP_ADDR_FILE))
         .unwrap()
         .trim()
@@ -109,7 +119,7 @@ fn proxy_address(host: &Host) -> std::net::SocketAddr {
         .unwrap()
 }
 
-async fn get(
+pub(crate) async fn get(
     http: &reqwest::Client,
     proxy: std::net::SocketAddr,
     host: &str,

@@ -1,0 +1,225 @@
+//! Health checks end to end: the agent checks real machines over the private network,
+//! the API shows the results, and the proxy routes by them.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use aloft_client::Client;
+use aloft_testkit::eventually;
+use aloft_types::CheckStatus;
+use aloft_types::machine::{
+    CheckType, Handler, MachineCheck, MachinePort, MachineService, Protocol,
+};
+
+use crate::proxy::{get, proxy_address, script_config, start};
+use crate::{Host, Server};
+
+/// `/health` answers 200 while `/srv/healthy` exists, 503 otherwise; anything else
+/// answers with the machine's id.
+const HEALTH: &str = r#"#!/bin/sh
+read -r method path rest
+while IFS= read -r line; do
+  line=$(printf '%s' "$line" | tr -d '\r')
+  [ -z "$line" ] && break
+done
+status="200 OK"
+body="machine=$FLY_MACHINE_ID"
+if [ "$path" = "/health" ]; then
+  if [ -e /srv/healthy ]; then body="ok"; else status="503 Service Unavailable"; body="down"; fi
+fi
+printf 'HTTP/1.1 %s\r\nContent-Length: %s\r\nConnection: close\r\n\r\n%s' "$status" "${#body}" "$body"
+"#;
+
+fn checked_service() -> MachineService {
+    MachineService {
+        protocol: Protocol::Tcp,
+        internal_port: 8080,
+        autostop: None,
+        autostart: None,
+        min_machines_running: None,
+        ports: vec![MachinePort {
+            port: Some(80),
+            handlers: vec![Handler::Http],
+            ..MachinePort::default()
+        }],
+        checks: vec![MachineCheck {
+            kind: Some(CheckType::Http),
+            path: Some("/health".to_owned()),
+            interval: "1s".parse().ok(),
+            timeout: "1s".parse().ok(),
+            grace_period: "1s".parse().ok(),
+            ..MachineCheck::default()
+        }],
+        concurrency: None,
+        force_instance_key: None,
+        force_instance_description: None,
+    }
+}
+
+const CHECK: &str = "servicecheck-00-http-8080";
+
+async fn check_status(client: &Client, app: &str, machine: &str) -> Option<(CheckStatus, String)> {
+    let machine = client.machine(app, machine).await.ok()?;
+    let check = machine.checks.iter().find(|c| c.name == CHECK)?;
+    Some((check.status, check.output.clone()))
+}
+
+async fn set_healthy(client: &Client, app: &str, machine: &str, healthy: bool) {
+    let command = if healthy {
+        "touch /srv/healthy"
+    } else {
+        "rm -f /srv/healthy"
+    };
+    let done = client
+        .exec(
+            app,
+            machine,
+            vec!["sh".into(), "-c".into(), command.into()],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.exit_code, 0, "{done:?}");
+}
+
+/// The machines that answered `count` requests through the proxy.
+async fn answering(
+    http: &reqwest::Client,
+    proxy: std::net::SocketAddr,
+    count: usize,
+) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..count {
+        let response = get(http, proxy, "checked.aloft.localhost", "/").await;
+        let body = response.text().await.unwrap_or_default();
+        if let Some(machine) = body.strip_prefix("machine=") {
+            seen.insert(machine.to_owned());
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_machine_failing_its_check_gets_no_traffic_until_it_passes_again() {
+    let host = Host::new();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app("checked", None).await.unwrap();
+    let mut machines = Vec::new();
+    for _ in 0..2 {
+        let mut config = script_config(HEALTH, checked_service());
+        // A top-level check that always fails: reported, but routing ignores it.
+        config.checks.insert(
+            "sidecar".to_owned(),
+            MachineCheck {
+                port: Some(9999),
+                kind: Some(CheckType::Tcp),
+                interval: "1s".parse().ok(),
+                ..MachineCheck::default()
+            },
+        );
+        let machine = start(client, "checked", config).await;
+        set_healthy(client, "checked", &machine.id, true).await;
+        machines.push(machine.id);
+    }
+    let (sick, well) = (&machines[0], &machines[1]);
+    let proxy = proxy_address(&host);
+    let http = reqwest::Client::new();
+
+    for machine in &machines {
+        let (status, output) = eventually("the check to pass", Duration::from_secs(30), || async {
+            check_status(client, "checked", machine)
+                .await
+                .filter(|(status, _)| *status == CheckStatus::Passing)
+        })
+        .await;
+        assert_eq!(status, CheckStatus::Passing);
+        assert!(output.contains("/health: 200 OK: ok"), "{output}");
+    }
+    eventually(
+        "both machines to take requests",
+        Duration::from_secs(10),
+        || async { (answering(&http, proxy, 10).await.len() == 2).then_some(()) },
+    )
+    .await;
+    let sidecar = eventually(
+        "the top-level check to fail",
+        Duration::from_secs(10),
+        || async {
+            let machine = client.machine("checked", well).await.ok()?;
+            machine
+                .checks
+                .into_iter()
+                .find(|c| c.name == "sidecar" && c.status == CheckStatus::Critical)
+        },
+    )
+    .await;
+    assert!(sidecar.output.contains(":9999"), "{sidecar:?}");
+    // ...and both machines still take requests.
+    assert_eq!(answering(&http, proxy, 10).await.len(), 2);
+
+    // Failing: critical within an interval, and from then on no request reaches it.
+    set_healthy(client, "checked", sick, false).await;
+    let failed = Instant::now();
+    let (_, output) = eventually("the check to fail", Duration::from_secs(10), || async {
+        check_status(client, "checked", sick)
+            .await
+            .filter(|(status, _)| *status == CheckStatus::Critical)
+    })
+    .await;
+    assert!(output.contains("503 Service Unavailable: down"), "{output}");
+    eventually(
+        "traffic to leave the failing machine",
+        Duration::from_secs(5),
+        || async {
+            (answering(&http, proxy, 1).await == BTreeSet::from([well.clone()])).then_some(())
+        },
+    )
+    .await;
+    let took = failed.elapsed();
+    assert_eq!(
+        answering(&http, proxy, 20).await,
+        BTreeSet::from([well.clone()])
+    );
+    // The interval is 1 s and the grace period is over: one interval plus the catalog's
+    // turn, with room for a slow machine.
+    assert!(
+        took < Duration::from_secs(4),
+        "routing followed the check after {took:?}"
+    );
+
+    // Restored: it passes again and gets traffic again.
+    set_healthy(client, "checked", sick, true).await;
+    eventually(
+        "the restored machine to take requests",
+        Duration::from_secs(10),
+        || async {
+            answering(&http, proxy, 10)
+                .await
+                .contains(sick)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        check_status(client, "checked", sick).await.map(|c| c.0),
+        Some(CheckStatus::Passing)
+    );
+
+    // A stopped machine's checks are critical.
+    client
+        .stop_machine("checked", sick, None, None)
+        .await
+        .unwrap();
+    let (_, output) = eventually(
+        "the stopped machine's check to fail",
+        Duration::from_secs(30),
+        || async {
+            check_status(client, "checked", sick)
+                .await
+                .filter(|(status, _)| *status == CheckStatus::Critical)
+        },
+    )
+    .await;
+    assert_eq!(output, aloft_agent::checks::STOPPED_OUTPUT);
+}
