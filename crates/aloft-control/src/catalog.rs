@@ -85,6 +85,8 @@ fn entry(machine: &MachineRecord, app: &str, checks: Vec<CatalogCheck>) -> Catal
         cordoned: machine.cordoned,
         services: machine.config.services.clone(),
         checks,
+        autostart_disabled: machine.config.disable_machine_autostart == Some(true),
+        primary_region: machine.config.env.get("PRIMARY_REGION").cloned(),
     }
 }
 

@@ -40,6 +40,7 @@ pub use aloft_types::time::rfc3339;
 pub use auth::{Principal, TOKEN_PREFIX, hash_secret, new_secret};
 pub use error::ApiError;
 pub use hosts::{AgentGateway, BoxFuture, Command, HostLink, MachineChange};
+pub use machines::PlatformReason;
 pub use secrets::{SECRETS_KEY_FILE, SecretsKey};
 
 /// The document's fixed parts; the paths come from the handlers.

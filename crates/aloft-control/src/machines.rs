@@ -946,3 +946,66 @@ async fn release_lease(
         previous_state: None,
     }))
 }
+
+/// Why the platform itself (not a user) starts or stops a machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformReason {
+    /// The proxy starts a stopped machine for a request (`auto_start_machines`).
+    Autostart,
+    /// The proxy stops an idle machine (`auto_stop_machines`).
+    Autostop,
+}
+
+impl PlatformReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            PlatformReason::Autostart => "autostart",
+            PlatformReason::Autostop => "autostop",
+        }
+    }
+}
+
+impl crate::Control {
+    /// Starts (`start == true`) or stops a machine for the platform's own reason,
+    /// recorded as a `flyd` event. A machine already heading there is left alone; a
+    /// destroyed one is refused.
+    pub async fn platform_power(
+        &self,
+        id: &MachineId,
+        start: bool,
+        reason: PlatformReason,
+    ) -> Result<(), ApiError> {
+        let inner = &self.inner;
+        let machine = inner.store.machine_by_id(id).await?;
+        refuse_if_gone(&machine)?;
+        let (desired, kind, command) = if start {
+            (Desired::Started, "start", Command::Converge)
+        } else {
+            (
+                Desired::Stopped,
+                "stop",
+                Command::Stop {
+                    signal: None,
+                    timeout: None,
+                },
+            )
+        };
+        if machine.desired == desired {
+            return Ok(());
+        }
+        inner.store.set_desired(&machine.id, desired).await?;
+        inner
+            .store
+            .append_event(
+                &machine.id,
+                kind,
+                "requested",
+                "flyd",
+                &json!({ "reason": reason.as_str() }),
+            )
+            .await?;
+        tracing::info!(machine = %machine.id, reason = reason.as_str(), action = kind, "the platform powers a machine");
+        notify(inner, &machine, command);
+        Ok(())
+    }
+}

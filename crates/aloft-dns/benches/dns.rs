@@ -54,6 +54,8 @@ fn catalog() -> Catalog {
                 cordoned: false,
                 services: Vec::new(),
                 checks: Vec::new(),
+                autostart_disabled: false,
+                primary_region: None,
             });
         }
     }

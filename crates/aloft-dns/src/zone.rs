@@ -292,6 +292,8 @@ mod tests {
             cordoned: false,
             services: Vec::new(),
             checks: Vec::new(),
+            autostart_disabled: false,
+            primary_region: None,
         }
     }
 

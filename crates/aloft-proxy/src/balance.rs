@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -15,6 +15,8 @@ use crate::routes::Backend;
 #[derive(Debug, Default)]
 pub struct Loads {
     counts: Mutex<HashMap<String, u32>>,
+    /// When each machine last went from busy to idle.
+    idle_since: Mutex<HashMap<String, Instant>>,
     released: Notify,
     turn: AtomicUsize,
 }
@@ -34,6 +36,9 @@ impl Drop for Lease {
             *count = count.saturating_sub(1);
             if *count == 0 {
                 counts.remove(&self.machine);
+                if let Ok(mut idle) = self.loads.idle_since.lock() {
+                    idle.insert(self.machine.clone(), Instant::now());
+                }
             }
         }
         self.loads.released.notify_waiters();
@@ -47,6 +52,23 @@ impl Loads {
             .lock()
             .map(|c| c.get(machine).copied().unwrap_or(0))
             .unwrap_or(0)
+    }
+
+    /// How long `machine` has had nothing in flight: zero while busy, `None` when this
+    /// proxy never sent it anything.
+    pub fn idle_for(&self, machine: &str) -> Option<Duration> {
+        if self.load(machine) > 0 {
+            return Some(Duration::ZERO);
+        }
+        let idle = self.idle_since.lock().ok()?;
+        idle.get(machine).map(Instant::elapsed)
+    }
+
+    /// Forgets machines that are gone (their idle times).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut idle) = self.idle_since.lock() {
+            idle.retain(|machine, _| keep(machine));
+        }
     }
 
     /// A machine for one more unit of load, if any is under its hard limit.

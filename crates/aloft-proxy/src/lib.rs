@@ -13,6 +13,7 @@
 //!
 //! Main types: [`Proxy`], [`RouteTable`], [`Loads`].
 
+pub mod autoscale;
 mod balance;
 pub mod connect;
 mod proxy;

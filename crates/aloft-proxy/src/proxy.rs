@@ -1,13 +1,15 @@
 //! The HTTP side of the proxy: a shared listener routes by `Host` to `<app>.<apps_domain>`,
 //! picks a machine and forwards the request over the private network with Fly's headers.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use aloft_types::MachineState;
 use aloft_types::catalog::Catalog;
 use aloft_types::machine::{Handler, HttpResponseOptions, ResponseHeader};
 use bytes::Bytes;
@@ -22,8 +24,28 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::autoscale::{Lifecycle, Traffic, machines_to_stop, nearest};
 use crate::balance::{Lease, Loads};
-use crate::routes::{RouteTable, app_of_host};
+use crate::routes::{Backend, Route, RouteTable, app_of_host};
+
+impl Traffic for Proxy {
+    fn load(&self, machine: &str) -> u32 {
+        self.loads.load(machine)
+    }
+
+    fn idle_for(&self, machine: &str) -> Duration {
+        let since_start = self
+            .started_at
+            .lock()
+            .ok()
+            .and_then(|s| s.get(machine).map(Instant::elapsed))
+            .unwrap_or(Duration::ZERO);
+        match self.loads.idle_for(machine) {
+            Some(idle) => idle.min(since_start),
+            None => since_start,
+        }
+    }
+}
 
 /// The error type of every body the proxy sends.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -83,6 +105,11 @@ pub struct ProxyConfig {
     pub queue_timeout: Duration,
     /// After a stop, how long open connections get to finish their requests.
     pub drain_timeout: Duration,
+    /// How long a request waits for a machine it started (autostart) to take traffic.
+    pub start_timeout: Duration,
+    /// How often idle machines are looked for (autostop); also how long a machine must
+    /// have been idle to be stopped.
+    pub autostop_interval: Duration,
 }
 
 /// The proxy: its routes follow the catalog.
@@ -90,8 +117,18 @@ pub struct ProxyConfig {
 pub struct Proxy {
     config: ProxyConfig,
     routes: RwLock<Arc<RouteTable>>,
+    /// The catalog the routes were made from (autostop reads it).
+    catalog: RwLock<Arc<Catalog>>,
+    /// Woken on every new route table (requests waiting for a started machine).
+    routes_changed: tokio::sync::Notify,
     loads: Arc<Loads>,
     client: Client<crate::connect::Connector, ProxyBody>,
+    /// Starts and stops machines (autostart, autostop); none: neither happens.
+    lifecycle: std::sync::OnceLock<Arc<dyn Lifecycle>>,
+    /// Per app, the machine being started for requests and since when.
+    waking: Mutex<HashMap<String, (String, Instant)>>,
+    /// When each started machine was first seen started (a new one is not idle yet).
+    started_at: Mutex<HashMap<String, Instant>>,
 }
 
 impl Proxy {
@@ -103,16 +140,136 @@ impl Proxy {
         Arc::new(Proxy {
             config,
             routes: RwLock::new(Arc::new(RouteTable::default())),
+            catalog: RwLock::new(Arc::new(Catalog::default())),
+            routes_changed: tokio::sync::Notify::new(),
             loads: Arc::new(Loads::default()),
             client,
+            lifecycle: std::sync::OnceLock::new(),
+            waking: Mutex::new(HashMap::new()),
+            started_at: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Lets the proxy start and stop machines (autostart and autostop).
+    pub fn attach_lifecycle(&self, lifecycle: Arc<dyn Lifecycle>) {
+        let _ = self.lifecycle.set(lifecycle);
     }
 
     /// Replaces the routes with those of `catalog`.
     pub fn set_catalog(&self, catalog: &Arc<Catalog>) {
         let table = Arc::new(RouteTable::new(catalog));
+        let now = Instant::now();
+        if let Ok(mut started) = self.started_at.lock() {
+            started.retain(|machine, _| {
+                catalog
+                    .machines
+                    .iter()
+                    .any(|m| &m.id == machine && m.state == MachineState::Started)
+            });
+            for machine in &catalog.machines {
+                if machine.state == MachineState::Started {
+                    started.entry(machine.id.clone()).or_insert(now);
+                }
+            }
+        }
+        let live: std::collections::HashSet<&str> =
+            catalog.machines.iter().map(|m| m.id.as_str()).collect();
+        self.loads.retain(|machine| live.contains(machine));
+        if let Ok(mut waking) = self.waking.lock() {
+            // A start is over once its machine takes traffic, or after the start timeout.
+            waking.retain(|_, (machine, since)| {
+                since.elapsed() < self.config.start_timeout && !table.serves(machine)
+            });
+        }
         if let Ok(mut routes) = self.routes.write() {
             *routes = table;
+        }
+        if let Ok(mut current) = self.catalog.write() {
+            *current = catalog.clone();
+        }
+        self.routes_changed.notify_waiters();
+    }
+
+    /// Stops idle machines by Fly's autostop rules every `autostop_interval`, until
+    /// `stop` is cancelled. Nothing happens without a lifecycle.
+    pub fn run_autostop(self: &Arc<Self>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            let period = proxy.config.autostop_interval;
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                let Some(lifecycle) = proxy.lifecycle.get().cloned() else {
+                    continue;
+                };
+                let catalog = proxy.catalog.read().map(|c| c.clone()).unwrap_or_default();
+                for machine in
+                    machines_to_stop(&catalog, proxy.as_ref(), period, &proxy.config.region)
+                {
+                    tracing::info!(%machine, "autostop: stopping an idle machine");
+                    if let Err(error) = lifecycle.stop(machine.clone()).await {
+                        tracing::warn!(%machine, %error, "autostop failed");
+                    }
+                }
+            }
+        })
+    }
+
+    /// Starts a stopped machine of `app` for a request, unless one is being started.
+    /// Returns whether a start is under way.
+    fn wake(&self, app: &str, route: &Route) -> bool {
+        let Some(lifecycle) = self.lifecycle.get().cloned() else {
+            return false;
+        };
+        let Ok(mut waking) = self.waking.lock() else {
+            return false;
+        };
+        if let Some((_, since)) = waking.get(app)
+            && since.elapsed() < self.config.start_timeout
+        {
+            return true;
+        }
+        let Some(sleeper) = nearest(&route.sleepers, &self.config.region) else {
+            return false;
+        };
+        let machine = sleeper.machine.clone();
+        waking.insert(app.to_owned(), (machine.clone(), Instant::now()));
+        tracing::info!(%app, %machine, "autostart: starting a machine for a request");
+        tokio::spawn(async move {
+            if let Err(error) = lifecycle.start(machine.clone()).await {
+                tracing::warn!(%machine, %error, "autostart failed");
+            }
+        });
+        true
+    }
+
+    /// The started machines of `app` on `port`, waiting up to the start timeout for one
+    /// when none is (a machine is being started for the request).
+    async fn backends_after_start(
+        &self,
+        app: &str,
+        port: u16,
+        deadline: tokio::time::Instant,
+    ) -> Vec<Backend> {
+        loop {
+            let changed = self.routes_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let backends = self
+                .routes()
+                .route(app, port)
+                .map(|r| r.backends.clone())
+                .unwrap_or_default();
+            if !backends.is_empty() {
+                return backends;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Vec::new();
+            }
         }
     }
 
@@ -309,11 +466,32 @@ impl Proxy {
             }
             return response;
         }
-        if route.backends.is_empty() {
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("app {app} has no started machine to take the request\n"),
-            );
+        // Autostart: when every started machine is at its soft limit (or none is started),
+        // a stopped one starts; a request with no machine at all waits for it.
+        let mut backends = route.backends.clone();
+        let saturated = backends
+            .iter()
+            .all(|b| self.loads.load(&b.machine) >= b.soft_limit);
+        let waking = saturated && !route.sleepers.is_empty() && self.wake(&app, route);
+        if backends.is_empty() {
+            if !waking {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("app {app} has no started machine to take the request\n"),
+                );
+            }
+            let deadline = tokio::time::Instant::now() + self.config.start_timeout;
+            backends = self.backends_after_start(&app, public_port, deadline).await;
+            backends = self.listening(backends, deadline).await;
+            if backends.is_empty() {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "app {app}: a machine was started for this request but took no traffic within {:?}\n",
+                        self.config.start_timeout
+                    ),
+                );
+            }
         }
         let path = request
             .uri()
@@ -332,7 +510,7 @@ impl Proxy {
                     | http::Method::OPTIONS
                     | http::Method::TRACE
             );
-        let candidates = match instance_choice(request.headers(), &route.backends) {
+        let candidates = match instance_choice(request.headers(), &backends) {
             Ok(candidates) => candidates,
             Err(machine) => {
                 return text(
@@ -454,6 +632,38 @@ impl Proxy {
                 failed.join(", ")
             ),
         )
+    }
+
+    /// Those of `backends` whose port accepts connections, waiting (until `deadline`) for
+    /// at least one: a machine just started may not listen yet, and a request's body can
+    /// be sent only once.
+    async fn listening(
+        &self,
+        backends: Vec<Backend>,
+        deadline: tokio::time::Instant,
+    ) -> Vec<Backend> {
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let mut ready = Vec::new();
+            for backend in &backends {
+                let address = SocketAddr::new(backend.address.into(), backend.port);
+                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let probe = aloft_net::netns::connect_tcp(
+                    self.config.namespace.as_deref(),
+                    address,
+                    remaining.min(Duration::from_secs(1)),
+                )
+                .await;
+                if probe.is_ok() {
+                    ready.push(backend.clone());
+                }
+            }
+            if !ready.is_empty() || tokio::time::Instant::now() + pause > deadline {
+                return ready;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
     }
 
     /// Fly's request headers, the original `Host`, and no hop-by-hop headers.

@@ -9,6 +9,8 @@ use aloft_types::MachineState;
 use aloft_types::catalog::Catalog;
 use aloft_types::machine::{ConcurrencyKind, Handler, HttpResponseOptions};
 
+use crate::autoscale::{Sleeper, can_wake};
+
 /// Fly's default limits when a service names none (fly.toml's defaults).
 pub const DEFAULT_SOFT_LIMIT: u32 = 20;
 pub const DEFAULT_HARD_LIMIT: u32 = 25;
@@ -35,6 +37,8 @@ pub struct Route {
     pub response: Option<Arc<HttpResponseOptions>>,
     /// Started, uncordoned machines whose service checks pass, in id order.
     pub backends: Vec<Backend>,
+    /// Stopped machines a request may start (autostart), in id order.
+    pub sleepers: Vec<Sleeper>,
 }
 
 /// Every app's routes by public port.
@@ -78,6 +82,7 @@ impl RouteTable {
                                 .and_then(|o| o.response.clone())
                                 .map(Arc::new),
                             backends: Vec::new(),
+                            sleepers: Vec::new(),
                         });
                         if serving {
                             route.backends.push(Backend {
@@ -89,6 +94,11 @@ impl RouteTable {
                                 hard_limit: limits.hard_limit.unwrap_or(DEFAULT_HARD_LIMIT),
                                 kind: limits.kind.unwrap_or(ConcurrencyKind::Connections),
                             });
+                        } else if can_wake(machine, index) {
+                            route.sleepers.push(Sleeper {
+                                machine: machine.id.clone(),
+                                region: machine.region.clone(),
+                            });
                         }
                     }
                 }
@@ -97,6 +107,7 @@ impl RouteTable {
         for routes in table.apps.values_mut() {
             for route in routes.values_mut() {
                 route.backends.sort_by(|a, b| a.machine.cmp(&b.machine));
+                route.sleepers.sort_by(|a, b| a.machine.cmp(&b.machine));
             }
         }
         table
@@ -105,6 +116,14 @@ impl RouteTable {
     /// Whether an app of this name exists.
     pub fn has_app(&self, app: &str) -> bool {
         self.apps.contains_key(app)
+    }
+
+    /// Whether `machine` takes traffic on any route.
+    pub fn serves(&self, machine: &str) -> bool {
+        self.apps
+            .values()
+            .flat_map(BTreeMap::values)
+            .any(|r| r.backends.iter().any(|b| b.machine == machine))
     }
 
     /// The route of `app` on public `port`.

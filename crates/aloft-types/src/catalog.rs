@@ -43,6 +43,10 @@ pub struct CatalogMachine {
     pub services: Vec<MachineService>,
     /// The latest result of each of the current run's checks.
     pub checks: Vec<CatalogCheck>,
+    /// `disable_machine_autostart`: requests never start this machine.
+    pub autostart_disabled: bool,
+    /// The app's primary region as the machine's env names it (`PRIMARY_REGION`).
+    pub primary_region: Option<String>,
 }
 
 impl CatalogMachine {

@@ -42,6 +42,11 @@ pub struct ProxySettings {
     pub apps_domain: String,
     /// Seconds a request waits for a machine under its hard limit before a 503.
     pub queue_timeout_seconds: u64,
+    /// Seconds a request waits for a machine started for it (autostart) to take traffic.
+    pub autostart_timeout_seconds: u64,
+    /// Seconds between looks for idle machines to stop (autostop); a machine must also
+    /// have been idle this long.
+    pub autostop_interval_seconds: u64,
 }
 
 impl Default for ProxySettings {
@@ -51,6 +56,8 @@ impl Default for ProxySettings {
             https_listen: SocketAddr::from(([0, 0, 0, 0], 443)),
             apps_domain: "aloft.localhost".to_owned(),
             queue_timeout_seconds: 10,
+            autostart_timeout_seconds: 60,
+            autostop_interval_seconds: 120,
         }
     }
 }
@@ -222,6 +229,12 @@ impl Config {
         if self.agent.reconcile_interval_seconds == 0 {
             return Err(invalid(
                 "agent.reconcile_interval_seconds",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if self.proxy.autostop_interval_seconds == 0 {
+            return Err(invalid(
+                "proxy.autostop_interval_seconds",
                 "must be at least 1".to_owned(),
             ));
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aloft_agent::{Agent, AgentConfig, NetworkSettings};
-use aloft_control::{Control, ControlConfig};
+use aloft_control::{Control, ControlConfig, PlatformReason};
 use aloft_dns::{Listener, Resolver, Sockets};
 use aloft_runtime::DockerRuntime;
 use aloft_store::Store;
@@ -29,6 +29,40 @@ pub const HTTPS_ADDR_FILE: &str = "https-addr";
 /// The local CA and its files, under the data directory.
 pub const TLS_DIR: &str = "tls";
 
+/// The proxy's way to start and stop machines: the control plane, recording why.
+#[derive(Debug)]
+struct PlatformLifecycle(Control);
+
+impl PlatformLifecycle {
+    fn power(
+        &self,
+        machine: String,
+        start: bool,
+        reason: PlatformReason,
+    ) -> aloft_proxy::autoscale::BoxFuture<Result<(), String>> {
+        let control = self.0.clone();
+        Box::pin(async move {
+            let id: aloft_types::MachineId = machine
+                .parse()
+                .map_err(|e| format!("machine id {machine:?}: {e}"))?;
+            control
+                .platform_power(&id, start, reason)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl aloft_proxy::autoscale::Lifecycle for PlatformLifecycle {
+    fn start(&self, machine: String) -> aloft_proxy::autoscale::BoxFuture<Result<(), String>> {
+        self.power(machine, true, PlatformReason::Autostart)
+    }
+
+    fn stop(&self, machine: String) -> aloft_proxy::autoscale::BoxFuture<Result<(), String>> {
+        self.power(machine, false, PlatformReason::Autostop)
+    }
+}
+
 /// Starts the edge proxy's shared HTTP listener, following the catalog.
 async fn start_proxy(
     config: &Config,
@@ -41,8 +75,12 @@ async fn start_proxy(
         namespace: config.network.namespace.clone(),
         queue_timeout: Duration::from_secs(config.proxy.queue_timeout_seconds),
         drain_timeout: Duration::from_secs(config.api.shutdown_grace_seconds),
+        start_timeout: Duration::from_secs(config.proxy.autostart_timeout_seconds),
+        autostop_interval: Duration::from_secs(config.proxy.autostop_interval_seconds),
     });
+    proxy.attach_lifecycle(Arc::new(PlatformLifecycle(control.clone())));
     proxy.follow(control.catalog(), stop.clone());
+    proxy.run_autostop(stop.clone());
     let listener = tokio::net::TcpListener::bind(config.proxy.http_listen)
         .await
         .with_context(|| format!("the proxy listening on {}", config.proxy.http_listen))?;

@@ -25,6 +25,8 @@ fn machine(id: &str, app: &str, state: MachineState, ip: String) -> CatalogMachi
         cordoned: false,
         services: Vec::new(),
         checks: Vec::new(),
+        autostart_disabled: false,
+        primary_region: None,
     }
 }
 

@@ -7,6 +7,7 @@
     reason = "test code fails loudly"
 )]
 
+mod autoscale;
 mod checks;
 mod data;
 mod lifecycle;
@@ -27,13 +28,21 @@ use aloft_testkit::{TestNetns, busybox_image, eventually};
 pub(crate) struct Host {
     dir: tempfile::TempDir,
     pub(crate) netns: TestNetns,
+    /// More lines for the config's `[proxy]` table.
+    proxy: String,
 }
 
 impl Host {
     pub(crate) fn new() -> Host {
+        Host::with_proxy("")
+    }
+
+    /// A host whose config's `[proxy]` table also has `settings` (TOML lines).
+    pub(crate) fn with_proxy(settings: &str) -> Host {
         Host {
             dir: tempfile::tempdir().unwrap(),
             netns: TestNetns::create("aloftd"),
+            proxy: settings.to_owned(),
         }
     }
 
@@ -47,8 +56,9 @@ impl Host {
         std::fs::write(
             &path,
             format!(
-                "[network]\nnamespace = \"{}\"\ndns_listen = \"127.0.0.1:0\"\ndns_upstream = []\n[proxy]\nhttp_listen = \"127.0.0.1:0\"\nhttps_listen = \"127.0.0.1:0\"\n",
-                self.netns.path().display()
+                "[network]\nnamespace = \"{}\"\ndns_listen = \"127.0.0.1:0\"\ndns_upstream = []\n[proxy]\nhttp_listen = \"127.0.0.1:0\"\nhttps_listen = \"127.0.0.1:0\"\n{}\n",
+                self.netns.path().display(),
+                self.proxy
             ),
         )
         .unwrap();

@@ -14,7 +14,7 @@ use aloft_types::machine::{
 use crate::{Host, Server};
 
 /// Answers every HTTP request with the machine's id and the request's headers.
-const ECHO: &str = r#"#!/bin/sh
+pub(crate) const ECHO: &str = r#"#!/bin/sh
 headers=""
 while IFS= read -r line; do
   line=$(printf '%s' "$line" | tr -d '\r')
@@ -37,7 +37,7 @@ printf 'HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo
 exec cat
 "#;
 
-fn service(force_https: bool) -> MachineService {
+pub(crate) fn service(force_https: bool) -> MachineService {
     MachineService {
         protocol: Protocol::Tcp,
         internal_port: 8080,
