@@ -28,6 +28,9 @@ fn zone() -> &'static Zone {
                 skip_registration: false,
                 cordoned: false,
                 services: Vec::new(),
+                checks: Vec::new(),
+                autostart_disabled: false,
+                primary_region: None,
             })
             .collect();
         let catalog = Catalog {

@@ -26,6 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::autoscale::{Lifecycle, Traffic, machines_to_stop, nearest};
 use crate::balance::{Lease, Loads};
+use crate::replay::{
+    FailReason, Fallback, MAX_REPLAY_BODY, MAX_REPLAYS, REPLAY_JSON, Replay, Transform,
+    failed_header, parse_header, parse_json, source_header,
+};
 use crate::routes::{Backend, Route, RouteTable, app_of_host};
 
 impl Traffic for Proxy {
@@ -466,64 +470,22 @@ impl Proxy {
             }
             return response;
         }
-        // Autostart: when every started machine is at its soft limit (or none is started),
-        // a stopped one starts; a request with no machine at all waits for it.
-        let mut backends = route.backends.clone();
-        let saturated = backends
-            .iter()
-            .all(|b| self.loads.load(&b.machine) >= b.soft_limit);
-        let waking = saturated && !route.sleepers.is_empty() && self.wake(&app, route);
-        if backends.is_empty() {
-            if !waking {
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("app {app} has no started machine to take the request\n"),
-                );
-            }
-            let deadline = tokio::time::Instant::now() + self.config.start_timeout;
-            backends = self.backends_after_start(&app, public_port, deadline).await;
-            backends = self.listening(backends, deadline).await;
-            if backends.is_empty() {
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "app {app}: a machine was started for this request but took no traffic within {:?}\n",
-                        self.config.start_timeout
-                    ),
-                );
-            }
-        }
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
+        let backends = match self.started_backends(&app, public_port, route).await {
+            Ok(backends) => backends,
+            Err(response) => return response,
+        };
         // An upgrade (WebSocket, say) keeps its two headers and becomes a tunnel on 101.
         let upgrade = wants_upgrade(request.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
-        let retryable = upgrade.is_none()
-            && request.body().is_end_stream()
-            && matches!(
-                *request.method(),
-                http::Method::GET
-                    | http::Method::HEAD
-                    | http::Method::OPTIONS
-                    | http::Method::TRACE
-            );
-        let candidates = match instance_choice(request.headers(), &backends) {
-            Ok(candidates) => candidates,
-            Err(machine) => {
+        let choice = match Choice::of(request.headers(), &backends, &self.config.region) {
+            Ok(choice) => choice,
+            Err(why) => {
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("machine {machine} of app {app} is not taking requests\n"),
+                    format!("app {app}: {why}\n"),
                 );
             }
         };
-        let preferred = request
-            .headers()
-            .get("fly-prefer-instance-id")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_owned());
         self.forwarded_headers(request.headers_mut(), &host, client, local_port, tls);
         if let Some(protocol) = &upgrade {
             let headers = request.headers_mut();
@@ -531,107 +493,333 @@ impl Proxy {
             headers.insert(header::UPGRADE, protocol.clone());
         }
         let (parts, body) = request.into_parts();
-        let mut body = Some(body.map_err(BoxError::from).boxed());
-
-        // A connection refused (a machine just stopping, say) sends a request that can be
-        // repeated to another machine.
-        let mut failed: Vec<String> = Vec::new();
-        let attempts = if retryable { 3 } else { 1 };
-        for attempt in 0..attempts {
-            let open: Vec<_> = candidates
-                .iter()
-                .filter(|b| !failed.contains(&b.machine))
-                .cloned()
-                .collect();
-            if open.is_empty() {
-                break;
+        // A body of known size up to 1 MiB is read first: the request can then be sent again
+        // (to another machine when one refuses the connection, or by fly-replay).
+        let mut body = if upgrade.is_none() && buffers(&parts.headers, &body) {
+            match body.collect().await {
+                Ok(collected) => OutgoingBody::Buffered(collected.to_bytes()),
+                Err(error) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!("reading the request body failed: {error}\n"),
+                    );
+                }
             }
-            // A preferred machine under its hard limit goes first; otherwise the balancer
-            // chooses as usual.
-            let preferred: Vec<_> = open
-                .iter()
-                .filter(|b| Some(b.machine.as_str()) == preferred.as_deref())
-                .cloned()
-                .collect();
-            let picked = match self.loads.try_pick(&preferred) {
-                Some(picked) => Some(picked),
-                None if attempt == 0 => self.loads.pick(&open, self.config.queue_timeout).await,
-                None => self.loads.try_pick(&open),
+        } else {
+            OutgoingBody::Streaming(Some(body.map_err(BoxError::from).boxed()))
+        };
+        let (response, lease, backend) = match self
+            .send(&choice, &parts, &mut body, self.config.queue_timeout)
+            .await
+        {
+            Ok(sent) => sent,
+            Err(failure) => return failure.into_response(&app),
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return tunnel(response, client_upgrade, lease, backend.machine);
+        }
+        let mut response = response;
+        let mut lease = lease;
+        let mut backend = backend;
+        for _ in 0..MAX_REPLAYS {
+            let replay = match replay_of(response).await {
+                Ok(Ok(replay)) => replay,
+                Ok(Err(answered)) => {
+                    response = answered;
+                    break;
+                }
+                Err(bad) => {
+                    return text(
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "machine {} of app {app} asked for a replay the proxy cannot read: {bad}\n",
+                            backend.machine
+                        ),
+                    );
+                }
             };
-            let Some((backend, lease)) = picked else {
+            let OutgoingBody::Buffered(_) = &body else {
                 return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                    StatusCode::BAD_GATEWAY,
                     format!(
-                        "every machine of app {app} is at its hard limit; waited {:?}\n",
-                        self.config.queue_timeout
+                        "machine {} of app {app} asked for a replay, but only requests with a body of known size up to {MAX_REPLAY_BODY} bytes can be replayed\n",
+                        backend.machine
                     ),
                 );
             };
+            drop(lease);
+            match self
+                .replay(&app, public_port, &backend, &replay, &parts, &mut body)
+                .await
+            {
+                Ok((next, next_lease, next_backend)) => {
+                    (response, lease, backend) = (next, next_lease, next_backend);
+                }
+                Err(failed) => return failed,
+            }
+        }
+        let (mut parts, body) = response.into_parts();
+        for name in HOP_BY_HOP {
+            parts.headers.remove(name);
+        }
+        let body = Leased {
+            inner: body,
+            _lease: lease,
+        };
+        Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+    }
+
+    /// The machines that can take a request for `route` now, starting one (autostart) and
+    /// waiting for it when none is started.
+    async fn started_backends(
+        &self,
+        app: &str,
+        port: u16,
+        route: &Route,
+    ) -> Result<Vec<Backend>, Response<ProxyBody>> {
+        // Autostart: when every started machine is at its soft limit (or none is started),
+        // a stopped one starts; a request with no machine at all waits for it.
+        let backends = route.backends.clone();
+        let saturated = backends
+            .iter()
+            .all(|b| self.loads.load(&b.machine) >= b.soft_limit);
+        let waking = saturated && !route.sleepers.is_empty() && self.wake(app, route);
+        if !backends.is_empty() {
+            return Ok(backends);
+        }
+        if !waking {
+            return Err(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("app {app} has no started machine to take the request\n"),
+            ));
+        }
+        let deadline = tokio::time::Instant::now() + self.config.start_timeout;
+        let backends = self.backends_after_start(app, port, deadline).await;
+        let backends = self.listening(backends, deadline).await;
+        if backends.is_empty() {
+            return Err(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "app {app}: a machine was started for this request but took no traffic within {:?}\n",
+                    self.config.start_timeout
+                ),
+            ));
+        }
+        Ok(backends)
+    }
+
+    /// Sends the request to a machine `choice` allows: least-loaded, nearest first, waiting
+    /// up to `queue` for one under its hard limit. A machine that refuses the connection
+    /// is left for another when the body can be sent again.
+    async fn send(
+        &self,
+        choice: &Choice,
+        parts: &http::request::Parts,
+        body: &mut OutgoingBody,
+        queue: Duration,
+    ) -> Result<(Response<Incoming>, Lease, Backend), SendFailure> {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut failed: Vec<String> = Vec::new();
+        let attempts = if matches!(body, OutgoingBody::Buffered(_)) {
+            3
+        } else {
+            1
+        };
+        for attempt in 0..attempts {
+            let picked = if attempt == 0 {
+                self.pick(choice, &failed, queue).await
+            } else {
+                self.pick(choice, &failed, Duration::ZERO).await
+            };
+            let Some((backend, lease)) = picked else {
+                return Err(if failed.is_empty() {
+                    SendFailure::Full(queue)
+                } else {
+                    SendFailure::Refused(failed)
+                });
+            };
             let target = format!("http://[{}]:{}{path}", backend.address, backend.port);
             let Ok(uri) = target.parse::<Uri>() else {
-                return text(StatusCode::BAD_REQUEST, format!("bad path {path:?}\n"));
+                return Err(SendFailure::BadPath(path.to_owned()));
             };
-            let mut outgoing = Request::new(body.take().unwrap_or_else(|| empty()));
+            let mut outgoing = Request::new(body.take());
             *outgoing.method_mut() = parts.method.clone();
             *outgoing.uri_mut() = uri;
             *outgoing.version_mut() = http::Version::HTTP_11;
             *outgoing.headers_mut() = parts.headers.clone();
-
             match self.client.request(outgoing).await {
-                Ok(mut response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                    let backend_upgrade = hyper::upgrade::on(&mut response);
-                    if let Some(client_upgrade) = client_upgrade {
-                        let machine = backend.machine.clone();
-                        tokio::spawn(async move {
-                            let _lease = lease;
-                            match tokio::try_join!(client_upgrade, backend_upgrade) {
-                                Ok((client_io, backend_io)) => {
-                                    let _ = tokio::io::copy_bidirectional(
-                                        &mut TokioIo::new(client_io),
-                                        &mut TokioIo::new(backend_io),
-                                    )
-                                    .await;
-                                }
-                                Err(error) => {
-                                    tracing::debug!(%machine, error = %error, "an upgrade failed");
-                                }
-                            }
-                        });
-                    }
-                    let (parts, _) = response.into_parts();
-                    return Response::from_parts(parts, empty());
-                }
-                Ok(response) => {
-                    let (mut parts, body) = response.into_parts();
-                    for name in HOP_BY_HOP {
-                        parts.headers.remove(name);
-                    }
-                    let body = Leased {
-                        inner: body,
-                        _lease: lease,
-                    };
-                    return Response::from_parts(parts, body.map_err(BoxError::from).boxed());
-                }
+                Ok(response) => return Ok((response, lease, backend)),
                 Err(error) if error.is_connect() && attempt + 1 < attempts => {
                     tracing::debug!(machine = %backend.machine, error = %error, "connecting failed; trying another machine");
                     failed.push(backend.machine.clone());
                 }
                 Err(error) => {
                     tracing::debug!(machine = %backend.machine, error = %error, "forwarding failed");
-                    return text(
-                        StatusCode::BAD_GATEWAY,
-                        format!("machine {} of app {app} did not answer\n", backend.machine),
-                    );
+                    if error.is_connect() {
+                        failed.push(backend.machine.clone());
+                        return Err(SendFailure::Refused(failed));
+                    }
+                    return Err(SendFailure::NoAnswer(backend.machine));
                 }
             }
         }
-        text(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "no machine of app {app} answered (tried {})\n",
-                failed.join(", ")
-            ),
-        )
+        Err(SendFailure::Refused(failed))
+    }
+
+    /// A machine for one more request: the preferred instance when it has room, then the
+    /// preferred (or the edge's) regions, then any other; waits up to `queue` when every
+    /// machine is at its hard limit.
+    async fn pick(
+        &self,
+        choice: &Choice,
+        failed: &[String],
+        queue: Duration,
+    ) -> Option<(Backend, Lease)> {
+        let open: Vec<Backend> = choice
+            .backends
+            .iter()
+            .filter(|b| !failed.contains(&b.machine))
+            .cloned()
+            .collect();
+        if open.is_empty() {
+            return None;
+        }
+        let preferred: Vec<Backend> = open
+            .iter()
+            .filter(|b| Some(&b.machine) == choice.preferred_instance.as_ref())
+            .cloned()
+            .collect();
+        let near: Vec<Backend> = open
+            .iter()
+            .filter(|b| choice.regions.contains(&b.region))
+            .cloned()
+            .collect();
+        let now = self
+            .loads
+            .try_pick(&preferred)
+            .or_else(|| self.loads.try_pick(&near))
+            .or_else(|| self.loads.try_pick(&open));
+        match now {
+            Some(picked) => Some(picked),
+            None => self.loads.pick(&open, queue).await,
+        }
+    }
+
+    /// Delivers the request again where `replay` says, with `fly-replay-src`; when that
+    /// fails, back to the asking machine with `fly-replay-failed` if the replay has a
+    /// fallback, else an error for the client.
+    async fn replay(
+        &self,
+        origin_app: &str,
+        public_port: u16,
+        origin: &Backend,
+        replay: &Replay,
+        parts: &http::request::Parts,
+        body: &mut OutgoingBody,
+    ) -> Result<(Response<Incoming>, Lease, Backend), Response<ProxyBody>> {
+        let started = Instant::now();
+        let target_app = replay
+            .app
+            .as_deref()
+            .unwrap_or(origin_app)
+            .to_ascii_lowercase();
+        let catalog = self.catalog.read().map(|c| c.clone()).unwrap_or_default();
+        let network = |name: &str| {
+            catalog
+                .apps
+                .iter()
+                .find(|a| a.name == name)
+                .map(|a| (a.org_id.clone(), a.network))
+        };
+        if network(&target_app).is_none() || network(&target_app) != network(origin_app) {
+            return Err(text(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "fly-replay from app {origin_app} to app {target_app}: no such app in its organization's network\n"
+                ),
+            ));
+        }
+        let routes = self.routes();
+        let mut backends: Vec<Backend> = routes
+            .route(&target_app, public_port)
+            .map(|r| r.backends.clone())
+            .unwrap_or_default();
+        backends.retain(|b| {
+            (replay.regions.is_empty() || replay.regions.contains(&b.region))
+                && replay.instance.as_ref().is_none_or(|i| &b.machine == i)
+                && !(replay.elsewhere && b.machine == origin.machine)
+        });
+        let mut replayed = parts.clone();
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        if let Ok(value) = HeaderValue::from_str(&source_header(
+            &origin.machine,
+            &origin.region,
+            micros,
+            replay.state.as_deref(),
+        )) {
+            replayed
+                .headers
+                .insert(HeaderName::from_static("fly-replay-src"), value);
+        }
+        apply_transform(&mut replayed, &replay.transform);
+        let reason = if backends.is_empty() {
+            FailReason::NoCandidate
+        } else {
+            let choice = Choice {
+                backends,
+                preferred_instance: replay.prefer_instance.clone(),
+                regions: vec![self.config.region.clone()],
+            };
+            let queue = replay.timeout.unwrap_or(self.config.queue_timeout);
+            let sent = tokio::time::timeout(
+                replay.timeout.unwrap_or(Duration::MAX),
+                self.send(&choice, &replayed, body, queue),
+            )
+            .await;
+            match sent {
+                Ok(Ok(sent)) => return Ok(sent),
+                Ok(Err(_)) => FailReason::RetriesExhausted,
+                Err(_) => FailReason::Timeout,
+            }
+        };
+        let failed = failed_header(
+            replay,
+            &target_app,
+            &origin.machine,
+            reason,
+            started.elapsed(),
+        );
+        tracing::debug!(app = %origin_app, %failed, "a replay failed");
+        let Some(fallback) = replay.fallback else {
+            return Err(text(
+                StatusCode::BAD_GATEWAY,
+                format!("fly-replay failed: {failed}\n"),
+            ));
+        };
+        // Back to the machine that asked (or, for prefer_self, any of its app's).
+        let mut back = parts.clone();
+        if let Ok(value) = HeaderValue::from_str(&failed) {
+            back.headers
+                .insert(HeaderName::from_static("fly-replay-failed"), value);
+        }
+        let own: Vec<Backend> = routes
+            .route(origin_app, public_port)
+            .map(|r| r.backends.clone())
+            .unwrap_or_default();
+        let choice = Choice {
+            backends: match fallback {
+                Fallback::ForceSelf => vec![origin.clone()],
+                Fallback::PreferSelf if own.is_empty() => vec![origin.clone()],
+                Fallback::PreferSelf => own,
+            },
+            preferred_instance: Some(origin.machine.clone()),
+            regions: vec![self.config.region.clone()],
+        };
+        self.send(&choice, &back, body, self.config.queue_timeout)
+            .await
+            .map_err(|failure| failure.into_response(origin_app))
     }
 
     /// Those of `backends` whose port accepts connections, waiting (until `deadline`) for
@@ -752,31 +940,215 @@ fn apply_response_headers(headers: &mut http::HeaderMap, options: &HttpResponseO
     }
 }
 
-/// The machines a request may go to: `fly-force-instance-id` names the only one (its
-/// id is the error when it is not serving).
-fn instance_choice(
-    headers: &http::HeaderMap,
-    backends: &[crate::routes::Backend],
-) -> Result<Vec<crate::routes::Backend>, String> {
-    let named = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    if let Some(forced) = named("fly-force-instance-id") {
-        let chosen: Vec<_> = backends
-            .iter()
-            .filter(|b| b.machine == forced)
-            .cloned()
-            .collect();
-        return if chosen.is_empty() {
-            Err(forced.to_owned())
-        } else {
-            Ok(chosen)
+/// Where a request may go: its machines, the one it prefers, and the regions to try
+/// first.
+#[derive(Debug, Clone)]
+struct Choice {
+    backends: Vec<Backend>,
+    preferred_instance: Option<String>,
+    /// Regions whose machines go before the others: the client's preferred regions, else
+    /// the edge's own.
+    regions: Vec<String>,
+}
+
+impl Choice {
+    /// Reads the client's routing headers: `fly-force-instance-id` and
+    /// `fly-force-region` narrow the machines (and fail when none is left),
+    /// `fly-prefer-instance-id` and `fly-prefer-region` only reorder them.
+    fn of(
+        headers: &http::HeaderMap,
+        backends: &[Backend],
+        edge_region: &str,
+    ) -> Result<Choice, String> {
+        let named = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
         };
+        let list = |value: &str| -> Vec<String> {
+            value
+                .split(',')
+                .map(|r| r.trim().to_ascii_lowercase())
+                .filter(|r| !r.is_empty())
+                .collect()
+        };
+        let mut backends = backends.to_vec();
+        if let Some(forced) = named("fly-force-instance-id") {
+            backends.retain(|b| b.machine == forced);
+            if backends.is_empty() {
+                return Err(format!("machine {forced} is not taking requests"));
+            }
+        }
+        if let Some(forced) = named("fly-force-region") {
+            let regions = list(forced);
+            backends.retain(|b| regions.contains(&b.region));
+            if backends.is_empty() {
+                return Err(format!("no machine in region {forced} is taking requests"));
+            }
+        }
+        let regions = match named("fly-prefer-region") {
+            Some(preferred) => list(preferred),
+            None => vec![edge_region.to_owned()],
+        };
+        Ok(Choice {
+            backends,
+            preferred_instance: named("fly-prefer-instance-id").map(str::to_owned),
+            regions,
+        })
     }
-    Ok(backends.to_vec())
+}
+
+/// A request body on its way to a machine: read whole (it can be sent again) or streamed
+/// (once).
+enum OutgoingBody {
+    Buffered(Bytes),
+    Streaming(Option<ProxyBody>),
+}
+
+impl OutgoingBody {
+    /// The body for one attempt.
+    fn take(&mut self) -> ProxyBody {
+        match self {
+            OutgoingBody::Buffered(bytes) => http_body_util::Full::new(bytes.clone())
+                .map_err(|never| match never {})
+                .boxed(),
+            OutgoingBody::Streaming(body) => body.take().unwrap_or_else(empty),
+        }
+    }
+}
+
+/// Whether a request's body is read before it is sent: none, or a length up to 1 MiB.
+fn buffers(headers: &http::HeaderMap, body: &Incoming) -> bool {
+    if body.is_end_stream() {
+        return true;
+    }
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|length| length <= MAX_REPLAY_BODY)
+}
+
+/// Why a request reached no machine.
+#[derive(Debug)]
+enum SendFailure {
+    /// Every machine stayed at its hard limit for the whole wait.
+    Full(Duration),
+    /// These machines refused the connection.
+    Refused(Vec<String>),
+    /// This machine took the connection and gave no answer.
+    NoAnswer(String),
+    BadPath(String),
+}
+
+impl SendFailure {
+    fn into_response(self, app: &str) -> Response<ProxyBody> {
+        match self {
+            SendFailure::Full(waited) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("every machine of app {app} is at its hard limit; waited {waited:?}\n"),
+            ),
+            SendFailure::Refused(machines) => text(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "no machine of app {app} answered (tried {})\n",
+                    machines.join(", ")
+                ),
+            ),
+            SendFailure::NoAnswer(machine) => text(
+                StatusCode::BAD_GATEWAY,
+                format!("machine {machine} of app {app} did not answer\n"),
+            ),
+            SendFailure::BadPath(path) => {
+                text(StatusCode::BAD_REQUEST, format!("bad path {path:?}\n"))
+            }
+        }
+    }
+}
+
+/// Joins the client's and the machine's upgraded connections (a WebSocket, say); the
+/// machine's lease is held until the tunnel closes.
+fn tunnel(
+    mut response: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    lease: Lease,
+    machine: String,
+) -> Response<ProxyBody> {
+    let backend_upgrade = hyper::upgrade::on(&mut response);
+    if let Some(client_upgrade) = client_upgrade {
+        tokio::spawn(async move {
+            let _lease = lease;
+            match tokio::try_join!(client_upgrade, backend_upgrade) {
+                Ok((client_io, backend_io)) => {
+                    let _ = tokio::io::copy_bidirectional(
+                        &mut TokioIo::new(client_io),
+                        &mut TokioIo::new(backend_io),
+                    )
+                    .await;
+                }
+                Err(error) => {
+                    tracing::debug!(%machine, error = %error, "an upgrade failed");
+                }
+            }
+        });
+    }
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, empty())
+}
+
+/// The replay a machine's response asks for (`fly-replay` header or a replay JSON body);
+/// the response itself when it asks for none; an error for a replay that cannot be read.
+async fn replay_of(
+    response: Response<Incoming>,
+) -> Result<Result<Replay, Response<Incoming>>, String> {
+    if let Some(value) = response.headers().get("fly-replay") {
+        let value = value
+            .to_str()
+            .map_err(|_| "the fly-replay header is not text".to_owned())?;
+        return parse_header(value).map(Ok);
+    }
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case(REPLAY_JSON))
+        });
+    if !json {
+        return Ok(Err(response));
+    }
+    let body = http_body_util::Limited::new(response.into_body(), MAX_REPLAY_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the replay body: {e}"))?
+        .to_bytes();
+    parse_json(&body).map(Ok)
+}
+
+/// A replay's `transform`: a new path, headers removed and set.
+fn apply_transform(parts: &mut http::request::Parts, transform: &Transform) {
+    if let Some(path) = &transform.path
+        && let Ok(uri) = path.parse::<Uri>()
+    {
+        parts.uri = uri;
+    }
+    for name in &transform.delete_headers {
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            parts.headers.remove(name);
+        }
+    }
+    for set in &transform.set_headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(set.name.as_bytes()),
+            HeaderValue::from_str(&set.value),
+        ) {
+            parts.headers.insert(name, value);
+        }
+    }
 }
 
 /// The protocol a request asks to upgrade to (`Connection: upgrade` and `Upgrade: X`).

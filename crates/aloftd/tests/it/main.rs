@@ -14,6 +14,7 @@ mod lifecycle;
 mod machines;
 mod network;
 mod proxy;
+mod replay;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
