@@ -31,7 +31,8 @@ enum Task {
     Test,
     /// Run a fuzz target for a while (needs cargo-fuzz; installed when missing).
     Fuzz {
-        /// The target: `config` (fly.toml reading) or `dns` (the DNS query path).
+        /// The target: `config` (fly.toml reading), `dns` (the DNS query path), `proxy_header`
+        /// (PROXY protocol parsing) or `routing` (Host, SNI and fly-replay parsing).
         target: String,
         /// How long to fuzz, in seconds.
         #[arg(long, default_value_t = 60)]
@@ -184,8 +185,10 @@ fn demo(root: &Path) -> Result<()> {
 }
 
 fn fuzz(target: &str, seconds: u64) -> Result<()> {
-    if !["config", "dns"].contains(&target) {
-        bail!("unknown fuzz target {target:?}; the targets are: config, dns");
+    if !["config", "dns", "proxy_header", "routing"].contains(&target) {
+        bail!(
+            "unknown fuzz target {target:?}; the targets are: config, dns, proxy_header, routing"
+        );
     }
     tools::ensure_cargo_fuzz()?;
     // cargo-fuzz needs nightly-only compiler flags; the machine has one stable toolchain,

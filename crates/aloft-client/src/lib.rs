@@ -225,6 +225,38 @@ impl Client {
         .await
     }
 
+    /// The app's dedicated IPv4 addresses.
+    pub async fn list_ips(
+        &self,
+        app: &str,
+    ) -> Result<Vec<aloft_types::api::IpResponse>, ClientError> {
+        self.get(&format!("/v1/apps/{app}/ips")).await
+    }
+
+    /// Gives the app a dedicated IPv4 address from the operator's pool.
+    pub async fn allocate_ipv4(
+        &self,
+        app: &str,
+        region: Option<&str>,
+    ) -> Result<aloft_types::api::IpResponse, ClientError> {
+        let request = aloft_types::api::AllocateIpRequest {
+            kind: "v4".to_owned(),
+            region: region.map(str::to_owned),
+        };
+        self.post(&format!("/v1/apps/{app}/ips"), &request).await
+    }
+
+    /// Takes one of the app's addresses back.
+    pub async fn release_ip(&self, app: &str, address: &str) -> Result<(), ClientError> {
+        self.call::<serde_json::Value>(
+            Method::DELETE,
+            &format!("/v1/apps/{app}/ips/{}", encode(address)),
+            None::<&()>,
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn list_machines(&self, app: &str) -> Result<Vec<MachineResponse>, ClientError> {
         self.get(&format!("/v1/apps/{app}/machines")).await
     }

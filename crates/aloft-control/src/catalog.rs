@@ -37,6 +37,13 @@ pub(crate) async fn build(store: &Store) -> Result<Catalog, ApiError> {
                 status: check.status,
             });
     }
+    let mut ips: std::collections::HashMap<aloft_types::AppId, Vec<std::net::Ipv4Addr>> =
+        std::collections::HashMap::new();
+    for ip in store.all_ips().await? {
+        if let Ok(address) = ip.address.parse() {
+            ips.entry(ip.app_id).or_default().push(address);
+        }
+    }
     let mut machines = Vec::new();
     for machine in store.live_machines().await? {
         let Some(app) = names.get(&machine.app_id) else {
@@ -50,6 +57,7 @@ pub(crate) async fn build(store: &Store) -> Result<Catalog, ApiError> {
             .into_iter()
             .filter_map(|a| {
                 Some(CatalogApp {
+                    ipv4: ips.remove(&a.app_id).unwrap_or_default(),
                     name: a.name,
                     org_id: a.org_id.to_string(),
                     network: u32::try_from(a.network).ok()?,

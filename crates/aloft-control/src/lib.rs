@@ -18,6 +18,7 @@ mod certs;
 mod dns;
 mod error;
 mod hosts;
+mod ips;
 mod json;
 mod machines;
 mod orgs;
@@ -81,6 +82,8 @@ pub struct ControlConfig {
     pub default_region: String,
     /// Encrypts secrets at rest; kept outside the database.
     pub secrets_key: SecretsKey,
+    /// Where apps' dedicated IPv4 addresses come from.
+    pub ipv4_pool: aloft_net::Ipv4Pool,
 }
 
 pub(crate) struct Inner {
@@ -147,6 +150,7 @@ impl Control {
             .merge(volumes::routes())
             .merge(dns::routes())
             .merge(certs::routes())
+            .merge(ips::routes())
     }
 
     /// The API's routes.

@@ -38,6 +38,7 @@ fn catalog() -> Catalog {
             name: app.clone(),
             org_id: "o".into(),
             network: 1,
+            ipv4: Vec::new(),
         });
         for m in 0..MACHINES_PER_APP {
             machines.push(CatalogMachine {

@@ -304,16 +304,19 @@ mod tests {
                     name: "web".into(),
                     org_id: "o1".into(),
                     network: 1,
+                    ipv4: Vec::new(),
                 },
                 CatalogApp {
                     name: "db".into(),
                     org_id: "o1".into(),
                     network: 1,
+                    ipv4: Vec::new(),
                 },
                 CatalogApp {
                     name: "other".into(),
                     org_id: "o2".into(),
                     network: 2,
+                    ipv4: Vec::new(),
                 },
             ],
             machines: vec![

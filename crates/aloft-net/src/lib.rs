@@ -26,6 +26,7 @@
 pub mod firewall;
 pub mod netns;
 mod plumbing;
+mod pool;
 
 use std::fmt;
 use std::net::Ipv6Addr;
@@ -33,6 +34,7 @@ use std::net::Ipv6Addr;
 pub use plumbing::{
     DEFAULT_MTU, HostNetwork, Link, MACHINE_INTERFACE, PlumbError, bridge_name, veth_name,
 };
+pub use pool::{DEFAULT_IPV4_POOL, Ipv4Pool, PoolError};
 
 /// The first 16 bits of every 6PN address.
 pub const PREFIX: u16 = 0xfdaa;

@@ -16,9 +16,11 @@
 pub mod autoscale;
 mod balance;
 pub mod connect;
+mod dedicated;
 mod proxy;
 pub mod replay;
 mod routes;
+pub mod tcp;
 pub mod tls;
 
 pub use balance::{Lease, Loads};

@@ -119,7 +119,7 @@ pub struct ProxyConfig {
 /// The proxy: its routes follow the catalog.
 #[derive(Debug)]
 pub struct Proxy {
-    config: ProxyConfig,
+    pub(crate) config: ProxyConfig,
     routes: RwLock<Arc<RouteTable>>,
     /// The catalog the routes were made from (autostop reads it).
     catalog: RwLock<Arc<Catalog>>,
@@ -133,6 +133,10 @@ pub struct Proxy {
     waking: Mutex<HashMap<String, (String, Instant)>>,
     /// When each started machine was first seen started (a new one is not idle yet).
     started_at: Mutex<HashMap<String, Instant>>,
+    /// The certificates of the HTTPS listener, for `tls` handlers on apps' own addresses.
+    pub(crate) tls: std::sync::OnceLock<Arc<rustls::ServerConfig>>,
+    /// Listeners on apps' own addresses, each stopped by its token.
+    pub(crate) dedicated: Mutex<HashMap<SocketAddr, CancellationToken>>,
 }
 
 impl Proxy {
@@ -151,6 +155,8 @@ impl Proxy {
             lifecycle: std::sync::OnceLock::new(),
             waking: Mutex::new(HashMap::new()),
             started_at: Mutex::new(HashMap::new()),
+            tls: std::sync::OnceLock::new(),
+            dedicated: Mutex::new(HashMap::new()),
         })
     }
 
@@ -288,6 +294,7 @@ impl Proxy {
             loop {
                 let latest = catalog.borrow_and_update().clone();
                 proxy.set_catalog(&latest);
+                proxy.listen_on_app_addresses(&latest, &stop);
                 tokio::select! {
                     () = stop.cancelled() => return,
                     changed = catalog.changed() => if changed.is_err() { return },
@@ -301,7 +308,7 @@ impl Proxy {
         self.loads.load(machine)
     }
 
-    fn routes(&self) -> Arc<RouteTable> {
+    pub(crate) fn routes(&self) -> Arc<RouteTable> {
         self.routes
             .read()
             .map(|r| r.clone())
@@ -310,7 +317,7 @@ impl Proxy {
 
     /// Serves plain HTTP (public port 80 of every app) on `listener` until `stop`.
     pub async fn serve_http(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
-        self.serve(listener, stop, None).await;
+        self.serve(listener, stop, None, None).await;
     }
 
     /// Serves HTTPS (public port 443 of every app), certificates chosen by SNI.
@@ -320,15 +327,24 @@ impl Proxy {
         tls: Arc<rustls::ServerConfig>,
         stop: CancellationToken,
     ) {
-        self.serve(listener, stop, Some(tokio_rustls::TlsAcceptor::from(tls)))
-            .await;
+        let _ = self.tls.set(tls.clone());
+        self.serve(
+            listener,
+            stop,
+            Some(tokio_rustls::TlsAcceptor::from(tls)),
+            None,
+        )
+        .await;
     }
 
-    async fn serve(
+    /// Serves HTTP on `listener`: by `Host` for every app, or for one app's public port
+    /// when `fixed` (an app's own address).
+    pub(crate) async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         stop: CancellationToken,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        fixed: Option<(String, u16)>,
     ) {
         let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(80);
         let connections = tokio_util::task::TaskTracker::new();
@@ -344,14 +360,18 @@ impl Proxy {
             let proxy = self.clone();
             let stop = stop.clone();
             let tls = tls.clone();
+            let fixed = fixed.clone();
             let drain = self.config.drain_timeout;
             connections.spawn(async move {
                 let secure = tls.is_some();
                 let service = hyper::service::service_fn(move |request| {
                     let proxy = proxy.clone();
+                    let fixed = fixed.clone();
                     async move {
                         Ok::<_, std::convert::Infallible>(
-                            proxy.handle(request, client, local_port, secure).await,
+                            proxy
+                                .handle_for(request, client, local_port, secure, fixed)
+                                .await,
                         )
                     }
                 });
@@ -387,7 +407,7 @@ impl Proxy {
         connections.wait().await;
     }
 
-    /// Answers one request that arrived on a listener (`tls`: the HTTPS one).
+    /// Answers one request that arrived on a shared listener (`tls`: the HTTPS one).
     pub async fn handle(
         &self,
         request: Request<Incoming>,
@@ -395,10 +415,24 @@ impl Proxy {
         local_port: u16,
         tls: bool,
     ) -> Response<ProxyBody> {
+        self.handle_for(request, client, local_port, tls, None)
+            .await
+    }
+
+    /// Answers one request: for the app its `Host` names, or for `fixed` (an app and its
+    /// public port) on an app's own address.
+    async fn handle_for(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+        local_port: u16,
+        tls: bool,
+        fixed: Option<(String, u16)>,
+    ) -> Response<ProxyBody> {
         let request_id = request_id(&self.config.region);
         let mut options = None;
         let mut response = self
-            .route(request, client, local_port, tls, &mut options)
+            .route(request, client, local_port, tls, fixed, &mut options)
             .await;
         let headers = response.headers_mut();
         if !options.as_ref().and_then(|o| o.pristine).unwrap_or(false) {
@@ -420,9 +454,9 @@ impl Proxy {
         client: SocketAddr,
         local_port: u16,
         tls: bool,
+        fixed: Option<(String, u16)>,
         options: &mut Option<Arc<HttpResponseOptions>>,
     ) -> Response<ProxyBody> {
-        let public_port = if tls { 443 } else { 80 };
         let host = request
             .headers()
             .get(header::HOST)
@@ -430,16 +464,21 @@ impl Proxy {
             .map(str::to_owned)
             .or_else(|| request.uri().authority().map(|a| a.to_string()))
             .unwrap_or_default();
-        let Some(app) = app_of_host(&host, &self.config.apps_domain) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "no app answers at {host:?}: apps answer at <app>.{}\n",
-                    self.config.apps_domain
-                ),
-            );
+        let (app, public_port) = match fixed {
+            Some(fixed) => fixed,
+            None => {
+                let Some(app) = app_of_host(&host, &self.config.apps_domain) else {
+                    return text(
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "no app answers at {host:?}: apps answer at <app>.{}\n",
+                            self.config.apps_domain
+                        ),
+                    );
+                };
+                (app.to_ascii_lowercase(), if tls { 443 } else { 80 })
+            }
         };
-        let app = app.to_ascii_lowercase();
         let routes = self.routes();
         if !routes.has_app(&app) {
             return text(StatusCode::NOT_FOUND, format!("there is no app {app}\n"));
@@ -571,7 +610,7 @@ impl Proxy {
 
     /// The machines that can take a request for `route` now, starting one (autostart) and
     /// waiting for it when none is started.
-    async fn started_backends(
+    pub(crate) async fn started_backends(
         &self,
         app: &str,
         port: u16,
@@ -669,7 +708,7 @@ impl Proxy {
     /// A machine for one more request: the preferred instance when it has room, then the
     /// preferred (or the edge's) regions, then any other; waits up to `queue` when every
     /// machine is at its hard limit.
-    async fn pick(
+    pub(crate) async fn pick(
         &self,
         choice: &Choice,
         failed: &[String],
@@ -943,12 +982,12 @@ fn apply_response_headers(headers: &mut http::HeaderMap, options: &HttpResponseO
 /// Where a request may go: its machines, the one it prefers, and the regions to try
 /// first.
 #[derive(Debug, Clone)]
-struct Choice {
-    backends: Vec<Backend>,
-    preferred_instance: Option<String>,
+pub(crate) struct Choice {
+    pub(crate) backends: Vec<Backend>,
+    pub(crate) preferred_instance: Option<String>,
     /// Regions whose machines go before the others: the client's preferred regions, else
     /// the edge's own.
-    regions: Vec<String>,
+    pub(crate) regions: Vec<String>,
 }
 
 impl Choice {

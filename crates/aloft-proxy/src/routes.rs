@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use aloft_types::MachineState;
 use aloft_types::catalog::Catalog;
-use aloft_types::machine::{ConcurrencyKind, Handler, HttpResponseOptions};
+use aloft_types::machine::{ConcurrencyKind, Handler, HttpResponseOptions, ProxyProtoVersion};
 
 use crate::autoscale::{Sleeper, can_wake};
 
@@ -39,6 +39,8 @@ pub struct Route {
     pub backends: Vec<Backend>,
     /// Stopped machines a request may start (autostart), in id order.
     pub sleepers: Vec<Sleeper>,
+    /// The PROXY protocol version of a `proxy_proto` handler.
+    pub proxy_proto: Option<ProxyProtoVersion>,
 }
 
 /// Every app's routes by public port.
@@ -83,6 +85,10 @@ impl RouteTable {
                                 .map(Arc::new),
                             backends: Vec::new(),
                             sleepers: Vec::new(),
+                            proxy_proto: port
+                                .proxy_proto_options
+                                .as_ref()
+                                .map(|o| o.version.unwrap_or_default()),
                         });
                         if serving {
                             route.backends.push(Backend {
@@ -118,6 +124,14 @@ impl RouteTable {
         self.apps.contains_key(app)
     }
 
+    /// The public ports `app` has services on.
+    pub fn ports(&self, app: &str) -> Vec<u16> {
+        self.apps
+            .get(app)
+            .map(|routes| routes.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Whether `machine` takes traffic on any route.
     pub fn serves(&self, machine: &str) -> bool {
         self.apps
@@ -141,9 +155,11 @@ pub fn app_of_host<'a>(host: &'a str, apps_domain: &str) -> Option<&'a str> {
     };
     let host = host.strip_suffix('.').unwrap_or(host);
     let cut = host.len().checked_sub(apps_domain.len() + 1)?;
-    let (app, domain) = host.split_at(cut);
-    (domain[1..].eq_ignore_ascii_case(apps_domain)
-        && domain.starts_with('.')
+    // Not ASCII there: not our domain (and not a place to cut a string).
+    let (app, domain) = host.split_at_checked(cut)?;
+    (domain
+        .strip_prefix('.')
+        .is_some_and(|d| d.eq_ignore_ascii_case(apps_domain))
         && !app.is_empty()
         && !app.contains('.'))
     .then_some(app)
@@ -164,5 +180,9 @@ mod tests {
         assert_eq!(app_of_host("web.example.com", domain), None);
         assert_eq!(app_of_host("webaloft.localhost", domain), None);
         assert_eq!(app_of_host("", domain), None);
+        // Found by the routing fuzz target: a multi-byte character where the cut falls.
+        assert_eq!(app_of_host("é.aloft.localhostx", domain), None);
+        assert_eq!(app_of_host("aéaloft.localhost", domain), None);
+        assert_eq!(app_of_host("aaéloft.localhost", domain), None);
     }
 }

@@ -17,6 +17,7 @@
 mod apps;
 mod checks;
 mod hosts;
+mod ips;
 mod machines;
 mod networks;
 mod orgs;
@@ -32,6 +33,7 @@ use sqlx::{AnyPool, Executor};
 pub use apps::App;
 pub use checks::CheckRecord;
 pub use hosts::Host;
+pub use ips::IpRecord;
 pub use machines::{
     Desired, Lease, MachineEvent, MachineFilter, MachineRecord, MachineVersion, NewMachine,
 };

@@ -211,6 +211,30 @@ pub struct MachineResponse {
     pub nonce: Option<String>,
 }
 
+/// One of an app's public addresses (`aloft ips list`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct IpResponse {
+    pub address: String,
+    /// `v4`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub region: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// `POST /v1/apps/{app}/ips`: an address to allocate.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllocateIpRequest {
+    /// `v4`: a dedicated IPv4 address from the operator's pool.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Defaults to the control plane's region.
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
 /// A check's latest result on a machine (Fly's `checks[]` entry).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CheckResponse {

@@ -24,6 +24,9 @@ pub struct CatalogApp {
     pub org_id: String,
     /// The network's number (the second and third groups of its 6PN addresses).
     pub network: u32,
+    /// The app's dedicated IPv4 addresses: the proxy listens on them for its service ports
+    /// other than the shared 80 and 443.
+    pub ipv4: Vec<std::net::Ipv4Addr>,
 }
 
 /// A machine that is not destroyed.

@@ -47,6 +47,9 @@ pub struct ProxySettings {
     /// Seconds between looks for idle machines to stop (autostop); a machine must also
     /// have been idle this long.
     pub autostop_interval_seconds: u64,
+    /// Where apps' dedicated IPv4 addresses come from (CIDR). The default is on loopback,
+    /// which needs no setup on a single host.
+    pub ipv4_pool: String,
 }
 
 impl Default for ProxySettings {
@@ -58,6 +61,7 @@ impl Default for ProxySettings {
             queue_timeout_seconds: 10,
             autostart_timeout_seconds: 60,
             autostop_interval_seconds: 120,
+            ipv4_pool: aloft_net::DEFAULT_IPV4_POOL.to_owned(),
         }
     }
 }
@@ -231,6 +235,9 @@ impl Config {
                 "agent.reconcile_interval_seconds",
                 "must be at least 1".to_owned(),
             ));
+        }
+        if let Err(error) = self.proxy.ipv4_pool.parse::<aloft_net::Ipv4Pool>() {
+            return Err(invalid("proxy.ipv4_pool", error.to_string()));
         }
         if self.proxy.autostop_interval_seconds == 0 {
             return Err(invalid(

@@ -201,6 +201,11 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         ControlConfig {
             default_region: config.region.clone(),
             secrets_key,
+            ipv4_pool: config
+                .proxy
+                .ipv4_pool
+                .parse()
+                .context("reading [proxy] ipv4_pool")?,
         },
     );
     if let Some(token) = control

@@ -25,6 +25,20 @@ pub(crate) async fn certs(command: CertsCommand, out: &mut Output) -> Result<(),
 
 #[derive(Debug, Subcommand)]
 pub enum IpsCommand {
+    /// The app's public addresses (dedicated IPv4).
+    List,
+    /// Give the app a dedicated IPv4 address: its service ports other than 80 and 443
+    /// listen there.
+    #[command(name = "allocate-v4")]
+    AllocateV4 {
+        #[arg(long, short = 'r')]
+        region: Option<String>,
+    },
+    /// Take one of the app's addresses back.
+    Release {
+        /// The address, as `aloft ips list` shows it.
+        address: String,
+    },
     /// The app's machines with their region and private (6PN) address.
     Private,
 }
@@ -81,7 +95,51 @@ pub(crate) async fn ips(
     json: bool,
     out: &mut Output,
 ) -> Result<(), Failure> {
+    let ips_table = |ips: &[aloft_types::api::IpResponse]| {
+        let rows: Vec<Vec<String>> = ips
+            .iter()
+            .map(|ip| {
+                vec![
+                    ip.kind.clone(),
+                    ip.address.clone(),
+                    "public ingress (dedicated)".to_owned(),
+                    ip.region.clone(),
+                    ip.created_at.clone(),
+                ]
+            })
+            .collect();
+        table::render(&["VERSION", "IP", "TYPE", "REGION", "CREATED AT"], &rows)
+    };
     match command {
+        IpsCommand::List => {
+            let ips = client()?.list_ips(app).await.map_err(anyhow::Error::from)?;
+            if json {
+                out.json(&ips)?;
+            } else {
+                out.data(&ips_table(&ips));
+            }
+            Ok(())
+        }
+        IpsCommand::AllocateV4 { region } => {
+            let ip = client()?
+                .allocate_ipv4(app, region.as_deref())
+                .await
+                .map_err(anyhow::Error::from)?;
+            if json {
+                out.json(&ip)?;
+            } else {
+                out.data(&ips_table(std::slice::from_ref(&ip)));
+            }
+            Ok(())
+        }
+        IpsCommand::Release { address } => {
+            client()?
+                .release_ip(app, &address)
+                .await
+                .map_err(anyhow::Error::from)?;
+            out.status(&format!("Released {address} from {app}"));
+            Ok(())
+        }
         IpsCommand::Private => {
             let machines = client()?
                 .list_machines(app)

@@ -206,6 +206,26 @@ async fn the_cli_runs_machines_secrets_volumes_and_tokens() {
         ips.contains(id) && ips.contains(&ip) && ips.contains("REGION"),
         "{ips}"
     );
+    // Public addresses: a dedicated IPv4 from the pool, listed, released.
+    let allocated = p.ok(&["ips", "allocate-v4", "-a", "demo", "--json"]);
+    let allocated: serde_json::Value = serde_json::from_str(&allocated).unwrap();
+    let address = allocated["address"].as_str().unwrap().to_owned();
+    assert!(address.starts_with("127.77."), "{allocated}");
+    let list = p.ok(&["ips", "list", "-a", "demo"]);
+    assert!(
+        list.contains("VERSION") && list.contains(&address) && list.contains("v4"),
+        "{list}"
+    );
+    p.ok(&["ips", "release", &address, "-a", "demo"]);
+    assert!(!p.ok(&["ips", "list", "-a", "demo"]).contains(&address));
+    let again = p.aloft(&["ips", "release", &address, "-a", "demo"]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("not found"),
+        "{}",
+        text(&again.stderr)
+    );
+
     let dig = p.ok(&["dig", "demo.internal", "-a", "demo"]);
     assert!(
         dig.contains("status NOERROR") && dig.contains(&format!("AAAA\t{ip}")),

@@ -264,6 +264,20 @@ async fn bad_input_is_a_clear_4xx(api: Api) {
         ),
         (
             Method::POST,
+            "/v1/apps/web/ips",
+            "{\"type\": \"v6\"}",
+            400,
+            "use \\\"v4\\\"",
+        ),
+        (
+            Method::POST,
+            "/v1/apps/web/ips",
+            "{\"type\": \"v4\", \"region\": \"Europe\"}",
+            400,
+            "region",
+        ),
+        (
+            Method::POST,
             "/v1/apps",
             "{\"app_name\": \"x\", \"colour\": 1}",
             400,

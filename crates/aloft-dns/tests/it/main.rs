@@ -59,11 +59,13 @@ fn catalog(many: usize) -> Arc<Catalog> {
                 name: "web".into(),
                 org_id: "o".into(),
                 network: 1,
+                ipv4: Vec::new(),
             },
             CatalogApp {
                 name: "big".into(),
                 org_id: "o".into(),
                 network: 1,
+                ipv4: Vec::new(),
             },
         ],
         machines,

@@ -1,0 +1,235 @@
+//! Apps' own addresses: for every dedicated IPv4 address of an app, a listener on each of
+//! its public service ports other than the shared 80 and 443. What a connection gets
+//! follows the port's handlers:
+//!
+//! - `http` (with `tls` before it, or not): HTTP as on the shared listeners, for this app;
+//! - none: raw TCP to a machine's internal port;
+//! - `tls`: TLS ends here, then raw TCP;
+//! - `pg_tls`: Postgres' `SSLRequest` is answered `S` and TLS ends here (a client that
+//!   sends no `SSLRequest` goes through in the clear);
+//! - `proxy_proto`: a PROXY header (v1, or v2 per `proxy_proto_options`) goes first.
+//!
+//! A TCP connection holds its machine's load (one unit) until it closes. Listeners follow
+//! the catalog: new ones open, removed ones close (their open connections finish).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aloft_types::catalog::Catalog;
+use aloft_types::machine::{Handler, ProxyProtoVersion};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::proxy::{Choice, Proxy};
+use crate::tcp::{PG_SSL_REQUEST, proxy_v1, proxy_v2};
+
+/// The ports the shared listeners serve by `Host` and SNI.
+const SHARED_PORTS: [u16; 2] = [80, 443];
+/// How long a connection to a machine may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client gets to finish the TLS handshake (or send Postgres' first message).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+impl Proxy {
+    /// Opens and closes listeners on apps' own addresses to match `catalog`.
+    pub(crate) fn listen_on_app_addresses(
+        self: &Arc<Self>,
+        catalog: &Catalog,
+        stop: &CancellationToken,
+    ) {
+        let routes = self.routes();
+        let mut wanted: HashMap<SocketAddr, (String, u16)> = HashMap::new();
+        for app in &catalog.apps {
+            for address in &app.ipv4 {
+                for port in routes.ports(&app.name) {
+                    if !SHARED_PORTS.contains(&port) {
+                        wanted.insert(
+                            SocketAddr::new(IpAddr::V4(*address), port),
+                            (app.name.clone(), port),
+                        );
+                    }
+                }
+            }
+        }
+        let Ok(mut open) = self.dedicated.lock() else {
+            return;
+        };
+        open.retain(|address, token| {
+            let keep = wanted.contains_key(address);
+            if !keep {
+                tracing::info!(%address, "closing a listener on an app's address");
+                token.cancel();
+            }
+            keep
+        });
+        for (address, (app, port)) in wanted {
+            if open.contains_key(&address) {
+                continue;
+            }
+            let listener = match std::net::TcpListener::bind(address)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(TcpListener::from_std)
+            {
+                Ok(listener) => listener,
+                Err(error) => {
+                    // Tried again on the next catalog change.
+                    tracing::warn!(%address, %app, error = %error, "cannot listen on the app's address");
+                    continue;
+                }
+            };
+            tracing::info!(%address, %app, "listening on an app's address");
+            let token = stop.child_token();
+            open.insert(address, token.clone());
+            tokio::spawn(
+                self.clone()
+                    .accept_on_app_address(listener, app, port, token),
+            );
+        }
+    }
+
+    async fn accept_on_app_address(
+        self: Arc<Self>,
+        listener: TcpListener,
+        app: String,
+        port: u16,
+        stop: CancellationToken,
+    ) {
+        let handlers = self
+            .routes()
+            .route(&app, port)
+            .map(|r| r.handlers.clone())
+            .unwrap_or_default();
+        if handlers.contains(&Handler::Http) {
+            let tls = if handlers.contains(&Handler::Tls) {
+                match self.tls.get() {
+                    Some(config) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
+                    None => {
+                        tracing::warn!(%app, port, "no certificates yet for a tls handler");
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
+            self.serve(listener, stop, tls, Some((app, port))).await;
+            return;
+        }
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((stream, client)) = accepted else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = self.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                if let Err(why) = proxy.pass_through(stream, client, &app, port).await {
+                    tracing::debug!(%app, port, %client, %why, "a TCP connection ended early");
+                }
+            });
+        }
+    }
+
+    /// One TCP connection on an app's address, handled by its port's handlers.
+    async fn pass_through(
+        &self,
+        stream: TcpStream,
+        client: SocketAddr,
+        app: &str,
+        port: u16,
+    ) -> Result<(), String> {
+        let local = stream.local_addr().map_err(|e| e.to_string())?;
+        let route = self
+            .routes()
+            .route(app, port)
+            .cloned()
+            .ok_or_else(|| format!("app {app} no longer serves port {port}"))?;
+        let handlers = &route.handlers;
+        let mut early = Vec::new();
+        let mut downstream: Box<dyn Stream> = Box::new(stream);
+        if handlers.contains(&Handler::PgTls) {
+            let mut first = [0u8; 8];
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, downstream.read_exact(&mut first))
+                .await
+                .map_err(|_| "no Postgres message in time".to_owned())?
+                .map_err(|e| e.to_string())?;
+            if first == PG_SSL_REQUEST {
+                downstream
+                    .write_all(b"S")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                downstream = self.accept_tls(downstream).await?;
+            } else {
+                early.extend_from_slice(&first);
+            }
+        } else if handlers.contains(&Handler::Tls) {
+            downstream = self.accept_tls(downstream).await?;
+        }
+        let backends = self
+            .started_backends(app, port, &route)
+            .await
+            .map_err(|_| format!("app {app} has no machine to take the connection"))?;
+        let choice = Choice {
+            backends,
+            preferred_instance: None,
+            regions: vec![self.config.region.clone()],
+        };
+        let (backend, _lease) = self
+            .pick(&choice, &[], self.config.queue_timeout)
+            .await
+            .ok_or_else(|| format!("every machine of app {app} is at its hard limit"))?;
+        let target = SocketAddr::new(IpAddr::V6(backend.address), backend.port);
+        let mut upstream = aloft_net::netns::connect_tcp(
+            self.config.namespace.as_deref(),
+            target,
+            CONNECT_TIMEOUT,
+        )
+        .await
+        .map_err(|e| format!("connecting to machine {}: {e}", backend.machine))?;
+        if handlers.contains(&Handler::ProxyProto) {
+            let header = match route.proxy_proto {
+                Some(ProxyProtoVersion::V2) => proxy_v2(client, local),
+                _ => proxy_v1(client, local),
+            };
+            upstream
+                .write_all(&header)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if !early.is_empty() {
+            upstream
+                .write_all(&early)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        tokio::io::copy_bidirectional(&mut downstream, &mut upstream)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    async fn accept_tls(&self, stream: Box<dyn Stream>) -> Result<Box<dyn Stream>, String> {
+        let config = self
+            .tls
+            .get()
+            .cloned()
+            .ok_or_else(|| "no certificates yet".to_owned())?;
+        let accepted = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            tokio_rustls::TlsAcceptor::from(config).accept(stream),
+        )
+        .await
+        .map_err(|_| "the TLS handshake took too long".to_owned())?
+        .map_err(|e| format!("TLS: {e}"))?;
+        Ok(Box::new(accepted))
+    }
+}
