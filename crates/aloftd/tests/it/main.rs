@@ -15,6 +15,7 @@ mod machines;
 mod network;
 mod proxy;
 mod replay;
+mod seed;
 mod tcp;
 
 use std::path::{Path, PathBuf};

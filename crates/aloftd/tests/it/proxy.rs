@@ -386,7 +386,7 @@ async fn upgraded_connections_become_tunnels_to_the_machine() {
 }
 
 /// `curl` through the HTTPS listener: (exit code, status line and headers + body).
-fn curl_https(host: &Host, app: &str, extra: &[&str]) -> (i32, String) {
+pub(crate) fn curl_https(host: &Host, app: &str, extra: &[&str]) -> (i32, String) {
     let address: std::net::SocketAddr =
         std::fs::read_to_string(host.data().join(aloftd::HTTPS_ADDR_FILE))
             .unwrap()
