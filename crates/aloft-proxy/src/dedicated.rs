@@ -132,6 +132,7 @@ impl Proxy {
             let proxy = self.clone();
             let app = app.clone();
             tokio::spawn(async move {
+                let _open = crate::metrics::OpenConnection::new(&proxy.metrics.open_connections);
                 if let Err(why) = proxy.pass_through(stream, client, &app, port).await {
                     tracing::debug!(%app, port, %client, %why, "a TCP connection ended early");
                 }
@@ -183,10 +184,13 @@ impl Proxy {
             preferred_instance: None,
             regions: vec![self.config.region.clone()],
         };
+        let waited = std::time::Instant::now();
         let (backend, _lease) = self
             .pick(&choice, &[], self.config.queue_timeout)
             .await
             .ok_or_else(|| format!("every machine of app {app} is at its hard limit"))?;
+        self.metrics.queued(app, &backend.machine, waited.elapsed());
+        self.metrics.tcp_connection(app);
         let target = SocketAddr::new(IpAddr::V6(backend.address), backend.port);
         let mut upstream = aloft_net::netns::connect_tcp(
             self.config.namespace.as_deref(),

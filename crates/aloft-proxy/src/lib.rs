@@ -17,6 +17,7 @@ pub mod autoscale;
 mod balance;
 pub mod connect;
 mod dedicated;
+pub mod metrics;
 mod proxy;
 pub mod replay;
 mod routes;

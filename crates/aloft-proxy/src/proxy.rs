@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use aloft_types::MachineState;
 use aloft_types::catalog::Catalog;
 use aloft_types::machine::{Handler, HttpResponseOptions, ResponseHeader};
+use aloft_types::{CheckStatus, MachineState};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::autoscale::{Lifecycle, Traffic, machines_to_stop, nearest};
 use crate::balance::{Lease, Loads};
+use crate::metrics::{OpenConnection, ProxyMetrics, escape};
 use crate::replay::{
     FailReason, Fallback, MAX_REPLAY_BODY, MAX_REPLAYS, REPLAY_JSON, Replay, Transform,
     failed_header, parse_header, parse_json, source_header,
@@ -137,6 +138,7 @@ pub struct Proxy {
     pub(crate) tls: std::sync::OnceLock<Arc<rustls::ServerConfig>>,
     /// Listeners on apps' own addresses, each stopped by its token.
     pub(crate) dedicated: Mutex<HashMap<SocketAddr, CancellationToken>>,
+    pub(crate) metrics: ProxyMetrics,
 }
 
 impl Proxy {
@@ -157,6 +159,7 @@ impl Proxy {
             started_at: Mutex::new(HashMap::new()),
             tls: std::sync::OnceLock::new(),
             dedicated: Mutex::new(HashMap::new()),
+            metrics: ProxyMetrics::default(),
         })
     }
 
@@ -303,6 +306,45 @@ impl Proxy {
         })
     }
 
+    /// The proxy's metrics in Prometheus' text format, with each machine's load and each
+    /// check's status as they are now.
+    pub fn render_metrics(&self) -> String {
+        let catalog = self.catalog.read().map(|c| c.clone()).unwrap_or_default();
+        let mut gauges = String::from(
+            "# HELP aloft_proxy_machine_concurrency Requests or connections in flight per machine.\n# TYPE aloft_proxy_machine_concurrency gauge\n",
+        );
+        for machine in &catalog.machines {
+            if machine.state != MachineState::Started {
+                continue;
+            }
+            gauges.push_str(&format!(
+                "aloft_proxy_machine_concurrency{{app=\"{}\",machine=\"{}\"}} {}\n",
+                escape(&machine.app),
+                escape(&machine.id),
+                self.loads.load(&machine.id)
+            ));
+        }
+        gauges.push_str("# HELP aloft_check_status Each health check's current status (1 for the status it has).\n# TYPE aloft_check_status gauge\n");
+        for machine in &catalog.machines {
+            for check in &machine.checks {
+                for status in [
+                    CheckStatus::Passing,
+                    CheckStatus::Warning,
+                    CheckStatus::Critical,
+                ] {
+                    gauges.push_str(&format!(
+                        "aloft_check_status{{app=\"{}\",machine=\"{}\",check=\"{}\",status=\"{status}\"}} {}\n",
+                        escape(&machine.app),
+                        escape(&machine.id),
+                        escape(&check.name),
+                        u8::from(check.status == status)
+                    ));
+                }
+            }
+        }
+        self.metrics.render(&gauges)
+    }
+
     /// The load on a machine now (requests in flight through this proxy).
     pub fn load(&self, machine: &str) -> u32 {
         self.loads.load(machine)
@@ -362,7 +404,9 @@ impl Proxy {
             let tls = tls.clone();
             let fixed = fixed.clone();
             let drain = self.config.drain_timeout;
+            let counted = self.clone();
             connections.spawn(async move {
+                let _open = OpenConnection::new(&counted.metrics.open_connections);
                 let secure = tls.is_some();
                 let service = hyper::service::service_fn(move |request| {
                     let proxy = proxy.clone();
@@ -430,10 +474,21 @@ impl Proxy {
         fixed: Option<(String, u16)>,
     ) -> Response<ProxyBody> {
         let request_id = request_id(&self.config.region);
-        let mut options = None;
+        let started = Instant::now();
+        let handler = match (&fixed, tls) {
+            (Some(_), _) => "app_address",
+            (None, true) => "https",
+            (None, false) => "http",
+        };
+        let mut seen = Seen::default();
         let mut response = self
-            .route(request, client, local_port, tls, fixed, &mut options)
+            .route(request, client, local_port, tls, fixed, &mut seen)
             .await;
+        let Seen { options, app } = seen;
+        if let Some(app) = &app {
+            self.metrics
+                .request(app, response.status().as_u16(), handler, started.elapsed());
+        }
         let headers = response.headers_mut();
         if !options.as_ref().and_then(|o| o.pristine).unwrap_or(false) {
             if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -455,7 +510,7 @@ impl Proxy {
         local_port: u16,
         tls: bool,
         fixed: Option<(String, u16)>,
-        options: &mut Option<Arc<HttpResponseOptions>>,
+        seen: &mut Seen,
     ) -> Response<ProxyBody> {
         let host = request
             .headers()
@@ -483,13 +538,14 @@ impl Proxy {
         if !routes.has_app(&app) {
             return text(StatusCode::NOT_FOUND, format!("there is no app {app}\n"));
         }
+        seen.app = Some(app.clone());
         let Some(route) = routes.route(&app, public_port) else {
             return text(
                 StatusCode::NOT_FOUND,
                 format!("app {app} has no service on port {public_port}\n"),
             );
         };
-        options.clone_from(&route.response);
+        seen.options.clone_from(&route.response);
         if !route.handlers.contains(&Handler::Http) {
             return text(
                 StatusCode::MISDIRECTED_REQUEST,
@@ -548,7 +604,7 @@ impl Proxy {
             OutgoingBody::Streaming(Some(body.map_err(BoxError::from).boxed()))
         };
         let (response, lease, backend) = match self
-            .send(&choice, &parts, &mut body, self.config.queue_timeout)
+            .send(&app, &choice, &parts, &mut body, self.config.queue_timeout)
             .await
         {
             Ok(sent) => sent,
@@ -652,6 +708,7 @@ impl Proxy {
     /// is left for another when the body can be sent again.
     async fn send(
         &self,
+        app: &str,
         choice: &Choice,
         parts: &http::request::Parts,
         body: &mut OutgoingBody,
@@ -665,11 +722,15 @@ impl Proxy {
             1
         };
         for attempt in 0..attempts {
+            let waited = Instant::now();
             let picked = if attempt == 0 {
                 self.pick(choice, &failed, queue).await
             } else {
                 self.pick(choice, &failed, Duration::ZERO).await
             };
+            if let Some((backend, _)) = &picked {
+                self.metrics.queued(app, &backend.machine, waited.elapsed());
+            }
             let Some((backend, lease)) = picked else {
                 return Err(if failed.is_empty() {
                     SendFailure::Full(queue)
@@ -686,8 +747,12 @@ impl Proxy {
             *outgoing.uri_mut() = uri;
             *outgoing.version_mut() = http::Version::HTTP_11;
             *outgoing.headers_mut() = parts.headers.clone();
+            let asked = Instant::now();
             match self.client.request(outgoing).await {
-                Ok(response) => return Ok((response, lease, backend)),
+                Ok(response) => {
+                    self.metrics.app_time(app, asked.elapsed());
+                    return Ok((response, lease, backend));
+                }
                 Err(error) if error.is_connect() && attempt + 1 < attempts => {
                     tracing::debug!(machine = %backend.machine, error = %error, "connecting failed; trying another machine");
                     failed.push(backend.machine.clone());
@@ -814,7 +879,7 @@ impl Proxy {
             let queue = replay.timeout.unwrap_or(self.config.queue_timeout);
             let sent = tokio::time::timeout(
                 replay.timeout.unwrap_or(Duration::MAX),
-                self.send(&choice, &replayed, body, queue),
+                self.send(&target_app, &choice, &replayed, body, queue),
             )
             .await;
             match sent {
@@ -856,7 +921,7 @@ impl Proxy {
             preferred_instance: Some(origin.machine.clone()),
             regions: vec![self.config.region.clone()],
         };
-        self.send(&choice, &back, body, self.config.queue_timeout)
+        self.send(origin_app, &choice, &back, body, self.config.queue_timeout)
             .await
             .map_err(|failure| failure.into_response(origin_app))
     }
@@ -977,6 +1042,15 @@ fn apply_response_headers(headers: &mut http::HeaderMap, options: &HttpResponseO
             }
         }
     }
+}
+
+/// What routing learned about a request, for its response and metrics.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The route's `http_options.response`.
+    options: Option<Arc<HttpResponseOptions>>,
+    /// The app the request was for.
+    app: Option<String>,
 }
 
 /// Where a request may go: its machines, the one it prefers, and the regions to try

@@ -68,7 +68,7 @@ async fn start_proxy(
     config: &Config,
     control: &Control,
     stop: &CancellationToken,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+) -> anyhow::Result<(Arc<aloft_proxy::Proxy>, Vec<tokio::task::JoinHandle<()>>)> {
     let proxy = aloft_proxy::Proxy::new(aloft_proxy::ProxyConfig {
         apps_domain: config.proxy.apps_domain.clone(),
         region: config.region.clone(),
@@ -90,6 +90,7 @@ async fn start_proxy(
     std::fs::write(config.data_dir.join(HTTP_ADDR_FILE), format!("{address}\n"))
         .context("writing the proxy's address")?;
     let plain = tokio::spawn(proxy.clone().serve_http(listener, stop.clone()));
+    let metrics = proxy.clone();
 
     let domain = &config.proxy.apps_domain;
     let ca = aloft_proxy::tls::LocalCa::load_or_create(&config.data_dir.join(TLS_DIR))
@@ -113,7 +114,7 @@ async fn start_proxy(
     .context("writing the proxy's HTTPS address")?;
     let secure = tokio::spawn(proxy.serve_https(secure, tls, stop.clone()));
     tracing::info!(http = %address, https = %secure_address, apps_domain = %domain, "the proxy is up");
-    Ok(vec![plain, secure])
+    Ok((metrics, vec![plain, secure]))
 }
 
 /// Starts the DNS server: on `[fdaa::3]:53` in the private network's namespace for
@@ -269,7 +270,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
             proxy_stop.cancel();
         });
     }
-    let proxy = start_proxy(&config, &control, &proxy_stop).await?;
+    let (edge, proxy) = start_proxy(&config, &control, &proxy_stop).await?;
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -297,7 +298,23 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     });
 
     let draining = stop.clone();
-    let serve = axum::serve(listener, control.router())
+    // Prometheus scrapes every role's metrics on the API listener, without a token.
+    let router = control.router().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let edge = edge.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    edge.render_metrics(),
+                )
+            }
+        }),
+    );
+    let serve = axum::serve(listener, router)
         .with_graceful_shutdown(async move { draining.cancelled().await });
     let grace = Duration::from_secs(config.api.shutdown_grace_seconds);
     tokio::select! {

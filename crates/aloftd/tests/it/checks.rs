@@ -206,6 +206,30 @@ async fn a_machine_failing_its_check_gets_no_traffic_until_it_passes_again() {
         Some(CheckStatus::Passing)
     );
 
+    // Prometheus sees the requests, the machines' load and the checks.
+    let api = std::fs::read_to_string(host.data().join(aloftd::API_URL_FILE)).unwrap();
+    let metrics = http
+        .get(format!("{}/metrics", api.trim()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let metrics = metrics.text().await.unwrap();
+    for expected in [
+        "aloft_proxy_requests_total{app=\"checked\",status=\"2xx\",handler=\"http\"} ".to_owned(),
+        "aloft_proxy_request_duration_seconds_count{app=\"checked\"} ".to_owned(),
+        "aloft_proxy_app_duration_seconds_bucket{app=\"checked\",le=\"+Inf\"} ".to_owned(),
+        format!("aloft_proxy_machine_concurrency{{app=\"checked\",machine=\"{well}\"}} 0"),
+        format!(
+            "aloft_check_status{{app=\"checked\",machine=\"{well}\",check=\"{CHECK}\",status=\"passing\"}} 1"
+        ),
+        format!(
+            "aloft_check_status{{app=\"checked\",machine=\"{well}\",check=\"sidecar\",status=\"critical\"}} 1"
+        ),
+    ] {
+        assert!(metrics.contains(&expected), "{expected} in\n{metrics}");
+    }
+
     // A stopped machine's checks are critical.
     client
         .stop_machine("checked", sick, None, None)
