@@ -215,6 +215,12 @@ fn bench(suite: &str) -> Result<()> {
             tools::ensure_bench_tools()?;
             run(cargo().args(["bench", "--package", "aloft-dns", "--bench", "dns"]))
         }
-        other => bail!("unknown benchmark suite {other:?}; the suites are: config, machines, dns"),
+        "proxy" => {
+            tools::ensure_proxy_bench_tools()?;
+            run(cargo().args(["bench", "--package", "aloft-proxy", "--bench", "proxy"]))
+        }
+        other => {
+            bail!("unknown benchmark suite {other:?}; the suites are: config, machines, dns, proxy")
+        }
     }
 }

@@ -24,6 +24,25 @@ const TEST_APT_PACKAGES: &[&str] = &[
 /// reference server, dig checks both answer.
 const BENCH_APT_PACKAGES: &[&str] = &["dnsperf", "unbound", "bind9-dnsutils"];
 
+/// What `cargo xtask bench proxy` needs: the other proxies and the load generators.
+const PROXY_BENCH_APT_PACKAGES: &[&str] =
+    &["nginx-light", "haproxy", "wrk", "nghttp2-client", "openssl"];
+
+/// What `cargo xtask bench proxy` needs. Debian starts the packaged nginx and HAProxy
+/// services on install; they are stopped again, so that port 80 stays free for aloftd.
+pub(crate) fn ensure_proxy_bench_tools() -> Result<()> {
+    let fresh = !PROXY_BENCH_APT_PACKAGES
+        .iter()
+        .all(|package| succeeds(Command::new("dpkg").args(["-s", package])));
+    ensure_apt_packages(PROXY_BENCH_APT_PACKAGES)?;
+    if fresh {
+        for service in ["nginx", "haproxy"] {
+            let _ = Command::new("service").args([service, "stop"]).status();
+        }
+    }
+    Ok(())
+}
+
 /// What `cargo xtask bench dns` needs.
 pub(crate) fn ensure_bench_tools() -> Result<()> {
     ensure_apt_packages(BENCH_APT_PACKAGES)

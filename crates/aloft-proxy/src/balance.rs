@@ -73,9 +73,21 @@ impl Loads {
 
     /// A machine for one more unit of load, if any is under its hard limit.
     pub fn try_pick(self: &Arc<Self>, backends: &[Backend]) -> Option<(Backend, Lease)> {
+        self.try_pick_where(backends, |_| true)
+    }
+
+    /// Like [`Loads::try_pick`], among the backends `keep` accepts.
+    pub fn try_pick_where(
+        self: &Arc<Self>,
+        backends: &[Backend],
+        keep: impl Fn(&Backend) -> bool,
+    ) -> Option<(Backend, Lease)> {
         let mut counts = self.counts.lock().ok()?;
         let load = |b: &Backend| counts.get(&b.machine).copied().unwrap_or(0);
-        let open: Vec<&Backend> = backends.iter().filter(|b| load(b) < b.hard_limit).collect();
+        let open: Vec<&Backend> = backends
+            .iter()
+            .filter(|b| keep(b) && load(b) < b.hard_limit)
+            .collect();
         if open.is_empty() {
             return None;
         }
@@ -105,14 +117,24 @@ impl Loads {
         backends: &[Backend],
         queue: Duration,
     ) -> Option<(Backend, Lease)> {
+        self.pick_where(backends, |_| true, queue).await
+    }
+
+    /// Like [`Loads::pick`], among the backends `keep` accepts.
+    pub async fn pick_where(
+        self: &Arc<Self>,
+        backends: &[Backend],
+        keep: impl Fn(&Backend) -> bool,
+        queue: Duration,
+    ) -> Option<(Backend, Lease)> {
         let deadline = tokio::time::Instant::now() + queue;
         loop {
             let released = self.released.notified();
-            if let Some(picked) = self.try_pick(backends) {
+            if let Some(picked) = self.try_pick_where(backends, &keep) {
                 return Some(picked);
             }
             if tokio::time::timeout_at(deadline, released).await.is_err() {
-                return self.try_pick(backends);
+                return self.try_pick_where(backends, &keep);
             }
         }
     }

@@ -108,7 +108,7 @@ impl Proxy {
         if handlers.contains(&Handler::Http) {
             let tls = if handlers.contains(&Handler::Tls) {
                 match self.tls.get() {
-                    Some(config) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
+                    Some(config) => Some(config.clone()),
                     None => {
                         tracing::warn!(%app, port, "no certificates yet for a tls handler");
                         return;
@@ -168,12 +168,12 @@ impl Proxy {
                     .write_all(b"S")
                     .await
                     .map_err(|e| e.to_string())?;
-                downstream = self.accept_tls(downstream).await?;
+                downstream = self.accept_tls_for(downstream, app, port).await?;
             } else {
                 early.extend_from_slice(&first);
             }
         } else if handlers.contains(&Handler::Tls) {
-            downstream = self.accept_tls(downstream).await?;
+            downstream = self.accept_tls_for(downstream, app, port).await?;
         }
         let backends = self
             .started_backends(app, port, &route)
@@ -181,6 +181,7 @@ impl Proxy {
             .map_err(|_| format!("app {app} has no machine to take the connection"))?;
         let choice = Choice {
             backends,
+            h2_backend: false,
             preferred_instance: None,
             regions: vec![self.config.region.clone()],
         };
@@ -221,19 +222,25 @@ impl Proxy {
         Ok(())
     }
 
-    async fn accept_tls(&self, stream: Box<dyn Stream>) -> Result<Box<dyn Stream>, String> {
+    async fn accept_tls_for(
+        &self,
+        stream: Box<dyn Stream>,
+        app: &str,
+        port: u16,
+    ) -> Result<Box<dyn Stream>, String> {
         let config = self
             .tls
             .get()
             .cloned()
             .ok_or_else(|| "no certificates yet".to_owned())?;
+        let route = (app.to_owned(), port);
         let accepted = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
-            tokio_rustls::TlsAcceptor::from(config).accept(stream),
+            self.accept_tls(stream, config, Some(&route)),
         )
         .await
         .map_err(|_| "the TLS handshake took too long".to_owned())?
-        .map_err(|e| format!("TLS: {e}"))?;
+        .ok_or_else(|| "the TLS handshake failed".to_owned())?;
         Ok(Box::new(accepted))
     }
 }

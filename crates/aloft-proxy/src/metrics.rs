@@ -75,14 +75,24 @@ pub fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The proxy's counters and histograms.
+/// Which of an app's histograms.
+type HistogramOf = fn(&AppStats) -> &Histogram;
+
+/// One app's numbers.
+#[derive(Debug, Default)]
+struct AppStats {
+    requests: BTreeMap<(&'static str, &'static str), u64>,
+    edge: Histogram,
+    app: Histogram,
+    queue: BTreeMap<String, Histogram>,
+    tcp: u64,
+}
+
+/// The proxy's counters and histograms, per app behind one lock (looked up without
+/// allocating once an app has numbers).
 #[derive(Debug, Default)]
 pub struct ProxyMetrics {
-    requests: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
-    edge: Mutex<BTreeMap<String, Histogram>>,
-    app: Mutex<BTreeMap<String, Histogram>>,
-    queue: Mutex<BTreeMap<(String, String), Histogram>>,
-    tcp: Mutex<BTreeMap<String, u64>>,
+    apps: Mutex<BTreeMap<String, AppStats>>,
     pub(crate) open_connections: AtomicI64,
 }
 
@@ -98,49 +108,59 @@ pub fn status_class(status: u16) -> &'static str {
 }
 
 impl ProxyMetrics {
+    fn with_app(&self, app: &str, update: impl FnOnce(&mut AppStats)) {
+        let Ok(mut apps) = self.apps.lock() else {
+            return;
+        };
+        match apps.get_mut(app) {
+            Some(stats) => update(stats),
+            None => update(apps.entry(app.to_owned()).or_default()),
+        }
+    }
+
     /// One answered request: its status, listener and time at the edge.
     pub(crate) fn request(&self, app: &str, status: u16, handler: &'static str, took: Duration) {
-        if let Ok(mut requests) = self.requests.lock() {
-            *requests
-                .entry((app.to_owned(), status_class(status), handler))
+        self.with_app(app, |stats| {
+            *stats
+                .requests
+                .entry((status_class(status), handler))
                 .or_default() += 1;
-        }
-        if let Ok(mut edge) = self.edge.lock() {
-            edge.entry(app.to_owned()).or_default().observe(took);
-        }
+            stats.edge.observe(took);
+        });
     }
 
     /// The time a machine took to answer a request's headers.
     pub(crate) fn app_time(&self, app: &str, took: Duration) {
-        if let Ok(mut times) = self.app.lock() {
-            times.entry(app.to_owned()).or_default().observe(took);
-        }
+        self.with_app(app, |stats| stats.app.observe(took));
     }
 
     /// The wait for a machine under its hard limit.
     pub(crate) fn queued(&self, app: &str, machine: &str, took: Duration) {
-        if let Ok(mut queue) = self.queue.lock() {
-            queue
-                .entry((app.to_owned(), machine.to_owned()))
+        self.with_app(app, |stats| match stats.queue.get_mut(machine) {
+            Some(histogram) => histogram.observe(took),
+            None => stats
+                .queue
+                .entry(machine.to_owned())
                 .or_default()
-                .observe(took);
-        }
+                .observe(took),
+        });
     }
 
     /// One TCP connection passed to a machine.
     pub(crate) fn tcp_connection(&self, app: &str) {
-        if let Ok(mut tcp) = self.tcp.lock() {
-            *tcp.entry(app.to_owned()).or_default() += 1;
-        }
+        self.with_app(app, |stats| stats.tcp += 1);
     }
 
     /// The exposition text; `gauges` adds what is read at scrape time.
     pub fn render(&self, gauges: &str) -> String {
         let mut out = String::new();
+        let Ok(apps) = self.apps.lock() else {
+            return out;
+        };
         out.push_str("# HELP aloft_proxy_requests_total HTTP requests answered by the edge.\n");
         out.push_str("# TYPE aloft_proxy_requests_total counter\n");
-        if let Ok(requests) = self.requests.lock() {
-            for ((app, class, handler), count) in requests.iter() {
+        for (app, stats) in apps.iter() {
+            for ((class, handler), count) in &stats.requests {
                 let _ = writeln!(
                     out,
                     "aloft_proxy_requests_total{{app=\"{}\",status=\"{class}\",handler=\"{handler}\"}} {count}",
@@ -148,21 +168,23 @@ impl ProxyMetrics {
                 );
             }
         }
-        for (name, help, map) in [
+        let histograms: [(&str, &str, HistogramOf); 2] = [
             (
                 "aloft_proxy_request_duration_seconds",
                 "Time from a request's arrival to its response's headers, at the edge.",
-                &self.edge,
+                |s| &s.edge,
             ),
             (
                 "aloft_proxy_app_duration_seconds",
                 "Time the machine took to answer a request's headers.",
-                &self.app,
+                |s| &s.app,
             ),
-        ] {
+        ];
+        for (name, help, pick) in histograms {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-            if let Ok(histograms) = map.lock() {
-                for (app, histogram) in histograms.iter() {
+            for (app, stats) in apps.iter() {
+                let histogram = pick(stats);
+                if histogram.count > 0 {
                     histogram.render(&mut out, name, &format!("app=\"{}\"", escape(app)));
                 }
             }
@@ -171,8 +193,8 @@ impl ProxyMetrics {
             "# HELP aloft_proxy_queue_duration_seconds Wait for a machine under its hard limit.\n",
         );
         out.push_str("# TYPE aloft_proxy_queue_duration_seconds histogram\n");
-        if let Ok(queue) = self.queue.lock() {
-            for ((app, machine), histogram) in queue.iter() {
+        for (app, stats) in apps.iter() {
+            for (machine, histogram) in &stats.queue {
                 histogram.render(
                     &mut out,
                     "aloft_proxy_queue_duration_seconds",
@@ -182,14 +204,13 @@ impl ProxyMetrics {
         }
         out.push_str("# HELP aloft_proxy_tcp_connections_total TCP connections passed to machines on apps' own addresses.\n");
         out.push_str("# TYPE aloft_proxy_tcp_connections_total counter\n");
-        if let Ok(tcp) = self.tcp.lock() {
-            for (app, count) in tcp.iter() {
-                let _ = writeln!(
-                    out,
-                    "aloft_proxy_tcp_connections_total{{app=\"{}\"}} {count}",
-                    escape(app)
-                );
-            }
+        for (app, stats) in apps.iter().filter(|(_, s)| s.tcp > 0) {
+            let _ = writeln!(
+                out,
+                "aloft_proxy_tcp_connections_total{{app=\"{}\"}} {}",
+                escape(app),
+                stats.tcp
+            );
         }
         out.push_str("# HELP aloft_proxy_open_connections Client connections open now.\n");
         out.push_str("# TYPE aloft_proxy_open_connections gauge\n");

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use aloft_types::catalog::Catalog;
-use aloft_types::machine::{Handler, HttpResponseOptions, ResponseHeader};
+use aloft_types::machine::{Handler, HttpResponseOptions, ResponseHeader, TlsOptions, TlsVersion};
 use aloft_types::{CheckStatus, MachineState};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -50,6 +50,14 @@ impl Traffic for Proxy {
             None => since_start,
         }
     }
+}
+
+type MachineClient = Client<crate::connect::Connector, ProxyBody>;
+
+thread_local! {
+    /// Each thread's clients to machines, by proxy.
+    static CLIENTS: std::cell::RefCell<HashMap<usize, (MachineClient, MachineClient)>> =
+        std::cell::RefCell::new(HashMap::new());
 }
 
 /// The error type of every body the proxy sends.
@@ -115,6 +123,9 @@ pub struct ProxyConfig {
     /// How often idle machines are looked for (autostop); also how long a machine must
     /// have been idle to be stopped.
     pub autostop_interval: Duration,
+    /// Threads serving the shared listeners, each with a runtime and connection pool of
+    /// its own (no hand-offs between threads per request); 0: one per core.
+    pub workers: usize,
 }
 
 /// The proxy: its routes follow the catalog.
@@ -127,7 +138,8 @@ pub struct Proxy {
     /// Woken on every new route table (requests waiting for a started machine).
     routes_changed: tokio::sync::Notify,
     loads: Arc<Loads>,
-    client: Client<crate::connect::Connector, ProxyBody>,
+    /// Makes connections to machines (each thread pools its own, see [`Proxy::clients`]).
+    connector: crate::connect::Connector,
     /// Starts and stops machines (autostart, autostop); none: neither happens.
     lifecycle: std::sync::OnceLock<Arc<dyn Lifecycle>>,
     /// Per app, the machine being started for requests and since when.
@@ -139,27 +151,53 @@ pub struct Proxy {
     /// Listeners on apps' own addresses, each stopped by its token.
     pub(crate) dedicated: Mutex<HashMap<SocketAddr, CancellationToken>>,
     pub(crate) metrics: ProxyMetrics,
+    /// TLS settings made for ports' `tls_options`, by ALPN list and versions.
+    tls_variants: Mutex<HashMap<TlsKey, Arc<rustls::ServerConfig>>>,
 }
+
+type TlsKey = (Vec<String>, Vec<TlsVersion>);
 
 impl Proxy {
     pub fn new(config: ProxyConfig) -> Arc<Proxy> {
         let connector = crate::connect::Connector::new(config.namespace.clone());
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(4))
-            .build(connector);
+
         Arc::new(Proxy {
             config,
             routes: RwLock::new(Arc::new(RouteTable::default())),
             catalog: RwLock::new(Arc::new(Catalog::default())),
             routes_changed: tokio::sync::Notify::new(),
             loads: Arc::new(Loads::default()),
-            client,
+            connector,
             lifecycle: std::sync::OnceLock::new(),
             waking: Mutex::new(HashMap::new()),
             started_at: Mutex::new(HashMap::new()),
             tls: std::sync::OnceLock::new(),
             dedicated: Mutex::new(HashMap::new()),
             metrics: ProxyMetrics::default(),
+            tls_variants: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// This thread's clients to machines (HTTP/1.1, and HTTP/2 for `h2_backend`): a pooled
+    /// connection is driven by the thread that made it, so requests of a worker never wait
+    /// on another thread.
+    fn clients(&self) -> (MachineClient, MachineClient) {
+        let key = std::ptr::from_ref(self) as usize;
+        CLIENTS.with(|clients| {
+            let mut clients = clients.borrow_mut();
+            clients
+                .entry(key)
+                .or_insert_with(|| {
+                    let http1 = Client::builder(TokioExecutor::new())
+                        .pool_idle_timeout(Duration::from_secs(4))
+                        .build(self.connector.clone());
+                    let http2 = Client::builder(TokioExecutor::new())
+                        .pool_idle_timeout(Duration::from_secs(4))
+                        .http2_only(true)
+                        .build(self.connector.clone());
+                    (http1, http2)
+                })
+                .clone()
         })
     }
 
@@ -359,7 +397,95 @@ impl Proxy {
 
     /// Serves plain HTTP (public port 80 of every app) on `listener` until `stop`.
     pub async fn serve_http(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
-        self.serve(listener, stop, None, None).await;
+        self.serve_on_workers(listener, stop, None).await;
+    }
+
+    /// Serves a shared listener from `workers` threads, each accepting on it with a
+    /// single-threaded runtime of its own, as nginx's worker processes do: a request and
+    /// its machine connection stay on one thread. Returns when every worker has drained.
+    async fn serve_on_workers(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stop: CancellationToken,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) {
+        let workers = match self.config.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(80);
+        let mut queues = Vec::new();
+        let mut finished = Vec::new();
+        for number in 0..workers {
+            let (queue, mut incoming) =
+                tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+            let (done, wait) = tokio::sync::oneshot::channel::<()>();
+            let (proxy, stop, tls) = (self.clone(), stop.clone(), tls.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("aloft-edge-{number}"))
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(error) => {
+                            tracing::error!(error = %error, "a proxy worker cannot start");
+                            return;
+                        }
+                    };
+                    runtime.block_on(async move {
+                        let connections = tokio_util::task::TaskTracker::new();
+                        while let Some((stream, client)) = incoming.recv().await {
+                            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                                continue;
+                            };
+                            connections.spawn(proxy.clone().connection(
+                                stream,
+                                client,
+                                local_port,
+                                tls.clone(),
+                                None,
+                                stop.clone(),
+                            ));
+                        }
+                        connections.close();
+                        connections.wait().await;
+                    });
+                    let _ = done.send(());
+                });
+            match spawned {
+                Ok(_) => {
+                    queues.push(queue);
+                    finished.push(wait);
+                }
+                Err(error) => tracing::error!(error = %error, "a proxy worker cannot start"),
+            }
+        }
+        if queues.is_empty() {
+            return self.serve(listener, stop, tls, None).await;
+        }
+        // One acceptor hands connections to the workers in turn, so load spreads evenly.
+        let mut turn = 0usize;
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((stream, client)) = accepted else {
+                continue;
+            };
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
+            let _ = queues[turn % queues.len()].send((stream, client));
+            turn = turn.wrapping_add(1);
+        }
+        // No new connections; each worker drains its own and ends.
+        drop(queues);
+        for worker in finished {
+            let _ = worker.await;
+        }
     }
 
     /// Serves HTTPS (public port 443 of every app), certificates chosen by SNI.
@@ -370,13 +496,76 @@ impl Proxy {
         stop: CancellationToken,
     ) {
         let _ = self.tls.set(tls.clone());
-        self.serve(
-            listener,
-            stop,
-            Some(tokio_rustls::TlsAcceptor::from(tls)),
-            None,
-        )
-        .await;
+        self.serve_on_workers(listener, stop, Some(tls)).await;
+    }
+
+    /// Ends TLS on a client connection with the settings of the route it is for: the
+    /// port's `tls_options` (ALPN protocols, TLS versions) when the app (by SNI, or
+    /// `fixed`) has any, else `base`.
+    pub(crate) async fn accept_tls<S>(
+        &self,
+        stream: S,
+        base: Arc<rustls::ServerConfig>,
+        fixed: Option<&(String, u16)>,
+    ) -> Option<tokio_rustls::server::TlsStream<S>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                .await
+                .ok()?;
+        let route_key = match fixed {
+            Some((app, port)) => Some((app.clone(), *port)),
+            None => start
+                .client_hello()
+                .server_name()
+                .and_then(|name| app_of_host(name, &self.config.apps_domain))
+                .map(|app| (app.to_ascii_lowercase(), 443)),
+        };
+        let options = route_key.and_then(|(app, port)| {
+            self.routes()
+                .route(&app, port)
+                .and_then(|r| r.tls_options.clone())
+        });
+        let config = match options {
+            Some(options) if !options.alpn.is_empty() || !options.versions.is_empty() => {
+                self.tls_config_with(&base, &options)
+            }
+            _ => base,
+        };
+        start.into_stream(config).await.ok()
+    }
+
+    /// `base` with a port's ALPN protocols and TLS versions, made once per set.
+    fn tls_config_with(
+        &self,
+        base: &Arc<rustls::ServerConfig>,
+        options: &TlsOptions,
+    ) -> Arc<rustls::ServerConfig> {
+        let key = (options.alpn.clone(), options.versions.clone());
+        if let Ok(cache) = self.tls_variants.lock()
+            && let Some(config) = cache.get(&key)
+        {
+            return config.clone();
+        }
+        match crate::tls::server_config_with(
+            base.cert_resolver.clone(),
+            &options.alpn,
+            &options.versions,
+        ) {
+            Ok(config) => {
+                let config = Arc::new(config);
+                if let Ok(mut cache) = self.tls_variants.lock() {
+                    cache.insert(key, config.clone());
+                }
+                config
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, ?options, "tls_options cannot be honoured; using the defaults");
+                base.clone()
+            }
+        }
     }
 
     /// Serves HTTP on `listener`: by `Host` for every app, or for one app's public port
@@ -385,7 +574,7 @@ impl Proxy {
         self: Arc<Self>,
         listener: TcpListener,
         stop: CancellationToken,
-        tls: Option<tokio_rustls::TlsAcceptor>,
+        tls: Option<Arc<rustls::ServerConfig>>,
         fixed: Option<(String, u16)>,
     ) {
         let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(80);
@@ -398,57 +587,73 @@ impl Proxy {
             let Ok((stream, client)) = accepted else {
                 continue;
             };
-            let _ = stream.set_nodelay(true);
-            let proxy = self.clone();
-            let stop = stop.clone();
-            let tls = tls.clone();
-            let fixed = fixed.clone();
-            let drain = self.config.drain_timeout;
-            let counted = self.clone();
-            connections.spawn(async move {
-                let _open = OpenConnection::new(&counted.metrics.open_connections);
-                let secure = tls.is_some();
-                let service = hyper::service::service_fn(move |request| {
-                    let proxy = proxy.clone();
-                    let fixed = fixed.clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(
-                            proxy
-                                .handle_for(request, client, local_port, secure, fixed)
-                                .await,
-                        )
-                    }
-                });
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT);
-                match tls {
-                    None => {
-                        let connection =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        drive(connection, &stop, drain).await;
-                    }
-                    Some(acceptor) => {
-                        let handshake =
-                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                                .await;
-                        let Ok(Ok(stream)) = handshake else {
-                            return;
-                        };
-                        let connection =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        drive(connection, &stop, drain).await;
-                    }
-                }
-            });
+            connections.spawn(self.clone().connection(
+                stream,
+                client,
+                local_port,
+                tls.clone(),
+                fixed.clone(),
+                stop.clone(),
+            ));
         }
         // Stopped: no new connections; those open finish their requests (up to the drain
         // timeout each) and close.
         connections.close();
         connections.wait().await;
+    }
+
+    /// Serves one client connection: TLS first when `tls`, then HTTP/1.1 or HTTP/2.
+    async fn connection(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        client: SocketAddr,
+        local_port: u16,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        fixed: Option<(String, u16)>,
+        stop: CancellationToken,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let proxy = self.clone();
+        let fixed_for_tls = fixed.clone();
+        let drain = self.config.drain_timeout;
+        let _open = OpenConnection::new(&self.metrics.open_connections);
+        let secure = tls.is_some();
+        let service = hyper::service::service_fn(move |request| {
+            let proxy = proxy.clone();
+            let fixed = fixed.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    proxy
+                        .handle_for(request, client, local_port, secure, fixed)
+                        .await,
+                )
+            }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        match tls {
+            None => {
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                drive(connection, &stop, drain).await;
+            }
+            Some(base) => {
+                let handshake = tokio::time::timeout(
+                    TLS_HANDSHAKE_TIMEOUT,
+                    self.accept_tls(stream, base, fixed_for_tls.as_ref()),
+                )
+                .await;
+                let Ok(Some(stream)) = handshake else {
+                    return;
+                };
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                drive(connection, &stop, drain).await;
+            }
+        }
     }
 
     /// Answers one request that arrived on a shared listener (`tls`: the HTTPS one).
@@ -573,7 +778,10 @@ impl Proxy {
         let upgrade = wants_upgrade(request.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
         let choice = match Choice::of(request.headers(), &backends, &self.config.region) {
-            Ok(choice) => choice,
+            Ok(choice) => Choice {
+                h2_backend: route.h2_backend,
+                ..choice
+            },
             Err(why) => {
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -745,10 +953,24 @@ impl Proxy {
             let mut outgoing = Request::new(body.take());
             *outgoing.method_mut() = parts.method.clone();
             *outgoing.uri_mut() = uri;
-            *outgoing.version_mut() = http::Version::HTTP_11;
             *outgoing.headers_mut() = parts.headers.clone();
+            let (http1, http2) = self.clients();
+            let client = if choice.h2_backend {
+                // HTTP/2's :authority names the machine the pool connects to; the client's
+                // host goes along as X-Forwarded-Host.
+                *outgoing.version_mut() = http::Version::HTTP_2;
+                if let Some(host) = parts.headers.get(header::HOST).cloned() {
+                    outgoing
+                        .headers_mut()
+                        .insert(HeaderName::from_static("x-forwarded-host"), host);
+                }
+                http2
+            } else {
+                *outgoing.version_mut() = http::Version::HTTP_11;
+                http1
+            };
             let asked = Instant::now();
-            match self.client.request(outgoing).await {
+            match client.request(outgoing).await {
                 Ok(response) => {
                     self.metrics.app_time(app, asked.elapsed());
                     return Ok((response, lease, backend));
@@ -779,33 +1001,22 @@ impl Proxy {
         failed: &[String],
         queue: Duration,
     ) -> Option<(Backend, Lease)> {
-        let open: Vec<Backend> = choice
-            .backends
-            .iter()
-            .filter(|b| !failed.contains(&b.machine))
-            .cloned()
-            .collect();
-        if open.is_empty() {
-            return None;
-        }
-        let preferred: Vec<Backend> = open
-            .iter()
-            .filter(|b| Some(&b.machine) == choice.preferred_instance.as_ref())
-            .cloned()
-            .collect();
-        let near: Vec<Backend> = open
-            .iter()
-            .filter(|b| choice.regions.contains(&b.region))
-            .cloned()
-            .collect();
+        let open = |b: &Backend| !failed.contains(&b.machine);
+        let backends = &choice.backends;
         let now = self
             .loads
-            .try_pick(&preferred)
-            .or_else(|| self.loads.try_pick(&near))
-            .or_else(|| self.loads.try_pick(&open));
+            .try_pick_where(backends, |b| {
+                open(b) && choice.preferred_instance.as_deref() == Some(b.machine.as_str())
+            })
+            .or_else(|| {
+                self.loads
+                    .try_pick_where(backends, |b| open(b) && choice.regions.contains(&b.region))
+            })
+            .or_else(|| self.loads.try_pick_where(backends, open));
         match now {
             Some(picked) => Some(picked),
-            None => self.loads.pick(&open, queue).await,
+            None if backends.iter().any(open) => self.loads.pick_where(backends, open, queue).await,
+            None => None,
         }
     }
 
@@ -873,6 +1084,9 @@ impl Proxy {
         } else {
             let choice = Choice {
                 backends,
+                h2_backend: routes
+                    .route(&target_app, public_port)
+                    .is_some_and(|r| r.h2_backend),
                 preferred_instance: replay.prefer_instance.clone(),
                 regions: vec![self.config.region.clone()],
             };
@@ -913,6 +1127,9 @@ impl Proxy {
             .map(|r| r.backends.clone())
             .unwrap_or_default();
         let choice = Choice {
+            h2_backend: routes
+                .route(origin_app, public_port)
+                .is_some_and(|r| r.h2_backend),
             backends: match fallback {
                 Fallback::ForceSelf => vec![origin.clone()],
                 Fallback::PreferSelf if own.is_empty() => vec![origin.clone()],
@@ -1058,6 +1275,8 @@ struct Seen {
 #[derive(Debug, Clone)]
 pub(crate) struct Choice {
     pub(crate) backends: Vec<Backend>,
+    /// Speak HTTP/2 (prior knowledge) to the machine.
+    pub(crate) h2_backend: bool,
     pub(crate) preferred_instance: Option<String>,
     /// Regions whose machines go before the others: the client's preferred regions, else
     /// the edge's own.
@@ -1107,6 +1326,7 @@ impl Choice {
         };
         Ok(Choice {
             backends,
+            h2_backend: false,
             preferred_instance: named("fly-prefer-instance-id").map(str::to_owned),
             regions,
         })

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use aloft_types::MachineState;
 use aloft_types::catalog::Catalog;
-use aloft_types::machine::{ConcurrencyKind, Handler, HttpResponseOptions, ProxyProtoVersion};
+use aloft_types::machine::{
+    ConcurrencyKind, Handler, HttpResponseOptions, ProxyProtoVersion, TlsOptions,
+};
 
 use crate::autoscale::{Sleeper, can_wake};
 
@@ -41,6 +43,10 @@ pub struct Route {
     pub sleepers: Vec<Sleeper>,
     /// The PROXY protocol version of a `proxy_proto` handler.
     pub proxy_proto: Option<ProxyProtoVersion>,
+    /// `http_options.h2_backend`: HTTP/2 without TLS (prior knowledge) to the machine.
+    pub h2_backend: bool,
+    /// `tls_options`: ALPN protocols and TLS versions for this port.
+    pub tls_options: Option<TlsOptions>,
 }
 
 /// Every app's routes by public port.
@@ -89,6 +95,12 @@ impl RouteTable {
                                 .proxy_proto_options
                                 .as_ref()
                                 .map(|o| o.version.unwrap_or_default()),
+                            h2_backend: port
+                                .http_options
+                                .as_ref()
+                                .and_then(|o| o.h2_backend)
+                                .unwrap_or(false),
+                            tls_options: port.tls_options.clone(),
                         });
                         if serving {
                             route.backends.push(Backend {

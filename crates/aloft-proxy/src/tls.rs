@@ -146,6 +146,8 @@ fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
 #[derive(Debug, Default)]
 pub struct Certificates {
     by_name: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    /// For clients that send no server name (those that connect by IP address).
+    fallback: RwLock<Option<Arc<CertifiedKey>>>,
 }
 
 impl Certificates {
@@ -153,6 +155,13 @@ impl Certificates {
     pub fn insert(&self, name: &str, cert: Arc<CertifiedKey>) {
         if let Ok(mut by_name) = self.by_name.write() {
             by_name.insert(name.to_ascii_lowercase(), cert);
+        }
+    }
+
+    /// Serves `cert` to clients that name no server (SNI is never sent for an IP address).
+    pub fn set_fallback(&self, cert: Arc<CertifiedKey>) {
+        if let Ok(mut fallback) = self.fallback.write() {
+            *fallback = Some(cert);
         }
     }
 
@@ -170,7 +179,10 @@ impl Certificates {
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.find(hello.server_name()?)
+        match hello.server_name() {
+            Some(name) => self.find(name),
+            None => self.fallback.read().ok()?.clone(),
+        }
     }
 }
 
@@ -184,6 +196,38 @@ pub fn server_config(certificates: Arc<Certificates>) -> Result<rustls::ServerCo
         .with_no_client_auth()
         .with_cert_resolver(certificates);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A server config like [`server_config`]'s, with a port's `tls_options`: its ALPN
+/// protocols (none: `h2`, `http/1.1`) and TLS versions (none: 1.2 and 1.3).
+pub fn server_config_with(
+    resolver: Arc<dyn ResolvesServerCert>,
+    alpn: &[String],
+    versions: &[aloft_types::machine::TlsVersion],
+) -> Result<rustls::ServerConfig, TlsError> {
+    use aloft_types::machine::TlsVersion;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut chosen: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+    for version in versions {
+        chosen.push(match version {
+            TlsVersion::Tls12 => &rustls::version::TLS12,
+            TlsVersion::Tls13 => &rustls::version::TLS13,
+        });
+    }
+    let builder = rustls::ServerConfig::builder_with_provider(provider);
+    let builder = if chosen.is_empty() {
+        builder.with_safe_default_protocol_versions()
+    } else {
+        builder.with_protocol_versions(&chosen)
+    }
+    .map_err(TlsError::Key)?;
+    let mut config = builder.with_no_client_auth().with_cert_resolver(resolver);
+    config.alpn_protocols = if alpn.is_empty() {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        alpn.iter().map(|p| p.as_bytes().to_vec()).collect()
+    };
     Ok(config)
 }
 

@@ -47,6 +47,9 @@ pub struct ProxySettings {
     /// Seconds between looks for idle machines to stop (autostop); a machine must also
     /// have been idle this long.
     pub autostop_interval_seconds: u64,
+    /// Threads serving the shared listeners (each with its own runtime and connection
+    /// pool); 0: one per core.
+    pub workers: usize,
     /// Where apps' dedicated IPv4 addresses come from (CIDR). The default is on loopback,
     /// which needs no setup on a single host.
     pub ipv4_pool: String,
@@ -62,6 +65,7 @@ impl Default for ProxySettings {
             autostart_timeout_seconds: 60,
             autostop_interval_seconds: 120,
             ipv4_pool: aloft_net::DEFAULT_IPV4_POOL.to_owned(),
+            workers: 0,
         }
     }
 }

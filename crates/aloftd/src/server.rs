@@ -77,6 +77,7 @@ async fn start_proxy(
         drain_timeout: Duration::from_secs(config.api.shutdown_grace_seconds),
         start_timeout: Duration::from_secs(config.proxy.autostart_timeout_seconds),
         autostop_interval: Duration::from_secs(config.proxy.autostop_interval_seconds),
+        workers: config.proxy.workers,
     });
     proxy.attach_lifecycle(Arc::new(PlatformLifecycle(control.clone())));
     proxy.follow(control.catalog(), stop.clone());
@@ -97,11 +98,12 @@ async fn start_proxy(
         .context("loading the local certificate authority")?;
     control.attach_local_ca(ca.cert_pem().to_owned());
     let certificates = Arc::new(aloft_proxy::tls::Certificates::default());
-    certificates.insert(
-        &format!("*.{domain}"),
-        ca.issue(&[format!("*.{domain}"), domain.clone()])
-            .context("issuing the apps domain's certificate")?,
-    );
+    let wildcard = ca
+        .issue(&[format!("*.{domain}"), domain.clone()])
+        .context("issuing the apps domain's certificate")?;
+    certificates.insert(&format!("*.{domain}"), wildcard.clone());
+    // Clients that connect by address send no server name: they get the apps domain's.
+    certificates.set_fallback(wildcard);
     let tls = Arc::new(aloft_proxy::tls::server_config(certificates).context("setting up TLS")?);
     let secure = tokio::net::TcpListener::bind(config.proxy.https_listen)
         .await

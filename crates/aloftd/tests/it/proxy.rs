@@ -548,3 +548,54 @@ async fn sigterm_lets_requests_in_flight_finish() {
         "the request in flight was answered"
     );
 }
+
+#[tokio::test]
+async fn tls_options_choose_alpn_and_versions_per_app() {
+    let host = Host::new();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app("strict", None).await.unwrap();
+    client.create_app("loose", None).await.unwrap();
+    let mut strict = service(false);
+    strict.ports[1].tls_options = Some(aloft_types::machine::TlsOptions {
+        alpn: vec!["http/1.1".to_owned()],
+        versions: vec![aloft_types::machine::TlsVersion::Tls13],
+        default_self_signed: None,
+    });
+    serve(client, "strict", ECHO, strict).await;
+    echo(client, "loose", false).await;
+    let ca = host.data().join(aloftd::TLS_DIR).join("ca.crt");
+    let ca = ca.to_str().unwrap();
+
+    // The strict app: HTTP/1.1 only (ALPN), TLS 1.3 only.
+    let (_, answer) = eventually(
+        "HTTPS to route to the app",
+        Duration::from_secs(30),
+        || async {
+            let (code, answer) = curl_https(&host, "strict", &["--cacert", ca, "--http2"]);
+            (code == 0).then_some((code, answer))
+        },
+    )
+    .await;
+    assert!(
+        answer.starts_with("http/1.1 200"),
+        "ALPN offers only http/1.1: {answer}"
+    );
+    let (code, _) = curl_https(&host, "strict", &["--cacert", ca, "--tls-max", "1.2"]);
+    assert_ne!(code, 0, "TLS 1.2 is refused");
+    // The other app on the same listener keeps the defaults.
+    let (_, answer) = eventually(
+        "HTTPS to route to the app",
+        Duration::from_secs(30),
+        || async {
+            let (code, answer) = curl_https(
+                &host,
+                "loose",
+                &["--cacert", ca, "--http2", "--tls-max", "1.2"],
+            );
+            (code == 0).then_some((code, answer))
+        },
+    )
+    .await;
+    assert!(answer.starts_with("http/2 200"), "{answer}");
+}

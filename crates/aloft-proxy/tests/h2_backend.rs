@@ -1,0 +1,137 @@
+//! `http_options.h2_backend`: the proxy speaks HTTP/2 without TLS (prior knowledge) to a
+//! real HTTP/2 server standing in for the machine, whatever the client speaks.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aloft_proxy::{Proxy, ProxyConfig};
+use aloft_types::MachineState;
+use aloft_types::catalog::{Catalog, CatalogApp, CatalogMachine};
+use aloft_types::machine::{Handler, HttpOptions, MachinePort, MachineService, Protocol};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// Answers every request with the HTTP version it arrived in and its `X-Forwarded-Host`.
+async fn h2_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |request: http::Request<hyper::body::Incoming>| async move {
+                        let body = format!(
+                            "{:?} {}",
+                            request.version(),
+                            request
+                                .headers()
+                                .get("x-forwarded-host")
+                                .and_then(|h| h.to_str().ok())
+                                .unwrap_or_default()
+                        );
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(body),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+fn catalog(port: u16, h2: bool) -> Catalog {
+    Catalog {
+        apps: vec![CatalogApp {
+            name: "grpc".into(),
+            org_id: "o".into(),
+            network: 1,
+            ipv4: Vec::new(),
+        }],
+        machines: vec![CatalogMachine {
+            id: "0123456789abcd".into(),
+            app: "grpc".into(),
+            region: "local".into(),
+            state: MachineState::Started,
+            private_ip: Some(std::net::Ipv6Addr::LOCALHOST),
+            process_group: "app".into(),
+            metadata: BTreeMap::new(),
+            skip_registration: false,
+            cordoned: false,
+            services: vec![MachineService {
+                protocol: Protocol::Tcp,
+                internal_port: port,
+                autostop: None,
+                autostart: None,
+                min_machines_running: None,
+                ports: vec![MachinePort {
+                    port: Some(80),
+                    handlers: vec![Handler::Http],
+                    http_options: Some(HttpOptions {
+                        h2_backend: Some(h2),
+                        ..HttpOptions::default()
+                    }),
+                    ..MachinePort::default()
+                }],
+                checks: vec![],
+                concurrency: None,
+                force_instance_key: None,
+                force_instance_description: None,
+            }],
+            checks: vec![],
+            autostart_disabled: false,
+            primary_region: None,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn h2_backend_speaks_http2_to_the_machine() {
+    let backend = h2_server().await;
+    let proxy = Proxy::new(ProxyConfig {
+        apps_domain: "aloft.localhost".into(),
+        region: "local".into(),
+        namespace: None,
+        queue_timeout: Duration::from_secs(5),
+        drain_timeout: Duration::from_secs(1),
+        start_timeout: Duration::from_secs(5),
+        autostop_interval: Duration::from_secs(3600),
+        workers: 2,
+    });
+    proxy.set_catalog(&Arc::new(catalog(backend, true)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(proxy.clone().serve_http(listener, stop.clone()));
+
+    // An HTTP/1.1 client; the machine sees HTTP/2, and the client's host.
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /x HTTP/1.1\r\nHost: grpc.aloft.localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.ends_with("HTTP/2.0 grpc.aloft.localhost"),
+        "{answer}"
+    );
+    stop.cancel();
+}
