@@ -35,8 +35,8 @@ fn zone() -> &'static Zone {
             .collect();
         let catalog = Catalog {
             apps: vec![
-                CatalogApp { name: "web".into(), org_id: "o".into(), network: 1, ipv4: Vec::new() },
-                CatalogApp { name: "db".into(), org_id: "o".into(), network: 1, ipv4: Vec::new() },
+                CatalogApp { name: "web".into(), org_id: "o".into(), network: 1, ipv4: Vec::new(), hostnames: Vec::new() },
+                CatalogApp { name: "db".into(), org_id: "o".into(), network: 1, ipv4: Vec::new(), hostnames: Vec::new() },
             ],
             machines,
         };

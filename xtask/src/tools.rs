@@ -18,6 +18,7 @@ const TEST_APT_PACKAGES: &[&str] = &[
     "nftables",
     "bind9-dnsutils",
     "curl",
+    "openssl",
 ];
 
 /// Debian packages of the DNS benchmark: dnsperf drives the load, unbound is the

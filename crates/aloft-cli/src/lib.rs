@@ -160,7 +160,14 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
             let app = app()?;
             runtime()?.block_on(commands::network::dig(&words, &app, cli.json, out))
         }
-        Command::Certs(command) => runtime()?.block_on(commands::network::certs(command, out)),
+        Command::Certs(command) => {
+            let app = if commands::network::certs_need_app(&command) {
+                app()?
+            } else {
+                String::new()
+            };
+            runtime()?.block_on(commands::network::certs(command, &app, cli.json, out))
+        }
         Command::Checks(command) => {
             let app = app()?;
             runtime()?.block_on(commands::checks::run(command, &app, cli.json, out))

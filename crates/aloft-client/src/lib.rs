@@ -225,6 +225,48 @@ impl Client {
         .await
     }
 
+    /// The app's own hostnames and their certificates' sources.
+    pub async fn list_certificates(
+        &self,
+        app: &str,
+    ) -> Result<Vec<aloft_types::api::CertificateResponse>, ClientError> {
+        self.get(&format!("/v1/apps/{app}/certificates")).await
+    }
+
+    /// Adds a hostname whose certificate the edge's local CA issues.
+    pub async fn add_certificate(
+        &self,
+        app: &str,
+        hostname: &str,
+    ) -> Result<aloft_types::api::CertificateResponse, ClientError> {
+        let request = aloft_types::api::AddCertificateRequest {
+            hostname: hostname.to_owned(),
+        };
+        self.post(&format!("/v1/apps/{app}/certificates/local"), &request)
+            .await
+    }
+
+    /// Adds a hostname with an imported certificate (PEM chain and key).
+    pub async fn import_certificate(
+        &self,
+        app: &str,
+        request: &aloft_types::api::ImportCertificateRequest,
+    ) -> Result<aloft_types::api::CertificateResponse, ClientError> {
+        self.post(&format!("/v1/apps/{app}/certificates/custom"), request)
+            .await
+    }
+
+    /// Removes one of the app's hostnames.
+    pub async fn remove_certificate(&self, app: &str, hostname: &str) -> Result<(), ClientError> {
+        self.call::<serde_json::Value>(
+            Method::DELETE,
+            &format!("/v1/apps/{app}/certificates/{}", encode(hostname)),
+            None::<&()>,
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// The app's dedicated IPv4 addresses.
     pub async fn list_ips(
         &self,

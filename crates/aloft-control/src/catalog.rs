@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aloft_net::{HostNumber, MachineNumber, NetworkNumber, SixPn};
 use aloft_store::{MachineRecord, Store};
-use aloft_types::catalog::{Catalog, CatalogApp, CatalogCheck, CatalogMachine};
+use aloft_types::catalog::{Catalog, CatalogApp, CatalogCheck, CatalogHostname, CatalogMachine};
 use aloft_types::machine::METADATA_PROCESS_GROUP;
 use aloft_types::{HostId, MachineId};
 use tokio::sync::{broadcast, watch};
@@ -19,7 +19,10 @@ use crate::{ApiError, Inner};
 const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Reads the whole catalog from the store.
-pub(crate) async fn build(store: &Store) -> Result<Catalog, ApiError> {
+pub(crate) async fn build(
+    store: &Store,
+    secrets_key: &crate::SecretsKey,
+) -> Result<Catalog, ApiError> {
     let apps = store.app_networks().await?;
     let names: std::collections::HashMap<_, _> = apps
         .iter()
@@ -44,6 +47,27 @@ pub(crate) async fn build(store: &Store) -> Result<Catalog, ApiError> {
             ips.entry(ip.app_id).or_default().push(address);
         }
     }
+    let mut hostnames: std::collections::HashMap<aloft_types::AppId, Vec<CatalogHostname>> =
+        std::collections::HashMap::new();
+    for certificate in store.all_certificates().await? {
+        let custom = match (&certificate.fullchain, &certificate.private_key_sealed) {
+            (Some(chain), Some(sealed)) => match secrets_key.decrypt(sealed) {
+                Ok(key) => Some((chain.clone(), key)),
+                Err(error) => {
+                    tracing::warn!(hostname = %certificate.hostname, error = %error, "an imported certificate's key cannot be opened");
+                    continue;
+                }
+            },
+            _ => None,
+        };
+        hostnames
+            .entry(certificate.app_id)
+            .or_default()
+            .push(CatalogHostname {
+                name: certificate.hostname,
+                custom,
+            });
+    }
     let mut machines = Vec::new();
     for machine in store.live_machines().await? {
         let Some(app) = names.get(&machine.app_id) else {
@@ -58,6 +82,7 @@ pub(crate) async fn build(store: &Store) -> Result<Catalog, ApiError> {
             .filter_map(|a| {
                 Some(CatalogApp {
                     ipv4: ips.remove(&a.app_id).unwrap_or_default(),
+                    hostnames: hostnames.remove(&a.app_id).unwrap_or_default(),
                     name: a.name,
                     org_id: a.org_id.to_string(),
                     network: u32::try_from(a.network).ok()?,
@@ -105,7 +130,7 @@ pub(crate) async fn publish(inner: Arc<Inner>, sender: watch::Sender<Arc<Catalog
     let mut interval = tokio::time::interval(REFRESH_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match build(&inner.store).await {
+        match build(&inner.store, &inner.secrets_key).await {
             Ok(catalog) => {
                 sender.send_if_modified(|current| {
                     if **current == catalog {

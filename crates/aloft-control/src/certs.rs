@@ -1,19 +1,152 @@
-//! `/v1/certs/ca` (Aloft's own): the local certificate authority whose certificates the
-//! edge serves, for clients to trust (`aloft certs ca > ca.crt; curl --cacert ca.crt`).
+//! Certificates: `/v1/certs/ca` (Aloft's own), the local certificate authority whose
+//! certificates the edge serves, for clients to trust (`aloft certs ca > ca.crt; curl
+//! --cacert ca.crt`); and `/v1/apps/{app}/certificates` (Fly's paths), the hostnames an
+//! app answers at with where their certificates come from: the local CA (`local`, until
+//! ACME) or imported (`custom`, the key sealed like secrets).
 
 use std::sync::Arc;
 
-use aloft_types::api::ErrorBody;
-use axum::extract::State;
+use aloft_store::{CertificateRecord, now_ms};
+use aloft_types::api::{
+    AddCertificateRequest, CertificateResponse, ErrorBody, ImportCertificateRequest, OkResponse,
+};
+use aloft_types::time::rfc3339;
+use axum::Json;
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::apps::app_for;
+use crate::json::Body;
 use crate::{ApiError, Inner, Principal};
 
 pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
-    OpenApiRouter::new().routes(routes!(ca))
+    OpenApiRouter::new()
+        .routes(routes!(ca))
+        .routes(routes!(list))
+        .routes(routes!(add_local))
+        .routes(routes!(import))
+        .routes(routes!(remove))
+}
+
+/// A hostname as certificates name it: lowercase labels of letters, digits and `-`, at
+/// least two, optionally `*.` first.
+fn hostname(text: &str) -> Result<String, ApiError> {
+    let name = text.trim().trim_end_matches('.').to_ascii_lowercase();
+    let bare = name.strip_prefix("*.").unwrap_or(&name);
+    let labels: Vec<&str> = bare.split('.').collect();
+    let valid = name.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid {
+        Ok(name)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "hostname: {text:?} is not a hostname (such as www.example.com or *.example.com)"
+        )))
+    }
+}
+
+fn response(record: &CertificateRecord) -> CertificateResponse {
+    CertificateResponse {
+        hostname: record.hostname.clone(),
+        source: record.source.clone(),
+        created_at: rfc3339(record.created_at),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/apps/{app}/certificates", tag = "certificates", params(("app" = String, Path, description = "The app's name")), responses((status = 200, body = Vec<CertificateResponse>), (status = "4XX", description = "Missing or invalid token, or no such app", body = ErrorBody)), operation_id = "Certificates_list")]
+async fn list(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path(app): Path<String>,
+) -> Result<Json<Vec<CertificateResponse>>, ApiError> {
+    let app = app_for(&inner, &principal, &app, false).await?;
+    let records = inner.store.certificates_of_app(&app.id).await?;
+    Ok(Json(records.iter().map(response).collect()))
+}
+
+#[utoipa::path(post, path = "/v1/apps/{app}/certificates/local", tag = "certificates", params(("app" = String, Path, description = "The app's name")), request_body = AddCertificateRequest, responses((status = 200, body = CertificateResponse), (status = "4XX", description = "Bad hostname, missing or invalid token, no such app", body = ErrorBody), (status = 409, description = "Another app answers at the hostname", body = ErrorBody)), operation_id = "Certificates_local")]
+async fn add_local(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path(app): Path<String>,
+    Body(request): Body<AddCertificateRequest>,
+) -> Result<Json<CertificateResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let record = CertificateRecord {
+        hostname: hostname(&request.hostname)?,
+        app_id: app.id.clone(),
+        source: "local".to_owned(),
+        fullchain: None,
+        private_key_sealed: None,
+        created_at: now_ms(),
+    };
+    inner.store.put_certificate(&record).await?;
+    inner.catalog_dirty.notify_one();
+    tracing::info!(app = %app.name, hostname = %record.hostname, "added a hostname");
+    Ok(Json(response(&record)))
+}
+
+#[utoipa::path(post, path = "/v1/apps/{app}/certificates/custom", tag = "certificates", params(("app" = String, Path, description = "The app's name")), request_body = ImportCertificateRequest, responses((status = 200, body = CertificateResponse), (status = "4XX", description = "Bad hostname or PEM, missing or invalid token, no such app", body = ErrorBody), (status = 409, description = "Another app answers at the hostname", body = ErrorBody)), operation_id = "Certificates_custom")]
+async fn import(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path(app): Path<String>,
+    Body(request): Body<ImportCertificateRequest>,
+) -> Result<Json<CertificateResponse>, ApiError> {
+    use rustls_pki_types::pem::PemObject;
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let name = hostname(&request.hostname)?;
+    let chain: Vec<_> =
+        rustls_pki_types::CertificateDer::pem_slice_iter(request.fullchain.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| ApiError::BadRequest(format!("fullchain: not PEM certificates: {e}")))?;
+    if chain.is_empty() {
+        return Err(ApiError::BadRequest(
+            "fullchain: no CERTIFICATE block in it".to_owned(),
+        ));
+    }
+    rustls_pki_types::PrivateKeyDer::from_pem_slice(request.private_key.as_bytes())
+        .map_err(|e| ApiError::BadRequest(format!("private_key: not a PEM private key: {e}")))?;
+    let record = CertificateRecord {
+        hostname: name,
+        app_id: app.id.clone(),
+        source: "custom".to_owned(),
+        fullchain: Some(request.fullchain),
+        private_key_sealed: Some(inner.secrets_key.encrypt(&request.private_key)?),
+        created_at: now_ms(),
+    };
+    inner.store.put_certificate(&record).await?;
+    inner.catalog_dirty.notify_one();
+    tracing::info!(app = %app.name, hostname = %record.hostname, "imported a certificate");
+    Ok(Json(response(&record)))
+}
+
+#[utoipa::path(delete, path = "/v1/apps/{app}/certificates/{hostname}", tag = "certificates", params(("app" = String, Path, description = "The app's name"), ("hostname" = String, Path, description = "The hostname")), responses((status = 200, body = OkResponse), (status = "4XX", description = "Missing or invalid token, no such app or hostname", body = ErrorBody)), operation_id = "Certificates_delete")]
+async fn remove(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, name)): Path<(String, String)>,
+) -> Result<Json<OkResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    inner
+        .store
+        .delete_certificate(&app.id, &name.to_ascii_lowercase())
+        .await?;
+    inner.catalog_dirty.notify_one();
+    Ok(Json(OkResponse {
+        ok: true,
+        previous_state: None,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/certs/ca", tag = "certificates", responses((status = 200, description = "The local CA's certificate, PEM", content_type = "application/x-pem-file", body = String), (status = "4XX", description = "Missing or invalid token", body = ErrorBody), (status = 503, description = "No edge with a local CA runs with this control plane", body = ErrorBody)), operation_id = "Certificates_ca")]

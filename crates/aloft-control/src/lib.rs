@@ -182,7 +182,7 @@ impl Control {
 
     /// The catalog as the store has it right now.
     pub async fn catalog_now(&self) -> Result<Catalog, ApiError> {
-        catalog::build(&self.inner.store).await
+        catalog::build(&self.inner.store, &self.inner.secrets_key).await
     }
 
     /// What a host agent uses to learn and report.

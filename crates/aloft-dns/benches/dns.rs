@@ -39,6 +39,7 @@ fn catalog() -> Catalog {
             org_id: "o".into(),
             network: 1,
             ipv4: Vec::new(),
+            hostnames: Vec::new(),
         });
         for m in 0..MACHINES_PER_APP {
             machines.push(CatalogMachine {

@@ -305,18 +305,21 @@ mod tests {
                     org_id: "o1".into(),
                     network: 1,
                     ipv4: Vec::new(),
+                    hostnames: Vec::new(),
                 },
                 CatalogApp {
                     name: "db".into(),
                     org_id: "o1".into(),
                     network: 1,
                     ipv4: Vec::new(),
+                    hostnames: Vec::new(),
                 },
                 CatalogApp {
                     name: "other".into(),
                     org_id: "o2".into(),
                     network: 2,
                     ipv4: Vec::new(),
+                    hostnames: Vec::new(),
                 },
             ],
             machines: vec![

@@ -97,6 +97,7 @@ fn catalog(backend_port: u16) -> Catalog {
             org_id: "o".into(),
             network: 1,
             ipv4: Vec::new(),
+            hostnames: Vec::new(),
         }],
         machines: vec![CatalogMachine {
             id: "0123456789abcd".into(),

@@ -31,7 +31,8 @@ use crate::replay::{
     FailReason, Fallback, MAX_REPLAY_BODY, MAX_REPLAYS, REPLAY_JSON, Replay, Transform,
     failed_header, parse_header, parse_json, source_header,
 };
-use crate::routes::{Backend, Route, RouteTable, app_of_host};
+use crate::routes::{Backend, Route, RouteTable};
+use crate::tls::{Certificates, LocalCa};
 
 impl Traffic for Proxy {
     fn load(&self, machine: &str) -> u32 {
@@ -151,6 +152,10 @@ pub struct Proxy {
     /// Listeners on apps' own addresses, each stopped by its token.
     pub(crate) dedicated: Mutex<HashMap<SocketAddr, CancellationToken>>,
     pub(crate) metrics: ProxyMetrics,
+    /// The HTTPS listener's certificates and the CA that issues apps' hostnames theirs.
+    certificates: std::sync::OnceLock<(Arc<Certificates>, Arc<LocalCa>)>,
+    /// Apps' hostnames whose certificates are being served, with what they came from.
+    served_names: Mutex<HashMap<String, Option<(String, String)>>>,
     /// TLS settings made for ports' `tls_options`, by ALPN list and versions.
     tls_variants: Mutex<HashMap<TlsKey, Arc<rustls::ServerConfig>>>,
 }
@@ -175,6 +180,8 @@ impl Proxy {
             dedicated: Mutex::new(HashMap::new()),
             metrics: ProxyMetrics::default(),
             tls_variants: Mutex::new(HashMap::new()),
+            certificates: std::sync::OnceLock::new(),
+            served_names: Mutex::new(HashMap::new()),
         })
     }
 
@@ -199,6 +206,55 @@ impl Proxy {
                 })
                 .clone()
         })
+    }
+
+    /// Lets the proxy serve apps' own hostnames: it adds their certificates to
+    /// `certificates` (imported ones as given, the others issued by `ca`) as the catalog
+    /// names them, and removes them when they go.
+    pub fn attach_certificates(&self, certificates: Arc<Certificates>, ca: Arc<LocalCa>) {
+        let _ = self.certificates.set((certificates, ca));
+        let catalog = self.catalog.read().map(|c| c.clone()).unwrap_or_default();
+        self.sync_certificates(&catalog);
+    }
+
+    /// Brings the served certificates in line with the apps' hostnames in `catalog`.
+    fn sync_certificates(&self, catalog: &Catalog) {
+        let Some((certificates, ca)) = self.certificates.get() else {
+            return;
+        };
+        let Ok(mut served) = self.served_names.lock() else {
+            return;
+        };
+        let wanted: HashMap<&str, &Option<(String, String)>> = catalog
+            .apps
+            .iter()
+            .flat_map(|a| a.hostnames.iter().map(|h| (h.name.as_str(), &h.custom)))
+            .collect();
+        served.retain(|name, _| {
+            let keep = wanted.contains_key(name.as_str());
+            if !keep {
+                certificates.remove(name);
+            }
+            keep
+        });
+        for (name, custom) in wanted {
+            if served.get(name) == Some(custom) {
+                continue;
+            }
+            let made = match custom {
+                Some((chain, key)) => crate::tls::from_pem(chain, key),
+                None => ca.issue(&[name.to_owned()]),
+            };
+            match made {
+                Ok(cert) => {
+                    certificates.insert(name, cert);
+                    served.insert(name.to_owned(), custom.clone());
+                }
+                Err(error) => {
+                    tracing::warn!(hostname = %name, error = %error, "no certificate for a hostname");
+                }
+            }
+        }
     }
 
     /// Lets the proxy start and stop machines (autostart and autostop).
@@ -238,6 +294,7 @@ impl Proxy {
         if let Ok(mut current) = self.catalog.write() {
             *current = catalog.clone();
         }
+        self.sync_certificates(catalog);
         self.routes_changed.notify_waiters();
     }
 
@@ -520,8 +577,8 @@ impl Proxy {
             None => start
                 .client_hello()
                 .server_name()
-                .and_then(|name| app_of_host(name, &self.config.apps_domain))
-                .map(|app| (app.to_ascii_lowercase(), 443)),
+                .and_then(|name| self.routes().app_for_host(name, &self.config.apps_domain))
+                .map(|app| (app, 443)),
         };
         let options = route_key.and_then(|(app, port)| {
             self.routes()
@@ -727,16 +784,16 @@ impl Proxy {
         let (app, public_port) = match fixed {
             Some(fixed) => fixed,
             None => {
-                let Some(app) = app_of_host(&host, &self.config.apps_domain) else {
+                let Some(app) = self.routes().app_for_host(&host, &self.config.apps_domain) else {
                     return text(
                         StatusCode::NOT_FOUND,
                         format!(
-                            "no app answers at {host:?}: apps answer at <app>.{}\n",
+                            "no app answers at {host:?}: apps answer at <app>.{} and at hostnames added with `aloft certs add`\n",
                             self.config.apps_domain
                         ),
                     );
                 };
-                (app.to_ascii_lowercase(), if tls { 443 } else { 80 })
+                (app, if tls { 443 } else { 80 })
             }
         };
         let routes = self.routes();

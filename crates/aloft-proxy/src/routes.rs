@@ -53,6 +53,8 @@ pub struct Route {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     apps: BTreeMap<String, BTreeMap<u16, Route>>,
+    /// Apps' own hostnames (lowercase; `*.` wildcards) and the app of each.
+    hostnames: std::collections::HashMap<String, String>,
 }
 
 impl RouteTable {
@@ -60,6 +62,11 @@ impl RouteTable {
         let mut table = RouteTable::default();
         for app in &catalog.apps {
             table.apps.entry(app.name.clone()).or_default();
+            for hostname in &app.hostnames {
+                table
+                    .hostnames
+                    .insert(hostname.name.to_ascii_lowercase(), app.name.clone());
+            }
         }
         for machine in &catalog.machines {
             let Some(address) = machine.private_ip else {
@@ -129,6 +136,24 @@ impl RouteTable {
             }
         }
         table
+    }
+
+    /// The app a `Host` header (or TLS server name) names: `<app>.<apps_domain>`, or one
+    /// of the apps' own hostnames (exact first, then a `*.` wildcard of its parent).
+    pub fn app_for_host(&self, host: &str, apps_domain: &str) -> Option<String> {
+        if let Some(app) = app_of_host(host, apps_domain) {
+            return Some(app.to_ascii_lowercase());
+        }
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        if let Some(app) = self.hostnames.get(&name) {
+            return Some(app.clone());
+        }
+        let (_, parent) = name.split_once('.')?;
+        self.hostnames.get(&format!("*.{parent}")).cloned()
     }
 
     /// Whether an app of this name exists.

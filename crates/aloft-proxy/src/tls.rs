@@ -32,6 +32,8 @@ pub enum TlsError {
     Certificate(#[from] rcgen::Error),
     #[error("setting up rustls")]
     Key(#[source] rustls::Error),
+    #[error("reading PEM: {0}")]
+    Pem(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
@@ -142,6 +144,21 @@ fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
     file.write_all(text.as_bytes()).map_err(io(path))
 }
 
+/// A certificate and key given in PEM (an imported certificate).
+pub fn from_pem(fullchain: &str, private_key: &str) -> Result<Arc<CertifiedKey>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(fullchain.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem(format!("the certificate chain: {e}")))?;
+    if chain.is_empty() {
+        return Err(TlsError::Pem("the certificate chain is empty".to_owned()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(private_key.as_bytes())
+        .map_err(|e| TlsError::Pem(format!("the private key: {e}")))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(TlsError::Key)?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
 /// Certificates by hostname (`*.example.com` covers one label), chosen by SNI.
 #[derive(Debug, Default)]
 pub struct Certificates {
@@ -155,6 +172,13 @@ impl Certificates {
     pub fn insert(&self, name: &str, cert: Arc<CertifiedKey>) {
         if let Ok(mut by_name) = self.by_name.write() {
             by_name.insert(name.to_ascii_lowercase(), cert);
+        }
+    }
+
+    /// Stops serving a certificate for `name`.
+    pub fn remove(&self, name: &str) {
+        if let Ok(mut by_name) = self.by_name.write() {
+            by_name.remove(&name.to_ascii_lowercase());
         }
     }
 

@@ -63,6 +63,7 @@ fn catalog(port: u16, h2: bool) -> Catalog {
             org_id: "o".into(),
             network: 1,
             ipv4: Vec::new(),
+            hostnames: Vec::new(),
         }],
         machines: vec![CatalogMachine {
             id: "0123456789abcd".into(),

@@ -15,6 +15,7 @@
 //! [`MachineEvent`], [`CheckRecord`], [`SecretRecord`], [`VolumeRecord`], [`Host`], [`Network`].
 
 mod apps;
+mod certificates;
 mod checks;
 mod hosts;
 mod ips;
@@ -31,6 +32,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use apps::App;
+pub use certificates::CertificateRecord;
 pub use checks::CheckRecord;
 pub use hosts::Host;
 pub use ips::IpRecord;

@@ -211,6 +211,35 @@ pub struct MachineResponse {
     pub nonce: Option<String>,
 }
 
+/// A hostname an app answers at, with its certificate's source (`aloft certs list`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct CertificateResponse {
+    pub hostname: String,
+    /// `local` (issued by the edge's local CA) or `custom` (imported).
+    pub source: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// `POST /v1/apps/{app}/certificates/local`: a hostname whose certificate the edge's local
+/// CA issues (ACME comes later).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddCertificateRequest {
+    pub hostname: String,
+}
+
+/// `POST /v1/apps/{app}/certificates/custom`: a hostname with an imported certificate.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportCertificateRequest {
+    pub hostname: String,
+    /// PEM: the certificate, then its intermediates.
+    pub fullchain: String,
+    /// PEM: the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: String,
+}
+
 /// One of an app's public addresses (`aloft ips list`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct IpResponse {

@@ -27,6 +27,17 @@ pub struct CatalogApp {
     /// The app's dedicated IPv4 addresses: the proxy listens on them for its service ports
     /// other than the shared 80 and 443.
     pub ipv4: Vec<std::net::Ipv4Addr>,
+    /// Hostnames the app answers at besides `<app>.<apps_domain>`.
+    pub hostnames: Vec<CatalogHostname>,
+}
+
+/// A hostname of an app and where its certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogHostname {
+    /// Lowercase; `*.example.com` covers one label.
+    pub name: String,
+    /// An imported certificate (PEM chain and private key); `None`: the edge issues one.
+    pub custom: Option<(String, String)>,
 }
 
 /// A machine that is not destroyed.

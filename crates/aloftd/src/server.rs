@@ -94,8 +94,10 @@ async fn start_proxy(
     let metrics = proxy.clone();
 
     let domain = &config.proxy.apps_domain;
-    let ca = aloft_proxy::tls::LocalCa::load_or_create(&config.data_dir.join(TLS_DIR))
-        .context("loading the local certificate authority")?;
+    let ca = Arc::new(
+        aloft_proxy::tls::LocalCa::load_or_create(&config.data_dir.join(TLS_DIR))
+            .context("loading the local certificate authority")?,
+    );
     control.attach_local_ca(ca.cert_pem().to_owned());
     let certificates = Arc::new(aloft_proxy::tls::Certificates::default());
     let wildcard = ca
@@ -104,6 +106,8 @@ async fn start_proxy(
     certificates.insert(&format!("*.{domain}"), wildcard.clone());
     // Clients that connect by address send no server name: they get the apps domain's.
     certificates.set_fallback(wildcard);
+    // Apps' own hostnames (`aloft certs add|import`) get theirs as the catalog names them.
+    proxy.attach_certificates(certificates.clone(), ca.clone());
     let tls = Arc::new(aloft_proxy::tls::server_config(certificates).context("setting up TLS")?);
     let secure = tokio::net::TcpListener::bind(config.proxy.https_listen)
         .await

@@ -226,6 +226,20 @@ async fn the_cli_runs_machines_secrets_volumes_and_tokens() {
         text(&again.stderr)
     );
 
+    // Own hostnames.
+    let added = p.ok(&["certs", "add", "www.demo.test", "-a", "demo"]);
+    assert!(added.is_empty(), "status goes to stderr: {added}");
+    let certs = p.ok(&["certs", "list", "-a", "demo"]);
+    assert!(
+        certs.contains("HOST NAME") && certs.contains("www.demo.test") && certs.contains("local"),
+        "{certs}"
+    );
+    p.ok(&["certs", "remove", "www.demo.test", "-a", "demo"]);
+    assert!(
+        !p.ok(&["certs", "list", "-a", "demo"])
+            .contains("www.demo.test")
+    );
+
     let dig = p.ok(&["dig", "demo.internal", "-a", "demo"]);
     assert!(
         dig.contains("status NOERROR") && dig.contains(&format!("AAAA\t{ip}")),

@@ -599,3 +599,150 @@ async fn tls_options_choose_alpn_and_versions_per_app() {
     .await;
     assert!(answer.starts_with("http/2 200"), "{answer}");
 }
+
+/// `curl` to `https://{name}:{port}/` on the proxy's HTTPS listener.
+fn curl_name(host: &Host, name: &str, extra: &[&str]) -> (i32, String) {
+    let address: std::net::SocketAddr =
+        std::fs::read_to_string(host.data().join(aloftd::HTTPS_ADDR_FILE))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    let output = std::process::Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10", "--resolve"])
+        .arg(format!("{name}:{}:127.0.0.1", address.port()))
+        .args(extra)
+        .arg(format!("https://{name}:{}/", address.port()))
+        .output()
+        .expect("curl runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_ascii_lowercase(),
+    )
+}
+
+#[tokio::test]
+async fn apps_answer_at_their_own_hostnames_with_issued_or_imported_certificates() {
+    let host = Host::new();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app("branded", None).await.unwrap();
+    client.create_app("other", None).await.unwrap();
+    let machine = echo(client, "branded", false).await;
+    let proxy = proxy_address(&host);
+    let http = reqwest::Client::new();
+    let ca = host.data().join(aloftd::TLS_DIR).join("ca.crt");
+    let ca = ca.to_str().unwrap();
+
+    // A hostname with a certificate from the local CA: HTTPS by SNI, HTTP by Host.
+    let added = client
+        .add_certificate("branded", "WWW.Branded.test")
+        .await
+        .unwrap();
+    assert_eq!(
+        (added.hostname.as_str(), added.source.as_str()),
+        ("www.branded.test", "local")
+    );
+    let (_, answer) = eventually("HTTPS at the hostname", Duration::from_secs(30), || async {
+        let (code, answer) = curl_name(&host, "www.branded.test", &["--cacert", ca]);
+        (code == 0 && answer.contains(" 200")).then_some((code, answer))
+    })
+    .await;
+    assert!(
+        answer.contains(&format!("machine={}", machine.id)),
+        "{answer}"
+    );
+    let plain = get(&http, proxy, "www.branded.test", "/").await;
+    assert_eq!(plain.status(), 200);
+
+    // Another app cannot take it; bad input says what is wrong.
+    let taken = client
+        .add_certificate("other", "www.branded.test")
+        .await
+        .unwrap_err();
+    assert!(
+        taken.to_string().contains("another app answers at it"),
+        "{taken}"
+    );
+    let bad = client
+        .add_certificate("branded", "not a host")
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("is not a hostname"), "{bad}");
+    let bad_pem = client
+        .import_certificate(
+            "branded",
+            &aloft_types::api::ImportCertificateRequest {
+                hostname: "api.branded.test".into(),
+                fullchain: "nope".into(),
+                private_key: "nope".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(bad_pem.to_string().contains("fullchain"), "{bad_pem}");
+
+    // An imported certificate (self-signed by openssl) is served as given.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-days", "1", "-subj", "/CN=api.branded.test"])
+        .args(["-addext", "subjectAltName=DNS:api.branded.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let imported = client
+        .import_certificate(
+            "branded",
+            &aloft_types::api::ImportCertificateRequest {
+                hostname: "api.branded.test".into(),
+                fullchain: std::fs::read_to_string(&cert).unwrap(),
+                private_key: std::fs::read_to_string(&key).unwrap(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(imported.source, "custom");
+    let cert = cert.to_str().unwrap();
+    eventually(
+        "HTTPS with the imported certificate",
+        Duration::from_secs(30),
+        || async {
+            let (code, answer) = curl_name(&host, "api.branded.test", &["--cacert", cert]);
+            (code == 0 && answer.contains(&format!("machine={}", machine.id))).then_some(())
+        },
+    )
+    .await;
+    let listed = client.list_certificates("branded").await.unwrap();
+    assert_eq!(listed.len(), 2);
+
+    // Removed: the hostname no longer routes.
+    client
+        .remove_certificate("branded", "www.branded.test")
+        .await
+        .unwrap();
+    eventually(
+        "the hostname to stop routing",
+        Duration::from_secs(10),
+        || async {
+            (get(&http, proxy, "www.branded.test", "/").await.status() == 404).then_some(())
+        },
+    )
+    .await;
+}
