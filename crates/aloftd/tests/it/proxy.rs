@@ -387,18 +387,28 @@ async fn upgraded_connections_become_tunnels_to_the_machine() {
 
 /// `curl` through the HTTPS listener: (exit code, status line and headers + body).
 pub(crate) fn curl_https(host: &Host, app: &str, extra: &[&str]) -> (i32, String) {
+    curl_url(
+        host,
+        &format!("{app}.aloft.localhost"),
+        "/secure?q=1",
+        extra,
+    )
+}
+
+/// `curl -i` to `https://{name}:{port}{path}` on the proxy's HTTPS listener: its exit
+/// code and its output, lowercase.
+fn curl_url(host: &Host, name: &str, path: &str, extra: &[&str]) -> (i32, String) {
     let address: std::net::SocketAddr =
         std::fs::read_to_string(host.data().join(aloftd::HTTPS_ADDR_FILE))
             .unwrap()
             .trim()
             .parse()
             .unwrap();
-    let name = format!("{app}.aloft.localhost");
     let output = std::process::Command::new("curl")
         .args(["-s", "-i", "--max-time", "10", "--resolve"])
         .arg(format!("{name}:{}:127.0.0.1", address.port()))
         .args(extra)
-        .arg(format!("https://{name}:{}/secure?q=1", address.port()))
+        .arg(format!("https://{name}:{}{path}", address.port()))
         .output()
         .expect("curl runs");
     (
@@ -602,23 +612,7 @@ async fn tls_options_choose_alpn_and_versions_per_app() {
 
 /// `curl` to `https://{name}:{port}/` on the proxy's HTTPS listener.
 fn curl_name(host: &Host, name: &str, extra: &[&str]) -> (i32, String) {
-    let address: std::net::SocketAddr =
-        std::fs::read_to_string(host.data().join(aloftd::HTTPS_ADDR_FILE))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-    let output = std::process::Command::new("curl")
-        .args(["-s", "-i", "--max-time", "10", "--resolve"])
-        .arg(format!("{name}:{}:127.0.0.1", address.port()))
-        .args(extra)
-        .arg(format!("https://{name}:{}/", address.port()))
-        .output()
-        .expect("curl runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).to_ascii_lowercase(),
-    )
+    curl_url(host, name, "/", extra)
 }
 
 #[tokio::test]
