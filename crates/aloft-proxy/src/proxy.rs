@@ -1603,18 +1603,37 @@ fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
 }
 
 /// `Fly-Request-Id`: a ULID (time-ordered, 26 Crockford base32 characters) and the region.
+/// 128 random bits for request ids: SplitMix64 per thread, seeded from the OS once
+/// (ids must be unique, not secret; a system call per request cost more than the rest of
+/// the id).
+fn random_u128() -> u128 {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            let mut seed = [0u8; 8];
+            let _ = getrandom::fill(&mut seed);
+            u64::from_le_bytes(seed)
+        });
+    }
+    let next = || {
+        STATE.with(|state| {
+            let value = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+            state.set(value);
+            let mut z = value;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        })
+    };
+    (u128::from(next()) << 64) | u128::from(next())
+}
+
 pub fn request_id(region: &str) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
         & ((1 << 48) - 1);
-    let mut random = [0u8; 10];
-    let _ = getrandom::fill(&mut random);
-    let mut value = millis << 80;
-    for (index, byte) in random.iter().enumerate() {
-        value |= u128::from(*byte) << (8 * (9 - index));
-    }
+    let value = (millis << 80) | (random_u128() & ((1 << 80) - 1));
     let mut text = String::with_capacity(26 + 1 + region.len());
     for index in (0..26).rev() {
         let digit = ((value >> (5 * index)) & 0x1f) as usize;
@@ -1639,5 +1658,12 @@ mod tests {
                 .all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b))
         );
         assert_ne!(request_id("ams"), id, "random part");
+        // Unique across threads (each seeds its own generator).
+        let other =
+            std::thread::spawn(|| (0..10_000).map(|_| request_id("ams")).collect::<Vec<_>>());
+        let mut all: std::collections::HashSet<String> =
+            (0..10_000).map(|_| request_id("ams")).collect();
+        all.extend(other.join().unwrap());
+        assert_eq!(all.len(), 20_000);
     }
 }
