@@ -337,6 +337,7 @@ fn main() {
             start_timeout: Duration::from_secs(10),
             autostop_interval: Duration::from_secs(3600),
             workers: 2,
+            region_distances: Vec::new(),
         });
         proxy.set_catalog(&Arc::new(catalog(backend_port)));
         let ca = aloft_proxy::tls::LocalCa::load_or_create(&path.join("aloft-ca")).unwrap();

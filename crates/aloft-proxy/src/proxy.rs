@@ -127,6 +127,24 @@ pub struct ProxyConfig {
     /// Threads serving the shared listeners, each with a runtime and connection pool of
     /// its own (no hand-offs between threads per request); 0: one per core.
     pub workers: usize,
+    /// Distances between regions (either order), for sending a request to the closest
+    /// other region when the edge's own cannot take it; regions without one come last.
+    pub region_distances: Vec<(String, String, u32)>,
+}
+
+impl ProxyConfig {
+    /// How far `region` is from this edge's region (0 for its own; `u32::MAX` unknown).
+    fn distance_to(&self, region: &str) -> u32 {
+        if region == self.region {
+            return 0;
+        }
+        self.region_distances
+            .iter()
+            .find(|(a, b, _)| {
+                (a == &self.region && b == region) || (b == &self.region && a == region)
+            })
+            .map_or(u32::MAX, |(_, _, distance)| *distance)
+    }
 }
 
 /// The proxy: its routes follow the catalog.
@@ -1060,20 +1078,39 @@ impl Proxy {
     ) -> Option<(Backend, Lease)> {
         let open = |b: &Backend| !failed.contains(&b.machine);
         let backends = &choice.backends;
-        let now = self
+        let preferred = self.loads.try_pick_where(backends, |b| {
+            open(b) && choice.preferred_instance.as_deref() == Some(b.machine.as_str())
+        });
+        if let Some(picked) = preferred {
+            return Some(picked);
+        }
+        // The preferred (or the edge's own) regions first; then the other regions, closest
+        // first: a region is used only when every closer one is full or has no machine.
+        if let Some(picked) = self
             .loads
-            .try_pick_where(backends, |b| {
-                open(b) && choice.preferred_instance.as_deref() == Some(b.machine.as_str())
-            })
-            .or_else(|| {
-                self.loads
-                    .try_pick_where(backends, |b| open(b) && choice.regions.contains(&b.region))
-            })
-            .or_else(|| self.loads.try_pick_where(backends, open));
-        match now {
-            Some(picked) => Some(picked),
-            None if backends.iter().any(open) => self.loads.pick_where(backends, open, queue).await,
-            None => None,
+            .try_pick_where(backends, |b| open(b) && choice.regions.contains(&b.region))
+        {
+            return Some(picked);
+        }
+        let mut others: Vec<&str> = backends
+            .iter()
+            .map(|b| b.region.as_str())
+            .filter(|r| !choice.regions.iter().any(|p| p == r))
+            .collect();
+        others.sort_by_key(|r| (self.config.distance_to(r), *r));
+        others.dedup();
+        for region in others {
+            if let Some(picked) = self
+                .loads
+                .try_pick_where(backends, |b| open(b) && b.region == region)
+            {
+                return Some(picked);
+            }
+        }
+        if backends.iter().any(open) {
+            self.loads.pick_where(backends, open, queue).await
+        } else {
+            None
         }
     }
 
@@ -1647,6 +1684,62 @@ pub fn request_id(region: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(region: &str, distances: &[(&str, &str, u32)]) -> ProxyConfig {
+        ProxyConfig {
+            apps_domain: "aloft.localhost".into(),
+            region: region.into(),
+            namespace: None,
+            queue_timeout: Duration::from_millis(10),
+            drain_timeout: Duration::from_secs(1),
+            start_timeout: Duration::from_secs(1),
+            autostop_interval: Duration::from_secs(60),
+            workers: 1,
+            region_distances: distances
+                .iter()
+                .map(|(a, b, d)| ((*a).to_owned(), (*b).to_owned(), *d))
+                .collect(),
+        }
+    }
+
+    fn backend(machine: &str, region: &str) -> Backend {
+        Backend {
+            machine: machine.to_owned(),
+            address: std::net::Ipv6Addr::LOCALHOST,
+            port: 8080,
+            region: region.to_owned(),
+            soft_limit: 1,
+            hard_limit: 1,
+            kind: aloft_types::machine::ConcurrencyKind::Requests,
+        }
+    }
+
+    #[tokio::test]
+    async fn other_regions_take_requests_closest_first_only_when_the_own_is_full() {
+        let proxy = Proxy::new(config("ams", &[("ams", "fra", 9), ("syd", "ams", 250)]));
+        let choice = Choice {
+            backends: vec![
+                backend("s", "syd"),
+                backend("x", "xyz"),
+                backend("f", "fra"),
+                backend("a", "ams"),
+            ],
+            h2_backend: false,
+            preferred_instance: None,
+            regions: vec!["ams".to_owned()],
+        };
+        let mut order = Vec::new();
+        let mut leases = Vec::new();
+        while let Some((backend, lease)) = proxy.pick(&choice, &[], Duration::ZERO).await {
+            order.push(backend.machine.clone());
+            leases.push(lease);
+        }
+        // Own region, then by distance, unknown distance last.
+        assert_eq!(order, ["a", "f", "s", "x"]);
+        assert_eq!(proxy.config.distance_to("fra"), 9);
+        assert_eq!(proxy.config.distance_to("syd"), 250);
+        assert_eq!(proxy.config.distance_to("xyz"), u32::MAX);
+    }
 
     #[test]
     fn request_ids_are_ulids_with_the_region() {

@@ -114,6 +114,7 @@ async fn h2_backend_speaks_http2_to_the_machine() {
         start_timeout: Duration::from_secs(5),
         autostop_interval: Duration::from_secs(3600),
         workers: 2,
+        region_distances: Vec::new(),
     });
     proxy.set_catalog(&Arc::new(catalog(backend, true)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -50,9 +50,35 @@ pub struct ProxySettings {
     /// Threads serving the shared listeners (each with its own runtime and connection
     /// pool); 0: one per core.
     pub workers: usize,
+    /// Distances between regions, `"ams-fra" = 9` (any unit, either order): when the
+    /// edge's region cannot take a request, the closest other region does.
+    pub region_distances: std::collections::BTreeMap<String, u32>,
     /// Where apps' dedicated IPv4 addresses come from (CIDR). The default is on loopback,
     /// which needs no setup on a single host.
     pub ipv4_pool: String,
+}
+
+impl ProxySettings {
+    /// `region_distances` as (region, region, distance), each key checked.
+    pub fn region_distances(&self) -> Result<Vec<(String, String, u32)>, String> {
+        self.region_distances
+            .iter()
+            .map(|(pair, distance)| {
+                let (a, b) = pair
+                    .split_once('-')
+                    .filter(|(a, b)| {
+                        a.parse::<aloft_types::RegionCode>().is_ok()
+                            && b.parse::<aloft_types::RegionCode>().is_ok()
+                    })
+                    .ok_or_else(|| {
+                        format!(
+                            "{pair:?} is not two region codes joined by '-' (such as \"ams-fra\")"
+                        )
+                    })?;
+                Ok((a.to_owned(), b.to_owned(), *distance))
+            })
+            .collect()
+    }
 }
 
 impl Default for ProxySettings {
@@ -66,6 +92,7 @@ impl Default for ProxySettings {
             autostop_interval_seconds: 120,
             ipv4_pool: aloft_net::DEFAULT_IPV4_POOL.to_owned(),
             workers: 0,
+            region_distances: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -240,6 +267,9 @@ impl Config {
                 "must be at least 1".to_owned(),
             ));
         }
+        if let Err(error) = self.proxy.region_distances() {
+            return Err(invalid("proxy.region_distances", error));
+        }
         if let Err(error) = self.proxy.ipv4_pool.parse::<aloft_net::Ipv4Pool>() {
             return Err(invalid("proxy.ipv4_pool", error.to_string()));
         }
@@ -325,5 +355,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.starts_with("c.toml: region:"), "{error}");
+        for (text, key) in [
+            (
+                "[proxy]\nregion_distances = { amsfra = 1 }\n",
+                "proxy.region_distances",
+            ),
+            ("[proxy]\nipv4_pool = \"10.0.0.0\"\n", "proxy.ipv4_pool"),
+            (
+                "[proxy]\nautostop_interval_seconds = 0\n",
+                "proxy.autostop_interval_seconds",
+            ),
+        ] {
+            let config: Config = toml::from_str(text).unwrap();
+            let error = config
+                .validate(Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with(&format!("c.toml: {key}:")), "{error}");
+        }
+        let config: Config =
+            toml::from_str("[proxy]\nregion_distances = { \"ams-fra\" = 9 }\n").unwrap();
+        assert_eq!(
+            config.proxy.region_distances(),
+            Ok(vec![("ams".to_owned(), "fra".to_owned(), 9)])
+        );
     }
 }

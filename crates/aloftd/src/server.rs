@@ -78,6 +78,10 @@ async fn start_proxy(
         start_timeout: Duration::from_secs(config.proxy.autostart_timeout_seconds),
         autostop_interval: Duration::from_secs(config.proxy.autostop_interval_seconds),
         workers: config.proxy.workers,
+        region_distances: config
+            .proxy
+            .region_distances()
+            .map_err(|e| anyhow::anyhow!("[proxy] region_distances: {e}"))?,
     });
     proxy.attach_lifecycle(Arc::new(PlatformLifecycle(control.clone())));
     proxy.follow(control.catalog(), stop.clone());
