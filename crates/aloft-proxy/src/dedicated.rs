@@ -241,6 +241,6 @@ impl Proxy {
         .await
         .map_err(|_| "the TLS handshake took too long".to_owned())?
         .ok_or_else(|| "the TLS handshake failed".to_owned())?;
-        Ok(Box::new(accepted))
+        Ok(Box::new(accepted.0))
     }
 }

@@ -55,6 +55,10 @@ impl Traffic for Proxy {
 
 type MachineClient = Client<crate::connect::Connector, ProxyBody>;
 
+/// A client connection, plain or TLS.
+trait ClientStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ClientStream for T {}
+
 thread_local! {
     /// Each thread's clients to machines, by proxy.
     static CLIENTS: std::cell::RefCell<HashMap<usize, (MachineClient, MachineClient)>> =
@@ -70,17 +74,33 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves one connection; when `stop` fires, lets requests in flight finish (up to
-/// `drain`), answers no new ones, and closes.
+/// `drain`), answers no new ones, and closes. A connection with no request in flight and
+/// no byte moved for `idle` is closed the same way.
 async fn drive<I, S>(
     connection: hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, TokioExecutor>,
     stop: &CancellationToken,
     drain: Duration,
+    activity: &Activity,
 ) where
     S: hyper::service::Service<Request<Incoming>, Response = Response<ProxyBody>>,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let watchdog = async {
+        loop {
+            let limit = activity.limit();
+            let quiet = activity.quiet_for();
+            if quiet >= limit && activity.in_flight() == 0 {
+                return;
+            }
+            let wait = limit.saturating_sub(quiet).max(Duration::from_millis(100));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = activity.limit_changed.notified() => {}
+            }
+        }
+    };
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
@@ -88,8 +108,132 @@ async fn drive<I, S>(
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(drain, connection).await;
         }
+        () = watchdog => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(drain, connection).await;
+        }
     }
 }
+
+/// When a connection last moved a byte, and how many of its requests are in flight.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    started: Instant,
+    last_millis: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// The idle timeout in milliseconds: the default, then the route's once known.
+    limit_millis: std::sync::atomic::AtomicU64,
+    /// Wakes the watchdog when the limit changes.
+    limit_changed: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn new(limit: Duration) -> Arc<Activity> {
+        Arc::new(Activity {
+            started: Instant::now(),
+            last_millis: std::sync::atomic::AtomicU64::new(0),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            limit_millis: std::sync::atomic::AtomicU64::new(
+                u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+            ),
+            limit_changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn limit(&self) -> Duration {
+        Duration::from_millis(self.limit_millis.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The route's `idle_timeout` (seconds), learnt from a request.
+    fn set_limit_seconds(&self, seconds: u32) {
+        let millis = u64::from(seconds.max(1)) * 1000;
+        let before = self
+            .limit_millis
+            .swap(millis, std::sync::atomic::Ordering::Relaxed);
+        if before != millis {
+            self.limit_changed.notify_one();
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_millis
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let last = self.last_millis.load(std::sync::atomic::Ordering::Relaxed);
+        self.started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last))
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A client stream that records when it last moved a byte.
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Fly's default `http_options.idle_timeout`.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a client gets to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -582,7 +726,7 @@ impl Proxy {
         stream: S,
         base: Arc<rustls::ServerConfig>,
         fixed: Option<&(String, u16)>,
-    ) -> Option<tokio_rustls::server::TlsStream<S>>
+    ) -> Option<(tokio_rustls::server::TlsStream<S>, Option<(String, u16)>)>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
@@ -598,9 +742,9 @@ impl Proxy {
                 .and_then(|name| self.routes().app_for_host(name, &self.config.apps_domain))
                 .map(|app| (app, 443)),
         };
-        let options = route_key.and_then(|(app, port)| {
+        let options = route_key.as_ref().and_then(|(app, port)| {
             self.routes()
-                .route(&app, port)
+                .route(app, *port)
                 .and_then(|r| r.tls_options.clone())
         });
         let config = match options {
@@ -609,7 +753,8 @@ impl Proxy {
             }
             _ => base,
         };
-        start.into_stream(config).await.ok()
+        let stream = start.into_stream(config).await.ok()?;
+        Some((stream, route_key))
     }
 
     /// `base` with a port's ALPN protocols and TLS versions, made once per set.
@@ -688,47 +833,70 @@ impl Proxy {
         stop: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
-        let proxy = self.clone();
-        let fixed_for_tls = fixed.clone();
-        let drain = self.config.drain_timeout;
         let _open = OpenConnection::new(&self.metrics.open_connections);
+        let activity = Activity::new(DEFAULT_IDLE_TIMEOUT);
+        let stream = Watched {
+            inner: stream,
+            activity: activity.clone(),
+        };
+        let drain = self.config.drain_timeout;
         let secure = tls.is_some();
+        // The route's timeouts, when the connection's app is known before its first
+        // request: an app's own address, or the TLS server name.
+        let (stream, known): (Box<dyn ClientStream>, Option<(String, u16)>) = match tls {
+            None => (Box::new(stream), fixed.clone()),
+            Some(base) => {
+                let handshake = tokio::time::timeout(
+                    TLS_HANDSHAKE_TIMEOUT,
+                    self.accept_tls(stream, base, fixed.as_ref()),
+                )
+                .await;
+                let Ok(Some((stream, known))) = handshake else {
+                    return;
+                };
+                (Box::new(stream), known)
+            }
+        };
+        let options = known.as_ref().and_then(|(app, port)| {
+            self.routes()
+                .route(app, *port)
+                .and_then(|r| r.http_options.clone())
+        });
+        if let Some(seconds) = options.as_ref().and_then(|o| o.idle_timeout) {
+            activity.set_limit_seconds(seconds);
+        }
+        let headers_read = options
+            .as_ref()
+            .and_then(|o| o.headers_read_timeout)
+            .map_or(HEADER_READ_TIMEOUT, |s| {
+                Duration::from_secs(u64::from(s.max(1)))
+            });
+        let proxy = self.clone();
+        let counting = activity.clone();
         let service = hyper::service::service_fn(move |request| {
             let proxy = proxy.clone();
             let fixed = fixed.clone();
+            let counting = counting.clone();
             async move {
-                Ok::<_, std::convert::Infallible>(
-                    proxy
-                        .handle_for(request, client, local_port, secure, fixed)
-                        .await,
-                )
+                counting
+                    .in_flight
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let response = proxy
+                    .handle_for(request, client, local_port, secure, fixed, Some(&counting))
+                    .await;
+                counting
+                    .in_flight
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, std::convert::Infallible>(response)
             }
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        match tls {
-            None => {
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                drive(connection, &stop, drain).await;
-            }
-            Some(base) => {
-                let handshake = tokio::time::timeout(
-                    TLS_HANDSHAKE_TIMEOUT,
-                    self.accept_tls(stream, base, fixed_for_tls.as_ref()),
-                )
-                .await;
-                let Ok(Some(stream)) = handshake else {
-                    return;
-                };
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                drive(connection, &stop, drain).await;
-            }
-        }
+            .header_read_timeout(headers_read);
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        drive(connection, &stop, drain, &activity).await;
     }
 
     /// Answers one request that arrived on a shared listener (`tls`: the HTTPS one).
@@ -739,7 +907,7 @@ impl Proxy {
         local_port: u16,
         tls: bool,
     ) -> Response<ProxyBody> {
-        self.handle_for(request, client, local_port, tls, None)
+        self.handle_for(request, client, local_port, tls, None, None)
             .await
     }
 
@@ -752,6 +920,7 @@ impl Proxy {
         local_port: u16,
         tls: bool,
         fixed: Option<(String, u16)>,
+        activity: Option<&Activity>,
     ) -> Response<ProxyBody> {
         let request_id = request_id(&self.config.region);
         let started = Instant::now();
@@ -764,7 +933,14 @@ impl Proxy {
         let mut response = self
             .route(request, client, local_port, tls, fixed, &mut seen)
             .await;
-        let Seen { options, app } = seen;
+        let Seen {
+            options,
+            app,
+            idle_timeout,
+        } = seen;
+        if let (Some(activity), Some(seconds)) = (activity, idle_timeout) {
+            activity.set_limit_seconds(seconds);
+        }
         if let Some(app) = &app {
             self.metrics
                 .request(app, response.status().as_u16(), handler, started.elapsed());
@@ -826,6 +1002,7 @@ impl Proxy {
             );
         };
         seen.options.clone_from(&route.response);
+        seen.idle_timeout = route.http_options.as_ref().and_then(|o| o.idle_timeout);
         if !route.handlers.contains(&Handler::Http) {
             return text(
                 StatusCode::MISDIRECTED_REQUEST,
@@ -1362,6 +1539,8 @@ struct Seen {
     options: Option<Arc<HttpResponseOptions>>,
     /// The app the request was for.
     app: Option<String>,
+    /// The route's `http_options.idle_timeout` (seconds), for the client connection.
+    idle_timeout: Option<u32>,
 }
 
 /// Where a request may go: its machines, the one it prefers, and the regions to try

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use aloft_types::MachineState;
 use aloft_types::catalog::Catalog;
 use aloft_types::machine::{
-    ConcurrencyKind, Handler, HttpResponseOptions, ProxyProtoVersion, TlsOptions,
+    ConcurrencyKind, Handler, HttpOptions, HttpResponseOptions, ProxyProtoVersion, TlsOptions,
 };
 
 use crate::autoscale::{Sleeper, can_wake};
@@ -47,6 +47,8 @@ pub struct Route {
     pub h2_backend: bool,
     /// `tls_options`: ALPN protocols and TLS versions for this port.
     pub tls_options: Option<TlsOptions>,
+    /// `http_options` (timeouts, among others).
+    pub http_options: Option<HttpOptions>,
 }
 
 /// Every app's routes by public port.
@@ -108,6 +110,7 @@ impl RouteTable {
                                 .and_then(|o| o.h2_backend)
                                 .unwrap_or(false),
                             tls_options: port.tls_options.clone(),
+                            http_options: port.http_options.clone(),
                         });
                         if serving {
                             route.backends.push(Backend {

@@ -1,5 +1,6 @@
-//! `http_options.h2_backend`: the proxy speaks HTTP/2 without TLS (prior knowledge) to a
-//! real HTTP/2 server standing in for the machine, whatever the client speaks.
+//! The proxy alone against real HTTP servers standing in for machines (on `[::1]`, no
+//! namespace): `http_options.h2_backend` (HTTP/2 prior knowledge to the machine, whatever
+//! the client speaks) and `http_options.idle_timeout`.
 
 #![allow(
     clippy::unwrap_used,
@@ -21,7 +22,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-/// Answers every request with the HTTP version it arrived in and its `X-Forwarded-Host`.
+/// Answers every request with the HTTP version it arrived in and its `X-Forwarded-Host`
+/// (`/slow` after 1.5 s).
 async fn h2_server() -> u16 {
     let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -33,6 +35,9 @@ async fn h2_server() -> u16 {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
                     |request: http::Request<hyper::body::Incoming>| async move {
+                        if request.uri().path() == "/slow" {
+                            tokio::time::sleep(Duration::from_millis(1500)).await;
+                        }
                         let body = format!(
                             "{:?} {}",
                             request.version(),
@@ -56,7 +61,7 @@ async fn h2_server() -> u16 {
     port
 }
 
-fn catalog(port: u16, h2: bool) -> Catalog {
+fn catalog(port: u16, options: HttpOptions) -> Catalog {
     Catalog {
         apps: vec![CatalogApp {
             name: "grpc".into(),
@@ -84,10 +89,7 @@ fn catalog(port: u16, h2: bool) -> Catalog {
                 ports: vec![MachinePort {
                     port: Some(80),
                     handlers: vec![Handler::Http],
-                    http_options: Some(HttpOptions {
-                        h2_backend: Some(h2),
-                        ..HttpOptions::default()
-                    }),
+                    http_options: Some(options),
                     ..MachinePort::default()
                 }],
                 checks: vec![],
@@ -102,9 +104,8 @@ fn catalog(port: u16, h2: bool) -> Catalog {
     }
 }
 
-#[tokio::test]
-async fn h2_backend_speaks_http2_to_the_machine() {
-    let backend = h2_server().await;
+/// A proxy serving plain HTTP on a port of its own, routing to `catalog`.
+async fn proxy(catalog: Catalog) -> (std::net::SocketAddr, CancellationToken) {
     let proxy = Proxy::new(ProxyConfig {
         apps_domain: "aloft.localhost".into(),
         region: "local".into(),
@@ -116,11 +117,22 @@ async fn h2_backend_speaks_http2_to_the_machine() {
         workers: 2,
         region_distances: Vec::new(),
     });
-    proxy.set_catalog(&Arc::new(catalog(backend, true)));
+    proxy.set_catalog(&Arc::new(catalog));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(proxy.clone().serve_http(listener, stop.clone()));
+    (address, stop)
+}
+
+#[tokio::test]
+async fn h2_backend_speaks_http2_to_the_machine() {
+    let backend = h2_server().await;
+    let options = HttpOptions {
+        h2_backend: Some(true),
+        ..HttpOptions::default()
+    };
+    let (address, stop) = proxy(catalog(backend, options)).await;
 
     // An HTTP/1.1 client; the machine sees HTTP/2, and the client's host.
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
@@ -135,5 +147,44 @@ async fn h2_backend_speaks_http2_to_the_machine() {
         answer.ends_with("HTTP/2.0 grpc.aloft.localhost"),
         "{answer}"
     );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn idle_connections_close_after_the_idle_timeout_and_busy_ones_do_not() {
+    let backend = h2_server().await;
+    let options = HttpOptions {
+        h2_backend: Some(true),
+        idle_timeout: Some(1),
+        ..HttpOptions::default()
+    };
+    let (address, stop) = proxy(catalog(backend, options)).await;
+    // Idle after its first request: closed once the route's 1 s has passed.
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: grpc.aloft.localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 4096];
+    let read = stream.read(&mut buffer).await.unwrap();
+    assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 200"));
+    let idle = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+        .await
+        .expect("the proxy closes the idle connection");
+    assert_eq!(closed.unwrap(), 0, "closed, not answered");
+    let took = idle.elapsed();
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    // A request in flight longer than the timeout (the machine answers /slow after
+    // 1.5 s, sending nothing before) is not cut.
+    let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
+    slow.write_all(
+        b"GET /slow HTTP/1.1\r\nHost: grpc.aloft.localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     stop.cancel();
 }
