@@ -177,6 +177,19 @@ async fn run_machine(client: &Client, app: &str, args: RunArgs) -> anyhow::Resul
     Ok(machine)
 }
 
+/// A machine's checks as `passing/total` (empty without checks), as `fly machine list`
+/// shows them.
+pub(crate) fn checks_summary(checks: &[aloft_types::api::CheckResponse]) -> String {
+    if checks.is_empty() {
+        return String::new();
+    }
+    let passing = checks
+        .iter()
+        .filter(|c| c.status == aloft_types::CheckStatus::Passing)
+        .count();
+    format!("{passing}/{}", checks.len())
+}
+
 fn describe(machine: &MachineResponse) -> String {
     let mut text = format!(
         "Machine ID = {}\nName       = {}\nState      = {}\nRegion     = {}\nImage      = {}\nVersion    = {}\nCordoned   = {}\nCreated    = {}\n",
@@ -189,6 +202,25 @@ fn describe(machine: &MachineResponse) -> String {
         machine.cordoned,
         machine.created_at
     );
+    if !machine.checks.is_empty() {
+        text.push_str("\nChecks\n");
+        let rows: Vec<Vec<String>> = machine
+            .checks
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    c.status.to_string(),
+                    c.updated_at.clone(),
+                    c.output.lines().next().unwrap_or_default().to_owned(),
+                ]
+            })
+            .collect();
+        text.push_str(&table::render(
+            &["NAME", "STATUS", "LAST UPDATED", "OUTPUT"],
+            &rows,
+        ));
+    }
     if !machine.events.is_empty() {
         text.push_str("\nEvents\n");
         let rows = machine
@@ -256,6 +288,7 @@ pub(crate) async fn run(
                             m.id.clone(),
                             m.name.clone(),
                             m.state.clone(),
+                            checks_summary(&m.checks),
                             m.region.clone(),
                             m.config.image.clone(),
                             m.config
@@ -275,6 +308,7 @@ pub(crate) async fn run(
                             "ID",
                             "NAME",
                             "STATE",
+                            "CHECKS",
                             "REGION",
                             "IMAGE",
                             "PROCESS GROUP",
@@ -373,4 +407,27 @@ pub(crate) async fn run(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use aloft_types::CheckStatus;
+    use aloft_types::api::CheckResponse;
+
+    use super::*;
+
+    #[test]
+    fn checks_read_as_passing_over_total() {
+        let check = |status| CheckResponse {
+            name: "c".to_owned(),
+            status,
+            output: String::new(),
+            updated_at: String::new(),
+        };
+        assert_eq!(checks_summary(&[]), "");
+        assert_eq!(
+            checks_summary(&[check(CheckStatus::Passing), check(CheckStatus::Critical)]),
+            "1/2"
+        );
+    }
 }

@@ -373,6 +373,17 @@ async fn the_cli_lists_health_checks() {
     ] {
         assert!(table.contains(expected), "{expected:?} in {table}");
     }
+    // The machine list counts them; the machine's status lists them.
+    let machines = p.ok(&["machine", "list", "-a", "probed"]);
+    assert!(
+        machines.contains("CHECKS") && machines.contains("1/1"),
+        "{machines}"
+    );
+    let status = p.ok(&["machine", "status", &machine.id, "-a", "probed"]);
+    assert!(
+        status.contains("Checks") && status.contains("servicecheck-00-tcp-8080"),
+        "{status}"
+    );
     let listed: serde_json::Value =
         serde_json::from_str(&p.ok(&["checks", "list", "-a", "probed", "--json"])).unwrap();
     assert_eq!(listed[0]["machine"], machine.id.as_str());
