@@ -120,6 +120,13 @@ impl Client {
         self.call(Method::GET, path, None::<&()>).await
     }
 
+    /// A DELETE whose answer body is not needed.
+    async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        self.call::<serde_json::Value>(Method::DELETE, path, None::<&()>)
+            .await
+            .map(|_| ())
+    }
+
     async fn post<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -163,9 +170,7 @@ impl Client {
     }
 
     pub async fn delete_app(&self, name: &str) -> Result<(), ClientError> {
-        self.call::<serde_json::Value>(Method::DELETE, &format!("/v1/apps/{name}"), None::<&()>)
-            .await
-            .map(|_| ())
+        self.delete(&format!("/v1/apps/{name}")).await
     }
 
     // Machines.
@@ -258,13 +263,8 @@ impl Client {
 
     /// Removes one of the app's hostnames.
     pub async fn remove_certificate(&self, app: &str, hostname: &str) -> Result<(), ClientError> {
-        self.call::<serde_json::Value>(
-            Method::DELETE,
-            &format!("/v1/apps/{app}/certificates/{}", encode(hostname)),
-            None::<&()>,
-        )
-        .await
-        .map(|_| ())
+        self.delete(&format!("/v1/apps/{app}/certificates/{}", encode(hostname)))
+            .await
     }
 
     /// The app's dedicated IPv4 addresses.
@@ -290,13 +290,8 @@ impl Client {
 
     /// Takes one of the app's addresses back.
     pub async fn release_ip(&self, app: &str, address: &str) -> Result<(), ClientError> {
-        self.call::<serde_json::Value>(
-            Method::DELETE,
-            &format!("/v1/apps/{app}/ips/{}", encode(address)),
-            None::<&()>,
-        )
-        .await
-        .map(|_| ())
+        self.delete(&format!("/v1/apps/{app}/ips/{}", encode(address)))
+            .await
     }
 
     pub async fn list_machines(&self, app: &str) -> Result<Vec<MachineResponse>, ClientError> {
@@ -506,9 +501,7 @@ impl Client {
     }
 
     pub async fn delete_org(&self, slug: &str) -> Result<(), ClientError> {
-        self.call::<serde_json::Value>(Method::DELETE, &format!("/v1/orgs/{slug}"), None::<&()>)
-            .await
-            .map(|_| ())
+        self.delete(&format!("/v1/orgs/{slug}")).await
     }
 
     pub async fn create_token(
@@ -527,9 +520,7 @@ impl Client {
     }
 
     pub async fn revoke_token(&self, id: &str) -> Result<(), ClientError> {
-        self.call::<serde_json::Value>(Method::DELETE, &format!("/v1/tokens/{id}"), None::<&()>)
-            .await
-            .map(|_| ())
+        self.delete(&format!("/v1/tokens/{id}")).await
     }
 }
 

@@ -24,7 +24,7 @@ impl Connector {
 }
 
 /// How long a connection to a machine may take.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn address_of(uri: &Uri) -> std::io::Result<SocketAddr> {
     let host = uri
@@ -35,14 +35,6 @@ fn address_of(uri: &Uri) -> std::io::Result<SocketAddr> {
         .parse()
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an address"))?;
     Ok(SocketAddr::new(ip, uri.port_u16().unwrap_or(80)))
-}
-
-/// Opens a TCP connection to `address` from inside `namespace`.
-pub async fn connect(
-    namespace: Option<PathBuf>,
-    address: SocketAddr,
-) -> std::io::Result<TcpStream> {
-    aloft_net::netns::connect_tcp(namespace.as_deref(), address, CONNECT_TIMEOUT).await
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -58,7 +50,10 @@ impl tower_service::Service<Uri> for Connector {
         let namespace = self.namespace.clone();
         Box::pin(async move {
             let address = address_of(&uri)?;
-            Ok(TokioIo::new(connect(namespace, address).await?))
+            let stream =
+                aloft_net::netns::connect_tcp(namespace.as_deref(), address, CONNECT_TIMEOUT)
+                    .await?;
+            Ok(TokioIo::new(stream))
         })
     }
 }

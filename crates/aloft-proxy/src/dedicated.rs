@@ -23,13 +23,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::connect::CONNECT_TIMEOUT;
 use crate::proxy::{Choice, Proxy};
 use crate::tcp::{PG_SSL_REQUEST, proxy_v1, proxy_v2};
 
 /// The ports the shared listeners serve by `Host` and SNI.
 const SHARED_PORTS: [u16; 2] = [80, 443];
-/// How long a connection to a machine may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client gets to finish the TLS handshake (or send Postgres' first message).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

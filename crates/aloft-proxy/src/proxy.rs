@@ -1031,7 +1031,7 @@ impl Proxy {
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
         let choice = match Choice::of(request.headers(), &backends, &self.config.region) {
             Ok(choice) => Choice {
-                h2_backend: route.h2_backend,
+                h2_backend: route.h2_backend(),
                 ..choice
             },
             Err(why) => {
@@ -1357,7 +1357,7 @@ impl Proxy {
                 backends,
                 h2_backend: routes
                     .route(&target_app, public_port)
-                    .is_some_and(|r| r.h2_backend),
+                    .is_some_and(Route::h2_backend),
                 preferred_instance: replay.prefer_instance.clone(),
                 regions: vec![self.config.region.clone()],
             };
@@ -1400,7 +1400,7 @@ impl Proxy {
         let choice = Choice {
             h2_backend: routes
                 .route(origin_app, public_port)
-                .is_some_and(|r| r.h2_backend),
+                .is_some_and(Route::h2_backend),
             backends: match fallback {
                 Fallback::ForceSelf => vec![origin.clone()],
                 Fallback::PreferSelf if own.is_empty() => vec![origin.clone()],

@@ -43,12 +43,20 @@ pub struct Route {
     pub sleepers: Vec<Sleeper>,
     /// The PROXY protocol version of a `proxy_proto` handler.
     pub proxy_proto: Option<ProxyProtoVersion>,
-    /// `http_options.h2_backend`: HTTP/2 without TLS (prior knowledge) to the machine.
-    pub h2_backend: bool,
     /// `tls_options`: ALPN protocols and TLS versions for this port.
     pub tls_options: Option<TlsOptions>,
     /// `http_options` (timeouts, among others).
     pub http_options: Option<HttpOptions>,
+}
+
+impl Route {
+    /// `http_options.h2_backend`: HTTP/2 without TLS (prior knowledge) to the machine.
+    pub fn h2_backend(&self) -> bool {
+        self.http_options
+            .as_ref()
+            .and_then(|o| o.h2_backend)
+            .unwrap_or(false)
+    }
 }
 
 /// Every app's routes by public port.
@@ -104,11 +112,6 @@ impl RouteTable {
                                 .proxy_proto_options
                                 .as_ref()
                                 .map(|o| o.version.unwrap_or_default()),
-                            h2_backend: port
-                                .http_options
-                                .as_ref()
-                                .and_then(|o| o.h2_backend)
-                                .unwrap_or(false),
                             tls_options: port.tls_options.clone(),
                             http_options: port.http_options.clone(),
                         });
