@@ -58,7 +58,19 @@ fn free_port() -> u16 {
 struct Daemon(Child);
 
 impl Drop for Daemon {
+    /// SIGTERM first: nginx's and HAProxy's masters then stop their workers (a SIGKILL
+    /// leaves the workers running, holding their ports and our stderr).
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -402,36 +414,44 @@ fn main() {
             m.errors
         );
     };
-    for (name, plain, _) in &targets {
-        row("HTTP/1.1 keep-alive, 64 conns", name, &wrk(plain, 64, &[]));
+    // `ALOFT_BENCH_ONLY=HTTP/1.1,aloft` runs the rows whose "scenario target" contains
+    // every comma-separated text: handy under a profiler.
+    let only = std::env::var("ALOFT_BENCH_ONLY").unwrap_or_default();
+    let wanted = |scenario: &str, target: &str| {
+        let row = format!("{scenario} {target}");
+        only.split(',').all(|part| row.contains(part.trim()))
+    };
+    const KEEP_ALIVE: &str = "HTTP/1.1 keep-alive, 64 conns";
+    const NEW_CONNECTION: &str = "new connection per request, 64 conns";
+    const HTTPS: &str = "HTTPS keep-alive, 64 conns";
+    const HTTP2: &str = "HTTP/2 over TLS, 64 conns x 10 streams (p50 = mean)";
+    const LIGHT: &str = "light load, 4 conns";
+    for (name, plain, _) in targets.iter().filter(|t| wanted(KEEP_ALIVE, t.0)) {
+        row(KEEP_ALIVE, name, &wrk(plain, 64, &[]));
     }
-    for (name, plain, _) in &targets {
+    for (name, plain, _) in targets.iter().filter(|t| wanted(NEW_CONNECTION, t.0)) {
         row(
-            "new connection per request, 64 conns",
+            NEW_CONNECTION,
             name,
             &wrk(plain, 64, &["-H", "Connection: close"]),
         );
     }
-    for (name, _, secure) in &targets {
+    for (name, _, secure) in targets.iter().filter(|t| wanted(HTTPS, t.0)) {
         if let Some(secure) = secure {
-            row("HTTPS keep-alive, 64 conns", name, &wrk(secure, 64, &[]));
+            row(HTTPS, name, &wrk(secure, 64, &[]));
         }
     }
-    for (name, _, secure) in &targets {
+    for (name, _, secure) in targets.iter().filter(|t| wanted(HTTP2, t.0)) {
         if let Some(secure) = secure {
-            row(
-                "HTTP/2 over TLS, 64 conns x 10 streams (p50 = mean)",
-                name,
-                &h2load(secure),
-            );
+            row(HTTP2, name, &h2load(secure));
         }
     }
-    for (name, plain, _) in &targets {
+    for (name, plain, _) in targets.iter().filter(|t| wanted(LIGHT, t.0)) {
         let measured = wrk(plain, 4, &[]);
         if let Some(p99) = measured.p99_ms {
             light_p99.insert(name, p99);
         }
-        row("light load, 4 conns", name, &measured);
+        row(LIGHT, name, &measured);
     }
     if let Some(direct) = light_p99.get("direct") {
         println!();

@@ -14,9 +14,9 @@ use crate::routes::Backend;
 /// Load per machine, shared by every listener.
 #[derive(Debug, Default)]
 pub struct Loads {
-    counts: Mutex<HashMap<String, u32>>,
+    counts: Mutex<HashMap<Arc<str>, u32>>,
     /// When each machine last went from busy to idle.
-    idle_since: Mutex<HashMap<String, Instant>>,
+    idle_since: Mutex<HashMap<Arc<str>, Instant>>,
     released: Notify,
     turn: AtomicUsize,
 }
@@ -25,7 +25,7 @@ pub struct Loads {
 #[derive(Debug)]
 pub struct Lease {
     loads: Arc<Loads>,
-    machine: String,
+    machine: Arc<str>,
 }
 
 impl Drop for Lease {
@@ -84,28 +84,29 @@ impl Loads {
     ) -> Option<(Backend, Lease)> {
         let mut counts = self.counts.lock().ok()?;
         let load = |b: &Backend| counts.get(&b.machine).copied().unwrap_or(0);
-        let open: Vec<&Backend> = backends
-            .iter()
-            .filter(|b| keep(b) && load(b) < b.hard_limit)
-            .collect();
-        if open.is_empty() {
-            return None;
-        }
-        let relaxed: Vec<&Backend> = open
-            .iter()
-            .copied()
-            .filter(|b| load(b) < b.soft_limit)
-            .collect();
-        let pool = if relaxed.is_empty() { open } else { relaxed };
-        let least = pool.iter().map(|b| load(b)).min()?;
-        let tied: Vec<&Backend> = pool.into_iter().filter(|b| load(b) == least).collect();
-        let chosen = tied[self.turn.fetch_add(1, Ordering::Relaxed) % tied.len()].clone();
+        // Under the soft limit if any is, else under the hard limit; least-loaded among
+        // those; ties taken in turn. No allocation: this runs for every request.
+        let under = |b: &Backend, limit: u32| keep(b) && load(b) < limit;
+        let relaxed = backends.iter().any(|b| under(b, b.soft_limit));
+        let eligible = |b: &Backend| {
+            if relaxed {
+                under(b, b.soft_limit)
+            } else {
+                under(b, b.hard_limit)
+            }
+        };
+        let least = backends.iter().filter(|b| eligible(b)).map(load).min()?;
+        let least_loaded = |b: &&Backend| eligible(b) && load(b) == least;
+        let tied = backends.iter().filter(least_loaded).count();
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed) % tied;
+        let chosen = backends.iter().filter(least_loaded).nth(turn)?.clone();
         *counts.entry(chosen.machine.clone()).or_default() += 1;
+        let machine = chosen.machine.clone();
         Some((
-            chosen.clone(),
+            chosen,
             Lease {
                 loads: self.clone(),
-                machine: chosen.machine,
+                machine,
             },
         ))
     }
@@ -147,10 +148,10 @@ mod tests {
 
     fn backend(id: &str, soft: u32, hard: u32) -> Backend {
         Backend {
-            machine: id.to_owned(),
+            machine: Arc::from(id),
             address: "fdaa::2".parse().unwrap(),
             port: 8080,
-            region: "ams".to_owned(),
+            region: Arc::from("ams"),
             soft_limit: soft,
             hard_limit: hard,
             kind: ConcurrencyKind::Requests,
@@ -179,11 +180,8 @@ mod tests {
         let (second, _two) = loads.try_pick(&backends).unwrap();
         let (third, _three) = loads.try_pick(&backends).unwrap();
         // a reaches its soft limit after one: b takes the next ones though as loaded.
-        assert_eq!(first.machine, "a");
-        assert_eq!(
-            (second.machine.as_str(), third.machine.as_str()),
-            ("b", "b")
-        );
+        assert_eq!(&*first.machine, "a");
+        assert_eq!((&*second.machine, &*third.machine), ("b", "b"));
     }
 
     #[tokio::test]

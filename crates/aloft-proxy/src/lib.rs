@@ -18,6 +18,7 @@ mod balance;
 pub mod connect;
 mod dedicated;
 pub mod metrics;
+mod pool;
 mod proxy;
 pub mod replay;
 mod routes;

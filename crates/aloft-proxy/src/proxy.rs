@@ -61,7 +61,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ClientStrea
 
 thread_local! {
     /// Each thread's clients to machines, by proxy.
-    static CLIENTS: std::cell::RefCell<HashMap<usize, (MachineClient, MachineClient)>> =
+    static CLIENTS: std::cell::RefCell<HashMap<usize, MachineClient>> =
         std::cell::RefCell::new(HashMap::new());
 }
 
@@ -87,14 +87,25 @@ async fn drive<I, S>(
     S::Error: Into<BoxError>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    // Reads the clock a few times per idle timeout, never per byte moved.
     let watchdog = async {
+        let mut seen = activity.moves();
+        let mut quiet_since = Instant::now();
         loop {
             let limit = activity.limit();
-            let quiet = activity.quiet_for();
-            if quiet >= limit && activity.in_flight() == 0 {
+            let now = Instant::now();
+            let moves = activity.moves();
+            if moves != seen || activity.in_flight() > 0 {
+                seen = moves;
+                quiet_since = now;
+            }
+            let quiet = now.duration_since(quiet_since);
+            if quiet >= limit {
                 return;
             }
-            let wait = limit.saturating_sub(quiet).max(Duration::from_millis(100));
+            let wait = (limit - quiet)
+                .min(limit / 8)
+                .max(Duration::from_millis(100));
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = activity.limit_changed.notified() => {}
@@ -115,11 +126,11 @@ async fn drive<I, S>(
     }
 }
 
-/// When a connection last moved a byte, and how many of its requests are in flight.
+/// Whether a connection moves bytes, and how many of its requests are in flight.
 #[derive(Debug)]
 pub(crate) struct Activity {
-    started: Instant,
-    last_millis: std::sync::atomic::AtomicU64,
+    /// Reads and writes that moved a byte, counted (cheaper than reading the clock).
+    moves: std::sync::atomic::AtomicU64,
     in_flight: std::sync::atomic::AtomicUsize,
     /// The idle timeout in milliseconds: the default, then the route's once known.
     limit_millis: std::sync::atomic::AtomicU64,
@@ -130,8 +141,7 @@ pub(crate) struct Activity {
 impl Activity {
     fn new(limit: Duration) -> Arc<Activity> {
         Arc::new(Activity {
-            started: Instant::now(),
-            last_millis: std::sync::atomic::AtomicU64::new(0),
+            moves: std::sync::atomic::AtomicU64::new(0),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             limit_millis: std::sync::atomic::AtomicU64::new(
                 u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
@@ -156,16 +166,12 @@ impl Activity {
     }
 
     fn touch(&self) {
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_millis
-            .store(now, std::sync::atomic::Ordering::Relaxed);
+        self.moves
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn quiet_for(&self) -> Duration {
-        let last = self.last_millis.load(std::sync::atomic::Ordering::Relaxed);
-        self.started
-            .elapsed()
-            .saturating_sub(Duration::from_millis(last))
+    fn moves(&self) -> u64 {
+        self.moves.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn in_flight(&self) -> usize {
@@ -173,7 +179,7 @@ impl Activity {
     }
 }
 
-/// A client stream that records when it last moved a byte.
+/// A client stream that counts the reads and writes that moved bytes.
 struct Watched<S> {
     inner: S,
     activity: Arc<Activity>,
@@ -239,16 +245,33 @@ const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
 ];
+
+/// Header names the proxy reads or writes on every request, made once (a name given as
+/// text is parsed and hashed anew at every use).
+const FLY_CLIENT_IP: HeaderName = HeaderName::from_static("fly-client-ip");
+const FLY_FORWARDED_PORT: HeaderName = HeaderName::from_static("fly-forwarded-port");
+const FLY_REGION: HeaderName = HeaderName::from_static("fly-region");
+const FLY_REQUEST_ID: HeaderName = HeaderName::from_static("fly-request-id");
+const FLY_FORCE_INSTANCE_ID: HeaderName = HeaderName::from_static("fly-force-instance-id");
+const FLY_PREFER_INSTANCE_ID: HeaderName = HeaderName::from_static("fly-prefer-instance-id");
+const FLY_FORCE_REGION: HeaderName = HeaderName::from_static("fly-force-region");
+const FLY_PREFER_REGION: HeaderName = HeaderName::from_static("fly-prefer-region");
+const FLY_REPLAY: HeaderName = HeaderName::from_static("fly-replay");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_SSL: HeaderName = HeaderName::from_static("x-forwarded-ssl");
+const VIA_ALOFT: HeaderValue = HeaderValue::from_static("1.1 aloft");
 
 /// Settings of the proxy.
 #[derive(Debug, Clone)]
@@ -295,6 +318,8 @@ impl ProxyConfig {
 #[derive(Debug)]
 pub struct Proxy {
     pub(crate) config: ProxyConfig,
+    /// `Fly-Region`'s value, made once.
+    region_header: HeaderValue,
     routes: RwLock<Arc<RouteTable>>,
     /// The catalog the routes were made from (autostop reads it).
     catalog: RwLock<Arc<Catalog>>,
@@ -328,8 +353,11 @@ impl Proxy {
     pub fn new(config: ProxyConfig) -> Arc<Proxy> {
         let connector = crate::connect::Connector::new(config.namespace.clone());
 
+        let region_header = HeaderValue::from_str(&config.region)
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         Arc::new(Proxy {
             config,
+            region_header,
             routes: RwLock::new(Arc::new(RouteTable::default())),
             catalog: RwLock::new(Arc::new(Catalog::default())),
             routes_changed: tokio::sync::Notify::new(),
@@ -347,24 +375,24 @@ impl Proxy {
         })
     }
 
-    /// This thread's clients to machines (HTTP/1.1, and HTTP/2 for `h2_backend`): a pooled
-    /// connection is driven by the thread that made it, so requests of a worker never wait
-    /// on another thread.
-    fn clients(&self) -> (MachineClient, MachineClient) {
-        let key = std::ptr::from_ref(self) as usize;
+    /// This proxy's key in the threads' connection pools.
+    fn pool_id(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// This thread's HTTP/2 client to machines (`h2_backend`; HTTP/1.1 goes through
+    /// [`crate::pool`]): a pooled connection is driven by the thread that made it, so
+    /// requests of a worker never wait on another thread.
+    fn http2_client(&self) -> MachineClient {
         CLIENTS.with(|clients| {
-            let mut clients = clients.borrow_mut();
             clients
-                .entry(key)
+                .borrow_mut()
+                .entry(self.pool_id())
                 .or_insert_with(|| {
-                    let http1 = Client::builder(TokioExecutor::new())
-                        .pool_idle_timeout(Duration::from_secs(4))
-                        .build(self.connector.clone());
-                    let http2 = Client::builder(TokioExecutor::new())
+                    Client::builder(TokioExecutor::new())
                         .pool_idle_timeout(Duration::from_secs(4))
                         .http2_only(true)
-                        .build(self.connector.clone());
-                    (http1, http2)
+                        .build(self.connector.clone())
                 })
                 .clone()
         })
@@ -922,8 +950,8 @@ impl Proxy {
         fixed: Option<(String, u16)>,
         activity: Option<&Activity>,
     ) -> Response<ProxyBody> {
-        let request_id = request_id(&self.config.region);
         let started = Instant::now();
+        let request_id = request_id_at(&self.config.region, started);
         let handler = match (&fixed, tls) {
             (Some(_), _) => "app_address",
             (None, true) => "https",
@@ -948,9 +976,9 @@ impl Proxy {
         let headers = response.headers_mut();
         if !options.as_ref().and_then(|o| o.pristine).unwrap_or(false) {
             if let Ok(value) = HeaderValue::from_str(&request_id) {
-                headers.insert(HeaderName::from_static("fly-request-id"), value);
+                headers.insert(FLY_REQUEST_ID, value);
             }
-            headers.append(header::VIA, HeaderValue::from_static("1.1 aloft"));
+            headers.append(header::VIA, VIA_ALOFT);
             headers.insert(header::SERVER, HeaderValue::from_static("Aloft/1"));
         }
         if let Some(options) = &options {
@@ -1029,7 +1057,7 @@ impl Proxy {
         // An upgrade (WebSocket, say) keeps its two headers and becomes a tunnel on 101.
         let upgrade = wants_upgrade(request.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
-        let choice = match Choice::of(request.headers(), &backends, &self.config.region) {
+        let choice = match Choice::of(request.headers(), backends, &self.config.region) {
             Ok(choice) => Choice {
                 h2_backend: route.h2_backend(),
                 ..choice
@@ -1114,12 +1142,13 @@ impl Proxy {
             }
         }
         let (mut parts, body) = response.into_parts();
-        for name in HOP_BY_HOP {
+        for name in &HOP_BY_HOP {
             parts.headers.remove(name);
         }
         let body = Leased {
             inner: body,
-            _lease: lease,
+            held: lease,
+            ended: false,
         };
         Response::from_parts(parts, body.map_err(BoxError::from).boxed())
     }
@@ -1173,23 +1202,25 @@ impl Proxy {
         parts: &http::request::Parts,
         body: &mut OutgoingBody,
         queue: Duration,
-    ) -> Result<(Response<Incoming>, Lease, Backend), SendFailure> {
+    ) -> Result<(Response<Incoming>, Held, Backend), SendFailure> {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut failed: Vec<String> = Vec::new();
+        let mut failed: Vec<Arc<str>> = Vec::new();
         let attempts = if matches!(body, OutgoingBody::Buffered(_)) {
             3
         } else {
             1
         };
         for attempt in 0..attempts {
-            let waited = Instant::now();
-            let picked = if attempt == 0 {
-                self.pick(choice, &failed, queue).await
-            } else {
-                self.pick(choice, &failed, Duration::ZERO).await
-            };
+            // The clock is read only when the request has to wait.
+            let mut picked = self.pick(choice, &failed, Duration::ZERO).await;
+            let mut waited = Duration::ZERO;
+            if picked.is_none() && attempt == 0 && !queue.is_zero() {
+                let since = Instant::now();
+                picked = self.pick(choice, &failed, queue).await;
+                waited = since.elapsed();
+            }
             if let Some((backend, _)) = &picked {
-                self.metrics.queued(app, &backend.machine, waited.elapsed());
+                self.metrics.queued(app, &backend.machine, waited);
             }
             let Some((backend, lease)) = picked else {
                 return Err(if failed.is_empty() {
@@ -1198,16 +1229,16 @@ impl Proxy {
                     SendFailure::Refused(failed)
                 });
             };
-            let target = format!("http://[{}]:{}{path}", backend.address, backend.port);
-            let Ok(uri) = target.parse::<Uri>() else {
-                return Err(SendFailure::BadPath(path.to_owned()));
-            };
             let mut outgoing = Request::new(body.take());
             *outgoing.method_mut() = parts.method.clone();
-            *outgoing.uri_mut() = uri;
             *outgoing.headers_mut() = parts.headers.clone();
-            let (http1, http2) = self.clients();
-            let client = if choice.h2_backend {
+            let asked = Instant::now();
+            let sent = if choice.h2_backend {
+                let target = format!("http://[{}]:{}{path}", backend.address, backend.port);
+                let Ok(uri) = target.parse::<Uri>() else {
+                    return Err(SendFailure::BadPath(path.to_owned()));
+                };
+                *outgoing.uri_mut() = uri;
                 // HTTP/2's :authority names the machine the pool connects to; the client's
                 // host goes along as X-Forwarded-Host.
                 *outgoing.version_mut() = http::Version::HTTP_2;
@@ -1216,24 +1247,51 @@ impl Proxy {
                         .headers_mut()
                         .insert(HeaderName::from_static("x-forwarded-host"), host);
                 }
-                http2
+                self.http2_client()
+                    .request(outgoing)
+                    .await
+                    .map(|response| (response, None))
+                    .map_err(|error| (error.is_connect(), error.to_string()))
             } else {
-                *outgoing.version_mut() = http::Version::HTTP_11;
-                http1
-            };
-            let asked = Instant::now();
-            match client.request(outgoing).await {
-                Ok(response) => {
-                    self.metrics.app_time(app, asked.elapsed());
-                    return Ok((response, lease, backend));
+                // Origin-form, as HTTP/1.1 sends it; the connection names the machine.
+                if let Some(path) = parts.uri.path_and_query() {
+                    *outgoing.uri_mut() = Uri::from(path.clone());
                 }
-                Err(error) if error.is_connect() && attempt + 1 < attempts => {
-                    tracing::debug!(machine = %backend.machine, error = %error, "connecting failed; trying another machine");
+                let address = SocketAddr::new(backend.address.into(), backend.port);
+                crate::pool::send(
+                    self.pool_id(),
+                    self.config.namespace.as_deref(),
+                    address,
+                    outgoing,
+                )
+                .await
+                .map(|(response, checkin)| (response, Some(checkin)))
+                .map_err(|error| {
+                    (
+                        matches!(error, crate::pool::SendError::Connect(_)),
+                        error.to_string(),
+                    )
+                })
+            };
+            match sent {
+                Ok((response, checkin)) => {
+                    self.metrics.app_time(app, asked.elapsed());
+                    return Ok((
+                        response,
+                        Held {
+                            _lease: lease,
+                            checkin,
+                        },
+                        backend,
+                    ));
+                }
+                Err((true, error)) if attempt + 1 < attempts => {
+                    tracing::debug!(machine = %backend.machine, %error, "connecting failed; trying another machine");
                     failed.push(backend.machine.clone());
                 }
-                Err(error) => {
-                    tracing::debug!(machine = %backend.machine, error = %error, "forwarding failed");
-                    if error.is_connect() {
+                Err((connect, error)) => {
+                    tracing::debug!(machine = %backend.machine, %error, "forwarding failed");
+                    if connect {
                         failed.push(backend.machine.clone());
                         return Err(SendFailure::Refused(failed));
                     }
@@ -1250,13 +1308,13 @@ impl Proxy {
     pub(crate) async fn pick(
         &self,
         choice: &Choice,
-        failed: &[String],
+        failed: &[Arc<str>],
         queue: Duration,
     ) -> Option<(Backend, Lease)> {
         let open = |b: &Backend| !failed.contains(&b.machine);
         let backends = &choice.backends;
         let preferred = self.loads.try_pick_where(backends, |b| {
-            open(b) && choice.preferred_instance.as_deref() == Some(b.machine.as_str())
+            open(b) && choice.preferred_instance.as_deref() == Some(&*b.machine)
         });
         if let Some(picked) = preferred {
             return Some(picked);
@@ -1265,13 +1323,13 @@ impl Proxy {
         // first: a region is used only when every closer one is full or has no machine.
         if let Some(picked) = self
             .loads
-            .try_pick_where(backends, |b| open(b) && choice.regions.contains(&b.region))
+            .try_pick_where(backends, |b| open(b) && choice.in_regions(&b.region))
         {
             return Some(picked);
         }
         let mut others: Vec<&str> = backends
             .iter()
-            .map(|b| b.region.as_str())
+            .map(|b| &*b.region)
             .filter(|r| !choice.regions.iter().any(|p| p == r))
             .collect();
         others.sort_by_key(|r| (self.config.distance_to(r), *r));
@@ -1279,7 +1337,7 @@ impl Proxy {
         for region in others {
             if let Some(picked) = self
                 .loads
-                .try_pick_where(backends, |b| open(b) && b.region == region)
+                .try_pick_where(backends, |b| open(b) && &*b.region == region)
             {
                 return Some(picked);
             }
@@ -1302,7 +1360,7 @@ impl Proxy {
         replay: &Replay,
         parts: &http::request::Parts,
         body: &mut OutgoingBody,
-    ) -> Result<(Response<Incoming>, Lease, Backend), Response<ProxyBody>> {
+    ) -> Result<(Response<Incoming>, Held, Backend), Response<ProxyBody>> {
         let started = Instant::now();
         let target_app = replay
             .app
@@ -1331,8 +1389,8 @@ impl Proxy {
             .map(|r| r.backends.clone())
             .unwrap_or_default();
         backends.retain(|b| {
-            (replay.regions.is_empty() || replay.regions.contains(&b.region))
-                && replay.instance.as_ref().is_none_or(|i| &b.machine == i)
+            (replay.regions.is_empty() || replay.regions.iter().any(|r| *r == *b.region))
+                && replay.instance.as_ref().is_none_or(|i| *b.machine == **i)
                 && !(replay.elsewhere && b.machine == origin.machine)
         });
         let mut replayed = parts.clone();
@@ -1406,7 +1464,7 @@ impl Proxy {
                 Fallback::PreferSelf if own.is_empty() => vec![origin.clone()],
                 Fallback::PreferSelf => own,
             },
-            preferred_instance: Some(origin.machine.clone()),
+            preferred_instance: Some(origin.machine.to_string()),
             regions: vec![self.config.region.clone()],
         };
         self.send(origin_app, &choice, &back, body, self.config.queue_timeout)
@@ -1455,51 +1513,62 @@ impl Proxy {
         local_port: u16,
         tls: bool,
     ) {
+        // Headers the client's `Connection` names are hop-by-hop too (rare: parsed only
+        // when present beyond the usual `keep-alive`/`close`).
         if let Some(named) = headers
             .get(header::CONNECTION)
             .and_then(|c| c.to_str().ok())
+            .filter(|c| {
+                c.split(',').any(|n| {
+                    let n = n.trim();
+                    !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close")
+                })
+            })
             .map(|c| {
                 c.split(',')
-                    .map(|n| n.trim().to_owned())
+                    .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
                     .collect::<Vec<_>>()
             })
         {
             for name in named {
-                headers.remove(name.as_str());
+                headers.remove(name);
             }
         }
-        for name in HOP_BY_HOP {
+        for name in &HOP_BY_HOP {
             headers.remove(name);
         }
         if let Ok(value) = HeaderValue::from_str(host) {
             headers.insert(header::HOST, value);
         }
-        for name in ["fly-force-instance-id", "fly-prefer-instance-id"] {
-            headers.remove(name);
-        }
+        headers.remove(FLY_FORCE_INSTANCE_ID);
+        headers.remove(FLY_PREFER_INSTANCE_ID);
         let client_ip = client.ip().to_canonical();
-        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(earlier) => format!("{earlier}, {client_ip}"),
-            None => client_ip.to_string(),
-        };
-        let port = local_port.to_string();
-        for (name, value) in [
-            ("fly-client-ip", client_ip.to_string()),
-            ("fly-forwarded-port", port.clone()),
-            ("fly-region", self.config.region.clone()),
-            ("x-forwarded-for", forwarded_for),
-            (
-                "x-forwarded-proto",
-                if tls { "https" } else { "http" }.to_owned(),
-            ),
-            ("x-forwarded-port", port),
-            ("x-forwarded-ssl", if tls { "on" } else { "off" }.to_owned()),
-        ] {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(HeaderName::from_static(name), value);
+        let client_ip_value =
+            HeaderValue::from_maybe_shared(Bytes::from(client_ip.to_string())).ok();
+        let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(earlier) => {
+                HeaderValue::from_maybe_shared(Bytes::from(format!("{earlier}, {client_ip}"))).ok()
             }
+            None => client_ip_value.clone(),
+        };
+        let port = HeaderValue::from(local_port);
+        if let Some(value) = client_ip_value {
+            headers.insert(FLY_CLIENT_IP, value);
         }
-        headers.append(header::VIA, HeaderValue::from_static("1.1 aloft"));
+        if let Some(value) = forwarded_for {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        headers.insert(FLY_FORWARDED_PORT, port.clone());
+        headers.insert(X_FORWARDED_PORT, port);
+        headers.insert(FLY_REGION, self.region_header.clone());
+        let (proto, ssl) = if tls {
+            ("https", "on")
+        } else {
+            ("http", "off")
+        };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        headers.insert(X_FORWARDED_SSL, HeaderValue::from_static(ssl));
+        headers.append(header::VIA, VIA_ALOFT);
     }
 }
 
@@ -1557,15 +1626,20 @@ pub(crate) struct Choice {
 }
 
 impl Choice {
+    /// Whether `region` is one of the regions that go first.
+    pub(crate) fn in_regions(&self, region: &str) -> bool {
+        self.regions.iter().any(|r| r == region)
+    }
+
     /// Reads the client's routing headers: `fly-force-instance-id` and
     /// `fly-force-region` narrow the machines (and fail when none is left),
     /// `fly-prefer-instance-id` and `fly-prefer-region` only reorder them.
     fn of(
         headers: &http::HeaderMap,
-        backends: &[Backend],
+        mut backends: Vec<Backend>,
         edge_region: &str,
     ) -> Result<Choice, String> {
-        let named = |name: &str| {
+        let named = |name: &HeaderName| {
             headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
@@ -1579,28 +1653,27 @@ impl Choice {
                 .filter(|r| !r.is_empty())
                 .collect()
         };
-        let mut backends = backends.to_vec();
-        if let Some(forced) = named("fly-force-instance-id") {
-            backends.retain(|b| b.machine == forced);
+        if let Some(forced) = named(&FLY_FORCE_INSTANCE_ID) {
+            backends.retain(|b| &*b.machine == forced);
             if backends.is_empty() {
                 return Err(format!("machine {forced} is not taking requests"));
             }
         }
-        if let Some(forced) = named("fly-force-region") {
+        if let Some(forced) = named(&FLY_FORCE_REGION) {
             let regions = list(forced);
-            backends.retain(|b| regions.contains(&b.region));
+            backends.retain(|b| regions.iter().any(|r| *r == *b.region));
             if backends.is_empty() {
                 return Err(format!("no machine in region {forced} is taking requests"));
             }
         }
-        let regions = match named("fly-prefer-region") {
+        let regions = match named(&FLY_PREFER_REGION) {
             Some(preferred) => list(preferred),
             None => vec![edge_region.to_owned()],
         };
         Ok(Choice {
             backends,
             h2_backend: false,
-            preferred_instance: named("fly-prefer-instance-id").map(str::to_owned),
+            preferred_instance: named(&FLY_PREFER_INSTANCE_ID).map(str::to_owned),
             regions,
         })
     }
@@ -1643,9 +1716,9 @@ enum SendFailure {
     /// Every machine stayed at its hard limit for the whole wait.
     Full(Duration),
     /// These machines refused the connection.
-    Refused(Vec<String>),
+    Refused(Vec<Arc<str>>),
     /// This machine took the connection and gave no answer.
-    NoAnswer(String),
+    NoAnswer(Arc<str>),
     BadPath(String),
 }
 
@@ -1679,8 +1752,8 @@ impl SendFailure {
 fn tunnel(
     mut response: Response<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    lease: Lease,
-    machine: String,
+    lease: Held,
+    machine: Arc<str>,
 ) -> Response<ProxyBody> {
     let backend_upgrade = hyper::upgrade::on(&mut response);
     if let Some(client_upgrade) = client_upgrade {
@@ -1709,7 +1782,7 @@ fn tunnel(
 async fn replay_of(
     response: Response<Incoming>,
 ) -> Result<Result<Replay, Response<Incoming>>, String> {
-    if let Some(value) = response.headers().get("fly-replay") {
+    if let Some(value) = response.headers().get(FLY_REPLAY) {
         let value = value
             .to_str()
             .map_err(|_| "the fly-replay header is not text".to_owned())?;
@@ -1770,10 +1843,31 @@ fn wants_upgrade(headers: &http::HeaderMap) -> Option<HeaderValue> {
         .flatten()
 }
 
+/// A machine's lease for one request, and the connection it went over (given back to the
+/// pool when the response was read to its end).
+#[derive(Debug)]
+pub(crate) struct Held {
+    _lease: Lease,
+    checkin: Option<crate::pool::Checkin>,
+}
+
 /// A response body that holds its machine's lease until the last byte is sent.
 struct Leased {
     inner: Incoming,
-    _lease: Lease,
+    held: Held,
+    /// The body gave its last frame.
+    ended: bool,
+}
+
+impl Drop for Leased {
+    fn drop(&mut self) {
+        // Read to the end: the connection can take the next request.
+        if (self.ended || self.inner.is_end_stream())
+            && let Some(checkin) = self.held.checkin.take()
+        {
+            checkin.release();
+        }
+    }
 }
 
 impl Body for Leased {
@@ -1784,7 +1878,11 @@ impl Body for Leased {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -1818,7 +1916,6 @@ fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
     response
 }
 
-/// `Fly-Request-Id`: a ULID (time-ordered, 26 Crockford base32 characters) and the region.
 /// 128 random bits for request ids: SplitMix64 per thread, seeded from the OS once
 /// (ids must be unique, not secret; a system call per request cost more than the rest of
 /// the id).
@@ -1843,12 +1940,38 @@ fn random_u128() -> u128 {
     (u128::from(next()) << 64) | u128::from(next())
 }
 
+/// `Fly-Request-Id`: a ULID (time-ordered, 26 Crockford base32 characters) and the region.
 pub fn request_id(region: &str) -> String {
+    request_id_at(region, Instant::now())
+}
+
+/// Milliseconds since the Unix epoch at `now`, from a wall-clock reading this thread takes
+/// once a second (the wall clock is a system call on some virtual machines).
+fn unix_millis(now: Instant) -> u128 {
+    thread_local! {
+        static BASE: std::cell::Cell<Option<(Instant, u128)>> = const { std::cell::Cell::new(None) };
+    }
+    BASE.with(|base| {
+        let (at, millis) = match base.get() {
+            Some((at, millis)) if now >= at && now.duration_since(at) < Duration::from_secs(1) => {
+                (at, millis)
+            }
+            _ => {
+                let millis = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                base.set(Some((now, millis)));
+                (now, millis)
+            }
+        };
+        millis + now.duration_since(at).as_millis()
+    })
+}
+
+/// [`request_id`] for a request that arrived at `now`.
+fn request_id_at(region: &str, now: Instant) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
-        & ((1 << 48) - 1);
+    let millis = unix_millis(now) & ((1 << 48) - 1);
     let value = (millis << 80) | (random_u128() & ((1 << 80) - 1));
     let mut text = String::with_capacity(26 + 1 + region.len());
     for index in (0..26).rev() {
@@ -1883,10 +2006,10 @@ mod tests {
 
     fn backend(machine: &str, region: &str) -> Backend {
         Backend {
-            machine: machine.to_owned(),
+            machine: Arc::from(machine),
             address: std::net::Ipv6Addr::LOCALHOST,
             port: 8080,
-            region: region.to_owned(),
+            region: Arc::from(region),
             soft_limit: 1,
             hard_limit: 1,
             kind: aloft_types::machine::ConcurrencyKind::Requests,
@@ -1910,7 +2033,7 @@ mod tests {
         let mut order = Vec::new();
         let mut leases = Vec::new();
         while let Some((backend, lease)) = proxy.pick(&choice, &[], Duration::ZERO).await {
-            order.push(backend.machine.clone());
+            order.push(backend.machine.to_string());
             leases.push(lease);
         }
         // Own region, then by distance, unknown distance last.

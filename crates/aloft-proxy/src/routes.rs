@@ -17,13 +17,13 @@ use crate::autoscale::{Sleeper, can_wake};
 pub const DEFAULT_SOFT_LIMIT: u32 = 20;
 pub const DEFAULT_HARD_LIMIT: u32 = 25;
 
-/// One machine behind a service.
+/// One machine behind a service; cheap to clone (the proxy copies it per request).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
-    pub machine: String,
+    pub machine: Arc<str>,
     pub address: Ipv6Addr,
     pub port: u16,
-    pub region: String,
+    pub region: Arc<str>,
     pub soft_limit: u32,
     pub hard_limit: u32,
     pub kind: ConcurrencyKind,
@@ -117,10 +117,10 @@ impl RouteTable {
                         });
                         if serving {
                             route.backends.push(Backend {
-                                machine: machine.id.clone(),
+                                machine: Arc::from(machine.id.as_str()),
                                 address,
                                 port: service.internal_port,
-                                region: machine.region.clone(),
+                                region: Arc::from(machine.region.as_str()),
                                 soft_limit: limits.soft_limit.unwrap_or(DEFAULT_SOFT_LIMIT),
                                 hard_limit: limits.hard_limit.unwrap_or(DEFAULT_HARD_LIMIT),
                                 kind: limits.kind.unwrap_or(ConcurrencyKind::Connections),
@@ -180,7 +180,7 @@ impl RouteTable {
         self.apps
             .values()
             .flat_map(BTreeMap::values)
-            .any(|r| r.backends.iter().any(|b| b.machine == machine))
+            .any(|r| r.backends.iter().any(|b| &*b.machine == machine))
     }
 
     /// The route of `app` on public `port`.
