@@ -330,3 +330,67 @@ impl Drop for TestNetns {
             .output();
     }
 }
+
+/// Builds `aloft-testapp` (the workspace's test app: `/health`, a WebSocket echo, slow
+/// requests and a concurrency count; see its crate) with the cargo running the tests, and
+/// makes an image of it: `FROM scratch` with the binary and the shared libraries it links.
+/// The tag is the binary's digest, so a changed app makes a new image. Returns the tag.
+pub fn testapp_image() -> String {
+    use sha2::Digest as _;
+    require_docker();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("the workspace root")
+        .to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let built = Command::new(&cargo)
+        .args(["build", "--quiet", "--package", "aloft-testapp"])
+        .current_dir(&root)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        built.status.success(),
+        "building aloft-testapp: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let binary = target.join("debug").join("aloft-testapp");
+    let bytes = std::fs::read(&binary).expect("reading the aloft-testapp binary");
+    let digest = sha2::Sha256::digest(&bytes);
+    let tag: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let image = format!("aloft-testapp:{tag}");
+    if image_exists(&image) {
+        return image;
+    }
+    let context = tempfile::tempdir().expect("a temporary build context");
+    std::fs::copy(&binary, context.path().join("aloft-testapp")).expect("copying the binary");
+    let mut dockerfile = String::from("FROM scratch\nCOPY aloft-testapp /aloft-testapp\n");
+    // The loader and libraries `ldd` names, each at its own path.
+    let ldd = Command::new("ldd").arg(&binary).output().expect("ldd runs");
+    let listing = String::from_utf8_lossy(&ldd.stdout).into_owned();
+    for (index, library) in listing
+        .split_whitespace()
+        .filter(|word| word.starts_with('/'))
+        .enumerate()
+    {
+        let name = format!("lib{index}");
+        std::fs::copy(library, context.path().join(&name)).expect("copying a library");
+        dockerfile.push_str(&format!("COPY {name} {library}\n"));
+    }
+    dockerfile.push_str("ENV PORT=8080\nEXPOSE 8080\nCMD [\"/aloft-testapp\"]\n");
+    std::fs::write(context.path().join("Dockerfile"), dockerfile).expect("writing the Dockerfile");
+    let output = Command::new("docker")
+        .args(["build", "--quiet", "--tag", &image])
+        .arg(context.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .expect("docker build runs");
+    assert!(
+        output.status.success() || image_exists(&image),
+        "building {image}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    image
+}

@@ -385,6 +385,83 @@ async fn upgraded_connections_become_tunnels_to_the_machine() {
     }
 }
 
+/// A real WebSocket client and server (the test app's echo) talk through the proxy:
+/// the handshake's key and accept pass unchanged, and text, binary and close frames go
+/// both ways.
+#[tokio::test]
+async fn websockets_echo_through_the_proxy() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+    let host = Host::new();
+    let image = aloft_testkit::testapp_image();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app("wsecho", None).await.unwrap();
+    let config = MachineConfig {
+        image,
+        services: vec![service(false)],
+        ..MachineConfig::default()
+    };
+    start(client, "wsecho", config).await;
+    let proxy = proxy_address(&host);
+    let http = reqwest::Client::new();
+    eventually(
+        "the proxy to route to the app",
+        Duration::from_secs(30),
+        || async {
+            let response = http
+                .get(format!("http://{proxy}/health"))
+                .header("host", "wsecho.aloft.localhost")
+                .send()
+                .await
+                .ok()?;
+            (response.status() == 200).then_some(())
+        },
+    )
+    .await;
+
+    let mut request = format!("ws://{proxy}/ws").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "host",
+        http::HeaderValue::from_static("wsecho.aloft.localhost"),
+    );
+    let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut socket, response) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(request, stream),
+    )
+    .await
+    .expect("the handshake finishes")
+    .expect("the handshake succeeds (tungstenite checks Sec-WebSocket-Accept)");
+    assert_eq!(response.status(), 101);
+    assert!(response.headers().contains_key("fly-request-id"));
+
+    let messages = [
+        Message::text("ping"),
+        Message::binary(vec![0u8, 1, 2, 255]),
+        Message::text("x".repeat(100_000)),
+    ];
+    for message in messages {
+        socket.send(message.clone()).await.unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("the echo arrives")
+            .expect("the socket is open")
+            .unwrap();
+        assert_eq!(echoed, message);
+    }
+    socket.close(None).await.unwrap();
+    let closing = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("the server answers the close");
+    assert!(
+        matches!(closing, Some(Ok(Message::Close(_))) | None),
+        "{closing:?}"
+    );
+}
+
 /// `curl` through the HTTPS listener: (exit code, status line and headers + body).
 pub(crate) fn curl_https(host: &Host, app: &str, extra: &[&str]) -> (i32, String) {
     curl_url(

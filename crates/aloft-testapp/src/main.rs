@@ -1,0 +1,172 @@
+//! `aloft-testapp`: the small app that tests (and the demo) run in machines.
+//!
+//! HTTP/1.1 on `[::]:$PORT` (default 8080):
+//! - `GET /health`: `200 ok`, or `500` when `TESTAPP_HEALTH=fail` (a release that fails
+//!   its checks);
+//! - `GET /`: a greeting naming the machine (`FLY_MACHINE_ID`) and `TESTAPP_VERSION`;
+//! - `GET /slow?ms=N`: answers after N milliseconds (at most 60 s);
+//! - `GET /stats`: `{"in_flight":N,"max_in_flight":M}` over every request but this one;
+//! - `GET /ws`: a WebSocket that echoes every text and binary message.
+
+use std::convert::Infallible;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+#[derive(Debug, Default)]
+struct Stats {
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+}
+
+/// Counts a request in flight while it lives.
+struct InFlight<'a>(&'a Stats);
+
+impl<'a> InFlight<'a> {
+    fn new(stats: &'a Stats) -> InFlight<'a> {
+        let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(stats)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Answers a WebSocket handshake with 101 and echoes messages on the upgraded connection.
+fn websocket(mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket handshake needs Sec-WebSocket-Key\n".to_owned(),
+        );
+    };
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else {
+            return;
+        };
+        let mut socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(message)) = socket.next().await {
+            // Pings and closes are answered by tungstenite itself: reading on until the
+            // stream ends sends the close reply.
+            if let Message::Text(_) | Message::Binary(_) = message
+                && socket.send(message).await.is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+
+async fn answer(request: Request<Incoming>, stats: Arc<Stats>) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_owned();
+    if path == "/stats" {
+        return text(
+            StatusCode::OK,
+            format!(
+                "{{\"in_flight\":{},\"max_in_flight\":{}}}\n",
+                stats.in_flight.load(Ordering::SeqCst),
+                stats.max_in_flight.load(Ordering::SeqCst)
+            ),
+        );
+    }
+    let _counted = InFlight::new(&stats);
+    match path.as_str() {
+        "/health" => match std::env::var("TESTAPP_HEALTH").as_deref() {
+            Ok("fail") => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "failing on purpose (TESTAPP_HEALTH=fail)\n".to_owned(),
+            ),
+            _ => text(StatusCode::OK, "ok\n".to_owned()),
+        },
+        "/ws" => websocket(request),
+        "/slow" => {
+            let millis = request
+                .uri()
+                .query()
+                .unwrap_or_default()
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("ms="))
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .unwrap_or(1000)
+                .min(60_000);
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            text(StatusCode::OK, format!("slept {millis} ms\n"))
+        }
+        "/" => text(
+            StatusCode::OK,
+            format!(
+                "hello from machine {} (version {})\n",
+                std::env::var("FLY_MACHINE_ID").unwrap_or_else(|_| "unknown".to_owned()),
+                std::env::var("TESTAPP_VERSION").unwrap_or_else(|_| "1".to_owned()),
+            ),
+        ),
+        other => text(StatusCode::NOT_FOUND, format!("no page {other}\n")),
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::io::Result<()> {
+    let port = match std::env::var("PORT") {
+        Ok(port) => port.parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("PORT={port:?} is not a port number"),
+            )
+        })?,
+        Err(_) => 8080,
+    };
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await?;
+    let stats = Arc::new(Stats::default());
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let stats = stats.clone();
+                async move { Ok::<_, Infallible>(answer(request, stats).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
