@@ -17,6 +17,7 @@
 mod apps;
 mod certificates;
 mod checks;
+mod deployments;
 mod hosts;
 mod ips;
 mod machines;
@@ -34,6 +35,7 @@ use sqlx::{AnyPool, Executor};
 pub use apps::App;
 pub use certificates::CertificateRecord;
 pub use checks::CheckRecord;
+pub use deployments::{DeploymentRecord, DeploymentStep, NewDeployment, ReleaseRecord};
 pub use hosts::Host;
 pub use ips::IpRecord;
 pub use machines::{

@@ -10,6 +10,7 @@
 
 mod apps;
 mod checks;
+mod deployments;
 mod machines;
 mod networks;
 mod orgs;

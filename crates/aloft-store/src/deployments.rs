@@ -1,0 +1,452 @@
+//! Releases and deployments. A release is numbered per app (1, 2, ...) and keeps the image
+//! and machine config it rolls out; a deployment rolls one release out and logs every step
+//! (with the config a machine had before it was changed), so the control plane can resume
+//! or undo it after a restart.
+
+use aloft_types::machine::MachineConfig;
+use aloft_types::{AppId, MachineId};
+use sqlx::Row;
+
+use crate::{Store, StoreError, now_ms, random};
+
+/// Attempts at numbering a release when concurrent deploys race for the next number.
+const NUMBERING_ATTEMPTS: usize = 8;
+
+/// One release of an app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleaseRecord {
+    pub id: String,
+    pub app_id: AppId,
+    pub version: i64,
+    pub image: String,
+    pub config: MachineConfig,
+    /// `pending`, `running`, `complete`, `failed` or `rolled_back`.
+    pub status: String,
+    pub description: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One deployment of a release.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentRecord {
+    pub id: String,
+    pub app_id: AppId,
+    pub release_id: String,
+    /// `rolling` or `immediate`.
+    pub strategy: String,
+    /// A fraction of the machines (up to 1), or a count when above 1.
+    pub max_unavailable: f64,
+    pub wait_timeout_ms: i64,
+    /// `running`, `rolling_back`, `succeeded`, `failed` or `rolled_back`.
+    pub status: String,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl DeploymentRecord {
+    /// Whether the deployment still has work to do.
+    pub fn is_active(&self) -> bool {
+        matches!(self.status.as_str(), "running" | "rolling_back")
+    }
+}
+
+/// What a deployment did to one machine (or noted for all).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentStep {
+    pub number: i64,
+    pub machine_id: Option<MachineId>,
+    /// `create`, `update`, `healthy`, `failed`, `rollback` or `note`.
+    pub kind: String,
+    pub message: String,
+    /// For `update`: the machine's config before the change.
+    pub previous_config: Option<MachineConfig>,
+    pub at: i64,
+}
+
+fn hex_id() -> String {
+    random::<8>().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_config(what: &'static str, id: &str, json: &str) -> Result<MachineConfig, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::corrupt(what, id, e))
+}
+
+fn config_text(what: &'static str, id: &str, config: &MachineConfig) -> Result<String, StoreError> {
+    serde_json::to_string(config).map_err(|e| StoreError::corrupt(what, id, e))
+}
+
+const RELEASE_COLUMNS: &str =
+    "id, app_id, version, image, config, status, description, created_by, created_at, updated_at";
+
+fn release_from(row: &sqlx::any::AnyRow) -> Result<ReleaseRecord, StoreError> {
+    let id: String = row
+        .try_get(0)
+        .map_err(StoreError::database("reading a release", "release", "*"))?;
+    let read = |e| StoreError::database("reading a release", "release", &id)(e);
+    let app: String = row.try_get(1).map_err(read)?;
+    let config: String = row.try_get(4).map_err(read)?;
+    Ok(ReleaseRecord {
+        app_id: app
+            .parse()
+            .map_err(|e| StoreError::corrupt("release", &id, e))?,
+        version: row.try_get(2).map_err(read)?,
+        image: row.try_get(3).map_err(read)?,
+        config: parse_config("release", &id, &config)?,
+        status: row.try_get(5).map_err(read)?,
+        description: row.try_get(6).map_err(read)?,
+        created_by: row.try_get(7).map_err(read)?,
+        created_at: row.try_get(8).map_err(read)?,
+        updated_at: row.try_get(9).map_err(read)?,
+        id,
+    })
+}
+
+const DEPLOYMENT_COLUMNS: &str = "id, app_id, release_id, strategy, max_unavailable, wait_timeout_ms, status, error, created_at, updated_at";
+
+fn deployment_from(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StoreError> {
+    let id: String = row
+        .try_get(0)
+        .map_err(StoreError::database("reading a deployment", "deployment", "*"))?;
+    let read = |e| StoreError::database("reading a deployment", "deployment", &id)(e);
+    let app: String = row.try_get(1).map_err(read)?;
+    Ok(DeploymentRecord {
+        app_id: app
+            .parse()
+            .map_err(|e| StoreError::corrupt("deployment", &id, e))?,
+        release_id: row.try_get(2).map_err(read)?,
+        strategy: row.try_get(3).map_err(read)?,
+        max_unavailable: row.try_get(4).map_err(read)?,
+        wait_timeout_ms: row.try_get(5).map_err(read)?,
+        status: row.try_get(6).map_err(read)?,
+        error: row.try_get(7).map_err(read)?,
+        created_at: row.try_get(8).map_err(read)?,
+        updated_at: row.try_get(9).map_err(read)?,
+        id,
+    })
+}
+
+/// What a new deployment rolls out, and how.
+#[derive(Debug, Clone)]
+pub struct NewDeployment {
+    pub app_id: AppId,
+    pub image: String,
+    pub config: MachineConfig,
+    pub description: String,
+    pub created_by: String,
+    pub strategy: String,
+    pub max_unavailable: f64,
+    pub wait_timeout_ms: i64,
+}
+
+impl Store {
+    /// Numbers a new release of the app (one more than its last) and records a running
+    /// deployment of it.
+    pub async fn insert_deployment(
+        &self,
+        new: NewDeployment,
+    ) -> Result<(ReleaseRecord, DeploymentRecord), StoreError> {
+        let app = new.app_id.as_str();
+        for _ in 0..NUMBERING_ATTEMPTS {
+            let last: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(version) FROM releases WHERE app_id = $1")
+                    .bind(app)
+                    .fetch_one(self.pool())
+                    .await
+                    .map_err(StoreError::database("numbering a release", "app", app))?;
+            let now = now_ms();
+            let release = ReleaseRecord {
+                id: hex_id(),
+                app_id: new.app_id.clone(),
+                version: last.unwrap_or(0) + 1,
+                image: new.image.clone(),
+                config: new.config.clone(),
+                status: "running".to_owned(),
+                description: new.description.clone(),
+                created_by: new.created_by.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            let deployment = DeploymentRecord {
+                id: hex_id(),
+                app_id: new.app_id.clone(),
+                release_id: release.id.clone(),
+                strategy: new.strategy.clone(),
+                max_unavailable: new.max_unavailable,
+                wait_timeout_ms: new.wait_timeout_ms,
+                status: "running".to_owned(),
+                error: None,
+                created_at: now,
+                updated_at: now,
+            };
+            let config = config_text("release", &release.id, &release.config)?;
+            let mut tx = self.pool().begin().await.map_err(StoreError::database(
+                "starting a transaction",
+                "app",
+                app,
+            ))?;
+            let inserted = sqlx::query(&format!(
+                "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ))
+            .bind(&release.id)
+            .bind(app)
+            .bind(release.version)
+            .bind(&release.image)
+            .bind(&config)
+            .bind(&release.status)
+            .bind(&release.description)
+            .bind(&release.created_by)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::database("recording a release", "app", app));
+            match inserted {
+                Ok(_) => {}
+                // Another deploy took this number first.
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(error) => return Err(error),
+            }
+            sqlx::query(&format!(
+                "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9)"
+            ))
+            .bind(&deployment.id)
+            .bind(app)
+            .bind(&deployment.release_id)
+            .bind(&deployment.strategy)
+            .bind(deployment.max_unavailable)
+            .bind(deployment.wait_timeout_ms)
+            .bind(&deployment.status)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::database("recording a deployment", "app", app))?;
+            tx.commit()
+                .await
+                .map_err(StoreError::database("recording a deployment", "app", app))?;
+            return Ok((release, deployment));
+        }
+        Err(StoreError::Conflict {
+            what: "app",
+            id: app.to_owned(),
+            reason: "concurrent deploys kept taking the next release number; try again"
+                .to_owned(),
+        })
+    }
+
+    /// An app's releases, newest first.
+    pub async fn releases_of(&self, app: &AppId) -> Result<Vec<ReleaseRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE app_id = $1 ORDER BY version DESC"
+        ))
+        .bind(app.as_str())
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "listing releases",
+            "app",
+            app.as_str(),
+        ))?;
+        rows.iter().map(release_from).collect()
+    }
+
+    /// One release by its id.
+    pub async fn release(&self, id: &str) -> Result<ReleaseRecord, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(StoreError::database("reading a release", "release", id))?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "release",
+            id: id.to_owned(),
+        })?;
+        release_from(&row)
+    }
+
+    /// Sets a release's status.
+    pub async fn set_release_status(&self, id: &str, status: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE releases SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(status)
+            .bind(now_ms())
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(StoreError::database("updating a release", "release", id))?;
+        Ok(())
+    }
+
+    /// One deployment of an app.
+    pub async fn deployment(
+        &self,
+        app: &AppId,
+        id: &str,
+    ) -> Result<DeploymentRecord, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = $1 AND app_id = $2"
+        ))
+        .bind(id)
+        .bind(app.as_str())
+        .fetch_optional(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "reading a deployment",
+            "deployment",
+            id,
+        ))?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "deployment",
+            id: id.to_owned(),
+        })?;
+        deployment_from(&row)
+    }
+
+    /// An app's deployments, newest first.
+    pub async fn deployments_of(&self, app: &AppId) -> Result<Vec<DeploymentRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE app_id = $1 ORDER BY created_at DESC, id"
+        ))
+        .bind(app.as_str())
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "listing deployments",
+            "app",
+            app.as_str(),
+        ))?;
+        rows.iter().map(deployment_from).collect()
+    }
+
+    /// Deployments with work left (running or rolling back), oldest first: what a control
+    /// plane resumes when it starts.
+    pub async fn active_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status IN ('running', 'rolling_back') ORDER BY created_at, id"
+        ))
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "listing active deployments",
+            "deployment",
+            "*",
+        ))?;
+        rows.iter().map(deployment_from).collect()
+    }
+
+    /// Sets a deployment's status (and why it failed).
+    pub async fn set_deployment_status(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deployments SET status = $1, error = $2, updated_at = $3 WHERE id = $4")
+            .bind(status)
+            .bind(error)
+            .bind(now_ms())
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(StoreError::database(
+                "updating a deployment",
+                "deployment",
+                id,
+            ))?;
+        Ok(())
+    }
+
+    /// Appends a step to a deployment's log.
+    pub async fn append_step(
+        &self,
+        deployment: &str,
+        machine: Option<&MachineId>,
+        kind: &str,
+        message: &str,
+        previous_config: Option<&MachineConfig>,
+    ) -> Result<DeploymentStep, StoreError> {
+        let previous = previous_config
+            .map(|c| config_text("deployment", deployment, c))
+            .transpose()?;
+        // One writer per deployment (its deployer): numbering by the last step is safe.
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(number) FROM deployment_steps WHERE deployment_id = $1",
+        )
+        .bind(deployment)
+        .fetch_one(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "numbering a deployment step",
+            "deployment",
+            deployment,
+        ))?;
+        let step = DeploymentStep {
+            number: last.unwrap_or(0) + 1,
+            machine_id: machine.cloned(),
+            kind: kind.to_owned(),
+            message: message.to_owned(),
+            previous_config: previous_config.cloned(),
+            at: now_ms(),
+        };
+        sqlx::query(
+            "INSERT INTO deployment_steps (deployment_id, number, machine_id, kind, message, previous_config, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(deployment)
+        .bind(step.number)
+        .bind(machine.map(MachineId::as_str))
+        .bind(&step.kind)
+        .bind(&step.message)
+        .bind(previous)
+        .bind(step.at)
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "recording a deployment step",
+            "deployment",
+            deployment,
+        ))?;
+        Ok(step)
+    }
+
+    /// A deployment's steps, in order.
+    pub async fn steps_of(&self, deployment: &str) -> Result<Vec<DeploymentStep>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT number, machine_id, kind, message, previous_config, at FROM deployment_steps \
+             WHERE deployment_id = $1 ORDER BY number",
+        )
+        .bind(deployment)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "listing deployment steps",
+            "deployment",
+            deployment,
+        ))?;
+        rows.iter()
+            .map(|row| {
+                let read =
+                    |e| StoreError::database("reading a deployment step", "deployment", deployment)(e);
+                let machine: Option<String> = row.try_get(1).map_err(read)?;
+                let previous: Option<String> = row.try_get(4).map_err(read)?;
+                Ok(DeploymentStep {
+                    number: row.try_get(0).map_err(read)?,
+                    machine_id: machine
+                        .map(|m| m.parse())
+                        .transpose()
+                        .map_err(|e| StoreError::corrupt("deployment", deployment, e))?,
+                    kind: row.try_get(2).map_err(read)?,
+                    message: row.try_get(3).map_err(read)?,
+                    previous_config: previous
+                        .map(|p| parse_config("deployment", deployment, &p))
+                        .transpose()?,
+                    at: row.try_get(5).map_err(read)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,107 @@
+use aloft_store::{NewDeployment, NewMachine, Store};
+use aloft_types::MachineState;
+use aloft_types::machine::MachineConfig;
+
+use crate::on_both_backends;
+
+on_both_backends!(releases_are_numbered_per_app_and_deployments_log_their_steps);
+
+fn deploy(app: &aloft_types::AppId, image: &str) -> NewDeployment {
+    NewDeployment {
+        app_id: app.clone(),
+        image: image.to_owned(),
+        config: MachineConfig {
+            image: image.to_owned(),
+            ..MachineConfig::default()
+        },
+        description: format!("deploy {image}"),
+        created_by: "ci".to_owned(),
+        strategy: "rolling".to_owned(),
+        max_unavailable: 0.33,
+        wait_timeout_ms: 300_000,
+    }
+}
+
+async fn releases_are_numbered_per_app_and_deployments_log_their_steps(store: Store) {
+    let org = store.create_org("acme", "Acme").await.unwrap();
+    let web = store
+        .create_app(&"web".parse().unwrap(), &org.id, "default")
+        .await
+        .unwrap();
+    let api = store
+        .create_app(&"api".parse().unwrap(), &org.id, "default")
+        .await
+        .unwrap();
+
+    let (first, deployment) = store.insert_deployment(deploy(&web.id, "one")).await.unwrap();
+    let (second, _) = store.insert_deployment(deploy(&web.id, "two")).await.unwrap();
+    let (other, _) = store.insert_deployment(deploy(&api.id, "three")).await.unwrap();
+    assert_eq!((first.version, second.version, other.version), (1, 2, 1));
+    assert_eq!(first.config.image, "one");
+    let releases = store.releases_of(&web.id).await.unwrap();
+    assert_eq!(
+        releases.iter().map(|r| r.version).collect::<Vec<_>>(),
+        [2, 1],
+        "newest first"
+    );
+    assert_eq!(store.release(&first.id).await.unwrap(), first);
+
+    assert_eq!(store.active_deployments().await.unwrap().len(), 3);
+    let read = store.deployment(&web.id, &deployment.id).await.unwrap();
+    assert_eq!(read, deployment);
+    assert!(read.is_active());
+    assert!(
+        store.deployment(&api.id, &deployment.id).await.is_err(),
+        "another app's deployment is not found"
+    );
+
+    let machine = store
+        .insert_machine(NewMachine {
+            app_id: web.id.clone(),
+            name: "one".to_owned(),
+            region: "ams".to_owned(),
+            host_id: None,
+            private_ip: None,
+            config: MachineConfig::default(),
+            state: MachineState::Started,
+            desired: aloft_store::Desired::Started,
+        })
+        .await
+        .unwrap();
+    let before = MachineConfig {
+        image: "zero".to_owned(),
+        ..MachineConfig::default()
+    };
+    store
+        .append_step(&deployment.id, None, "note", "rolling 1 machine", None)
+        .await
+        .unwrap();
+    let update = store
+        .append_step(
+            &deployment.id,
+            Some(&machine.id),
+            "update",
+            "to release 1",
+            Some(&before),
+        )
+        .await
+        .unwrap();
+    let steps = store.steps_of(&deployment.id).await.unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[1], update);
+    assert_eq!(steps[1].number, 2);
+    assert_eq!(steps[1].previous_config.as_ref(), Some(&before));
+    assert_eq!(steps[0].machine_id, None);
+
+    store
+        .set_deployment_status(&deployment.id, "rolled_back", Some("machine x failed"))
+        .await
+        .unwrap();
+    store.set_release_status(&first.id, "failed").await.unwrap();
+    let done = store.deployment(&web.id, &deployment.id).await.unwrap();
+    assert_eq!(done.status, "rolled_back");
+    assert_eq!(done.error.as_deref(), Some("machine x failed"));
+    assert!(!done.is_active());
+    assert_eq!(store.active_deployments().await.unwrap().len(), 2);
+    assert_eq!(store.release(&first.id).await.unwrap().status, "failed");
+}
