@@ -194,6 +194,42 @@ impl Client {
             .await
     }
 
+    // Deployments and releases.
+
+    /// Starts a server-side deployment of a new release; follow it with [`Client::deployment`].
+    pub async fn deploy(
+        &self,
+        app: &str,
+        request: &aloft_types::api::DeployRequest,
+    ) -> Result<aloft_types::api::DeploymentResponse, ClientError> {
+        self.post(&format!("/v1/apps/{app}/deployments"), request)
+            .await
+    }
+
+    pub async fn deployment(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<aloft_types::api::DeploymentResponse, ClientError> {
+        self.get(&format!("/v1/apps/{app}/deployments/{id}")).await
+    }
+
+    /// The app's deployments, newest first.
+    pub async fn deployments(
+        &self,
+        app: &str,
+    ) -> Result<Vec<aloft_types::api::DeploymentResponse>, ClientError> {
+        self.get(&format!("/v1/apps/{app}/deployments")).await
+    }
+
+    /// The app's releases, newest first.
+    pub async fn releases(
+        &self,
+        app: &str,
+    ) -> Result<Vec<aloft_types::api::ReleaseResponse>, ClientError> {
+        self.get(&format!("/v1/apps/{app}/releases")).await
+    }
+
     /// The edge's local CA certificate, PEM.
     pub async fn local_ca(&self) -> Result<String, ClientError> {
         let url = format!("{}/v1/certs/ca", self.base);

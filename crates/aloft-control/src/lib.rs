@@ -15,6 +15,7 @@ mod apps;
 mod auth;
 mod catalog;
 mod certs;
+mod deploy;
 mod dns;
 mod error;
 mod hosts;
@@ -151,6 +152,13 @@ impl Control {
             .merge(dns::routes())
             .merge(certs::routes())
             .merge(ips::routes())
+            .merge(deploy::routes())
+    }
+
+    /// Resumes the deployments a previous run left running (or rolling back); returns how
+    /// many. Call once at start, inside a Tokio runtime, after the agents are attached.
+    pub async fn resume_deployments(&self) -> Result<usize, ApiError> {
+        deploy::resume(&self.inner).await
     }
 
     /// The API's routes.

@@ -194,6 +194,18 @@ async fn create(
     Body(request): Body<MachineRequest>,
 ) -> Result<Json<MachineResponse>, ApiError> {
     let app = app_for(&inner, &principal, &app, true).await?;
+    let machine = create_machine(&inner, &app, request, &principal.token.name).await?;
+    respond(&inner, &inner.store.machine(&app.id, &machine.id).await?).await
+}
+
+/// Creates a machine of `app` as asked (`holder` names who takes the lease it may ask
+/// for), places it, and tells its host's agent.
+pub(crate) async fn create_machine(
+    inner: &Inner,
+    app: &App,
+    request: MachineRequest,
+    holder: &str,
+) -> Result<MachineRecord, ApiError> {
     validate_request(&request)?;
     let region = request
         .region
@@ -211,11 +223,11 @@ async fn create(
         )));
     }
     let mut config = request.config;
-    let volume = mounted_volume(&inner, &app, &mut config, region.as_str(), None).await?;
+    let volume = mounted_volume(inner, app, &mut config, region.as_str(), None).await?;
     let host = match volume.as_ref().and_then(|v| v.host_id.clone()) {
         // A machine that mounts a volume runs where the volume is.
         Some(host) => host,
-        None => place(&inner, region.as_str()).await?,
+        None => place(inner, region.as_str()).await?,
     };
     config
         .metadata
@@ -256,7 +268,7 @@ async fn create(
             .await?;
     }
     crate::catalog::private_address(&inner.store, &machine.id).await?;
-    user_event(&inner, &machine.id, "launch", "created", json!({})).await?;
+    user_event(inner, &machine.id, "launch", "created", json!({})).await?;
     if let Some(ttl) = request.lease_ttl {
         inner
             .store
@@ -266,14 +278,14 @@ async fn create(
                 i64::try_from(ttl)
                     .unwrap_or(i64::MAX / 2)
                     .saturating_mul(1000),
-                &principal.token.name,
+                holder,
                 "",
                 None,
             )
             .await?;
     }
-    notify(&inner, &machine, Command::Converge);
-    respond(&inner, &inner.store.machine(&app.id, &machine.id).await?).await
+    notify(inner, &machine, Command::Converge);
+    Ok(machine)
 }
 
 /// Checks the config's mount (at most one) and fills in the volume's name and size. On an
@@ -417,8 +429,30 @@ async fn update(
         })?),
         None => None,
     };
-    let mut config = request.config;
-    mounted_volume(&inner, &app, &mut config, &machine.region, Some(&machine)).await?;
+    update_machine(
+        &inner,
+        &app,
+        &machine,
+        request.config,
+        request.skip_launch,
+        expected,
+    )
+    .await?;
+    respond(&inner, &inner.store.machine(&app.id, &machine.id).await?).await
+}
+
+/// Gives `machine` a new config version (when its current version is `expected`, if
+/// given) and tells its agent. A started machine shows `updating` until its new version
+/// reports `started`, so a waiter never mistakes the old run for the new one.
+pub(crate) async fn update_machine(
+    inner: &Inner,
+    app: &App,
+    machine: &MachineRecord,
+    mut config: aloft_types::machine::MachineConfig,
+    skip_launch: bool,
+    expected: Option<i64>,
+) -> Result<MachineRecord, ApiError> {
+    mounted_volume(inner, app, &mut config, &machine.region, Some(machine)).await?;
     config
         .metadata
         .entry(aloft_types::machine::METADATA_PLATFORM_VERSION.to_owned())
@@ -431,23 +465,34 @@ async fn update(
         .store
         .set_desired(
             &machine.id,
-            if request.skip_launch {
+            if skip_launch {
                 Desired::Stopped
             } else {
                 Desired::Started
             },
         )
         .await?;
+    if updated.state == MachineState::Started && !skip_launch {
+        match inner
+            .store
+            .set_machine_state(&machine.id, MachineState::Updating)
+            .await
+        {
+            // The agent moved it meanwhile (to the new run, or stopping): as good.
+            Ok(_) | Err(aloft_store::StoreError::Conflict { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
     user_event(
-        &inner,
+        inner,
         &machine.id,
         "update",
         "pending",
         json!({ "version": updated.version }),
     )
     .await?;
-    notify(&inner, &updated, Command::Converge);
-    respond(&inner, &inner.store.machine(&app.id, &machine.id).await?).await
+    notify(inner, &updated, Command::Converge);
+    Ok(inner.store.machine(&app.id, &machine.id).await?)
 }
 
 #[utoipa::path(delete, path = "/v1/apps/{app}/machines/{id}", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id"), ("force" = Option<bool>, Query, description = "Destroy even a started machine")), responses((status = 200, body = OkResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_destroy")]

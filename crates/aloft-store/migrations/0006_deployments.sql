@@ -27,6 +27,8 @@ CREATE TABLE deployments (
     -- A fraction of the machines (0 < x <= 1) or, when above 1, a count.
     max_unavailable DOUBLE PRECISION NOT NULL,
     wait_timeout_ms BIGINT NOT NULL,
+    -- Machines to create when the app has none of the release's process group.
+    initial_count BIGINT NOT NULL,
     -- running | rolling_back | succeeded | failed | rolled_back
     status TEXT NOT NULL,
     error TEXT,

@@ -39,6 +39,8 @@ pub struct DeploymentRecord {
     /// A fraction of the machines (up to 1), or a count when above 1.
     pub max_unavailable: f64,
     pub wait_timeout_ms: i64,
+    /// Machines to create when the app has none of the release's process group.
+    pub initial_count: i64,
     /// `running`, `rolling_back`, `succeeded`, `failed` or `rolled_back`.
     pub status: String,
     pub error: Option<String>,
@@ -82,9 +84,9 @@ const RELEASE_COLUMNS: &str =
     "id, app_id, version, image, config, status, description, created_by, created_at, updated_at";
 
 fn release_from(row: &sqlx::any::AnyRow) -> Result<ReleaseRecord, StoreError> {
-    let id: String = row
-        .try_get(0)
-        .map_err(StoreError::database("reading a release", "release", "*"))?;
+    let id: String =
+        row.try_get(0)
+            .map_err(StoreError::database("reading a release", "release", "*"))?;
     let read = |e| StoreError::database("reading a release", "release", &id)(e);
     let app: String = row.try_get(1).map_err(read)?;
     let config: String = row.try_get(4).map_err(read)?;
@@ -104,12 +106,14 @@ fn release_from(row: &sqlx::any::AnyRow) -> Result<ReleaseRecord, StoreError> {
     })
 }
 
-const DEPLOYMENT_COLUMNS: &str = "id, app_id, release_id, strategy, max_unavailable, wait_timeout_ms, status, error, created_at, updated_at";
+const DEPLOYMENT_COLUMNS: &str = "id, app_id, release_id, strategy, max_unavailable, wait_timeout_ms, initial_count, status, error, created_at, updated_at";
 
 fn deployment_from(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StoreError> {
-    let id: String = row
-        .try_get(0)
-        .map_err(StoreError::database("reading a deployment", "deployment", "*"))?;
+    let id: String = row.try_get(0).map_err(StoreError::database(
+        "reading a deployment",
+        "deployment",
+        "*",
+    ))?;
     let read = |e| StoreError::database("reading a deployment", "deployment", &id)(e);
     let app: String = row.try_get(1).map_err(read)?;
     Ok(DeploymentRecord {
@@ -120,10 +124,11 @@ fn deployment_from(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StoreErr
         strategy: row.try_get(3).map_err(read)?,
         max_unavailable: row.try_get(4).map_err(read)?,
         wait_timeout_ms: row.try_get(5).map_err(read)?,
-        status: row.try_get(6).map_err(read)?,
-        error: row.try_get(7).map_err(read)?,
-        created_at: row.try_get(8).map_err(read)?,
-        updated_at: row.try_get(9).map_err(read)?,
+        initial_count: row.try_get(6).map_err(read)?,
+        status: row.try_get(7).map_err(read)?,
+        error: row.try_get(8).map_err(read)?,
+        created_at: row.try_get(9).map_err(read)?,
+        updated_at: row.try_get(10).map_err(read)?,
         id,
     })
 }
@@ -139,6 +144,7 @@ pub struct NewDeployment {
     pub strategy: String,
     pub max_unavailable: f64,
     pub wait_timeout_ms: i64,
+    pub initial_count: i64,
 }
 
 impl Store {
@@ -176,6 +182,7 @@ impl Store {
                 strategy: new.strategy.clone(),
                 max_unavailable: new.max_unavailable,
                 wait_timeout_ms: new.wait_timeout_ms,
+                initial_count: new.initial_count,
                 status: "running".to_owned(),
                 error: None,
                 created_at: now,
@@ -210,7 +217,7 @@ impl Store {
                 Err(error) => return Err(error),
             }
             sqlx::query(&format!(
-                "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9)"
+                "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10)"
             ))
             .bind(&deployment.id)
             .bind(app)
@@ -218,22 +225,24 @@ impl Store {
             .bind(&deployment.strategy)
             .bind(deployment.max_unavailable)
             .bind(deployment.wait_timeout_ms)
+            .bind(deployment.initial_count)
             .bind(&deployment.status)
             .bind(now)
             .bind(now)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::database("recording a deployment", "app", app))?;
-            tx.commit()
-                .await
-                .map_err(StoreError::database("recording a deployment", "app", app))?;
+            tx.commit().await.map_err(StoreError::database(
+                "recording a deployment",
+                "app",
+                app,
+            ))?;
             return Ok((release, deployment));
         }
         Err(StoreError::Conflict {
             what: "app",
             id: app.to_owned(),
-            reason: "concurrent deploys kept taking the next release number; try again"
-                .to_owned(),
+            reason: "concurrent deploys kept taking the next release number; try again".to_owned(),
         })
     }
 
@@ -282,11 +291,7 @@ impl Store {
     }
 
     /// One deployment of an app.
-    pub async fn deployment(
-        &self,
-        app: &AppId,
-        id: &str,
-    ) -> Result<DeploymentRecord, StoreError> {
+    pub async fn deployment(&self, app: &AppId, id: &str) -> Result<DeploymentRecord, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = $1 AND app_id = $2"
         ))
@@ -345,18 +350,20 @@ impl Store {
         status: &str,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE deployments SET status = $1, error = $2, updated_at = $3 WHERE id = $4")
-            .bind(status)
-            .bind(error)
-            .bind(now_ms())
-            .bind(id)
-            .execute(self.pool())
-            .await
-            .map_err(StoreError::database(
-                "updating a deployment",
-                "deployment",
-                id,
-            ))?;
+        sqlx::query(
+            "UPDATE deployments SET status = $1, error = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(status)
+        .bind(error)
+        .bind(now_ms())
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "updating a deployment",
+            "deployment",
+            id,
+        ))?;
         Ok(())
     }
 
@@ -373,17 +380,16 @@ impl Store {
             .map(|c| config_text("deployment", deployment, c))
             .transpose()?;
         // One writer per deployment (its deployer): numbering by the last step is safe.
-        let last: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(number) FROM deployment_steps WHERE deployment_id = $1",
-        )
-        .bind(deployment)
-        .fetch_one(self.pool())
-        .await
-        .map_err(StoreError::database(
-            "numbering a deployment step",
-            "deployment",
-            deployment,
-        ))?;
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(number) FROM deployment_steps WHERE deployment_id = $1")
+                .bind(deployment)
+                .fetch_one(self.pool())
+                .await
+                .map_err(StoreError::database(
+                    "numbering a deployment step",
+                    "deployment",
+                    deployment,
+                ))?;
         let step = DeploymentStep {
             number: last.unwrap_or(0) + 1,
             machine_id: machine.cloned(),
@@ -429,8 +435,9 @@ impl Store {
         ))?;
         rows.iter()
             .map(|row| {
-                let read =
-                    |e| StoreError::database("reading a deployment step", "deployment", deployment)(e);
+                let read = |e| {
+                    StoreError::database("reading a deployment step", "deployment", deployment)(e)
+                };
                 let machine: Option<String> = row.try_get(1).map_err(read)?;
                 let previous: Option<String> = row.try_get(4).map_err(read)?;
                 Ok(DeploymentStep {

@@ -7,6 +7,9 @@
 //! - `GET /slow?ms=N`: answers after N milliseconds (at most 60 s);
 //! - `GET /stats`: `{"in_flight":N,"max_in_flight":M}` over every request but this one;
 //! - `GET /ws`: a WebSocket that echoes every text and binary message.
+//!
+//! On SIGINT or SIGTERM it stops accepting connections, lets requests in flight finish
+//! (up to 10 s) and exits 0.
 
 use std::convert::Infallible;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -20,6 +23,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -155,8 +159,14 @@ async fn main() -> std::io::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await?;
     let stats = Arc::new(Stats::default());
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+        };
         let stats = stats.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
@@ -169,4 +179,12 @@ async fn main() -> std::io::Result<()> {
                 .await;
         });
     }
+    // Stopped (SIGINT is Fly's default kill signal): no new connections; requests in
+    // flight get up to 10 s to finish.
+    drop(listener);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stats.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }

@@ -469,3 +469,77 @@ pub struct DnsRecord {
     pub ttl: u32,
     pub data: String,
 }
+
+/// `POST /v1/apps/{app}/deployments`: roll out a new release of the app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// The image every machine of the release runs (it replaces `config.image`).
+    pub image: String,
+    /// The machine config of the release (what fly.toml lowers to).
+    #[serde(default)]
+    pub config: crate::machine::MachineConfig,
+    /// `rolling` (default) or `immediate`.
+    #[serde(default)]
+    pub strategy: Option<String>,
+    /// For `rolling`: how many machines may be replaced at once, a fraction of them
+    /// (`0.33`, the default) or a count (`2`).
+    #[serde(default)]
+    pub max_unavailable: Option<f64>,
+    /// How long each machine gets to start and pass its checks, in seconds (default 300).
+    #[serde(default)]
+    pub wait_timeout: Option<u64>,
+    /// Machines to create when the app has none (default: 2 when the config has
+    /// services, else 1).
+    #[serde(default)]
+    pub initial_count: Option<u32>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// One release of an app (`aloft releases`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct ReleaseResponse {
+    pub id: String,
+    pub version: i64,
+    pub image: String,
+    /// `running`, `complete`, `failed` or `rolled_back`.
+    pub status: String,
+    pub description: String,
+    /// The token that deployed it.
+    pub user: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// One step of a deployment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct DeploymentStepResponse {
+    pub number: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
+    /// `create`, `update`, `healthy`, `failed`, `rollback` or `note`.
+    pub kind: String,
+    pub message: String,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// A deployment and its steps so far.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct DeploymentResponse {
+    pub id: String,
+    pub release: ReleaseResponse,
+    pub strategy: String,
+    pub max_unavailable: f64,
+    pub wait_timeout: u64,
+    /// `running`, `rolling_back`, `succeeded`, `failed` or `rolled_back`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub steps: Vec<DeploymentStepResponse>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}

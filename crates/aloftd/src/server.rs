@@ -293,6 +293,13 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
 
     let agent_stop = CancellationToken::new();
     let agent_task = tokio::spawn(agent.run(agent_stop.clone()));
+    let resumed = control
+        .resume_deployments()
+        .await
+        .context("resuming the deployments a previous run left running")?;
+    if resumed > 0 {
+        tracing::info!(deployments = resumed, "resumed deployments");
+    }
 
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;

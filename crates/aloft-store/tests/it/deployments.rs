@@ -19,6 +19,7 @@ fn deploy(app: &aloft_types::AppId, image: &str) -> NewDeployment {
         strategy: "rolling".to_owned(),
         max_unavailable: 0.33,
         wait_timeout_ms: 300_000,
+        initial_count: 2,
     }
 }
 
@@ -33,9 +34,18 @@ async fn releases_are_numbered_per_app_and_deployments_log_their_steps(store: St
         .await
         .unwrap();
 
-    let (first, deployment) = store.insert_deployment(deploy(&web.id, "one")).await.unwrap();
-    let (second, _) = store.insert_deployment(deploy(&web.id, "two")).await.unwrap();
-    let (other, _) = store.insert_deployment(deploy(&api.id, "three")).await.unwrap();
+    let (first, deployment) = store
+        .insert_deployment(deploy(&web.id, "one"))
+        .await
+        .unwrap();
+    let (second, _) = store
+        .insert_deployment(deploy(&web.id, "two"))
+        .await
+        .unwrap();
+    let (other, _) = store
+        .insert_deployment(deploy(&api.id, "three"))
+        .await
+        .unwrap();
     assert_eq!((first.version, second.version, other.version), (1, 2, 1));
     assert_eq!(first.config.image, "one");
     let releases = store.releases_of(&web.id).await.unwrap();

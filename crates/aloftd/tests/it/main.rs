@@ -10,6 +10,7 @@
 mod autoscale;
 mod checks;
 mod data;
+mod deploy;
 mod lifecycle;
 mod machines;
 mod network;

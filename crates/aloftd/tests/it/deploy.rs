@@ -1,0 +1,265 @@
+//! Server-side deployments against real machines, with traffic through the proxy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aloft_client::Client;
+use aloft_testkit::eventually;
+use aloft_types::api::{DeployRequest, DeploymentResponse};
+use aloft_types::machine::{
+    CheckType, Handler, MachineCheck, MachineConfig, MachinePort, MachineService, Protocol,
+};
+
+use crate::proxy::proxy_address;
+use crate::{Host, Server};
+
+const APP: &str = "rollout";
+
+fn release(image: &str, version: &str, healthy: bool) -> DeployRequest {
+    let mut config = MachineConfig {
+        services: vec![MachineService {
+            protocol: Protocol::Tcp,
+            internal_port: 8080,
+            autostop: None,
+            autostart: None,
+            min_machines_running: None,
+            ports: vec![MachinePort {
+                port: Some(80),
+                handlers: vec![Handler::Http],
+                ..MachinePort::default()
+            }],
+            checks: vec![MachineCheck {
+                kind: Some(CheckType::Http),
+                path: Some("/health".to_owned()),
+                interval: "1s".parse().ok(),
+                timeout: "1s".parse().ok(),
+                grace_period: "1s".parse().ok(),
+                ..MachineCheck::default()
+            }],
+            concurrency: None,
+            force_instance_key: None,
+            force_instance_description: None,
+        }],
+        ..MachineConfig::default()
+    };
+    config
+        .env
+        .insert("TESTAPP_VERSION".to_owned(), version.to_owned());
+    if !healthy {
+        config
+            .env
+            .insert("TESTAPP_HEALTH".to_owned(), "fail".to_owned());
+    }
+    DeployRequest {
+        image: image.to_owned(),
+        config,
+        strategy: None,
+        max_unavailable: None,
+        wait_timeout: Some(if healthy { 60 } else { 15 }),
+        initial_count: Some(3),
+        description: Some(format!("version {version}")),
+    }
+}
+
+/// Follows a deployment to its end.
+async fn finished(client: &Client, id: &str) -> DeploymentResponse {
+    eventually(
+        "the deployment to end",
+        Duration::from_secs(240),
+        || async {
+            let deployment = client.deployment(APP, id).await.ok()?;
+            (!matches!(deployment.status.as_str(), "running" | "rolling_back"))
+                .then_some(deployment)
+        },
+    )
+    .await
+}
+
+/// Requests through the proxy from a few loops until stopped: (answered, failed).
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(proxy: std::net::SocketAddr) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let http = reqwest::Client::new();
+        let tasks = (0..4)
+            .map(|_| {
+                let (stop, ok, failed, failures, http) = (
+                    stop.clone(),
+                    ok.clone(),
+                    failed.clone(),
+                    failures.clone(),
+                    http.clone(),
+                );
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let answer = http
+                            .get(format!("http://{proxy}/"))
+                            .header("host", format!("{APP}.aloft.localhost"))
+                            .timeout(Duration::from_secs(30))
+                            .send()
+                            .await;
+                        match answer {
+                            Ok(response) if response.status() == 200 => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            other => {
+                                failed.fetch_add(1, Ordering::SeqCst);
+                                let why = match other {
+                                    Ok(response) => format!(
+                                        "{} {}",
+                                        response.status(),
+                                        response.text().await.unwrap_or_default()
+                                    ),
+                                    Err(error) => error.to_string(),
+                                };
+                                failures.lock().unwrap().push(why);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            failures,
+            tasks,
+        }
+    }
+
+    async fn finish(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+            failures,
+        )
+    }
+}
+
+async fn served_version(proxy: std::net::SocketAddr) -> Option<String> {
+    let body = reqwest::Client::new()
+        .get(format!("http://{proxy}/"))
+        .header("host", format!("{APP}.aloft.localhost"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(body)
+}
+
+/// The first deploy creates three machines; a rolling deploy replaces them one at a time
+/// while requests flow, with none failing; a release whose health check fails is rolled
+/// back within its wait timeout while the previous one keeps serving, again with no
+/// failed request.
+#[tokio::test]
+async fn rolling_deploys_lose_no_request_and_a_failing_release_rolls_back() {
+    let host = Host::new();
+    let image = aloft_testkit::testapp_image();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app(APP, None).await.unwrap();
+    let proxy = proxy_address(&host);
+
+    let first = client
+        .deploy(APP, &release(&image, "1", true))
+        .await
+        .unwrap();
+    assert_eq!(first.release.version, 1);
+    let first = finished(client, &first.id).await;
+    assert_eq!(first.status, "succeeded", "{first:#?}");
+    let machines = client.list_machines(APP).await.unwrap();
+    assert_eq!(
+        machines.len(),
+        3,
+        "the first deploy creates the machines asked for"
+    );
+    eventually("v1 to serve", Duration::from_secs(30), || async {
+        served_version(proxy)
+            .await
+            .filter(|b| b.contains("version 1"))
+    })
+    .await;
+
+    let load = Load::start(proxy);
+    let started = Instant::now();
+    let second = client
+        .deploy(APP, &release(&image, "2", true))
+        .await
+        .unwrap();
+    let second = finished(client, &second.id).await;
+    let took = started.elapsed();
+    let (ok, failed, failures) = load.finish().await;
+    assert_eq!(second.status, "succeeded", "{second:#?}");
+    assert_eq!(
+        failed, 0,
+        "failed requests during the rolling deploy: {failures:?}"
+    );
+    assert!(ok > 0);
+    eprintln!("rolling deploy of 3 machines: {took:?}, {ok} requests, none failed");
+    let updates = second.steps.iter().filter(|s| s.kind == "update").count();
+    assert_eq!(updates, 3, "{second:#?}");
+    let version = served_version(proxy).await.unwrap_or_default();
+    assert!(version.contains("version 2"), "{version}");
+
+    let load = Load::start(proxy);
+    let started = Instant::now();
+    let third = client
+        .deploy(APP, &release(&image, "3", false))
+        .await
+        .unwrap();
+    let third = finished(client, &third.id).await;
+    let took = started.elapsed();
+    let (ok, failed, failures) = load.finish().await;
+    assert_eq!(third.status, "rolled_back", "{third:#?}");
+    let error = third.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("servicecheck") && error.contains("TESTAPP_HEALTH=fail"),
+        "the failing check and its output: {error}"
+    );
+    assert_eq!(
+        failed, 0,
+        "failed requests during the failed deploy: {failures:?}"
+    );
+    assert!(ok > 0);
+    eprintln!("failed deploy rolled back in {took:?}, {ok} requests, none failed");
+    let version = served_version(proxy).await.unwrap_or_default();
+    assert!(version.contains("version 2"), "{version}");
+    for machine in client.list_machines(APP).await.unwrap() {
+        assert_eq!(
+            machine
+                .config
+                .env
+                .get("TESTAPP_VERSION")
+                .map(String::as_str),
+            Some("2"),
+            "machine {} runs the previous release again",
+            machine.id
+        );
+    }
+
+    let releases = client.releases(APP).await.unwrap();
+    let statuses: Vec<(i64, &str)> = releases
+        .iter()
+        .map(|r| (r.version, r.status.as_str()))
+        .collect();
+    assert_eq!(statuses, [(3, "failed"), (2, "complete"), (1, "complete")]);
+}
