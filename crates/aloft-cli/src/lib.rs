@@ -78,6 +78,10 @@ pub enum Command {
     /// Health checks of an app's machines.
     #[command(subcommand)]
     Checks(commands::checks::ChecksCommand),
+    /// Roll out a new release of the app from its fly.toml, server-side, and follow it.
+    Deploy(commands::deploy::DeployArgs),
+    /// The app's releases, newest first.
+    Releases,
     /// Read, check and show an app's fly.toml.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -138,6 +142,17 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
             commands::config::run(command, &cli.config, cli.app.as_deref(), cli.json, out)
         }
         Command::Version => commands::version(cli.json, out),
+        Command::Deploy(args) => runtime()?.block_on(commands::deploy::deploy(
+            args,
+            &cli.config,
+            cli.app.as_deref(),
+            cli.json,
+            out,
+        )),
+        Command::Releases => {
+            let app = app()?;
+            runtime()?.block_on(commands::deploy::releases(&app, cli.json, out))
+        }
         Command::Auth(command) => runtime()?.block_on(commands::auth::run(command, cli.json, out)),
         Command::Orgs(command) => runtime()?.block_on(commands::orgs::orgs(command, cli.json, out)),
         Command::Tokens(command) => {

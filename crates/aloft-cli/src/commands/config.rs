@@ -36,7 +36,7 @@ pub struct ShowArgs {
     process_group: Option<String>,
 }
 
-fn config_path(explicit: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub(crate) fn config_path(explicit: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
     match explicit {
         Some(path) => Ok(path.clone()),
         // Found in the current directory, the file is named as the user would name it:
@@ -49,7 +49,7 @@ fn config_path(explicit: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 /// Reads the config and prints its findings; fails when it has errors.
-fn read(path: &Path, out: &mut Output) -> Result<Parsed, Failure> {
+pub(crate) fn read(path: &Path, out: &mut Output) -> Result<Parsed, Failure> {
     let parsed = aloft_config::load(path).map_err(anyhow::Error::from)?;
     let report = parsed.render();
     if !report.is_empty() {
@@ -67,7 +67,7 @@ fn read(path: &Path, out: &mut Output) -> Result<Parsed, Failure> {
     Ok(parsed)
 }
 
-fn with_app(parsed: &Parsed, app: Option<&str>) -> Result<AppConfig, Failure> {
+pub(crate) fn with_app(parsed: &Parsed, app: Option<&str>) -> Result<AppConfig, Failure> {
     let mut config = parsed.config().cloned().ok_or(Failure::InvalidConfig)?;
     if let Some(app) = app {
         config.app = Some(app.parse().with_context(|| format!("--app {app:?}"))?);

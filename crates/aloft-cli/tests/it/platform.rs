@@ -405,3 +405,94 @@ async fn the_cli_lists_health_checks() {
         text(&unknown.stderr)
     );
 }
+
+/// The seed's staging fly.toml, unchanged, deployed with `--image` of the test app: the
+/// release goes live and serves HTTPS through the proxy; a release that fails its health
+/// check makes `aloft deploy` exit non-zero with the check's output, and is rolled back.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_seed_deploys_unchanged_and_a_failing_release_is_rolled_back() {
+    let image = aloft_testkit::testapp_image();
+    let platform = Platform::start().await;
+    let p = &platform;
+    p.ok(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
+    let seed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../aloft-config/tests/data/valid/01-seed-terrateam-staging.toml"
+    );
+    std::fs::copy(seed, p.home.path().join("fly.toml")).unwrap();
+    p.ok(&["apps", "create", "terrateam-app-staging"]);
+
+    let deployed = p.aloft(&["deploy", "--image", &image]);
+    let said = format!("{}{}", text(&deployed.stdout), text(&deployed.stderr));
+    assert!(deployed.status.success(), "{said}");
+    assert!(
+        said.contains("release v1 of terrateam-app-staging is live"),
+        "{said}"
+    );
+    assert!(said.contains("healthy"), "progress lines: {said}");
+
+    // HTTPS through the proxy, with the local CA.
+    let ca = p.home.path().join("ca.pem");
+    std::fs::write(&ca, p.ok(&["certs", "ca"])).unwrap();
+    let https: std::net::SocketAddr =
+        std::fs::read_to_string(p.data.path().join(aloftd::HTTPS_ADDR_FILE))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    let name = "terrateam-app-staging.aloft.localhost";
+    let curl = |path: &str| {
+        let output = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&ca)
+            .arg("--resolve")
+            .arg(format!("{name}:{}:127.0.0.1", https.port()))
+            .arg(format!("https://{name}:{}{path}", https.port()))
+            .output()
+            .unwrap();
+        text(&output.stdout)
+    };
+    let body = curl("/");
+    assert!(body.contains("hello from machine"), "{body}");
+
+    let failed = p.aloft(&[
+        "deploy",
+        "--image",
+        &image,
+        "-e",
+        "TESTAPP_HEALTH=fail",
+        "--wait-timeout",
+        "25s",
+    ]);
+    let said = format!("{}{}", text(&failed.stdout), text(&failed.stderr));
+    assert!(!failed.status.success(), "{said}");
+    assert!(said.contains("rolled_back"), "{said}");
+    assert!(
+        said.contains("failing on purpose (TESTAPP_HEALTH=fail)"),
+        "the failing check's output: {said}"
+    );
+    let body = curl("/");
+    assert!(
+        body.contains("hello from machine"),
+        "the old release serves: {body}"
+    );
+
+    let releases: serde_json::Value = serde_json::from_str(&p.ok(&["releases", "--json"])).unwrap();
+    let statuses: Vec<(i64, String)> = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["version"].as_i64().unwrap(),
+                r["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [(2, "failed".to_owned()), (1, "complete".to_owned())]
+    );
+    let table = p.ok(&["releases"]);
+    assert!(table.contains("VERSION") && table.contains("v2"), "{table}");
+}

@@ -263,3 +263,75 @@ async fn rolling_deploys_lose_no_request_and_a_failing_release_rolls_back() {
         .collect();
     assert_eq!(statuses, [(3, "failed"), (2, "complete"), (1, "complete")]);
 }
+
+/// `aloftd` killed with -9 in the middle of a rolling deploy resumes it when it starts
+/// again, and the deployment ends with every machine on the new release.
+#[tokio::test]
+async fn a_deployment_resumes_after_kill_9_of_the_daemon() {
+    let host = Host::new();
+    let image = aloft_testkit::testapp_image();
+    let mut server = Server::start(&host).await;
+    let client = server.client.clone();
+    client.create_app(APP, None).await.unwrap();
+    let first = client
+        .deploy(APP, &release(&image, "1", true))
+        .await
+        .unwrap();
+    assert_eq!(finished(&client, &first.id).await.status, "succeeded");
+
+    let second = client
+        .deploy(APP, &release(&image, "2", true))
+        .await
+        .unwrap();
+    let steps_before = eventually(
+        "the deployment to update its first machine",
+        Duration::from_secs(60),
+        || async {
+            let deployment = client.deployment(APP, &second.id).await.ok()?;
+            deployment
+                .steps
+                .iter()
+                .any(|s| s.kind == "update")
+                .then_some(deployment.steps.len())
+        },
+    )
+    .await;
+    server.kill();
+    let killed = client.deployment(APP, &second.id).await;
+    assert!(killed.is_err(), "the API is gone with the daemon");
+
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    let second = finished(client, &second.id).await;
+    assert_eq!(second.status, "succeeded", "{second:#?}");
+    let healthy_after = second.steps[steps_before..]
+        .iter()
+        .filter(|s| s.kind == "healthy")
+        .count();
+    assert!(
+        healthy_after >= 1,
+        "the restarted daemon carried the deployment on: {second:#?}"
+    );
+    let machines = client.list_machines(APP).await.unwrap();
+    assert_eq!(machines.len(), 3);
+    for machine in machines {
+        assert_eq!(
+            machine
+                .config
+                .env
+                .get("TESTAPP_VERSION")
+                .map(String::as_str),
+            Some("2"),
+            "machine {} runs the new release",
+            machine.id
+        );
+        assert_eq!(machine.state, "started");
+    }
+    let proxy = proxy_address(&host);
+    eventually("v2 to serve", Duration::from_secs(30), || async {
+        served_version(proxy)
+            .await
+            .filter(|b| b.contains("version 2"))
+    })
+    .await;
+}
