@@ -506,7 +506,16 @@ async fn healthy(
             return Ok(Ok(()));
         }
         if current.state == MachineState::Failed {
-            let why = format!("machine {machine} failed to launch");
+            // The agent's `launch` event says why.
+            let events = inner.store.events(machine).await?;
+            let reason = events
+                .iter()
+                .filter(|e| e.kind == "launch" && e.status == "failed")
+                .max_by_key(|e| e.seq)
+                .and_then(|e| e.request.get("error").and_then(|v| v.as_str()))
+                .unwrap_or("no reason recorded")
+                .to_owned();
+            let why = format!("machine {machine} failed to launch: {reason}");
             step(inner, deployment, Some(machine), "failed", &why, None).await?;
             return Ok(Err(why));
         }

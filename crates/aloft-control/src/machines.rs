@@ -195,7 +195,7 @@ async fn create(
 ) -> Result<Json<MachineResponse>, ApiError> {
     let app = app_for(&inner, &principal, &app, true).await?;
     let machine = create_machine(&inner, &app, request, &principal.token.name).await?;
-    respond(&inner, &inner.store.machine(&app.id, &machine.id).await?).await
+    respond(&inner, &machine).await
 }
 
 /// Creates a machine of `app` as asked (`holder` names who takes the lease it may ask
@@ -284,8 +284,10 @@ pub(crate) async fn create_machine(
             )
             .await?;
     }
+    // Read before the agent hears of it: the answer shows the machine as created.
+    let created = inner.store.machine(&app.id, &machine.id).await?;
     notify(inner, &machine, Command::Converge);
-    Ok(machine)
+    Ok(created)
 }
 
 /// Checks the config's mount (at most one) and fills in the volume's name and size. On an

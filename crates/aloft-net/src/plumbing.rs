@@ -18,6 +18,7 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::TryStreamExt as _;
@@ -235,6 +236,9 @@ pub struct HostNetwork {
     /// Attaching (shared) never overlaps pruning (exclusive), which would take a
     /// half-made veth for a leftover.
     work: tokio::sync::RwLock<()>,
+    /// One attach at a time per machine: a second one (the agent's sweep, say) would
+    /// take the first's half-made veth for a leftover and delete it.
+    attaching: Mutex<std::collections::HashMap<MachineNumber, Arc<Mutex<()>>>>,
     /// When each bridge and veth was last made or checked: pruning spares what was
     /// touched after the caller read its list of live machines.
     touched: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
@@ -285,6 +289,7 @@ impl HostNetwork {
             handle,
             networks: Mutex::new(networks),
             work: tokio::sync::RwLock::new(()),
+            attaching: Mutex::new(std::collections::HashMap::new()),
             touched: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
@@ -346,6 +351,14 @@ impl HostNetwork {
     /// address, and a default route via the host. Does nothing when that is in place.
     pub async fn attach(&self, machine: SixPn, machine_namespace: &Path) -> Result<(), PlumbError> {
         let _shared = self.work.read().await;
+        let this_machine = self
+            .attaching
+            .lock()
+            .await
+            .entry(machine.machine)
+            .or_default()
+            .clone();
+        let _alone = this_machine.lock().await;
         let bridge = self.ensure_network(machine.network).await?;
         let inner = connect(Some(machine_namespace)).await?;
         let host_end = veth_name(machine.machine);
@@ -389,6 +402,12 @@ impl HostNetwork {
                     operation: format!("finding {peer} after creating it"),
                     source: rtnetlink::Error::RequestFailed,
                 })?;
+        // Interfaces made in (or moved into) the machine's namespace from now on skip
+        // duplicate address detection; the per-interface setting below then only
+        // confirms it (its sysctl file can appear a moment after the move).
+        netns::run_in(Some(machine_namespace), || {
+            write_sysctl("net.ipv6.conf.default.accept_dad", "0")
+        })??;
         let target = File::open(machine_namespace).map_err(|source| {
             PlumbError::Namespace(NetnsError::Open {
                 path: machine_namespace.to_owned(),
@@ -425,9 +444,15 @@ impl HostNetwork {
             .map_err(netlink(format!("attaching {host_end} to its bridge")))?;
 
         let sysctl_peer = peer.clone();
-        netns::run_in(Some(machine_namespace), move || {
+        match netns::run_in(Some(machine_namespace), move || {
             write_sysctl(&format!("net.ipv6.conf.{sysctl_peer}.accept_dad"), "0")
-        })??;
+        })? {
+            Ok(()) => {}
+            // Not there yet: the namespace's default (set above) already applies.
+            Err(PlumbError::Sysctl { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
         let inside = find_link(&inner, &peer)
             .await?
             .ok_or_else(|| PlumbError::Netlink {
