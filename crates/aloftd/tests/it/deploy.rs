@@ -169,7 +169,7 @@ async fn served_version(proxy: std::net::SocketAddr) -> Option<String> {
 /// The first deploy creates three machines; a rolling deploy replaces them one at a time
 /// while requests flow, with none failing; a release whose health check fails is rolled
 /// back within its wait timeout while the previous one keeps serving, again with no
-/// failed request.
+/// failed request; an `immediate` deploy updates every machine at once.
 #[tokio::test]
 async fn rolling_deploys_lose_no_request_and_a_failing_release_rolls_back() {
     let host = Host::new();
@@ -256,12 +256,39 @@ async fn rolling_deploys_lose_no_request_and_a_failing_release_rolls_back() {
         );
     }
 
+    // `immediate`: every machine updated at once, then checked.
+    let mut immediate = release(&image, "4", true);
+    immediate.strategy = Some("immediate".to_owned());
+    let fourth = client.deploy(APP, &immediate).await.unwrap();
+    let fourth = finished(client, &fourth.id).await;
+    assert_eq!(fourth.status, "succeeded", "{fourth:#?}");
+    let kinds: Vec<&str> = fourth.steps.iter().map(|s| s.kind.as_str()).collect();
+    assert_eq!(
+        kinds[..4],
+        ["note", "update", "update", "update"],
+        "all three updated before any is checked: {kinds:?}"
+    );
+    eventually("v4 to serve", Duration::from_secs(30), || async {
+        served_version(proxy)
+            .await
+            .filter(|b| b.contains("version 4"))
+    })
+    .await;
+
     let releases = client.releases(APP).await.unwrap();
     let statuses: Vec<(i64, &str)> = releases
         .iter()
         .map(|r| (r.version, r.status.as_str()))
         .collect();
-    assert_eq!(statuses, [(3, "failed"), (2, "complete"), (1, "complete")]);
+    assert_eq!(
+        statuses,
+        [
+            (4, "complete"),
+            (3, "failed"),
+            (2, "complete"),
+            (1, "complete")
+        ]
+    );
 }
 
 /// `aloftd` killed with -9 in the middle of a rolling deploy resumes it when it starts
