@@ -30,7 +30,8 @@ fi
 printf 'HTTP/1.1 %s\r\nContent-Length: %s\r\nConnection: close\r\n\r\n%s' "$status" "${#body}" "$body"
 "#;
 
-fn checked_service() -> MachineService {
+/// Port 80 over HTTP to 8080, with an HTTP check of `/health` every second.
+pub(crate) fn checked_service() -> MachineService {
     MachineService {
         protocol: Protocol::Tcp,
         internal_port: 8080,

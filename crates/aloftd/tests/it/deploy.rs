@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use aloft_client::Client;
 use aloft_testkit::eventually;
 use aloft_types::api::{DeployRequest, DeploymentResponse};
-use aloft_types::machine::{
-    CheckType, Handler, MachineCheck, MachineConfig, MachinePort, MachineService, Protocol,
-};
+use aloft_types::machine::MachineConfig;
 
 use crate::proxy::proxy_address;
 use crate::{Host, Server};
@@ -18,29 +16,7 @@ const APP: &str = "rollout";
 
 fn release(image: &str, version: &str, healthy: bool) -> DeployRequest {
     let mut config = MachineConfig {
-        services: vec![MachineService {
-            protocol: Protocol::Tcp,
-            internal_port: 8080,
-            autostop: None,
-            autostart: None,
-            min_machines_running: None,
-            ports: vec![MachinePort {
-                port: Some(80),
-                handlers: vec![Handler::Http],
-                ..MachinePort::default()
-            }],
-            checks: vec![MachineCheck {
-                kind: Some(CheckType::Http),
-                path: Some("/health".to_owned()),
-                interval: "1s".parse().ok(),
-                timeout: "1s".parse().ok(),
-                grace_period: "1s".parse().ok(),
-                ..MachineCheck::default()
-            }],
-            concurrency: None,
-            force_instance_key: None,
-            force_instance_description: None,
-        }],
+        services: vec![crate::checks::checked_service()],
         ..MachineConfig::default()
     };
     config
@@ -153,6 +129,39 @@ impl Load {
     }
 }
 
+/// Waits until the proxy answers with `version`'s greeting.
+async fn wait_serving(proxy: std::net::SocketAddr, version: &str) {
+    let wanted = format!("version {version}");
+    eventually(
+        &format!("{wanted} to serve"),
+        Duration::from_secs(30),
+        || async { served_version(proxy).await.filter(|b| b.contains(&wanted)) },
+    )
+    .await;
+}
+
+/// Deploys `request` while requests flow through the proxy, and checks none failed:
+/// the ended deployment, its wall time and how many requests were answered.
+async fn deploy_under_load(
+    client: &Client,
+    proxy: std::net::SocketAddr,
+    request: &DeployRequest,
+) -> (DeploymentResponse, Duration, u64) {
+    let load = Load::start(proxy);
+    let started = Instant::now();
+    let deployment = client.deploy(APP, request).await.unwrap();
+    let deployment = finished(client, &deployment.id).await;
+    let took = started.elapsed();
+    let (ok, failed, failures) = load.finish().await;
+    assert_eq!(
+        failed, 0,
+        "failed requests during deployment {} ({}): {failures:?}",
+        deployment.id, deployment.status
+    );
+    assert!(ok > 0);
+    (deployment, took, ok)
+}
+
 async fn served_version(proxy: std::net::SocketAddr) -> Option<String> {
     let body = reqwest::Client::new()
         .get(format!("http://{proxy}/"))
@@ -192,54 +201,22 @@ async fn rolling_deploys_lose_no_request_and_a_failing_release_rolls_back() {
         3,
         "the first deploy creates the machines asked for"
     );
-    eventually("v1 to serve", Duration::from_secs(30), || async {
-        served_version(proxy)
-            .await
-            .filter(|b| b.contains("version 1"))
-    })
-    .await;
+    wait_serving(proxy, "1").await;
 
-    let load = Load::start(proxy);
-    let started = Instant::now();
-    let second = client
-        .deploy(APP, &release(&image, "2", true))
-        .await
-        .unwrap();
-    let second = finished(client, &second.id).await;
-    let took = started.elapsed();
-    let (ok, failed, failures) = load.finish().await;
+    let (second, took, ok) = deploy_under_load(client, proxy, &release(&image, "2", true)).await;
     assert_eq!(second.status, "succeeded", "{second:#?}");
-    assert_eq!(
-        failed, 0,
-        "failed requests during the rolling deploy: {failures:?}"
-    );
-    assert!(ok > 0);
     eprintln!("rolling deploy of 3 machines: {took:?}, {ok} requests, none failed");
     let updates = second.steps.iter().filter(|s| s.kind == "update").count();
     assert_eq!(updates, 3, "{second:#?}");
-    let version = served_version(proxy).await.unwrap_or_default();
-    assert!(version.contains("version 2"), "{version}");
+    wait_serving(proxy, "2").await;
 
-    let load = Load::start(proxy);
-    let started = Instant::now();
-    let third = client
-        .deploy(APP, &release(&image, "3", false))
-        .await
-        .unwrap();
-    let third = finished(client, &third.id).await;
-    let took = started.elapsed();
-    let (ok, failed, failures) = load.finish().await;
+    let (third, took, ok) = deploy_under_load(client, proxy, &release(&image, "3", false)).await;
     assert_eq!(third.status, "rolled_back", "{third:#?}");
     let error = third.error.clone().unwrap_or_default();
     assert!(
         error.contains("servicecheck") && error.contains("TESTAPP_HEALTH=fail"),
         "the failing check and its output: {error}"
     );
-    assert_eq!(
-        failed, 0,
-        "failed requests during the failed deploy: {failures:?}"
-    );
-    assert!(ok > 0);
     eprintln!("failed deploy rolled back in {took:?}, {ok} requests, none failed");
     let version = served_version(proxy).await.unwrap_or_default();
     assert!(version.contains("version 2"), "{version}");
@@ -268,12 +245,7 @@ async fn rolling_deploys_lose_no_request_and_a_failing_release_rolls_back() {
         ["note", "update", "update", "update"],
         "all three updated before any is checked: {kinds:?}"
     );
-    eventually("v4 to serve", Duration::from_secs(30), || async {
-        served_version(proxy)
-            .await
-            .filter(|b| b.contains("version 4"))
-    })
-    .await;
+    wait_serving(proxy, "4").await;
 
     let releases = client.releases(APP).await.unwrap();
     let statuses: Vec<(i64, &str)> = releases
@@ -355,10 +327,5 @@ async fn a_deployment_resumes_after_kill_9_of_the_daemon() {
         assert_eq!(machine.state, "started");
     }
     let proxy = proxy_address(&host);
-    eventually("v2 to serve", Duration::from_secs(30), || async {
-        served_version(proxy)
-            .await
-            .filter(|b| b.contains("version 2"))
-    })
-    .await;
+    wait_serving(proxy, "2").await;
 }
