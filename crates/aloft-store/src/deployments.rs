@@ -7,7 +7,7 @@ use aloft_types::machine::MachineConfig;
 use aloft_types::{AppId, MachineId};
 use sqlx::Row;
 
-use crate::{Store, StoreError, now_ms, random};
+use crate::{Store, StoreError, now_ms, random_hex};
 
 /// Attempts at numbering a release when concurrent deploys race for the next number.
 const NUMBERING_ATTEMPTS: usize = 8;
@@ -66,10 +66,6 @@ pub struct DeploymentStep {
     /// For `update`: the machine's config before the change.
     pub previous_config: Option<MachineConfig>,
     pub at: i64,
-}
-
-fn hex_id() -> String {
-    random::<8>().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn parse_config(what: &'static str, id: &str, json: &str) -> Result<MachineConfig, StoreError> {
@@ -164,7 +160,7 @@ impl Store {
                     .map_err(StoreError::database("numbering a release", "app", app))?;
             let now = now_ms();
             let release = ReleaseRecord {
-                id: hex_id(),
+                id: random_hex(),
                 app_id: new.app_id.clone(),
                 version: last.unwrap_or(0) + 1,
                 image: new.image.clone(),
@@ -176,7 +172,7 @@ impl Store {
                 updated_at: now,
             };
             let deployment = DeploymentRecord {
-                id: hex_id(),
+                id: random_hex(),
                 app_id: new.app_id.clone(),
                 release_id: release.id.clone(),
                 strategy: new.strategy.clone(),

@@ -210,6 +210,11 @@ pub fn random<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// 16 random hex digits: ids of releases and deployments, lease nonces.
+pub(crate) fn random_hex() -> String {
+    random::<8>().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Reads column `name` of a row of `what`.
 pub(crate) fn column<'r, T>(
     row: &'r sqlx::any::AnyRow,

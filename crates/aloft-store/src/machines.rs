@@ -543,7 +543,7 @@ impl Store {
         let now = now_ms();
         let new_nonce = match nonce {
             Some(existing) => existing.to_owned(),
-            None => random::<8>().iter().map(|b| format!("{b:02x}")).collect(),
+            None => crate::random_hex(),
         };
         let lease = Lease {
             nonce: new_nonce,
