@@ -838,4 +838,39 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
             })
         })
     }
+
+    fn last_lines<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+        lines: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let containers = self
+                .shared
+                .containers_of(&machine.id)
+                .await
+                .map_err(|e| error_chain(&e))?;
+            // The newest run of the machine's current instance (or of any, when it has
+            // none yet).
+            let Some(container) = containers
+                .iter()
+                .filter(|c| c.labels.get(LABEL_INSTANCE) == Some(&machine.instance_id))
+                .max_by(|a, b| a.started_at.cmp(&b.started_at))
+                .or_else(|| {
+                    containers
+                        .iter()
+                        .max_by(|a, b| a.started_at.cmp(&b.started_at))
+                })
+            else {
+                return Ok(Vec::new());
+            };
+            let mut stream = self.shared.runtime.logs(&container.id, false, Some(lines));
+            let mut shown = Vec::new();
+            while let Some(line) = futures_util::StreamExt::next(&mut stream).await {
+                let line = line.map_err(|e| error_chain(&e))?;
+                shown.push(line.text);
+            }
+            Ok(shown)
+        })
+    }
 }

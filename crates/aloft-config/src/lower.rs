@@ -38,6 +38,8 @@ pub enum LowerError {
         "check `{check}` of process group `{group}` has no port and the group has no [http_service] to take it from"
     )]
     CheckWithoutPort { check: String, group: String },
+    #[error("[deploy] release_command cannot be split into words: {command:?}")]
+    ReleaseCommand { command: String },
     #[error("check `{check}` has no type")]
     CheckWithoutType { check: String },
     #[error("unknown VM size {size:?}")]
@@ -58,6 +60,23 @@ pub enum LowerError {
 }
 
 impl AppConfig {
+    /// `[deploy] release_command` split into words (`None` when it is unset or blank).
+    pub fn release_command(&self) -> Result<Option<Vec<String>>, LowerError> {
+        let Some(command) = self
+            .deploy
+            .as_ref()
+            .and_then(|d| d.release_command.as_deref())
+            .filter(|c| !c.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        shlex::split(command)
+            .map(Some)
+            .ok_or_else(|| LowerError::ReleaseCommand {
+                command: command.to_owned(),
+            })
+    }
+
     /// The process groups, sorted by name; `["app"]` when there is no `[processes]`.
     pub fn process_groups(&self) -> Vec<String> {
         if self.processes.is_empty() {

@@ -2,11 +2,15 @@
 //! release and rolls it out in the control plane, not in the CLI; `GET` follows it.
 //!
 //! A deployment is a durable record with a step log. Its deployer:
-//! 1. creates the first machines when the app has none of the release's process group, or
-//! 2. replaces the machines whose config differs, a batch at a time (`rolling`, batches of
-//!    `max_unavailable`) or all at once (`immediate`), each batch started and passing its
-//!    service checks (checked after the update) within `wait_timeout` before the next;
-//! 3. on a failure, restores every machine it changed to the config it had (the `update`
+//! 1. runs the release command, when there is one, in a temporary machine of the release;
+//!    a non-zero exit ends the deployment `failed` before any machine changes;
+//! 2. creates the first machines when the app has none of the release's process group, or
+//! 3. replaces the machines whose config differs: a batch at a time (`rolling`, batches of
+//!    `max_unavailable`), all at once (`immediate`), after one new machine passed its checks
+//!    (`canary`), or by a full new set next to the old one, which is destroyed once every
+//!    new machine passes (`bluegreen`); each machine must start and pass its service checks
+//!    within `wait_timeout`;
+//! 4. on a failure, restores every machine it changed to the config it had (the `update`
 //!    steps keep it), destroys the machines it created, and ends `rolled_back`.
 //!
 //! Every decision is re-derived from the store, so a control plane that restarts resumes
@@ -37,6 +41,8 @@ const DEFAULT_MAX_UNAVAILABLE: f64 = 0.33;
 const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(300);
 /// At most this long for one machine (one hour).
 const MAX_WAIT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Fly's deployment strategies.
+const STRATEGIES: [&str; 4] = ["rolling", "immediate", "canary", "bluegreen"];
 
 pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
     OpenApiRouter::new()
@@ -102,11 +108,31 @@ async fn create(
         ));
     }
     let strategy = request.strategy.as_deref().unwrap_or("rolling");
-    if !matches!(strategy, "rolling" | "immediate") {
+    if !STRATEGIES.contains(&strategy) {
         return Err(ApiError::BadRequest(format!(
-            "strategy {strategy:?}: use \"rolling\" or \"immediate\" (canary and bluegreen are not available yet)"
+            "strategy {strategy:?}: use one of {}",
+            STRATEGIES.join(", ")
         )));
     }
+    let release_command = match request.release_command {
+        Some(words) if words.is_empty() || words[0].trim().is_empty() => {
+            return Err(ApiError::BadRequest(
+                "release_command is empty: give the command and its arguments, or leave it out"
+                    .to_owned(),
+            ));
+        }
+        other => other,
+    };
+    let release_command_timeout = match request.release_command_timeout {
+        Some(seconds) if seconds == 0 || seconds > MAX_WAIT_TIMEOUT.as_secs() => {
+            return Err(ApiError::BadRequest(format!(
+                "release_command_timeout must be between 1 and {} seconds",
+                MAX_WAIT_TIMEOUT.as_secs()
+            )));
+        }
+        Some(seconds) => Some(i64::try_from(seconds * 1000).unwrap_or(i64::MAX)),
+        None => None,
+    };
     let max_unavailable = request.max_unavailable.unwrap_or(DEFAULT_MAX_UNAVAILABLE);
     if !(max_unavailable > 0.0 && max_unavailable.is_finite())
         || (max_unavailable > 1.0 && max_unavailable.fract() != 0.0)
@@ -163,6 +189,8 @@ async fn create(
             max_unavailable,
             wait_timeout_ms: i64::try_from(wait_timeout.as_millis()).unwrap_or(i64::MAX),
             initial_count,
+            release_command,
+            release_command_timeout_ms: release_command_timeout,
         })
         .await?;
     tracing::info!(app = %app.name, deployment = %deployment.id, %strategy, "deployment started");
@@ -297,6 +325,16 @@ async fn step(
     Ok(())
 }
 
+/// How a roll-out ended.
+enum Outcome {
+    /// Every machine runs the release and passes its checks.
+    Done,
+    /// Nothing was changed (the release command failed): the deployment fails as is.
+    Abort(String),
+    /// Machines were changed and the release failed: put them back.
+    RollBack(String),
+}
+
 async fn run(inner: &Arc<Inner>, app: &App, deployment: &DeploymentRecord) -> Result<(), ApiError> {
     let release = inner.store.release(&deployment.release_id).await?;
     if deployment.status == "rolling_back" {
@@ -307,7 +345,7 @@ async fn run(inner: &Arc<Inner>, app: &App, deployment: &DeploymentRecord) -> Re
         return roll_back(inner, app, deployment, &release, &why).await;
     }
     match roll_out(inner, app, deployment, &release).await? {
-        Ok(()) => {
+        Outcome::Done => {
             inner
                 .store
                 .set_release_status(&release.id, "complete")
@@ -319,7 +357,19 @@ async fn run(inner: &Arc<Inner>, app: &App, deployment: &DeploymentRecord) -> Re
             tracing::info!(app = %app.name, deployment = %deployment.id, version = release.version, "deployment succeeded");
             Ok(())
         }
-        Err(why) => {
+        Outcome::Abort(why) => {
+            inner
+                .store
+                .set_release_status(&release.id, "failed")
+                .await?;
+            inner
+                .store
+                .set_deployment_status(&deployment.id, "failed", Some(&why))
+                .await?;
+            tracing::warn!(app = %app.name, deployment = %deployment.id, why, "deployment failed before changing any machine");
+            Ok(())
+        }
+        Outcome::RollBack(why) => {
             inner
                 .store
                 .set_deployment_status(&deployment.id, "rolling_back", Some(&why))
@@ -329,55 +379,83 @@ async fn run(inner: &Arc<Inner>, app: &App, deployment: &DeploymentRecord) -> Re
     }
 }
 
-/// Creates or replaces the machines; the inner error says why the release failed.
+/// Step kinds that create a machine, which a rollback destroys.
+const CREATING: [&str; 3] = ["create", "canary", "green"];
+
+/// The machines steps of `kind` name, in order.
+fn machines_in(steps: &[DeploymentStep], kind: &str) -> Vec<MachineId> {
+    steps
+        .iter()
+        .filter(|s| s.kind == kind)
+        .filter_map(|s| s.machine_id.clone())
+        .collect()
+}
+
+/// Whether a step of `kind` names `machine`.
+fn logged(steps: &[DeploymentStep], kind: &str, machine: &MachineId) -> bool {
+    steps
+        .iter()
+        .any(|s| s.kind == kind && s.machine_id.as_ref() == Some(machine))
+}
+
+/// Creates one machine of the release (in `region`, else the default one).
+async fn create_for(
+    inner: &Arc<Inner>,
+    app: &App,
+    release: &ReleaseRecord,
+    region: Option<&str>,
+) -> Result<MachineRecord, ApiError> {
+    let mut request = MachineRequest::new(release.config.clone());
+    request.region = region.map(str::to_owned);
+    crate::machines::create_machine(inner, app, request, &release.created_by).await
+}
+
+/// Runs the release command (once), then creates or replaces the machines; `Abort` and
+/// `RollBack` say why the release failed.
 async fn roll_out(
     inner: &Arc<Inner>,
     app: &App,
     deployment: &DeploymentRecord,
     release: &ReleaseRecord,
-) -> Result<Result<(), String>, ApiError> {
+) -> Result<Outcome, ApiError> {
+    if let Some(command) = &deployment.release_command
+        && let Err(why) = release_command(inner, app, deployment, release, command).await?
+    {
+        return Ok(Outcome::Abort(why));
+    }
     let target = &release.config;
     let group = group_of(target).to_owned();
     let wait = Duration::from_millis(u64::try_from(deployment.wait_timeout_ms).unwrap_or(0));
     let steps = inner.store.steps_of(&deployment.id).await?;
-    let created: Vec<MachineId> = steps
-        .iter()
-        .filter(|s| s.kind == "create")
-        .filter_map(|s| s.machine_id.clone())
-        .collect();
+    let created = machines_in(&steps, "create");
     let machines = machines_of(inner, app, &group).await?;
     // Check results older than the deployment are not its (a passing check is recorded
     // when it changes, not at every probe).
     let since = release_start(&steps);
-    let first = steps.is_empty() && machines.is_empty() || !created.is_empty();
-    if first {
+    let replacing = steps
+        .iter()
+        .any(|s| matches!(s.kind.as_str(), "update" | "canary" | "green" | "retire"));
+    let noted = steps.iter().any(|s| s.kind == "note");
+    if !created.is_empty() || (machines.is_empty() && !replacing) {
         // The app's first machines of this group (or the rest of them, after a restart).
         let wanted = usize::try_from(deployment.initial_count).unwrap_or(1);
-        let mut made = created.clone();
-        if steps.is_empty() {
-            step(
-                inner,
-                deployment,
-                None,
-                "note",
-                &format!(
-                    "creating {wanted} machine(s) of process group {group} with release v{}",
-                    release.version
-                ),
-                None,
-            )
-            .await?;
+        let mut made = created;
+        if !noted {
+            let message = format!(
+                "creating {wanted} machine(s) of process group {group} with release v{}",
+                release.version
+            );
+            step(inner, deployment, None, "note", &message, None).await?;
         }
         while made.len() < wanted {
-            let request = MachineRequest::new(target.clone());
-            let machine =
-                crate::machines::create_machine(inner, app, request, &release.created_by).await?;
+            let machine = create_for(inner, app, release, None).await?;
+            let message = format!("created machine {} in {}", machine.id, machine.region);
             step(
                 inner,
                 deployment,
                 Some(&machine.id),
                 "create",
-                &format!("created machine {} in {}", machine.id, machine.region),
+                &message,
                 None,
             )
             .await?;
@@ -385,49 +463,43 @@ async fn roll_out(
         }
         for id in &made {
             if let Err(why) = healthy(inner, app, deployment, id, since, wait).await? {
-                return Ok(Err(why));
+                return Ok(Outcome::RollBack(why));
             }
         }
-        return Ok(Ok(()));
+        return Ok(Outcome::Done);
+    }
+    let strategy = deployment.strategy.as_str();
+    if strategy == "bluegreen" {
+        return bluegreen(inner, app, deployment, release, &steps, machines, wait).await;
     }
     let pending: Vec<&MachineRecord> = machines
         .iter()
         .filter(|m| !runs(&m.config, target))
         .collect();
-    let size = batch_size(
-        &deployment.strategy,
-        deployment.max_unavailable,
-        machines.len(),
-    );
-    if steps.is_empty() {
-        step(
-            inner,
-            deployment,
-            None,
-            "note",
-            &format!(
-                "{} strategy: {} of {} machine(s) to update, {size} at a time, to release v{}",
-                deployment.strategy,
-                pending.len(),
-                machines.len(),
-                release.version
-            ),
-            None,
-        )
-        .await?;
+    let size = batch_size(strategy, deployment.max_unavailable, machines.len());
+    if !noted {
+        let message = format!(
+            "{strategy} strategy: {} of {} machine(s) to update, {size} at a time, to release v{}",
+            pending.len(),
+            machines.len(),
+            release.version
+        );
+        step(inner, deployment, None, "note", &message, None).await?;
+    }
+    if strategy == "canary"
+        && (!pending.is_empty() || !machines_in(&steps, "canary").is_empty())
+        && let Err(why) = canary(inner, app, deployment, release, &steps, &machines, wait).await?
+    {
+        return Ok(Outcome::RollBack(why));
     }
     // Machines a resumed deployment already updated are checked like the others.
-    for id in steps
-        .iter()
-        .filter(|s| s.kind == "update")
-        .filter_map(|s| s.machine_id.as_ref())
-    {
+    for id in machines_in(&steps, "update") {
         if machines
             .iter()
-            .any(|m| &m.id == id && runs(&m.config, target))
-            && let Err(why) = healthy(inner, app, deployment, id, since, wait).await?
+            .any(|m| m.id == id && runs(&m.config, target))
+            && let Err(why) = healthy(inner, app, deployment, &id, since, wait).await?
         {
-            return Ok(Err(why));
+            return Ok(Outcome::RollBack(why));
         }
     }
     for batch in pending.chunks(size) {
@@ -451,11 +523,309 @@ async fn roll_out(
         }
         for machine in batch {
             if let Err(why) = healthy(inner, app, deployment, &machine.id, since, wait).await? {
-                return Ok(Err(why));
+                return Ok(Outcome::RollBack(why));
             }
         }
     }
+    Ok(Outcome::Done)
+}
+
+/// `canary`: one new machine of the release, next to the others, must start and pass its
+/// checks; it is then destroyed and the rolling update follows.
+async fn canary(
+    inner: &Arc<Inner>,
+    app: &App,
+    deployment: &DeploymentRecord,
+    release: &ReleaseRecord,
+    steps: &[DeploymentStep],
+    machines: &[MachineRecord],
+    wait: Duration,
+) -> Result<Result<(), String>, ApiError> {
+    let id = match machines_in(steps, "canary").into_iter().next() {
+        Some(id) => id,
+        None => {
+            let region = machines.first().map(|m| m.region.as_str());
+            let machine = create_for(inner, app, release, region).await?;
+            let message = format!(
+                "created canary machine {} in {} with release v{}",
+                machine.id, machine.region, release.version
+            );
+            step(
+                inner,
+                deployment,
+                Some(&machine.id),
+                "canary",
+                &message,
+                None,
+            )
+            .await?;
+            machine.id
+        }
+    };
+    if logged(steps, "retire", &id) {
+        return Ok(Ok(()));
+    }
+    let since = release_start(steps);
+    if let Err(why) = healthy(inner, app, deployment, &id, since, wait).await? {
+        return Ok(Err(why));
+    }
+    retire(
+        inner,
+        app,
+        deployment,
+        &id,
+        "the canary passed; destroying it",
+    )
+    .await?;
     Ok(Ok(()))
+}
+
+/// `bluegreen`: as many new machines as the group has, created next to the old ones and
+/// all passing their checks (the proxy routes to every healthy machine, so traffic
+/// reaches them as they pass); then the old machines are destroyed.
+async fn bluegreen(
+    inner: &Arc<Inner>,
+    app: &App,
+    deployment: &DeploymentRecord,
+    release: &ReleaseRecord,
+    steps: &[DeploymentStep],
+    machines: Vec<MachineRecord>,
+    wait: Duration,
+) -> Result<Outcome, ApiError> {
+    let target = &release.config;
+    let mut green = machines_in(steps, "green");
+    let retiring = !machines_in(steps, "retire").is_empty();
+    let blue: Vec<MachineRecord> = machines
+        .into_iter()
+        .filter(|m| !green.contains(&m.id))
+        .collect();
+    if !retiring {
+        if green.is_empty() && blue.iter().all(|m| runs(&m.config, target)) {
+            let message = format!(
+                "bluegreen strategy: every machine already runs release v{}",
+                release.version
+            );
+            step(inner, deployment, None, "note", &message, None).await?;
+            return Ok(Outcome::Done);
+        }
+        if !steps.iter().any(|s| s.kind == "note") {
+            let message = format!(
+                "bluegreen strategy: {} green machine(s) of release v{} next to {} blue one(s)",
+                blue.len(),
+                release.version,
+                blue.len()
+            );
+            step(inner, deployment, None, "note", &message, None).await?;
+        }
+        for old in blue.iter().skip(green.len()) {
+            let machine = create_for(inner, app, release, Some(&old.region)).await?;
+            let message = format!(
+                "created green machine {} in {} with release v{}",
+                machine.id, machine.region, release.version
+            );
+            step(
+                inner,
+                deployment,
+                Some(&machine.id),
+                "green",
+                &message,
+                None,
+            )
+            .await?;
+            green.push(machine.id);
+        }
+        let since = release_start(steps);
+        for id in &green {
+            if let Err(why) = healthy(inner, app, deployment, id, since, wait).await? {
+                return Ok(Outcome::RollBack(why));
+            }
+        }
+        let message = format!(
+            "all {} green machine(s) pass their checks and take traffic; destroying the blue ones",
+            green.len()
+        );
+        step(inner, deployment, None, "note", &message, None).await?;
+    }
+    for old in &blue {
+        retire(inner, app, deployment, &old.id, "blue machine replaced").await?;
+    }
+    Ok(Outcome::Done)
+}
+
+/// Destroys a machine the release no longer needs (logged as `retire`).
+async fn retire(
+    inner: &Arc<Inner>,
+    app: &App,
+    deployment: &DeploymentRecord,
+    id: &MachineId,
+    why: &str,
+) -> Result<(), ApiError> {
+    let machine = inner.store.machine(&app.id, id).await?;
+    if machine.state.is_terminal() || machine.desired == aloft_store::Desired::Destroyed {
+        return Ok(());
+    }
+    let message = format!("destroying machine {id}: {why}");
+    step(inner, deployment, Some(id), "retire", &message, None).await?;
+    crate::machines::destroy_forcibly(inner, &machine, false).await
+}
+
+/// The process group of release command machines (Fly's name).
+const RELEASE_COMMAND_GROUP: &str = "fly_app_release_command";
+/// How long a release command may run unless the deployment says otherwise.
+const DEFAULT_RELEASE_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+/// How many of a machine's last log lines a failure shows.
+const LOG_LINES_SHOWN: usize = 20;
+
+/// Runs the release command once in a temporary machine of the release (its env and
+/// secrets; no services, checks or volumes), and destroys the machine; the inner error
+/// says why the command failed, with its output.
+async fn release_command(
+    inner: &Arc<Inner>,
+    app: &App,
+    deployment: &DeploymentRecord,
+    release: &ReleaseRecord,
+    command: &[String],
+) -> Result<Result<(), String>, ApiError> {
+    let steps = inner.store.steps_of(&deployment.id).await?;
+    if steps.iter().any(|s| s.kind == "released") {
+        return Ok(Ok(()));
+    }
+    let shown = command.join(" ");
+    let id = match machines_in(&steps, "release_command").into_iter().next() {
+        Some(id) => id,
+        None => {
+            let mut config = release.config.clone();
+            config.init.cmd = command.to_vec();
+            config.init.exec.clear();
+            config.services.clear();
+            config.checks.clear();
+            config.mounts.clear();
+            config.statics.clear();
+            config.metrics = None;
+            config.schedule = None;
+            config.auto_destroy = false;
+            config.restart = Some(aloft_types::machine::MachineRestart {
+                policy: Some(aloft_types::machine::RestartPolicy::No),
+                max_retries: 0,
+            });
+            config.metadata.insert(
+                METADATA_PROCESS_GROUP.to_owned(),
+                RELEASE_COMMAND_GROUP.to_owned(),
+            );
+            let request = MachineRequest::new(config);
+            let machine =
+                crate::machines::create_machine(inner, app, request, &release.created_by).await?;
+            let message = format!(
+                "running release command `{shown}` in temporary machine {}",
+                machine.id
+            );
+            step(
+                inner,
+                deployment,
+                Some(&machine.id),
+                "release_command",
+                &message,
+                None,
+            )
+            .await?;
+            machine.id
+        }
+    };
+    let timeout = deployment
+        .release_command_timeout_ms
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map_or(DEFAULT_RELEASE_COMMAND_TIMEOUT, Duration::from_millis);
+    let started = release_start(&steps);
+    let deadline = tokio::time::Instant::now()
+        + timeout.saturating_sub(Duration::from_millis(
+            u64::try_from(aloft_store::now_ms() - started).unwrap_or(0),
+        ));
+    let mut observed = inner.observed.subscribe();
+    let exit = loop {
+        let machine = inner.store.machine(&app.id, &id).await?;
+        if machine.state == MachineState::Failed {
+            break Err(launch_failure(inner, &id).await?);
+        }
+        let exit = inner
+            .store
+            .events(&id)
+            .await?
+            .into_iter()
+            .filter(|e| e.kind == "exit")
+            .max_by_key(|e| e.seq)
+            .and_then(|e| e.request.pointer("/exit_event/exit_code")?.as_i64());
+        if let Some(code) = exit
+            && machine.state != MachineState::Started
+        {
+            break Ok(code);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break Err(format!(
+                "did not finish within {}s (release_command_timeout)",
+                timeout.as_secs()
+            ));
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), observed.recv()).await;
+    };
+    let machine = inner.store.machine(&app.id, &id).await?;
+    let output = last_lines(inner, &machine).await;
+    if !machine.state.is_terminal() && machine.desired != aloft_store::Desired::Destroyed {
+        crate::machines::destroy_forcibly(inner, &machine, true).await?;
+    }
+    let outcome = match exit {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(format!(
+            "release command `{shown}` exited with code {code}; no machine was changed{output}"
+        )),
+        Err(why) => Err(format!(
+            "release command `{shown}` {why}; no machine was changed{output}"
+        )),
+    };
+    match &outcome {
+        Ok(()) => {
+            let message = format!("release command `{shown}` exited 0{output}");
+            step(inner, deployment, Some(&id), "released", &message, None).await?;
+        }
+        Err(why) => step(inner, deployment, Some(&id), "failed", why, None).await?,
+    }
+    Ok(outcome)
+}
+
+/// Why the agent could not launch a machine (its `launch` event).
+async fn launch_failure(inner: &Inner, machine: &MachineId) -> Result<String, ApiError> {
+    let events = inner.store.events(machine).await?;
+    let reason = events
+        .iter()
+        .filter(|e| e.kind == "launch" && e.status == "failed")
+        .max_by_key(|e| e.seq)
+        .and_then(|e| e.request.get("error").and_then(|v| v.as_str()))
+        .unwrap_or("no reason recorded")
+        .to_owned();
+    Ok(format!("failed to launch: {reason}"))
+}
+
+/// The machine's last log lines as text to append to a message (empty when it has none
+/// or its host cannot be asked).
+async fn last_lines(inner: &Inner, machine: &MachineRecord) -> String {
+    let Some(link) = machine.host_id.as_ref().and_then(|h| inner.links.get(h)) else {
+        return String::new();
+    };
+    match link.last_lines(machine, LOG_LINES_SHOWN).await {
+        Ok(lines) if !lines.is_empty() => {
+            let mut text = format!("\nlast log lines of machine {}:", machine.id);
+            for line in lines {
+                text.push_str("\n  ");
+                text.push_str(&line);
+            }
+            text
+        }
+        Ok(_) => String::new(),
+        Err(error) => {
+            tracing::debug!(machine = %machine.id, %error, "reading a machine's last lines failed");
+            String::new()
+        }
+    }
 }
 
 /// When the deployment's first step was logged (results older than that are not its).
@@ -506,16 +876,11 @@ async fn healthy(
             return Ok(Ok(()));
         }
         if current.state == MachineState::Failed {
-            // The agent's `launch` event says why.
-            let events = inner.store.events(machine).await?;
-            let reason = events
-                .iter()
-                .filter(|e| e.kind == "launch" && e.status == "failed")
-                .max_by_key(|e| e.seq)
-                .and_then(|e| e.request.get("error").and_then(|v| v.as_str()))
-                .unwrap_or("no reason recorded")
-                .to_owned();
-            let why = format!("machine {machine} failed to launch: {reason}");
+            let reason = launch_failure(inner, machine).await?;
+            let why = format!(
+                "machine {machine} {reason}{}",
+                last_lines(inner, &current).await
+            );
             step(inner, deployment, Some(machine), "failed", &why, None).await?;
             return Ok(Err(why));
         }
@@ -533,7 +898,7 @@ async fn healthy(
                     current.state,
                     wait.as_secs()
                 ),
-            };
+            } + &last_lines(inner, &current).await;
             step(inner, deployment, Some(machine), "failed", &why, None).await?;
             return Ok(Err(why));
         }
@@ -588,7 +953,7 @@ async fn roll_back(
     }
     for id in steps
         .iter()
-        .filter(|s| s.kind == "create")
+        .filter(|s| CREATING.contains(&s.kind.as_str()))
         .filter_map(|s| s.machine_id.as_ref())
     {
         if let Ok(machine) = inner.store.machine(&app.id, id).await

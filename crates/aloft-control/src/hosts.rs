@@ -60,6 +60,14 @@ pub trait HostLink: Send + Sync {
         stdin: Option<Vec<u8>>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<ExecResponse, String>>;
+
+    /// The last `lines` lines `machine`'s newest container wrote (stdout and stderr, in
+    /// order), also after it exited.
+    fn last_lines<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+        lines: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>>;
 }
 
 /// What agents use to learn desired state and report observed state.

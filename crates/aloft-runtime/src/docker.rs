@@ -437,12 +437,18 @@ impl Runtime for DockerRuntime {
         })
     }
 
-    fn logs(&self, id: &str, follow: bool) -> BoxStream<'static, Result<LogLine, RuntimeError>> {
+    fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<usize>,
+    ) -> BoxStream<'static, Result<LogLine, RuntimeError>> {
         let options = LogsOptions::<String> {
             follow,
             stdout: true,
             stderr: true,
             timestamps: true,
+            tail: tail.map_or_else(|| "all".to_owned(), |n| n.to_string()),
             ..LogsOptions::default()
         };
         let container = id.to_owned();

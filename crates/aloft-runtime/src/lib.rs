@@ -140,11 +140,13 @@ pub trait Runtime: Send + Sync {
         options: &ExecOptions,
     ) -> impl std::future::Future<Output = Result<ExecOutput, RuntimeError>> + Send;
 
-    /// The container's log lines so far (`follow = false`) or as they come.
+    /// The container's log lines so far (`follow = false`) or as they come; with `tail`,
+    /// starting that many lines from the end.
     fn logs(
         &self,
         id: &str,
         follow: bool,
+        tail: Option<usize>,
     ) -> futures_util::stream::BoxStream<'static, Result<LogLine, RuntimeError>>;
 
     /// CPU and memory use right now.

@@ -41,6 +41,9 @@ pub struct DeploymentRecord {
     pub wait_timeout_ms: i64,
     /// Machines to create when the app has none of the release's process group.
     pub initial_count: i64,
+    /// Run once in a temporary machine before any machine changes.
+    pub release_command: Option<Vec<String>>,
+    pub release_command_timeout_ms: Option<i64>,
     /// `running`, `rolling_back`, `succeeded`, `failed` or `rolled_back`.
     pub status: String,
     pub error: Option<String>,
@@ -102,7 +105,7 @@ fn release_from(row: &sqlx::any::AnyRow) -> Result<ReleaseRecord, StoreError> {
     })
 }
 
-const DEPLOYMENT_COLUMNS: &str = "id, app_id, release_id, strategy, max_unavailable, wait_timeout_ms, initial_count, status, error, created_at, updated_at";
+const DEPLOYMENT_COLUMNS: &str = "id, app_id, release_id, strategy, max_unavailable, wait_timeout_ms, initial_count, status, error, created_at, updated_at, release_command, release_command_timeout_ms";
 
 fn deployment_from(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StoreError> {
     let id: String = row.try_get(0).map_err(StoreError::database(
@@ -112,6 +115,11 @@ fn deployment_from(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StoreErr
     ))?;
     let read = |e| StoreError::database("reading a deployment", "deployment", &id)(e);
     let app: String = row.try_get(1).map_err(read)?;
+    let release_command: Option<String> = row.try_get(11).map_err(read)?;
+    let release_command = release_command
+        .map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|e| StoreError::corrupt("deployment", &id, e))?;
     Ok(DeploymentRecord {
         app_id: app
             .parse()
@@ -125,6 +133,8 @@ fn deployment_from(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StoreErr
         error: row.try_get(8).map_err(read)?,
         created_at: row.try_get(9).map_err(read)?,
         updated_at: row.try_get(10).map_err(read)?,
+        release_command,
+        release_command_timeout_ms: row.try_get(12).map_err(read)?,
         id,
     })
 }
@@ -141,6 +151,8 @@ pub struct NewDeployment {
     pub max_unavailable: f64,
     pub wait_timeout_ms: i64,
     pub initial_count: i64,
+    pub release_command: Option<Vec<String>>,
+    pub release_command_timeout_ms: Option<i64>,
 }
 
 impl Store {
@@ -179,12 +191,20 @@ impl Store {
                 max_unavailable: new.max_unavailable,
                 wait_timeout_ms: new.wait_timeout_ms,
                 initial_count: new.initial_count,
+                release_command: new.release_command.clone(),
+                release_command_timeout_ms: new.release_command_timeout_ms,
                 status: "running".to_owned(),
                 error: None,
                 created_at: now,
                 updated_at: now,
             };
             let config = config_text("release", &release.id, &release.config)?;
+            let release_command = deployment
+                .release_command
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::corrupt("deployment", &deployment.id, e))?;
             let mut tx = self.pool().begin().await.map_err(StoreError::database(
                 "starting a transaction",
                 "app",
@@ -213,7 +233,7 @@ impl Store {
                 Err(error) => return Err(error),
             }
             sqlx::query(&format!(
-                "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10)"
+                "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $12)"
             ))
             .bind(&deployment.id)
             .bind(app)
@@ -225,6 +245,8 @@ impl Store {
             .bind(&deployment.status)
             .bind(now)
             .bind(now)
+            .bind(release_command)
+            .bind(deployment.release_command_timeout_ms)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::database("recording a deployment", "app", app))?;

@@ -10,6 +10,9 @@
 //!
 //! On SIGINT or SIGTERM it stops accepting connections, lets requests in flight finish
 //! (up to 10 s) and exits 0.
+//!
+//! `aloft-testapp release CODE` is a release command instead: it prints a line (and, when
+//! `CODE` is not 0, a failure on stderr) and exits with `CODE`.
 
 use std::convert::Infallible;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -145,8 +148,32 @@ async fn answer(request: Request<Incoming>, stats: Arc<Stats>) -> Response<Full<
     }
 }
 
+/// `aloft-testapp release CODE`: a release command that says what it does and exits
+/// with `CODE` (a failing migration when it is not 0). Its output is what the test reads.
+#[allow(clippy::print_stdout, clippy::print_stderr, reason = "a command's output")]
+fn release(code: &str) -> std::io::Result<()> {
+    let code: i32 = code.parse().map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("release {code:?}: expected an exit code"),
+        )
+    })?;
+    let version = std::env::var("TESTAPP_VERSION").unwrap_or_else(|_| "1".to_owned());
+    println!("release command of version {version}: running migrations");
+    if code != 0 {
+        eprintln!("release command of version {version}: migration 3 failed, exiting {code}");
+    }
+    std::process::exit(code)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [command, code] = args.as_slice()
+        && command == "release"
+    {
+        return release(code);
+    }
     let port = match std::env::var("PORT") {
         Ok(port) => port.parse().map_err(|_| {
             std::io::Error::new(

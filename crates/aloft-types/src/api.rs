@@ -479,7 +479,9 @@ pub struct DeployRequest {
     /// The machine config of the release (what fly.toml lowers to).
     #[serde(default)]
     pub config: crate::machine::MachineConfig,
-    /// `rolling` (default) or `immediate`.
+    /// `rolling` (default), `immediate`, `canary` (one new machine checked first, then
+    /// rolling) or `bluegreen` (a full new set checked next to the old, which is then
+    /// destroyed).
     #[serde(default)]
     pub strategy: Option<String>,
     /// For `rolling`: how many machines may be replaced at once, a fraction of them
@@ -495,6 +497,13 @@ pub struct DeployRequest {
     pub initial_count: Option<u32>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Run once, before any machine changes, in a temporary machine of the release (its
+    /// env and secrets, no services, no volumes); a non-zero exit fails the deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_command: Option<Vec<String>>,
+    /// Seconds the release command may run (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_command_timeout: Option<u64>,
 }
 
 /// One release of an app (`aloft releases`).

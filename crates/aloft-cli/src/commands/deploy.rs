@@ -19,7 +19,8 @@ pub struct DeployArgs {
     /// Engine of the hosts or in a registry they can pull from.
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
-    /// `rolling` or `immediate` (default: `[deploy] strategy`, else rolling).
+    /// `rolling`, `immediate`, `canary` or `bluegreen` (default: `[deploy] strategy`, else
+    /// rolling).
     #[arg(long)]
     pub strategy: Option<String>,
     /// How long each machine gets to start and pass its checks: `90s`, `5m`
@@ -78,8 +79,14 @@ fn requests(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    let release_command = config
+        .release_command()
+        .with_context(|| format!("reading {}", path.display()))?;
+    let release_command_timeout = deploy
+        .release_command_timeout
+        .map(|d| d.as_secs_f64().ceil() as u64);
     let mut requests = Vec::new();
-    for group in config.process_groups() {
+    for (index, group) in config.process_groups().into_iter().enumerate() {
         let mut machine = config
             .to_machine_config(&group, base, Some(&image))
             .with_context(|| format!("lowering {} for process group `{group}`", path.display()))?;
@@ -96,6 +103,13 @@ fn requests(
                 wait_timeout,
                 initial_count: None,
                 description: Some(format!("deploy {image} (process group {group})")),
+                // Once per deploy, with the first group's deployment (Fly runs it once).
+                release_command: if index == 0 {
+                    release_command.clone()
+                } else {
+                    None
+                },
+                release_command_timeout,
             },
         ));
     }

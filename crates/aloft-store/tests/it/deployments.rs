@@ -20,6 +20,8 @@ fn deploy(app: &aloft_types::AppId, image: &str) -> NewDeployment {
         max_unavailable: 0.33,
         wait_timeout_ms: 300_000,
         initial_count: 2,
+        release_command: None,
+        release_command_timeout_ms: None,
     }
 }
 
@@ -38,10 +40,15 @@ async fn releases_are_numbered_per_app_and_deployments_log_their_steps(store: St
         .insert_deployment(deploy(&web.id, "one"))
         .await
         .unwrap();
-    let (second, _) = store
-        .insert_deployment(deploy(&web.id, "two"))
-        .await
-        .unwrap();
+    let mut with_command = deploy(&web.id, "two");
+    with_command.release_command = Some(vec!["migrate".to_owned(), "--all".to_owned()]);
+    with_command.release_command_timeout_ms = Some(60_000);
+    let (second, commanded) = store.insert_deployment(with_command).await.unwrap();
+    assert_eq!(
+        store.deployment(&web.id, &commanded.id).await.unwrap(),
+        commanded,
+        "the release command is kept"
+    );
     let (other, _) = store
         .insert_deployment(deploy(&api.id, "three"))
         .await

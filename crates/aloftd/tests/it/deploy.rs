@@ -35,7 +35,51 @@ fn release(image: &str, version: &str, healthy: bool) -> DeployRequest {
         wait_timeout: Some(if healthy { 60 } else { 15 }),
         initial_count: Some(3),
         description: Some(format!("version {version}")),
+        release_command: None,
+        release_command_timeout: None,
     }
+}
+
+fn with_strategy(mut request: DeployRequest, strategy: &str) -> DeployRequest {
+    request.strategy = Some(strategy.to_owned());
+    request
+}
+
+/// The ids of the app's machines that are not destroyed, sorted.
+async fn live_machines(client: &Client) -> Vec<String> {
+    let mut ids: Vec<String> = client
+        .list_machines(APP)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.state != "destroyed" && m.state != "destroying")
+        .map(|m| m.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Every live machine runs `version`.
+async fn all_run(client: &Client, version: &str) {
+    for machine in client.list_machines(APP).await.unwrap() {
+        if machine.state == "destroyed" || machine.state == "destroying" {
+            continue;
+        }
+        assert_eq!(
+            machine
+                .config
+                .env
+                .get("TESTAPP_VERSION")
+                .map(String::as_str),
+            Some(version),
+            "machine {} runs release {version}",
+            machine.id
+        );
+    }
+}
+
+fn kinds(deployment: &DeploymentResponse) -> Vec<&str> {
+    deployment.steps.iter().map(|s| s.kind.as_str()).collect()
 }
 
 /// Follows a deployment to its end.
@@ -328,4 +372,185 @@ async fn a_deployment_resumes_after_kill_9_of_the_daemon() {
     }
     let proxy = proxy_address(&host);
     wait_serving(proxy, "2").await;
+}
+
+/// `canary` checks one new machine first, destroys it and updates the others in place;
+/// `bluegreen` brings up a full new set, then destroys the old one; both with requests
+/// flowing and none failing. A canary that fails its checks is destroyed and nothing else
+/// is touched.
+#[tokio::test]
+async fn canary_and_bluegreen_deploys_lose_no_request_and_a_failing_canary_changes_nothing() {
+    let host = Host::new();
+    let image = aloft_testkit::testapp_image();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app(APP, None).await.unwrap();
+    let proxy = proxy_address(&host);
+    let first = client
+        .deploy(APP, &release(&image, "1", true))
+        .await
+        .unwrap();
+    assert_eq!(finished(client, &first.id).await.status, "succeeded");
+    wait_serving(proxy, "1").await;
+    let original = live_machines(client).await;
+    assert_eq!(original.len(), 3);
+
+    let canary = with_strategy(release(&image, "2", true), "canary");
+    let (second, took, ok) = deploy_under_load(client, proxy, &canary).await;
+    assert_eq!(second.status, "succeeded", "{second:#?}");
+    eprintln!("canary deploy of 3 machines: {took:?}, {ok} requests, none failed");
+    let steps = kinds(&second);
+    assert_eq!(
+        steps[..4],
+        ["note", "canary", "healthy", "retire"],
+        "the canary first: {steps:?}"
+    );
+    assert_eq!(steps.iter().filter(|k| **k == "update").count(), 3);
+    assert_eq!(
+        live_machines(client).await,
+        original,
+        "updated in place, the canary gone"
+    );
+    all_run(client, "2").await;
+    wait_serving(proxy, "2").await;
+
+    let bluegreen = with_strategy(release(&image, "3", true), "bluegreen");
+    let (third, took, ok) = deploy_under_load(client, proxy, &bluegreen).await;
+    assert_eq!(third.status, "succeeded", "{third:#?}");
+    eprintln!("bluegreen deploy of 3 machines: {took:?}, {ok} requests, none failed");
+    let steps = kinds(&third);
+    assert_eq!(
+        steps.iter().filter(|k| **k == "green").count(),
+        3,
+        "{steps:?}"
+    );
+    assert_eq!(
+        steps.iter().filter(|k| **k == "retire").count(),
+        3,
+        "{steps:?}"
+    );
+    let first_retire = steps.iter().position(|k| *k == "retire").unwrap();
+    assert_eq!(
+        steps[..first_retire]
+            .iter()
+            .filter(|k| **k == "healthy")
+            .count(),
+        3,
+        "every green machine healthy before any blue one goes: {steps:?}"
+    );
+    let green = eventually(
+        "the blue machines to be gone",
+        Duration::from_secs(60),
+        || async {
+            let live = live_machines(client).await;
+            (live.len() == 3).then_some(live)
+        },
+    )
+    .await;
+    assert!(
+        green.iter().all(|id| !original.contains(id)),
+        "a whole new set: {green:?} vs {original:?}"
+    );
+    all_run(client, "3").await;
+    wait_serving(proxy, "3").await;
+
+    let failing = with_strategy(release(&image, "4", false), "canary");
+    let (fourth, took, ok) = deploy_under_load(client, proxy, &failing).await;
+    assert_eq!(fourth.status, "rolled_back", "{fourth:#?}");
+    eprintln!("failing canary rolled back in {took:?}, {ok} requests, none failed");
+    let steps = kinds(&fourth);
+    assert!(
+        !steps.contains(&"update"),
+        "no machine was updated: {steps:?}"
+    );
+    let error = fourth.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("TESTAPP_HEALTH=fail"),
+        "the failing check's output: {error}"
+    );
+    let left = eventually(
+        "the failed canary to be gone",
+        Duration::from_secs(60),
+        || async {
+            let live = live_machines(client).await;
+            (live.len() == 3).then_some(live)
+        },
+    )
+    .await;
+    assert_eq!(left, green);
+    all_run(client, "3").await;
+}
+
+/// The release command runs once, before any machine, in a temporary machine that is
+/// destroyed after; one that exits 1 fails the deployment with its output and changes no
+/// machine.
+#[tokio::test]
+async fn a_release_command_runs_first_and_a_failing_one_changes_nothing() {
+    let host = Host::new();
+    let image = aloft_testkit::testapp_image();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app(APP, None).await.unwrap();
+    let command = |code: &str| {
+        Some(vec![
+            "/aloft-testapp".to_owned(),
+            "release".to_owned(),
+            code.to_owned(),
+        ])
+    };
+
+    let mut first = release(&image, "1", true);
+    first.initial_count = Some(2);
+    first.release_command = command("0");
+    let first = client.deploy(APP, &first).await.unwrap();
+    let first = finished(client, &first.id).await;
+    assert_eq!(first.status, "succeeded", "{first:#?}");
+    let steps = kinds(&first);
+    assert_eq!(steps[..2], ["release_command", "released"], "{steps:?}");
+    assert!(
+        first.steps[1]
+            .message
+            .contains("release command of version 1: running migrations"),
+        "its output: {:?}",
+        first.steps[1].message
+    );
+    let machines = eventually(
+        "the release command's machine to be gone",
+        Duration::from_secs(60),
+        || async {
+            let live = live_machines(client).await;
+            (live.len() == 2).then_some(live)
+        },
+    )
+    .await;
+
+    let mut second = release(&image, "2", true);
+    second.release_command = command("1");
+    let second = client.deploy(APP, &second).await.unwrap();
+    let second = finished(client, &second.id).await;
+    assert_eq!(second.status, "failed", "{second:#?}");
+    let error = second.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("exited with code 1") && error.contains("migration 3 failed"),
+        "the exit code and the command's output: {error}"
+    );
+    let steps = kinds(&second);
+    assert_eq!(
+        steps,
+        ["release_command", "failed"],
+        "nothing else was done"
+    );
+    let after = eventually(
+        "the release command's machine to be gone",
+        Duration::from_secs(60),
+        || async {
+            let live = live_machines(client).await;
+            (live.len() == 2).then_some(live)
+        },
+    )
+    .await;
+    assert_eq!(after, machines);
+    all_run(client, "1").await;
+    let releases = client.releases(APP).await.unwrap();
+    assert_eq!(releases[0].status, "failed");
 }
