@@ -703,6 +703,14 @@ impl<R: Runtime + 'static> Shared<R> {
         error.into()
     }
 
+    /// Whether the container's process has exited (it is not running any more).
+    async fn exited(&self, container: &str) -> bool {
+        matches!(
+            self.runtime.inspect(container).await,
+            Ok(Some(info)) if info.state != ContainerState::Running
+        )
+    }
+
     /// Creates (if needed) and starts the container of the machine's current version.
     async fn start_current(self: &Arc<Self>, machine: &MachineRecord) -> Result<(), AgentError> {
         let id = &machine.id;
@@ -750,8 +758,12 @@ impl<R: Runtime + 'static> Shared<R> {
         };
         self.runtime.start(&container_id).await?;
         if let Some(info) = self.runtime.inspect(&container_id).await? {
-            if let Err(error) = self.plumb(machine, &info).await {
+            if let Err(error) = self.plumb(machine, &info).await
+                && !self.exited(&container_id).await
+            {
                 // A machine without its network is no use to anyone: stop it and say why.
+                // (One whose process already exited, a quick release command say, ran:
+                // its exit is what counts, and the watch below reports it.)
                 let _ = self.stop_run(&info, Signal::Kill, Duration::ZERO).await;
                 return Err(self
                     .launch_failed(

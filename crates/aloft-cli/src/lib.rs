@@ -6,6 +6,7 @@
 
 mod api;
 mod commands;
+mod context;
 mod output;
 mod table;
 
@@ -80,8 +81,16 @@ pub enum Command {
     Checks(commands::checks::ChecksCommand),
     /// Roll out a new release of the app from its fly.toml, server-side, and follow it.
     Deploy(commands::deploy::DeployArgs),
-    /// The app's releases, newest first.
-    Releases,
+    /// The app's releases, newest first; `rollback` goes back to one.
+    Releases {
+        #[command(subcommand)]
+        command: Option<commands::deploy::ReleasesCommand>,
+    },
+    /// The app, its current release and its machines (state, region, release, checks).
+    Status(commands::status::StatusArgs),
+    /// Change how many machines run and how big they are.
+    #[command(subcommand)]
+    Scale(commands::status::ScaleCommand),
     /// Read, check and show an app's fly.toml.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -149,9 +158,19 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
             cli.json,
             out,
         )),
-        Command::Releases => {
+        Command::Releases { command } => {
             let app = app()?;
-            runtime()?.block_on(commands::deploy::releases(&app, cli.json, out))
+            runtime()?.block_on(commands::deploy::releases_command(
+                command, &app, cli.json, out,
+            ))
+        }
+        Command::Status(args) => {
+            let app = app()?;
+            runtime()?.block_on(commands::status::status(args, &app, cli.json, out))
+        }
+        Command::Scale(command) => {
+            let app = app()?;
+            runtime()?.block_on(commands::status::scale(command, &app, cli.json, out))
         }
         Command::Auth(command) => runtime()?.block_on(commands::auth::run(command, cli.json, out)),
         Command::Orgs(command) => runtime()?.block_on(commands::orgs::orgs(command, cli.json, out)),

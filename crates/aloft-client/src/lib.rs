@@ -21,6 +21,9 @@ use serde::de::DeserializeOwned;
 /// What a call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// A build ran and failed (the builder's own message).
+    #[error("the build failed: {0}")]
+    Build(String),
     /// The API answered with an error status.
     #[error("{message} (HTTP {status})")]
     Api { status: u16, message: String },
@@ -58,6 +61,19 @@ pub struct Client {
 
 /// Longest time any single call may take (exec and wait bring their own, shorter, limits).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest time a build may take.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// How to build an image ([`Client::build`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildRequest {
+    /// The Dockerfile's path inside the context.
+    pub dockerfile: String,
+    /// The stage to build (default: the last).
+    pub target: Option<String>,
+    /// `ARG` values.
+    pub args: std::collections::BTreeMap<String, String>,
+}
 
 impl Client {
     /// `base_url` such as `http://127.0.0.1:4280`.
@@ -196,6 +212,86 @@ impl Client {
 
     // Deployments and releases.
 
+    /// Builds an image from `context` (a tar archive) on the server, calling `output` with
+    /// the builder's output as it comes; returns the built image's id.
+    pub async fn build(
+        &self,
+        app: &str,
+        context: Vec<u8>,
+        options: &BuildRequest,
+        mut output: impl FnMut(&str),
+    ) -> Result<aloft_types::api::BuildEvent, ClientError> {
+        let path = format!("/v1/apps/{app}/builds");
+        let mut query: Vec<(&str, String)> = vec![("dockerfile", options.dockerfile.clone())];
+        if let Some(target) = &options.target {
+            query.push(("target", target.clone()));
+        }
+        if !options.args.is_empty() {
+            query.push((
+                "args",
+                serde_json::to_string(&options.args).unwrap_or_default(),
+            ));
+        }
+        let unreachable = |source| ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        };
+        let mut response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .query(&query)
+            .header("content-type", "application/x-tar")
+            .timeout(BUILD_TIMEOUT)
+            .body(context)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(api_error(status, response.text().await.unwrap_or_default()));
+        }
+        let mut pending = Vec::new();
+        let mut last = None;
+        loop {
+            let chunk = response.chunk().await.map_err(unreachable)?;
+            let ended = chunk.is_none();
+            if let Some(chunk) = chunk {
+                pending.extend_from_slice(&chunk);
+            } else if !pending.is_empty() {
+                pending.push(b'\n');
+            }
+            while let Some(at) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=at).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let event: aloft_types::api::BuildEvent =
+                    serde_json::from_slice(&line).map_err(|e| ClientError::Api {
+                        status: status.as_u16(),
+                        message: format!("unreadable build output: {e}"),
+                    })?;
+                if let Some(text) = &event.output {
+                    output(text);
+                }
+                if event.image.is_some() || event.error.is_some() {
+                    last = Some(event);
+                }
+            }
+            if ended {
+                break;
+            }
+        }
+        match last {
+            Some(event) if event.image.is_some() => Ok(event),
+            Some(event) => Err(ClientError::Build(event.error.unwrap_or_default())),
+            None => Err(ClientError::Api {
+                status: status.as_u16(),
+                message: "the build ended without naming an image".to_owned(),
+            }),
+        }
+    }
+
     /// Starts a server-side deployment of a new release; follow it with [`Client::deployment`].
     pub async fn deploy(
         &self,
@@ -204,6 +300,19 @@ impl Client {
     ) -> Result<aloft_types::api::DeploymentResponse, ClientError> {
         self.post(&format!("/v1/apps/{app}/deployments"), request)
             .await
+    }
+
+    /// Starts a deployment of a new release with release `version`'s image and config.
+    pub async fn rollback(
+        &self,
+        app: &str,
+        version: i64,
+    ) -> Result<aloft_types::api::DeploymentResponse, ClientError> {
+        self.post(
+            &format!("/v1/apps/{app}/releases/{version}/rollback"),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     pub async fn deployment(

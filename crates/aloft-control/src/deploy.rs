@@ -24,7 +24,10 @@ use aloft_types::api::{
     DeployRequest, DeploymentResponse, DeploymentStepResponse, ErrorBody, MachineRequest,
     ReleaseResponse,
 };
-use aloft_types::machine::{METADATA_PLATFORM_VERSION, METADATA_PROCESS_GROUP, MachineConfig};
+use aloft_types::machine::{
+    METADATA_PLATFORM_VERSION, METADATA_PROCESS_GROUP, METADATA_RELEASE_ID,
+    METADATA_RELEASE_VERSION, MachineConfig,
+};
 use aloft_types::time::rfc3339;
 use aloft_types::{CheckStatus, MachineId, MachineState};
 use axum::Json;
@@ -49,6 +52,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
         .routes(routes!(list, create))
         .routes(routes!(show))
         .routes(routes!(releases))
+        .routes(routes!(rollback))
 }
 
 fn release_response(release: &ReleaseRecord) -> ReleaseResponse {
@@ -57,6 +61,7 @@ fn release_response(release: &ReleaseRecord) -> ReleaseResponse {
         version: release.version,
         image: release.image.clone(),
         status: release.status.clone(),
+        process_group: group_of(&release.config).to_owned(),
         description: release.description.clone(),
         user: release.created_by.clone(),
         created_at: rfc3339(release.created_at),
@@ -150,18 +155,18 @@ async fn create(
             MAX_WAIT_TIMEOUT.as_secs()
         )));
     }
-    if let Some(running) = inner
-        .store
-        .deployments_of(&app.id)
-        .await?
-        .into_iter()
-        .find(DeploymentRecord::is_active)
-    {
-        return Err(ApiError::Conflict(format!(
-            "deployment {} of app {} is still {}; wait for it to end",
-            running.id, app.name, running.status
-        )));
-    }
+    ensure_idle(&inner, &app).await?;
+    // A release runs an image by its id (a content digest) when the engine has it, so a
+    // tag moved later does not change what the release runs.
+    let resolved = match inner.builder() {
+        Ok(builder) => builder
+            .resolve(image)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("looking up image {image}: {e}")))?,
+        Err(_) => None,
+    };
+    let requested = image;
+    let image = resolved.as_deref().unwrap_or(image);
     let mut config = request.config;
     config.image = image.to_owned();
     let initial_count = match request.initial_count {
@@ -176,7 +181,7 @@ async fn create(
     };
     let description = request
         .description
-        .unwrap_or_else(|| format!("deploy image {image}"));
+        .unwrap_or_else(|| format!("deploy image {requested}"));
     let (_, deployment) = inner
         .store
         .insert_deployment(aloft_store::NewDeployment {
@@ -194,6 +199,87 @@ async fn create(
         })
         .await?;
     tracing::info!(app = %app.name, deployment = %deployment.id, %strategy, "deployment started");
+    spawn(inner.clone(), app, deployment.clone());
+    Ok(Json(deployment_response(&inner, &deployment).await?))
+}
+
+/// Refuses a second deployment of an app while one runs.
+async fn ensure_idle(inner: &Inner, app: &App) -> Result<(), ApiError> {
+    if let Some(running) = inner
+        .store
+        .deployments_of(&app.id)
+        .await?
+        .into_iter()
+        .find(DeploymentRecord::is_active)
+    {
+        return Err(ApiError::Conflict(format!(
+            "deployment {} of app {} is still {}; wait for it to end",
+            running.id, app.name, running.status
+        )));
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/v1/apps/{app}/releases/{version}/rollback", tag = "deployments", params(("app" = String, Path, description = "The app's name"), ("version" = i64, Path, description = "The release to go back to")), responses((status = 200, description = "A deployment of a new release with that release's image and config, started", body = DeploymentResponse), (status = "4XX", description = "Missing or invalid token, no such app or release", body = ErrorBody), (status = 409, description = "Another deployment of the app is running", body = ErrorBody), (status = 422, description = "The release never completed", body = ErrorBody)), operation_id = "Releases_rollback")]
+async fn rollback(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, version)): Path<(String, i64)>,
+) -> Result<Json<DeploymentResponse>, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let release = inner
+        .store
+        .releases_of(&app.id)
+        .await?
+        .into_iter()
+        .find(|r| r.version == version)
+        .ok_or_else(|| ApiError::not_found(format!("release v{version} of app {}", app.name)))?;
+    if release.status != "complete" {
+        return Err(ApiError::Unprocessable(format!(
+            "release v{version} of app {} is {}: only a release that was deployed completely can be rolled back to",
+            app.name, release.status
+        )));
+    }
+    ensure_idle(&inner, &app).await?;
+    // The way that release was deployed, without its release command (the data it
+    // migrated is already there).
+    let original = inner
+        .store
+        .deployments_of(&app.id)
+        .await?
+        .into_iter()
+        .find(|d| d.release_id == release.id);
+    let (strategy, max_unavailable, wait_timeout_ms, initial_count) = match &original {
+        Some(d) => (
+            d.strategy.clone(),
+            d.max_unavailable,
+            d.wait_timeout_ms,
+            d.initial_count,
+        ),
+        None => (
+            "rolling".to_owned(),
+            DEFAULT_MAX_UNAVAILABLE,
+            i64::try_from(DEFAULT_WAIT_TIMEOUT.as_millis()).unwrap_or(i64::MAX),
+            2,
+        ),
+    };
+    let (_, deployment) = inner
+        .store
+        .insert_deployment(aloft_store::NewDeployment {
+            app_id: app.id.clone(),
+            image: release.image.clone(),
+            config: release.config.clone(),
+            description: format!("rollback to v{version}"),
+            created_by: principal.token.name.clone(),
+            strategy: strategy.clone(),
+            max_unavailable,
+            wait_timeout_ms,
+            initial_count,
+            release_command: None,
+            release_command_timeout_ms: None,
+        })
+        .await?;
+    tracing::info!(app = %app.name, deployment = %deployment.id, version, "rollback started");
     spawn(inner.clone(), app, deployment.clone());
     Ok(Json(deployment_response(&inner, &deployment).await?))
 }
@@ -398,6 +484,20 @@ fn logged(steps: &[DeploymentStep], kind: &str, machine: &MachineId) -> bool {
         .any(|s| s.kind == kind && s.machine_id.as_ref() == Some(machine))
 }
 
+/// The config the release's machines run: the release's, with its version and id in the
+/// metadata (Fly's keys), so `aloft status` can say which release a machine runs.
+fn target_of(release: &ReleaseRecord) -> MachineConfig {
+    let mut config = release.config.clone();
+    config.metadata.insert(
+        METADATA_RELEASE_VERSION.to_owned(),
+        release.version.to_string(),
+    );
+    config
+        .metadata
+        .insert(METADATA_RELEASE_ID.to_owned(), release.id.clone());
+    config
+}
+
 /// Creates one machine of the release (in `region`, else the default one).
 async fn create_for(
     inner: &Arc<Inner>,
@@ -405,7 +505,7 @@ async fn create_for(
     release: &ReleaseRecord,
     region: Option<&str>,
 ) -> Result<MachineRecord, ApiError> {
-    let mut request = MachineRequest::new(release.config.clone());
+    let mut request = MachineRequest::new(target_of(release));
     request.region = region.map(str::to_owned);
     crate::machines::create_machine(inner, app, request, &release.created_by).await
 }
@@ -423,7 +523,7 @@ async fn roll_out(
     {
         return Ok(Outcome::Abort(why));
     }
-    let target = &release.config;
+    let target = &target_of(release);
     let group = group_of(target).to_owned();
     let wait = Duration::from_millis(u64::try_from(deployment.wait_timeout_ms).unwrap_or(0));
     let steps = inner.store.steps_of(&deployment.id).await?;
@@ -592,7 +692,7 @@ async fn bluegreen(
     machines: Vec<MachineRecord>,
     wait: Duration,
 ) -> Result<Outcome, ApiError> {
-    let target = &release.config;
+    let target = &target_of(release);
     let mut green = machines_in(steps, "green");
     let retiring = !machines_in(steps, "retire").is_empty();
     let blue: Vec<MachineRecord> = machines
@@ -694,7 +794,7 @@ async fn release_command(
     let id = match machines_in(&steps, "release_command").into_iter().next() {
         Some(id) => id,
         None => {
-            let mut config = release.config.clone();
+            let mut config = target_of(release);
             config.init.cmd = command.to_vec();
             config.init.exec.clear();
             config.services.clear();

@@ -13,6 +13,7 @@
 
 mod apps;
 mod auth;
+mod builds;
 mod catalog;
 mod certs;
 mod deploy;
@@ -40,6 +41,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use aloft_types::time::rfc3339;
 pub use auth::{Principal, TOKEN_PREFIX, hash_secret, new_secret};
+pub use builds::ImageBuilder;
 pub use error::ApiError;
 pub use hosts::{AgentGateway, BoxFuture, Command, HostLink, MachineChange};
 pub use machines::PlatformReason;
@@ -101,6 +103,8 @@ pub(crate) struct Inner {
     pub(crate) dns: std::sync::RwLock<Option<Arc<aloft_dns::Resolver>>>,
     /// The edge's local CA certificate (PEM), for `aloft certs ca`.
     pub(crate) local_ca: std::sync::RwLock<Option<String>>,
+    /// Builds images for `POST /v1/apps/{app}/builds` and resolves images to their ids.
+    pub(crate) builder: std::sync::RwLock<Option<Arc<dyn builds::ImageBuilder>>>,
 }
 
 /// The control plane. Cheap to clone.
@@ -134,6 +138,7 @@ impl Control {
                 catalog: std::sync::OnceLock::new(),
                 dns: std::sync::RwLock::new(None),
                 local_ca: std::sync::RwLock::new(None),
+                builder: std::sync::RwLock::new(None),
             }),
         }
     }
@@ -153,6 +158,7 @@ impl Control {
             .merge(certs::routes())
             .merge(ips::routes())
             .merge(deploy::routes())
+            .merge(builds::routes())
     }
 
     /// Resumes the deployments a previous run left running (or rolling back); returns how
@@ -218,6 +224,13 @@ impl Control {
     }
 
     /// Registers how to reach a host's agent.
+    /// Lets the API build images (and name the images releases run by id).
+    pub fn attach_builder(&self, builder: Arc<dyn ImageBuilder>) {
+        if let Ok(mut slot) = self.inner.builder.write() {
+            *slot = Some(builder);
+        }
+    }
+
     pub fn attach_host(&self, host: HostId, link: Arc<dyn HostLink>) {
         if let Ok(mut hosts) = self.inner.links.hosts.write() {
             hosts.insert(host, link);

@@ -17,7 +17,7 @@ use bollard::container::{
 };
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::image::CreateImageOptions;
+use bollard::image::{BuildImageOptions, CreateImageOptions};
 use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, RestartPolicy,
     RestartPolicyNameEnum,
@@ -26,8 +26,8 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use tokio::io::AsyncWriteExt;
 
 use crate::{
-    ContainerInfo, ContainerSpec, ContainerState, ExecOptions, ExecOutput, ExitStatus, LogLine,
-    LogStream, ResourceUsage, Runtime, RuntimeError,
+    BuildOptions, BuildProgress, ContainerInfo, ContainerSpec, ContainerState, ExecOptions,
+    ExecOutput, ExitStatus, LogLine, LogStream, ResourceUsage, Runtime, RuntimeError,
 };
 
 /// The Docker Engine socket Aloft talks to.
@@ -140,6 +140,98 @@ impl DockerRuntime {
             oom_killed: false,
         }))
     }
+}
+
+impl DockerRuntime {
+    /// Builds an image from `context` (a tar archive) with the engine's classic builder,
+    /// streaming its output; the last item is the built image's id.
+    pub fn build_image(
+        &self,
+        context: bytes::Bytes,
+        options: &BuildOptions,
+    ) -> BoxStream<'static, Result<BuildProgress, RuntimeError>> {
+        let request = BuildImageOptions::<String> {
+            dockerfile: options.dockerfile.clone(),
+            t: options.tag.clone(),
+            target: options.target.clone().unwrap_or_default(),
+            buildargs: options.args.clone().into_iter().collect(),
+            labels: options.labels.clone().into_iter().collect(),
+            rm: true,
+            forcerm: true,
+            ..BuildImageOptions::default()
+        };
+        let docker = self.docker.clone();
+        let tag = options.tag.clone();
+        let stream = async_stream(move |sender| async move {
+            let mut built = None;
+            let mut build = docker.build_image(request, None, Some(context));
+            while let Some(info) = build.next().await {
+                let info = match info {
+                    Ok(info) => info,
+                    Err(error) => {
+                        let message = match error {
+                            DockerError::DockerStreamError { error } => error,
+                            DockerError::DockerResponseServerError { message, .. } => message,
+                            other => other.to_string(),
+                        };
+                        let _ = sender.send(Err(RuntimeError::Build { tag, message }));
+                        return;
+                    }
+                };
+                if let Some(error) = info.error {
+                    let _ = sender.send(Err(RuntimeError::Build {
+                        tag,
+                        message: error.trim().to_owned(),
+                    }));
+                    return;
+                }
+                if let Some(text) = info.stream.filter(|t| !t.is_empty()) {
+                    let _ = sender.send(Ok(BuildProgress::Output(text)));
+                }
+                if let Some(id) = info.aux.and_then(|aux| aux.id) {
+                    built = Some(id);
+                }
+            }
+            // The classic builder names the image in `aux`; inspect the tag otherwise.
+            let id = match built {
+                Some(id) => Some(id),
+                None => docker.inspect_image(&tag).await.ok().and_then(|i| i.id),
+            };
+            let _ = sender.send(match id {
+                Some(id) => Ok(BuildProgress::Built { id }),
+                None => Err(RuntimeError::Build {
+                    tag,
+                    message: "the engine reported no image".to_owned(),
+                }),
+            });
+        });
+        stream.boxed()
+    }
+
+    /// The id (`sha256:...`) of a local image, or `None` when the engine does not have it.
+    pub async fn image_id(&self, reference: &str) -> Result<Option<String>, RuntimeError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(image) => Ok(image.id),
+            Err(error) if is_status(&error, 404) => Ok(None),
+            Err(error) => Err(RuntimeError::Operation {
+                operation: "inspect image",
+                container: reference.to_owned(),
+                source: boxed(error),
+            }),
+        }
+    }
+}
+
+/// A stream fed by a task through an unbounded channel (ends when the task does).
+fn async_stream<T, F, Fut>(task: F) -> impl futures_util::Stream<Item = T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::UnboundedSender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(task(sender));
+    stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
 
 impl Runtime for DockerRuntime {

@@ -24,8 +24,8 @@ use aloft_types::Signal;
 
 pub use docker::{DOCKER_SOCKET, DockerRuntime};
 pub use spec::{
-    BindMount, ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExitStatus, LogLine,
-    LogStream, ResourceUsage,
+    BindMount, BuildOptions, BuildProgress, ContainerInfo, ContainerSpec, ContainerState,
+    ExecOutput, ExitStatus, LogLine, LogStream, ResourceUsage,
 };
 
 /// What a runtime operation can fail with.
@@ -52,6 +52,8 @@ pub enum RuntimeError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("building image {tag} failed: {message}")]
+    Build { tag: String, message: String },
     #[error("exec in container {container} did not finish within {timeout:?}")]
     ExecTimeout {
         container: String,

@@ -211,7 +211,7 @@ pub fn random<const N: usize>() -> [u8; N] {
 }
 
 /// 16 random hex digits: ids of releases and deployments, lease nonces.
-pub(crate) fn random_hex() -> String {
+pub fn random_hex() -> String {
     random::<8>().iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -150,7 +150,11 @@ async fn answer(request: Request<Incoming>, stats: Arc<Stats>) -> Response<Full<
 
 /// `aloft-testapp release CODE`: a release command that says what it does and exits
 /// with `CODE` (a failing migration when it is not 0). Its output is what the test reads.
-#[allow(clippy::print_stdout, clippy::print_stderr, reason = "a command's output")]
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command's output"
+)]
 fn release(code: &str) -> std::io::Result<()> {
     let code: i32 = code.parse().map_err(|_| {
         std::io::Error::new(

@@ -506,6 +506,24 @@ pub struct DeployRequest {
     pub release_command_timeout: Option<u64>,
 }
 
+/// One line of a build's NDJSON output (`POST /v1/apps/{app}/builds`): the builder's
+/// output as it comes, then either the image or the error.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct BuildEvent {
+    /// Builder output (may hold several lines, or part of one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// The built image's id (`sha256:...`): what a release of it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The tag the image also got (`aloft/APP:build-ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Why the build failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// One release of an app (`aloft releases`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ReleaseResponse {
@@ -514,6 +532,8 @@ pub struct ReleaseResponse {
     pub image: String,
     /// `running`, `complete`, `failed` or `rolled_back`.
     pub status: String,
+    /// The process group the release's machines belong to.
+    pub process_group: String,
     pub description: String,
     /// The token that deployed it.
     pub user: String,

@@ -23,6 +23,9 @@ fn is_zero(value: &u32) -> bool {
 /// Metadata key naming the process group a machine belongs to.
 pub const METADATA_PROCESS_GROUP: &str = "fly_process_group";
 /// Metadata key naming the platform version; always `v2` for machines apps.
+/// The release a deployment gave the machine (Fly's metadata keys).
+pub const METADATA_RELEASE_VERSION: &str = "fly_release_version";
+pub const METADATA_RELEASE_ID: &str = "fly_release_id";
 pub const METADATA_PLATFORM_VERSION: &str = "fly_platform_version";
 /// The platform version Aloft writes into `fly_platform_version`.
 pub const PLATFORM_VERSION: &str = "v2";
@@ -104,6 +107,15 @@ pub struct MachineInit {
 pub enum CpuKind {
     Shared,
     Performance,
+}
+
+impl std::fmt::Display for CpuKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CpuKind::Shared => "shared",
+            CpuKind::Performance => "performance",
+        })
+    }
 }
 
 /// Whether the root filesystem outlives a restart.

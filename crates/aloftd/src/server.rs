@@ -243,6 +243,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     let runtime = DockerRuntime::connect()
         .await
         .context("connecting to Docker Engine (is dockerd running?)")?;
+    control.attach_builder(Arc::new(EngineBuilder(runtime.clone())));
     let agent = Agent::new(
         runtime,
         control.gateway(),
@@ -354,4 +355,30 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     control.store().close().await;
     tracing::info!("aloftd server stopped");
     Ok(())
+}
+
+/// Builds images with the Docker Engine of this host.
+#[derive(Debug)]
+struct EngineBuilder(DockerRuntime);
+
+impl aloft_control::ImageBuilder for EngineBuilder {
+    fn build(
+        &self,
+        context: bytes::Bytes,
+        options: aloft_runtime::BuildOptions,
+    ) -> futures_util::stream::BoxStream<'static, Result<aloft_runtime::BuildProgress, String>>
+    {
+        use futures_util::StreamExt as _;
+        self.0
+            .build_image(context, &options)
+            .map(|progress| progress.map_err(|e| e.to_string()))
+            .boxed()
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        image: &'a str,
+    ) -> aloft_control::BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move { self.0.image_id(image).await.map_err(|e| e.to_string()) })
+    }
 }

@@ -1,6 +1,7 @@
 //! `aloft deploy` and `aloft releases`: roll out a release server-side and follow it, and
 //! list an app's releases.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,8 +16,9 @@ use crate::table;
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// The image to run (default: fly.toml's `[build] image`). It must be in the Docker
-    /// Engine of the hosts or in a registry they can pull from.
+    /// The image to run (default: fly.toml's `[build] image`, else an image built from the
+    /// Dockerfile). It must be in the Docker Engine of the hosts or in a registry they can
+    /// pull from.
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
     /// `rolling`, `immediate`, `canary` or `bluegreen` (default: `[deploy] strategy`, else
@@ -33,6 +35,83 @@ pub struct DeployArgs {
     /// Extra environment variables: `-e KEY=VALUE` (repeatable).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// A Dockerfile `ARG` for the build: `--build-arg KEY=VALUE` (repeatable; over
+    /// `[build] args`).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// The Dockerfile stage to build (default: `[build] build-target`, else the last).
+    #[arg(long, value_name = "STAGE")]
+    pub build_target: Option<String>,
+}
+
+/// Splits `KEY=VALUE` (`flag` names the option in the error).
+fn pair(text: &str, flag: &str) -> anyhow::Result<(String, String)> {
+    text.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| anyhow::anyhow!("{flag} {text:?}: expected KEY=VALUE"))
+}
+
+/// The directory fly.toml is in (the build context and the base of relative paths).
+fn base_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Builds the image from the app's Dockerfile on the server, streaming the builder's
+/// output; returns the image's id.
+async fn build(
+    client: &aloft_client::Client,
+    app: &str,
+    path: &Path,
+    config: &aloft_config::AppConfig,
+    args: &DeployArgs,
+    out: &mut Output,
+) -> Result<String, Failure> {
+    let settings = config.build.clone().unwrap_or_default();
+    let base = base_of(path);
+    let dockerfile = crate::context::dockerfile(base, settings.dockerfile.as_deref())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no image to deploy: pass --image REF, set [build] image in {}, or add a Dockerfile next to it",
+                path.display()
+            )
+        })?;
+    let ignore_file = settings.ignorefile.as_deref().map(|f| base.join(f));
+    let context = crate::context::pack(base, &dockerfile, ignore_file.as_deref())
+        .with_context(|| format!("packing the build context {}", base.display()))?;
+    let mut build_args = settings.args.clone();
+    for text in &args.build_args {
+        let (key, value) = pair(text, "--build-arg")?;
+        build_args.insert(key, value);
+    }
+    let request = aloft_client::BuildRequest {
+        dockerfile: context.dockerfile.clone(),
+        target: args.build_target.clone().or(settings.build_target.clone()),
+        args: build_args,
+    };
+    out.status(&format!(
+        "building {} with {} ({} file(s), {} KiB of context)",
+        app,
+        dockerfile.display(),
+        context.files,
+        context.archive.len().div_ceil(1024)
+    ));
+    let built = client
+        .build(app, context.archive, &request, |text| {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let _ = writeln!(std::io::stderr().lock(), "  {line}");
+            }
+        })
+        .await
+        .map_err(anyhow::Error::from)?;
+    let image = built.image.unwrap_or_default();
+    out.status(&format!(
+        "built image {image} (tagged {})",
+        built.tag.unwrap_or_default()
+    ));
+    Ok(image)
 }
 
 fn seconds(text: &str, what: &str) -> anyhow::Result<u64> {
@@ -47,17 +126,9 @@ fn requests(
     path: &Path,
     config: &aloft_config::AppConfig,
     args: &DeployArgs,
+    image: &str,
 ) -> Result<Vec<(String, DeployRequest)>, Failure> {
-    let image = args
-        .image
-        .clone()
-        .or_else(|| config.build.as_ref().and_then(|b| b.image.clone()))
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "no image to deploy: pass --image REF or set [build] image in {} (building from a Dockerfile is not available yet)",
-                path.display()
-            )
-        })?;
+    let image = image.to_owned();
     let deploy = config.deploy.clone().unwrap_or_default();
     let strategy = args
         .strategy
@@ -67,18 +138,12 @@ fn requests(
         Some(text) => Some(seconds(text, "--wait-timeout")?),
         None => deploy.wait_timeout.map(|d| d.as_secs_f64().ceil() as u64),
     };
-    let mut env = Vec::new();
-    for pair in &args.env {
-        let (key, value) = pair
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| anyhow::anyhow!("-e {pair:?}: expected KEY=VALUE"))?;
-        env.push((key.to_owned(), value.to_owned()));
-    }
-    let base = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let env = args
+        .env
+        .iter()
+        .map(|text| pair(text, "-e"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let base = base_of(path);
     let release_command = config
         .release_command()
         .with_context(|| format!("reading {}", path.display()))?;
@@ -128,6 +193,45 @@ fn progress(deployment: &DeploymentResponse, shown: &mut usize, out: &mut Output
     *shown = deployment.steps.len();
 }
 
+/// Follows a deployment to its end, printing each step as it is logged.
+pub(crate) async fn follow(
+    client: &aloft_client::Client,
+    app: &str,
+    started: DeploymentResponse,
+    out: &mut Output,
+) -> Result<DeploymentResponse, Failure> {
+    let mut shown = 0;
+    progress(&started, &mut shown, out);
+    let finished = loop {
+        let current = client
+            .deployment(app, &started.id)
+            .await
+            .with_context(|| format!("following deployment {}", started.id))?;
+        progress(&current, &mut shown, out);
+        if !matches!(current.status.as_str(), "running" | "rolling_back") {
+            break current;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    if finished.status == "succeeded" {
+        out.status(&format!(
+            "release v{} of {app} is live",
+            finished.release.version
+        ));
+    }
+    Ok(finished)
+}
+
+/// Why a deployment did not succeed, as an error.
+pub(crate) fn failure_of(app: &str, deployment: &DeploymentResponse) -> anyhow::Error {
+    anyhow::anyhow!(
+        "release v{} of {app} was not deployed ({}): {}",
+        deployment.release.version,
+        deployment.status,
+        deployment.error.clone().unwrap_or_default()
+    )
+}
+
 pub(crate) async fn deploy(
     args: DeployArgs,
     config_file: &Option<std::path::PathBuf>,
@@ -144,8 +248,16 @@ pub(crate) async fn deploy(
         .map(ToString::to_string)
         .ok_or_else(|| anyhow::anyhow!("no app: pass -a APP or set `app` in {}", path.display()))?;
     let client = client()?;
+    let configured = args
+        .image
+        .clone()
+        .or_else(|| config.build.as_ref().and_then(|b| b.image.clone()));
+    let image = match configured {
+        Some(image) => image,
+        None => build(&client, &app, &path, &config, &args, out).await?,
+    };
     let mut results = Vec::new();
-    for (group, request) in requests(&path, &config, &args)? {
+    for (group, request) in requests(&path, &config, &args, &image)? {
         let started = client
             .deploy(&app, &request)
             .await
@@ -158,37 +270,99 @@ pub(crate) async fn deploy(
             results.push(started);
             continue;
         }
-        let mut shown = 0;
-        progress(&started, &mut shown, out);
-        let finished = loop {
-            let current = client
-                .deployment(&app, &started.id)
-                .await
-                .with_context(|| format!("following deployment {}", started.id))?;
-            progress(&current, &mut shown, out);
-            if !matches!(current.status.as_str(), "running" | "rolling_back") {
-                break current;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
+        let finished = follow(&client, &app, started, out).await?;
         let succeeded = finished.status == "succeeded";
-        let error = finished.error.clone().unwrap_or_default();
-        let version = finished.release.version;
-        let status = finished.status.clone();
+        let failure = failure_of(&app, &finished);
         results.push(finished);
         if !succeeded {
             if json {
                 out.json(&results)?;
             }
-            return Err(anyhow::anyhow!(
-                "release v{version} of {app} was not deployed ({status}): {error}"
-            )
-            .into());
+            return Err(failure.into());
         }
-        out.status(&format!("release v{version} of {app} is live"));
     }
     if json {
         out.json(&results)?;
+    }
+    Ok(())
+}
+
+/// `aloft releases` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum ReleasesCommand {
+    /// Deploy an earlier release's image and config again, as a new release (default:
+    /// the complete release before the current one of the same process group).
+    Rollback {
+        /// The release to go back to: `3` or `v3`.
+        version: Option<String>,
+        /// Start the deployment and return.
+        #[arg(long)]
+        detach: bool,
+    },
+}
+
+pub(crate) async fn releases_command(
+    command: Option<ReleasesCommand>,
+    app: &str,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    match command {
+        None => releases(app, json, out).await,
+        Some(ReleasesCommand::Rollback { version, detach }) => {
+            rollback(app, version.as_deref(), detach, json, out).await
+        }
+    }
+}
+
+async fn rollback(
+    app: &str,
+    version: Option<&str>,
+    detach: bool,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let client = client()?;
+    let version = match version {
+        Some(text) => text
+            .trim_start_matches('v')
+            .parse::<i64>()
+            .map_err(|_| anyhow::anyhow!("release {text:?}: expected a version such as 3 or v3"))?,
+        None => {
+            let releases = client.releases(app).await.map_err(anyhow::Error::from)?;
+            let mut complete = releases.iter().filter(|r| r.status == "complete");
+            let current = complete
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("app {app} has no complete release"))?;
+            complete
+                .find(|r| r.process_group == current.process_group)
+                .map(|r| r.version)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "app {app} has no complete release before v{} to roll back to",
+                        current.version
+                    )
+                })?
+        }
+    };
+    let started = client
+        .rollback(app, version)
+        .await
+        .with_context(|| format!("rolling {app} back to release v{version}"))?;
+    out.status(&format!(
+        "rolling {app} back to v{version} as release v{}: deployment {}",
+        started.release.version, started.id
+    ));
+    let finished = if detach {
+        started
+    } else {
+        follow(&client, app, started, out).await?
+    };
+    if json {
+        out.json(&finished)?;
+    }
+    if !detach && finished.status != "succeeded" {
+        return Err(failure_of(app, &finished).into());
     }
     Ok(())
 }

@@ -14,20 +14,78 @@ use crate::table;
 
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
-    /// Set secrets: NAME=VALUE ...
+    /// Set secrets: NAME=VALUE ...; the machines restart with them (a rolling deploy)
+    /// unless `--stage`.
     Set {
         #[arg(required = true, value_name = "NAME=VALUE")]
         pairs: Vec<String>,
+        /// Store them only; `aloft secrets deploy` applies them later.
+        #[arg(long)]
+        stage: bool,
     },
     /// List secret names and digests (never values).
     List,
-    /// Remove secrets by name.
+    /// Remove secrets by name (the machines restart without them unless `--stage`).
     Unset {
         #[arg(required = true)]
         names: Vec<String>,
+        #[arg(long)]
+        stage: bool,
     },
-    /// Read NAME=VALUE lines from stdin and set them all.
-    Import,
+    /// Read NAME=VALUE lines from stdin and set them all (the machines restart unless
+    /// `--stage`).
+    Import {
+        #[arg(long)]
+        stage: bool,
+    },
+    /// Restart the machines with the secrets as they are now (after `--stage`).
+    Deploy,
+}
+
+/// A value that changes whenever the app's secrets do: the machines' config carries it,
+/// so a deploy that applies secrets replaces every machine.
+pub(crate) const METADATA_SECRETS: &str = "aloft_secrets";
+
+fn secrets_fingerprint(secrets: &[aloft_types::api::SecretInfo]) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut pairs: Vec<(&str, &str)> = secrets
+        .iter()
+        .map(|s| (s.name.as_str(), s.digest.as_str()))
+        .collect();
+    pairs.sort_unstable();
+    pairs.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// Restarts the app's machines with its current secrets, by a rolling deploy.
+async fn apply(client: &aloft_client::Client, app: &str, out: &mut Output) -> Result<(), Failure> {
+    let machines = crate::commands::status::live_machines(client, app).await?;
+    if machines.is_empty() {
+        out.status(&format!(
+            "app {app} has no machines yet; its next deploy uses the secrets"
+        ));
+        return Ok(());
+    }
+    let secrets = client
+        .list_secrets(app)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let fingerprint = secrets_fingerprint(&secrets);
+    crate::commands::status::redeploy(
+        client,
+        app,
+        &machines,
+        None,
+        out,
+        "apply secrets",
+        |config| {
+            config
+                .metadata
+                .insert(METADATA_SECRETS.to_owned(), fingerprint.clone());
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +128,12 @@ pub(crate) async fn secrets(
     out: &mut Output,
 ) -> Result<(), Failure> {
     let client = client()?;
+    let stage = match &command {
+        SecretsCommand::Set { stage, .. }
+        | SecretsCommand::Unset { stage, .. }
+        | SecretsCommand::Import { stage } => *stage,
+        SecretsCommand::List | SecretsCommand::Deploy => false,
+    };
     let values: BTreeMap<String, Option<String>> = match command {
         SecretsCommand::List => {
             let secrets = client
@@ -87,12 +151,13 @@ pub(crate) async fn secrets(
             }
             return Ok(());
         }
-        SecretsCommand::Set { pairs } => pairs
+        SecretsCommand::Deploy => return apply(&client, app, out).await,
+        SecretsCommand::Set { pairs, .. } => pairs
             .iter()
             .map(|p| split_pair(p).map(|(n, v)| (n, Some(v))))
             .collect::<anyhow::Result<_>>()?,
-        SecretsCommand::Unset { names } => names.into_iter().map(|n| (n, None)).collect(),
-        SecretsCommand::Import => {
+        SecretsCommand::Unset { names, .. } => names.into_iter().map(|n| (n, None)).collect(),
+        SecretsCommand::Import { .. } => {
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
@@ -116,7 +181,11 @@ pub(crate) async fn secrets(
             version.version
         ));
     }
-    Ok(())
+    if stage {
+        out.status("staged: `aloft secrets deploy` restarts the machines with them");
+        return Ok(());
+    }
+    apply(&client, app, out).await
 }
 
 pub(crate) async fn volumes(

@@ -496,3 +496,220 @@ async fn the_seed_deploys_unchanged_and_a_failing_release_is_rolled_back() {
     let table = p.ok(&["releases"]);
     assert!(table.contains("VERSION") && table.contains("v2"), "{table}");
 }
+
+/// The releases of the app in the current directory's fly.toml, newest first:
+/// (version, status, description).
+fn releases_of(p: &Platform) -> Vec<(i64, String, String)> {
+    let releases: serde_json::Value = serde_json::from_str(&p.ok(&["releases", "--json"])).unwrap();
+    releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["version"].as_i64().unwrap(),
+                r["status"].as_str().unwrap().to_owned(),
+                r["description"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `aloft status --json`.
+fn status_of(p: &Platform) -> serde_json::Value {
+    serde_json::from_str(&p.ok(&["status", "--json"])).unwrap()
+}
+
+/// An app with a Dockerfile and no image: `aloft deploy` sends the context (without what
+/// `.dockerignore` leaves out), the server builds it with `[build]` args, target and
+/// `--build-arg`, streaming the builder's output, and the release runs the image by id.
+/// Then: `status`, `releases rollback`, `scale count|show|memory`, `secrets set --stage` and
+/// `secrets deploy`, and a deploy whose CLI is killed goes on to the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dockerfile_app_builds_deploys_scales_rolls_back_and_survives_a_killed_cli() {
+    let testapp = aloft_testkit::testapp_image();
+    let busybox = busybox_image();
+    let platform = Platform::start().await;
+    let p = &platform;
+    p.ok(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
+    let dir = p.home.path();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!(
+            "FROM {busybox} AS check\nCOPY . /context\n\
+             RUN test -e /context/page.txt && test ! -e /context/secret.txt && test ! -e /context/build/junk\n\
+             FROM {testapp} AS app\nARG VERSION=0\nENV TESTAPP_VERSION=$VERSION\n\
+             FROM scratch AS unused\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join(".dockerignore"), "secret.txt\nbuild\n").unwrap();
+    std::fs::write(dir.join("page.txt"), "in the context").unwrap();
+    std::fs::write(dir.join("secret.txt"), "left out").unwrap();
+    std::fs::create_dir_all(dir.join("build")).unwrap();
+    std::fs::write(dir.join("build/junk"), "left out").unwrap();
+    std::fs::write(
+        dir.join("fly.toml"),
+        "app = \"built\"\n\n[build]\nbuild-target = \"app\"\n\n[build.args]\nVERSION = \"5\"\n\n\
+         [http_service]\ninternal_port = 8080\n\n[[http_service.checks]]\ninterval = \"1s\"\n\
+         grace_period = \"1s\"\ntimeout = \"1s\"\nmethod = \"GET\"\npath = \"/health\"\n",
+    )
+    .unwrap();
+    p.ok(&["apps", "create", "built"]);
+    let http: std::net::SocketAddr =
+        std::fs::read_to_string(p.data.path().join(aloftd::HTTP_ADDR_FILE))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    let served = || async move {
+        let output = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-H",
+                "host: built.aloft.localhost",
+            ])
+            .arg(format!("http://{http}/"))
+            .output()
+            .unwrap();
+        text(&output.stdout)
+    };
+    let serving = |version: &'static str| async move {
+        eventually(
+            &format!("version {version} to serve"),
+            Duration::from_secs(30),
+            || async move {
+                served()
+                    .await
+                    .contains(&format!("(version {version})"))
+                    .then_some(())
+            },
+        )
+        .await
+    };
+
+    let deployed = p.aloft(&["deploy", "--build-arg", "VERSION=7"]);
+    let said = format!("{}{}", text(&deployed.stdout), text(&deployed.stderr));
+    assert!(deployed.status.success(), "{said}");
+    assert!(said.contains("Step 1/"), "the builder's output: {said}");
+    assert!(said.contains("built image sha256:"), "{said}");
+    serving("7").await;
+    let releases: serde_json::Value = serde_json::from_str(&p.ok(&["releases", "--json"])).unwrap();
+    assert!(
+        releases[0]["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "the release names the image by id: {releases}"
+    );
+    let status = status_of(p);
+    assert_eq!(status["release"]["version"], 1, "{status}");
+    let machines = status["machines"].as_array().unwrap();
+    assert_eq!(machines.len(), 2, "{status}");
+    for machine in machines {
+        assert_eq!(machine["release"], 1, "{status}");
+        assert_eq!(machine["state"], "started", "{status}");
+    }
+    assert!(p.ok(&["status"]).contains("VERSION"));
+
+    // A failing build says why and deploys nothing.
+    let broken = p.aloft(&["deploy", "--build-target", "nosuchstage"]);
+    let said = format!("{}{}", text(&broken.stdout), text(&broken.stderr));
+    assert!(!broken.status.success(), "{said}");
+    assert!(said.contains("the build failed"), "{said}");
+    assert_eq!(releases_of(p).len(), 1);
+
+    p.ok(&["deploy", "--build-arg", "VERSION=8"]);
+    serving("8").await;
+    let rolled = p.aloft(&["releases", "rollback"]);
+    let said = format!("{}{}", text(&rolled.stdout), text(&rolled.stderr));
+    assert!(rolled.status.success(), "{said}");
+    serving("7").await;
+    let releases = releases_of(p);
+    assert_eq!(releases[0].0, 3);
+    assert_eq!(releases[0].2, "rollback to v1");
+
+    // Scale: count up and down, show, memory (a rolling deploy).
+    p.ok(&["scale", "count", "3"]);
+    assert_eq!(status_of(p)["machines"].as_array().unwrap().len(), 3);
+    let shown: serde_json::Value =
+        serde_json::from_str(&p.ok(&["scale", "show", "--json"])).unwrap();
+    assert_eq!(shown[0]["count"], 3, "{shown}");
+    p.ok(&["scale", "count", "1"]);
+    let live = eventually("one machine left", Duration::from_secs(60), || async {
+        let status = status_of(p);
+        let machines = status["machines"].as_array().unwrap().clone();
+        (machines.len() == 1).then_some(machines)
+    })
+    .await;
+    let id = live[0]["id"].as_str().unwrap().to_owned();
+    p.ok(&["scale", "memory", "512"]);
+    let machine: serde_json::Value =
+        serde_json::from_str(&p.ok(&["machine", "status", &id, "--json"])).unwrap();
+    assert_eq!(machine["config"]["guest"]["memory_mb"], 512, "{machine}");
+    serving("7").await;
+
+    // Secrets: staged ones change nothing until `secrets deploy`.
+    let before = releases_of(p).len();
+    p.ok(&["secrets", "set", "--stage", "API_KEY=one"]);
+    assert_eq!(releases_of(p).len(), before, "staged: no release");
+    p.ok(&["secrets", "deploy"]);
+    let releases = releases_of(p);
+    assert_eq!(releases.len(), before + 1);
+    assert!(releases[0].2.contains("apply secrets"), "{releases:?}");
+    assert_eq!(releases[0].1, "complete");
+    p.ok(&["secrets", "set", "API_KEY=two"]);
+    assert_eq!(
+        releases_of(p).len(),
+        before + 2,
+        "set without --stage restarts"
+    );
+
+    // The CLI killed in the middle of a deploy: the deployment goes on without it.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aloft"))
+        .args(["deploy", "--build-arg", "VERSION=9"])
+        .env("ALOFT_CONFIG_DIR", p.home.path())
+        .env_remove("ALOFT_API_URL")
+        .env_remove("ALOFT_API_TOKEN")
+        .env("NO_COLOR", "1")
+        .current_dir(p.home.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let started = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut seen = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("deploying release") {
+                return Ok(seen);
+            }
+        }
+        Err(seen)
+    });
+    let seen = tokio::task::spawn_blocking(move || started.join().unwrap())
+        .await
+        .unwrap();
+    let seen = seen.unwrap_or_else(|seen| panic!("the deploy never started: {seen}"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let version = before as i64 + 3;
+    eventually(
+        "the orphaned deployment to complete",
+        Duration::from_secs(120),
+        || async {
+            releases_of(p)
+                .into_iter()
+                .find(|r| r.0 == version && r.1 == "complete")
+        },
+    )
+    .await;
+    serving("9").await;
+    assert!(seen.contains("deploying release"), "{seen}");
+}

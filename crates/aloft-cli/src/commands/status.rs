@@ -1,0 +1,510 @@
+//! `aloft status` (the app, its current release and its machines) and `aloft scale`
+//! (machine count per process group and region, VM size and memory).
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::time::Duration;
+
+use aloft_types::api::{DeployRequest, MachineRequest, MachineResponse, ReleaseResponse};
+use aloft_types::machine::{
+    DEFAULT_PROCESS_GROUP, METADATA_PROCESS_GROUP, METADATA_RELEASE_ID, METADATA_RELEASE_VERSION,
+    MachineConfig, MachineGuest,
+};
+use aloft_types::{CheckStatus, MachineState};
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use crate::Failure;
+use crate::api::client;
+use crate::output::Output;
+use crate::table;
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Refresh every 2 seconds until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// One machine as `aloft status` shows it.
+#[derive(Debug, Serialize)]
+struct MachineRow {
+    id: String,
+    name: String,
+    process_group: String,
+    /// The release the machine runs (`None` for machines no deploy made).
+    release: Option<i64>,
+    region: String,
+    state: String,
+    checks_passing: usize,
+    checks_total: usize,
+    image: String,
+    updated_at: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Status {
+    app: String,
+    organization: String,
+    status: String,
+    /// The newest release that deployed completely.
+    release: Option<ReleaseResponse>,
+    /// A deployment still running, if any (its release).
+    deploying: Option<ReleaseResponse>,
+    machines: Vec<MachineRow>,
+}
+
+fn group_of(machine: &MachineResponse) -> String {
+    machine
+        .config
+        .metadata
+        .get(METADATA_PROCESS_GROUP)
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_PROCESS_GROUP.to_owned())
+}
+
+fn live(machine: &MachineResponse) -> bool {
+    !matches!(machine.state.as_str(), "destroyed" | "destroying")
+}
+
+async fn gather(client: &aloft_client::Client, app: &str) -> anyhow::Result<Status> {
+    let found = client.app(app).await?;
+    let releases = client.releases(app).await?;
+    let machines = client.list_machines(app).await?;
+    let mut rows: Vec<MachineRow> = machines
+        .iter()
+        .filter(|m| live(m))
+        .map(|m| MachineRow {
+            id: m.id.clone(),
+            name: m.name.clone(),
+            process_group: group_of(m),
+            release: m
+                .config
+                .metadata
+                .get(METADATA_RELEASE_VERSION)
+                .and_then(|v| v.parse().ok()),
+            region: m.region.clone(),
+            state: m.state.clone(),
+            checks_passing: m
+                .checks
+                .iter()
+                .filter(|c| c.status == CheckStatus::Passing)
+                .count(),
+            checks_total: m.checks.len(),
+            image: m.config.image.clone(),
+            updated_at: m.updated_at.clone(),
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.process_group, &a.id).cmp(&(&b.process_group, &b.id)));
+    Ok(Status {
+        app: found.name,
+        organization: found.organization.slug,
+        status: found.status,
+        release: releases.iter().find(|r| r.status == "complete").cloned(),
+        deploying: releases.iter().find(|r| r.status == "running").cloned(),
+        machines: rows,
+    })
+}
+
+fn render(status: &Status) -> String {
+    let mut text = format!(
+        "App:     {} (organization {}, {})\n",
+        status.app, status.organization, status.status
+    );
+    match &status.release {
+        Some(release) => text.push_str(&format!(
+            "Release: v{} {} ({}, {})\n",
+            release.version, release.description, release.user, release.created_at
+        )),
+        None => text.push_str("Release: none yet (aloft deploy makes one)\n"),
+    }
+    if let Some(release) = &status.deploying {
+        text.push_str(&format!(
+            "Deploying: v{} {}\n",
+            release.version, release.description
+        ));
+    }
+    text.push('\n');
+    let rows: Vec<Vec<String>> = status
+        .machines
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                m.process_group.clone(),
+                m.release
+                    .map_or_else(|| "-".to_owned(), |v| format!("v{v}")),
+                m.region.clone(),
+                m.state.clone(),
+                if m.checks_total == 0 {
+                    "-".to_owned()
+                } else {
+                    format!("{}/{} passing", m.checks_passing, m.checks_total)
+                },
+                m.updated_at.clone(),
+            ]
+        })
+        .collect();
+    text.push_str(&table::render(
+        &[
+            "ID", "PROCESS", "VERSION", "REGION", "STATE", "CHECKS", "UPDATED",
+        ],
+        &rows,
+    ));
+    text
+}
+
+pub(crate) async fn status(
+    args: StatusArgs,
+    app: &str,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let client = client()?;
+    let clear = args.watch && !json && std::io::stdout().is_terminal();
+    loop {
+        let status = gather(&client, app)
+            .await
+            .with_context(|| format!("reading the status of app {app}"))?;
+        if clear {
+            out.data("\x1b[2J\x1b[H");
+        }
+        if json {
+            // One object per refresh with --watch (NDJSON).
+            out.data(&serde_json::to_string(&status).map_err(anyhow::Error::from)?);
+        } else {
+            out.data(&render(&status));
+        }
+        if !args.watch {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// `aloft scale` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ScaleCommand {
+    /// Run N machines of a process group (in a region): clones of its newest machine are
+    /// created, or the extra machines (stopped ones first, then the newest) destroyed.
+    Count {
+        count: u32,
+        /// The process group (default: the app's only group, else `app`).
+        #[arg(long = "process-group", short = 'g', value_name = "GROUP")]
+        group: Option<String>,
+        /// Count (and create) machines in this region only.
+        #[arg(long, short = 'r')]
+        region: Option<String>,
+    },
+    /// Give every machine (of a group) a VM size (`aloft platform vm-sizes` names them),
+    /// with a rolling deploy.
+    Vm {
+        size: String,
+        /// Memory in MB instead of the size's default.
+        #[arg(long, value_name = "MB")]
+        memory: Option<u32>,
+        #[arg(long = "process-group", short = 'g', value_name = "GROUP")]
+        group: Option<String>,
+    },
+    /// Give every machine (of a group) this much memory (MB), with a rolling deploy.
+    Memory {
+        mb: u32,
+        #[arg(long = "process-group", short = 'g', value_name = "GROUP")]
+        group: Option<String>,
+    },
+    /// The machines per process group: count, size, memory and regions.
+    Show,
+}
+
+pub(crate) async fn scale(
+    command: ScaleCommand,
+    app: &str,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let client = client()?;
+    let machines = live_machines(&client, app).await?;
+    match command {
+        ScaleCommand::Show => show(&machines, json, out),
+        ScaleCommand::Count {
+            count,
+            group,
+            region,
+        } => {
+            let group = pick_group(&machines, group)?;
+            count_to(
+                &client,
+                app,
+                &machines,
+                &group,
+                region.as_deref(),
+                count,
+                out,
+            )
+            .await
+        }
+        ScaleCommand::Vm {
+            size,
+            memory,
+            group,
+        } => {
+            let mut guest = MachineGuest::preset(&size).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown VM size {size:?}; the sizes are: {}",
+                    aloft_types::machine::GUEST_PRESET_NAMES.join(", ")
+                )
+            })?;
+            if let Some(mb) = memory {
+                guest.memory_mb = mb;
+            }
+            let describe = format!("scale vm to {size}");
+            redeploy(&client, app, &machines, group, out, &describe, |config| {
+                config.guest = Some(guest.clone());
+            })
+            .await
+        }
+        ScaleCommand::Memory { mb, group } => {
+            let describe = format!("scale memory to {mb} MB");
+            redeploy(&client, app, &machines, group, out, &describe, |config| {
+                let mut guest = config.guest.clone().unwrap_or_default();
+                guest.memory_mb = mb;
+                config.guest = Some(guest);
+            })
+            .await
+        }
+    }
+}
+
+/// The app's machines that are not destroyed.
+pub(crate) async fn live_machines(
+    client: &aloft_client::Client,
+    app: &str,
+) -> anyhow::Result<Vec<MachineResponse>> {
+    Ok(client
+        .list_machines(app)
+        .await?
+        .into_iter()
+        .filter(live)
+        .collect())
+}
+
+/// The group a command acts on: the one asked for, the only one there is, or `app`.
+fn pick_group(machines: &[MachineResponse], asked: Option<String>) -> anyhow::Result<String> {
+    if let Some(group) = asked {
+        return Ok(group);
+    }
+    let groups: std::collections::BTreeSet<String> = machines.iter().map(group_of).collect();
+    match groups.len() {
+        0 => Ok(DEFAULT_PROCESS_GROUP.to_owned()),
+        1 => Ok(groups.into_iter().next().unwrap_or_default()),
+        _ if groups.contains(DEFAULT_PROCESS_GROUP) => Ok(DEFAULT_PROCESS_GROUP.to_owned()),
+        _ => anyhow::bail!(
+            "the app has several process groups ({}): pick one with --process-group",
+            groups.into_iter().collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+fn show(machines: &[MachineResponse], json: bool, out: &mut Output) -> Result<(), Failure> {
+    #[derive(Debug, Serialize, Default)]
+    struct Group {
+        process_group: String,
+        count: usize,
+        cpu_kind: String,
+        cpus: u32,
+        memory_mb: u32,
+        regions: BTreeMap<String, usize>,
+    }
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+    for machine in machines {
+        let name = group_of(machine);
+        let guest = machine.config.guest.clone().unwrap_or_default();
+        let group = groups.entry(name.clone()).or_insert_with(|| Group {
+            process_group: name,
+            cpu_kind: guest
+                .cpu_kind
+                .map_or_else(|| "shared".to_owned(), |k| k.to_string()),
+            cpus: guest.cpus,
+            memory_mb: guest.memory_mb,
+            ..Group::default()
+        });
+        group.count += 1;
+        *group.regions.entry(machine.region.clone()).or_default() += 1;
+    }
+    let groups: Vec<Group> = groups.into_values().collect();
+    if json {
+        out.json(&groups)?;
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.process_group.clone(),
+                g.count.to_string(),
+                g.cpu_kind.clone(),
+                g.cpus.to_string(),
+                format!("{} MB", g.memory_mb),
+                g.regions
+                    .iter()
+                    .map(|(region, n)| format!("{region}({n})"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ]
+        })
+        .collect();
+    out.data(&table::render(
+        &["PROCESS", "COUNT", "KIND", "CPUS", "MEMORY", "REGIONS"],
+        &rows,
+    ));
+    Ok(())
+}
+
+/// The newest machine of a group (the template for new ones).
+fn newest<'a>(machines: &[&'a MachineResponse]) -> Option<&'a MachineResponse> {
+    machines
+        .iter()
+        .max_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)))
+        .copied()
+}
+
+async fn count_to(
+    client: &aloft_client::Client,
+    app: &str,
+    machines: &[MachineResponse],
+    group: &str,
+    region: Option<&str>,
+    count: u32,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let of_group: Vec<&MachineResponse> =
+        machines.iter().filter(|m| group_of(m) == group).collect();
+    let counted: Vec<&MachineResponse> = of_group
+        .iter()
+        .copied()
+        .filter(|m| region.is_none_or(|r| m.region == r))
+        .collect();
+    let wanted = count as usize;
+    let place = region.map_or_else(String::new, |r| format!(" in {r}"));
+    if counted.len() == wanted {
+        out.status(&format!(
+            "process group {group} already has {wanted} machine(s){place}"
+        ));
+        return Ok(());
+    }
+    if counted.len() < wanted {
+        let template = newest(&counted).or_else(|| newest(&of_group)).ok_or_else(|| {
+            anyhow::anyhow!(
+                "process group {group} of app {app} has no machine to copy: run `aloft deploy` first"
+            )
+        })?;
+        let mut created = Vec::new();
+        for _ in counted.len()..wanted {
+            let mut request = MachineRequest::new(template.config.clone());
+            request.region = Some(region.unwrap_or(&template.region).to_owned());
+            let machine = client
+                .create_machine(app, &request)
+                .await
+                .with_context(|| format!("creating a machine of process group {group}"))?;
+            out.status(&format!(
+                "created machine {} in {} (process group {group})",
+                machine.id, machine.region
+            ));
+            created.push(machine.id);
+        }
+        for id in &created {
+            client
+                .wait(app, id, MachineState::Started, 60)
+                .await
+                .with_context(|| format!("waiting for machine {id} to start"))?;
+        }
+        out.status(&format!(
+            "process group {group} has {wanted} machine(s){place}"
+        ));
+        return Ok(());
+    }
+    // Stopped machines go first, then the newest.
+    let mut extra = counted.clone();
+    extra.sort_by(|a, b| {
+        let stopped = |m: &MachineResponse| m.state != "stopped";
+        (stopped(a), &b.created_at, &b.id).cmp(&(stopped(b), &a.created_at, &a.id))
+    });
+    for machine in extra.into_iter().take(counted.len() - wanted) {
+        client
+            .destroy_machine(app, &machine.id, true)
+            .await
+            .with_context(|| format!("destroying machine {}", machine.id))?;
+        out.status(&format!(
+            "destroyed machine {} in {} (process group {group})",
+            machine.id, machine.region
+        ));
+    }
+    out.status(&format!(
+        "process group {group} has {wanted} machine(s){place}"
+    ));
+    Ok(())
+}
+
+/// Changes the config of the machines of a group (or of every group) through a rolling
+/// deploy of their newest machine's config, changed by `change`: each machine is
+/// replaced and checked, and a failure rolls back. With no machines there is nothing to do.
+pub(crate) async fn redeploy(
+    client: &aloft_client::Client,
+    app: &str,
+    machines: &[MachineResponse],
+    group: Option<String>,
+    out: &mut Output,
+    describe: &str,
+    change: impl Fn(&mut MachineConfig),
+) -> Result<(), Failure> {
+    let groups: Vec<String> = match group {
+        Some(group) => vec![group],
+        None => machines
+            .iter()
+            .map(group_of)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+    };
+    if groups.is_empty() {
+        return Err(anyhow::anyhow!("app {app} has no machines: run `aloft deploy` first").into());
+    }
+    for group in groups {
+        let of_group: Vec<&MachineResponse> =
+            machines.iter().filter(|m| group_of(m) == group).collect();
+        let template = newest(&of_group)
+            .ok_or_else(|| anyhow::anyhow!("process group {group} of app {app} has no machines"))?;
+        let mut config = template.config.clone();
+        config.metadata.remove(METADATA_RELEASE_VERSION);
+        config.metadata.remove(METADATA_RELEASE_ID);
+        change(&mut config);
+        let request = DeployRequest {
+            image: config.image.clone(),
+            config,
+            strategy: Some("rolling".to_owned()),
+            max_unavailable: None,
+            wait_timeout: None,
+            initial_count: None,
+            description: Some(format!("{describe} (process group {group})")),
+            release_command: None,
+            release_command_timeout: None,
+        };
+        let started = client
+            .deploy(app, &request)
+            .await
+            .with_context(|| format!("starting the {describe} of process group {group}"))?;
+        out.status(&format!(
+            "{describe}: release v{} of {app} (process group {group}), deployment {}",
+            started.release.version, started.id
+        ));
+        let finished = crate::commands::deploy::follow(client, app, started, out).await?;
+        if finished.status != "succeeded" {
+            return Err(crate::commands::deploy::failure_of(app, &finished).into());
+        }
+    }
+    Ok(())
+}

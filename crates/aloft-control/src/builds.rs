@@ -1,0 +1,145 @@
+//! Image builds (Aloft's own API): `POST /v1/apps/{app}/builds` takes a build context (a
+//! tar archive, as `aloft deploy` packs it honouring `.dockerignore`), builds it with the
+//! Docker Engine of the control plane's host and streams the builder's output as NDJSON
+//! ([`BuildEvent`] lines), the last naming the image by its id (`sha256:...`, a content
+//! digest), which is what a release then runs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aloft_runtime::{BuildOptions, BuildProgress};
+use aloft_types::api::{BuildEvent, ErrorBody};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::header;
+use axum::response::Response;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::apps::app_for;
+use crate::hosts::BoxFuture;
+use crate::{ApiError, Inner, Principal};
+
+/// The largest build context accepted (1 GiB).
+const MAX_CONTEXT_BYTES: usize = 1 << 30;
+
+/// What builds images and names them by id: the Docker Engine of the control plane's
+/// host in `aloftd server`.
+pub trait ImageBuilder: Send + Sync {
+    /// Builds `context` (a tar archive); the stream's last item is the image's id.
+    fn build(
+        &self,
+        context: Bytes,
+        options: BuildOptions,
+    ) -> BoxStream<'static, Result<BuildProgress, String>>;
+
+    /// The id (`sha256:...`) of a local image, `None` when the engine does not have it.
+    fn resolve<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<Option<String>, String>>;
+}
+
+pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
+    OpenApiRouter::new()
+        .routes(routes!(build))
+        .layer(DefaultBodyLimit::max(MAX_CONTEXT_BYTES))
+}
+
+/// Options of a build, in the query string.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct BuildQuery {
+    /// The Dockerfile's path inside the context (default `Dockerfile`).
+    dockerfile: Option<String>,
+    /// The stage to build (default: the last one).
+    target: Option<String>,
+    /// `ARG` values, as a JSON object of strings.
+    args: Option<String>,
+}
+
+fn line(event: &BuildEvent) -> Bytes {
+    let mut text = serde_json::to_vec(event).unwrap_or_default();
+    text.push(b'\n');
+    Bytes::from(text)
+}
+
+#[utoipa::path(post, path = "/v1/apps/{app}/builds", tag = "deployments", params(("app" = String, Path, description = "The app's name"), BuildQuery), request_body(content = Vec<u8>, content_type = "application/x-tar", description = "The build context, a tar archive"), responses((status = 200, description = "The builder's output as NDJSON, one BuildEvent per line; the last has `image` (success) or `error`", body = BuildEvent, content_type = "application/x-ndjson"), (status = "4XX", description = "Bad options, missing or invalid token, no such app", body = ErrorBody), (status = 503, description = "This server cannot build images", body = ErrorBody)), operation_id = "Builds_create")]
+async fn build(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path(app): Path<String>,
+    Query(query): Query<BuildQuery>,
+    context: Bytes,
+) -> Result<Response, ApiError> {
+    let app = app_for(&inner, &principal, &app, true).await?;
+    let builder = inner.builder()?;
+    let args: BTreeMap<String, String> = match &query.args {
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            ApiError::BadRequest(format!("args: expected a JSON object of strings: {e}"))
+        })?,
+        None => BTreeMap::new(),
+    };
+    let dockerfile = query.dockerfile.unwrap_or_else(|| "Dockerfile".to_owned());
+    if dockerfile.trim().is_empty() || dockerfile.starts_with('/') || dockerfile.contains("..") {
+        return Err(ApiError::BadRequest(format!(
+            "dockerfile {dockerfile:?}: a relative path inside the build context"
+        )));
+    }
+    if context.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the build context is empty: send a tar archive with the Dockerfile in it".to_owned(),
+        ));
+    }
+    let tag = format!("aloft/{}:build-{}", app.name, aloft_store::random_hex());
+    let options = BuildOptions {
+        dockerfile,
+        tag: tag.clone(),
+        target: query.target.filter(|t| !t.is_empty()),
+        args,
+        labels: BTreeMap::from([("dev.aloft.app".to_owned(), app.name.to_string())]),
+    };
+    tracing::info!(app = %app.name, %tag, bytes = context.len(), "building an image");
+    let app_name = app.name.to_string();
+    let events = builder.build(context, options).map(move |progress| {
+        let event = match progress {
+            Ok(BuildProgress::Output(output)) => BuildEvent {
+                output: Some(output),
+                ..BuildEvent::default()
+            },
+            Ok(BuildProgress::Built { id }) => {
+                tracing::info!(app = %app_name, %tag, image = %id, "image built");
+                BuildEvent {
+                    image: Some(id),
+                    tag: Some(tag.clone()),
+                    ..BuildEvent::default()
+                }
+            }
+            Err(error) => {
+                tracing::warn!(app = %app_name, %tag, %error, "a build failed");
+                BuildEvent {
+                    error: Some(error),
+                    ..BuildEvent::default()
+                }
+            }
+        };
+        Ok::<_, std::convert::Infallible>(line(&event))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(events))
+        .map_err(|e| ApiError::Internal(Box::new(e)))
+}
+
+impl Inner {
+    pub(crate) fn builder(&self) -> Result<Arc<dyn ImageBuilder>, ApiError> {
+        self.builder
+            .read()
+            .ok()
+            .and_then(|b| b.clone())
+            .ok_or_else(|| {
+                ApiError::Unavailable(
+                    "this server has no image builder (it runs without a Docker Engine)".to_owned(),
+                )
+            })
+    }
+}
