@@ -8,6 +8,7 @@
     reason = "a developer tool that reports progress"
 )]
 
+mod demo;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -25,8 +26,13 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Install what is missing, build, and show the example app's configuration.
-    Demo,
+    /// Install what is missing, start the platform and deploy the example app; runs until
+    /// Ctrl-C.
+    Demo {
+        /// Stop once the app answers, and clean up (what `cargo xtask test` runs).
+        #[arg(long)]
+        check: bool,
+    },
     /// Install what is missing, then check formatting, lints, docs and run every test.
     Test,
     /// Run a fuzz target for a while (needs cargo-fuzz; installed when missing).
@@ -53,8 +59,8 @@ fn main() -> Result<()> {
     let root = workspace_root()?;
     std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
     match args.command {
-        Task::Demo => demo(&root),
-        Task::Test => test(),
+        Task::Demo { check } => demo::demo(&root, check, cargo),
+        Task::Test => test(&root),
         Task::Fuzz { target, seconds } => fuzz(&target, seconds),
         Task::Bench { suite } => bench(&suite),
         Task::Openapi => run(cargo()
@@ -116,7 +122,7 @@ fn section(title: &str) {
     eprintln!("\n==> {title}");
 }
 
-fn test() -> Result<()> {
+fn test(root: &Path) -> Result<()> {
     section("Installing what the tests need");
     tools::ensure_test_tools()?;
 
@@ -156,31 +162,10 @@ fn test() -> Result<()> {
         "--bins",
     ]))?;
 
+    // The README's first command, end to end: a fresh platform serves the example app.
+    demo::demo(root, true, cargo_once)?;
+
     eprintln!("\nAll checks passed.");
-    Ok(())
-}
-
-fn demo(root: &Path) -> Result<()> {
-    section("Building aloft");
-    tools::ensure_rust_components()?;
-    run(cargo().args(["build", "--quiet", "--bin", "aloft"]))?;
-    let aloft = root.join("target/debug/aloft");
-    let config = root.join("examples/hello/fly.toml");
-    let config = config.to_str().context("the checkout path is not UTF-8")?;
-
-    section("aloft config validate -c examples/hello/fly.toml");
-    run(Command::new(&aloft).args(["config", "validate", "-c", config]))?;
-
-    section("aloft config show -c examples/hello/fly.toml");
-    run(Command::new(&aloft).args(["config", "show", "-c", config]))?;
-
-    section("aloft config show --machine-config -c examples/hello/fly.toml");
-    run(Command::new(&aloft).args(["config", "show", "--machine-config", "-c", config]))?;
-
-    eprintln!(
-        "\nThe example app's fly.toml is valid and lowers to the machine config above.\n\
-         Deploying it (aloftd server + aloft deploy) arrives with the machines and deploys work."
-    );
     Ok(())
 }
 

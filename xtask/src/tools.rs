@@ -21,6 +21,17 @@ const TEST_APT_PACKAGES: &[&str] = &[
     "openssl",
 ];
 
+/// What `cargo xtask demo` needs on the machine: the engine machines run on, the
+/// private network's tools, and curl to show the app answering.
+const DEMO_APT_PACKAGES: &[&str] = &["docker.io", "iproute2", "nftables", "curl"];
+
+/// What `cargo xtask demo` needs, installed and running.
+pub(crate) fn ensure_demo_tools() -> Result<()> {
+    ensure_rust_components()?;
+    ensure_apt_packages(DEMO_APT_PACKAGES)?;
+    ensure_docker_running()
+}
+
 /// Debian packages of the DNS benchmark: dnsperf drives the load, unbound is the
 /// reference server, dig checks both answer.
 const BENCH_APT_PACKAGES: &[&str] = &["dnsperf", "unbound", "bind9-dnsutils"];

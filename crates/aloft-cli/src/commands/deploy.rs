@@ -60,7 +60,7 @@ fn base_of(path: &Path) -> &Path {
 }
 
 /// Builds the image from the app's Dockerfile on the server, streaming the builder's
-/// output; returns the image's id.
+/// output; returns the image's id and a name for it (its tag).
 async fn build(
     client: &aloft_client::Client,
     app: &str,
@@ -68,7 +68,7 @@ async fn build(
     config: &aloft_config::AppConfig,
     args: &DeployArgs,
     out: &mut Output,
-) -> Result<String, Failure> {
+) -> Result<(String, String), Failure> {
     let settings = config.build.clone().unwrap_or_default();
     let base = base_of(path);
     let dockerfile = crate::context::dockerfile(base, settings.dockerfile.as_deref())
@@ -107,11 +107,9 @@ async fn build(
         .await
         .map_err(anyhow::Error::from)?;
     let image = built.image.unwrap_or_default();
-    out.status(&format!(
-        "built image {image} (tagged {})",
-        built.tag.unwrap_or_default()
-    ));
-    Ok(image)
+    let tag = built.tag.unwrap_or_default();
+    out.status(&format!("built image {image} (tagged {tag})"));
+    Ok((image, format!("build {tag}")))
 }
 
 fn seconds(text: &str, what: &str) -> anyhow::Result<u64> {
@@ -127,6 +125,7 @@ fn requests(
     config: &aloft_config::AppConfig,
     args: &DeployArgs,
     image: &str,
+    label: &str,
 ) -> Result<Vec<(String, DeployRequest)>, Failure> {
     let image = image.to_owned();
     let deploy = config.deploy.clone().unwrap_or_default();
@@ -167,7 +166,7 @@ fn requests(
                 max_unavailable: deploy.max_unavailable,
                 wait_timeout,
                 initial_count: None,
-                description: Some(format!("deploy {image} (process group {group})")),
+                description: Some(format!("deploy {label} (process group {group})")),
                 // Once per deploy, with the first group's deployment (Fly runs it once).
                 release_command: if index == 0 {
                     release_command.clone()
@@ -252,12 +251,12 @@ pub(crate) async fn deploy(
         .image
         .clone()
         .or_else(|| config.build.as_ref().and_then(|b| b.image.clone()));
-    let image = match configured {
-        Some(image) => image,
+    let (image, label) = match configured {
+        Some(image) => (image.clone(), image),
         None => build(&client, &app, &path, &config, &args, out).await?,
     };
     let mut results = Vec::new();
-    for (group, request) in requests(&path, &config, &args, &image)? {
+    for (group, request) in requests(&path, &config, &args, &image, &label)? {
         let started = client
             .deploy(&app, &request)
             .await
