@@ -46,10 +46,11 @@ enum Task {
     },
     /// Regenerate the checked-in OpenAPI document (openapi/aloft.json) from the code.
     Openapi,
-    /// Run a benchmark suite: `config`, `machines` or `dns`.
+    /// Run a benchmark suite: `config`, `machines`, `dns`, `proxy` or `deploy`.
     Bench {
-        /// The suite: `config` (fly.toml reading), `machines` (machine latency, API listing)
-        /// or `dns` (dnsperf against Aloft's DNS and unbound).
+        /// The suite: `config` (fly.toml reading), `machines` (machine latency, API listing),
+        /// `dns` (dnsperf against Aloft's DNS and unbound), `proxy` (against nginx and
+        /// HAProxy) or `deploy` (deploy wall time per strategy).
         suite: String,
     },
 }
@@ -200,12 +201,18 @@ fn bench(suite: &str) -> Result<()> {
             tools::ensure_bench_tools()?;
             run(cargo().args(["bench", "--package", "aloft-dns", "--bench", "dns"]))
         }
+        "deploy" => {
+            tools::ensure_test_tools()?;
+            run(cargo().args(["bench", "--package", "aloftd", "--bench", "deploy"]))
+        }
         "proxy" => {
             tools::ensure_proxy_bench_tools()?;
             run(cargo().args(["bench", "--package", "aloft-proxy", "--bench", "proxy"]))
         }
         other => {
-            bail!("unknown benchmark suite {other:?}; the suites are: config, machines, dns, proxy")
+            bail!(
+                "unknown benchmark suite {other:?}; the suites are: config, machines, dns, proxy, deploy"
+            )
         }
     }
 }
