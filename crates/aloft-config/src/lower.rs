@@ -225,6 +225,7 @@ impl AppConfig {
             .map(|m| MachineMount {
                 path: m.destination.clone().unwrap_or_default(),
                 name: m.source.clone().unwrap_or_default(),
+                size_gb: gb(m.initial_size),
                 extend_threshold_percent: m.auto_extend_size_threshold.unwrap_or(0),
                 add_size_gb: gb(m.auto_extend_size_increment),
                 size_gb_limit: gb(m.auto_extend_size_limit),

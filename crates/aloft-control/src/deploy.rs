@@ -176,9 +176,15 @@ async fn create(
                 "initial_count must be at least 1".to_owned(),
             ));
         }
-        None if config.services.is_empty() => 1,
+        // Fly's first deploy: 1 machine for a group with volumes or without services.
+        None if config.services.is_empty() || !config.mounts.is_empty() => 1,
         None => 2,
     };
+    if !config.mounts.is_empty() && matches!(strategy, "canary" | "bluegreen") {
+        return Err(ApiError::BadRequest(format!(
+            "strategy {strategy:?} cannot be used with volumes (config.mounts): its new machines would need volumes of their own; use \"rolling\" or \"immediate\""
+        )));
+    }
     let description = request
         .description
         .unwrap_or_else(|| format!("deploy image {requested}"));
@@ -355,6 +361,12 @@ fn runs(machine: &MachineConfig, target: &MachineConfig) -> bool {
     let plain = |config: &MachineConfig| {
         let mut config = config.clone();
         config.metadata.remove(METADATA_PLATFORM_VERSION);
+        // Which volume a mount got (and its size then) is the machine's, not the release's.
+        for mount in &mut config.mounts {
+            mount.volume.clear();
+            mount.size_gb = 0;
+            mount.encrypted = false;
+        }
         serde_json::to_value(config).ok()
     };
     plain(machine) == plain(target)

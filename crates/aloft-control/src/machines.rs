@@ -313,6 +313,29 @@ async fn mounted_volume(
             mount.path
         )));
     }
+    if mount.volume.is_empty() {
+        // Aloft's addition to Fly's API (what fly.toml's `[[mounts]]` lower to): a mount
+        // that names a volume by `name` only keeps the machine's current volume, or takes
+        // a free one of that name in the region, or a new one of `size_gb` (default 1).
+        mount.volume = match existing
+            .and_then(|m| m.config.mounts.first())
+            .filter(|m| !m.volume.is_empty())
+        {
+            Some(current) => current.volume.clone(),
+            None if !mount.name.is_empty() => {
+                crate::volumes::free_or_new(inner, app, &mount.name, region, mount.size_gb)
+                    .await?
+                    .id
+                    .to_string()
+            }
+            None => {
+                return Err(ApiError::BadRequest(
+                    "config.mounts[0]: give the volume's id (`volume`) or its name (`name`)"
+                        .to_owned(),
+                ));
+            }
+        };
+    }
     let volume = crate::volumes::volume_for(inner, app, &mount.volume)
         .await
         .map_err(|_| {

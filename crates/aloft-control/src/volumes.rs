@@ -76,6 +76,53 @@ pub(crate) async fn volume_for(
     }
 }
 
+/// A volume of the app named `name` in `region` that no machine uses, or a new one of
+/// `size_gb` (1 when 0), on a host of the region.
+pub(crate) async fn free_or_new(
+    inner: &Inner,
+    app: &aloft_store::App,
+    name: &str,
+    region: &str,
+    size_gb: u32,
+) -> Result<VolumeRecord, ApiError> {
+    check_volume_name(name)?;
+    if let Some(free) = inner
+        .store
+        .list_volumes(&app.id)
+        .await?
+        .into_iter()
+        .find(|v| {
+            v.name == name
+                && v.region == region
+                && v.attached_machine_id.is_none()
+                && v.state != aloft_store::VolumeState::Destroyed
+        })
+    {
+        return Ok(free);
+    }
+    let size_gb = i64::from(size_gb.max(1));
+    if size_gb > MAX_VOLUME_GB {
+        return Err(ApiError::BadRequest(format!(
+            "volume {name}: size_gb is {size_gb}; a volume is 1 to {MAX_VOLUME_GB} GB"
+        )));
+    }
+    let host = crate::machines::place(inner, region).await?;
+    let volume = inner
+        .store
+        .create_volume(NewVolume {
+            app_id: app.id.clone(),
+            name: name.to_owned(),
+            region: region.to_owned(),
+            host_id: Some(host),
+            size_gb,
+            encrypted: true,
+            snapshot_retention: 5,
+        })
+        .await?;
+    tracing::info!(app = %app.name, volume = %volume.id, name, region, size_gb, "created a volume for a mount");
+    Ok(volume)
+}
+
 #[utoipa::path(post, path = "/v1/apps/{app}/volumes", tag = "volumes", params(("app" = String, Path, description = "The app's name")), request_body = CreateVolumeRequest, responses((status = 200, body = VolumeResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Volumes_create")]
 async fn create(
     State(inner): State<Arc<Inner>>,

@@ -177,6 +177,16 @@ fn requests(
             },
         ));
     }
+    // Refused by the server per group; refused here before any group is deployed.
+    if let Some(strategy @ ("canary" | "bluegreen")) = strategy.as_deref()
+        && let Some((group, _)) = requests.iter().find(|(_, r)| !r.config.mounts.is_empty())
+    {
+        return Err(anyhow::anyhow!(
+            "strategy {strategy} cannot be used with volumes: process group {group} mounts one ([[mounts]] in {}); use rolling or immediate",
+            path.display()
+        )
+        .into());
+    }
     Ok(requests)
 }
 

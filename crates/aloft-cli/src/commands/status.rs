@@ -404,7 +404,12 @@ async fn count_to(
         })?;
         let mut created = Vec::new();
         for _ in counted.len()..wanted {
-            let mut request = MachineRequest::new(template.config.clone());
+            let mut config = template.config.clone();
+            // A copy gets a volume of its own: the same name, a free or new one.
+            for mount in &mut config.mounts {
+                mount.volume.clear();
+            }
+            let mut request = MachineRequest::new(config);
             request.region = Some(region.unwrap_or(&template.region).to_owned());
             let machine = client
                 .create_machine(app, &request)

@@ -713,3 +713,83 @@ async fn a_dockerfile_app_builds_deploys_scales_rolls_back_and_survives_a_killed
     serving("9").await;
     assert!(seen.contains("deploying release"), "{seen}");
 }
+
+/// `[processes]` groups get machines of their own: 2 for a group with services, 1 for a
+/// group with a `[[mounts]]` volume, which the first deploy creates (`initial_size`) and
+/// later deploys keep; `scale count` gives a new machine a volume of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn process_groups_get_their_own_machines_and_mounts_their_volumes() {
+    let image = aloft_testkit::testapp_image();
+    let platform = Platform::start().await;
+    let p = &platform;
+    p.ok(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
+    std::fs::write(
+        p.home.path().join("fly.toml"),
+        "app = \"groups\"\n\n[processes]\nweb = \"/aloft-testapp\"\nworker = \"/aloft-testapp\"\n\n\
+         [[mounts]]\nsource = \"data\"\ndestination = \"/data\"\ninitial_size = \"2gb\"\nprocesses = [\"worker\"]\n\n\
+         [http_service]\ninternal_port = 8080\nprocesses = [\"web\"]\n\n[[http_service.checks]]\n\
+         interval = \"1s\"\ngrace_period = \"1s\"\ntimeout = \"1s\"\nmethod = \"GET\"\npath = \"/health\"\n",
+    )
+    .unwrap();
+    p.ok(&["apps", "create", "groups"]);
+    let deployed = p.aloft(&["deploy", "--image", &image]);
+    let said = format!("{}{}", text(&deployed.stdout), text(&deployed.stderr));
+    assert!(deployed.status.success(), "{said}");
+    let groups = |p: &Platform| {
+        let status = status_of(p);
+        let mut seen: Vec<(String, String)> = status["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["process_group"].as_str().unwrap().to_owned(),
+                    m["id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        seen.sort();
+        seen
+    };
+    let first = groups(p);
+    let kinds: Vec<&str> = first.iter().map(|(g, _)| g.as_str()).collect();
+    assert_eq!(kinds, ["web", "web", "worker"], "{first:?}");
+    let volumes = || -> serde_json::Value {
+        serde_json::from_str(&p.ok(&["volumes", "list", "--json"])).unwrap()
+    };
+    let listed = volumes();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["name"], "data");
+    assert_eq!(listed[0]["size_gb"], 2, "initial_size: {listed:?}");
+    let worker = &first[2].1;
+    assert_eq!(listed[0]["attached_machine_id"], worker.as_str());
+
+    // A second deploy updates the worker in place: same machine, same volume.
+    p.ok(&["deploy", "--image", &image, "-e", "SECOND=1"]);
+    assert_eq!(groups(p), first);
+    let again = volumes();
+    assert_eq!(again.as_array().unwrap().len(), 1, "{again}");
+    assert_eq!(again[0]["id"], listed[0]["id"]);
+    let machine: serde_json::Value =
+        serde_json::from_str(&p.ok(&["machine", "status", worker, "--json"])).unwrap();
+    assert_eq!(machine["config"]["env"]["SECOND"], "1", "{machine}");
+
+    // New machines next to old ones would need volumes of their own: refused.
+    let canary = p.aloft(&["deploy", "--image", &image, "--strategy", "canary"]);
+    let said = format!("{}{}", text(&canary.stdout), text(&canary.stderr));
+    assert!(!canary.status.success(), "{said}");
+    assert!(said.contains("cannot be used with volumes"), "{said}");
+
+    // A second worker gets a second volume.
+    p.ok(&["scale", "count", "2", "--process-group", "worker"]);
+    let after = volumes();
+    let after = after.as_array().unwrap();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(
+        after
+            .iter()
+            .all(|v| v["name"] == "data" && !v["attached_machine_id"].is_null())
+    );
+    assert_eq!(groups(p).iter().filter(|(g, _)| g == "worker").count(), 2);
+}
