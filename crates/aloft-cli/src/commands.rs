@@ -5,6 +5,7 @@ pub(crate) mod auth;
 pub(crate) mod checks;
 pub(crate) mod config;
 pub(crate) mod deploy;
+pub(crate) mod launch;
 pub(crate) mod machine;
 pub(crate) mod network;
 pub(crate) mod orgs;

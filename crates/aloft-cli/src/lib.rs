@@ -79,6 +79,8 @@ pub enum Command {
     /// Health checks of an app's machines.
     #[command(subcommand)]
     Checks(commands::checks::ChecksCommand),
+    /// Make the current directory an app: create it, write fly.toml, deploy.
+    Launch(commands::launch::LaunchArgs),
     /// Roll out a new release of the app from its fly.toml, server-side, and follow it.
     Deploy(commands::deploy::DeployArgs),
     /// The app's releases, newest first; `rollback` goes back to one.
@@ -158,6 +160,9 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
             cli.json,
             out,
         )),
+        Command::Launch(args) => {
+            runtime()?.block_on(commands::launch::launch(args, &cli.config, cli.json, out))
+        }
         Command::Releases { command } => {
             let app = app()?;
             runtime()?.block_on(commands::deploy::releases_command(

@@ -76,6 +76,19 @@ impl Platform {
             .unwrap()
     }
 
+    /// Runs `aloft` in `dir` (credentials as `aloft`).
+    fn aloft_in(&self, dir: &Path, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_aloft"))
+            .args(args)
+            .env("ALOFT_CONFIG_DIR", self.home.path())
+            .env_remove("ALOFT_API_URL")
+            .env_remove("ALOFT_API_TOKEN")
+            .env("NO_COLOR", "1")
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let output = self.aloft(args);
         assert!(
@@ -792,4 +805,94 @@ async fn process_groups_get_their_own_machines_and_mounts_their_volumes() {
             .all(|v| v["name"] == "data" && !v["attached_machine_id"].is_null())
     );
     assert_eq!(groups(p).iter().filter(|(g, _)| g == "worker").count(), 2);
+}
+
+/// `aloft launch` in a directory with a Dockerfile creates the app named after the
+/// directory, writes a valid fly.toml with the `EXPOSE`d port and deploys it; in a
+/// directory that has a fly.toml it refuses; without a Dockerfile it asks for `--image`.
+#[tokio::test(flavor = "multi_thread")]
+async fn launch_makes_an_app_of_a_directory() {
+    let image = aloft_testkit::testapp_image();
+    let platform = Platform::start().await;
+    let p = &platform;
+    p.ok(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
+    let dir = p.home.path().join("My Site");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM {image}\nENV PORT=9000 TESTAPP_VERSION=launched\nEXPOSE 9000\n"),
+    )
+    .unwrap();
+    let launched = p.aloft_in(&dir, &["launch", "--region", "local"]);
+    let said = format!("{}{}", text(&launched.stdout), text(&launched.stderr));
+    assert!(launched.status.success(), "{said}");
+    assert!(said.contains("release v1 of my-site is live"), "{said}");
+    let written = std::fs::read_to_string(dir.join("fly.toml")).unwrap();
+    assert!(written.contains("app = \"my-site\""), "{written}");
+    assert!(written.contains("internal_port = 9000"), "{written}");
+    let valid = p.aloft_in(&dir, &["config", "validate"]);
+    assert!(valid.status.success(), "{}", text(&valid.stderr));
+    let http: std::net::SocketAddr =
+        std::fs::read_to_string(p.data.path().join(aloftd::HTTP_ADDR_FILE))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    // force_https: the HTTPS listener answers; plain HTTP redirects.
+    let redirect = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(["-H", "host: my-site.aloft.localhost"])
+        .arg(format!("http://{http}/"))
+        .output()
+        .unwrap();
+    assert_eq!(text(&redirect.stdout), "301");
+    let https: std::net::SocketAddr =
+        std::fs::read_to_string(p.data.path().join(aloftd::HTTPS_ADDR_FILE))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    let body = Command::new("curl")
+        .args(["-sSk", "--max-time", "10", "--resolve"])
+        .arg(format!(
+            "my-site.aloft.localhost:{}:127.0.0.1",
+            https.port()
+        ))
+        .arg(format!("https://my-site.aloft.localhost:{}/", https.port()))
+        .output()
+        .unwrap();
+    assert!(
+        text(&body.stdout).contains("(version launched)"),
+        "{}{}",
+        text(&body.stdout),
+        text(&body.stderr)
+    );
+
+    let again = p.aloft_in(&dir, &["launch"]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+    let empty = p.home.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let bare = p.aloft_in(&empty, &["launch", "--no-deploy"]);
+    assert!(!bare.status.success());
+    assert!(
+        text(&bare.stderr).contains("--image"),
+        "{}",
+        text(&bare.stderr)
+    );
+    let with_image = p.aloft_in(&empty, &["launch", "--image", &image, "--no-deploy"]);
+    assert!(with_image.status.success(), "{}", text(&with_image.stderr));
+    assert!(p.ok(&["apps", "list"]).contains("empty"));
 }
