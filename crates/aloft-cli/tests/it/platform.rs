@@ -876,6 +876,19 @@ async fn launch_makes_an_app_of_a_directory() {
         text(&body.stderr)
     );
 
+    // A release command that fails stops the deploy with its output, before any machine.
+    let mut config = written.clone();
+    config.push_str("\n[deploy]\nrelease_command = \"/aloft-testapp release 1\"\n");
+    std::fs::write(dir.join("fly.toml"), config).unwrap();
+    let failed = p.aloft_in(&dir, &["deploy"]);
+    let said = format!("{}{}", text(&failed.stdout), text(&failed.stderr));
+    assert!(!failed.status.success(), "{said}");
+    assert!(
+        said.contains("exited with code 1") && said.contains("migration 3 failed"),
+        "the command's exit code and output: {said}"
+    );
+    std::fs::write(dir.join("fly.toml"), &written).unwrap();
+
     let again = p.aloft_in(&dir, &["launch"]);
     assert!(!again.status.success());
     assert!(
