@@ -46,11 +46,12 @@ enum Task {
     },
     /// Regenerate the checked-in OpenAPI document (openapi/aloft.json) from the code.
     Openapi,
-    /// Run a benchmark suite: `config`, `machines`, `dns`, `proxy` or `deploy`.
+    /// Run a benchmark suite: `config`, `machines`, `dns`, `proxy`, `deploy` or `logs`.
     Bench {
         /// The suite: `config` (fly.toml reading), `machines` (machine latency, API listing),
         /// `dns` (dnsperf against Aloft's DNS and unbound), `proxy` (against nginx and
-        /// HAProxy) or `deploy` (deploy wall time per strategy).
+        /// HAProxy), `deploy` (deploy wall time per strategy) or `logs` (log ingestion and
+        /// queries over 10M lines).
         suite: String,
     },
 }
@@ -201,6 +202,7 @@ fn bench(suite: &str) -> Result<()> {
             tools::ensure_bench_tools()?;
             run(cargo().args(["bench", "--package", "aloft-dns", "--bench", "dns"]))
         }
+        "logs" => run(cargo().args(["bench", "--package", "aloft-logs", "--bench", "logs"])),
         "deploy" => {
             tools::ensure_test_tools()?;
             run(cargo().args(["bench", "--package", "aloftd", "--bench", "deploy"]))
@@ -211,7 +213,7 @@ fn bench(suite: &str) -> Result<()> {
         }
         other => {
             bail!(
-                "unknown benchmark suite {other:?}; the suites are: config, machines, dns, proxy, deploy"
+                "unknown benchmark suite {other:?}; the suites are: config, machines, dns, proxy, deploy, logs"
             )
         }
     }

@@ -14,6 +14,7 @@
 
 pub mod checks;
 pub mod env;
+mod logs;
 mod spec;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -48,6 +49,8 @@ pub struct AgentConfig {
     /// How often everything is compared again, whatever notifications said.
     pub reconcile_interval: Duration,
     pub network: NetworkSettings,
+    /// Where every line the machines write is kept (none: not captured).
+    pub logs: Option<aloft_logs::LogStore>,
 }
 
 /// Where and how the agent plumbs the private network.
@@ -421,6 +424,14 @@ impl<R: Runtime + 'static> Shared<R> {
                 self.config.network.namespace.clone(),
                 ended,
                 self.stopping.clone(),
+            ));
+        }
+        if let Some(store) = self.config.logs.clone() {
+            self.tasks.spawn(logs::capture(
+                self.clone(),
+                store,
+                machine.clone(),
+                container.clone(),
             ));
         }
         let machine = machine.id.clone();
@@ -876,7 +887,10 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
             else {
                 return Ok(Vec::new());
             };
-            let mut stream = self.shared.runtime.logs(&container.id, false, Some(lines));
+            let mut stream = self
+                .shared
+                .runtime
+                .logs(&container.id, false, Some(lines), None);
             let mut shown = Vec::new();
             while let Some(line) = futures_util::StreamExt::next(&mut stream).await {
                 let line = line.map_err(|e| error_chain(&e))?;

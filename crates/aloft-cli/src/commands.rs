@@ -6,6 +6,7 @@ pub(crate) mod checks;
 pub(crate) mod config;
 pub(crate) mod deploy;
 pub(crate) mod launch;
+pub(crate) mod logs;
 pub(crate) mod machine;
 pub(crate) mod network;
 pub(crate) mod orgs;

@@ -88,6 +88,8 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<commands::deploy::ReleasesCommand>,
     },
+    /// The app's log lines: the recent ones (or from --since), then new ones as they come.
+    Logs(commands::logs::LogsArgs),
     /// The app, its current release and its machines (state, region, release, checks).
     Status(commands::status::StatusArgs),
     /// Change how many machines run and how big they are.
@@ -168,6 +170,10 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
             runtime()?.block_on(commands::deploy::releases_command(
                 command, &app, cli.json, out,
             ))
+        }
+        Command::Logs(args) => {
+            let app = app()?;
+            runtime()?.block_on(commands::logs::logs(args, &app, cli.json, out))
         }
         Command::Status(args) => {
             let app = app()?;

@@ -64,6 +64,45 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest time a build may take.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// Filters of [`Client::logs`] and [`Client::follow_logs`] (see the API's `LogsQuery`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogsRequest {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub machine: Option<String>,
+    pub region: Option<String>,
+    pub text: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+    pub newest: Option<bool>,
+}
+
+impl LogsRequest {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        let fields = [
+            ("since", &self.since),
+            ("until", &self.until),
+            ("machine", &self.machine),
+            ("region", &self.region),
+            ("text", &self.text),
+            ("cursor", &self.cursor),
+        ];
+        for (key, value) in fields {
+            if let Some(value) = value {
+                query.push((key, value.clone()));
+            }
+        }
+        if let Some(limit) = self.limit {
+            query.push(("limit", limit.to_string()));
+        }
+        if let Some(newest) = self.newest {
+            query.push(("newest", newest.to_string()));
+        }
+        query
+    }
+}
+
 /// How to build an image ([`Client::build`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BuildRequest {
@@ -211,6 +250,81 @@ impl Client {
     }
 
     // Deployments and releases.
+
+    /// A page of the app's log lines.
+    pub async fn logs(
+        &self,
+        app: &str,
+        request: &LogsRequest,
+    ) -> Result<aloft_types::api::LogsResponse, ClientError> {
+        let path = format!("/v1/apps/{app}/logs");
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .query(&request.query())
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(api_error(status, response.text().await.unwrap_or_default()));
+        }
+        response.json().await.map_err(|source| ClientError::Decode {
+            what: format!("GET {path}"),
+            source,
+        })
+    }
+
+    /// Follows the app's log lines as they are stored (after `request.cursor`, else from
+    /// now), calling `each` with every line until it returns `false` or the server ends
+    /// the stream.
+    pub async fn follow_logs(
+        &self,
+        app: &str,
+        request: &LogsRequest,
+        mut each: impl FnMut(aloft_types::api::LogEntryResponse) -> bool,
+    ) -> Result<(), ClientError> {
+        let path = format!("/v1/apps/{app}/logs/stream");
+        let unreachable = |source| ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        };
+        let mut response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .query(&request.query())
+            .timeout(Duration::from_secs(365 * 86_400))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(api_error(status, response.text().await.unwrap_or_default()));
+        }
+        let mut pending = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            pending.extend_from_slice(&chunk);
+            while let Some(at) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=at).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let entry = serde_json::from_slice(&line).map_err(|e| ClientError::Api {
+                    status: status.as_u16(),
+                    message: format!("unreadable log line: {e}"),
+                })?;
+                if !each(entry) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
 
     /// Builds an image from `context` (a tar archive) on the server, calling `output` with
     /// the builder's output as it comes; returns the built image's id.

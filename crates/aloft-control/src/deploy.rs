@@ -420,6 +420,10 @@ async fn step(
         .store
         .append_step(&deployment.id, machine, kind, message, previous)
         .await?;
+    if let Some(machine) = machine {
+        let text = format!("deploy {}: {kind}: {message}", deployment.id);
+        crate::logs::platform_line(&inner.logs, &inner.store, machine, text).await;
+    }
     Ok(())
 }
 

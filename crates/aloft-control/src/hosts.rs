@@ -77,6 +77,7 @@ pub struct AgentGateway {
     pub(crate) secrets_key: crate::SecretsKey,
     pub(crate) changes: broadcast::Sender<MachineChange>,
     pub(crate) observed: broadcast::Sender<MachineId>,
+    pub(crate) logs: Arc<std::sync::OnceLock<aloft_logs::LogStore>>,
 }
 
 impl std::fmt::Debug for AgentGateway {
@@ -167,6 +168,8 @@ impl AgentGateway {
         self.store
             .append_event(id, kind, status, "flyd", &request)
             .await?;
+        let text = crate::logs::event_text(kind, status, "flyd", &request);
+        crate::logs::platform_line(&self.logs, &self.store, id, text).await;
         Ok(())
     }
 

@@ -22,6 +22,7 @@ mod error;
 mod hosts;
 mod ips;
 mod json;
+mod logs;
 mod machines;
 mod orgs;
 mod secrets;
@@ -105,6 +106,10 @@ pub(crate) struct Inner {
     pub(crate) local_ca: std::sync::RwLock<Option<String>>,
     /// Builds images for `POST /v1/apps/{app}/builds` and resolves images to their ids.
     pub(crate) builder: std::sync::RwLock<Option<Arc<dyn builds::ImageBuilder>>>,
+    /// The host's log store (queries, platform lines), shared with the agent gateway.
+    pub(crate) logs: Arc<std::sync::OnceLock<aloft_logs::LogStore>>,
+    /// The host whose log store that is (it prefixes line ids).
+    pub(crate) log_host: std::sync::OnceLock<String>,
 }
 
 /// The control plane. Cheap to clone.
@@ -139,6 +144,8 @@ impl Control {
                 dns: std::sync::RwLock::new(None),
                 local_ca: std::sync::RwLock::new(None),
                 builder: std::sync::RwLock::new(None),
+                logs: Arc::new(std::sync::OnceLock::new()),
+                log_host: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -159,6 +166,7 @@ impl Control {
             .merge(ips::routes())
             .merge(deploy::routes())
             .merge(builds::routes())
+            .merge(logs::routes())
     }
 
     /// Resumes the deployments a previous run left running (or rolling back); returns how
@@ -206,6 +214,7 @@ impl Control {
             secrets_key: self.inner.secrets_key.clone(),
             changes: self.inner.changes.clone(),
             observed: self.inner.observed.clone(),
+            logs: self.inner.logs.clone(),
         }
     }
 
@@ -224,6 +233,13 @@ impl Control {
     }
 
     /// Registers how to reach a host's agent.
+    /// Gives the API `host`'s log store (one host for now; queries across hosts come with
+    /// several agents).
+    pub fn attach_logs(&self, host: &HostId, store: aloft_logs::LogStore) {
+        let _ = self.inner.log_host.set(host.to_string());
+        let _ = self.inner.logs.set(store);
+    }
+
     /// Lets the API build images (and name the images releases run by id).
     pub fn attach_builder(&self, builder: Arc<dyn ImageBuilder>) {
         if let Ok(mut slot) = self.inner.builder.write() {

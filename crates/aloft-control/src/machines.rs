@@ -117,6 +117,8 @@ async fn user_event(
         .store
         .append_event(machine, kind, status, "user", &request)
         .await?;
+    let text = crate::logs::event_text(kind, status, "user", &request);
+    crate::logs::platform_line(&inner.logs, &inner.store, machine, text).await;
     Ok(())
 }
 

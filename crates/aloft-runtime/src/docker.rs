@@ -534,9 +534,11 @@ impl Runtime for DockerRuntime {
         id: &str,
         follow: bool,
         tail: Option<usize>,
+        since_seconds: Option<i64>,
     ) -> BoxStream<'static, Result<LogLine, RuntimeError>> {
         let options = LogsOptions::<String> {
             follow,
+            since: since_seconds.unwrap_or(0),
             stdout: true,
             stderr: true,
             timestamps: true,

@@ -143,12 +143,13 @@ pub trait Runtime: Send + Sync {
     ) -> impl std::future::Future<Output = Result<ExecOutput, RuntimeError>> + Send;
 
     /// The container's log lines so far (`follow = false`) or as they come; with `tail`,
-    /// starting that many lines from the end.
+    /// starting that many lines from the end; with `since_seconds`, from that Unix second.
     fn logs(
         &self,
         id: &str,
         follow: bool,
         tail: Option<usize>,
+        since_seconds: Option<i64>,
     ) -> futures_util::stream::BoxStream<'static, Result<LogLine, RuntimeError>>;
 
     /// CPU and memory use right now.

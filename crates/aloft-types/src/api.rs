@@ -572,3 +572,32 @@ pub struct DeploymentResponse {
     /// RFC 3339.
     pub updated_at: String,
 }
+
+/// One log line (`GET /v1/apps/{app}/logs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct LogEntryResponse {
+    /// Unique per line (`<host>-<seq>`): a sink or a client that sees a line twice can
+    /// drop it by this.
+    pub id: String,
+    /// When the line was written, RFC 3339 with nanoseconds.
+    pub timestamp: String,
+    pub timestamp_ns: i64,
+    pub app: String,
+    /// The machine's id (Fly's `instance` in its log entries).
+    pub machine: String,
+    pub region: String,
+    /// The machine's config version that wrote the line.
+    pub instance: String,
+    /// `stdout`, `stderr` or `platform` (the platform's events about the machine).
+    pub stream: String,
+    pub message: String,
+}
+
+/// A page of log lines.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct LogsResponse {
+    /// Oldest first.
+    pub entries: Vec<LogEntryResponse>,
+    /// Pass as `cursor` to get the lines after these (opaque).
+    pub next_cursor: String,
+}

@@ -27,6 +27,29 @@ pub struct Config {
     pub agent: AgentSettings,
     pub network: NetworkConfig,
     pub proxy: ProxySettings,
+    pub logs: LogsSettings,
+}
+
+/// `[logs]`: how long the machines' log lines are kept (in `<data_dir>/logs`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsSettings {
+    /// Lines older than this many days are dropped.
+    pub max_age_days: u64,
+    /// The store's size limit in GiB: the oldest lines go first.
+    pub max_size_gb: u64,
+    /// The size of one segment file, in MiB.
+    pub segment_mb: u64,
+}
+
+impl Default for LogsSettings {
+    fn default() -> Self {
+        LogsSettings {
+            max_age_days: 30,
+            max_size_gb: 10,
+            segment_mb: 64,
+        }
+    }
 }
 
 /// `[proxy]`: the edge proxy.
@@ -186,6 +209,7 @@ impl Default for Config {
             agent: AgentSettings::default(),
             network: NetworkConfig::default(),
             proxy: ProxySettings::default(),
+            logs: LogsSettings::default(),
         }
     }
 }
@@ -260,6 +284,21 @@ impl Config {
         };
         if let Err(error) = self.region.parse::<aloft_types::RegionCode>() {
             return Err(invalid("region", error.to_string()));
+        }
+        if self.logs.max_age_days == 0 {
+            return Err(invalid(
+                "logs.max_age_days",
+                "keep logs at least 1 day".to_owned(),
+            ));
+        }
+        if self.logs.max_size_gb == 0 {
+            return Err(invalid("logs.max_size_gb", "at least 1 GiB".to_owned()));
+        }
+        if !(1..=1024).contains(&self.logs.segment_mb) {
+            return Err(invalid(
+                "logs.segment_mb",
+                "a segment is 1 to 1024 MiB".to_owned(),
+            ));
         }
         if self.agent.reconcile_interval_seconds == 0 {
             return Err(invalid(

@@ -244,6 +244,15 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         .await
         .context("connecting to Docker Engine (is dockerd running?)")?;
     control.attach_builder(Arc::new(EngineBuilder(runtime.clone())));
+    let logs_dir = config.data_dir.join("logs");
+    let logs = aloft_logs::LogStore::open(aloft_logs::LogConfig {
+        dir: logs_dir.clone(),
+        segment_bytes: config.logs.segment_mb << 20,
+        max_age: Duration::from_secs(config.logs.max_age_days * 86_400),
+        max_bytes: config.logs.max_size_gb << 30,
+    })
+    .with_context(|| format!("opening the log store in {}", logs_dir.display()))?;
+    control.attach_logs(&host_id, logs.clone());
     let agent = Agent::new(
         runtime,
         control.gateway(),
@@ -259,6 +268,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
                 namespace: config.network.namespace.clone(),
                 mtu: config.network.mtu,
             },
+            logs: Some(logs),
         },
     );
     control.attach_host(host_id.clone(), agent.link());

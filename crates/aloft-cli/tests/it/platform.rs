@@ -909,3 +909,106 @@ async fn launch_makes_an_app_of_a_directory() {
     assert!(with_image.status.success(), "{}", text(&with_image.stderr));
     assert!(p.ok(&["apps", "list"]).contains("empty"));
 }
+
+/// `aloft logs`: the recent lines in Fly's format, `--grep` and `--json`, and following
+/// new lines as the machine writes them.
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_are_shown_searched_and_followed() {
+    let platform = Platform::start().await;
+    let p = &platform;
+    p.ok(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
+    p.ok(&["apps", "create", "ticker"]);
+    let id = p
+        .ok(&[
+            "machine",
+            "run",
+            BUSYBOX_IMAGE,
+            "-a",
+            "ticker",
+            "--",
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo \"tick $i\"; sleep 0.1; done",
+        ])
+        .trim()
+        .to_owned();
+    let recent = eventually("ten ticks in the logs", Duration::from_secs(30), || async {
+        let shown = p.ok(&["logs", "-a", "ticker", "--no-tail"]);
+        shown.contains("tick 10\n").then_some(shown)
+    })
+    .await;
+    let line = recent
+        .lines()
+        .find(|l| l.ends_with(" tick 1"))
+        .unwrap_or_else(|| panic!("{recent}"));
+    assert!(
+        line.contains(&format!(" app[{id}] local [info] tick 1")),
+        "Fly's format: {line}"
+    );
+    assert!(recent.contains("runner["), "platform events: {recent}");
+
+    let found = p.ok(&[
+        "logs",
+        "-a",
+        "ticker",
+        "--since",
+        "10m",
+        "--grep",
+        "tick 7",
+        "--no-tail",
+        "--json",
+    ]);
+    let messages: Vec<String> = found
+        .lines()
+        .map(|l| {
+            let entry: serde_json::Value = serde_json::from_str(l).unwrap();
+            entry["message"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(messages.starts_with(&["tick 7".to_owned()]), "{messages:?}");
+    assert!(
+        messages.iter().all(|m| m.contains("tick 7")),
+        "{messages:?}"
+    );
+
+    // Following: lines written after the command started arrive.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aloft"))
+        .args(["logs", "-a", "ticker"])
+        .env("ALOFT_CONFIG_DIR", p.home.path())
+        .env_remove("ALOFT_API_URL")
+        .env_remove("ALOFT_API_TOKEN")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let newest: u64 = recent
+        .lines()
+        .filter_map(|l| l.rsplit("tick ").next()?.parse().ok())
+        .max()
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return None };
+            let number: Option<u64> = line.rsplit("tick ").next().and_then(|n| n.parse().ok());
+            if number.is_some_and(|n| n > newest + 20) {
+                return Some(line);
+            }
+        }
+        None
+    });
+    // A deadline, not a sleep: killing the CLI ends the reader if nothing came.
+    let followed = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || reader.join().unwrap()),
+    )
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        matches!(followed, Ok(Ok(Some(_)))),
+        "a new line arrived while following: {followed:?}"
+    );
+}

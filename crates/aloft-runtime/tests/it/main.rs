@@ -117,7 +117,7 @@ async fn created_started_exec_and_graceful_stop() {
     assert_eq!(exit.signal, None);
     let lines: Vec<String> = harness
         .runtime
-        .logs(&id, false, None)
+        .logs(&id, false, None, None)
         .map(|line| line.unwrap().text)
         .collect()
         .await;

@@ -1,0 +1,134 @@
+//! `aloft logs`: the app's recent (or `--since`) lines, then the new ones as they come.
+
+use aloft_client::LogsRequest;
+use aloft_types::api::LogEntryResponse;
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::Failure;
+use crate::api::client;
+use crate::output::Output;
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Only this machine's lines.
+    #[arg(long, short = 'm', visible_alias = "instance", short_alias = 'i')]
+    pub machine: Option<String>,
+    /// Only lines of machines in this region.
+    #[arg(long, short = 'r')]
+    pub region: Option<String>,
+    /// From this time: an age (`10m`, `1h`, `7d`) or RFC 3339 (default: the last 100
+    /// lines).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Before this time (same forms); implies --no-tail.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only lines containing this text (case-sensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub grep: Option<String>,
+    /// Print the stored lines and stop instead of following new ones.
+    #[arg(long, short = 'n')]
+    pub no_tail: bool,
+}
+
+/// Fly's line format: `2026-11-22T12:00:00.123456789Z app[148e21ea7d2e89] ams [info] text`.
+fn render(entry: &LogEntryResponse) -> String {
+    let (provider, level) = match entry.stream.as_str() {
+        "stderr" => ("app", "error"),
+        "platform" => ("runner", "info"),
+        _ => ("app", "info"),
+    };
+    format!(
+        "{} {provider}[{}] {} [{level}] {}",
+        entry.timestamp, entry.machine, entry.region, entry.message
+    )
+}
+
+fn print(entry: &LogEntryResponse, json: bool, out: &mut Output) {
+    if json {
+        out.data(&serde_json::to_string(entry).unwrap_or_default());
+    } else {
+        out.data(&render(entry));
+    }
+}
+
+pub(crate) async fn logs(
+    args: LogsArgs,
+    app: &str,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let client = client()?;
+    let mut request = LogsRequest {
+        since: args.since.clone(),
+        until: args.until.clone(),
+        machine: args.machine.clone(),
+        region: args.region.clone(),
+        text: args.grep.clone(),
+        limit: Some(if args.since.is_some() { 5_000 } else { 100 }),
+        cursor: None,
+        newest: Some(args.since.is_none()),
+    };
+    // The stored lines: the newest 100, or every line from --since, page by page.
+    let mut cursor;
+    loop {
+        let page = client
+            .logs(app, &request)
+            .await
+            .with_context(|| format!("reading the logs of {app}"))?;
+        let count = page.entries.len();
+        for entry in &page.entries {
+            print(entry, json, out);
+        }
+        cursor = page.next_cursor;
+        if request.newest == Some(true) || count < request.limit.unwrap_or(0) {
+            break;
+        }
+        request.cursor = Some(cursor.clone());
+    }
+    if args.no_tail || args.until.is_some() {
+        return Ok(());
+    }
+    let follow = LogsRequest {
+        since: None,
+        until: None,
+        limit: None,
+        newest: None,
+        cursor: Some(cursor),
+        ..request
+    };
+    let following = client.follow_logs(app, &follow, |entry| {
+        print(&entry, json, out);
+        true
+    });
+    tokio::select! {
+        ended = following => ended.with_context(|| format!("following the logs of {app}"))?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_look_like_flys() {
+        let entry = LogEntryResponse {
+            id: "h-1".to_owned(),
+            timestamp: "2026-11-22T12:00:00.000000001Z".to_owned(),
+            timestamp_ns: 1,
+            app: "web".to_owned(),
+            machine: "148e21ea7d2e89".to_owned(),
+            region: "ams".to_owned(),
+            instance: "01".to_owned(),
+            stream: "stderr".to_owned(),
+            message: "boom".to_owned(),
+        };
+        assert_eq!(
+            render(&entry),
+            "2026-11-22T12:00:00.000000001Z app[148e21ea7d2e89] ams [error] boom"
+        );
+    }
+}
