@@ -49,17 +49,13 @@ pub(crate) async fn capture<R: Runtime + 'static>(
             return;
         }
     };
-    let started = parse_rfc3339_ns(&container.started_at).unwrap_or(0);
-    // This run's lines, after any already stored.
-    let after = resume_after(&store, machine.id.as_str());
-    let from = match after {
-        Some(stored) => started.max(stored + 1),
-        None => started,
-    };
-    let since_seconds = from.div_euclid(1_000_000_000);
+    // Every line of the container not stored yet. (Not "since the run started": the
+    // engine records a start time after the process may already have written.)
+    let from = resume_after(&store, machine.id.as_str()).map_or(i64::MIN, |stored| stored + 1);
+    let since_seconds = (from > 0).then(|| from.div_euclid(1_000_000_000));
     let mut lines = shared
         .runtime
-        .logs(&container.id, true, None, Some(since_seconds));
+        .logs(&container.id, true, None, since_seconds);
     let template = NewEntry {
         timestamp_ns: 0,
         stream: Stream::Stdout,

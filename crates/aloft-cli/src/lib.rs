@@ -171,10 +171,16 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
                 command, &app, cli.json, out,
             ))
         }
-        Command::Logs(args) => {
-            let app = app()?;
-            runtime()?.block_on(commands::logs::logs(args, &app, cli.json, out))
-        }
+        Command::Logs(args) => match args.command {
+            Some(commands::logs::LogsCommand::Ship(command)) => {
+                let app = app().ok();
+                runtime()?.block_on(commands::logs::ship(command, app.as_deref(), cli.json, out))
+            }
+            None => {
+                let app = app()?;
+                runtime()?.block_on(commands::logs::logs(args, &app, cli.json, out))
+            }
+        },
         Command::Status(args) => {
             let app = app()?;
             runtime()?.block_on(commands::status::status(args, &app, cli.json, out))

@@ -251,6 +251,21 @@ impl Client {
 
     // Deployments and releases.
 
+    pub async fn create_log_sink(
+        &self,
+        request: &aloft_types::api::CreateLogSinkRequest,
+    ) -> Result<aloft_types::api::LogSinkResponse, ClientError> {
+        self.post("/v1/log_sinks", request).await
+    }
+
+    pub async fn log_sinks(&self) -> Result<Vec<aloft_types::api::LogSinkResponse>, ClientError> {
+        self.get("/v1/log_sinks").await
+    }
+
+    pub async fn remove_log_sink(&self, id: &str) -> Result<(), ClientError> {
+        self.delete(&format!("/v1/log_sinks/{id}")).await
+    }
+
     /// A page of the app's log lines.
     pub async fn logs(
         &self,

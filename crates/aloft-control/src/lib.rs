@@ -26,6 +26,7 @@ mod logs;
 mod machines;
 mod orgs;
 mod secrets;
+mod sinks;
 mod volumes;
 pub mod wire;
 
@@ -110,6 +111,8 @@ pub(crate) struct Inner {
     pub(crate) logs: Arc<std::sync::OnceLock<aloft_logs::LogStore>>,
     /// The host whose log store that is (it prefixes line ids).
     pub(crate) log_host: std::sync::OnceLock<String>,
+    /// Counters of the log shippers running here, by sink.
+    pub(crate) shippers: sinks::Shippers,
 }
 
 /// The control plane. Cheap to clone.
@@ -146,6 +149,7 @@ impl Control {
                 builder: std::sync::RwLock::new(None),
                 logs: Arc::new(std::sync::OnceLock::new()),
                 log_host: std::sync::OnceLock::new(),
+                shippers: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         }
     }
@@ -167,6 +171,7 @@ impl Control {
             .merge(deploy::routes())
             .merge(builds::routes())
             .merge(logs::routes())
+            .merge(sinks::routes())
     }
 
     /// Resumes the deployments a previous run left running (or rolling back); returns how
@@ -238,6 +243,25 @@ impl Control {
     pub fn attach_logs(&self, host: &HostId, store: aloft_logs::LogStore) {
         let _ = self.inner.log_host.set(host.to_string());
         let _ = self.inner.logs.set(store);
+    }
+
+    /// Ships the attached log store's lines to every sink in the store until `stop`
+    /// (cursors in `dir`). Call after [`Control::attach_logs`], inside a Tokio runtime.
+    pub fn start_shipping(
+        &self,
+        dir: std::path::PathBuf,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let Some(store) = self.inner.logs.get().cloned() else {
+            return;
+        };
+        let host = self
+            .inner
+            .log_host
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "local".to_owned());
+        tokio::spawn(sinks::manage(self.inner.clone(), store, host, dir, stop));
     }
 
     /// Lets the API build images (and name the images releases run by id).

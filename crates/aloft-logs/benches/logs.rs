@@ -35,7 +35,12 @@ fn line(number: u64, at: i64) -> NewEntry {
         stream: Stream::Stdout,
         app: format!("app{}", machine % 4),
         machine: format!("{machine:014x}"),
-        region: if machine.is_multiple_of(2) { "ams" } else { "fra" }.to_owned(),
+        region: if machine.is_multiple_of(2) {
+            "ams"
+        } else {
+            "fra"
+        }
+        .to_owned(),
         instance: "01JABCDEFGHJKMNPQRSTVWXYZ0".to_owned(),
         text: format!(
             "{number} GET /api/items/{} 200 in {}ms user={} request_id=req-{number:x}",

@@ -18,9 +18,11 @@
 //! lines older than the age limit.
 
 mod record;
+mod ship;
 mod store;
 
 pub use record::{Entry, MAX_TEXT, NewEntry, Stream};
+pub use ship::{MAX_BACKLOG, ShipperStats, SinkKind, SinkSpec, ship};
 pub use store::{BLOCK_RECORDS, LogConfig, LogStore, Query, QueryResult, StoreStats};
 
 /// What the log store can fail with.

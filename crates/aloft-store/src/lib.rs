@@ -24,6 +24,7 @@ mod machines;
 mod networks;
 mod orgs;
 mod secrets;
+mod sinks;
 mod volumes;
 
 use std::str::FromStr;
@@ -44,6 +45,7 @@ pub use machines::{
 pub use networks::{AppNetwork, Network};
 pub use orgs::{Org, Token, TokenKind};
 pub use secrets::SecretRecord;
+pub use sinks::SinkRecord;
 pub use volumes::{NewVolume, VolumeRecord, VolumeState};
 
 /// Which database holds the state.

@@ -601,3 +601,36 @@ pub struct LogsResponse {
     /// Pass as `cursor` to get the lines after these (opaque).
     pub next_cursor: String,
 }
+
+/// `POST /v1/log_sinks`: ship the organization's (or one app's) log lines somewhere.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLogSinkRequest {
+    /// `http` (NDJSON POSTs), `loki` (the push API) or `syslog` (RFC 5424 over TCP).
+    pub kind: String,
+    /// `http://host:port/path` for `http` and `loki`; `tcp://host:port` for `syslog`.
+    pub url: String,
+    /// Sent with every request (`http`, `loki`): credentials, say. Stored encrypted.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Only this app's lines (default: every app of the organization).
+    #[serde(default)]
+    pub app: Option<String>,
+}
+
+/// A log sink and how its shipping goes (`aloft logs ship list`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct LogSinkResponse {
+    pub id: String,
+    pub kind: String,
+    pub url: String,
+    /// The app whose lines it gets; none: every app of the organization.
+    pub app: Option<String>,
+    pub created_at: String,
+    /// Lines delivered, lines skipped because the sink fell too far behind, failed
+    /// deliveries (each retried), and lines stored but not delivered yet.
+    pub sent: u64,
+    pub dropped: u64,
+    pub failures: u64,
+    pub lag: u64,
+}

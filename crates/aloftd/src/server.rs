@@ -253,6 +253,9 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     })
     .with_context(|| format!("opening the log store in {}", logs_dir.display()))?;
     control.attach_logs(&host_id, logs.clone());
+    let shipping = CancellationToken::new();
+    let _shipping_guard = shipping.clone().drop_guard();
+    control.start_shipping(logs_dir.join("sinks"), shipping);
     let agent = Agent::new(
         runtime,
         control.gateway(),

@@ -9,8 +9,43 @@ use crate::Failure;
 use crate::api::client;
 use crate::output::Output;
 
+/// `aloft logs ship`: where the lines go besides Aloft's own store.
+#[derive(Debug, clap::Subcommand)]
+pub enum LogsCommand {
+    /// Ship log lines to a sink.
+    #[command(subcommand)]
+    Ship(ShipCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ShipCommand {
+    /// Ship the app's lines (with -a) or every app's of the organization (--all-apps) to
+    /// a sink: `--type http|loki|syslog --url URL [--header K=V]...`.
+    Add {
+        /// `http` (NDJSON POSTs), `loki` (the push API) or `syslog` (RFC 5424 over TCP).
+        #[arg(long = "type", value_name = "KIND")]
+        kind: String,
+        /// `http://host:port/path` (http, loki) or `tcp://host:port` (syslog).
+        #[arg(long)]
+        url: String,
+        /// A header sent with every request (credentials, say); stored encrypted.
+        #[arg(long = "header", value_name = "K=V")]
+        headers: Vec<String>,
+        /// Every app of the organization instead of one.
+        #[arg(long)]
+        all_apps: bool,
+    },
+    /// The organization's sinks, with lines sent, dropped, failures and lag.
+    List,
+    /// Stop shipping to a sink.
+    Remove { id: String },
+}
+
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct LogsArgs {
+    #[command(subcommand)]
+    pub command: Option<LogsCommand>,
     /// Only this machine's lines.
     #[arg(long, short = 'm', visible_alias = "instance", short_alias = 'i')]
     pub machine: Option<String>,
@@ -51,6 +86,95 @@ fn print(entry: &LogEntryResponse, json: bool, out: &mut Output) {
     } else {
         out.data(&render(entry));
     }
+}
+
+pub(crate) async fn ship(
+    command: ShipCommand,
+    app: Option<&str>,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let client = client()?;
+    match command {
+        ShipCommand::Add {
+            kind,
+            url,
+            headers,
+            all_apps,
+        } => {
+            let mut parsed = std::collections::BTreeMap::new();
+            for pair in &headers {
+                let (key, value) = pair
+                    .split_once('=')
+                    .filter(|(k, _)| !k.is_empty())
+                    .ok_or_else(|| anyhow::anyhow!("--header {pair:?}: expected K=V"))?;
+                parsed.insert(key.to_owned(), value.to_owned());
+            }
+            let app = if all_apps {
+                None
+            } else {
+                Some(app.map(str::to_owned).ok_or_else(|| {
+                    anyhow::anyhow!("name the app (-a APP, or a fly.toml here), or pass --all-apps")
+                })?)
+            };
+            let sink = client
+                .create_log_sink(&aloft_types::api::CreateLogSinkRequest {
+                    kind,
+                    url,
+                    headers: parsed,
+                    app,
+                })
+                .await
+                .context("adding the log sink")?;
+            if json {
+                out.json(&sink)?;
+            } else {
+                out.status(&format!(
+                    "shipping the lines of {} to {} ({}) from now on: sink {}",
+                    sink.app.as_deref().unwrap_or("every app"),
+                    sink.url,
+                    sink.kind,
+                    sink.id
+                ));
+            }
+        }
+        ShipCommand::List => {
+            let sinks = client.log_sinks().await.context("listing log sinks")?;
+            if json {
+                out.json(&sinks)?;
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = sinks
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.id.clone(),
+                        s.kind.clone(),
+                        s.url.clone(),
+                        s.app.clone().unwrap_or_else(|| "(all apps)".to_owned()),
+                        s.sent.to_string(),
+                        s.dropped.to_string(),
+                        s.failures.to_string(),
+                        s.lag.to_string(),
+                    ]
+                })
+                .collect();
+            out.data(&crate::table::render(
+                &[
+                    "ID", "KIND", "URL", "APP", "SENT", "DROPPED", "FAILURES", "LAG",
+                ],
+                &rows,
+            ));
+        }
+        ShipCommand::Remove { id } => {
+            client
+                .remove_log_sink(&id)
+                .await
+                .with_context(|| format!("removing log sink {id}"))?;
+            out.status(&format!("log sink {id} removed"));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn logs(

@@ -169,3 +169,238 @@ async fn a_million_lines_are_all_stored_once_and_survive_kill_9() {
         .await
         .unwrap();
 }
+
+/// What a test sink received: the numbers of the `n <number>` lines.
+type Received = std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u64>>>;
+
+fn numbers_in(text: &str) -> Vec<u64> {
+    text.split("n ")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// A minimal HTTP sink on `address` (one request per connection): records the numbers
+/// in every body, answers 200. Runs until the task is aborted.
+async fn http_sink(listener: tokio::net::TcpListener, received: Received) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let received = received.clone();
+        tokio::spawn(async move {
+            let mut data = Vec::new();
+            let mut buffer = [0; 65536];
+            let (head_end, length) = loop {
+                let Ok(read) = stream.read(&mut buffer).await else {
+                    return;
+                };
+                if read == 0 {
+                    return;
+                }
+                data.extend_from_slice(&buffer[..read]);
+                if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&data[..at]).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    break (at + 4, length);
+                }
+            };
+            while data.len() < head_end + length {
+                let Ok(read) = stream.read(&mut buffer).await else {
+                    return;
+                };
+                if read == 0 {
+                    return;
+                }
+                data.extend_from_slice(&buffer[..read]);
+            }
+            let body = String::from_utf8_lossy(&data[head_end..head_end + length]).into_owned();
+            received.lock().unwrap().extend(numbers_in(&body));
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+        });
+    }
+}
+
+/// A syslog sink: records the numbers of every octet-counted frame.
+async fn syslog_sink(listener: tokio::net::TcpListener, received: Received) {
+    use tokio::io::AsyncReadExt as _;
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let received = received.clone();
+        tokio::spawn(async move {
+            let mut data = Vec::new();
+            let mut buffer = [0; 65536];
+            while let Ok(read) = stream.read(&mut buffer).await {
+                if read == 0 {
+                    return;
+                }
+                data.extend_from_slice(&buffer[..read]);
+                // Whole frames: `<length> <message>`.
+                while let Some(space) = data.iter().position(|b| *b == b' ') {
+                    let Some(length) = std::str::from_utf8(&data[..space])
+                        .ok()
+                        .and_then(|l| l.parse::<usize>().ok())
+                    else {
+                        return;
+                    };
+                    if data.len() < space + 1 + length {
+                        break;
+                    }
+                    let frame: Vec<u8> = data.drain(..space + 1 + length).collect();
+                    let message = String::from_utf8_lossy(&frame[space + 1..]).into_owned();
+                    assert!(message.starts_with("<14>1 "), "RFC 5424: {message}");
+                    received.lock().unwrap().extend(numbers_in(&message));
+                }
+            }
+        });
+    }
+}
+
+/// Waits until a sink holds every number from `from` to `to`.
+async fn holds(what: &str, received: &Received, from: u64, to: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let missing: Vec<u64> = {
+            let got = received.lock().unwrap();
+            (from..=to).filter(|n| !got.contains(n)).take(10).collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} lacks lines {missing:?}… of {from}..={to} after 120 s (it has {})",
+            received.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The newest number the machine printed that the store has.
+async fn newest_number(client: &Client) -> Option<u64> {
+    let page = client
+        .logs(
+            "shipped",
+            &LogsRequest {
+                limit: Some(50),
+                ..LogsRequest::default()
+            },
+        )
+        .await
+        .ok()?;
+    page.entries
+        .iter()
+        .rev()
+        .filter(|e| e.stream == "stdout")
+        .find_map(|e| numbers_in(&e.message).first().copied())
+}
+
+/// Lines are shipped to an HTTP sink, a Loki push endpoint and a syslog TCP server; the
+/// HTTP sink goes down for a minute and, once back, still receives every line (retries,
+/// no gap), and the sink list shows the failed attempts.
+#[tokio::test]
+async fn sinks_get_every_line_even_after_a_minute_down() {
+    let host = Host::new();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app("shipped", None).await.unwrap();
+    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_address = http_listener.local_addr().unwrap();
+    let loki_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let loki_address = loki_listener.local_addr().unwrap();
+    let syslog_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let syslog_address = syslog_listener.local_addr().unwrap();
+    let (http, loki, syslog) = (
+        Received::default(),
+        Received::default(),
+        Received::default(),
+    );
+    let http_task = tokio::spawn(http_sink(http_listener, http.clone()));
+    let loki_task = tokio::spawn(http_sink(loki_listener, loki.clone()));
+    let syslog_task = tokio::spawn(syslog_sink(syslog_listener, syslog.clone()));
+    for (kind, url) in [
+        ("http", format!("http://{http_address}/ingest")),
+        ("loki", format!("http://{loki_address}")),
+        ("syslog", format!("tcp://{syslog_address}")),
+    ] {
+        client
+            .create_log_sink(&aloft_types::api::CreateLogSinkRequest {
+                kind: kind.to_owned(),
+                url,
+                headers: [("authorization".to_owned(), "Bearer sink-token".to_owned())].into(),
+                app: Some("shipped".to_owned()),
+            })
+            .await
+            .unwrap();
+    }
+    let refused = client
+        .create_log_sink(&aloft_types::api::CreateLogSinkRequest {
+            kind: "http".to_owned(),
+            url: "ftp://example".to_owned(),
+            headers: Default::default(),
+            app: Some("shipped".to_owned()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(400));
+
+    let request: aloft_types::api::MachineRequest = serde_json::from_value(serde_json::json!({
+        "config": {
+            "image": aloft_testkit::busybox_image(),
+            "init": { "cmd": ["sh", "-c", "i=0; while true; do i=$((i+1)); echo \"n $i\"; sleep 0.02; done"] }
+        }
+    }))
+    .unwrap();
+    let machine = client.create_machine("shipped", &request).await.unwrap();
+    client
+        .wait("shipped", &machine.id, MachineState::Started, 60)
+        .await
+        .unwrap();
+    aloft_testkit::eventually("lines to be stored", Duration::from_secs(30), || async {
+        newest_number(client).await.filter(|n| *n > 50)
+    })
+    .await;
+    let before = newest_number(client).await.unwrap();
+    holds("the http sink", &http, 1, before).await;
+    holds("the loki sink", &loki, 1, before).await;
+    holds("the syslog sink", &syslog, 1, before).await;
+
+    // The HTTP sink is down for a minute: connections are refused.
+    http_task.abort();
+    let _ = http_task.await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let listener = tokio::net::TcpListener::bind(http_address).await.unwrap();
+    let http_task = tokio::spawn(http_sink(listener, http.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = newest_number(client).await.unwrap();
+    assert!(
+        after > before + 1000,
+        "the machine kept writing: {before} → {after}"
+    );
+    holds("the http sink, after its minute down", &http, 1, after).await;
+    holds("the loki sink", &loki, 1, after).await;
+    holds("the syslog sink", &syslog, 1, after).await;
+    let sinks = client.log_sinks().await.unwrap();
+    let down = sinks.iter().find(|s| s.kind == "http").unwrap();
+    assert!(down.failures > 0, "{sinks:?}");
+    assert!(down.sent >= after, "{sinks:?}");
+
+    client.remove_log_sink(&down.id).await.unwrap();
+    assert_eq!(client.log_sinks().await.unwrap().len(), 2);
+    http_task.abort();
+    loki_task.abort();
+    syslog_task.abort();
+    client
+        .destroy_machine("shipped", &machine.id, true)
+        .await
+        .unwrap();
+}

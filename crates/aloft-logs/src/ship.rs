@@ -1,0 +1,401 @@
+//! Shipping: each sink gets every stored line of its apps, at least once and in order.
+//!
+//! A shipper reads the store after its cursor, sends a batch, and only then moves the
+//! cursor (kept in `<dir>/<sink>.cursor`, written after each delivered batch). A sink that
+//! fails is retried with exponential backoff (100 ms to 10 s) with the same batch, so
+//! nothing is skipped; a line can arrive twice when the process dies between a delivery
+//! and the cursor write, and carries a unique `id` (`<host>-<seq>`) to drop such repeats.
+//! The backlog is bounded: a sink more than [`MAX_BACKLOG`] lines behind skips the oldest
+//! ones (counted in `dropped`). Kinds: `http` (NDJSON POST), `loki` (the push API),
+//! `syslog` (RFC 5424 over TCP, octet-counted frames).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aloft_types::api::LogEntryResponse;
+use aloft_types::time::rfc3339_nanos;
+use tokio::io::AsyncWriteExt as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Entry, LogStore, Query, Stream};
+
+/// Lines a sink may fall behind before the oldest are skipped.
+pub const MAX_BACKLOG: u64 = 5_000_000;
+/// Lines per delivery, at most.
+const BATCH: usize = 1000;
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LAST_RETRY: Duration = Duration::from_secs(10);
+
+/// The protocol a sink speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkKind {
+    Http,
+    Loki,
+    Syslog,
+}
+
+impl SinkKind {
+    pub fn parse(text: &str) -> Option<SinkKind> {
+        match text {
+            "http" => Some(SinkKind::Http),
+            "loki" => Some(SinkKind::Loki),
+            "syslog" => Some(SinkKind::Syslog),
+            _ => None,
+        }
+    }
+}
+
+/// One sink, as the shipper runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkSpec {
+    pub id: String,
+    pub kind: SinkKind,
+    /// `http(s)://...` for `http` and `loki` (the push path is added for Loki when the URL
+    /// has none), `tcp://host:port` for `syslog`.
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    /// The apps whose lines it gets.
+    pub apps: BTreeSet<String>,
+    /// This host's id (line ids are `<host>-<seq>`).
+    pub host: String,
+    /// When the sink was added (Unix ns): it gets the lines stored from then on.
+    pub since_ns: i64,
+}
+
+/// A shipper's counters (for metrics and `aloft logs ship list`).
+#[derive(Debug, Default)]
+pub struct ShipperStats {
+    pub sent: AtomicU64,
+    pub dropped: AtomicU64,
+    pub failures: AtomicU64,
+    /// The last line handed to the sink.
+    pub cursor: AtomicU64,
+}
+
+fn shipped(host: &str, entry: &Entry) -> LogEntryResponse {
+    LogEntryResponse {
+        id: format!("{host}-{}", entry.seq),
+        timestamp: rfc3339_nanos(entry.timestamp_ns),
+        timestamp_ns: entry.timestamp_ns,
+        app: entry.app.clone(),
+        machine: entry.machine.clone(),
+        region: entry.region.clone(),
+        instance: entry.instance.clone(),
+        stream: entry.stream.as_str().to_owned(),
+        message: entry.text.clone(),
+    }
+}
+
+/// The body of an NDJSON delivery.
+fn ndjson(host: &str, entries: &[Entry]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for entry in entries {
+        let _ = serde_json::to_writer(&mut body, &shipped(host, entry));
+        body.push(b'\n');
+    }
+    body
+}
+
+/// The body of a Loki push: one stream per app, machine, region and stream.
+fn loki(host: &str, entries: &[Entry]) -> Vec<u8> {
+    let mut streams: BTreeMap<(&str, &str, &str, &str), Vec<[String; 2]>> = BTreeMap::new();
+    for entry in entries {
+        streams
+            .entry((
+                &entry.app,
+                &entry.machine,
+                &entry.region,
+                entry.stream.as_str(),
+            ))
+            .or_default()
+            .push([entry.timestamp_ns.to_string(), entry.text.clone()]);
+    }
+    let streams: Vec<serde_json::Value> = streams
+        .into_iter()
+        .map(|((app, machine, region, stream), values)| {
+            serde_json::json!({
+                "stream": { "app": app, "machine": machine, "region": region, "stream": stream, "host": host },
+                "values": values,
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "streams": streams })).unwrap_or_default()
+}
+
+/// One RFC 5424 message, octet-counted (RFC 6587).
+fn syslog_frame(host: &str, entry: &Entry) -> Vec<u8> {
+    // Facility user (1); severity error (3) for stderr, else informational (6).
+    let priority = 8 + if entry.stream == Stream::Stderr { 3 } else { 6 };
+    let sd_escape = |text: &str| {
+        text.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace(']', "\\]")
+    };
+    let name = |text: &str| {
+        let clean: String = text
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(48)
+            .collect();
+        if clean.is_empty() {
+            "-".to_owned()
+        } else {
+            clean
+        }
+    };
+    let message = format!(
+        "<{priority}>1 {} {} {} {} {} [aloft@32473 id=\"{host}-{}\" region=\"{}\" instance=\"{}\"] {}",
+        rfc3339_nanos(entry.timestamp_ns),
+        name(host),
+        name(&entry.app),
+        name(&entry.machine),
+        entry.stream.as_str(),
+        entry.seq,
+        sd_escape(&entry.region),
+        sd_escape(&entry.instance),
+        entry.text
+    );
+    let mut frame = format!("{} ", message.len()).into_bytes();
+    frame.extend_from_slice(message.as_bytes());
+    frame
+}
+
+/// Sends batches to one sink.
+struct Sender {
+    spec: SinkSpec,
+    http: reqwest::Client,
+    syslog: Option<tokio::net::TcpStream>,
+}
+
+impl Sender {
+    async fn send(&mut self, entries: &[Entry]) -> Result<(), String> {
+        match self.spec.kind {
+            SinkKind::Http | SinkKind::Loki => {
+                let (url, body, content_type) = if self.spec.kind == SinkKind::Loki {
+                    let url = if self.spec.url.contains("/loki/api/") {
+                        self.spec.url.clone()
+                    } else {
+                        format!("{}/loki/api/v1/push", self.spec.url.trim_end_matches('/'))
+                    };
+                    (url, loki(&self.spec.host, entries), "application/json")
+                } else {
+                    (
+                        self.spec.url.clone(),
+                        ndjson(&self.spec.host, entries),
+                        "application/x-ndjson",
+                    )
+                };
+                let mut request = self
+                    .http
+                    .post(url)
+                    .header("content-type", content_type)
+                    .body(body);
+                for (name, value) in &self.spec.headers {
+                    request = request.header(name, value);
+                }
+                let response = request.send().await.map_err(|e| e.to_string())?;
+                if response.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("the sink answered {}", response.status()))
+                }
+            }
+            SinkKind::Syslog => {
+                let address = self
+                    .spec
+                    .url
+                    .strip_prefix("tcp://")
+                    .unwrap_or(&self.spec.url)
+                    .to_owned();
+                if self.syslog.is_none() {
+                    let stream = tokio::net::TcpStream::connect(&address)
+                        .await
+                        .map_err(|e| format!("connecting to {address}: {e}"))?;
+                    self.syslog = Some(stream);
+                }
+                let mut frames = Vec::new();
+                for entry in entries {
+                    frames.extend(syslog_frame(&self.spec.host, entry));
+                }
+                let written = match self.syslog.as_mut() {
+                    Some(stream) => match stream.write_all(&frames).await {
+                        Ok(()) => stream.flush().await,
+                        Err(error) => Err(error),
+                    },
+                    None => return Err("no connection".to_owned()),
+                };
+                written.map_err(|e| {
+                    self.syslog = None;
+                    format!("writing to {address}: {e}")
+                })
+            }
+        }
+    }
+}
+
+fn read_cursor(path: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn write_cursor(path: &std::path::Path, cursor: u64) {
+    let temporary = path.with_extension("cursor.tmp");
+    let written = std::fs::write(&temporary, cursor.to_string())
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(error) = written {
+        tracing::warn!(path = %path.display(), %error, "saving a sink's cursor failed (lines may be sent again)");
+    }
+}
+
+/// Ships to `spec` until `stop`; `apps` may change while it runs (an organization's new
+/// apps). Cursors live in `dir`.
+pub async fn ship(
+    store: LogStore,
+    spec: SinkSpec,
+    apps: tokio::sync::watch::Receiver<BTreeSet<String>>,
+    dir: PathBuf,
+    stats: Arc<ShipperStats>,
+    stop: CancellationToken,
+) {
+    if let Err(error) = std::fs::create_dir_all(&dir) {
+        tracing::error!(dir = %dir.display(), %error, "cannot keep sink cursors; not shipping");
+        return;
+    }
+    let cursor_path = dir.join(format!("{}.cursor", spec.id));
+    // A new sink gets the lines stored since it was added.
+    let mut cursor = match read_cursor(&cursor_path) {
+        Some(cursor) => cursor,
+        None => {
+            let first = store
+                .query(&Query {
+                    since_ns: Some(spec.since_ns),
+                    limit: 1,
+                    ..Query::default()
+                })
+                .ok()
+                .and_then(|found| found.entries.first().map(|e| e.seq.saturating_sub(1)));
+            let start = first.unwrap_or_else(|| store.durable_seq());
+            write_cursor(&cursor_path, start);
+            start
+        }
+    };
+    stats.cursor.store(cursor, Ordering::Relaxed);
+    let mut sender = Sender {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default(),
+        spec,
+        syslog: None,
+    };
+    let mut durable = store.subscribe();
+    tracing::info!(sink = %sender.spec.id, cursor, "shipping logs");
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let behind = store.durable_seq().saturating_sub(cursor);
+        if behind > MAX_BACKLOG {
+            let skipped = behind - MAX_BACKLOG;
+            stats.dropped.fetch_add(skipped, Ordering::Relaxed);
+            cursor += skipped;
+            tracing::warn!(sink = %sender.spec.id, skipped, "a sink fell too far behind: its oldest lines are skipped");
+        }
+        let query = Query {
+            after_seq: Some(cursor),
+            limit: BATCH,
+            ..Query::default()
+        };
+        let reader = store.clone();
+        let found = match tokio::task::spawn_blocking(move || reader.query(&query)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "reading lines to ship failed");
+                tokio::time::sleep(LAST_RETRY).await;
+                continue;
+            }
+            Err(_) => return,
+        };
+        let wanted = apps.borrow().clone();
+        let batch: Vec<Entry> = found
+            .entries
+            .into_iter()
+            .filter(|e| wanted.contains(&e.app))
+            .collect();
+        if !batch.is_empty() {
+            let mut wait = FIRST_RETRY;
+            loop {
+                match sender.send(&batch).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        stats.failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(sink = %sender.spec.id, %error, retry_in = ?wait, "shipping logs failed");
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = stop.cancelled() => return,
+                        }
+                        wait = (wait * 2).min(LAST_RETRY);
+                    }
+                }
+            }
+            stats.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        let moved = found.next_after > cursor;
+        if moved {
+            cursor = found.next_after;
+            stats.cursor.store(cursor, Ordering::Relaxed);
+            write_cursor(&cursor_path, cursor);
+        }
+        if !moved || batch.is_empty() && store.durable_seq() <= cursor {
+            tokio::select! {
+                changed = durable.changed() => if changed.is_err() { return },
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(text: &str) -> Entry {
+        Entry {
+            seq: 42,
+            timestamp_ns: 1_795_308_127_000_000_001,
+            stream: Stream::Stderr,
+            app: "web".to_owned(),
+            machine: "148e21ea7d2e89".to_owned(),
+            region: "ams".to_owned(),
+            instance: "01".to_owned(),
+            text: text.to_owned(),
+        }
+    }
+
+    #[test]
+    fn syslog_frames_are_rfc5424_and_octet_counted() {
+        let frame = String::from_utf8(syslog_frame("h1", &entry("boom"))).unwrap();
+        let (length, message) = frame.split_once(' ').unwrap();
+        assert_eq!(length.parse::<usize>().unwrap(), message.len());
+        assert_eq!(
+            message,
+            "<11>1 2026-11-22T00:42:07.000000001Z h1 web 148e21ea7d2e89 stderr [aloft@32473 id=\"h1-42\" region=\"ams\" instance=\"01\"] boom"
+        );
+    }
+
+    #[test]
+    fn loki_pushes_group_lines_by_labels() {
+        let body: serde_json::Value =
+            serde_json::from_slice(&loki("h1", &[entry("a"), entry("b")])).unwrap();
+        assert_eq!(body["streams"].as_array().unwrap().len(), 1);
+        assert_eq!(body["streams"][0]["stream"]["app"], "web");
+        assert_eq!(
+            body["streams"][0]["values"][1],
+            serde_json::json!(["1795308127000000001", "b"])
+        );
+        let lines = String::from_utf8(ndjson("h1", &[entry("a")])).unwrap();
+        assert!(lines.ends_with('\n') && lines.contains("\"id\":\"h1-42\""));
+    }
+}
