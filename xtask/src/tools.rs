@@ -19,6 +19,8 @@ const TEST_APT_PACKAGES: &[&str] = &[
     "bind9-dnsutils",
     "curl",
     "openssl",
+    // The metrics test scrapes aloftd with a real Prometheus.
+    "prometheus",
 ];
 
 /// What `cargo xtask demo` needs on the machine: the engine machines run on, the
@@ -115,7 +117,14 @@ fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
 pub(crate) fn ensure_test_tools() -> Result<()> {
     ensure_rust_components()?;
     ensure_cargo_tool("nextest", "cargo-nextest")?;
+    let fresh_prometheus = !succeeds(Command::new("dpkg").args(["-s", "prometheus"]));
     ensure_apt_packages(TEST_APT_PACKAGES)?;
+    if fresh_prometheus {
+        // Debian starts the packaged services on install; the tests run their own.
+        for service in ["prometheus", "prometheus-node-exporter"] {
+            let _ = Command::new("service").args([service, "stop"]).status();
+        }
+    }
     ensure_docker_running()?;
     ensure_postgres_running()
 }

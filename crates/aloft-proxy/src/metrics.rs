@@ -27,8 +27,9 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// A latency histogram with the proxy's buckets (also used for the API's latency).
 #[derive(Debug, Clone, Default)]
-struct Histogram {
+pub struct Histogram {
     /// Observations per bucket (not cumulative); the last is +Inf.
     buckets: [u64; BUCKETS.len() + 1],
     sum: f64,
@@ -36,7 +37,7 @@ struct Histogram {
 }
 
 impl Histogram {
-    fn observe(&mut self, value: Duration) {
+    pub fn observe(&mut self, value: Duration) {
         let seconds = value.as_secs_f64();
         let index = BUCKETS
             .iter()
@@ -47,7 +48,8 @@ impl Histogram {
         self.count += 1;
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
+    /// Writes the `_bucket`, `_sum` and `_count` lines of `name` with `labels`.
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         let separator = if labels.is_empty() { "" } else { "," };
         for (index, bound) in BUCKETS.iter().enumerate() {

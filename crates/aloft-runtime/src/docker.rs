@@ -589,10 +589,22 @@ impl Runtime for DockerRuntime {
                 container: id.to_owned(),
             })?
             .map_err(operation("stats", id))?;
+        let disk = |op: &str| {
+            stats
+                .blkio_stats
+                .io_service_bytes_recursive
+                .iter()
+                .flatten()
+                .filter(|entry| entry.op.eq_ignore_ascii_case(op))
+                .map(|entry| entry.value)
+                .sum()
+        };
         Ok(ResourceUsage {
             cpu_nanos: stats.cpu_stats.cpu_usage.total_usage,
             memory_bytes: stats.memory_stats.usage.unwrap_or(0),
             memory_limit_bytes: stats.memory_stats.limit.unwrap_or(0),
+            disk_read_bytes: disk("read"),
+            disk_write_bytes: disk("write"),
         })
     }
 }

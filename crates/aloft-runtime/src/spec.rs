@@ -130,6 +130,9 @@ pub struct ResourceUsage {
     pub cpu_nanos: u64,
     pub memory_bytes: u64,
     pub memory_limit_bytes: u64,
+    /// Bytes read from and written to block devices.
+    pub disk_read_bytes: u64,
+    pub disk_write_bytes: u64,
 }
 
 /// How to build an image from a context (a tar archive with the Dockerfile in it).

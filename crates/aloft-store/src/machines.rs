@@ -616,6 +616,27 @@ impl Store {
         Ok(())
     }
 
+    /// How many events of each kind and status the machines have had (for metrics:
+    /// exits, restarts, launches).
+    pub async fn event_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, status, COUNT(*) FROM machine_events GROUP BY kind, status ORDER BY kind, status",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::database("counting events", "machine", "*"))?;
+        rows.iter()
+            .map(|row| {
+                let read = |e| StoreError::database("counting events", "machine", "*")(e);
+                Ok((
+                    sqlx::Row::try_get(row, 0).map_err(read)?,
+                    sqlx::Row::try_get(row, 1).map_err(read)?,
+                    sqlx::Row::try_get(row, 2).map_err(read)?,
+                ))
+            })
+            .collect()
+    }
+
     /// Records an event; returns its number.
     pub async fn append_event(
         &self,

@@ -244,6 +244,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         .await
         .context("connecting to Docker Engine (is dockerd running?)")?;
     control.attach_builder(Arc::new(EngineBuilder(runtime.clone())));
+    let sampler_runtime = runtime.clone();
     let logs_dir = config.data_dir.join("logs");
     let logs = aloft_logs::LogStore::open(aloft_logs::LogConfig {
         dir: logs_dir.clone(),
@@ -255,7 +256,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     control.attach_logs(&host_id, logs.clone());
     let shipping = CancellationToken::new();
     let _shipping_guard = shipping.clone().drop_guard();
-    control.start_shipping(logs_dir.join("sinks"), shipping);
+    control.start_shipping(logs_dir.join("sinks"), shipping.clone());
     let agent = Agent::new(
         runtime,
         control.gateway(),
@@ -271,7 +272,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
                 namespace: config.network.namespace.clone(),
                 mtu: config.network.mtu,
             },
-            logs: Some(logs),
+            logs: Some(logs.clone()),
         },
     );
     control.attach_host(host_id.clone(), agent.link());
@@ -330,21 +331,44 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
 
     let draining = stop.clone();
     // Prometheus scrapes every role's metrics on the API listener, without a token.
-    let router = control.router().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let edge = edge.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    edge.render_metrics(),
-                )
-            }
-        }),
-    );
+    let api_metrics = Arc::new(crate::metrics::ApiMetrics::default());
+    let machine_metrics = Arc::new(crate::metrics::MachineMetrics::default());
+    tokio::spawn(crate::metrics::sample(
+        sampler_runtime,
+        control.gateway(),
+        host_id.clone(),
+        machine_metrics.clone(),
+        shipping.clone(),
+    ));
+    let metrics = Arc::new(crate::metrics::Metrics {
+        api: api_metrics.clone(),
+        machines: machine_metrics,
+        control: control.clone(),
+        host: host_id.clone(),
+        logs: logs.clone(),
+        edge: edge.clone(),
+    });
+    let router = control
+        .router()
+        .route_layer(axum::middleware::from_fn_with_state(
+            api_metrics,
+            crate::metrics::track,
+        ))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        metrics.render().await,
+                    )
+                }
+            }),
+        );
     let serve = axum::serve(listener, router)
         .with_graceful_shutdown(async move { draining.cancelled().await });
     let grace = Duration::from_secs(config.api.shutdown_grace_seconds);

@@ -14,6 +14,7 @@ mod deploy;
 mod lifecycle;
 mod logs;
 mod machines;
+mod metrics;
 mod network;
 mod proxy;
 mod replay;

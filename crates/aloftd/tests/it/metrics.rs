@@ -1,0 +1,225 @@
+//! Metrics end to end: a real Prometheus (Debian's) scrapes `aloftd` with the shipped
+//! scrape config, and the shipped Grafana dashboard asks only for metrics that exist.
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use aloft_testkit::eventually;
+use aloft_types::api::DeployRequest;
+use aloft_types::machine::MachineConfig;
+
+use crate::proxy::proxy_address;
+use crate::{Host, Server};
+
+const APP: &str = "metered";
+
+/// Prometheus, stopped when dropped.
+struct Prometheus {
+    child: Child,
+    url: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts Prometheus with the shipped scrape config pointed at `target` (scraping every
+/// second instead of every 15).
+fn prometheus(target: &str) -> Prometheus {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/prometheus/aloft.yml"
+    ))
+    .unwrap();
+    assert!(shipped.contains("127.0.0.1:4280") && shipped.contains("scrape_interval: 15s"));
+    let config = shipped
+        .replace("127.0.0.1:4280", target)
+        .replace("scrape_interval: 15s", "scrape_interval: 1s");
+    let data = tempfile::tempdir().unwrap();
+    let path = data.path().join("prometheus.yml");
+    std::fs::write(&path, config).unwrap();
+    let port = free_port();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            data.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Debian's prometheus (`cargo xtask test` installs it)");
+    Prometheus {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _data: data,
+    }
+}
+
+/// The result vector of an instant PromQL query, when it has samples.
+async fn query(prometheus: &Prometheus, promql: &str) -> Option<Vec<serde_json::Value>> {
+    let answer: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/query", prometheus.url))
+        .query(&[("query", promql)])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let result = answer["data"]["result"].as_array()?.clone();
+    (!result.is_empty()).then_some(result)
+}
+
+/// Every `aloft_*` metric name in the dashboard's queries.
+fn dashboard_metrics() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/aloft-app.json"
+    ))
+    .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let mut names = BTreeSet::new();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(query) = variable["query"].as_str() {
+            exprs.push(query.to_owned());
+        }
+    }
+    for expr in exprs {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("aloft_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.insert(name);
+        }
+    }
+    assert!(names.len() >= 8, "{names:?}");
+    names
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_aloftd_and_the_dashboard_names_real_metrics() {
+    let host = Host::new();
+    let image = aloft_testkit::testapp_image();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app(APP, None).await.unwrap();
+    let deployment = client
+        .deploy(
+            APP,
+            &DeployRequest {
+                image,
+                config: MachineConfig {
+                    services: vec![crate::checks::checked_service()],
+                    ..MachineConfig::default()
+                },
+                strategy: None,
+                max_unavailable: None,
+                wait_timeout: Some(60),
+                initial_count: Some(1),
+                description: None,
+                release_command: None,
+                release_command_timeout: None,
+            },
+        )
+        .await
+        .unwrap();
+    eventually("the deploy", Duration::from_secs(90), || async {
+        let current = client.deployment(APP, &deployment.id).await.ok()?;
+        (current.status == "succeeded").then_some(())
+    })
+    .await;
+    let machine = client.list_machines(APP).await.unwrap().remove(0);
+
+    let target = client.base_url().trim_start_matches("http://").to_owned();
+    let prometheus = prometheus(&target);
+    let proxy = proxy_address(&host);
+    let http = reqwest::Client::new();
+    let rate = format!("sum(rate(aloft_proxy_requests_total{{app=\"{APP}\"}}[30s]))");
+    let requests = eventually(
+        "the app's request rate in Prometheus",
+        Duration::from_secs(90),
+        || async {
+            for _ in 0..20 {
+                let _ =
+                    crate::proxy::get(&http, proxy, &format!("{APP}.aloft.localhost"), "/").await;
+            }
+            query(&prometheus, &rate).await.filter(|r| {
+                r[0]["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v > 0.0)
+            })
+        },
+    )
+    .await;
+    eprintln!("request rate: {requests:?}");
+    let memory = format!("aloft_machine_memory_bytes{{machine=\"{}\"}}", machine.id);
+    let used = eventually(
+        "the machine's memory in Prometheus",
+        Duration::from_secs(90),
+        || async { query(&prometheus, &memory).await },
+    )
+    .await;
+    let bytes: f64 = used[0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(bytes > 0.0, "{used:?}");
+    assert_eq!(used[0]["metric"]["app"], APP);
+    let up = query(&prometheus, "up{job=\"aloft\"}").await.unwrap();
+    assert_eq!(up[0]["value"][1], "1");
+    assert!(
+        query(&prometheus, "aloft_api_requests_total")
+            .await
+            .is_some()
+    );
+    assert!(query(&prometheus, "aloft_logs_lines_total").await.is_some());
+
+    // Every metric the dashboard asks for is a family the scrape announced.
+    let metadata: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/targets/metadata", prometheus.url))
+        .query(&[("match_target", "{job=\"aloft\"}")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let families: BTreeSet<String> = metadata["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["metric"].as_str().unwrap().to_owned())
+        .collect();
+    for name in dashboard_metrics() {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name);
+        assert!(
+            families.contains(family) || families.contains(&name),
+            "the dashboard asks for {name}, which aloftd does not expose; it has {families:?}"
+        );
+    }
+}
