@@ -236,6 +236,61 @@ pub async fn probe(
     }
 }
 
+/// The longest app metrics page read.
+const METRICS_BODY_LIMIT: usize = 4 << 20;
+
+/// `GET http://[address]:port/path` from the private network (an app's `[metrics]`
+/// endpoint): the body of a 2xx answer.
+pub async fn fetch_metrics(
+    address: Ipv6Addr,
+    port: u16,
+    path: &str,
+    namespace: Option<&Path>,
+    timeout: Duration,
+) -> Result<String, String> {
+    let target = SocketAddr::new(IpAddr::V6(address), port);
+    let shown = format!("http://{target}{path}");
+    let exchange = async {
+        let stream = aloft_net::netns::connect_tcp(namespace, target, timeout)
+            .await
+            .map_err(|e| format!("connecting to {target}: {e}"))?;
+        let request = http::Request::builder()
+            .uri(path)
+            .header(http::header::HOST, target.to_string())
+            .header(http::header::USER_AGENT, "aloft-metrics")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("{shown}: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("{shown}: {e}"))?;
+        let driven = tokio::spawn(connection);
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("{shown}: {e}"))?;
+        let status = response.status();
+        let mut body = Vec::new();
+        let mut frames = response.into_body();
+        while let Some(frame) = frames.frame().await {
+            let frame = frame.map_err(|e| format!("{shown}: {e}"))?;
+            if let Some(data) = frame.data_ref() {
+                body.extend_from_slice(data);
+            }
+            if body.len() > METRICS_BODY_LIMIT {
+                return Err(format!("{shown}: more than {METRICS_BODY_LIMIT} bytes"));
+            }
+        }
+        driven.abort();
+        if !status.is_success() {
+            return Err(format!("{shown}: {status}"));
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("{shown}: timed out after {timeout:?}"))?
+}
+
 /// An HTTP exchange: 2xx passes; redirects are not followed (Fly's rule).
 async fn http_check<S>(plan: &Plan, target: SocketAddr, stream: S) -> Result<String, String>
 where

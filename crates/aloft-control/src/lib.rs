@@ -113,6 +113,9 @@ pub(crate) struct Inner {
     pub(crate) log_host: std::sync::OnceLock<String>,
     /// Counters of the log shippers running here, by sink.
     pub(crate) shippers: sinks::Shippers,
+    /// Apps' own metrics, scraped and labelled, by organization (text format).
+    pub(crate) app_metrics:
+        std::sync::RwLock<std::collections::HashMap<aloft_types::OrgId, String>>,
 }
 
 /// The control plane. Cheap to clone.
@@ -150,6 +153,7 @@ impl Control {
                 logs: Arc::new(std::sync::OnceLock::new()),
                 log_host: std::sync::OnceLock::new(),
                 shippers: std::sync::Mutex::new(std::collections::HashMap::new()),
+                app_metrics: std::sync::RwLock::new(std::collections::HashMap::new()),
             }),
         }
     }
@@ -262,6 +266,13 @@ impl Control {
             .cloned()
             .unwrap_or_else(|| "local".to_owned());
         tokio::spawn(sinks::manage(self.inner.clone(), store, host, dir, stop));
+    }
+
+    /// Replaces the apps' scraped metrics served at `/v1/orgs/{org}/metrics`.
+    pub fn set_app_metrics(&self, by_org: std::collections::HashMap<aloft_types::OrgId, String>) {
+        if let Ok(mut metrics) = self.inner.app_metrics.write() {
+            *metrics = by_org;
+        }
     }
 
     /// Each log sink's counters: (id, kind, sent, dropped, failures, lag).

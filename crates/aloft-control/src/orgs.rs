@@ -26,6 +26,29 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(current_token))
         .routes(routes!(revoke_token))
+        .routes(routes!(app_metrics))
+}
+
+#[utoipa::path(get, path = "/v1/orgs/{slug}/metrics", tag = "orgs", params(("slug" = String, Path, description = "The organization's slug")), responses((status = 200, description = "The organization's apps' own metrics (their `[metrics]` endpoints, scraped every 15 s) in Prometheus' text format, each sample labelled with app, machine and region", body = String, content_type = "text/plain"), (status = "4XX", description = "Missing or invalid token, another organization", body = ErrorBody)), operation_id = "Orgs_app_metrics")]
+async fn app_metrics(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path(slug): Path<String>,
+) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
+    let org = own_org(&inner, &principal, &slug).await?;
+    let text = inner
+        .app_metrics
+        .read()
+        .ok()
+        .and_then(|m| m.get(&org.id).cloned())
+        .unwrap_or_default();
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
 }
 
 fn org_response(org: &Org) -> OrgResponse {

@@ -49,9 +49,98 @@ pub struct Resolver {
     /// Forwarded queries in flight; beyond the limit new ones get SERVFAIL at once, so a
     /// slow upstream cannot pile up tasks and sockets.
     forwarding: Arc<tokio::sync::Semaphore>,
+    /// Queries by (type, how they were handled), and responses by rcode, for metrics.
+    queries: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
+    responses: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+/// The question type of a query (`AAAA`, `TXT`, ... or its number), if it has one.
+fn question_type(query: &[u8]) -> Option<String> {
+    let mut at = 12;
+    loop {
+        let length = usize::from(*query.get(at)?);
+        if length == 0 {
+            break;
+        }
+        if length & 0xC0 != 0 {
+            return None;
+        }
+        at += 1 + length;
+    }
+    let code = u16::from_be_bytes([*query.get(at + 1)?, *query.get(at + 2)?]);
+    Some(
+        match code {
+            1 => "A",
+            2 => "NS",
+            5 => "CNAME",
+            6 => "SOA",
+            12 => "PTR",
+            15 => "MX",
+            16 => "TXT",
+            28 => "AAAA",
+            33 => "SRV",
+            255 => "ANY",
+            other => return Some(other.to_string()),
+        }
+        .to_owned(),
+    )
+}
+
+/// The response code of a response, by name.
+fn response_code(response: &[u8]) -> &'static str {
+    match response.get(3).map(|b| b & 0x0F) {
+        Some(0) => "NOERROR",
+        Some(1) => "FORMERR",
+        Some(2) => "SERVFAIL",
+        Some(3) => "NXDOMAIN",
+        Some(4) => "NOTIMP",
+        Some(5) => "REFUSED",
+        _ => "OTHER",
+    }
 }
 
 impl Resolver {
+    /// The DNS server's metrics in Prometheus' text format: `aloft_dns_queries_total{type,
+    /// handled}` (`answered`, `forwarded`, `dropped`) and `aloft_dns_responses_total{rcode}`.
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::from(
+            "# HELP aloft_dns_queries_total DNS queries by type and how they were handled.\n# TYPE aloft_dns_queries_total counter\n",
+        );
+        if let Ok(queries) = self.queries.lock() {
+            for ((kind, handled), count) in queries.iter() {
+                let _ = writeln!(
+                    out,
+                    "aloft_dns_queries_total{{type=\"{kind}\",handled=\"{handled}\"}} {count}"
+                );
+            }
+        }
+        out.push_str("# HELP aloft_dns_responses_total DNS responses by response code.\n# TYPE aloft_dns_responses_total counter\n");
+        if let Ok(responses) = self.responses.lock() {
+            for (rcode, count) in responses.iter() {
+                let _ = writeln!(
+                    out,
+                    "aloft_dns_responses_total{{rcode=\"{rcode}\"}} {count}"
+                );
+            }
+        }
+        out
+    }
+
+    fn count(&self, query: &[u8], handled: &'static str, response: Option<&[u8]>) {
+        let kind = question_type(query).unwrap_or_else(|| "none".to_owned());
+        if let Ok(mut queries) = self.queries.lock() {
+            *queries.entry((kind, handled)).or_default() += 1;
+        }
+        if let Some(response) = response
+            && let Ok(mut responses) = self.responses.lock()
+        {
+            *responses
+                .entry(response_code(response).to_owned())
+                .or_default() += 1;
+        }
+    }
+
     /// A resolver for a host in `region` that forwards other names to `upstream`.
     pub fn new(region: impl Into<String>, upstream: Vec<SocketAddr>) -> Arc<Resolver> {
         Arc::new(Resolver {
@@ -59,6 +148,8 @@ impl Resolver {
             region: region.into(),
             upstream,
             forwarding: Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS)),
+            queries: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            responses: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -112,17 +203,22 @@ impl Resolver {
             transport,
             &self.region,
         );
-        match reply {
-            Reply::Send(bytes) => Some(bytes),
-            Reply::Drop => None,
-            Reply::Forward => match self.forward(query, transport).await {
-                Some(bytes) => Some(bytes),
-                None => match servfail(query) {
-                    Reply::Send(bytes) => Some(bytes),
-                    _ => None,
+        let (handled, answer) = match reply {
+            Reply::Send(bytes) => ("answered", Some(bytes)),
+            Reply::Drop => ("dropped", None),
+            Reply::Forward => (
+                "forwarded",
+                match self.forward(query, transport).await {
+                    Some(bytes) => Some(bytes),
+                    None => match servfail(query) {
+                        Reply::Send(bytes) => Some(bytes),
+                        _ => None,
+                    },
                 },
-            },
-        }
+            ),
+        };
+        self.count(query, handled, answer.as_deref());
+        answer
     }
 
     /// Asks each upstream resolver in turn; the first answer with the query's id wins.
@@ -462,5 +558,27 @@ fn status_name(code: hickory_proto::op::ResponseCode) -> String {
         ResponseCode::NotImp => "NOTIMP".to_owned(),
         ResponseCode::Refused => "REFUSED".to_owned(),
         other => format!("RCODE{}", u16::from(other)),
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_counted_by_type_and_responses_by_code() {
+        // A query for `a.internal` AAAA: header, two labels, type 28, class IN.
+        let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        query.extend_from_slice(b"\x01a\x08internal\x00\x00\x1c\x00\x01");
+        assert_eq!(question_type(&query).as_deref(), Some("AAAA"));
+        assert_eq!(question_type(&query[..12]), None);
+        let mut response = query.clone();
+        response[3] = 0x83;
+        assert_eq!(response_code(&response), "NXDOMAIN");
+        let resolver = Resolver::new("local", Vec::new());
+        resolver.count(&query, "answered", Some(&response));
+        let text = resolver.render_metrics();
+        assert!(text.contains("aloft_dns_queries_total{type=\"AAAA\",handled=\"answered\"} 1"));
+        assert!(text.contains("aloft_dns_responses_total{rcode=\"NXDOMAIN\"} 1"));
     }
 }

@@ -6,6 +6,7 @@
 //! - `GET /`: a greeting naming the machine (`FLY_MACHINE_ID`) and `TESTAPP_VERSION`;
 //! - `GET /slow?ms=N`: answers after N milliseconds (at most 60 s);
 //! - `GET /stats`: `{"in_flight":N,"max_in_flight":M}` over every request but this one;
+//! - `GET /metrics`: `testapp_requests_total`, in Prometheus' text format;
 //! - `GET /ws`: a WebSocket that echoes every text and binary message.
 //!
 //! On SIGINT or SIGTERM it stops accepting connections, lets requests in flight finish
@@ -36,6 +37,8 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 struct Stats {
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    /// Requests answered (all paths but `/metrics` and `/stats`).
+    requests: AtomicU64,
 }
 
 /// Counts a request in flight while it lives.
@@ -113,6 +116,16 @@ async fn answer(request: Request<Incoming>, stats: Arc<Stats>) -> Response<Full<
             ),
         );
     }
+    if path == "/metrics" {
+        return text(
+            StatusCode::OK,
+            format!(
+                "# HELP testapp_requests_total Requests the test app answered.\n# TYPE testapp_requests_total counter\ntestapp_requests_total{{path_kind=\"any\"}} {}\n",
+                stats.requests.load(Ordering::SeqCst)
+            ),
+        );
+    }
+    stats.requests.fetch_add(1, Ordering::SeqCst);
     let _counted = InFlight::new(&stats);
     match path.as_str() {
         "/health" => match std::env::var("TESTAPP_HEALTH").as_deref() {

@@ -13,6 +13,7 @@
 //! - logs: `aloft_logs_lines_total`, `aloft_logs_stored_bytes`, `aloft_logs_segments`,
 //!   `aloft_log_sink_sent_total{sink,kind}`, `aloft_log_sink_dropped_total`,
 //!   `aloft_log_sink_failures_total`, `aloft_log_sink_lag_lines`;
+//! - DNS: `aloft_dns_queries_total{type,handled}`, `aloft_dns_responses_total{rcode}`;
 //! - the proxy's own (see `aloft_proxy::metrics`).
 
 use std::collections::{BTreeMap, HashMap};
@@ -121,16 +122,55 @@ fn interface_bytes(pid: u32) -> Option<(u64, u64)> {
     Some((*fields.first()?, *fields.get(8)?))
 }
 
-/// Samples the resource use of this host's started machines every 15 s until `stop`.
+/// Adds `labels` (`app="..",machine="..",region=".."`) to every sample of an app's
+/// metrics page; comments (`# HELP`, `# TYPE`) are left out, since several machines'
+/// pages are served as one.
+fn relabel(text: &str, labels: &str, out: &mut String) {
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let name_end = line
+            .find(|c: char| c == '{' || c.is_whitespace())
+            .unwrap_or(line.len());
+        let (name, rest) = line.split_at(name_end);
+        if name.is_empty() {
+            continue;
+        }
+        match rest.strip_prefix('{') {
+            Some(inner) => {
+                let separator = if inner.trim_start().starts_with('}') {
+                    ""
+                } else {
+                    ","
+                };
+                let _ = writeln!(out, "{name}{{{labels}{separator}{inner}");
+            }
+            None => {
+                let _ = writeln!(out, "{name}{{{labels}}}{rest}");
+            }
+        }
+    }
+}
+
+/// How long an app's metrics endpoint gets to answer.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Samples the resource use of this host's started machines every 15 s until `stop`, and
+/// scrapes the apps' own `[metrics]` endpoints (served per organization by the API).
 pub(crate) async fn sample(
     runtime: DockerRuntime,
-    gateway: AgentGateway,
+    control: Control,
     host: HostId,
+    namespace: Option<std::path::PathBuf>,
     metrics: Arc<MachineMetrics>,
     stop: CancellationToken,
 ) {
-    let mut apps: HashMap<aloft_types::AppId, String> = HashMap::new();
+    let gateway: AgentGateway = control.gateway();
+    let mut apps: HashMap<aloft_types::AppId, (String, aloft_types::OrgId)> = HashMap::new();
     loop {
+        let mut scraped: HashMap<aloft_types::OrgId, String> = HashMap::new();
         let mut seen = BTreeMap::new();
         if let Ok(machines) = gateway.machines(&host).await {
             for machine in machines.iter().filter(|m| m.state == MachineState::Started) {
@@ -150,16 +190,47 @@ pub(crate) async fn sample(
                 let Ok(usage) = runtime.usage(&container.id).await else {
                     continue;
                 };
-                let app = match apps.get(&machine.app_id) {
-                    Some(name) => name.clone(),
-                    None => match gateway.app_name(machine).await {
-                        Ok(name) => {
-                            apps.insert(machine.app_id.clone(), name.to_string());
-                            name.to_string()
+                let (app, org) = match apps.get(&machine.app_id) {
+                    Some(known) => known.clone(),
+                    None => match control.store().app(&machine.app_id).await {
+                        Ok(record) => {
+                            let known = (record.name.to_string(), record.org_id.clone());
+                            apps.insert(machine.app_id.clone(), known.clone());
+                            known
                         }
                         Err(_) => continue,
                     },
                 };
+                if let (Some(endpoint), Some(address)) = (
+                    machine.config.metrics.as_ref(),
+                    machine
+                        .private_ip
+                        .as_deref()
+                        .and_then(|ip| ip.parse::<std::net::Ipv6Addr>().ok()),
+                ) {
+                    match aloft_agent::checks::fetch_metrics(
+                        address,
+                        endpoint.port,
+                        &endpoint.path,
+                        namespace.as_deref(),
+                        SCRAPE_TIMEOUT,
+                    )
+                    .await
+                    {
+                        Ok(text) => {
+                            let labels = format!(
+                                "app=\"{}\",machine=\"{}\",region=\"{}\"",
+                                escape(&app),
+                                escape(machine.id.as_str()),
+                                escape(&machine.region)
+                            );
+                            relabel(&text, &labels, scraped.entry(org.clone()).or_default());
+                        }
+                        Err(error) => {
+                            tracing::debug!(machine = %machine.id, %error, "scraping an app's metrics failed");
+                        }
+                    }
+                }
                 let (receive_bytes, transmit_bytes) =
                     container.pid.and_then(interface_bytes).unwrap_or((0, 0));
                 seen.insert(
@@ -181,6 +252,7 @@ pub(crate) async fn sample(
         if let Ok(mut usage) = metrics.usage.lock() {
             *usage = seen;
         }
+        control.set_app_metrics(scraped);
         tokio::select! {
             () = tokio::time::sleep(SAMPLE_EVERY) => {}
             () = stop.cancelled() => return,
@@ -260,11 +332,13 @@ pub(crate) struct Metrics {
     pub(crate) host: HostId,
     pub(crate) logs: aloft_logs::LogStore,
     pub(crate) edge: Arc<aloft_proxy::Proxy>,
+    pub(crate) dns: Arc<aloft_dns::Resolver>,
 }
 
 impl Metrics {
     pub(crate) async fn render(&self) -> String {
         let mut out = self.edge.render_metrics();
+        out.push_str(&self.dns.render_metrics());
         self.api.render(&mut out);
         out.push_str(
             "# HELP aloft_machines This host's machines by state.\n# TYPE aloft_machines gauge\n",
@@ -336,5 +410,26 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_samples_get_the_machines_labels() {
+        let mut out = String::new();
+        relabel(
+            "# HELP x_total X.\n# TYPE x_total counter\nx_total 3\ny{kind=\"a\"} 1.5 1700000000\nz{} 2\n",
+            "app=\"web\",machine=\"m1\",region=\"ams\"",
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            "x_total{app=\"web\",machine=\"m1\",region=\"ams\"} 3\n\
+             y{app=\"web\",machine=\"m1\",region=\"ams\",kind=\"a\"} 1.5 1700000000\n\
+             z{app=\"web\",machine=\"m1\",region=\"ams\"} 2\n"
+        );
     }
 }

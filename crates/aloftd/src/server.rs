@@ -129,7 +129,11 @@ async fn start_proxy(
 
 /// Starts the DNS server: on `[fdaa::3]:53` in the private network's namespace for
 /// machines, and on the operators' address, both following the control plane's catalog.
-fn start_dns(config: &Config, control: &Control, stop: &CancellationToken) -> anyhow::Result<()> {
+fn start_dns(
+    config: &Config,
+    control: &Control,
+    stop: &CancellationToken,
+) -> anyhow::Result<Arc<Resolver>> {
     let upstream = match &config.network.dns_upstream {
         Some(upstream) => upstream.clone(),
         None => aloft_dns::upstream_from_resolv_conf(
@@ -151,9 +155,9 @@ fn start_dns(config: &Config, control: &Control, stop: &CancellationToken) -> an
     std::fs::write(config.data_dir.join(DNS_ADDR_FILE), format!("{address}\n"))
         .context("writing the DNS address")?;
     tokio::spawn(operators.serve(resolver.clone(), Listener::Operator, stop.clone()));
-    control.attach_dns(resolver);
+    control.attach_dns(resolver.clone());
     tracing::info!(%private, operators = %address, "DNS is up");
-    Ok(())
+    Ok(resolver)
 }
 
 /// Knobs for embedding the server (tests use them; the binary uses the defaults).
@@ -284,7 +288,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     // However the server ends (drained, SIGINT, or its future dropped), DNS and the proxy
     // stop: DNS's UDP thread would otherwise keep the runtime from shutting down.
     let _edge_guard = edge_stop.clone().drop_guard();
-    start_dns(&config, &control, &edge_stop)?;
+    let dns = start_dns(&config, &control, &edge_stop)?;
     let stop = options.shutdown.unwrap_or_default();
     // The proxy drains from the moment a stop is asked for, alongside the API.
     let proxy_stop = edge_stop.child_token();
@@ -335,8 +339,9 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     let machine_metrics = Arc::new(crate::metrics::MachineMetrics::default());
     tokio::spawn(crate::metrics::sample(
         sampler_runtime,
-        control.gateway(),
+        control.clone(),
         host_id.clone(),
+        config.network.namespace.clone(),
         machine_metrics.clone(),
         shipping.clone(),
     ));
@@ -347,6 +352,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         host: host_id.clone(),
         logs: logs.clone(),
         edge: edge.clone(),
+        dns,
     });
     let router = control
         .router()

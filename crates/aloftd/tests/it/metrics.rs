@@ -37,8 +37,8 @@ fn free_port() -> u16 {
 }
 
 /// Starts Prometheus with the shipped scrape config pointed at `target` (scraping every
-/// second instead of every 15).
-fn prometheus(target: &str) -> Prometheus {
+/// second instead of every 15), with `token` for the organization's app metrics.
+fn prometheus(target: &str, token: &str) -> Prometheus {
     let shipped = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../deploy/prometheus/aloft.yml"
@@ -49,6 +49,13 @@ fn prometheus(target: &str) -> Prometheus {
         .replace("127.0.0.1:4280", target)
         .replace("scrape_interval: 15s", "scrape_interval: 1s");
     let data = tempfile::tempdir().unwrap();
+    let token_file = data.path().join("aloft-token");
+    std::fs::write(&token_file, token).unwrap();
+    assert!(config.contains("/etc/prometheus/aloft-token"));
+    let config = config.replace(
+        "/etc/prometheus/aloft-token",
+        &token_file.display().to_string(),
+    );
     let path = data.path().join("prometheus.yml");
     std::fs::write(&path, config).unwrap();
     let port = free_port();
@@ -121,7 +128,7 @@ fn dashboard_metrics() -> BTreeSet<String> {
 }
 
 #[tokio::test]
-async fn prometheus_scrapes_aloftd_and_the_dashboard_names_real_metrics() {
+async fn prometheus_scrapes_every_role_and_the_apps_metrics_with_the_shipped_config() {
     let host = Host::new();
     let image = aloft_testkit::testapp_image();
     let server = Server::start(&host).await;
@@ -134,6 +141,11 @@ async fn prometheus_scrapes_aloftd_and_the_dashboard_names_real_metrics() {
                 image,
                 config: MachineConfig {
                     services: vec![crate::checks::checked_service()],
+                    metrics: Some(aloft_types::machine::MachineMetrics {
+                        port: 8080,
+                        path: "/metrics".to_owned(),
+                        https: false,
+                    }),
                     ..MachineConfig::default()
                 },
                 strategy: None,
@@ -154,8 +166,13 @@ async fn prometheus_scrapes_aloftd_and_the_dashboard_names_real_metrics() {
     .await;
     let machine = client.list_machines(APP).await.unwrap().remove(0);
 
+    client
+        .dig(APP, &format!("{APP}.internal"), "AAAA")
+        .await
+        .unwrap();
     let target = client.base_url().trim_start_matches("http://").to_owned();
-    let prometheus = prometheus(&target);
+    let token = std::fs::read_to_string(host.data().join("admin-token")).unwrap();
+    let prometheus = prometheus(&target, token.trim());
     let proxy = proxy_address(&host);
     let http = reqwest::Client::new();
     let rate = format!("sum(rate(aloft_proxy_requests_total{{app=\"{APP}\"}}[30s]))");
@@ -195,6 +212,32 @@ async fn prometheus_scrapes_aloftd_and_the_dashboard_names_real_metrics() {
             .is_some()
     );
     assert!(query(&prometheus, "aloft_logs_lines_total").await.is_some());
+    let dns = query(
+        &prometheus,
+        "aloft_dns_queries_total{type=\"AAAA\",handled=\"answered\"}",
+    )
+    .await;
+    assert!(dns.is_some(), "the DNS server's counters");
+
+    // The app's own metrics, through the organization's federation endpoint.
+    let own = format!(
+        "testapp_requests_total{{app=\"{APP}\",machine=\"{}\"}}",
+        machine.id
+    );
+    let served = eventually(
+        "the app's own metrics in Prometheus",
+        Duration::from_secs(90),
+        || async { query(&prometheus, &own).await },
+    )
+    .await;
+    assert_eq!(served[0]["metric"]["job"], "aloft-apps", "{served:?}");
+    assert_eq!(served[0]["metric"]["region"], "local", "{served:?}");
+    let refused = reqwest::Client::new()
+        .get(format!("{}/v1/orgs/personal/metrics", client.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "the app metrics need a token");
 
     // Every metric the dashboard asks for is a family the scrape announced.
     let metadata: serde_json::Value = reqwest::Client::new()
