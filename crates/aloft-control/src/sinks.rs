@@ -35,22 +35,29 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
 pub(crate) type Shippers = std::sync::Mutex<HashMap<String, Arc<ShipperStats>>>;
 
 fn check_url(kind: SinkKind, url: &str) -> Result<(), ApiError> {
+    let host_port = |address: &str| {
+        address
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+    };
     let ok = match kind {
-        SinkKind::Http | SinkKind::Loki => url.starts_with("http://") && url.len() > 7,
-        SinkKind::Syslog => url.strip_prefix("tcp://").is_some_and(|a| {
-            a.rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-        }),
+        SinkKind::Http | SinkKind::Loki => url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .is_some_and(|rest| !rest.is_empty()),
+        SinkKind::Syslog => url
+            .strip_prefix("tcp://")
+            .or_else(|| url.strip_prefix("tls://"))
+            .is_some_and(host_port),
     };
     if ok {
         return Ok(());
     }
     Err(ApiError::BadRequest(match kind {
-        SinkKind::Http | SinkKind::Loki if url.starts_with("https://") => format!(
-            "url {url:?}: TLS to sinks is not available yet; ship to an http:// collector (a local Vector or Loki, say)"
-        ),
-        SinkKind::Http | SinkKind::Loki => format!("url {url:?}: expected http://host:port/path"),
-        SinkKind::Syslog => format!("url {url:?}: expected tcp://host:port"),
+        SinkKind::Http | SinkKind::Loki => {
+            format!("url {url:?}: expected http://host:port/path or https://...")
+        }
+        SinkKind::Syslog => format!("url {url:?}: expected tcp://host:port or tls://host:port"),
     }))
 }
 
@@ -89,6 +96,13 @@ async fn create(
         ApiError::BadRequest(format!("kind {:?}: use http, loki or syslog", request.kind))
     })?;
     check_url(kind, &request.url)?;
+    if let Some(pem) = &request.ca_pem
+        && !pem.contains("-----BEGIN CERTIFICATE-----")
+    {
+        return Err(ApiError::BadRequest(
+            "ca_pem: expected a PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned(),
+        ));
+    }
     let app_id = match &request.app {
         Some(name) => Some(app_for(&inner, &principal, name, true).await?.id),
         None if principal.may_manage_org() => None,
@@ -110,6 +124,7 @@ async fn create(
             kind: request.kind.clone(),
             url: request.url.clone(),
             headers_sealed: inner.secrets_key.encrypt(&headers)?,
+            ca_pem: request.ca_pem.clone(),
             created_at: 0,
         })
         .await?;
@@ -232,6 +247,7 @@ pub(crate) async fn manage(
                         apps: apps.clone(),
                         host: host.clone(),
                         since_ns: sink.created_at.saturating_mul(1_000_000),
+                        ca_pem: sink.ca_pem.clone(),
                     };
                     let (scope, scoped) = tokio::sync::watch::channel(apps);
                     let token = stop.child_token();

@@ -7,7 +7,8 @@
 //! and the cursor write, and carries a unique `id` (`<host>-<seq>`) to drop such repeats.
 //! The backlog is bounded: a sink more than [`MAX_BACKLOG`] lines behind skips the oldest
 //! ones (counted in `dropped`). Kinds: `http` (NDJSON POST), `loki` (the push API),
-//! `syslog` (RFC 5424 over TCP, octet-counted frames).
+//! `syslog` (RFC 5424 over TCP, octet-counted frames). `https://` and syslog's `tls://`
+//! check the collector's certificate against Mozilla's roots and the sink's own CA.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -63,6 +64,121 @@ pub struct SinkSpec {
     pub host: String,
     /// When the sink was added (Unix ns): it gets the lines stored from then on.
     pub since_ns: i64,
+    /// A certificate authority (PEM) trusted besides the public ones, for a collector
+    /// with a private certificate.
+    pub ca_pem: Option<String>,
+}
+
+/// The TLS settings of a sink: Mozilla's roots plus its own CA.
+fn tls_config(ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(pem) = ca_pem {
+        for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let certificate = certificate.map_err(|e| format!("the sink's CA: {e}"))?;
+            roots
+                .add(certificate)
+                .map_err(|e| format!("the sink's CA: {e}"))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("setting up TLS: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS connection to `host:port`, the certificate checked against `config`'s roots.
+async fn tls_connect(
+    host: &str,
+    port: u16,
+    config: &Arc<rustls::ClientConfig>,
+) -> Result<TlsStream, String> {
+    let tcp = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("{host}: {e}"))?;
+    tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with {host}:{port}: {e}"))
+}
+
+/// `POST` over HTTPS (one connection per delivery).
+async fn https_post(
+    url: &str,
+    body: Vec<u8>,
+    content_type: &str,
+    headers: &BTreeMap<String, String>,
+    config: &Arc<rustls::ClientConfig>,
+) -> Result<(), String> {
+    use http_body_util::BodyExt as _;
+    let uri: http::Uri = url.parse().map_err(|e| format!("url {url:?}: {e}"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("url {url:?} has no host"))?;
+    let port = uri.port_u16().unwrap_or(443);
+    let stream = tls_connect(host, port, config).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+    let driven = tokio::spawn(connection);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut request = http::Request::post(path)
+        .header(
+            http::header::HOST,
+            uri.authority().map_or(host, |a| a.as_str()),
+        )
+        .header(http::header::CONTENT_TYPE, content_type);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| format!("{url}: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    driven.abort();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("the sink answered {status}"))
+    }
+}
+
+/// A syslog connection, plain or TLS.
+enum SyslogStream {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl SyslogStream {
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            SyslogStream::Plain(stream) => {
+                stream.write_all(bytes).await?;
+                stream.flush().await
+            }
+            SyslogStream::Tls(stream) => {
+                stream.write_all(bytes).await?;
+                stream.flush().await
+            }
+        }
+    }
 }
 
 /// A shipper's counters (for metrics and `aloft logs ship list`).
@@ -167,7 +283,8 @@ fn syslog_frame(host: &str, entry: &Entry) -> Vec<u8> {
 struct Sender {
     spec: SinkSpec,
     http: reqwest::Client,
-    syslog: Option<tokio::net::TcpStream>,
+    tls: Result<Arc<rustls::ClientConfig>, String>,
+    syslog: Option<SyslogStream>,
 }
 
 impl Sender {
@@ -188,6 +305,10 @@ impl Sender {
                         "application/x-ndjson",
                     )
                 };
+                if url.starts_with("https://") {
+                    let config = self.tls.clone()?;
+                    return https_post(&url, body, content_type, &self.spec.headers, &config).await;
+                }
                 let mut request = self
                     .http
                     .post(url)
@@ -204,16 +325,32 @@ impl Sender {
                 }
             }
             SinkKind::Syslog => {
-                let address = self
-                    .spec
-                    .url
-                    .strip_prefix("tcp://")
-                    .unwrap_or(&self.spec.url)
-                    .to_owned();
+                let (secure, address) = match self.spec.url.strip_prefix("tls://") {
+                    Some(address) => (true, address.to_owned()),
+                    None => (
+                        false,
+                        self.spec
+                            .url
+                            .strip_prefix("tcp://")
+                            .unwrap_or(&self.spec.url)
+                            .to_owned(),
+                    ),
+                };
                 if self.syslog.is_none() {
-                    let stream = tokio::net::TcpStream::connect(&address)
-                        .await
-                        .map_err(|e| format!("connecting to {address}: {e}"))?;
+                    let stream = if secure {
+                        let (host, port) = address
+                            .rsplit_once(':')
+                            .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+                            .ok_or_else(|| format!("{address}: expected host:port"))?;
+                        let config = self.tls.clone()?;
+                        SyslogStream::Tls(Box::new(tls_connect(&host, port, &config).await?))
+                    } else {
+                        SyslogStream::Plain(
+                            tokio::net::TcpStream::connect(&address)
+                                .await
+                                .map_err(|e| format!("connecting to {address}: {e}"))?,
+                        )
+                    };
                     self.syslog = Some(stream);
                 }
                 let mut frames = Vec::new();
@@ -221,10 +358,7 @@ impl Sender {
                     frames.extend(syslog_frame(&self.spec.host, entry));
                 }
                 let written = match self.syslog.as_mut() {
-                    Some(stream) => match stream.write_all(&frames).await {
-                        Ok(()) => stream.flush().await,
-                        Err(error) => Err(error),
-                    },
+                    Some(stream) => stream.write(&frames).await,
                     None => return Err("no connection".to_owned()),
                 };
                 written.map_err(|e| {
@@ -287,6 +421,7 @@ pub async fn ship(
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_default(),
+        tls: tls_config(spec.ca_pem.as_deref()),
         spec,
         syslog: None,
     };

@@ -17,10 +17,12 @@ pub struct SinkRecord {
     pub url: String,
     /// The headers sent with every request (JSON object), sealed.
     pub headers_sealed: String,
+    /// A private CA (PEM) for the collector's certificate.
+    pub ca_pem: Option<String>,
     pub created_at: i64,
 }
 
-const COLUMNS: &str = "id, org_id, app_id, kind, url, headers_sealed, created_at";
+const COLUMNS: &str = "id, org_id, app_id, kind, url, headers_sealed, created_at, ca_pem";
 
 fn record_from(row: &sqlx::any::AnyRow) -> Result<SinkRecord, StoreError> {
     let id: String =
@@ -41,6 +43,7 @@ fn record_from(row: &sqlx::any::AnyRow) -> Result<SinkRecord, StoreError> {
         url: row.try_get(4).map_err(read)?,
         headers_sealed: row.try_get(5).map_err(read)?,
         created_at: row.try_get(6).map_err(read)?,
+        ca_pem: row.try_get(7).map_err(read)?,
         id,
     })
 }
@@ -51,7 +54,7 @@ impl Store {
         sink.id = random_hex();
         sink.created_at = now_ms();
         sqlx::query(&format!(
-            "INSERT INTO log_sinks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            "INSERT INTO log_sinks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         ))
         .bind(&sink.id)
         .bind(sink.org_id.as_str())
@@ -60,6 +63,7 @@ impl Store {
         .bind(&sink.url)
         .bind(&sink.headers_sealed)
         .bind(sink.created_at)
+        .bind(sink.ca_pem.clone())
         .execute(self.pool())
         .await
         .map_err(StoreError::database(

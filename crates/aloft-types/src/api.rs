@@ -608,7 +608,8 @@ pub struct LogsResponse {
 pub struct CreateLogSinkRequest {
     /// `http` (NDJSON POSTs), `loki` (the push API) or `syslog` (RFC 5424 over TCP).
     pub kind: String,
-    /// `http://host:port/path` for `http` and `loki`; `tcp://host:port` for `syslog`.
+    /// `http(s)://host:port/path` for `http` and `loki`; `tcp://host:port` or
+    /// `tls://host:port` for `syslog`.
     pub url: String,
     /// Sent with every request (`http`, `loki`): credentials, say. Stored encrypted.
     #[serde(default)]
@@ -616,6 +617,10 @@ pub struct CreateLogSinkRequest {
     /// Only this app's lines (default: every app of the organization).
     #[serde(default)]
     pub app: Option<String>,
+    /// A certificate authority (PEM) the collector's certificate may chain to, besides the
+    /// public ones (`https://`, `tls://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 /// A log sink and how its shipping goes (`aloft logs ship list`).

@@ -25,7 +25,7 @@ pub enum ShipCommand {
         /// `http` (NDJSON POSTs), `loki` (the push API) or `syslog` (RFC 5424 over TCP).
         #[arg(long = "type", value_name = "KIND")]
         kind: String,
-        /// `http://host:port/path` (http, loki) or `tcp://host:port` (syslog).
+        /// `http(s)://host:port/path` (http, loki) or `tcp://` / `tls://host:port` (syslog).
         #[arg(long)]
         url: String,
         /// A header sent with every request (credentials, say); stored encrypted.
@@ -34,6 +34,10 @@ pub enum ShipCommand {
         /// Every app of the organization instead of one.
         #[arg(long)]
         all_apps: bool,
+        /// A CA certificate (PEM file) the collector's certificate chains to, for a
+        /// private collector over `https://` or `tls://`.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<std::path::PathBuf>,
     },
     /// The organization's sinks, with lines sent, dropped, failures and lag.
     List,
@@ -101,7 +105,15 @@ pub(crate) async fn ship(
             url,
             headers,
             all_apps,
+            ca,
         } => {
+            let ca_pem = match &ca {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("reading --ca {}", path.display()))?,
+                ),
+                None => None,
+            };
             let mut parsed = std::collections::BTreeMap::new();
             for pair in &headers {
                 let (key, value) = pair
@@ -123,6 +135,7 @@ pub(crate) async fn ship(
                     url,
                     headers: parsed,
                     app,
+                    ca_pem,
                 })
                 .await
                 .context("adding the log sink")?;

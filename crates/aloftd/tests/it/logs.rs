@@ -10,8 +10,10 @@ use crate::{Host, Server};
 const APP: &str = "chatty";
 const LINES: u64 = 1_000_000;
 
-/// Reads one page after `cursor`: the numbers the machine printed, and the next cursor.
-async fn page(client: &Client, cursor: &str) -> Option<(Vec<u64>, String, usize)> {
+/// Reads one page after `cursor`: the numbers the machine printed, the next cursor, how
+/// many lines the page had, and the summed delay (ns) between each line being written and
+/// this read.
+async fn page(client: &Client, cursor: &str) -> Option<(Vec<u64>, String, usize, i64)> {
     let page = client
         .logs(
             APP,
@@ -24,13 +26,21 @@ async fn page(client: &Client, cursor: &str) -> Option<(Vec<u64>, String, usize)
         )
         .await
         .ok()?;
-    let numbers = page
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let output: Vec<_> = page
         .entries
         .iter()
         .filter(|e| e.stream == "stdout")
+        .collect();
+    let delay = output.iter().map(|e| now - e.timestamp_ns).sum();
+    let numbers = output
+        .iter()
         .map(|e| e.message.parse().unwrap_or(u64::MAX))
         .collect();
-    Some((numbers, page.next_cursor, page.entries.len()))
+    Some((numbers, page.next_cursor, page.entries.len(), delay))
 }
 
 /// A machine prints a million numbered lines as fast as it can; `aloftd` is killed with
@@ -63,6 +73,8 @@ async fn a_million_lines_are_all_stored_once_and_survive_kill_9() {
     let mut cursor = "0".to_owned();
     let mut seen: Vec<u64> = Vec::with_capacity(LINES as usize);
     let mut killed = false;
+    let mut delay_ns: i64 = 0;
+    let mut delayed: i64 = 0;
     while (seen.len() as u64) < LINES {
         assert!(
             started.elapsed() < Duration::from_secs(300),
@@ -77,7 +89,11 @@ async fn a_million_lines_are_all_stored_once_and_survive_kill_9() {
             continue;
         }
         match page(&server.client, &cursor).await {
-            Some((numbers, next, count)) => {
+            Some((numbers, next, count, delay)) => {
+                if !killed {
+                    delay_ns += delay;
+                    delayed += numbers.len() as i64;
+                }
                 seen.extend(numbers);
                 cursor = next;
                 if count == 0 {
@@ -98,8 +114,11 @@ async fn a_million_lines_are_all_stored_once_and_survive_kill_9() {
         );
     }
     eprintln!(
-        "{LINES} lines stored and read back in {:?}, aloftd killed -9 once",
-        started.elapsed()
+        "{LINES} lines stored and read back in {:?}, aloftd killed -9 once; before the kill, \
+         a line was visible through the API {:.0} ms on average after it was written \
+         ({delayed} lines)",
+        started.elapsed(),
+        delay_ns as f64 / delayed.max(1) as f64 / 1e6
     );
 
     let client = &server.client;
@@ -183,83 +202,141 @@ fn numbers_in(text: &str) -> Vec<u64> {
         .collect()
 }
 
-/// A minimal HTTP sink on `address` (one request per connection): records the numbers
-/// in every body, answers 200. Runs until the task is aborted.
-async fn http_sink(listener: tokio::net::TcpListener, received: Received) {
+/// A TLS acceptor for 127.0.0.1 with a self-signed certificate, and that certificate
+/// (PEM) to trust.
+fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(signing_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key)
+    .unwrap();
+    (
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+        cert.pem(),
+    )
+}
+
+/// One request of a minimal HTTP sink: records the numbers in its body, answers 200.
+async fn http_exchange<S>(mut stream: S, received: Received)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+    let mut data = Vec::new();
+    let mut buffer = [0; 65536];
+    let (head_end, length) = loop {
+        let Ok(read) = stream.read(&mut buffer).await else {
             return;
         };
-        let received = received.clone();
+        if read == 0 {
+            return;
+        }
+        data.extend_from_slice(&buffer[..read]);
+        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..at]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (at + 4, length);
+        }
+    };
+    while data.len() < head_end + length {
+        let Ok(read) = stream.read(&mut buffer).await else {
+            return;
+        };
+        if read == 0 {
+            return;
+        }
+        data.extend_from_slice(&buffer[..read]);
+    }
+    let body = String::from_utf8_lossy(&data[head_end..head_end + length]).into_owned();
+    received.lock().unwrap().extend(numbers_in(&body));
+    let _ = stream
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .await;
+    let _ = stream.shutdown().await;
+}
+
+/// A minimal HTTP(S) sink: one request per connection. Runs until the task is aborted.
+async fn http_sink(
+    listener: tokio::net::TcpListener,
+    received: Received,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let (received, tls) = (received.clone(), tls.clone());
         tokio::spawn(async move {
-            let mut data = Vec::new();
-            let mut buffer = [0; 65536];
-            let (head_end, length) = loop {
-                let Ok(read) = stream.read(&mut buffer).await else {
-                    return;
-                };
-                if read == 0 {
-                    return;
+            match tls {
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        http_exchange(stream, received).await;
+                    }
                 }
-                data.extend_from_slice(&buffer[..read]);
-                if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&data[..at]).to_ascii_lowercase();
-                    let length = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    break (at + 4, length);
-                }
-            };
-            while data.len() < head_end + length {
-                let Ok(read) = stream.read(&mut buffer).await else {
-                    return;
-                };
-                if read == 0 {
-                    return;
-                }
-                data.extend_from_slice(&buffer[..read]);
+                None => http_exchange(stream, received).await,
             }
-            let body = String::from_utf8_lossy(&data[head_end..head_end + length]).into_owned();
-            received.lock().unwrap().extend(numbers_in(&body));
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .await;
         });
     }
 }
 
-/// A syslog sink: records the numbers of every octet-counted frame.
-async fn syslog_sink(listener: tokio::net::TcpListener, received: Received) {
+/// Reads octet-counted syslog frames and records their numbers.
+async fn syslog_frames<S>(mut stream: S, received: Received)
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
     use tokio::io::AsyncReadExt as _;
-    while let Ok((mut stream, _)) = listener.accept().await {
-        let received = received.clone();
+    let mut data = Vec::new();
+    let mut buffer = [0; 65536];
+    while let Ok(read) = stream.read(&mut buffer).await {
+        if read == 0 {
+            return;
+        }
+        data.extend_from_slice(&buffer[..read]);
+        // Whole frames: `<length> <message>`.
+        while let Some(space) = data.iter().position(|b| *b == b' ') {
+            let Some(length) = std::str::from_utf8(&data[..space])
+                .ok()
+                .and_then(|l| l.parse::<usize>().ok())
+            else {
+                return;
+            };
+            if data.len() < space + 1 + length {
+                break;
+            }
+            let frame: Vec<u8> = data.drain(..space + 1 + length).collect();
+            let message = String::from_utf8_lossy(&frame[space + 1..]).into_owned();
+            assert!(message.starts_with("<14>1 "), "RFC 5424: {message}");
+            received.lock().unwrap().extend(numbers_in(&message));
+        }
+    }
+}
+
+/// A syslog sink over TCP (or TLS).
+async fn syslog_sink(
+    listener: tokio::net::TcpListener,
+    received: Received,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let (received, tls) = (received.clone(), tls.clone());
         tokio::spawn(async move {
-            let mut data = Vec::new();
-            let mut buffer = [0; 65536];
-            while let Ok(read) = stream.read(&mut buffer).await {
-                if read == 0 {
-                    return;
-                }
-                data.extend_from_slice(&buffer[..read]);
-                // Whole frames: `<length> <message>`.
-                while let Some(space) = data.iter().position(|b| *b == b' ') {
-                    let Some(length) = std::str::from_utf8(&data[..space])
-                        .ok()
-                        .and_then(|l| l.parse::<usize>().ok())
-                    else {
-                        return;
-                    };
-                    if data.len() < space + 1 + length {
-                        break;
+            match tls {
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        syslog_frames(stream, received).await;
                     }
-                    let frame: Vec<u8> = data.drain(..space + 1 + length).collect();
-                    let message = String::from_utf8_lossy(&frame[space + 1..]).into_owned();
-                    assert!(message.starts_with("<14>1 "), "RFC 5424: {message}");
-                    received.lock().unwrap().extend(numbers_in(&message));
                 }
+                None => syslog_frames(stream, received).await,
             }
         });
     }
@@ -319,18 +396,44 @@ async fn sinks_get_every_line_even_after_a_minute_down() {
     let loki_address = loki_listener.local_addr().unwrap();
     let syslog_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let syslog_address = syslog_listener.local_addr().unwrap();
+    let https_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let https_address = https_listener.local_addr().unwrap();
+    let tls_syslog_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_syslog_address = tls_syslog_listener.local_addr().unwrap();
+    let (acceptor, ca) = tls_acceptor();
     let (http, loki, syslog) = (
         Received::default(),
         Received::default(),
         Received::default(),
     );
-    let http_task = tokio::spawn(http_sink(http_listener, http.clone()));
-    let loki_task = tokio::spawn(http_sink(loki_listener, loki.clone()));
-    let syslog_task = tokio::spawn(syslog_sink(syslog_listener, syslog.clone()));
-    for (kind, url) in [
-        ("http", format!("http://{http_address}/ingest")),
-        ("loki", format!("http://{loki_address}")),
-        ("syslog", format!("tcp://{syslog_address}")),
+    let (https, tls_syslog) = (Received::default(), Received::default());
+    let http_task = tokio::spawn(http_sink(http_listener, http.clone(), None));
+    let loki_task = tokio::spawn(http_sink(loki_listener, loki.clone(), None));
+    let syslog_task = tokio::spawn(syslog_sink(syslog_listener, syslog.clone(), None));
+    let https_task = tokio::spawn(http_sink(
+        https_listener,
+        https.clone(),
+        Some(acceptor.clone()),
+    ));
+    let tls_syslog_task = tokio::spawn(syslog_sink(
+        tls_syslog_listener,
+        tls_syslog.clone(),
+        Some(acceptor),
+    ));
+    for (kind, url, ca) in [
+        ("http", format!("http://{http_address}/ingest"), None),
+        ("loki", format!("http://{loki_address}"), None),
+        ("syslog", format!("tcp://{syslog_address}"), None),
+        (
+            "http",
+            format!("https://{https_address}/ingest"),
+            Some(ca.clone()),
+        ),
+        (
+            "syslog",
+            format!("tls://{tls_syslog_address}"),
+            Some(ca.clone()),
+        ),
     ] {
         client
             .create_log_sink(&aloft_types::api::CreateLogSinkRequest {
@@ -338,6 +441,7 @@ async fn sinks_get_every_line_even_after_a_minute_down() {
                 url,
                 headers: [("authorization".to_owned(), "Bearer sink-token".to_owned())].into(),
                 app: Some("shipped".to_owned()),
+                ca_pem: ca,
             })
             .await
             .unwrap();
@@ -348,6 +452,7 @@ async fn sinks_get_every_line_even_after_a_minute_down() {
             url: "ftp://example".to_owned(),
             headers: Default::default(),
             app: Some("shipped".to_owned()),
+            ca_pem: None,
         })
         .await
         .unwrap_err();
@@ -373,13 +478,15 @@ async fn sinks_get_every_line_even_after_a_minute_down() {
     holds("the http sink", &http, 1, before).await;
     holds("the loki sink", &loki, 1, before).await;
     holds("the syslog sink", &syslog, 1, before).await;
+    holds("the https sink", &https, 1, before).await;
+    holds("the syslog sink over TLS", &tls_syslog, 1, before).await;
 
     // The HTTP sink is down for a minute: connections are refused.
     http_task.abort();
     let _ = http_task.await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     let listener = tokio::net::TcpListener::bind(http_address).await.unwrap();
-    let http_task = tokio::spawn(http_sink(listener, http.clone()));
+    let http_task = tokio::spawn(http_sink(listener, http.clone(), None));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = newest_number(client).await.unwrap();
     assert!(
@@ -389,14 +496,21 @@ async fn sinks_get_every_line_even_after_a_minute_down() {
     holds("the http sink, after its minute down", &http, 1, after).await;
     holds("the loki sink", &loki, 1, after).await;
     holds("the syslog sink", &syslog, 1, after).await;
+    holds("the https sink", &https, 1, after).await;
+    holds("the syslog sink over TLS", &tls_syslog, 1, after).await;
     let sinks = client.log_sinks().await.unwrap();
-    let down = sinks.iter().find(|s| s.kind == "http").unwrap();
+    let down = sinks
+        .iter()
+        .find(|s| s.url == format!("http://{http_address}/ingest"))
+        .unwrap();
     assert!(down.failures > 0, "{sinks:?}");
     assert!(down.sent >= after, "{sinks:?}");
 
     client.remove_log_sink(&down.id).await.unwrap();
-    assert_eq!(client.log_sinks().await.unwrap().len(), 2);
+    assert_eq!(client.log_sinks().await.unwrap().len(), 4);
     http_task.abort();
+    https_task.abort();
+    tls_syslog_task.abort();
     loki_task.abort();
     syslog_task.abort();
     client
