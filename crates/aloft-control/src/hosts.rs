@@ -194,6 +194,13 @@ impl AgentGateway {
         self.store.record_check(record).await?;
         if status_changed {
             let _ = self.observed.send(record.machine_id.clone());
+            let text = format!(
+                "health check {} is now {}: {}",
+                record.name,
+                record.status,
+                record.output.trim()
+            );
+            crate::logs::platform_line(&self.logs, &self.store, &record.machine_id, text).await;
         }
         Ok(())
     }

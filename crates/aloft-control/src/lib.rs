@@ -116,6 +116,12 @@ pub(crate) struct Inner {
     /// Apps' own metrics, scraped and labelled, by organization (text format).
     pub(crate) app_metrics:
         std::sync::RwLock<std::collections::HashMap<aloft_types::OrgId, String>>,
+    /// How far back each organization's logs go: (default, by slug).
+    #[allow(clippy::type_complexity, reason = "read in one place")]
+    pub(crate) log_retention: std::sync::RwLock<(
+        Option<std::time::Duration>,
+        std::collections::HashMap<String, std::time::Duration>,
+    )>,
 }
 
 /// The control plane. Cheap to clone.
@@ -154,6 +160,7 @@ impl Control {
                 log_host: std::sync::OnceLock::new(),
                 shippers: std::sync::Mutex::new(std::collections::HashMap::new()),
                 app_metrics: std::sync::RwLock::new(std::collections::HashMap::new()),
+                log_retention: std::sync::RwLock::new((None, std::collections::HashMap::new())),
             }),
         }
     }
@@ -266,6 +273,18 @@ impl Control {
             .cloned()
             .unwrap_or_else(|| "local".to_owned());
         tokio::spawn(sinks::manage(self.inner.clone(), store, host, dir, stop));
+    }
+
+    /// How far back log queries go: `default` for every organization but those in
+    /// `by_org` (by slug).
+    pub fn set_log_retention(
+        &self,
+        default: std::time::Duration,
+        by_org: std::collections::HashMap<String, std::time::Duration>,
+    ) {
+        if let Ok(mut retention) = self.inner.log_retention.write() {
+            *retention = (Some(default), by_org);
+        }
     }
 
     /// Replaces the apps' scraped metrics served at `/v1/orgs/{org}/metrics`.

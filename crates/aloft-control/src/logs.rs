@@ -138,6 +138,30 @@ fn response(host: &str, entry: Entry) -> LogEntryResponse {
 }
 
 impl Inner {
+    /// Keeps a query within the retention of the app's organization.
+    async fn limit_to_retention(
+        &self,
+        app: &aloft_store::App,
+        query: &mut Query,
+    ) -> Result<(), ApiError> {
+        let (default, by_org) = self
+            .log_retention
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        let keep = if by_org.is_empty() {
+            default
+        } else {
+            let slug = self.store.org(&app.org_id).await?.slug;
+            by_org.get(&slug).copied().or(default)
+        };
+        if let Some(keep) = keep {
+            let floor = now_ns().saturating_sub(i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX));
+            query.since_ns = Some(query.since_ns.map_or(floor, |since| since.max(floor)));
+        }
+        Ok(())
+    }
+
     fn host_tag(&self) -> String {
         self.log_host
             .get()
@@ -169,7 +193,8 @@ async fn list(
 ) -> Result<Json<LogsResponse>, ApiError> {
     let app = app_for(&inner, &principal, &app, false).await?;
     let store = inner.log_store()?;
-    let query = filters.to_query(app.name.as_str())?;
+    let mut query = filters.to_query(app.name.as_str())?;
+    inner.limit_to_retention(&app, &mut query).await?;
     let found = run(store, query).await?;
     let host = inner.host_tag();
     Ok(Json(LogsResponse {
@@ -192,6 +217,7 @@ async fn stream(
     let app = app_for(&inner, &principal, &app, false).await?;
     let store = inner.log_store()?;
     let mut query = filters.to_query(app.name.as_str())?;
+    inner.limit_to_retention(&app, &mut query).await?;
     query.newest = false;
     query.limit = MAX_LIMIT;
     let mut after = query.after_seq.unwrap_or_else(|| store.durable_seq());

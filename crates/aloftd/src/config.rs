@@ -40,6 +40,9 @@ pub struct LogsSettings {
     pub max_size_gb: u64,
     /// The size of one segment file, in MiB.
     pub segment_mb: u64,
+    /// Per-organization retention in days, by slug (`{ acme = 90, trial = 7 }`): each
+    /// organization sees its own window; lines are kept as long as the longest one.
+    pub org_max_age_days: std::collections::BTreeMap<String, u64>,
 }
 
 impl Default for LogsSettings {
@@ -48,6 +51,7 @@ impl Default for LogsSettings {
             max_age_days: 30,
             max_size_gb: 10,
             segment_mb: 64,
+            org_max_age_days: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -289,6 +293,12 @@ impl Config {
             return Err(invalid(
                 "logs.max_age_days",
                 "keep logs at least 1 day".to_owned(),
+            ));
+        }
+        if let Some((slug, _)) = self.logs.org_max_age_days.iter().find(|(_, d)| **d == 0) {
+            return Err(invalid(
+                "logs.org_max_age_days",
+                format!("{slug}: keep logs at least 1 day"),
             ));
         }
         if self.logs.max_size_gb == 0 {

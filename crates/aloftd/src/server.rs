@@ -250,14 +250,32 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     control.attach_builder(Arc::new(EngineBuilder(runtime.clone())));
     let sampler_runtime = runtime.clone();
     let logs_dir = config.data_dir.join("logs");
+    let days = |d: u64| Duration::from_secs(d * 86_400);
+    let longest = config
+        .logs
+        .org_max_age_days
+        .values()
+        .copied()
+        .chain([config.logs.max_age_days])
+        .max()
+        .unwrap_or(config.logs.max_age_days);
     let logs = aloft_logs::LogStore::open(aloft_logs::LogConfig {
         dir: logs_dir.clone(),
         segment_bytes: config.logs.segment_mb << 20,
-        max_age: Duration::from_secs(config.logs.max_age_days * 86_400),
+        max_age: days(longest),
         max_bytes: config.logs.max_size_gb << 30,
     })
     .with_context(|| format!("opening the log store in {}", logs_dir.display()))?;
     control.attach_logs(&host_id, logs.clone());
+    control.set_log_retention(
+        days(config.logs.max_age_days),
+        config
+            .logs
+            .org_max_age_days
+            .iter()
+            .map(|(slug, d)| (slug.clone(), days(*d)))
+            .collect(),
+    );
     let shipping = CancellationToken::new();
     let _shipping_guard = shipping.clone().drop_guard();
     control.start_shipping(logs_dir.join("sinks"), shipping.clone());

@@ -10,6 +10,7 @@
 
 mod access;
 mod bodies;
+mod logs;
 mod openapi;
 
 use std::future::Future;

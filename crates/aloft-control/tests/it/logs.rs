@@ -1,0 +1,122 @@
+//! Log queries through the API against a real log store: each organization sees only
+//! its own retention window.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aloft_client::{Client, LogsRequest};
+use aloft_control::{Control, ControlConfig, SecretsKey};
+use aloft_logs::{LogConfig, LogStore, NewEntry, Stream};
+use aloft_store::{Host, Store, now_ms};
+use aloft_types::HostId;
+
+fn line(app: &str, text: &str, age: Duration) -> NewEntry {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    NewEntry {
+        timestamp_ns: now - age.as_nanos() as i64,
+        stream: Stream::Stdout,
+        app: app.to_owned(),
+        machine: "148e21ea7d2e89".to_owned(),
+        region: "local".to_owned(),
+        instance: "01".to_owned(),
+        text: text.to_owned(),
+    }
+}
+
+async fn messages(client: &Client, app: &str, since: Option<&str>) -> Vec<String> {
+    client
+        .logs(
+            app,
+            &LogsRequest {
+                since: since.map(str::to_owned),
+                newest: Some(false),
+                ..LogsRequest::default()
+            },
+        )
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.message)
+        .collect()
+}
+
+#[tokio::test]
+async fn each_organization_sees_its_own_log_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("state.db").display()
+    ))
+    .await
+    .unwrap();
+    let host = HostId::generate([2; 8]);
+    store
+        .upsert_host(&Host {
+            id: host.clone(),
+            region: "local".into(),
+            cpus: 2,
+            memory_mb: 2048,
+            address: None,
+            last_heartbeat: now_ms(),
+        })
+        .await
+        .unwrap();
+    let control = Control::new(
+        store.clone(),
+        ControlConfig {
+            default_region: "local".into(),
+            secrets_key: SecretsKey::from_bytes([9; 32]),
+            ipv4_pool: aloft_net::DEFAULT_IPV4_POOL.parse().unwrap(),
+        },
+    );
+    let token = control.bootstrap(dir.path()).await.unwrap().unwrap();
+    let logs = LogStore::open(LogConfig::new(dir.path().join("logs"))).unwrap();
+    control.attach_logs(&host, logs.clone());
+    let day = Duration::from_secs(86_400);
+    control.set_log_retention(30 * day, HashMap::from([("trial".to_owned(), day)]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = control.router();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let admin = Client::new(&url, &token);
+    admin.create_app("keeper", None).await.unwrap();
+    let trial = admin.create_org("trial", None).await.unwrap();
+    let trial = Client::new(&url, &trial.token);
+    trial.create_app("brief", None).await.unwrap();
+    let mut durable = logs.subscribe();
+    logs.append(vec![
+        line("keeper", "three days old", 3 * day),
+        line("keeper", "fresh", Duration::ZERO),
+        line("brief", "three days old", 3 * day),
+        line("brief", "fresh", Duration::ZERO),
+    ])
+    .await
+    .unwrap();
+    durable.wait_for(|seq| *seq >= 4).await.unwrap();
+
+    assert_eq!(
+        messages(&admin, "keeper", None).await,
+        ["three days old", "fresh"],
+        "30 days by default"
+    );
+    assert_eq!(
+        messages(&trial, "brief", None).await,
+        ["fresh"],
+        "trial keeps one day"
+    );
+    assert_eq!(
+        messages(&trial, "brief", Some("7d")).await,
+        ["fresh"],
+        "asking further back changes nothing"
+    );
+    assert!(
+        admin.logs("brief", &LogsRequest::default()).await.is_err(),
+        "another organization's app is not found"
+    );
+    server.abort();
+}
