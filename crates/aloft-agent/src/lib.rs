@@ -51,6 +51,17 @@ pub struct AgentConfig {
     pub network: NetworkSettings,
     /// Where every line the machines write is kept (none: not captured).
     pub logs: Option<aloft_logs::LogStore>,
+    /// Counters the agent keeps for metrics.
+    pub counters: Arc<AgentCounters>,
+}
+
+/// What the agent counts, for metrics.
+#[derive(Debug, Default)]
+pub struct AgentCounters {
+    /// Images pulled from a registry (not already in the engine).
+    pub image_pulls: std::sync::atomic::AtomicU64,
+    /// Images that could not be found locally or pulled.
+    pub image_pull_failures: std::sync::atomic::AtomicU64,
 }
 
 /// Where and how the agent plumbs the private network.
@@ -748,8 +759,22 @@ impl<R: Runtime + 'static> Shared<R> {
         let container_id = match existing {
             Some(container) => container.id,
             None => {
-                if let Err(error) = self.runtime.ensure_image(&machine.config.image).await {
-                    return Err(self.launch_failed(id, error).await);
+                match self.runtime.ensure_image(&machine.config.image).await {
+                    Ok(pulled) => {
+                        if pulled {
+                            self.config
+                                .counters
+                                .image_pulls
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    Err(error) => {
+                        self.config
+                            .counters
+                            .image_pull_failures
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Err(self.launch_failed(id, error).await);
+                    }
                 }
                 let app = self.gateway.app_name(machine).await?;
                 let secrets = self.gateway.secrets(machine).await?;

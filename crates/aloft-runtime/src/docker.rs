@@ -235,9 +235,9 @@ where
 }
 
 impl Runtime for DockerRuntime {
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+    async fn ensure_image(&self, image: &str) -> Result<bool, RuntimeError> {
         if self.docker.inspect_image(image).await.is_ok() {
-            return Ok(());
+            return Ok(false);
         }
         let options = CreateImageOptions {
             from_image: image,
@@ -250,7 +250,7 @@ impl Runtime for DockerRuntime {
                 source: boxed(error),
             })?;
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {

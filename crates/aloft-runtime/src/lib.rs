@@ -78,11 +78,12 @@ pub struct ExecOptions {
     reason = "used through generics by the agent, not as a trait object"
 )]
 pub trait Runtime: Send + Sync {
-    /// Makes `image` available locally (pulling it if the engine lacks it).
+    /// Makes `image` available locally (pulling it if the engine lacks it); says whether
+    /// it was pulled.
     fn ensure_image(
         &self,
         image: &str,
-    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+    ) -> impl std::future::Future<Output = Result<bool, RuntimeError>> + Send;
 
     /// Creates a container (not started) and returns its id.
     fn create(

@@ -4,7 +4,8 @@
 //! - API: `aloft_api_requests_total{route,method,status}` (status class),
 //!   `aloft_api_request_duration_seconds{route}`;
 //! - agent: `aloft_machines{state}` (this host's), `aloft_machine_events_total{kind,status}`
-//!   (exits, restarts, launches, ...);
+//!   (exits, restarts, launches, ...), `aloft_image_pulls_total`,
+//!   `aloft_image_pull_failures_total`;
 //! - per machine, sampled every 15 s: `aloft_machine_cpu_seconds_total`,
 //!   `aloft_machine_memory_bytes`, `aloft_machine_memory_limit_bytes`,
 //!   `aloft_machine_network_receive_bytes_total`, `aloft_machine_network_transmit_bytes_total`,
@@ -333,6 +334,7 @@ pub(crate) struct Metrics {
     pub(crate) logs: aloft_logs::LogStore,
     pub(crate) edge: Arc<aloft_proxy::Proxy>,
     pub(crate) dns: Arc<aloft_dns::Resolver>,
+    pub(crate) agent: Arc<aloft_agent::AgentCounters>,
 }
 
 impl Metrics {
@@ -364,6 +366,14 @@ impl Metrics {
                 );
             }
         }
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP aloft_image_pulls_total Images pulled for machines (not already in the engine).\n# TYPE aloft_image_pulls_total counter\naloft_image_pulls_total {}\n\
+             # HELP aloft_image_pull_failures_total Images that were neither in the engine nor pullable.\n# TYPE aloft_image_pull_failures_total counter\naloft_image_pull_failures_total {}",
+            load(&self.agent.image_pulls),
+            load(&self.agent.image_pull_failures)
+        );
         self.machines.render(&mut out);
         let stats = self.logs.stats();
         let _ = writeln!(

@@ -249,6 +249,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         .context("connecting to Docker Engine (is dockerd running?)")?;
     control.attach_builder(Arc::new(EngineBuilder(runtime.clone())));
     let sampler_runtime = runtime.clone();
+    let agent_counters = Arc::new(aloft_agent::AgentCounters::default());
     let logs_dir = config.data_dir.join("logs");
     let days = |d: u64| Duration::from_secs(d * 86_400);
     let longest = config
@@ -295,6 +296,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
                 mtu: config.network.mtu,
             },
             logs: Some(logs.clone()),
+            counters: agent_counters.clone(),
         },
     );
     control.attach_host(host_id.clone(), agent.link());
@@ -371,6 +373,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         logs: logs.clone(),
         edge: edge.clone(),
         dns,
+        agent: agent_counters,
     });
     let router = control
         .router()

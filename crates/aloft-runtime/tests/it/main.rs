@@ -31,7 +31,10 @@ impl Harness {
         let runtime = DockerRuntime::connect()
             .await
             .expect("Docker Engine must be running for these tests");
-        runtime.ensure_image(image).await.unwrap();
+        assert!(
+            !runtime.ensure_image(image).await.unwrap(),
+            "an image the engine has is not pulled"
+        );
         Harness {
             runtime,
             cleanup: ContainerCleanup::new(TEST_LABEL),
