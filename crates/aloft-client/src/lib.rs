@@ -132,6 +132,69 @@ impl Client {
         &self.base
     }
 
+    /// A request to `path` with the token.
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    fn unreachable(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        }
+    }
+
+    /// Sends `request`; an error status becomes [`ClientError::Api`].
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(api_error(status, response.text().await.unwrap_or_default()));
+        }
+        Ok(response)
+    }
+
+    /// Reads a streamed NDJSON body line by line (blank lines are keep-alives), calling
+    /// `each` until it returns `false` or the body ends.
+    async fn ndjson_lines<T: DeserializeOwned>(
+        &self,
+        mut response: reqwest::Response,
+        mut each: impl FnMut(T) -> Result<bool, ClientError>,
+    ) -> Result<(), ClientError> {
+        let status = response.status().as_u16();
+        let mut pending = Vec::new();
+        loop {
+            let chunk = response.chunk().await.map_err(|e| self.unreachable(e))?;
+            let ended = chunk.is_none();
+            match chunk {
+                Some(chunk) => pending.extend_from_slice(&chunk),
+                None if !pending.is_empty() => pending.push(b'\n'),
+                None => {}
+            }
+            while let Some(at) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=at).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let item = serde_json::from_slice(&line).map_err(|e| ClientError::Api {
+                    status,
+                    message: format!("an unreadable line in the answer: {e}"),
+                })?;
+                if !each(item)? {
+                    return Ok(());
+                }
+            }
+            if ended {
+                return Ok(());
+            }
+        }
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -274,20 +337,8 @@ impl Client {
     ) -> Result<aloft_types::api::LogsResponse, ClientError> {
         let path = format!("/v1/apps/{app}/logs");
         let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .query(&request.query())
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(api_error(status, response.text().await.unwrap_or_default()));
-        }
+            .send(self.request(Method::GET, &path).query(&request.query()))
+            .await?;
         response.json().await.map_err(|source| ClientError::Decode {
             what: format!("GET {path}"),
             source,
@@ -304,41 +355,14 @@ impl Client {
         mut each: impl FnMut(aloft_types::api::LogEntryResponse) -> bool,
     ) -> Result<(), ClientError> {
         let path = format!("/v1/apps/{app}/logs/stream");
-        let unreachable = |source| ClientError::Unreachable {
-            url: self.base.clone(),
-            source,
-        };
-        let mut response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .query(&request.query())
-            .timeout(Duration::from_secs(365 * 86_400))
-            .send()
-            .await
-            .map_err(unreachable)?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(api_error(status, response.text().await.unwrap_or_default()));
-        }
-        let mut pending = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
-            pending.extend_from_slice(&chunk);
-            while let Some(at) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=at).collect();
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let entry = serde_json::from_slice(&line).map_err(|e| ClientError::Api {
-                    status: status.as_u16(),
-                    message: format!("unreadable log line: {e}"),
-                })?;
-                if !each(entry) {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
+        let response = self
+            .send(
+                self.request(Method::GET, &path)
+                    .query(&request.query())
+                    .timeout(Duration::from_secs(365 * 86_400)),
+            )
+            .await?;
+        self.ndjson_lines(response, |entry| Ok(each(entry))).await
     }
 
     /// Builds an image from `context` (a tar archive) on the server, calling `output` with
@@ -361,63 +385,32 @@ impl Client {
                 serde_json::to_string(&options.args).unwrap_or_default(),
             ));
         }
-        let unreachable = |source| ClientError::Unreachable {
-            url: self.base.clone(),
-            source,
-        };
-        let mut response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .query(&query)
-            .header("content-type", "application/x-tar")
-            .timeout(BUILD_TIMEOUT)
-            .body(context)
-            .send()
-            .await
-            .map_err(unreachable)?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(api_error(status, response.text().await.unwrap_or_default()));
-        }
-        let mut pending = Vec::new();
+        let response = self
+            .send(
+                self.request(Method::POST, &path)
+                    .query(&query)
+                    .header("content-type", "application/x-tar")
+                    .timeout(BUILD_TIMEOUT)
+                    .body(context),
+            )
+            .await?;
         let mut last = None;
-        loop {
-            let chunk = response.chunk().await.map_err(unreachable)?;
-            let ended = chunk.is_none();
-            if let Some(chunk) = chunk {
-                pending.extend_from_slice(&chunk);
-            } else if !pending.is_empty() {
-                pending.push(b'\n');
+        self.ndjson_lines(response, |event: aloft_types::api::BuildEvent| {
+            if let Some(text) = &event.output {
+                output(text);
             }
-            while let Some(at) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=at).collect();
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let event: aloft_types::api::BuildEvent =
-                    serde_json::from_slice(&line).map_err(|e| ClientError::Api {
-                        status: status.as_u16(),
-                        message: format!("unreadable build output: {e}"),
-                    })?;
-                if let Some(text) = &event.output {
-                    output(text);
-                }
-                if event.image.is_some() || event.error.is_some() {
-                    last = Some(event);
-                }
+            if event.image.is_some() || event.error.is_some() {
+                last = Some(event);
             }
-            if ended {
-                break;
-            }
-        }
+            Ok(true)
+        })
+        .await?;
         match last {
             Some(event) if event.image.is_some() => Ok(event),
             Some(event) => Err(ClientError::Build(event.error.unwrap_or_default())),
-            None => Err(ClientError::Api {
-                status: status.as_u16(),
-                message: "the build ended without naming an image".to_owned(),
-            }),
+            None => Err(ClientError::Build(
+                "the build ended without naming an image".to_owned(),
+            )),
         }
     }
 

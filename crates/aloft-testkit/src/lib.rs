@@ -394,3 +394,34 @@ pub fn testapp_image() -> String {
     );
     image
 }
+
+/// A service of the test app on port 8080: HTTP on port 80 with a `/health` check every
+/// second (1 s grace and timeout), the one deploy tests and benchmarks wait on.
+pub fn checked_service() -> aloft_types::machine::MachineService {
+    use aloft_types::machine::{
+        CheckType, Handler, MachineCheck, MachinePort, MachineService, Protocol,
+    };
+    MachineService {
+        protocol: Protocol::Tcp,
+        internal_port: 8080,
+        autostop: None,
+        autostart: None,
+        min_machines_running: None,
+        ports: vec![MachinePort {
+            port: Some(80),
+            handlers: vec![Handler::Http],
+            ..MachinePort::default()
+        }],
+        checks: vec![MachineCheck {
+            kind: Some(CheckType::Http),
+            path: Some("/health".to_owned()),
+            interval: "1s".parse().ok(),
+            timeout: "1s".parse().ok(),
+            grace_period: "1s".parse().ok(),
+            ..MachineCheck::default()
+        }],
+        concurrency: None,
+        force_instance_key: None,
+        force_instance_description: None,
+    }
+}

@@ -16,43 +16,15 @@ use std::time::{Duration, Instant};
 use aloft_client::Client;
 use aloft_testkit::eventually;
 use aloft_types::api::DeployRequest;
-use aloft_types::machine::{
-    CheckType, Handler, MachineCheck, MachineConfig, MachinePort, MachineService, Protocol,
-};
+use aloft_types::machine::MachineConfig;
 use tokio_util::sync::CancellationToken;
 
 /// Deploys measured per strategy and size (after the first, which creates the machines).
 const RUNS: usize = 3;
 
-fn service() -> MachineService {
-    MachineService {
-        protocol: Protocol::Tcp,
-        internal_port: 8080,
-        autostop: None,
-        autostart: None,
-        min_machines_running: None,
-        ports: vec![MachinePort {
-            port: Some(80),
-            handlers: vec![Handler::Http],
-            ..MachinePort::default()
-        }],
-        checks: vec![MachineCheck {
-            kind: Some(CheckType::Http),
-            path: Some("/health".to_owned()),
-            interval: "1s".parse().ok(),
-            timeout: "1s".parse().ok(),
-            grace_period: "1s".parse().ok(),
-            ..MachineCheck::default()
-        }],
-        concurrency: None,
-        force_instance_key: None,
-        force_instance_description: None,
-    }
-}
-
 fn request(image: &str, version: usize, machines: u32, strategy: &str) -> DeployRequest {
     let mut config = MachineConfig {
-        services: vec![service()],
+        services: vec![aloft_testkit::checked_service()],
         ..MachineConfig::default()
     };
     config

@@ -63,30 +63,28 @@ impl Platform {
         }
     }
 
-    /// Runs `aloft` with no credentials in the environment but those `auth login` saved.
-    fn aloft(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_aloft"))
+    /// `aloft ARGS` in `dir`, with no credentials in the environment but those
+    /// `auth login` saved.
+    fn command(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_aloft"));
+        command
             .args(args)
             .env("ALOFT_CONFIG_DIR", self.home.path())
             .env_remove("ALOFT_API_URL")
             .env_remove("ALOFT_API_TOKEN")
             .env("NO_COLOR", "1")
-            .current_dir(self.home.path())
-            .output()
-            .unwrap()
+            .current_dir(dir);
+        command
     }
 
-    /// Runs `aloft` in `dir` (credentials as `aloft`).
+    /// Runs `aloft` in the home directory.
+    fn aloft(&self, args: &[&str]) -> Output {
+        self.command(self.home.path(), args).output().unwrap()
+    }
+
+    /// Runs `aloft` in `dir`.
     fn aloft_in(&self, dir: &Path, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_aloft"))
-            .args(args)
-            .env("ALOFT_CONFIG_DIR", self.home.path())
-            .env_remove("ALOFT_API_URL")
-            .env_remove("ALOFT_API_TOKEN")
-            .env("NO_COLOR", "1")
-            .current_dir(dir)
-            .output()
-            .unwrap()
+        self.command(dir, args).output().unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -681,13 +679,8 @@ async fn a_dockerfile_app_builds_deploys_scales_rolls_back_and_survives_a_killed
     );
 
     // The CLI killed in the middle of a deploy: the deployment goes on without it.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aloft"))
-        .args(["deploy", "--build-arg", "VERSION=9"])
-        .env("ALOFT_CONFIG_DIR", p.home.path())
-        .env_remove("ALOFT_API_URL")
-        .env_remove("ALOFT_API_TOKEN")
-        .env("NO_COLOR", "1")
-        .current_dir(p.home.path())
+    let mut child = p
+        .command(p.home.path(), &["deploy", "--build-arg", "VERSION=9"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -972,12 +965,8 @@ async fn logs_are_shown_searched_and_followed() {
     );
 
     // Following: lines written after the command started arrive.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aloft"))
-        .args(["logs", "-a", "ticker"])
-        .env("ALOFT_CONFIG_DIR", p.home.path())
-        .env_remove("ALOFT_API_URL")
-        .env_remove("ALOFT_API_TOKEN")
-        .env("NO_COLOR", "1")
+    let mut child = p
+        .command(p.home.path(), &["logs", "-a", "ticker"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

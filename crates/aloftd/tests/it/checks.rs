@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use aloft_client::Client;
 use aloft_testkit::eventually;
 use aloft_types::CheckStatus;
-use aloft_types::machine::{
-    CheckType, Handler, MachineCheck, MachinePort, MachineService, Protocol,
-};
+use aloft_types::machine::{CheckType, MachineCheck, MachineService};
 
 use crate::proxy::{get, proxy_address, script_config, start};
 use crate::{Host, Server};
@@ -32,29 +30,7 @@ printf 'HTTP/1.1 %s\r\nContent-Length: %s\r\nConnection: close\r\n\r\n%s' "$stat
 
 /// Port 80 over HTTP to 8080, with an HTTP check of `/health` every second.
 pub(crate) fn checked_service() -> MachineService {
-    MachineService {
-        protocol: Protocol::Tcp,
-        internal_port: 8080,
-        autostop: None,
-        autostart: None,
-        min_machines_running: None,
-        ports: vec![MachinePort {
-            port: Some(80),
-            handlers: vec![Handler::Http],
-            ..MachinePort::default()
-        }],
-        checks: vec![MachineCheck {
-            kind: Some(CheckType::Http),
-            path: Some("/health".to_owned()),
-            interval: "1s".parse().ok(),
-            timeout: "1s".parse().ok(),
-            grace_period: "1s".parse().ok(),
-            ..MachineCheck::default()
-        }],
-        concurrency: None,
-        force_instance_key: None,
-        force_instance_description: None,
-    }
+    aloft_testkit::checked_service()
 }
 
 const CHECK: &str = "servicecheck-00-http-8080";
