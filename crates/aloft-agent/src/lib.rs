@@ -725,10 +725,16 @@ impl<R: Runtime + 'static> Shared<R> {
         error.into()
     }
 
-    /// Whether the container's process has exited (it is not running any more).
-    async fn exited(&self, container: &str) -> bool {
+    /// Whether the container's process has exited: its `/proc` entry is gone (the engine
+    /// may still call it running for a moment), or the engine says it is not running.
+    async fn exited(&self, container: &ContainerInfo) -> bool {
+        if let Some(pid) = container.pid
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            return true;
+        }
         matches!(
-            self.runtime.inspect(container).await,
+            self.runtime.inspect(&container.id).await,
             Ok(Some(info)) if info.state != ContainerState::Running
         )
     }
@@ -795,7 +801,7 @@ impl<R: Runtime + 'static> Shared<R> {
         self.runtime.start(&container_id).await?;
         if let Some(info) = self.runtime.inspect(&container_id).await? {
             if let Err(error) = self.plumb(machine, &info).await
-                && !self.exited(&container_id).await
+                && !self.exited(&info).await
             {
                 // A machine without its network is no use to anyone: stop it and say why.
                 // (One whose process already exited, a quick release command say, ran:
