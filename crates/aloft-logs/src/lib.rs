@@ -2,7 +2,7 @@
 //! about them, kept durably for as long as the operator wants and searchable.
 //!
 //! Layout: a directory of segment files, `<first seq>.seg`, each a run of CRC-checked
-//! records ([`record`]) in arrival order, numbered by a per-host sequence. Records are
+//! records (module `record`) in arrival order, numbered by a per-host sequence. Records are
 //! grouped in blocks of [`BLOCK_RECORDS`]; the store keeps each block's offset, sequence
 //! range and time range in memory (and in `<first seq>.idx` once a segment is sealed), so a
 //! query reads only blocks whose time range, sequence range and segment's apps and
