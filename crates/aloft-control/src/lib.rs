@@ -299,31 +299,13 @@ impl Control {
         let Ok(sinks) = self.inner.store.all_sinks().await else {
             return Vec::new();
         };
-        let store = self.inner.logs.get().cloned();
-        let mut shown = Vec::new();
-        for sink in sinks {
-            let stats = self
-                .inner
-                .shippers
-                .lock()
-                .ok()
-                .and_then(|s| s.get(&sink.id).cloned())
-                .unwrap_or_default();
-            let load =
-                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-            let lag = store
-                .as_ref()
-                .map_or(0, |s| s.durable_seq().saturating_sub(load(&stats.cursor)));
-            shown.push((
-                sink.id,
-                sink.kind,
-                load(&stats.sent),
-                load(&stats.dropped),
-                load(&stats.failures),
-                lag,
-            ));
-        }
-        shown
+        sinks
+            .into_iter()
+            .map(|sink| {
+                let (sent, dropped, failures, lag) = sinks::counters(&self.inner, &sink.id);
+                (sink.id, sink.kind, sent, dropped, failures, lag)
+            })
+            .collect()
     }
 
     /// Lets the API build images (and name the images releases run by id).

@@ -61,28 +61,43 @@ fn check_url(kind: SinkKind, url: &str) -> Result<(), ApiError> {
     }))
 }
 
-async fn response(inner: &Inner, sink: &SinkRecord, store: Option<&LogStore>) -> LogSinkResponse {
-    let app = match &sink.app_id {
-        Some(id) => inner.store.app(id).await.ok().map(|a| a.name.to_string()),
-        None => None,
-    };
+/// A sink's shipping counters here: (sent, dropped, failures, lag in lines).
+pub(crate) fn counters(inner: &Inner, id: &str) -> (u64, u64, u64, u64) {
     let stats = inner
         .shippers
         .lock()
         .ok()
-        .and_then(|s| s.get(&sink.id).cloned())
+        .and_then(|s| s.get(id).cloned())
         .unwrap_or_default();
-    let cursor = stats.cursor.load(Ordering::Relaxed);
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let lag = inner
+        .logs
+        .get()
+        .map_or(0, |s| s.durable_seq().saturating_sub(load(&stats.cursor)));
+    (
+        load(&stats.sent),
+        load(&stats.dropped),
+        load(&stats.failures),
+        lag,
+    )
+}
+
+async fn response(inner: &Inner, sink: &SinkRecord) -> LogSinkResponse {
+    let app = match &sink.app_id {
+        Some(id) => inner.store.app(id).await.ok().map(|a| a.name.to_string()),
+        None => None,
+    };
+    let (sent, dropped, failures, lag) = counters(inner, &sink.id);
     LogSinkResponse {
         id: sink.id.clone(),
         kind: sink.kind.clone(),
         url: sink.url.clone(),
         app,
         created_at: rfc3339(sink.created_at),
-        sent: stats.sent.load(Ordering::Relaxed),
-        dropped: stats.dropped.load(Ordering::Relaxed),
-        failures: stats.failures.load(Ordering::Relaxed),
-        lag: store.map_or(0, |s| s.durable_seq().saturating_sub(cursor)),
+        sent,
+        dropped,
+        failures,
+        lag,
     }
 }
 
@@ -129,7 +144,7 @@ async fn create(
         })
         .await?;
     tracing::info!(sink = %sink.id, kind = %sink.kind, url = %sink.url, "log sink added");
-    Ok(Json(response(&inner, &sink, inner.logs.get()).await))
+    Ok(Json(response(&inner, &sink).await))
 }
 
 #[utoipa::path(get, path = "/v1/log_sinks", tag = "logs", responses((status = 200, description = "The organization's sinks with their shipping counters", body = Vec<LogSinkResponse>), (status = "4XX", description = "Missing or invalid token", body = ErrorBody)), operation_id = "LogSinks_list")]
@@ -144,7 +159,7 @@ async fn list(
             None => None,
         };
         if app.as_deref().is_none_or(|a| principal.may_read_app(a)) {
-            shown.push(response(&inner, &sink, inner.logs.get()).await);
+            shown.push(response(&inner, &sink).await);
         }
     }
     Ok(Json(shown))

@@ -59,6 +59,15 @@ async fn live_machines(client: &Client) -> Vec<String> {
     ids
 }
 
+/// Waits until the app has `count` live machines (`why` names the wait); their ids.
+async fn live_count(client: &Client, count: usize, why: &str) -> Vec<String> {
+    eventually(why, Duration::from_secs(60), || async {
+        let live = live_machines(client).await;
+        (live.len() == count).then_some(live)
+    })
+    .await
+}
+
 /// Every live machine runs `version`.
 async fn all_run(client: &Client, version: &str) {
     for machine in client.list_machines(APP).await.unwrap() {
@@ -438,15 +447,7 @@ async fn canary_and_bluegreen_deploys_lose_no_request_and_a_failing_canary_chang
         3,
         "every green machine healthy before any blue one goes: {steps:?}"
     );
-    let green = eventually(
-        "the blue machines to be gone",
-        Duration::from_secs(60),
-        || async {
-            let live = live_machines(client).await;
-            (live.len() == 3).then_some(live)
-        },
-    )
-    .await;
+    let green = live_count(client, 3, "the blue machines to be gone").await;
     assert!(
         green.iter().all(|id| !original.contains(id)),
         "a whole new set: {green:?} vs {original:?}"
@@ -468,15 +469,7 @@ async fn canary_and_bluegreen_deploys_lose_no_request_and_a_failing_canary_chang
         error.contains("TESTAPP_HEALTH=fail"),
         "the failing check's output: {error}"
     );
-    let left = eventually(
-        "the failed canary to be gone",
-        Duration::from_secs(60),
-        || async {
-            let live = live_machines(client).await;
-            (live.len() == 3).then_some(live)
-        },
-    )
-    .await;
+    let left = live_count(client, 3, "the failed canary to be gone").await;
     assert_eq!(left, green);
     all_run(client, "3").await;
 }
@@ -514,15 +507,7 @@ async fn a_release_command_runs_first_and_a_failing_one_changes_nothing() {
         "its output: {:?}",
         first.steps[1].message
     );
-    let machines = eventually(
-        "the release command's machine to be gone",
-        Duration::from_secs(60),
-        || async {
-            let live = live_machines(client).await;
-            (live.len() == 2).then_some(live)
-        },
-    )
-    .await;
+    let machines = live_count(client, 2, "the release command's machine to be gone").await;
 
     let mut second = release(&image, "2", true);
     second.release_command = command("1");
@@ -540,15 +525,7 @@ async fn a_release_command_runs_first_and_a_failing_one_changes_nothing() {
         ["release_command", "failed"],
         "nothing else was done"
     );
-    let after = eventually(
-        "the release command's machine to be gone",
-        Duration::from_secs(60),
-        || async {
-            let live = live_machines(client).await;
-            (live.len() == 2).then_some(live)
-        },
-    )
-    .await;
+    let after = live_count(client, 2, "the release command's machine to be gone").await;
     assert_eq!(after, machines);
     all_run(client, "1").await;
     let releases = client.releases(APP).await.unwrap();

@@ -487,7 +487,6 @@ async fn sinks_get_every_line_even_after_a_minute_down() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     let listener = tokio::net::TcpListener::bind(http_address).await.unwrap();
     let http_task = tokio::spawn(http_sink(listener, http.clone(), None));
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let after = newest_number(client).await.unwrap();
     assert!(
         after > before + 1000,
