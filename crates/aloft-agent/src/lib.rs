@@ -16,6 +16,7 @@ pub mod checks;
 pub mod env;
 mod logs;
 mod spec;
+mod ssh;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -53,6 +54,11 @@ pub struct AgentConfig {
     pub logs: Option<aloft_logs::LogStore>,
     /// Counters the agent keeps for metrics.
     pub counters: Arc<AgentCounters>,
+    /// The `aloftd` binary, run as `aloftd sftp-server` for SFTP sessions (none: no SFTP).
+    pub helper: Option<PathBuf>,
+    /// Where the SSH server listens on the host's private-network side (inside the
+    /// network's namespace), e.g. `[fdaa::3]:22`; none: only through the API's tunnel.
+    pub ssh_listen: Option<std::net::SocketAddr>,
 }
 
 /// What the agent counts, for metrics.
@@ -136,6 +142,8 @@ struct Shared<R> {
     stopping: CancellationToken,
     /// The host's private network, opened when the agent starts running.
     network: OnceLock<HostNetwork>,
+    /// The SSH server's settings and host key, loaded on first use.
+    ssh: tokio::sync::OnceCell<Arc<aloft_ssh::russh::server::Config>>,
 }
 
 /// One host's agent.
@@ -180,6 +188,7 @@ impl<R: Runtime + 'static> Agent<R> {
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
             network: OnceLock::new(),
+            ssh: tokio::sync::OnceCell::new(),
         });
         Agent {
             shared,
@@ -220,6 +229,12 @@ impl<R: Runtime + 'static> Agent<R> {
         let shared = self.shared.clone();
         let mut changes = shared.gateway.subscribe();
         self.open_network().await?;
+        if let Some(address) = shared.config.ssh_listen {
+            // Without it SSH still works through the API; a port in use is not fatal.
+            if let Err(error) = shared.clone().listen_ssh(address).await {
+                tracing::warn!(%address, %error, "SSH on the private network is off");
+            }
+        }
         shared.reconcile_all();
         let mut interval = tokio::time::interval(shared.config.reconcile_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -562,6 +577,32 @@ impl<R: Runtime + 'static> Shared<R> {
         )
     }
 
+    /// Starts the SSH server on `address` in the private network's namespace.
+    async fn listen_ssh(self: Arc<Self>, address: std::net::SocketAddr) -> Result<(), String> {
+        let config = self.ssh_config().await?;
+        let listener =
+            aloft_net::netns::run_in(self.config.network.namespace.as_deref(), move || {
+                let listener = std::net::TcpListener::bind(address)?;
+                listener.set_nonblocking(true)?;
+                Ok::<_, std::io::Error>(listener)
+            })
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("binding {address}: {e}"))?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+        tracing::info!(%address, "SSH server listening on the private network");
+        self.tasks
+            .spawn(ssh::listen(self.clone(), config, listener));
+        Ok(())
+    }
+
+    /// The SSH server's settings, with the host key from the data directory.
+    async fn ssh_config(&self) -> Result<Arc<aloft_ssh::russh::server::Config>, String> {
+        self.ssh
+            .get_or_try_init(|| async { ssh::server_config(&self.config.data_dir) })
+            .await
+            .cloned()
+    }
+
     async fn containers_of(&self, machine: &MachineId) -> Result<Vec<ContainerInfo>, AgentError> {
         let labels = BTreeMap::from([
             (LABEL_HOST.to_owned(), self.config.host_id.to_string()),
@@ -890,6 +931,23 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
                 stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
                 stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
             })
+        })
+    }
+
+    fn ssh<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+        stream: Box<dyn aloft_control::SshStream>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let config = self.shared.ssh_config().await?;
+            ssh::serve(
+                self.shared.clone(),
+                config,
+                stream,
+                ssh::Via::Tunnel(Box::new(machine.clone())),
+            )
+            .await
         })
     }
 

@@ -11,6 +11,7 @@ pub(crate) mod machine;
 pub(crate) mod network;
 pub(crate) mod orgs;
 pub(crate) mod secrets;
+pub(crate) mod ssh;
 pub(crate) mod status;
 
 use crate::Failure;

@@ -95,6 +95,13 @@ pub enum Command {
     /// Change how many machines run and how big they are.
     #[command(subcommand)]
     Scale(commands::status::ScaleCommand),
+    /// Shells, commands and files in an app's machines, over SSH through the API.
+    #[command(subcommand)]
+    Ssh(commands::ssh::SshCommand),
+    /// Forward a local port to a port of one of the app's machines: `LOCAL:REMOTE`.
+    Proxy(commands::ssh::ProxyArgs),
+    /// Run `console_command` in a new machine of the current release, destroyed on exit.
+    Console(commands::ssh::EphemeralArgs),
     /// Read, check and show an app's fly.toml.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -188,6 +195,18 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
         Command::Scale(command) => {
             let app = app()?;
             runtime()?.block_on(commands::status::scale(command, &app, cli.json, out))
+        }
+        Command::Ssh(command) => {
+            let app = app().ok();
+            runtime()?.block_on(commands::ssh::ssh(command, app.as_deref(), cli.json, out))
+        }
+        Command::Proxy(args) => {
+            let app = app()?;
+            runtime()?.block_on(commands::ssh::proxy(args, &app, out))
+        }
+        Command::Console(args) => {
+            let app = app()?;
+            runtime()?.block_on(commands::ssh::console(args, &app, &cli.config, out))
         }
         Command::Auth(command) => runtime()?.block_on(commands::auth::run(command, cli.json, out)),
         Command::Orgs(command) => runtime()?.block_on(commands::orgs::orgs(command, cli.json, out)),

@@ -744,6 +744,48 @@ impl Client {
 
     // Organizations and tokens.
 
+    // SSH.
+
+    /// Signs a user certificate for `request.public_key` with the organization's CA.
+    pub async fn ssh_certificate(
+        &self,
+        org: &str,
+        request: &aloft_types::api::SshCertificateRequest,
+    ) -> Result<aloft_types::api::SshCertificate, ClientError> {
+        self.post(&format!("/v1/orgs/{org}/ssh/certificates"), request)
+            .await
+    }
+
+    /// Opens the API's SSH tunnel to `machine`'s host: the returned stream carries SSH.
+    pub async fn ssh_tunnel(
+        &self,
+        app: &str,
+        machine: &str,
+    ) -> Result<reqwest::Upgraded, ClientError> {
+        // No overall timeout: the tunnel lives as long as the session.
+        let http = reqwest::Client::builder()
+            .http1_only()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| self.unreachable(e))?;
+        let response = http
+            .get(format!(
+                "{}/v1/apps/{app}/machines/{machine}/ssh",
+                self.base
+            ))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, "ssh")
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(api_error(status, response.text().await.unwrap_or_default()));
+        }
+        response.upgrade().await.map_err(|e| self.unreachable(e))
+    }
+
     pub async fn list_orgs(&self) -> Result<Vec<OrgResponse>, ClientError> {
         self.get("/v1/orgs").await
     }

@@ -68,6 +68,30 @@ pub trait HostLink: Send + Sync {
         machine: &'a MachineRecord,
         lines: usize,
     ) -> BoxFuture<'a, Result<Vec<String>, String>>;
+
+    /// Serves one SSH connection that arrived through the API's tunnel for `machine`,
+    /// until it ends. The host's SSH server authenticates it.
+    fn ssh<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+        stream: Box<dyn SshStream>,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// A byte stream carrying SSH (the upgraded API connection).
+pub trait SshStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> SshStream for T {}
+
+/// What a machine's SSH server trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTrust {
+    pub org_id: aloft_types::OrgId,
+    pub app: String,
+    /// The organization's CA public keys (`ssh-ed25519 …`).
+    pub authorities: Vec<String>,
+    /// Any one of these in a certificate opens the machine.
+    pub principals: Vec<String>,
 }
 
 /// What agents use to learn desired state and report observed state.
@@ -110,6 +134,41 @@ impl AgentGateway {
     /// One machine, as it is now.
     pub async fn machine(&self, id: &MachineId) -> Result<MachineRecord, ApiError> {
         Ok(self.store.machine_by_id(id).await?)
+    }
+
+    /// What the SSH server trusts for `machine`: its organization's CA (none until the
+    /// first certificate was issued) and the principals that open it.
+    pub async fn ssh_trust(&self, machine: &MachineRecord) -> Result<SshTrust, ApiError> {
+        let app = self.store.app(&machine.app_id).await?;
+        let org = self.store.org(&app.org_id).await?;
+        let authorities = self
+            .store
+            .ssh_authority(&org.id)
+            .await?
+            .map(|a| a.public_key)
+            .into_iter()
+            .collect();
+        Ok(SshTrust {
+            principals: vec![
+                aloft_ssh::ca::org_principal(&org.slug),
+                aloft_ssh::ca::app_principal(&org.slug, app.name.as_str()),
+            ],
+            authorities,
+            org_id: org.id,
+            app: app.name.to_string(),
+        })
+    }
+
+    /// Whether the token `id` of `org` exists and is neither revoked nor expired (a
+    /// certificate stops working with its token).
+    pub async fn token_active(&self, org: &aloft_types::OrgId, id: &str) -> Result<bool, ApiError> {
+        let now = aloft_store::now_ms();
+        Ok(self
+            .store
+            .list_tokens(org)
+            .await?
+            .iter()
+            .any(|t| t.id.as_str() == id && t.is_active(now)))
     }
 
     /// The name of the app a machine belongs to (for `FLY_APP_NAME`).

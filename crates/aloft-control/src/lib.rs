@@ -27,6 +27,7 @@ mod machines;
 mod orgs;
 mod secrets;
 mod sinks;
+pub mod ssh;
 mod volumes;
 pub mod wire;
 
@@ -45,7 +46,7 @@ pub use aloft_types::time::rfc3339;
 pub use auth::{Principal, TOKEN_PREFIX, hash_secret, new_secret};
 pub use builds::ImageBuilder;
 pub use error::ApiError;
-pub use hosts::{AgentGateway, BoxFuture, Command, HostLink, MachineChange};
+pub use hosts::{AgentGateway, BoxFuture, Command, HostLink, MachineChange, SshStream, SshTrust};
 pub use machines::PlatformReason;
 pub use secrets::{SECRETS_KEY_FILE, SecretsKey};
 
@@ -183,6 +184,7 @@ impl Control {
             .merge(builds::routes())
             .merge(logs::routes())
             .merge(sinks::routes())
+            .merge(ssh::routes())
     }
 
     /// Resumes the deployments a previous run left running (or rolling back); returns how

@@ -49,7 +49,11 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
 }
 
 /// A machine of an app the caller may see; an unknown or malformed id is a 404.
-async fn machine_for(inner: &Inner, app: &App, id: &str) -> Result<MachineRecord, ApiError> {
+pub(crate) async fn machine_for(
+    inner: &Inner,
+    app: &App,
+    id: &str,
+) -> Result<MachineRecord, ApiError> {
     let not_found = || ApiError::not_found(format!("machine {id}"));
     let id: MachineId = id.parse().map_err(|_| not_found())?;
     match inner.store.machine(&app.id, &id).await {

@@ -26,8 +26,9 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use tokio::io::AsyncWriteExt;
 
 use crate::{
-    BuildOptions, BuildProgress, ContainerInfo, ContainerSpec, ContainerState, ExecOptions,
-    ExecOutput, ExitStatus, LogLine, LogStream, ResourceUsage, Runtime, RuntimeError,
+    AttachOptions, AttachedExec, BuildOptions, BuildProgress, ContainerInfo, ContainerSpec,
+    ContainerState, ExecChunk, ExecOptions, ExecOutput, ExecState, ExitStatus, LogLine, LogStream,
+    ResourceUsage, Runtime, RuntimeError,
 };
 
 /// The Docker Engine socket Aloft talks to.
@@ -432,6 +433,97 @@ impl Runtime for DockerRuntime {
             Some(Err(error)) => return Err(operation("wait", id)(error)),
         }
         self.exit_status(id).await
+    }
+
+    async fn exec_attached(
+        &self,
+        id: &str,
+        command: &[String],
+        options: &AttachOptions,
+    ) -> Result<AttachedExec, RuntimeError> {
+        let config = CreateExecOptions {
+            cmd: Some(command.to_vec()),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(options.tty),
+            env: Some(options.env.clone()),
+            user: options.user.clone(),
+            ..CreateExecOptions::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(id, config)
+            .await
+            .map_err(operation("exec", id))?;
+        let start = StartExecOptions {
+            detach: false,
+            tty: options.tty,
+            output_capacity: None,
+        };
+        let started = self
+            .docker
+            .start_exec(&exec.id, Some(start))
+            .await
+            .map_err(operation("exec", id))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(RuntimeError::Operation {
+                operation: "exec",
+                container: id.to_owned(),
+                source: "the engine detached the exec".into(),
+            });
+        };
+        let container = id.to_owned();
+        let output = output
+            .filter_map(move |chunk| {
+                let container = container.clone();
+                async move {
+                    match chunk {
+                        Ok(LogOutput::StdErr { message }) => Some(Ok(ExecChunk::Stderr(message))),
+                        Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                            Some(Ok(ExecChunk::Stdout(message)))
+                        }
+                        Ok(LogOutput::StdIn { .. }) => None,
+                        Err(error) => Some(Err(operation("exec output", &container)(error))),
+                    }
+                }
+            })
+            .boxed();
+        Ok(AttachedExec {
+            id: exec.id,
+            output,
+            input,
+        })
+    }
+
+    async fn exec_resize(&self, exec: &str, cols: u16, rows: u16) -> Result<(), RuntimeError> {
+        self.docker
+            .resize_exec(
+                exec,
+                bollard::exec::ResizeExecOptions {
+                    height: rows,
+                    width: cols,
+                },
+            )
+            .await
+            .map_err(operation("exec resize", exec))
+    }
+
+    async fn exec_state(&self, exec: &str) -> Result<ExecState, RuntimeError> {
+        let inspected = self
+            .docker
+            .inspect_exec(exec)
+            .await
+            .map_err(operation("exec inspect", exec))?;
+        let running = inspected.running == Some(true);
+        Ok(ExecState {
+            running,
+            exit_code: if running { None } else { inspected.exit_code },
+            pid: inspected
+                .pid
+                .and_then(|pid| u32::try_from(pid).ok())
+                .filter(|pid| running && *pid > 0),
+        })
     }
 
     async fn exec(

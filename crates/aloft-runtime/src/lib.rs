@@ -72,6 +72,53 @@ pub struct ExecOptions {
     pub timeout: Option<Duration>,
 }
 
+/// Options of [`Runtime::exec_attached`].
+#[derive(Debug, Clone, Default)]
+pub struct AttachOptions {
+    /// Allocate a TTY (output then arrives as stdout only).
+    pub tty: bool,
+    /// The user (name or uid[:gid]) to run as; `None`: the container's.
+    pub user: Option<String>,
+    /// `NAME=value` entries added to the container's environment.
+    pub env: Vec<String>,
+}
+
+/// A piece of an attached command's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecChunk {
+    Stdout(bytes::Bytes),
+    Stderr(bytes::Bytes),
+}
+
+/// A command started with [`Runtime::exec_attached`].
+pub struct AttachedExec {
+    /// The engine's id of the exec (for [`Runtime::exec_resize`] and
+    /// [`Runtime::exec_state`]).
+    pub id: String,
+    /// Its output until it exits (or the engine closes the stream).
+    pub output: futures_util::stream::BoxStream<'static, Result<ExecChunk, RuntimeError>>,
+    /// Its stdin; shutting it down closes the command's stdin.
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
+impl std::fmt::Debug for AttachedExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachedExec")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an attached command is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecState {
+    pub running: bool,
+    /// Set once it exited.
+    pub exit_code: Option<i64>,
+    /// Its process on the host, while it runs.
+    pub pid: Option<u32>,
+}
+
 /// Runs machines as containers (or, later, microVMs) on one host.
 #[allow(
     async_fn_in_trait,
@@ -142,6 +189,29 @@ pub trait Runtime: Send + Sync {
         command: &[String],
         options: &ExecOptions,
     ) -> impl std::future::Future<Output = Result<ExecOutput, RuntimeError>> + Send;
+
+    /// Starts `command` in the running container with stdin, stdout and stderr attached
+    /// (SSH sessions).
+    fn exec_attached(
+        &self,
+        id: &str,
+        command: &[String],
+        options: &AttachOptions,
+    ) -> impl std::future::Future<Output = Result<AttachedExec, RuntimeError>> + Send;
+
+    /// Sets the TTY size of an attached command.
+    fn exec_resize(
+        &self,
+        exec: &str,
+        cols: u16,
+        rows: u16,
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Whether an attached command still runs, and its exit code once not.
+    fn exec_state(
+        &self,
+        exec: &str,
+    ) -> impl std::future::Future<Output = Result<ExecState, RuntimeError>> + Send;
 
     /// The container's log lines so far (`follow = false`) or as they come; with `tail`,
     /// starting that many lines from the end; with `since_seconds`, from that Unix second.

@@ -25,6 +25,7 @@ mod networks;
 mod orgs;
 mod secrets;
 mod sinks;
+mod ssh;
 mod volumes;
 
 use std::str::FromStr;
@@ -46,6 +47,7 @@ pub use networks::{AppNetwork, Network};
 pub use orgs::{Org, Token, TokenKind};
 pub use secrets::SecretRecord;
 pub use sinks::SinkRecord;
+pub use ssh::SshAuthority;
 pub use volumes::{NewVolume, VolumeRecord, VolumeState};
 
 /// Which database holds the state.

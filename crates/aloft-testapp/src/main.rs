@@ -9,6 +9,9 @@
 //! - `GET /metrics`: `testapp_requests_total`, in Prometheus' text format;
 //! - `GET /ws`: a WebSocket that echoes every text and binary message.
 //!
+//! With `TESTAPP_TCP_ECHO=PORT` it also echoes raw TCP on `[::]:PORT`, printing
+//! `tcp echo: open` and `tcp echo: closed` as connections come and go.
+//!
 //! On SIGINT or SIGTERM it stops accepting connections, lets requests in flight finish
 //! (up to 10 s) and exits 0.
 //!
@@ -185,6 +188,23 @@ fn release(code: &str) -> std::io::Result<()> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
+    run().await
+}
+
+/// Echoes every connection's bytes back until the peer closes it.
+#[allow(clippy::print_stdout, reason = "the log lines tests read")]
+async fn tcp_echo(listener: tokio::net::TcpListener) {
+    while let Ok((mut stream, peer)) = listener.accept().await {
+        tokio::spawn(async move {
+            println!("tcp echo: open {peer}");
+            let (mut reader, mut writer) = stream.split();
+            let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            println!("tcp echo: closed {peer}");
+        });
+    }
+}
+
+async fn run() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let [command, code] = args.as_slice()
         && command == "release"
@@ -202,6 +222,17 @@ async fn main() -> std::io::Result<()> {
     };
     let listener =
         tokio::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await?;
+    if let Ok(echo) = std::env::var("TESTAPP_TCP_ECHO") {
+        let echo: u16 = echo.parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("TESTAPP_TCP_ECHO={echo:?} is not a port number"),
+            )
+        })?;
+        let listener =
+            tokio::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, echo))).await?;
+        tokio::spawn(tcp_echo(listener));
+    }
     let stats = Arc::new(Stats::default());
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;

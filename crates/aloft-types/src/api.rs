@@ -639,3 +639,33 @@ pub struct LogSinkResponse {
     pub failures: u64,
     pub lag: u64,
 }
+
+/// `POST /v1/orgs/{slug}/ssh/certificates`: a user certificate for a public key.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SshCertificateRequest {
+    /// The key to certify, in `authorized_keys` format (`ssh-ed25519 AAAA…`).
+    pub public_key: String,
+    /// How long it is valid, in hours (default 24, at most 720; never beyond the token's
+    /// own expiry).
+    #[serde(default)]
+    pub hours: Option<u32>,
+    /// Limit the certificate to one app (an app-scoped token's always is).
+    #[serde(default)]
+    pub app: Option<String>,
+}
+
+/// A signed user certificate.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SshCertificate {
+    /// OpenSSH's one-line format (`ssh-ed25519-cert-v01@openssh.com AAAA…`).
+    pub certificate: String,
+    /// The organization's CA (for `TrustedUserCAKeys` or `@cert-authority` lines).
+    pub ca_public_key: String,
+    /// Who it is for, shown in machines' audit events.
+    pub key_id: String,
+    /// `org:<slug>` (every app) or `app:<slug>/<app>`.
+    pub principals: Vec<String>,
+    pub valid_after: String,
+    pub valid_before: String,
+}

@@ -200,6 +200,28 @@ pub enum LogFormat {
 pub struct AgentSettings {
     /// Seconds between full comparisons of desired and running machines.
     pub reconcile_interval_seconds: u64,
+    /// Where the SSH server listens on the host's private-network side (in the network's
+    /// namespace); `""` turns it off (SSH then works only through the API's tunnel).
+    #[serde(deserialize_with = "optional_address")]
+    pub ssh_listen: Option<SocketAddr>,
+    /// The `aloftd` binary the agent runs as `aloftd sftp-server` for SFTP sessions
+    /// (default: the running one).
+    pub helper: Option<PathBuf>,
+}
+
+/// The address the SSH server listens on in the private network by default.
+pub const DEFAULT_SSH_LISTEN: &str = "[fdaa::3]:22";
+
+fn optional_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!("{text:?} is not an address like [fdaa::3]:22"))
+    })
 }
 
 impl Default for Config {
@@ -242,6 +264,8 @@ impl Default for AgentSettings {
     fn default() -> Self {
         AgentSettings {
             reconcile_interval_seconds: 5,
+            ssh_listen: DEFAULT_SSH_LISTEN.parse().ok(),
+            helper: None,
         }
     }
 }

@@ -43,6 +43,13 @@ enum Command {
     Config(ConfigCommand),
     /// Print the version of this daemon.
     Version,
+    /// Serve SFTP on stdin and stdout inside ROOT (a machine's `/proc/PID/root`); the
+    /// agent runs it for `aloft ssh sftp`.
+    #[command(hide = true)]
+    SftpServer {
+        #[arg(long, value_name = "ROOT")]
+        root: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +113,25 @@ pub fn main() -> ExitCode {
                 println!("aloftd {}", env!("CARGO_PKG_VERSION"));
             }
             ExitCode::SUCCESS
+        }
+        Command::SftpServer { root } => {
+            if let Err(error) = aloft_ssh::sftp::enter_root(&root) {
+                report(&anyhow::Error::new(error).context(format!("entering {}", root.display())));
+                return ExitCode::FAILURE;
+            }
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => {
+                    runtime.block_on(aloft_ssh::sftp::serve_stdio());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    report(&anyhow::Error::new(error).context("starting the async runtime"));
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Config(ConfigCommand::Check { config }) => match Config::load(&config) {
             Ok(loaded) => {

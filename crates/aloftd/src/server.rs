@@ -297,6 +297,12 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
             },
             logs: Some(logs.clone()),
             counters: agent_counters.clone(),
+            helper: config
+                .agent
+                .helper
+                .clone()
+                .or_else(|| std::env::current_exe().ok()),
+            ssh_listen: config.agent.ssh_listen,
         },
     );
     control.attach_host(host_id.clone(), agent.link());

@@ -23,6 +23,11 @@ struct Platform {
 
 impl Platform {
     async fn start() -> Platform {
+        Platform::start_with(|_| {}).await
+    }
+
+    /// Starts the platform with `adjust` applied to its configuration.
+    async fn start_with(adjust: impl FnOnce(&mut aloftd::Config)) -> Platform {
         busybox_image();
         let data = tempfile::tempdir().unwrap();
         let mut config = aloftd::Config {
@@ -36,6 +41,7 @@ impl Platform {
         config.network.dns_upstream = Some(Vec::new());
         config.proxy.http_listen = "127.0.0.1:0".parse().unwrap();
         config.proxy.https_listen = "127.0.0.1:0".parse().unwrap();
+        adjust(&mut config);
         let stop = CancellationToken::new();
         let options = aloftd::ServerOptions {
             shutdown: Some(stop.clone()),
@@ -1001,4 +1007,396 @@ async fn logs_are_shown_searched_and_followed() {
         matches!(followed, Ok(Ok(Some(_)))),
         "a new line arrived while following: {followed:?}"
     );
+}
+
+/// Where `aloftd` (the SFTP helper) is: beside the `aloft` binary.
+fn aloftd_binary() -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_aloft")).with_file_name("aloftd");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace (`cargo build --workspace`) first",
+        path.display()
+    );
+    path
+}
+
+/// A machine of `app` running a TCP echo server on port 5432 (busybox `nc`, which logs
+/// `tcp echo: open` and `tcp echo: closed` on stderr).
+fn echo_machine(p: &Platform, app: &str) -> String {
+    p.ok(&[
+        "machine",
+        "run",
+        BUSYBOX_IMAGE,
+        "-a",
+        app,
+        "--",
+        "nc",
+        "-ll",
+        "-p",
+        "5432",
+        "-e",
+        "sh",
+        "-c",
+        "echo 'tcp echo: open' >&2; cat; echo 'tcp echo: closed' >&2",
+    ])
+    .trim()
+    .to_owned()
+}
+
+fn ssh_events(p: &Platform, app: &str, id: &str) -> Vec<serde_json::Value> {
+    let shown: serde_json::Value =
+        serde_json::from_str(&p.ok(&["machine", "status", id, "-a", app, "--json"])).unwrap();
+    shown["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["type"] == "ssh")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ssh_runs_commands_copies_files_forwards_ports_and_refuses_strangers() {
+    let mut platform =
+        Platform::start_with(|config| config.agent.helper = Some(aloftd_binary())).await;
+    let p = &mut platform;
+    p.ok(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
+    p.ok(&["apps", "create", "shell"]);
+    let id = echo_machine(p, "shell");
+    eventually("the machine to start", Duration::from_secs(30), || async {
+        p.ok(&["machine", "status", &id, "-a", "shell"])
+            .contains("started")
+            .then_some(())
+    })
+    .await;
+
+    // One command: its output, and its exit code as the CLI's.
+    let hostname = p.ok(&["ssh", "console", "-a", "shell", "-C", "cat /etc/hostname"]);
+    assert_eq!(hostname.trim(), id, "the machine's hostname is its id");
+    let failed = p.aloft(&[
+        "ssh",
+        "console",
+        "-a",
+        "shell",
+        "-C",
+        "echo to-stderr >&2; exit 3",
+    ]);
+    assert_eq!(failed.status.code(), Some(3), "{}", text(&failed.stderr));
+    assert!(
+        text(&failed.stderr).contains("to-stderr"),
+        "stderr stays stderr"
+    );
+    // stdin reaches the command and its end closes the command's stdin.
+    let mut piped = p
+        .command(
+            p.home.path(),
+            &["ssh", "console", "-a", "shell", "-C", "wc -c"],
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = piped.stdin.take().unwrap();
+        stdin.write_all(&[b'x'; 100_000]).unwrap();
+    }
+    let counted = piped.wait_with_output().unwrap();
+    assert_eq!(text(&counted.stdout).trim(), "100000");
+    // Every session is an audit event: who, the command.
+    let events = ssh_events(p, "shell", &id);
+    assert!(
+        events.iter().any(|e| e["status"] == "started"
+            && e["request"]["command"] == "cat /etc/hostname"
+            && e["request"]["who"]
+                .as_str()
+                .is_some_and(|w| w.contains("org token"))),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["status"] == "ended" && e["request"]["exit_code"] == 3),
+        "{events:#?}"
+    );
+
+    // SFTP: 10 MiB up and down, byte for byte.
+    let files = tempfile::tempdir().unwrap();
+    let sent: Vec<u8> = (0..10 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(files.path().join("big.bin"), &sent).unwrap();
+    let up = files.path().join("big.bin");
+    let down = files.path().join("back.bin");
+    p.ok(&[
+        "ssh",
+        "sftp",
+        "put",
+        up.to_str().unwrap(),
+        "/big.bin",
+        "-a",
+        "shell",
+    ]);
+    assert_eq!(
+        p.ok(&["ssh", "console", "-a", "shell", "-C", "wc -c < /big.bin"])
+            .trim(),
+        "10485760"
+    );
+    p.ok(&[
+        "ssh",
+        "sftp",
+        "get",
+        "/big.bin",
+        down.to_str().unwrap(),
+        "-a",
+        "shell",
+    ]);
+    assert!(
+        std::fs::read(&down).unwrap() == sent,
+        "the file came back changed"
+    );
+
+    // A port forward reaches the echo server; closing the client closes its connection.
+    let mut proxy = p
+        .command(p.home.path(), &["proxy", "0:5432", "-a", "shell"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let address = {
+        use std::io::BufRead as _;
+        let mut stderr = std::io::BufReader::new(proxy.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let address = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("proxy said {line:?}"))
+            .to_owned();
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        address
+    };
+    {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(b"ping through the proxy\n").unwrap();
+        let mut echoed = [0u8; 23];
+        stream.read_exact(&mut echoed).unwrap();
+        assert_eq!(&echoed, b"ping through the proxy\n");
+    }
+    eventually(
+        "the echo server to see the close",
+        Duration::from_secs(20),
+        || async {
+            let logs = p.ok(&["logs", "-a", "shell", "--no-tail"]);
+            logs.contains("tcp echo: closed").then_some(())
+        },
+    )
+    .await;
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+
+    // Refused: a read-only token (at the API), a forged certificate, another
+    // organization's, an expired one. Each refusal is logged as an event.
+    let readonly = p.ok(&["tokens", "create", "readonly"]).trim().to_owned();
+    let denied = p
+        .command(
+            p.home.path(),
+            &["ssh", "console", "-a", "shell", "-C", "true"],
+        )
+        .env("ALOFT_API_TOKEN", &readonly)
+        .output()
+        .unwrap();
+    assert_eq!(denied.status.code(), Some(3));
+    assert!(
+        text(&denied.stderr).contains("no SSH rights"),
+        "{}",
+        text(&denied.stderr)
+    );
+
+    let client = aloft_client::Client::new(&p.url, &p.token);
+    let seed = |n: u8| [n; 32];
+    let key = aloft_ssh::ca::ed25519_from_seed(&seed(7));
+    let public = aloft_ssh::ca::public_to_openssh(key.public_key()).unwrap();
+    let try_login = |certificate: aloft_ssh::russh::keys::Certificate| {
+        let client = client.clone();
+        let key = key.clone();
+        let id = id.clone();
+        async move {
+            let tunnel = client.ssh_tunnel("shell", &id).await.unwrap();
+            let credentials = aloft_ssh::client::Credentials { key, certificate };
+            aloft_ssh::client::connect(tunnel, "", &credentials).await
+        }
+    };
+    let personal = client
+        .ssh_certificate(
+            "personal",
+            &aloft_types::api::SshCertificateRequest {
+                public_key: public.clone(),
+                hours: None,
+                app: None,
+            },
+        )
+        .await
+        .unwrap();
+    let good = aloft_ssh::ca::certificate_from_openssh(&personal.certificate).unwrap();
+    assert!(
+        try_login(good.clone()).await.is_ok(),
+        "the organization's own certificate works"
+    );
+
+    let forger = aloft_ssh::ca::ed25519_from_seed(&seed(9));
+    let forged = aloft_ssh::ca::sign_user_certificate(
+        &forger,
+        key.public_key(),
+        &aloft_ssh::ca::CertificateRequest {
+            key_id: good.key_id().to_owned(),
+            principals: good.valid_principals().to_vec(),
+            valid_for: Duration::from_secs(3600),
+            serial: 1,
+            nonce: seed(1),
+            extensions: good
+                .extensions()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        try_login(forged).await,
+        Err(aloft_ssh::client::ClientError::Refused)
+    ));
+
+    let other_token = p.ok(&["orgs", "create", "globex"]).trim().to_owned();
+    let other = aloft_client::Client::new(&p.url, &other_token);
+    let theirs = other
+        .ssh_certificate(
+            "globex",
+            &aloft_types::api::SshCertificateRequest {
+                public_key: public.clone(),
+                hours: None,
+                app: None,
+            },
+        )
+        .await
+        .unwrap();
+    let theirs = aloft_ssh::ca::certificate_from_openssh(&theirs.certificate).unwrap();
+    assert!(matches!(
+        try_login(theirs).await,
+        Err(aloft_ssh::client::ClientError::Refused)
+    ));
+
+    // A certificate never outlives its token: one of a token that lives 2 s expires with it.
+    let brief = p
+        .ok(&["tokens", "create", "ssh", "-a", "shell", "--expiry", "2s"])
+        .trim()
+        .to_owned();
+    let brief = aloft_client::Client::new(&p.url, &brief);
+    let short = brief
+        .ssh_certificate(
+            "personal",
+            &aloft_types::api::SshCertificateRequest {
+                public_key: public.clone(),
+                hours: None,
+                app: None,
+            },
+        )
+        .await
+        .unwrap();
+    let short = aloft_ssh::ca::certificate_from_openssh(&short.certificate).unwrap();
+    assert!(
+        short.valid_before() <= aloft_ssh::ca::unix_now() + 2,
+        "capped at the token's expiry"
+    );
+    eventually(
+        "the certificate to expire",
+        Duration::from_secs(10),
+        || async { (aloft_ssh::ca::unix_now() >= short.valid_before()).then_some(()) },
+    )
+    .await;
+    assert!(matches!(
+        try_login(short).await,
+        Err(aloft_ssh::client::ClientError::Refused)
+    ));
+
+    let refusals: Vec<String> = ssh_events(p, "shell", &id)
+        .iter()
+        .filter(|e| e["status"] == "refused")
+        .map(|e| {
+            e["request"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    for expected in ["not signed by this organization's CA", "expired"] {
+        assert!(
+            refusals.iter().any(|r| r.contains(expected)),
+            "{expected}: {refusals:#?}"
+        );
+    }
+    assert!(
+        refusals
+            .iter()
+            .filter(|r| r.contains("not signed by this organization's CA"))
+            .count()
+            >= 2,
+        "the forged and the other organization's: {refusals:#?}"
+    );
+
+    // `aloft console`: a machine of its own for console_command, gone afterwards.
+    let app_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        app_dir.path().join("fly.toml"),
+        "app = \"shell\"\nconsole_command = \"sh -c 'echo console ran in $FLY_PROCESS_GROUP'\"\n",
+    )
+    .unwrap();
+    let before = p.ok(&["machine", "list", "-a", "shell", "--json"]);
+    let ran = p.aloft_in(app_dir.path(), &["console"]);
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    assert!(
+        text(&ran.stdout).contains("console ran in fly_app_console"),
+        "{}",
+        text(&ran.stdout)
+    );
+    let before: serde_json::Value = serde_json::from_str(&before).unwrap();
+    let ids = |list: &serde_json::Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["state"] != "destroyed")
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    eventually(
+        "the console machine to be gone",
+        Duration::from_secs(30),
+        || async {
+            let after: serde_json::Value =
+                serde_json::from_str(&p.ok(&["machine", "list", "-a", "shell", "--json"])).unwrap();
+            (ids(&after) == ids(&before)).then_some(())
+        },
+    )
+    .await;
+    let host = std::fs::read_to_string(p.data.path().join(aloftd::HOST_ID_FILE)).unwrap();
+    eventually(
+        "its container to be removed",
+        Duration::from_secs(30),
+        || async {
+            let listed = std::process::Command::new("docker")
+                .args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=dev.aloft.host={}", host.trim()),
+                ])
+                .output()
+                .unwrap();
+            (text(&listed.stdout).lines().count() == 1).then_some(())
+        },
+    )
+    .await;
 }

@@ -2,7 +2,10 @@ use aloft_store::{Store, StoreError, TokenKind, now_ms};
 
 use crate::on_both_backends;
 
-on_both_backends!(orgs_and_tokens);
+on_both_backends!(
+    orgs_and_tokens,
+    an_organization_keeps_its_first_ssh_authority
+);
 
 async fn orgs_and_tokens(store: Store) {
     let org = store.create_org("acme", "Acme Inc").await.unwrap();
@@ -106,4 +109,27 @@ async fn orgs_and_tokens(store: Store) {
         store.delete_org(&other.id).await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+async fn an_organization_keeps_its_first_ssh_authority(store: Store) {
+    let org = store.create_org("ssh-org", "SSH org").await.unwrap();
+    assert_eq!(store.ssh_authority(&org.id).await.unwrap(), None);
+    let first = aloft_store::SshAuthority {
+        org_id: org.id.clone(),
+        public_key: "ssh-ed25519 AAAAfirst".to_owned(),
+        private_key_sealed: "sealed-first".to_owned(),
+        created_at: 0,
+    };
+    let kept = store.keep_ssh_authority(&first).await.unwrap();
+    assert_eq!(kept.public_key, first.public_key);
+    // A second (racing) one does not replace it.
+    let second = aloft_store::SshAuthority {
+        public_key: "ssh-ed25519 AAAAsecond".to_owned(),
+        private_key_sealed: "sealed-second".to_owned(),
+        ..first.clone()
+    };
+    let kept = store.keep_ssh_authority(&second).await.unwrap();
+    assert_eq!(kept.public_key, "ssh-ed25519 AAAAfirst");
+    assert_eq!(kept.private_key_sealed, "sealed-first");
+    assert_eq!(store.ssh_authority(&org.id).await.unwrap(), Some(kept));
 }

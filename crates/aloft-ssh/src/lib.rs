@@ -1,0 +1,13 @@
+//! SSH into machines: per-organization certificate authorities ([`ca`]), the client the
+//! CLI uses over the API's tunnel ([`client`]) and the SFTP server that serves a machine's
+//! filesystem ([`sftp`]).
+//!
+//! The server side (authenticating certificates, exec into containers, port forwarding)
+//! lives in the agent, which knows the machines.
+
+pub mod ca;
+pub mod client;
+pub mod sftp;
+
+pub use russh;
+pub use russh_sftp;
