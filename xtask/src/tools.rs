@@ -21,6 +21,10 @@ const TEST_APT_PACKAGES: &[&str] = &[
     "openssl",
     // The metrics test scrapes aloftd with a real Prometheus.
     "prometheus",
+    // The interactive SSH test drives `aloft ssh console` in a real terminal; the other
+    // one checks certificates with OpenSSH's ssh-keygen and ssh-add.
+    "tmux",
+    "openssh-client",
 ];
 
 /// What `cargo xtask demo` needs on the machine: the engine machines run on, the

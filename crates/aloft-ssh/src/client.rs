@@ -9,7 +9,7 @@ use std::time::Duration;
 use russh::client::{self, Handle, Msg};
 use russh::keys::{Certificate, PrivateKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, ChannelStream, Sig};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
 /// Why a session could not be opened or ended badly.
@@ -154,19 +154,19 @@ fn signal_exit(signal: &Sig) -> u32 {
 }
 
 impl Connection {
-    /// Runs `run`, relaying `stdin` to it and its output to `stdout` and `stderr` (with a
-    /// PTY both arrive on `stdout`), applying `controls` as they come; returns its exit
-    /// code (128 + the signal's number when a signal ended it).
-    pub async fn run<I, O, E>(
+    /// Runs `run`, relaying what arrives on `stdin` to it (the channel's end is the input's
+    /// end) and its output to `stdout` and `stderr` (with a PTY both arrive on `stdout`),
+    /// applying `controls` as they come; returns its exit code (128 + the signal's number
+    /// when a signal ended it).
+    pub async fn run<O, E>(
         &self,
         run: &Run,
-        mut stdin: I,
+        mut stdin: mpsc::Receiver<Vec<u8>>,
         mut stdout: O,
         mut stderr: E,
         mut controls: mpsc::Receiver<Control>,
     ) -> Result<u32, ClientError>
     where
-        I: AsyncRead + Unpin + Send,
         O: AsyncWrite + Unpin + Send,
         E: AsyncWrite + Unpin + Send,
     {
@@ -186,7 +186,6 @@ impl Connection {
             None => channel.request_shell(true).await?,
         }
         let (mut reader, writer) = channel.split();
-        let mut input = vec![0; 32 * 1024];
         let mut input_open = true;
         let mut controls_open = true;
         let mut exit = None;
@@ -209,12 +208,12 @@ impl Connection {
                     Some(ChannelMsg::Close) | None => break,
                     Some(_) => {}
                 },
-                read = stdin.read(&mut input), if input_open => match read {
-                    Ok(0) | Err(_) => {
+                read = stdin.recv(), if input_open => match read {
+                    Some(data) => writer.data_bytes(data).await?,
+                    None => {
                         input_open = false;
                         writer.eof().await?;
                     }
-                    Ok(n) => writer.data_bytes(input[..n].to_vec()).await?,
                 },
                 control = controls.recv(), if controls_open => match control {
                     Some(Control::Resize(cols, rows)) => writer.window_change(cols, rows, 0, 0).await?,

@@ -309,7 +309,7 @@ async fn run_session(
     let code = connection
         .run(
             &run,
-            tokio::io::stdin(),
+            stdin_chunks(),
             tokio::io::stdout(),
             tokio::io::stderr(),
             receiver,
@@ -318,6 +318,28 @@ async fn run_session(
     watcher.abort();
     drop(raw);
     Ok(code?)
+}
+
+/// This process's stdin, read by a thread of its own: a blocking read that never ends
+/// (an idle terminal) must not keep the process from exiting when the session does.
+fn stdin_chunks() -> mpsc::Receiver<Vec<u8>> {
+    let (sender, receiver) = mpsc::channel(16);
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut stdin = std::io::stdin().lock();
+        let mut buffer = vec![0; 32 * 1024];
+        loop {
+            match stdin.read(&mut buffer) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if sender.blocking_send(buffer[..n].to_vec()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    receiver
 }
 
 fn exit(code: u32) -> Result<(), Failure> {

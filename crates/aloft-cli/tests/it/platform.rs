@@ -1400,3 +1400,171 @@ async fn ssh_runs_commands_copies_files_forwards_ports_and_refuses_strangers() {
     )
     .await;
 }
+
+/// A tmux server of its own (its socket in a temp dir), killed when dropped.
+struct Tmux {
+    socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        let dir = tempfile::tempdir().unwrap();
+        Tmux {
+            socket: dir.path().join("tmux.sock"),
+            _dir: dir,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let output = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux runs (cargo xtask test installs it)");
+        assert!(
+            output.status.success(),
+            "tmux {args:?}: {}",
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "s", "-S", "-200"])
+    }
+
+    /// Polls the screen until `seen` holds; fails showing the last screen.
+    async fn wait_for(&self, what: &str, seen: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if seen(&screen) {
+                return screen;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; the screen:\n{screen}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interactive_session_gets_a_terminal_that_resizes_and_sees_the_private_network() {
+    let platform = Platform::start().await;
+    let p = &platform;
+    p.ok(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
+    p.ok(&["apps", "create", "peers"]);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let id = p.ok(&[
+            "machine",
+            "run",
+            BUSYBOX_IMAGE,
+            "-a",
+            "peers",
+            "--",
+            "sh",
+            "-c",
+            "while true; do sleep 1; done",
+        ]);
+        ids.push(id.trim().to_owned());
+    }
+    let addresses = eventually("both machines started", Duration::from_secs(30), || async {
+        let list: serde_json::Value =
+            serde_json::from_str(&p.ok(&["machine", "list", "-a", "peers", "--json"])).unwrap();
+        let machines = list.as_array().unwrap();
+        machines
+            .iter()
+            .all(|m| m["state"] == "started")
+            .then(|| {
+                machines
+                    .iter()
+                    .map(|m| m["private_ip"].as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|a| a.len() == 2)
+    })
+    .await;
+
+    let tmux = Tmux::new();
+    let done = tempfile::tempdir().unwrap();
+    let exit_file = done.path().join("exit");
+    let line = format!(
+        "{} ssh console -a peers --machine {}; echo $? > {}",
+        env!("CARGO_BIN_EXE_aloft"),
+        ids[0],
+        exit_file.display()
+    );
+    let config_dir = format!("ALOFT_CONFIG_DIR={}", p.home.path().display());
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "s",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "-e",
+        &config_dir,
+        "-e",
+        "TERM=xterm-256color",
+        "sh",
+        "-c",
+        &line,
+    ]);
+    tmux.wait_for("a shell prompt", |s| s.contains(" #")).await;
+
+    tmux.run(&[
+        "send-keys",
+        "-t",
+        "s",
+        "stty size; echo size-$((6*7))",
+        "Enter",
+    ]);
+    tmux.wait_for("the terminal's size", |s| {
+        s.contains("40 120") && s.contains("size-42")
+    })
+    .await;
+    tmux.run(&["resize-window", "-t", "s", "-x", "100", "-y", "30"]);
+    tmux.run(&["send-keys", "-t", "s", "clear; stty size", "Enter"]);
+    tmux.wait_for("the new size", |s| s.contains("30 100"))
+        .await;
+
+    tmux.run(&[
+        "send-keys",
+        "-t",
+        "s",
+        "nslookup peers.internal fdaa::3",
+        "Enter",
+    ]);
+    let screen = tmux
+        .wait_for("both machines' addresses", |s| {
+            addresses.iter().all(|a| s.contains(a.as_str()))
+        })
+        .await;
+    assert!(screen.contains("fdaa:"), "{screen}");
+
+    tmux.run(&["send-keys", "-t", "s", "exit", "Enter"]);
+    let code = eventually("the CLI to exit", Duration::from_secs(30), || async {
+        std::fs::read_to_string(&exit_file)
+            .ok()
+            .filter(|s| !s.is_empty())
+    })
+    .await;
+    assert_eq!(code.trim(), "0", "a clean exit");
+}
