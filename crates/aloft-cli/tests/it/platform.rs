@@ -16,7 +16,7 @@ struct Platform {
     home: tempfile::TempDir,
     data: tempfile::TempDir,
     /// The private network's namespace; dropped after the server stops.
-    _netns: aloft_testkit::TestNetns,
+    netns: aloft_testkit::TestNetns,
     stop: CancellationToken,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -63,7 +63,7 @@ impl Platform {
             token,
             home: tempfile::tempdir().unwrap(),
             data,
-            _netns: netns,
+            netns,
             stop,
             server: Some(server),
         }
@@ -1567,4 +1567,128 @@ async fn an_interactive_session_gets_a_terminal_that_resizes_and_sees_the_privat
     })
     .await;
     assert_eq!(code.trim(), "0", "a clean exit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openssh_uses_an_issued_certificate_on_the_private_network() {
+    let platform = Platform::start().await;
+    let p = &platform;
+    p.ok(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
+    p.ok(&["apps", "create", "plain"]);
+    let id = p
+        .ok(&[
+            "machine",
+            "run",
+            BUSYBOX_IMAGE,
+            "-a",
+            "plain",
+            "--",
+            "sh",
+            "-c",
+            "while true; do sleep 1; done",
+        ])
+        .trim()
+        .to_owned();
+    eventually("the machine to start", Duration::from_secs(30), || async {
+        p.ok(&["machine", "status", &id, "-a", "plain"])
+            .contains("started")
+            .then_some(())
+    })
+    .await;
+
+    // `ssh issue` writes a key and its certificate; OpenSSH reads both.
+    let keys = tempfile::tempdir().unwrap();
+    let issued: serde_json::Value = serde_json::from_str(&p.ok(&[
+        "ssh",
+        "issue",
+        "--hours",
+        "2",
+        "--output",
+        keys.path().to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(issued["principals"][0], "org:personal");
+    let key = keys.path().join("id_aloft");
+    let certificate = keys.path().join("id_aloft-cert.pub");
+    let described = Command::new("ssh-keygen")
+        .arg("-L")
+        .arg("-f")
+        .arg(&certificate)
+        .output()
+        .expect("ssh-keygen runs (cargo xtask test installs openssh-client)");
+    let described = text(&described.stdout);
+    assert!(described.contains("user certificate"), "{described}");
+    assert!(described.contains("org:personal"), "{described}");
+    assert!(described.contains("aloft-token@aloft.dev"), "{described}");
+
+    // OpenSSH's own client, from the private network's side, logs in as the machine.
+    let ssh = |command: &str| {
+        p.netns.exec(&[
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            key.to_str().unwrap(),
+            "-o",
+            &format!("CertificateFile={}", certificate.display()),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-l",
+            &id,
+            "fdaa::3",
+            command,
+        ])
+    };
+    let output = ssh("cat /etc/hostname; exit 7");
+    assert_eq!(output.status.code(), Some(7), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout).trim(), id);
+
+    // `--agent` hands the key and certificate to a running ssh-agent.
+    let agent_dir = tempfile::tempdir().unwrap();
+    let socket = agent_dir.path().join("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("ssh-agent to listen", Duration::from_secs(10), || async {
+        socket.exists().then_some(())
+    })
+    .await;
+    let added = p
+        .command(
+            p.home.path(),
+            &[
+                "ssh",
+                "issue",
+                "--agent",
+                "--output",
+                keys.path().to_str().unwrap(),
+            ],
+        )
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .unwrap();
+    let listed = Command::new("ssh-add")
+        .arg("-L")
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .unwrap();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    assert!(
+        text(&listed.stdout).contains("ssh-ed25519-cert-v01@openssh.com"),
+        "{}",
+        text(&listed.stdout)
+    );
 }
