@@ -667,9 +667,7 @@ async fn run<R: Runtime + 'static>(
         while let Some(message) = reader.wait().await {
             match message {
                 ChannelMsg::Data { data } if input_open => {
-                    if input.write_all(&data).await.is_err() {
-                        input_open = false;
-                    }
+                    input_open = input.write_all(&data).await.is_ok();
                 }
                 ChannelMsg::Eof if input_open => {
                     input_open = false;
