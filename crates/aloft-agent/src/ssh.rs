@@ -495,6 +495,9 @@ struct Request {
     env: Vec<String>,
 }
 
+/// How long a session's process may outlive its client's hang-up before SIGKILL.
+const HANGUP_GRACE: Duration = Duration::from_secs(10);
+
 /// The command line of a login shell: bash if the machine has it, else sh.
 const LOGIN_SHELL: &str =
     "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi";
@@ -685,8 +688,10 @@ async fn run<R: Runtime + 'static>(
                 _ => {}
             }
         }
-        // The client is gone: end what it ran.
+        // The client is gone: end what it ran (SIGKILL if it ignores the hang-up).
         deliver(shared, &exec.id, &Sig::HUP).await;
+        tokio::time::sleep(HANGUP_GRACE).await;
+        deliver(shared, &exec.id, &Sig::KILL).await;
         std::future::pending::<()>().await;
     };
     tokio::select! {

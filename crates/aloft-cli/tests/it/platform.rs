@@ -1086,6 +1086,49 @@ async fn ssh_runs_commands_copies_files_forwards_ports_and_refuses_strangers() {
         text(&failed.stderr).contains("to-stderr"),
         "stderr stays stderr"
     );
+    // Ctrl-C (SIGINT to the CLI) reaches the command, whose end by signal is the exit code.
+    let mut interrupted = p
+        .command(
+            p.home.path(),
+            &[
+                "ssh",
+                "console",
+                "-a",
+                "shell",
+                "-C",
+                "echo sleeping; sleep 60",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead as _;
+        let mut stdout = std::io::BufReader::new(interrupted.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line, "sleeping\n");
+    }
+    let started = std::time::Instant::now();
+    let killed = Command::new("kill")
+        .args(["-INT", &interrupted.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = interrupted.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "128 + SIGINT");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "it did not wait for sleep 60"
+    );
+    // -s without a terminal says how to name a machine instead.
+    let unpicked = p.aloft(&["ssh", "console", "-s", "-a", "shell", "-C", "true"]);
+    assert_eq!(unpicked.status.code(), Some(3));
+    assert!(
+        text(&unpicked.stderr).contains("--machine"),
+        "{}",
+        text(&unpicked.stderr)
+    );
     // stdin reaches the command and its end closes the command's stdin.
     let mut piped = p
         .command(
@@ -1128,6 +1171,7 @@ async fn ssh_runs_commands_copies_files_forwards_ports_and_refuses_strangers() {
     std::fs::write(files.path().join("big.bin"), &sent).unwrap();
     let up = files.path().join("big.bin");
     let down = files.path().join("back.bin");
+    let timer = std::time::Instant::now();
     p.ok(&[
         "ssh",
         "sftp",
@@ -1137,11 +1181,13 @@ async fn ssh_runs_commands_copies_files_forwards_ports_and_refuses_strangers() {
         "-a",
         "shell",
     ]);
+    let put_time = timer.elapsed();
     assert_eq!(
         p.ok(&["ssh", "console", "-a", "shell", "-C", "wc -c < /big.bin"])
             .trim(),
         "10485760"
     );
+    let timer = std::time::Instant::now();
     p.ok(&[
         "ssh",
         "sftp",
@@ -1151,10 +1197,12 @@ async fn ssh_runs_commands_copies_files_forwards_ports_and_refuses_strangers() {
         "-a",
         "shell",
     ]);
+    let get_time = timer.elapsed();
     assert!(
         std::fs::read(&down).unwrap() == sent,
         "the file came back changed"
     );
+    println!("sftp of 10 MiB (whole CLI runs): put {put_time:?}, get {get_time:?}");
 
     // A port forward reaches the echo server; closing the client closes its connection.
     let mut proxy = p
