@@ -77,7 +77,7 @@ pub struct ExecOptions {
 pub struct AttachOptions {
     /// Allocate a TTY (output then arrives as stdout only).
     pub tty: bool,
-    /// The user (name or uid[:gid]) to run as; `None`: the container's.
+    /// The user (name or `uid[:gid]`) to run as; `None`: the container's.
     pub user: Option<String>,
     /// `NAME=value` entries added to the container's environment.
     pub env: Vec<String>,
