@@ -78,6 +78,22 @@ async fn writable_machine(
     Ok((app, machine))
 }
 
+/// The link to the host `machine` runs on.
+pub(crate) fn host_link(
+    inner: &Inner,
+    machine: &MachineRecord,
+) -> Result<Arc<dyn crate::HostLink>, ApiError> {
+    let id = &machine.id;
+    let host = machine
+        .host_id
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable(format!("machine {id} is on no host")))?;
+    inner
+        .links
+        .get(host)
+        .ok_or_else(|| ApiError::Unavailable(format!("the host of machine {id} is not connected")))
+}
+
 /// While a lease is held, a mutation must carry its nonce.
 fn check_lease(machine: &MachineRecord, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(lease) = &machine.lease else {
@@ -884,13 +900,7 @@ async fn exec(
         )));
     }
     let timeout = Duration::from_secs(request.timeout.unwrap_or(30).clamp(1, 3600));
-    let host = machine
-        .host_id
-        .clone()
-        .ok_or_else(|| ApiError::Unavailable(format!("machine {id} is on no host")))?;
-    let link = inner.links.get(&host).ok_or_else(|| {
-        ApiError::Unavailable(format!("the host of machine {id} is not connected"))
-    })?;
+    let link = host_link(&inner, &machine)?;
     let output = link
         .exec(
             &machine,

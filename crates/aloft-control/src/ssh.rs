@@ -198,13 +198,7 @@ async fn tunnel(
             machine.state
         )));
     }
-    let host = machine
-        .host_id
-        .clone()
-        .ok_or_else(|| ApiError::Unavailable(format!("machine {id} is on no host")))?;
-    let link = inner.links.get(&host).ok_or_else(|| {
-        ApiError::Unavailable(format!("the host of machine {id} is not connected"))
-    })?;
+    let link = crate::machines::host_link(&inner, &machine)?;
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match on_upgrade.await {

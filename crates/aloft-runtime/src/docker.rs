@@ -115,7 +115,46 @@ fn info_of(response: ContainerInspectResponse) -> ContainerInfo {
     }
 }
 
+/// An attached exec's output.
+type ExecOutputStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, DockerError>> + Send>>;
+/// An attached exec's stdin.
+type ExecInput = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
 impl DockerRuntime {
+    /// Creates and starts an exec in container `id` with its streams attached; returns the
+    /// exec's id, its output and its stdin.
+    async fn start_exec(
+        &self,
+        id: &str,
+        config: CreateExecOptions<String>,
+        tty: bool,
+    ) -> Result<(String, ExecOutputStream, ExecInput), RuntimeError> {
+        let exec = self
+            .docker
+            .create_exec(id, config)
+            .await
+            .map_err(operation("exec", id))?;
+        let start = StartExecOptions {
+            detach: false,
+            tty,
+            output_capacity: None,
+        };
+        let started = self
+            .docker
+            .start_exec(&exec.id, Some(start))
+            .await
+            .map_err(operation("exec", id))?;
+        match started {
+            StartExecResults::Attached { output, input } => Ok((exec.id, output, input)),
+            StartExecResults::Detached => Err(RuntimeError::Operation {
+                operation: "exec",
+                container: id.to_owned(),
+                source: "the engine detached the exec".into(),
+            }),
+        }
+    }
+
     /// Connects to the local engine and agrees on an API version (Debian's engine speaks 1.41).
     pub async fn connect() -> Result<DockerRuntime, RuntimeError> {
         let unavailable = |error: DockerError| RuntimeError::Unavailable {
@@ -451,28 +490,7 @@ impl Runtime for DockerRuntime {
             user: options.user.clone(),
             ..CreateExecOptions::default()
         };
-        let exec = self
-            .docker
-            .create_exec(id, config)
-            .await
-            .map_err(operation("exec", id))?;
-        let start = StartExecOptions {
-            detach: false,
-            tty: options.tty,
-            output_capacity: None,
-        };
-        let started = self
-            .docker
-            .start_exec(&exec.id, Some(start))
-            .await
-            .map_err(operation("exec", id))?;
-        let StartExecResults::Attached { output, input } = started else {
-            return Err(RuntimeError::Operation {
-                operation: "exec",
-                container: id.to_owned(),
-                source: "the engine detached the exec".into(),
-            });
-        };
+        let (exec, output, input) = self.start_exec(id, config, options.tty).await?;
         let container = id.to_owned();
         let output = output
             .filter_map(move |chunk| {
@@ -490,7 +508,7 @@ impl Runtime for DockerRuntime {
             })
             .boxed();
         Ok(AttachedExec {
-            id: exec.id,
+            id: exec,
             output,
             input,
         })
@@ -540,32 +558,7 @@ impl Runtime for DockerRuntime {
             tty: Some(options.tty),
             ..CreateExecOptions::default()
         };
-        let exec = self
-            .docker
-            .create_exec(id, config)
-            .await
-            .map_err(operation("exec", id))?;
-        let start = StartExecOptions {
-            detach: false,
-            tty: options.tty,
-            output_capacity: None,
-        };
-        let started = self
-            .docker
-            .start_exec(&exec.id, Some(start))
-            .await
-            .map_err(operation("exec", id))?;
-        let StartExecResults::Attached {
-            mut output,
-            mut input,
-        } = started
-        else {
-            return Err(RuntimeError::Operation {
-                operation: "exec",
-                container: id.to_owned(),
-                source: "the engine detached the exec".into(),
-            });
-        };
+        let (exec, mut output, mut input) = self.start_exec(id, config, options.tty).await?;
         if let Some(stdin) = &options.stdin {
             input
                 .write_all(stdin)
@@ -603,7 +596,7 @@ impl Runtime for DockerRuntime {
         for _ in 0..100 {
             let inspected = self
                 .docker
-                .inspect_exec(&exec.id)
+                .inspect_exec(&exec)
                 .await
                 .map_err(operation("exec", id))?;
             if inspected.running != Some(true) {

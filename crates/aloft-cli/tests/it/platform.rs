@@ -105,6 +105,25 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// A started busybox machine of `app` that idles; returns its id.
+    fn idle_machine(&self, app: &str) -> String {
+        self.ok(&[
+            "machine",
+            "run",
+            BUSYBOX_IMAGE,
+            "-a",
+            app,
+            "--",
+            "sh",
+            "-c",
+            "while true; do sleep 1; done",
+        ])
+        .trim()
+        .to_owned()
+    }
+}
+
 impl Drop for Platform {
     fn drop(&mut self) {
         self.stop.cancel();
@@ -1043,6 +1062,25 @@ fn echo_machine(p: &Platform, app: &str) -> String {
     .to_owned()
 }
 
+/// A certificate for `public` from `org`'s CA, asked with `client`'s token.
+async fn certificate_of(
+    client: &aloft_client::Client,
+    org: &str,
+    public: &str,
+) -> aloft_types::api::SshCertificate {
+    client
+        .ssh_certificate(
+            org,
+            &aloft_types::api::SshCertificateRequest {
+                public_key: public.to_owned(),
+                hours: None,
+                app: None,
+            },
+        )
+        .await
+        .unwrap()
+}
+
 fn ssh_events(p: &Platform, app: &str, id: &str) -> Vec<serde_json::Value> {
     let shown: serde_json::Value =
         serde_json::from_str(&p.ok(&["machine", "status", id, "-a", app, "--json"])).unwrap();
@@ -1063,13 +1101,6 @@ async fn ssh_runs_commands_copies_files_forwards_ports_and_refuses_strangers() {
     p.ok(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
     p.ok(&["apps", "create", "shell"]);
     let id = echo_machine(p, "shell");
-    eventually("the machine to start", Duration::from_secs(30), || async {
-        p.ok(&["machine", "status", &id, "-a", "shell"])
-            .contains("started")
-            .then_some(())
-    })
-    .await;
-
     // One command: its output, and its exit code as the CLI's.
     let hostname = p.ok(&["ssh", "console", "-a", "shell", "-C", "cat /etc/hostname"]);
     assert_eq!(hostname.trim(), id, "the machine's hostname is its id");
@@ -1278,17 +1309,7 @@ async fn ssh_runs_commands_copies_files_forwards_ports_and_refuses_strangers() {
             aloft_ssh::client::connect(tunnel, "", &credentials).await
         }
     };
-    let personal = client
-        .ssh_certificate(
-            "personal",
-            &aloft_types::api::SshCertificateRequest {
-                public_key: public.clone(),
-                hours: None,
-                app: None,
-            },
-        )
-        .await
-        .unwrap();
+    let personal = certificate_of(&client, "personal", &public).await;
     let good = aloft_ssh::ca::certificate_from_openssh(&personal.certificate).unwrap();
     assert!(
         try_login(good.clone()).await.is_ok(),
@@ -1320,17 +1341,7 @@ async fn ssh_runs_commands_copies_files_forwards_ports_and_refuses_strangers() {
 
     let other_token = p.ok(&["orgs", "create", "globex"]).trim().to_owned();
     let other = aloft_client::Client::new(&p.url, &other_token);
-    let theirs = other
-        .ssh_certificate(
-            "globex",
-            &aloft_types::api::SshCertificateRequest {
-                public_key: public.clone(),
-                hours: None,
-                app: None,
-            },
-        )
-        .await
-        .unwrap();
+    let theirs = certificate_of(&other, "globex", &public).await;
     let theirs = aloft_ssh::ca::certificate_from_openssh(&theirs.certificate).unwrap();
     assert!(matches!(
         try_login(theirs).await,
@@ -1343,17 +1354,7 @@ async fn ssh_runs_commands_copies_files_forwards_ports_and_refuses_strangers() {
         .trim()
         .to_owned();
     let brief = aloft_client::Client::new(&p.url, &brief);
-    let short = brief
-        .ssh_certificate(
-            "personal",
-            &aloft_types::api::SshCertificateRequest {
-                public_key: public.clone(),
-                hours: None,
-                app: None,
-            },
-        )
-        .await
-        .unwrap();
+    let short = certificate_of(&brief, "personal", &public).await;
     let short = aloft_ssh::ca::certificate_from_openssh(&short.certificate).unwrap();
     assert!(
         short.valid_before() <= aloft_ssh::ca::unix_now() + 2,
@@ -1518,18 +1519,7 @@ async fn an_interactive_session_gets_a_terminal_that_resizes_and_sees_the_privat
     p.ok(&["apps", "create", "peers"]);
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let id = p.ok(&[
-            "machine",
-            "run",
-            BUSYBOX_IMAGE,
-            "-a",
-            "peers",
-            "--",
-            "sh",
-            "-c",
-            "while true; do sleep 1; done",
-        ]);
-        ids.push(id.trim().to_owned());
+        ids.push(p.idle_machine("peers"));
     }
     let addresses = eventually("both machines started", Duration::from_secs(30), || async {
         let list: serde_json::Value =
@@ -1623,26 +1613,7 @@ async fn openssh_uses_an_issued_certificate_on_the_private_network() {
     let p = &platform;
     p.ok(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
     p.ok(&["apps", "create", "plain"]);
-    let id = p
-        .ok(&[
-            "machine",
-            "run",
-            BUSYBOX_IMAGE,
-            "-a",
-            "plain",
-            "--",
-            "sh",
-            "-c",
-            "while true; do sleep 1; done",
-        ])
-        .trim()
-        .to_owned();
-    eventually("the machine to start", Duration::from_secs(30), || async {
-        p.ok(&["machine", "status", &id, "-a", "plain"])
-            .contains("started")
-            .then_some(())
-    })
-    .await;
+    let id = p.idle_machine("plain");
 
     // `ssh issue` writes a key and its certificate; OpenSSH reads both.
     let keys = tempfile::tempdir().unwrap();
