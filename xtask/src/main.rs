@@ -207,13 +207,26 @@ fn bench(suite: &str) -> Result<()> {
             tools::ensure_test_tools()?;
             run(cargo().args(["bench", "--package", "aloftd", "--bench", "deploy"]))
         }
+        "ssh" => {
+            tools::ensure_test_tools()?;
+            // The SFTP helper is the aloftd binary.
+            run(cargo().args([
+                "build",
+                "--package",
+                "aloftd",
+                "--bin",
+                "aloftd",
+                "--release",
+            ]))?;
+            run(cargo().args(["bench", "--package", "aloftd", "--bench", "ssh"]))
+        }
         "proxy" => {
             tools::ensure_proxy_bench_tools()?;
             run(cargo().args(["bench", "--package", "aloft-proxy", "--bench", "proxy"]))
         }
         other => {
             bail!(
-                "unknown benchmark suite {other:?}; the suites are: config, machines, dns, proxy, deploy, logs"
+                "unknown benchmark suite {other:?}; the suites are: config, machines, dns, proxy, deploy, logs, ssh"
             )
         }
     }

@@ -361,8 +361,9 @@ impl<R: Runtime + 'static> server::Handler for Connection<R> {
                 reply.accept().await;
                 tracing::info!(machine = %authorized.machine.id, who = %authorized.who, port, "SSH port forward");
                 self.shared.tasks.spawn(async move {
-                    let mut channel = channel.into_stream();
-                    let _ = tokio::io::copy_bidirectional(&mut channel, &mut stream).await;
+                    if let Err(error) = aloft_ssh::relay::relay(channel, &mut stream).await {
+                        tracing::debug!(%error, "SSH port forward ended");
+                    }
                     let _ = stream.shutdown().await;
                 });
             }

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::client::{self, Handle, Msg};
+use russh::client::{self, Handle};
 use russh::keys::{Certificate, PrivateKey, PublicKeyOrCertificate};
-use russh::{ChannelMsg, ChannelStream, Sig};
+use russh::{ChannelMsg, Sig};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
@@ -232,13 +232,19 @@ impl Connection {
         Ok(russh_sftp::client::SftpSession::new(channel.into_stream()).await?)
     }
 
-    /// A TCP connection to `port` on the machine (its private address).
-    pub async fn forward(&self, port: u16) -> Result<ChannelStream<Msg>, ClientError> {
+    /// Carries `stream` to `port` on the machine (its private address) until both
+    /// directions have ended: the end of `stream`'s input is sent as the channel's EOF
+    /// (the machine's connection sees its peer close), the machine's EOF shuts `stream`'s
+    /// output down. Returns the bytes carried (to the machine, from it).
+    pub async fn forward<S>(&self, port: u16, stream: S) -> Result<(u64, u64), ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let channel = self
             .handle
             .channel_open_direct_tcpip("localhost", u32::from(port), "127.0.0.1", 0)
             .await?;
-        Ok(channel.into_stream())
+        crate::relay::relay(channel, stream).await
     }
 
     /// Ends the connection.

@@ -7,6 +7,7 @@
 
 pub mod ca;
 pub mod client;
+pub mod relay;
 pub mod sftp;
 
 pub use russh;

@@ -11,13 +11,14 @@
     reason = "a benchmark program"
 )]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use aloft_client::Client;
 use aloft_testkit::eventually;
 use aloft_types::api::DeployRequest;
 use aloft_types::machine::MachineConfig;
-use tokio_util::sync::CancellationToken;
 
 /// Deploys measured per strategy and size (after the first, which creates the machines).
 const RUNS: usize = 3;
@@ -69,33 +70,8 @@ fn seconds(duration: Duration) -> String {
 async fn main() {
     aloft_testkit::require_docker();
     let image = aloft_testkit::testapp_image();
-    let data = tempfile::tempdir().unwrap();
-    let mut config = aloftd::Config {
-        data_dir: data.path().to_owned(),
-        ..aloftd::Config::default()
-    };
-    config.api.listen = "127.0.0.1:0".parse().unwrap();
-    config.proxy.http_listen = "127.0.0.1:0".parse().unwrap();
-    config.proxy.https_listen = "127.0.0.1:0".parse().unwrap();
-    config.network.dns_listen = "127.0.0.1:0".parse().unwrap();
-    config.network.dns_upstream = Some(Vec::new());
-    let netns = aloft_testkit::TestNetns::create("benchdeploy");
-    config.network.namespace = Some(netns.path());
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(aloftd::run_server(
-        config,
-        aloftd::ServerOptions {
-            shutdown: Some(stop.clone()),
-        },
-    ));
-    let url = eventually("the server", Duration::from_secs(30), || async {
-        std::fs::read_to_string(data.path().join(aloftd::API_URL_FILE))
-            .ok()
-            .map(|s| s.trim().to_owned())
-    })
-    .await;
-    let token = std::fs::read_to_string(data.path().join("admin-token")).unwrap();
-    let client = Client::new(&url, token.trim());
+    let platform = common::Platform::start("benchdeploy", |_| {}).await;
+    let client = platform.client.clone();
 
     let mut rows = Vec::new();
     for machines in [1_u32, 3] {
@@ -125,10 +101,7 @@ async fn main() {
         }
         client.delete_app(&app).await.unwrap();
     }
-    stop.cancel();
-    let _ = server.await;
-    let host = std::fs::read_to_string(data.path().join(aloftd::HOST_ID_FILE)).unwrap_or_default();
-    aloft_testkit::remove_containers_labelled("dev.aloft.host", host.trim());
+    platform.stop().await;
     println!("\n| deploy | machines | median | max | runs |");
     println!("|---|---:|---:|---:|---:|");
     for row in rows {

@@ -9,17 +9,18 @@
     reason = "a benchmark program"
 )]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use aloft_client::Client;
 use aloft_control::{Control, ControlConfig, SecretsKey};
 use aloft_store::{Desired, Host, NewMachine, Store, now_ms};
-use aloft_testkit::{BUSYBOX_IMAGE, busybox_image, eventually};
+use aloft_testkit::{BUSYBOX_IMAGE, busybox_image};
 use aloft_types::api::MachineRequest;
 use aloft_types::machine::{MachineConfig, MachineInit};
 use aloft_types::{HostId, MachineState};
 use sqlx::Executor as _;
-use tokio_util::sync::CancellationToken;
 
 const RUNS: usize = 20;
 
@@ -58,28 +59,8 @@ fn request(index: usize) -> MachineRequest {
 
 async fn lifecycle() -> Vec<String> {
     busybox_image();
-    let data = tempfile::tempdir().unwrap();
-    let config = aloftd::Config {
-        data_dir: data.path().to_owned(),
-        ..aloftd::Config::default()
-    };
-    let mut config = config;
-    config.api.listen = "127.0.0.1:0".parse().unwrap();
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(aloftd::run_server(
-        config,
-        aloftd::ServerOptions {
-            shutdown: Some(stop.clone()),
-        },
-    ));
-    let url = eventually("the server", Duration::from_secs(30), || async {
-        std::fs::read_to_string(data.path().join(aloftd::API_URL_FILE))
-            .ok()
-            .map(|s| s.trim().to_owned())
-    })
-    .await;
-    let token = std::fs::read_to_string(data.path().join("admin-token")).unwrap();
-    let client = Client::new(&url, token.trim());
+    let platform = common::Platform::start("benchmachines", |_| {}).await;
+    let client = platform.client.clone();
     client.create_app("bench", None).await.unwrap();
 
     let mut create = Vec::new();
@@ -124,8 +105,7 @@ async fn lifecycle() -> Vec<String> {
             .await
             .unwrap();
     }
-    stop.cancel();
-    let _ = server.await;
+    platform.stop().await;
     vec![
         summary("create → started (Docker, cached image)", create),
         summary("stop → start", restart),

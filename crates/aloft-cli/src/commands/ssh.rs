@@ -653,11 +653,8 @@ pub(crate) async fn proxy(args: ProxyArgs, app: &str, out: &mut Output) -> Resul
         };
         let connection = connection.clone();
         tokio::spawn(async move {
-            match connection.forward(remote).await {
-                Ok(mut channel) => {
-                    let _ = tokio::io::copy_bidirectional(&mut stream, &mut channel).await;
-                    let _ = channel.shutdown().await;
-                }
+            match connection.forward(remote, &mut stream).await {
+                Ok(_) => {}
                 Err(error) => {
                     tracing_free_warning(&format!(
                         "{peer}: the machine refused port {remote}: {error}"
