@@ -648,7 +648,10 @@ async fn run<R: Runtime + 'static>(
     if let Some((_, cols, rows)) = request.pty {
         resize(shared, &exec.id, cols, rows).await;
     }
-    let (mut reader, writer) = channel.split();
+    // The input is read as it comes: a command that stops reading while its output
+    // waits for window must not stall the session (see `aloft_ssh::inbox`).
+    let (reader, writer) = channel.split();
+    let mut reader = aloft_ssh::inbox::Inbox::new(reader);
     let mut output = exec.output;
     let mut input = exec.input;
     let relay_output = async {
@@ -668,7 +671,7 @@ async fn run<R: Runtime + 'static>(
     };
     let relay_input = async {
         let mut input_open = true;
-        while let Some(message) = reader.wait().await {
+        while let Some(message) = reader.recv().await {
             match message {
                 ChannelMsg::Data { data } if input_open => {
                     input_open = input.write_all(&data).await.is_ok();
@@ -803,12 +806,9 @@ async fn sftp<R: Runtime + 'static>(
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err("the SFTP helper has no stdio".to_owned());
     };
-    let mut helper_io = tokio::io::join(stdout, stdin);
-    let mut stream = channel.into_stream();
-    let copied = tokio::io::copy_bidirectional(&mut stream, &mut helper_io).await;
-    drop(helper_io);
+    let helper_io = tokio::io::join(stdout, stdin);
+    let copied = aloft_ssh::relay::relay(channel, helper_io).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-    let _ = stream.shutdown().await;
     audit(
         shared,
         &authorized.machine,

@@ -185,13 +185,15 @@ impl Connection {
             Some(command) => channel.exec(true, command.as_bytes()).await?,
             None => channel.request_shell(true).await?,
         }
-        let (mut reader, writer) = channel.split();
-        let mut input_open = true;
-        let mut controls_open = true;
-        let mut exit = None;
-        loop {
-            tokio::select! {
-                message = reader.wait() => match message {
+        let (reader, writer) = channel.split();
+        let mut reader = crate::inbox::Inbox::new(reader);
+        // Output, input and controls run side by side: waiting for the window to send
+        // input must never stop output from being read (the peer may be waiting for us
+        // to read before it reads more).
+        let output = async {
+            let mut exit = None;
+            loop {
+                match reader.recv().await {
                     Some(ChannelMsg::Data { data }) => {
                         stdout.write_all(&data).await?;
                         stdout.flush().await?;
@@ -204,25 +206,40 @@ impl Connection {
                     Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
                         exit = Some(signal_exit(&signal_name));
                     }
-                    Some(ChannelMsg::Failure) => return Err(ClientError::Rejected("run the command")),
+                    Some(ChannelMsg::Failure) => {
+                        return Err(ClientError::Rejected("run the command"));
+                    }
                     Some(ChannelMsg::Close) | None => break,
                     Some(_) => {}
-                },
-                read = stdin.recv(), if input_open => match read {
-                    Some(data) => writer.data_bytes(data).await?,
-                    None => {
-                        input_open = false;
-                        writer.eof().await?;
-                    }
-                },
-                control = controls.recv(), if controls_open => match control {
-                    Some(Control::Resize(cols, rows)) => writer.window_change(cols, rows, 0, 0).await?,
-                    Some(Control::Signal(name)) => writer.signal(signal(&name)).await?,
-                    None => controls_open = false,
-                },
+                }
             }
+            exit.ok_or(ClientError::NoExitStatus)
+        };
+        let input = async {
+            while let Some(data) = stdin.recv().await {
+                writer.data_bytes(data).await?;
+            }
+            writer.eof().await?;
+            Ok::<(), ClientError>(())
+        };
+        let control = async {
+            while let Some(control) = controls.recv().await {
+                match control {
+                    Control::Resize(cols, rows) => writer.window_change(cols, rows, 0, 0).await?,
+                    Control::Signal(name) => writer.signal(signal(&name)).await?,
+                }
+            }
+            Ok::<(), ClientError>(())
+        };
+        let others = async {
+            // An input error (the command stopped reading) is not the session's end.
+            let _ = tokio::join!(input, control);
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            exit = output => exit,
+            () = others => unreachable!("pending never completes"),
         }
-        exit.ok_or(ClientError::NoExitStatus)
     }
 
     /// An SFTP session on the machine's filesystem.

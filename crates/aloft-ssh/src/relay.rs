@@ -1,5 +1,7 @@
 //! Carrying a byte stream over an SSH channel (port forwards, on both ends).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use russh::ChannelMsg;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
@@ -16,37 +18,69 @@ where
     M: From<(russh::ChannelId, ChannelMsg)> + Send + Sync + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (mut remote, writer) = channel.split();
+    let (remote, writer) = channel.split();
+    let mut remote = crate::inbox::Inbox::new(remote);
     let (mut local_in, mut local_out) = tokio::io::split(stream);
-    let mut buffer = vec![0; 32 * 1024];
-    let (mut local_open, mut remote_open) = (true, true);
-    let (mut sent, mut received) = (0u64, 0u64);
-    while local_open || remote_open {
-        tokio::select! {
-            read = local_in.read(&mut buffer), if local_open => match read {
-                Ok(0) | Err(_) => {
-                    local_open = false;
-                    writer.eof().await?;
-                }
+    // The two directions run side by side: waiting for the channel's window to send must
+    // never stop the other direction from being read. Both end once each side has sent
+    // its EOF, or as soon as the channel closes.
+    let closed = tokio::sync::Notify::new();
+    let up_finished = tokio::sync::Notify::new();
+    let up_done = AtomicBool::new(false);
+    let sent = AtomicU64::new(0);
+    let up_loop = async {
+        let mut buffer = vec![0; 32 * 1024];
+        loop {
+            match local_in.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
                 Ok(n) => {
                     writer.data_bytes(buffer[..n].to_vec()).await?;
-                    sent += n as u64;
+                    sent.fetch_add(n as u64, Ordering::Relaxed);
                 }
-            },
-            message = remote.wait(), if remote_open => match message {
-                Some(ChannelMsg::Data { data }) => {
-                    local_out.write_all(&data).await?;
-                    received += data.len() as u64;
-                }
-                Some(ChannelMsg::Eof) => {
-                    remote_open = false;
-                    let _ = local_out.shutdown().await;
-                }
-                Some(ChannelMsg::Close) | None => break,
-                Some(_) => {}
-            },
+            }
         }
-    }
+        writer.eof().await?;
+        Ok::<(), crate::client::ClientError>(())
+    };
+    let up = async {
+        // A closed channel also ends the way up, which may wait on a quiet local side.
+        let result = tokio::select! {
+            done = up_loop => done,
+            () = closed.notified() => Ok(()),
+        };
+        up_done.store(true, Ordering::Release);
+        up_finished.notify_one();
+        result
+    };
+    let down = async {
+        let mut received = 0u64;
+        let mut eof = false;
+        loop {
+            tokio::select! {
+                message = remote.recv() => match message {
+                    Some(ChannelMsg::Data { data }) => {
+                        local_out.write_all(&data).await?;
+                        received += data.len() as u64;
+                    }
+                    Some(ChannelMsg::Eof) => {
+                        eof = true;
+                        let _ = local_out.shutdown().await;
+                        if up_done.load(Ordering::Acquire) {
+                            break;
+                        }
+                    }
+                    Some(ChannelMsg::Close) | None => break,
+                    Some(_) => {}
+                },
+                () = up_finished.notified(), if eof => break,
+            }
+        }
+        closed.notify_one();
+        let _ = local_out.shutdown().await;
+        Ok::<u64, crate::client::ClientError>(received)
+    };
+    let (up, received) = tokio::join!(up, down);
     let _ = writer.close().await;
-    Ok((sent, received))
+    up?;
+    Ok((sent.into_inner(), received?))
 }

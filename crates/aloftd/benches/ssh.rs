@@ -189,7 +189,10 @@ async fn main() {
     let mut buffer = vec![0u8; 256 << 10];
     while received < BULK {
         let n = reader.read(&mut buffer).await.unwrap();
-        assert!(n > 0, "the echo ended early, after {received} bytes");
+        if n == 0 {
+            let ended = forwarding.await;
+            panic!("the echo ended early, after {received} bytes; the forward: {ended:?}");
+        }
         received += n;
     }
     let echoed = started.elapsed();

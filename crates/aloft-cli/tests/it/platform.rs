@@ -1177,6 +1177,31 @@ async fn ssh_runs_commands_copies_files_forwards_ports_and_refuses_strangers() {
     }
     let counted = piped.wait_with_output().unwrap();
     assert_eq!(text(&counted.stdout).trim(), "100000");
+    // A command that answers while its input still arrives: 8 MiB through `cat`.
+    let mut echo = p
+        .command(
+            p.home.path(),
+            &["ssh", "console", "-a", "shell", "-C", "cat"],
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bulk: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let feeding = {
+        use std::io::Write as _;
+        let mut stdin = echo.stdin.take().unwrap();
+        let bulk = bulk.clone();
+        std::thread::spawn(move || stdin.write_all(&bulk))
+    };
+    let echoed = echo.wait_with_output().unwrap();
+    feeding.join().unwrap().unwrap();
+    assert!(echoed.status.success(), "{}", text(&echoed.stderr));
+    assert!(
+        echoed.stdout == bulk,
+        "`cat` through SSH changed 8 MiB ({} bytes back)",
+        echoed.stdout.len()
+    );
     // Every session is an audit event: who, the command.
     let events = ssh_events(p, "shell", &id);
     assert!(
@@ -1264,6 +1289,17 @@ async fn ssh_runs_commands_copies_files_forwards_ports_and_refuses_strangers() {
         let mut echoed = [0u8; 23];
         stream.read_exact(&mut echoed).unwrap();
         assert_eq!(&echoed, b"ping through the proxy\n");
+        // Bulk traffic both ways at once: the echo sends back while we still send.
+        let bulk: Vec<u8> = (0..8 * 1024 * 1024u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let mut writer = stream.try_clone().unwrap();
+        let to_send = bulk.clone();
+        let sending = std::thread::spawn(move || writer.write_all(&to_send));
+        let mut back = vec![0u8; bulk.len()];
+        stream.read_exact(&mut back).unwrap();
+        sending.join().unwrap().unwrap();
+        assert!(back == bulk, "8 MiB came back changed through the proxy");
     }
     eventually(
         "the echo server to see the close",

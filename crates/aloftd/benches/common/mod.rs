@@ -23,6 +23,11 @@ impl Platform {
     /// Starts the server; `adjust` changes its configuration first.
     pub(crate) async fn start(name: &str, adjust: impl FnOnce(&mut aloftd::Config)) -> Platform {
         aloft_testkit::require_docker();
+        // RUST_LOG=aloft_agent=debug shows the platform's side of a run.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
         let data = tempfile::tempdir().unwrap();
         let mut config = aloftd::Config {
             data_dir: data.path().to_owned(),
