@@ -290,6 +290,23 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Defaults with the data in `data_dir`, every listener on loopback port 0 and no
+    /// upstream resolvers: a platform that runs beside others on one machine and reaches
+    /// nothing outside it (tests and benchmarks).
+    pub fn loopback(data_dir: &Path) -> Config {
+        let mut config = Config {
+            data_dir: data_dir.to_owned(),
+            ..Config::default()
+        };
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.api.listen = any_port;
+        config.proxy.http_listen = any_port;
+        config.proxy.https_listen = any_port;
+        config.network.dns_listen = any_port;
+        config.network.dns_upstream = Some(Vec::new());
+        config
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -30,17 +30,9 @@ impl Platform {
     async fn start_with(adjust: impl FnOnce(&mut aloftd::Config)) -> Platform {
         busybox_image();
         let data = tempfile::tempdir().unwrap();
-        let mut config = aloftd::Config {
-            data_dir: data.path().to_owned(),
-            ..aloftd::Config::default()
-        };
-        config.api.listen = "127.0.0.1:0".parse().unwrap();
+        let mut config = aloftd::Config::loopback(data.path());
         let netns = aloft_testkit::TestNetns::create("cli");
         config.network.namespace = Some(netns.path());
-        config.network.dns_listen = "127.0.0.1:0".parse().unwrap();
-        config.network.dns_upstream = Some(Vec::new());
-        config.proxy.http_listen = "127.0.0.1:0".parse().unwrap();
-        config.proxy.https_listen = "127.0.0.1:0".parse().unwrap();
         adjust(&mut config);
         let stop = CancellationToken::new();
         let options = aloftd::ServerOptions {
@@ -91,6 +83,23 @@ impl Platform {
     /// Runs `aloft` in `dir`.
     fn aloft_in(&self, dir: &Path, args: &[&str]) -> Output {
         self.command(dir, args).output().unwrap()
+    }
+
+    /// Runs `aloft ARGS` with `input` on its stdin, written while its output is read.
+    fn aloft_with_input(&self, args: &[&str], input: Vec<u8>) -> Output {
+        use std::io::Write as _;
+        let mut child = self
+            .command(self.home.path(), args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let feeding = std::thread::spawn(move || stdin.write_all(&input));
+        let output = child.wait_with_output().unwrap();
+        feeding.join().unwrap().unwrap();
+        output
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -1161,41 +1170,17 @@ async fn ssh_runs_commands_copies_files_forwards_ports_and_refuses_strangers() {
         text(&unpicked.stderr)
     );
     // stdin reaches the command and its end closes the command's stdin.
-    let mut piped = p
-        .command(
-            p.home.path(),
-            &["ssh", "console", "-a", "shell", "-C", "wc -c"],
-        )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write as _;
-        let mut stdin = piped.stdin.take().unwrap();
-        stdin.write_all(&[b'x'; 100_000]).unwrap();
-    }
-    let counted = piped.wait_with_output().unwrap();
+    let counted = p.aloft_with_input(
+        &["ssh", "console", "-a", "shell", "-C", "wc -c"],
+        vec![b'x'; 100_000],
+    );
     assert_eq!(text(&counted.stdout).trim(), "100000");
     // A command that answers while its input still arrives: 8 MiB through `cat`.
-    let mut echo = p
-        .command(
-            p.home.path(),
-            &["ssh", "console", "-a", "shell", "-C", "cat"],
-        )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let bulk: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-    let feeding = {
-        use std::io::Write as _;
-        let mut stdin = echo.stdin.take().unwrap();
-        let bulk = bulk.clone();
-        std::thread::spawn(move || stdin.write_all(&bulk))
-    };
-    let echoed = echo.wait_with_output().unwrap();
-    feeding.join().unwrap().unwrap();
+    let echoed = p.aloft_with_input(
+        &["ssh", "console", "-a", "shell", "-C", "cat"],
+        bulk.clone(),
+    );
     assert!(echoed.status.success(), "{}", text(&echoed.stderr));
     assert!(
         echoed.stdout == bulk,

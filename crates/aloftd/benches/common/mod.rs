@@ -29,15 +29,7 @@ impl Platform {
             .with_writer(std::io::stderr)
             .try_init();
         let data = tempfile::tempdir().unwrap();
-        let mut config = aloftd::Config {
-            data_dir: data.path().to_owned(),
-            ..aloftd::Config::default()
-        };
-        config.api.listen = "127.0.0.1:0".parse().unwrap();
-        config.proxy.http_listen = "127.0.0.1:0".parse().unwrap();
-        config.proxy.https_listen = "127.0.0.1:0".parse().unwrap();
-        config.network.dns_listen = "127.0.0.1:0".parse().unwrap();
-        config.network.dns_upstream = Some(Vec::new());
+        let mut config = aloftd::Config::loopback(data.path());
         let netns = aloft_testkit::TestNetns::create(name);
         config.network.namespace = Some(netns.path());
         adjust(&mut config);
