@@ -69,6 +69,7 @@ pub(crate) fn server_config(data_dir: &std::path::Path) -> Result<Arc<server::Co
         inactivity_timeout: Some(Duration::from_secs(3600)),
         keepalive_interval: Some(Duration::from_secs(30)),
         nodelay: true,
+        channel_buffer_size: aloft_ssh::CHANNEL_QUEUE,
         ..server::Config::default()
     }))
 }
@@ -648,10 +649,9 @@ async fn run<R: Runtime + 'static>(
     if let Some((_, cols, rows)) = request.pty {
         resize(shared, &exec.id, cols, rows).await;
     }
-    // The input is read as it comes: a command that stops reading while its output
-    // waits for window must not stall the session (see `aloft_ssh::inbox`).
-    let (reader, writer) = channel.split();
-    let mut reader = aloft_ssh::inbox::Inbox::new(reader);
+    // Input and output run side by side: a command that stops reading its input while
+    // its output waits for window only stops the client's input (see `aloft_ssh`).
+    let (mut reader, writer) = channel.split();
     let mut output = exec.output;
     let mut input = exec.input;
     let relay_output = async {
@@ -671,7 +671,7 @@ async fn run<R: Runtime + 'static>(
     };
     let relay_input = async {
         let mut input_open = true;
-        while let Some(message) = reader.recv().await {
+        while let Some(message) = reader.wait().await {
             match message {
                 ChannelMsg::Data { data } if input_open => {
                     input_open = input.write_all(&data).await.is_ok();

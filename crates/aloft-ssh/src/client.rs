@@ -76,6 +76,7 @@ where
         keepalive_interval: Some(Duration::from_secs(15)),
         keepalive_max: 4,
         nodelay: true,
+        channel_buffer_size: crate::CHANNEL_QUEUE,
         ..client::Config::default()
     };
     let mut handle = client::connect_stream(Arc::new(config), stream, Tunnelled).await?;
@@ -185,15 +186,14 @@ impl Connection {
             Some(command) => channel.exec(true, command.as_bytes()).await?,
             None => channel.request_shell(true).await?,
         }
-        let (reader, writer) = channel.split();
-        let mut reader = crate::inbox::Inbox::new(reader);
+        let (mut reader, writer) = channel.split();
         // Output, input and controls run side by side: waiting for the window to send
         // input must never stop output from being read (the peer may be waiting for us
         // to read before it reads more).
         let output = async {
             let mut exit = None;
             loop {
-                match reader.recv().await {
+                match reader.wait().await {
                     Some(ChannelMsg::Data { data }) => {
                         stdout.write_all(&data).await?;
                         stdout.flush().await?;

@@ -18,8 +18,7 @@ where
     M: From<(russh::ChannelId, ChannelMsg)> + Send + Sync + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (remote, writer) = channel.split();
-    let mut remote = crate::inbox::Inbox::new(remote);
+    let (mut remote, writer) = channel.split();
     let (mut local_in, mut local_out) = tokio::io::split(stream);
     // The two directions run side by side: waiting for the channel's window to send must
     // never stop the other direction from being read. Both end once each side has sent
@@ -57,7 +56,7 @@ where
         let mut eof = false;
         loop {
             tokio::select! {
-                message = remote.recv() => match message {
+                message = remote.wait() => match message {
                     Some(ChannelMsg::Data { data }) => {
                         local_out.write_all(&data).await?;
                         received += data.len() as u64;
