@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use aloft_control::AgentGateway;
-use aloft_store::{CheckRecord, now_ms};
+use aloft_agent_api::{CheckRecord, ControlPlane};
 use aloft_types::machine::{CheckProtocol, CheckType, MachineCheck, MachineConfig};
 use aloft_types::{CheckStatus, MachineId, service_check_name};
 use bytes::Bytes;
@@ -125,7 +124,7 @@ pub fn plans(config: &MachineConfig) -> Vec<Plan> {
 
 /// Runs `plans` for one run of a machine until `run_ended` or the agent's `stopping`.
 pub async fn run(
-    gateway: AgentGateway,
+    gateway: Arc<dyn ControlPlane>,
     machine: MachineId,
     plans: Vec<Plan>,
     address: Ipv6Addr,
@@ -139,7 +138,7 @@ pub async fn run(
         service: plan.service,
         status,
         output: output.to_owned(),
-        updated_at: now_ms(),
+        updated_at: crate::now_ms(),
     };
     let initial: Vec<CheckRecord> = plans
         .iter()
@@ -148,9 +147,15 @@ pub async fn run(
     if let Err(error) = gateway.reset_checks(&machine, &initial).await {
         tracing::warn!(%machine, error = %error, "recording the run's checks failed");
     }
-    let loops = plans
-        .iter()
-        .map(|plan| check_loop(&gateway, &machine, plan, address, namespace.as_deref()));
+    let loops = plans.iter().map(|plan| {
+        check_loop(
+            gateway.as_ref(),
+            &machine,
+            plan,
+            address,
+            namespace.as_deref(),
+        )
+    });
     tokio::select! {
         _ = futures_util::future::join_all(loops) => {}
         () = run_ended.cancelled() => {}
@@ -168,7 +173,7 @@ pub async fn run(
 }
 
 async fn check_loop(
-    gateway: &AgentGateway,
+    gateway: &dyn ControlPlane,
     machine: &MachineId,
     plan: &Plan,
     address: Ipv6Addr,
@@ -194,7 +199,7 @@ async fn check_loop(
             service: plan.service,
             status,
             output: output.clone(),
-            updated_at: now_ms(),
+            updated_at: crate::now_ms(),
         };
         match gateway.report_check(&result, status_changed).await {
             Ok(()) => last = (status, output),

@@ -6,7 +6,7 @@
 //! - Restarts follow the machine's policy (`no`, `always`, `on-failure` with
 //!   `max_retries`) and are the agent's decision: the engine's own policy is off, and every
 //!   exit is recorded as an event with its exit code, signal and OOM flag.
-//! - The agent learns and reports through the control plane's [`AgentGateway`]; it never
+//! - The agent learns and reports through the control plane's [`ControlPlane`] (the contract in `aloft-agent-api`); it never
 //!   writes the store itself.
 //! - Stopping the agent leaves machines running; they are adopted when it comes back.
 //!
@@ -23,12 +23,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::Duration;
 
-use aloft_control::{AgentGateway, ApiError, BoxFuture, Command, HostLink, wire::ExecResponse};
+use aloft_agent_api::{
+    BoxFuture, Command, ControlError, ControlPlane, Desired, Host, HostLink, LinkError,
+    MachineRecord, SshStream,
+};
 use aloft_net::{HostNetwork, SixPn};
 use aloft_runtime::{
     ContainerInfo, ContainerState, ExecOptions, ExitStatus, Runtime, RuntimeError,
 };
-use aloft_store::{Desired, Host, MachineRecord, now_ms};
+use aloft_types::api::ExecResponse;
 use aloft_types::machine::RestartPolicy;
 use aloft_types::{HostId, MachineId, MachineState, Signal};
 use serde_json::json;
@@ -98,7 +101,7 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("talking to the control plane")]
-    Control(#[source] ApiError),
+    Control(#[source] ControlError),
     #[error("the container runtime")]
     Runtime(#[source] RuntimeError),
     #[error("the private network")]
@@ -111,8 +114,8 @@ impl From<aloft_net::PlumbError> for AgentError {
     }
 }
 
-impl From<ApiError> for AgentError {
-    fn from(error: ApiError) -> Self {
+impl From<ControlError> for AgentError {
+    fn from(error: ControlError) -> Self {
         AgentError::Control(error)
     }
 }
@@ -125,7 +128,7 @@ impl From<RuntimeError> for AgentError {
 
 struct Shared<R> {
     runtime: R,
-    gateway: AgentGateway,
+    gateway: Arc<dyn ControlPlane>,
     config: AgentConfig,
     /// One operation at a time per machine.
     locks: StdMutex<HashMap<MachineId, Arc<Mutex<()>>>>,
@@ -168,13 +171,13 @@ fn exit_json(exit: &ExitStatus, requested_stop: bool, restarting: bool) -> serde
             "oom_killed": exit.oom_killed,
             "requested_stop": requested_stop,
             "restarting": restarting,
-            "exited_at": aloft_control::rfc3339(now_ms()),
+            "exited_at": aloft_types::time::rfc3339(now_ms()),
         }
     })
 }
 
 impl<R: Runtime + 'static> Agent<R> {
-    pub fn new(runtime: R, gateway: AgentGateway, config: AgentConfig) -> Agent<R> {
+    pub fn new(runtime: R, gateway: Arc<dyn ControlPlane>, config: AgentConfig) -> Agent<R> {
         let (exits, receiver) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             runtime,
@@ -766,11 +769,13 @@ impl<R: Runtime + 'static> Shared<R> {
         error.into()
     }
 
-    /// Whether the container's process has exited: its `/proc` entry is gone (the engine
-    /// may still call it running for a moment), or the engine says it is not running.
+    /// Whether the container's process has exited: its network namespace is gone from
+    /// `/proc` (the process is gone, or a zombie not reaped yet, whose `/proc` entry stays
+    /// but whose namespaces do not; the engine may still call it running for a moment),
+    /// or the engine says it is not running.
     async fn exited(&self, container: &ContainerInfo) -> bool {
         if let Some(pid) = container.pid
-            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::path::Path::new(&format!("/proc/{pid}/ns/net")).exists()
         {
             return true;
         }
@@ -869,6 +874,24 @@ impl<R: Runtime + 'static> Shared<R> {
     }
 }
 
+/// Now, in Unix milliseconds (the contract's timestamps).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Random bytes from the operating system (host keys).
+pub(crate) fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    #[allow(
+        clippy::expect_used,
+        reason = "the OS random source is always available on Linux"
+    )]
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
+    bytes
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
@@ -878,6 +901,14 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         cause = next.source();
     }
     text
+}
+
+/// A host-side failure as the contract's error, with its whole chain of causes.
+fn failed<E: std::error::Error>(operation: &'static str) -> impl Fn(E) -> LinkError {
+    move |error| LinkError::Failed {
+        operation,
+        message: error_chain(&error),
+    }
 }
 
 /// The control plane's way into this host: runs commands in machines.
@@ -900,20 +931,23 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
         command: Vec<String>,
         stdin: Option<Vec<u8>>,
         timeout: Duration,
-    ) -> BoxFuture<'a, Result<ExecResponse, String>> {
+    ) -> BoxFuture<'a, Result<ExecResponse, LinkError>> {
         Box::pin(async move {
             let containers = self
                 .shared
                 .containers_of(&machine.id)
                 .await
-                .map_err(|e| error_chain(&e))?;
+                .map_err(failed("listing the machine's containers"))?;
             let container = containers
                 .into_iter()
                 .find(|c| {
                     c.labels.get(LABEL_INSTANCE) == Some(&machine.instance_id)
                         && c.state == ContainerState::Running
                 })
-                .ok_or_else(|| format!("machine {} has no running container", machine.id))?;
+                .ok_or_else(|| LinkError::NotRunning {
+                    machine: machine.id.clone(),
+                    why: "has no running container".to_owned(),
+                })?;
             let options = ExecOptions {
                 tty: false,
                 stdin,
@@ -924,7 +958,7 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
                 .runtime
                 .exec(&container.id, &command, &options)
                 .await
-                .map_err(|e| error_chain(&e))?;
+                .map_err(failed("running the command"))?;
             Ok(ExecResponse {
                 exit_code: output.exit_code,
                 exit_signal: None,
@@ -937,10 +971,17 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
     fn ssh<'a>(
         &'a self,
         machine: &'a MachineRecord,
-        stream: Box<dyn aloft_control::SshStream>,
-    ) -> BoxFuture<'a, Result<(), String>> {
+        stream: Box<dyn SshStream>,
+    ) -> BoxFuture<'a, Result<(), LinkError>> {
         Box::pin(async move {
-            let config = self.shared.ssh_config().await?;
+            let config = self
+                .shared
+                .ssh_config()
+                .await
+                .map_err(|message| LinkError::Failed {
+                    operation: "starting the SSH server",
+                    message,
+                })?;
             ssh::serve(
                 self.shared.clone(),
                 config,
@@ -948,6 +989,10 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
                 ssh::Via::Tunnel(Box::new(machine.clone())),
             )
             .await
+            .map_err(|message| LinkError::Failed {
+                operation: "serving the SSH session",
+                message,
+            })
         })
     }
 
@@ -955,13 +1000,13 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
         &'a self,
         machine: &'a MachineRecord,
         lines: usize,
-    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<String>, LinkError>> {
         Box::pin(async move {
             let containers = self
                 .shared
                 .containers_of(&machine.id)
                 .await
-                .map_err(|e| error_chain(&e))?;
+                .map_err(failed("listing the machine's containers"))?;
             // The newest run of the machine's current instance (or of any, when it has
             // none yet).
             let Some(container) = containers
@@ -982,7 +1027,7 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
                 .logs(&container.id, false, Some(lines), None);
             let mut shown = Vec::new();
             while let Some(line) = futures_util::StreamExt::next(&mut stream).await {
-                let line = line.map_err(|e| error_chain(&e))?;
+                let line = line.map_err(failed("reading the machine's log"))?;
                 shown.push(line.text);
             }
             Ok(shown)

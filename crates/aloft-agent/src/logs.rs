@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aloft_agent_api::MachineRecord;
 use aloft_logs::{LogStore, NewEntry, Query, Stream};
 use aloft_runtime::{ContainerInfo, LogStream, Runtime};
-use aloft_store::MachineRecord;
 use aloft_types::time::parse_rfc3339_ns;
 use futures_util::StreamExt as _;
 
@@ -20,6 +20,9 @@ use crate::Shared;
 const BATCH: usize = 2048;
 /// How long a line may wait for more to share its batch.
 const LINGER: Duration = Duration::from_millis(20);
+/// How long to wait before following a running container's output again after the
+/// engine's stream ended.
+const REFOLLOW: Duration = Duration::from_millis(200);
 
 /// The newest line already stored for `machine` (Unix ns), so a resumed capture does not
 /// store it twice.
@@ -51,11 +54,7 @@ pub(crate) async fn capture<R: Runtime + 'static>(
     };
     // Every line of the container not stored yet. (Not "since the run started": the
     // engine records a start time after the process may already have written.)
-    let from = resume_after(&store, machine.id.as_str()).map_or(i64::MIN, |stored| stored + 1);
-    let since_seconds = (from > 0).then(|| from.div_euclid(1_000_000_000));
-    let mut lines = shared
-        .runtime
-        .logs(&container.id, true, None, since_seconds);
+    let mut from = resume_after(&store, machine.id.as_str()).map_or(i64::MIN, |stored| stored + 1);
     let template = NewEntry {
         timestamp_ns: 0,
         stream: Stream::Stdout,
@@ -66,48 +65,75 @@ pub(crate) async fn capture<R: Runtime + 'static>(
         text: String::new(),
     };
     let mut batch: Vec<NewEntry> = Vec::with_capacity(BATCH);
+    // The engine's follow stream can end while the container still runs (an engine
+    // that drops the connection, say): it is opened again after the newest line seen,
+    // until the container stops or the agent does.
     loop {
-        let next = if batch.is_empty() {
-            tokio::select! {
-                next = lines.next() => next,
-                () = shared.stopping.cancelled() => None,
-            }
-        } else {
-            match tokio::time::timeout(LINGER, lines.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    // Quiet for a moment: store what there is.
-                    if store.append(std::mem::take(&mut batch)).await.is_err() {
-                        return;
-                    }
-                    continue;
+        let since_seconds = (from > 0).then(|| from.div_euclid(1_000_000_000));
+        let mut lines = shared
+            .runtime
+            .logs(&container.id, true, None, since_seconds);
+        loop {
+            let next = if batch.is_empty() {
+                tokio::select! {
+                    next = lines.next() => next,
+                    () = shared.stopping.cancelled() => None,
                 }
+            } else {
+                match tokio::time::timeout(LINGER, lines.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        // Quiet for a moment: store what there is.
+                        if let Err(error) = store.append(std::mem::take(&mut batch)).await {
+                            tracing::warn!(machine = %machine.id, %error, "storing log lines failed; capture stops");
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            };
+            let Some(line) = next else { break };
+            let line = match line {
+                Ok(line) => line,
+                Err(error) => {
+                    tracing::debug!(machine = %machine.id, %error, "following a container's output ended");
+                    break;
+                }
+            };
+            let at = parse_rfc3339_ns(&line.timestamp).unwrap_or(0);
+            if at < from {
+                continue;
             }
-        };
-        let Some(line) = next else { break };
-        let line = match line {
-            Ok(line) => line,
-            Err(error) => {
-                tracing::debug!(machine = %machine.id, %error, "following a container's output ended");
-                break;
+            from = at + 1;
+            batch.push(NewEntry {
+                timestamp_ns: at,
+                stream: match line.stream {
+                    LogStream::Stderr => Stream::Stderr,
+                    _ => Stream::Stdout,
+                },
+                text: line.text,
+                ..template.clone()
+            });
+            if batch.len() >= BATCH
+                && let Err(error) = store.append(std::mem::take(&mut batch)).await
+            {
+                tracing::warn!(machine = %machine.id, %error, "storing log lines failed; capture stops");
+                return;
             }
-        };
-        let at = parse_rfc3339_ns(&line.timestamp).unwrap_or(0);
-        if at < from {
-            continue;
         }
-        batch.push(NewEntry {
-            timestamp_ns: at,
-            stream: match line.stream {
-                LogStream::Stderr => Stream::Stderr,
-                _ => Stream::Stdout,
-            },
-            text: line.text,
-            ..template.clone()
-        });
-        if batch.len() >= BATCH && store.append(std::mem::take(&mut batch)).await.is_err() {
-            return;
+        if shared.stopping.is_cancelled() {
+            break;
         }
+        let running = matches!(
+            shared.runtime.inspect(&container.id).await,
+            Ok(Some(info)) if info.state == aloft_runtime::ContainerState::Running
+                && info.started_at == container.started_at
+        );
+        if !running {
+            break;
+        }
+        tracing::info!(machine = %machine.id, from, "following a running container's output again");
+        tokio::time::sleep(REFOLLOW).await;
     }
     if !batch.is_empty() {
         let _ = store.append(batch).await;

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 
+use aloft_agent_api::MachineRecord;
 use aloft_runtime::{BindMount, ContainerSpec};
-use aloft_store::MachineRecord;
 use aloft_types::machine::{DnsConfig, METADATA_PROCESS_GROUP};
 use aloft_types::{AppName, MachineId, Signal};
 use base64::Engine as _;

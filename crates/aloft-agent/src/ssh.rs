@@ -22,8 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aloft_control::ssh::TOKEN_EXTENSION;
-use aloft_control::{SshStream, SshTrust};
+use aloft_agent_api::{MachineRecord, SshStream, SshTrust, TOKEN_EXTENSION};
 use aloft_runtime::{AttachOptions, ContainerState, ExecChunk, Runtime};
 use aloft_ssh::ca;
 use aloft_ssh::russh::keys::Certificate;
@@ -31,7 +30,6 @@ use aloft_ssh::russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
 use aloft_ssh::russh::{
     self, Channel, ChannelId, ChannelMsg, ChannelOpenFailure, MethodKind, MethodSet, Sig,
 };
-use aloft_store::MachineRecord;
 use aloft_types::MachineId;
 use futures_util::StreamExt as _;
 use serde_json::json;
@@ -50,7 +48,7 @@ pub(crate) fn server_config(data_dir: &std::path::Path) -> Result<Arc<server::Co
             ca::private_from_openssh(&text).map_err(|e| format!("{}: {e}", path.display()))?
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let seed: [u8; 32] = aloft_store::random();
+            let seed: [u8; 32] = crate::random();
             let key = ca::ed25519_from_seed(&seed);
             let text = ca::private_to_openssh(&key).map_err(|e| e.to_string())?;
             write_private(&path, &text).map_err(|e| format!("writing {}: {e}", path.display()))?;

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use aloft_runtime::{BuildOptions, BuildProgress};
 use aloft_types::api::{BuildEvent, ErrorBody};
+use aloft_types::build::{BuildOptions, BuildProgress};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::header;
@@ -19,8 +19,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::apps::app_for;
-use crate::hosts::BoxFuture;
 use crate::{ApiError, Inner, Principal};
+use aloft_agent_api::BoxFuture;
 
 /// The largest build context accepted (1 GiB).
 const MAX_CONTEXT_BYTES: usize = 1 << 30;

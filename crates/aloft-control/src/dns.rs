@@ -17,7 +17,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
     OpenApiRouter::new().routes(routes!(dig))
 }
 
-fn records(records: Vec<aloft_dns::DigRecord>) -> Vec<DnsRecord> {
+fn records(records: Vec<aloft_types::dig::DigRecord>) -> Vec<DnsRecord> {
     records
         .into_iter()
         .map(|r| DnsRecord {
@@ -57,7 +57,7 @@ async fn dig(
         .dig(name, record_type, network)
         .await
         .map_err(|error| match error {
-            aloft_dns::DigError::NoAnswer => ApiError::Unavailable(error.to_string()),
+            aloft_types::dig::DigError::NoAnswer => ApiError::Unavailable(error.to_string()),
             other => ApiError::BadRequest(other.to_string()),
         })?;
     Ok(Json(DigResponse {

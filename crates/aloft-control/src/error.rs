@@ -32,6 +32,18 @@ pub enum ApiError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl From<aloft_agent_api::LinkError> for ApiError {
+    fn from(error: aloft_agent_api::LinkError) -> Self {
+        match error {
+            aloft_agent_api::LinkError::NotRunning { .. } => {
+                ApiError::PreconditionFailed(error.to_string())
+            }
+            aloft_agent_api::LinkError::Unreachable(_)
+            | aloft_agent_api::LinkError::Failed { .. } => ApiError::Unavailable(error.to_string()),
+        }
+    }
+}
+
 impl ApiError {
     pub fn not_found(what: impl Into<String>) -> ApiError {
         ApiError::NotFound { what: what.into() }

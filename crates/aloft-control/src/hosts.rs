@@ -1,98 +1,25 @@
 //! The two directions between the control plane and host agents.
 //!
-//! - Agents learn their desired machines and report what they observe through an
-//!   [`AgentGateway`]: the agent never writes the store itself.
+//! - Agents learn their desired machines and report what they observe through the
+//!   contract's [`ControlPlane`], which [`AgentGateway`] implements over the store: the
+//!   agent never writes the store itself.
 //! - The control plane reaches an agent (to run a command in a machine) through the
 //!   [`HostLink`] the agent registered.
 //!
-//! In `aloftd server` both run in one process and these are plain calls; across hosts the
-//! same interfaces are carried over HTTP.
+//! Both traits live in `aloft-agent-api`. In `aloftd server` both run in one process and
+//! these are plain calls; across hosts the same traits are carried over the network.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use aloft_store::{Host, MachineRecord, Store};
-use aloft_types::{AppName, HostId, MachineId, MachineState, Signal};
+use aloft_agent_api::{
+    BoxFuture, CheckRecord, ControlError, ControlPlane, Host, HostLink, MachineChange,
+    MachineRecord, SshTrust,
+};
+use aloft_store::Store;
+use aloft_types::{AppName, HostId, MachineId, MachineState, OrgId};
 use tokio::sync::broadcast;
 
 use crate::ApiError;
-use crate::wire::ExecResponse;
-
-/// What an agent should do about a machine beyond converging to its desired state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// Compare the machine with its desired state and act.
-    Converge,
-    /// Stop with this signal and timeout (instead of the config's `stop_config`).
-    Stop {
-        signal: Option<Signal>,
-        timeout: Option<Duration>,
-    },
-    /// Stop (as above), then start again.
-    Restart {
-        signal: Option<Signal>,
-        timeout: Option<Duration>,
-    },
-    /// Deliver a signal to the main process.
-    Signal(Signal),
-}
-
-/// A change the agents hear about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MachineChange {
-    pub machine_id: MachineId,
-    pub host_id: Option<HostId>,
-    pub command: Command,
-}
-
-/// A boxed future, for object-safe async traits.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// How the control plane reaches one host's agent.
-pub trait HostLink: Send + Sync {
-    /// Runs `command` in `machine`'s main container.
-    fn exec<'a>(
-        &'a self,
-        machine: &'a MachineRecord,
-        command: Vec<String>,
-        stdin: Option<Vec<u8>>,
-        timeout: Duration,
-    ) -> BoxFuture<'a, Result<ExecResponse, String>>;
-
-    /// The last `lines` lines `machine`'s newest container wrote (stdout and stderr, in
-    /// order), also after it exited.
-    fn last_lines<'a>(
-        &'a self,
-        machine: &'a MachineRecord,
-        lines: usize,
-    ) -> BoxFuture<'a, Result<Vec<String>, String>>;
-
-    /// Serves one SSH connection that arrived through the API's tunnel for `machine`,
-    /// until it ends. The host's SSH server authenticates it.
-    fn ssh<'a>(
-        &'a self,
-        machine: &'a MachineRecord,
-        stream: Box<dyn SshStream>,
-    ) -> BoxFuture<'a, Result<(), String>>;
-}
-
-/// A byte stream carrying SSH (the upgraded API connection).
-pub trait SshStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
-
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> SshStream for T {}
-
-/// What a machine's SSH server trusts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SshTrust {
-    pub org_id: aloft_types::OrgId,
-    pub app: String,
-    /// The organization's CA public keys (`ssh-ed25519 …`).
-    pub authorities: Vec<String>,
-    /// Any one of these in a certificate opens the machine.
-    pub principals: Vec<String>,
-}
 
 /// What agents use to learn desired state and report observed state.
 #[derive(Clone)]
@@ -110,35 +37,41 @@ impl std::fmt::Debug for AgentGateway {
     }
 }
 
+/// An [`ApiError`] as the contract's error.
+fn contract(error: ApiError) -> ControlError {
+    match error {
+        ApiError::NotFound { what } => ControlError::NotFound(what),
+        ApiError::BadRequest(why)
+        | ApiError::Conflict(why)
+        | ApiError::PreconditionFailed(why)
+        | ApiError::Unprocessable(why)
+        | ApiError::Forbidden(why)
+        | ApiError::Unauthorized(why) => ControlError::Refused(why),
+        ApiError::Timeout(why) | ApiError::Unavailable(why) => ControlError::Unavailable(why),
+        ApiError::Internal(source) => ControlError::Internal(error_chain(source.as_ref())),
+    }
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}
+
+/// Runs one of the gateway's store calls as the contract's future.
+fn call<'a, T: 'a>(
+    work: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'a,
+) -> BoxFuture<'a, Result<T, ControlError>> {
+    Box::pin(async move { work.await.map_err(contract) })
+}
+
 impl AgentGateway {
-    /// Registers the host, or records its heartbeat.
-    pub async fn heartbeat(&self, host: &Host) -> Result<(), ApiError> {
-        Ok(self.store.upsert_host(host).await?)
-    }
-
-    /// The machines placed on `host` that are not destroyed yet.
-    pub async fn machines(&self, host: &HostId) -> Result<Vec<MachineRecord>, ApiError> {
-        Ok(self.store.machines_on_host(host).await?)
-    }
-
-    /// The machine's 6PN address (network, host and machine numbers), assigned on first use.
-    pub async fn private_address(&self, id: &MachineId) -> Result<aloft_net::SixPn, ApiError> {
-        crate::catalog::private_address(&self.store, id).await
-    }
-
-    /// The host's number in every private network.
-    pub async fn host_number(&self, host: &HostId) -> Result<aloft_net::HostNumber, ApiError> {
-        crate::catalog::host_number(&self.store, host).await
-    }
-
-    /// One machine, as it is now.
-    pub async fn machine(&self, id: &MachineId) -> Result<MachineRecord, ApiError> {
-        Ok(self.store.machine_by_id(id).await?)
-    }
-
-    /// What the SSH server trusts for `machine`: its organization's CA (none until the
-    /// first certificate was issued) and the principals that open it.
-    pub async fn ssh_trust(&self, machine: &MachineRecord) -> Result<SshTrust, ApiError> {
+    async fn ssh_trust_of(&self, machine: &MachineRecord) -> Result<SshTrust, ApiError> {
         let app = self.store.app(&machine.app_id).await?;
         let org = self.store.org(&app.org_id).await?;
         let authorities = self
@@ -159,25 +92,7 @@ impl AgentGateway {
         })
     }
 
-    /// Whether the token `id` of `org` exists and is neither revoked nor expired (a
-    /// certificate stops working with its token).
-    pub async fn token_active(&self, org: &aloft_types::OrgId, id: &str) -> Result<bool, ApiError> {
-        let now = aloft_store::now_ms();
-        Ok(self
-            .store
-            .list_tokens(org)
-            .await?
-            .iter()
-            .any(|t| t.id.as_str() == id && t.is_active(now)))
-    }
-
-    /// The name of the app a machine belongs to (for `FLY_APP_NAME`).
-    pub async fn app_name(&self, machine: &MachineRecord) -> Result<AppName, ApiError> {
-        Ok(self.store.app(&machine.app_id).await?.name)
-    }
-
-    /// The app's secrets, decrypted, for the machine's environment and files.
-    pub async fn secrets(
+    async fn secrets_of(
         &self,
         machine: &MachineRecord,
     ) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
@@ -188,9 +103,7 @@ impl AgentGateway {
         Ok(values)
     }
 
-    /// Records the state the agent observed. A transition the state machine does not allow
-    /// is refused (and logged by the caller); the same state again is a no-op.
-    pub async fn report_state(&self, id: &MachineId, state: MachineState) -> Result<(), ApiError> {
+    async fn report_state_of(&self, id: &MachineId, state: MachineState) -> Result<(), ApiError> {
         let current = self.store.machine_by_id(id).await?;
         if current.state != state {
             self.store.set_machine_state(id, state).await?;
@@ -207,17 +120,7 @@ impl AgentGateway {
         Ok(())
     }
 
-    /// A machine whose process ended and that policy does not restart rests: its desired
-    /// state becomes stopped until someone starts it.
-    pub async fn rest(&self, id: &MachineId) -> Result<(), ApiError> {
-        Ok(self
-            .store
-            .set_desired(id, aloft_store::Desired::Stopped)
-            .await?)
-    }
-
-    /// Records an event the platform caused (`source: flyd`, Fly's spelling).
-    pub async fn record_event(
+    async fn record_event_of(
         &self,
         id: &MachineId,
         kind: &str,
@@ -232,22 +135,9 @@ impl AgentGateway {
         Ok(())
     }
 
-    /// Replaces the machine's check results with a new run's (routing follows at once).
-    pub async fn reset_checks(
+    async fn report_check_of(
         &self,
-        id: &MachineId,
-        records: &[aloft_store::CheckRecord],
-    ) -> Result<(), ApiError> {
-        self.store.replace_checks(id, records).await?;
-        let _ = self.observed.send(id.clone());
-        Ok(())
-    }
-
-    /// Records one check's result; `status_changed` republishes the catalog, which routing
-    /// follows.
-    pub async fn report_check(
-        &self,
-        record: &aloft_store::CheckRecord,
+        record: &CheckRecord,
         status_changed: bool,
     ) -> Result<(), ApiError> {
         self.store.record_check(record).await?;
@@ -263,9 +153,126 @@ impl AgentGateway {
         }
         Ok(())
     }
+}
 
-    /// Changes as they are made (a lagging receiver should reconcile everything).
-    pub fn subscribe(&self) -> broadcast::Receiver<MachineChange> {
+impl ControlPlane for AgentGateway {
+    fn heartbeat<'a>(&'a self, host: &'a Host) -> BoxFuture<'a, Result<(), ControlError>> {
+        call(async move { Ok(self.store.upsert_host(host).await?) })
+    }
+
+    fn machines<'a>(
+        &'a self,
+        host: &'a HostId,
+    ) -> BoxFuture<'a, Result<Vec<MachineRecord>, ControlError>> {
+        call(async move { Ok(self.store.machines_on_host(host).await?) })
+    }
+
+    fn machine<'a>(
+        &'a self,
+        id: &'a MachineId,
+    ) -> BoxFuture<'a, Result<MachineRecord, ControlError>> {
+        call(async move { Ok(self.store.machine_by_id(id).await?) })
+    }
+
+    fn private_address<'a>(
+        &'a self,
+        id: &'a MachineId,
+    ) -> BoxFuture<'a, Result<aloft_net::SixPn, ControlError>> {
+        call(crate::catalog::private_address(&self.store, id))
+    }
+
+    fn host_number<'a>(
+        &'a self,
+        host: &'a HostId,
+    ) -> BoxFuture<'a, Result<aloft_net::HostNumber, ControlError>> {
+        call(crate::catalog::host_number(&self.store, host))
+    }
+
+    fn ssh_trust<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+    ) -> BoxFuture<'a, Result<SshTrust, ControlError>> {
+        call(self.ssh_trust_of(machine))
+    }
+
+    fn token_active<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, ControlError>> {
+        call(async move {
+            let now = aloft_store::now_ms();
+            Ok(self
+                .store
+                .list_tokens(org)
+                .await?
+                .iter()
+                .any(|t| t.id.as_str() == id && t.is_active(now)))
+        })
+    }
+
+    fn app_name<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+    ) -> BoxFuture<'a, Result<AppName, ControlError>> {
+        call(async move { Ok(self.store.app(&machine.app_id).await?.name) })
+    }
+
+    fn secrets<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+    ) -> BoxFuture<'a, Result<std::collections::BTreeMap<String, String>, ControlError>> {
+        call(self.secrets_of(machine))
+    }
+
+    fn report_state<'a>(
+        &'a self,
+        id: &'a MachineId,
+        state: MachineState,
+    ) -> BoxFuture<'a, Result<(), ControlError>> {
+        call(self.report_state_of(id, state))
+    }
+
+    fn rest<'a>(&'a self, id: &'a MachineId) -> BoxFuture<'a, Result<(), ControlError>> {
+        call(async move {
+            Ok(self
+                .store
+                .set_desired(id, aloft_store::Desired::Stopped)
+                .await?)
+        })
+    }
+
+    fn record_event<'a>(
+        &'a self,
+        id: &'a MachineId,
+        kind: &'a str,
+        status: &'a str,
+        request: serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), ControlError>> {
+        call(self.record_event_of(id, kind, status, request))
+    }
+
+    fn reset_checks<'a>(
+        &'a self,
+        id: &'a MachineId,
+        records: &'a [CheckRecord],
+    ) -> BoxFuture<'a, Result<(), ControlError>> {
+        call(async move {
+            self.store.replace_checks(id, records).await?;
+            let _ = self.observed.send(id.clone());
+            Ok(())
+        })
+    }
+
+    fn report_check<'a>(
+        &'a self,
+        record: &'a CheckRecord,
+        status_changed: bool,
+    ) -> BoxFuture<'a, Result<(), ControlError>> {
+        call(self.report_check_of(record, status_changed))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<MachineChange> {
         self.changes.subscribe()
     }
 }

@@ -42,11 +42,14 @@ use tokio::sync::broadcast;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
+pub use aloft_agent_api::{
+    BoxFuture, Command, ControlPlane, HostLink, LinkError, MachineChange, SshStream, SshTrust,
+};
 pub use aloft_types::time::rfc3339;
 pub use auth::{Principal, TOKEN_PREFIX, hash_secret, new_secret};
 pub use builds::ImageBuilder;
 pub use error::ApiError;
-pub use hosts::{AgentGateway, BoxFuture, Command, HostLink, MachineChange, SshStream, SshTrust};
+pub use hosts::AgentGateway;
 pub use machines::PlatformReason;
 pub use secrets::{SECRETS_KEY_FILE, SecretsKey};
 
@@ -96,14 +99,14 @@ pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) config: ControlConfig,
     pub(crate) secrets_key: SecretsKey,
-    pub(crate) changes: broadcast::Sender<hosts::MachineChange>,
+    pub(crate) changes: broadcast::Sender<aloft_agent_api::MachineChange>,
     pub(crate) observed: broadcast::Sender<aloft_types::MachineId>,
     pub(crate) links: hosts::Links,
     /// Poked when something the catalog shows changed outside machine changes (apps).
     pub(crate) catalog_dirty: tokio::sync::Notify,
     pub(crate) catalog: std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<Catalog>>>,
     /// The DNS resolver of this process, for `aloft dig`.
-    pub(crate) dns: std::sync::RwLock<Option<Arc<aloft_dns::Resolver>>>,
+    pub(crate) dns: std::sync::RwLock<Option<Arc<dyn aloft_agent_api::Dig>>>,
     /// The edge's local CA certificate (PEM), for `aloft certs ca`.
     pub(crate) local_ca: std::sync::RwLock<Option<String>>,
     /// Builds images for `POST /v1/apps/{app}/builds` and resolves images to their ids.
@@ -123,6 +126,12 @@ pub(crate) struct Inner {
         Option<std::time::Duration>,
         std::collections::HashMap<String, std::time::Duration>,
     )>,
+    /// The control plane's own background work (deployments): awaited by
+    /// [`Control::shutdown`].
+    pub(crate) tasks: tokio_util::task::TaskTracker,
+    /// Cancelled by [`Control::shutdown`]: background work stops at its next await point,
+    /// where a killed process would have stopped (everything resumes from the store).
+    pub(crate) stopping: tokio_util::sync::CancellationToken,
 }
 
 /// The control plane. Cheap to clone.
@@ -162,8 +171,19 @@ impl Control {
                 shippers: std::sync::Mutex::new(std::collections::HashMap::new()),
                 app_metrics: std::sync::RwLock::new(std::collections::HashMap::new()),
                 log_retention: std::sync::RwLock::new((None, std::collections::HashMap::new())),
+                tasks: tokio_util::task::TaskTracker::new(),
+                stopping: tokio_util::sync::CancellationToken::new(),
             }),
         }
+    }
+
+    /// Stops the control plane's background work (running deployments stop where they
+    /// are, as in a crash; [`Control::resume_deployments`] carries them on at the next
+    /// start) and waits until it has stopped.
+    pub async fn shutdown(&self) {
+        self.inner.stopping.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 
     pub fn store(&self) -> &Store {
@@ -237,7 +257,7 @@ impl Control {
     }
 
     /// Registers the DNS resolver that answers `GET /v1/apps/{app}/dns`.
-    pub fn attach_dns(&self, resolver: Arc<aloft_dns::Resolver>) {
+    pub fn attach_dns(&self, resolver: Arc<dyn aloft_agent_api::Dig>) {
         if let Ok(mut dns) = self.inner.dns.write() {
             *dns = Some(resolver);
         }

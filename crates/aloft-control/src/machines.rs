@@ -16,13 +16,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::apps::app_for;
-use crate::hosts::{Command, MachineChange};
 use crate::json::{Body, OptionalBody};
 use crate::wire::{
     EventResponse, ExecRequest, ExecResponse, MachineRequest, MachineResponse, OkResponse,
     SignalRequest, StopRequest, VersionResponse,
 };
 use crate::{ApiError, Inner, Principal};
+use aloft_agent_api::{Command, MachineChange};
 
 /// The longest `wait` Fly allows.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -908,8 +908,7 @@ async fn exec(
             request.stdin.map(String::into_bytes),
             timeout,
         )
-        .await
-        .map_err(ApiError::Unavailable)?;
+        .await?;
     Ok(Json(output))
 }
 

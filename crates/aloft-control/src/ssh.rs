@@ -28,7 +28,7 @@ use crate::json::Body;
 use crate::{ApiError, Inner, Principal};
 
 /// The certificate extension that names the token a certificate was issued for.
-pub const TOKEN_EXTENSION: &str = "aloft-token@aloft.dev";
+pub use aloft_agent_api::TOKEN_EXTENSION;
 /// The `Upgrade` protocol of the SSH tunnel.
 pub const UPGRADE_PROTOCOL: &str = "ssh";
 /// Default and longest validity of a certificate, in hours.

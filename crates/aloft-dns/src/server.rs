@@ -462,34 +462,7 @@ pub fn upstream_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// One record of a [`Resolver::dig`] answer, in presentation form.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DigRecord {
-    pub name: String,
-    pub record_type: String,
-    pub ttl: u32,
-    pub data: String,
-}
-
-/// What [`Resolver::dig`] got back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DigAnswer {
-    /// `NOERROR`, `NXDOMAIN`, `SERVFAIL`, ...
-    pub status: String,
-    pub answers: Vec<DigRecord>,
-    pub authority: Vec<DigRecord>,
-}
-
-/// Why a dig could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum DigError {
-    #[error("{name:?} is not a domain name")]
-    Name { name: String },
-    #[error("unknown record type {0:?} (use AAAA, TXT, A, SOA, ANY, ...)")]
-    Type(String),
-    #[error("no answer (the upstream resolvers did not answer)")]
-    NoAnswer,
-}
+pub use aloft_types::dig::{DigAnswer, DigError, DigRecord};
 
 impl Resolver {
     /// Asks for `name` as a machine of `network` would, through the whole query path
@@ -558,6 +531,17 @@ fn status_name(code: hickory_proto::op::ResponseCode) -> String {
         ResponseCode::NotImp => "NOTIMP".to_owned(),
         ResponseCode::Refused => "REFUSED".to_owned(),
         other => format!("RCODE{}", u16::from(other)),
+    }
+}
+
+impl aloft_agent_api::Dig for Resolver {
+    fn dig<'a>(
+        &'a self,
+        name: &'a str,
+        record_type: &'a str,
+        network: u32,
+    ) -> aloft_agent_api::BoxFuture<'a, Result<DigAnswer, DigError>> {
+        Box::pin(Resolver::dig(self, name, record_type, network))
     }
 }
 

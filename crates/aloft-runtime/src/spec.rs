@@ -135,25 +135,6 @@ pub struct ResourceUsage {
     pub disk_write_bytes: u64,
 }
 
-/// How to build an image from a context (a tar archive with the Dockerfile in it).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct BuildOptions {
-    /// The Dockerfile's path inside the context.
-    pub dockerfile: String,
-    /// The tag the image gets (`name:tag`).
-    pub tag: String,
-    /// The stage to build (`--target`); the last one when `None`.
-    pub target: Option<String>,
-    /// `ARG` values.
-    pub args: BTreeMap<String, String>,
-    pub labels: BTreeMap<String, String>,
-}
-
-/// What a build reports as it goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BuildProgress {
-    /// Output of the builder (one or more lines, as the engine sent it).
-    Output(String),
-    /// The build succeeded: the image's id (`sha256:...`, its content digest).
-    Built { id: String },
-}
+// The build types are plain data shared with the control plane, which must not link the
+// runtime: they live in `aloft-types`.
+pub use aloft_types::build::{BuildOptions, BuildProgress};

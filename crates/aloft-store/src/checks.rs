@@ -1,24 +1,12 @@
 //! Health-check results: the latest status and output of each check of a machine's
 //! current run. A new run replaces the whole set; each result then updates one row.
 
-use aloft_types::{AppId, CheckStatus, MachineId};
+use aloft_types::{AppId, MachineId};
 use sqlx::Row;
 
 use crate::{Store, StoreError};
 
-/// One check's latest result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckRecord {
-    pub machine_id: MachineId,
-    pub name: String,
-    /// The index in the machine's `services` of the check's service; `None` for a
-    /// top-level check.
-    pub service: Option<usize>,
-    pub status: CheckStatus,
-    pub output: String,
-    /// Unix milliseconds.
-    pub updated_at: i64,
-}
+pub use aloft_agent_api::CheckRecord;
 
 const COLUMNS: &str = "c.machine_id, c.name, c.service, c.status, c.output, c.updated_at";
 

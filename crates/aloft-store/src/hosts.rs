@@ -1,21 +1,10 @@
 //! Hosts that run machines, with their region, capacity and last heartbeat.
 
-use aloft_types::HostId;
 use sqlx::any::AnyRow;
 
 use crate::{Store, StoreError, column, typed};
 
-/// A host as registered by its agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Host {
-    pub id: HostId,
-    pub region: String,
-    pub cpus: i64,
-    pub memory_mb: i64,
-    /// Where the host's agent can be reached.
-    pub address: Option<String>,
-    pub last_heartbeat: i64,
-}
+pub use aloft_agent_api::Host;
 
 fn host_from(row: &AnyRow) -> Result<Host, StoreError> {
     const WHAT: &str = "host";

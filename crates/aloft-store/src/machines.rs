@@ -6,39 +6,7 @@ use sqlx::any::AnyRow;
 
 use crate::{Store, StoreError, column, now_ms, random, typed};
 
-/// What the platform should make of a machine; the host agent converges to it and reports
-/// the machine's observed [`MachineState`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Desired {
-    Started,
-    Stopped,
-    Destroyed,
-}
-
-impl Desired {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Desired::Started => "started",
-            Desired::Stopped => "stopped",
-            Desired::Destroyed => "destroyed",
-        }
-    }
-}
-
-impl std::str::FromStr for Desired {
-    type Err = std::io::Error;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        match name {
-            "started" => Ok(Desired::Started),
-            "stopped" => Ok(Desired::Stopped),
-            "destroyed" => Ok(Desired::Destroyed),
-            other => Err(std::io::Error::other(format!(
-                "unknown desired state {other:?}"
-            ))),
-        }
-    }
-}
+pub use aloft_agent_api::{Desired, Lease, MachineRecord};
 
 /// What [`Store::insert_machine`] needs.
 #[derive(Debug, Clone)]
@@ -51,39 +19,6 @@ pub struct NewMachine {
     pub config: MachineConfig,
     pub state: MachineState,
     pub desired: Desired,
-}
-
-/// A held lease: mutations need its nonce until it expires or is released.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub nonce: String,
-    pub owner: String,
-    pub description: String,
-    pub expires_at: i64,
-}
-
-/// A machine as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MachineRecord {
-    pub id: MachineId,
-    pub app_id: AppId,
-    pub name: String,
-    pub region: String,
-    pub host_id: Option<HostId>,
-    pub state: MachineState,
-    /// What the agent is asked to converge to.
-    pub desired: Desired,
-    /// Grows by one with every config change.
-    pub version: i64,
-    /// Changes with every version.
-    pub instance_id: String,
-    pub private_ip: Option<String>,
-    pub config: MachineConfig,
-    pub cordoned: bool,
-    /// The lease, if one is held and not expired at the time of reading.
-    pub lease: Option<Lease>,
-    pub created_at: i64,
-    pub updated_at: i64,
 }
 
 /// One config version of a machine.

@@ -137,6 +137,8 @@ pub fn remove_containers_labelled(key: &str, value: &str) {
 }
 
 /// A PostgreSQL database of a test's own, on the cluster `cargo xtask test` starts.
+pub mod sim;
+
 pub mod postgres {
     use sqlx::Executor as _;
 

@@ -10,7 +10,8 @@ use crate::machine::MachineConfig;
 use crate::{Duration, Signal};
 
 /// `POST /v1/apps`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateAppRequest {
     pub app_name: String,
@@ -21,7 +22,8 @@ pub struct CreateAppRequest {
 }
 
 /// An app as the API shows it.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppResponse {
     pub id: String,
     pub name: String,
@@ -33,21 +35,24 @@ pub struct AppResponse {
 }
 
 /// The organization an app belongs to.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrgRef {
     pub slug: String,
     pub name: String,
 }
 
 /// `GET /v1/apps`.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppList {
     pub total_apps: usize,
     pub apps: Vec<AppResponse>,
 }
 
 /// `POST /v1/apps/{app}/machines` and `POST /v1/apps/{app}/machines/{id}` (update).
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MachineRequest {
     pub config: MachineConfig,
@@ -89,7 +94,8 @@ impl MachineRequest {
 }
 
 /// `POST .../stop` and `POST .../restart` bodies.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StopRequest {
     #[serde(default)]
@@ -99,14 +105,16 @@ pub struct StopRequest {
 }
 
 /// `POST .../signal`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignalRequest {
     pub signal: Signal,
 }
 
 /// `POST .../exec`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
     /// The command and its arguments.
@@ -123,7 +131,8 @@ pub struct ExecRequest {
 }
 
 /// The result of `POST .../exec`.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecResponse {
     pub exit_code: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -133,7 +142,8 @@ pub struct ExecResponse {
 }
 
 /// What start, stop, restart, signal, cordon and similar calls answer.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OkResponse {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,7 +151,8 @@ pub struct OkResponse {
 }
 
 /// A machine event, as Fly shows it.
-#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventResponse {
     pub id: String,
     #[serde(rename = "type")]
@@ -150,12 +161,13 @@ pub struct EventResponse {
     pub source: String,
     pub timestamp: i64,
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub request: serde_json::Value,
 }
 
 /// The image a machine runs, split as Fly shows it.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Default, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImageRef {
     pub registry: String,
     pub repository: String,
@@ -190,7 +202,8 @@ impl ImageRef {
 }
 
 /// A machine as the API shows it (Fly's `Machine` object).
-#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineResponse {
     pub id: String,
     pub name: String,
@@ -212,7 +225,8 @@ pub struct MachineResponse {
 }
 
 /// A hostname an app answers at, with its certificate's source (`aloft certs list`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertificateResponse {
     pub hostname: String,
     /// `local` (issued by the edge's local CA) or `custom` (imported).
@@ -223,14 +237,16 @@ pub struct CertificateResponse {
 
 /// `POST /v1/apps/{app}/certificates/local`: a hostname whose certificate the edge's local
 /// CA issues (ACME comes later).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddCertificateRequest {
     pub hostname: String,
 }
 
 /// `POST /v1/apps/{app}/certificates/custom`: a hostname with an imported certificate.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImportCertificateRequest {
     pub hostname: String,
@@ -241,7 +257,8 @@ pub struct ImportCertificateRequest {
 }
 
 /// One of an app's public addresses (`aloft ips list`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IpResponse {
     pub address: String,
     /// `v4`.
@@ -253,7 +270,8 @@ pub struct IpResponse {
 }
 
 /// `POST /v1/apps/{app}/ips`: an address to allocate.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AllocateIpRequest {
     /// `v4`: a dedicated IPv4 address from the operator's pool.
@@ -265,7 +283,8 @@ pub struct AllocateIpRequest {
 }
 
 /// A check's latest result on a machine (Fly's `checks[]` entry).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckResponse {
     pub name: String,
     pub status: crate::CheckStatus,
@@ -275,7 +294,8 @@ pub struct CheckResponse {
 }
 
 /// A config version, as `GET .../versions` lists them.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VersionResponse {
     pub version: String,
     pub instance_id: String,
@@ -284,7 +304,8 @@ pub struct VersionResponse {
 }
 
 /// A secret as listed: its name and a keyed digest, never its value.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretInfo {
     pub name: String,
     pub digest: String,
@@ -293,20 +314,23 @@ pub struct SecretInfo {
 }
 
 /// `POST /v1/apps/{app}/secrets`: set and unset (a `null` value) in one change.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SecretsUpdate {
     pub values: BTreeMap<String, Option<String>>,
 }
 
 /// The app's secrets version after a change.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretsVersion {
     pub version: i64,
 }
 
 /// `POST /v1/apps/{app}/volumes`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateVolumeRequest {
     pub name: String,
@@ -323,14 +347,16 @@ pub struct CreateVolumeRequest {
 }
 
 /// `PUT /v1/apps/{app}/volumes/{id}/extend`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExtendVolumeRequest {
     pub size_gb: i64,
 }
 
 /// A volume as the API shows it (Fly's fields).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VolumeResponse {
     pub id: String,
     pub name: String,
@@ -347,14 +373,16 @@ pub struct VolumeResponse {
 }
 
 /// The answer to an extend.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExtendResponse {
     pub volume: VolumeResponse,
     pub needs_restart: bool,
 }
 
 /// An organization as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrgResponse {
     pub id: String,
     pub slug: String,
@@ -363,7 +391,8 @@ pub struct OrgResponse {
 }
 
 /// `POST /v1/orgs`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrgRequest {
     pub slug: String,
@@ -372,14 +401,16 @@ pub struct CreateOrgRequest {
 }
 
 /// The answer to `POST /v1/orgs`: the organization and an org token for it (shown once).
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedOrg {
     pub org: OrgResponse,
     pub token: String,
 }
 
 /// `POST /v1/tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// `org`, `deploy`, `readonly` or `ssh`.
@@ -395,7 +426,8 @@ pub struct CreateTokenRequest {
 }
 
 /// A token as listed (never its secret).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenResponse {
     pub id: String,
     pub kind: String,
@@ -407,7 +439,8 @@ pub struct TokenResponse {
 }
 
 /// The answer to `POST /v1/tokens`: the token's record and its secret (shown once).
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedToken {
     #[serde(flatten)]
     pub record: TokenResponse,
@@ -415,7 +448,8 @@ pub struct CreatedToken {
 }
 
 /// Every error answer: `{"error": "what is wrong"}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: String,
 }
@@ -450,7 +484,8 @@ mod tests {
 
 /// The answer of `GET /v1/apps/{app}/dns` (Aloft's own): what the app's machines get
 /// when they ask the private network's DNS server.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DigResponse {
     /// `NOERROR`, `NXDOMAIN`, `SERVFAIL`, ...
     pub status: String,
@@ -461,7 +496,8 @@ pub struct DigResponse {
 }
 
 /// One DNS record in presentation form.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DnsRecord {
     pub name: String,
     #[serde(rename = "type")]
@@ -471,7 +507,8 @@ pub struct DnsRecord {
 }
 
 /// `POST /v1/apps/{app}/deployments`: roll out a new release of the app.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// The image every machine of the release runs (it replaces `config.image`).
@@ -508,7 +545,8 @@ pub struct DeployRequest {
 
 /// One line of a build's NDJSON output (`POST /v1/apps/{app}/builds`): the builder's
 /// output as it comes, then either the image or the error.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BuildEvent {
     /// Builder output (may hold several lines, or part of one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -525,7 +563,8 @@ pub struct BuildEvent {
 }
 
 /// One release of an app (`aloft releases`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseResponse {
     pub id: String,
     pub version: i64,
@@ -542,7 +581,8 @@ pub struct ReleaseResponse {
 }
 
 /// One step of a deployment.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentStepResponse {
     pub number: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -555,7 +595,8 @@ pub struct DeploymentStepResponse {
 }
 
 /// A deployment and its steps so far.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentResponse {
     pub id: String,
     pub release: ReleaseResponse,
@@ -574,7 +615,8 @@ pub struct DeploymentResponse {
 }
 
 /// One log line (`GET /v1/apps/{app}/logs`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogEntryResponse {
     /// Unique per line (`<host>-<seq>`): a sink or a client that sees a line twice can
     /// drop it by this.
@@ -594,7 +636,8 @@ pub struct LogEntryResponse {
 }
 
 /// A page of log lines.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogsResponse {
     /// Oldest first.
     pub entries: Vec<LogEntryResponse>,
@@ -603,7 +646,8 @@ pub struct LogsResponse {
 }
 
 /// `POST /v1/log_sinks`: ship the organization's (or one app's) log lines somewhere.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateLogSinkRequest {
     /// `http` (NDJSON POSTs), `loki` (the push API) or `syslog` (RFC 5424 over TCP).
@@ -624,7 +668,8 @@ pub struct CreateLogSinkRequest {
 }
 
 /// A log sink and how its shipping goes (`aloft logs ship list`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogSinkResponse {
     pub id: String,
     pub kind: String,
@@ -641,7 +686,8 @@ pub struct LogSinkResponse {
 }
 
 /// `POST /v1/orgs/{slug}/ssh/certificates`: a user certificate for a public key.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SshCertificateRequest {
     /// The key to certify, in `authorized_keys` format (`ssh-ed25519 AAAA…`).
@@ -656,7 +702,8 @@ pub struct SshCertificateRequest {
 }
 
 /// A signed user certificate.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SshCertificate {
     /// OpenSSH's one-line format (`ssh-ed25519-cert-v01@openssh.com AAAA…`).
     pub certificate: String,

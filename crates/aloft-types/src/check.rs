@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 /// How a check stands (Fly's spellings). A new run starts at `warning` until its first
 /// result; only `passing` service checks let the proxy route to a machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CheckStatus {
     Passing,

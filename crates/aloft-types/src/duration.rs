@@ -288,6 +288,7 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for Duration {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::ObjectBuilder::new()
@@ -298,6 +299,7 @@ impl utoipa::PartialSchema for Duration {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::ToSchema for Duration {}
 
 #[cfg(test)]

@@ -13,8 +13,10 @@
 //! ([`MachineId`], [`VolumeId`], ...), [`MachineState`], [`machine::MachineConfig`].
 
 pub mod api;
+pub mod build;
 pub mod catalog;
 mod check;
+pub mod dig;
 mod duration;
 mod ids;
 pub mod machine;

@@ -33,7 +33,8 @@ pub const PLATFORM_VERSION: &str = "v2";
 pub const DEFAULT_PROCESS_GROUP: &str = "app";
 
 /// A machine's whole configuration, as sent to `POST /v1/apps/{app}/machines`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineConfig {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -85,7 +86,8 @@ impl MachineConfig {
 }
 
 /// How the machine's main process is started.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineInit {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exec: Vec<String>,
@@ -102,7 +104,8 @@ pub struct MachineInit {
 }
 
 /// CPU class of a machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CpuKind {
     Shared,
@@ -119,7 +122,8 @@ impl std::fmt::Display for CpuKind {
 }
 
 /// Whether the root filesystem outlives a restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum PersistRootfs {
     Never,
@@ -128,7 +132,8 @@ pub enum PersistRootfs {
 }
 
 /// CPU, memory and GPU of a machine.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineGuest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_kind: Option<CpuKind>,
@@ -225,7 +230,8 @@ impl MachineGuest {
 }
 
 /// A volume mounted into the machine.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineMount {
     #[serde(default, skip_serializing_if = "is_false")]
     pub encrypted: bool,
@@ -246,7 +252,8 @@ pub struct MachineMount {
 }
 
 /// Transport protocol of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -254,7 +261,8 @@ pub enum Protocol {
 }
 
 /// What the proxy does with a connection on a public port before it reaches the machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Handler {
     /// Speak HTTP to the client, add proxy headers, forward HTTP/1.1 (or h2c).
@@ -295,6 +303,7 @@ impl fmt::Display for Autostop {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for Autostop {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::schema::OneOfBuilder::new()
@@ -314,6 +323,7 @@ impl utoipa::PartialSchema for Autostop {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::ToSchema for Autostop {}
 
 impl Serialize for Autostop {
@@ -355,7 +365,8 @@ impl<'de> Deserialize<'de> for Autostop {
 }
 
 /// A service: an internal port and the public ports the proxy maps to it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineService {
     pub protocol: Protocol,
     pub internal_port: u16,
@@ -379,7 +390,8 @@ pub struct MachineService {
 }
 
 /// One public port, or a range of them.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachinePort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
@@ -400,7 +412,8 @@ pub struct MachinePort {
 }
 
 /// TLS settings of a `tls` handler.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TlsOptions {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alpn: Vec<String>,
@@ -411,7 +424,8 @@ pub struct TlsOptions {
 }
 
 /// A TLS protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TlsVersion {
     #[serde(rename = "TLSv1.2")]
     Tls12,
@@ -420,7 +434,8 @@ pub enum TlsVersion {
 }
 
 /// HTTP settings of an `http` handler.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HttpOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compress: Option<bool>,
@@ -437,7 +452,8 @@ pub struct HttpOptions {
 }
 
 /// How the proxy treats responses.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HttpResponseOptions {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, ResponseHeader>,
@@ -454,6 +470,7 @@ pub enum ResponseHeader {
     Many(Vec<String>),
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for ResponseHeader {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder, Type};
@@ -469,6 +486,7 @@ impl utoipa::PartialSchema for ResponseHeader {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::ToSchema for ResponseHeader {}
 
 impl Serialize for ResponseHeader {
@@ -515,7 +533,8 @@ impl<'de> Deserialize<'de> for ResponseHeader {
 }
 
 /// What `fly-replay` responses are cached by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ReplayCacheKind {
     Cookie,
@@ -523,7 +542,8 @@ pub enum ReplayCacheKind {
 }
 
 /// A cache of `fly-replay` decisions, keyed by a cookie or header.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplayCache {
     pub path_prefix: String,
     pub ttl_seconds: u32,
@@ -535,9 +555,8 @@ pub struct ReplayCache {
 }
 
 /// PROXY protocol version.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ProxyProtoVersion {
     #[default]
@@ -546,16 +565,16 @@ pub enum ProxyProtoVersion {
 }
 
 /// Settings of a `proxy_proto` handler.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProxyProtoOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<ProxyProtoVersion>,
 }
 
 /// What counts toward a machine's load.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ConcurrencyKind {
     #[default]
@@ -564,7 +583,8 @@ pub enum ConcurrencyKind {
 }
 
 /// Load limits of a service on one machine.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Concurrency {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<ConcurrencyKind>,
@@ -575,7 +595,8 @@ pub struct Concurrency {
 }
 
 /// Kind of a health check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CheckType {
     Tcp,
@@ -583,7 +604,8 @@ pub enum CheckType {
 }
 
 /// What a failing top-level check does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CheckKind {
     Informational,
@@ -591,7 +613,8 @@ pub enum CheckKind {
 }
 
 /// Scheme of an HTTP check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CheckProtocol {
     Http,
@@ -599,7 +622,8 @@ pub enum CheckProtocol {
 }
 
 /// A health check, either one of a service's or a named top-level one.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineCheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
@@ -628,7 +652,8 @@ pub struct MachineCheck {
 }
 
 /// One header of an HTTP check, with all its values.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineHttpHeader {
     pub name: String,
     #[serde(default)]
@@ -636,7 +661,8 @@ pub struct MachineHttpHeader {
 }
 
 /// Where the platform scrapes the app's Prometheus metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineMetrics {
     pub port: u16,
     pub path: String,
@@ -645,7 +671,8 @@ pub struct MachineMetrics {
 }
 
 /// Files served by the platform straight from the machine's filesystem.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Static {
     pub guest_path: String,
     pub url_prefix: String,
@@ -656,7 +683,8 @@ pub struct Static {
 }
 
 /// A file written into the machine before it starts.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineFile {
     pub guest_path: String,
     /// Base64 of the content.
@@ -672,7 +700,8 @@ pub struct MachineFile {
 }
 
 /// Restart policy, applied by the host agent when the main process exits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RestartPolicy {
     #[serde(rename = "no")]
     No,
@@ -683,7 +712,8 @@ pub enum RestartPolicy {
 }
 
 /// When and how often a machine is restarted.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineRestart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<RestartPolicy>,
@@ -692,7 +722,8 @@ pub struct MachineRestart {
 }
 
 /// How the machine is stopped: the signal first, then SIGKILL after the timeout.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StopConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
@@ -701,7 +732,8 @@ pub struct StopConfig {
 }
 
 /// Root filesystem persistence and size.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineRootfs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persist: Option<PersistRootfs>,
@@ -710,7 +742,8 @@ pub struct MachineRootfs {
 }
 
 /// DNS settings inside the machine.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DnsConfig {
     #[serde(default, skip_serializing_if = "is_false")]
     pub skip_registration: bool,

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 /// Where a machine is in its life. Persistent states last; transient ones pass; terminal
 /// ones never change again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MachineState {
     Creating,

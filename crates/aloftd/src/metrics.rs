@@ -22,6 +22,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aloft_agent_api::ControlPlane as _;
 use aloft_control::{AgentGateway, Control};
 use aloft_proxy::metrics::{Histogram, escape};
 use aloft_runtime::{ContainerState, DockerRuntime, Runtime as _};

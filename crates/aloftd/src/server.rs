@@ -282,7 +282,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     control.start_shipping(logs_dir.join("sinks"), shipping.clone());
     let agent = Agent::new(
         runtime,
-        control.gateway(),
+        std::sync::Arc::new(control.gateway()),
         AgentConfig {
             host_id: host_id.clone(),
             region: config.region.clone(),
@@ -421,6 +421,16 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         if tokio::time::timeout(grace, listener).await.is_err() {
             tracing::warn!(?grace, "the proxy did not drain within the grace period");
         }
+    }
+    // Deployments in flight stop at their next step and resume at the next start.
+    if tokio::time::timeout(grace, control.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "the control plane's tasks did not stop within the grace period"
+        );
     }
     control.store().close().await;
     tracing::info!("aloftd server stopped");
