@@ -46,6 +46,15 @@ enum Task {
     },
     /// Regenerate the checked-in OpenAPI document (openapi/aloft.json) from the code.
     Openapi,
+    /// Run a long campaign whose short version `test` runs: `deploys` (random deploys,
+    /// crashes and restarts against the simulated runtime).
+    Soak {
+        /// The campaign: `deploys`.
+        name: String,
+        /// How many random sequences to run.
+        #[arg(long, default_value_t = 200)]
+        cases: u32,
+    },
     /// Run a benchmark suite: `config`, `machines`, `dns`, `proxy`, `deploy` or `logs`.
     Bench {
         /// The suite: `config` (fly.toml reading), `machines` (machine latency, API listing),
@@ -65,6 +74,7 @@ fn main() -> Result<()> {
         Task::Test => test(&root),
         Task::Fuzz { target, seconds } => fuzz(&target, seconds),
         Task::Bench { suite } => bench(&suite),
+        Task::Soak { name, cases } => soak(&name, cases),
         Task::Openapi => run(cargo()
             .args([
                 "test",
@@ -189,6 +199,26 @@ fn fuzz(target: &str, seconds: u64) -> Result<()> {
             &format!("-max_total_time={seconds}"),
         ])
         .env("RUSTC_BOOTSTRAP", "1"))
+}
+
+fn soak(name: &str, cases: u32) -> Result<()> {
+    match name {
+        "deploys" => run(cargo()
+            .args([
+                "test",
+                "--release",
+                "--package",
+                "aloftd",
+                "--test",
+                "sim",
+                "--",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("ALOFT_SIM_CASES", cases.to_string())
+            .env("ALOFT_SIM_CONTROL_RESTARTS", "1")),
+        other => bail!("unknown soak campaign {other:?}; the campaigns are: deploys"),
+    }
 }
 
 fn bench(suite: &str) -> Result<()> {

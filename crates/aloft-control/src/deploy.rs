@@ -44,6 +44,10 @@ const DEFAULT_MAX_UNAVAILABLE: f64 = 0.33;
 const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(300);
 /// At most this long for one machine (one hour).
 const MAX_WAIT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// flyctl's smoke checks: a new machine must keep running this long without an exit.
+const DEFAULT_SMOKE_CHECK: Duration = Duration::from_secs(10);
+/// At most this long for the smoke checks of one machine.
+const MAX_SMOKE_CHECK: Duration = Duration::from_secs(300);
 /// Fly's deployment strategies.
 const STRATEGIES: [&str; 4] = ["rolling", "immediate", "canary", "bluegreen"];
 
@@ -90,6 +94,7 @@ async fn deployment_response(
         strategy: deployment.strategy.clone(),
         max_unavailable: deployment.max_unavailable,
         wait_timeout: u64::try_from(deployment.wait_timeout_ms / 1000).unwrap_or(0),
+        smoke_check_seconds: u64::try_from(deployment.smoke_check_ms / 1000).unwrap_or(0),
         status: deployment.status.clone(),
         error: deployment.error.clone(),
         steps: steps.iter().map(step_response).collect(),
@@ -140,10 +145,10 @@ async fn create(
     };
     let max_unavailable = request.max_unavailable.unwrap_or(DEFAULT_MAX_UNAVAILABLE);
     if !(max_unavailable > 0.0 && max_unavailable.is_finite())
-        || (max_unavailable > 1.0 && max_unavailable.fract() != 0.0)
+        || (max_unavailable >= 1.0 && max_unavailable.fract() != 0.0)
     {
         return Err(ApiError::BadRequest(format!(
-            "max_unavailable {max_unavailable}: a fraction above 0 and up to 1, or a whole count"
+            "max_unavailable {max_unavailable}: a fraction of the machines above 0 and below 1, or a whole count of machines (1 is one machine)"
         )));
     }
     let wait_timeout = request
@@ -155,6 +160,17 @@ async fn create(
             MAX_WAIT_TIMEOUT.as_secs()
         )));
     }
+    let smoke_check = match (request.smoke_checks, request.smoke_check_seconds) {
+        (Some(false), _) => Duration::ZERO,
+        (_, None) => DEFAULT_SMOKE_CHECK,
+        (_, Some(seconds)) if seconds == 0 || seconds > MAX_SMOKE_CHECK.as_secs() => {
+            return Err(ApiError::BadRequest(format!(
+                "smoke_check_seconds must be between 1 and {} seconds (turn smoke checks off with smoke_checks: false)",
+                MAX_SMOKE_CHECK.as_secs()
+            )));
+        }
+        (_, Some(seconds)) => Duration::from_secs(seconds),
+    };
     ensure_idle(&inner, &app).await?;
     // A release runs an image by its id (a content digest) when the engine has it, so a
     // tag moved later does not change what the release runs.
@@ -202,6 +218,7 @@ async fn create(
             initial_count,
             release_command,
             release_command_timeout_ms: release_command_timeout,
+            smoke_check_ms: i64::try_from(smoke_check.as_millis()).unwrap_or(i64::MAX),
         })
         .await?;
     tracing::info!(app = %app.name, deployment = %deployment.id, %strategy, "deployment started");
@@ -255,20 +272,23 @@ async fn rollback(
         .await?
         .into_iter()
         .find(|d| d.release_id == release.id);
-    let (strategy, max_unavailable, wait_timeout_ms, initial_count) = match &original {
-        Some(d) => (
-            d.strategy.clone(),
-            d.max_unavailable,
-            d.wait_timeout_ms,
-            d.initial_count,
-        ),
-        None => (
-            "rolling".to_owned(),
-            DEFAULT_MAX_UNAVAILABLE,
-            i64::try_from(DEFAULT_WAIT_TIMEOUT.as_millis()).unwrap_or(i64::MAX),
-            2,
-        ),
-    };
+    let (strategy, max_unavailable, wait_timeout_ms, initial_count, smoke_check_ms) =
+        match &original {
+            Some(d) => (
+                d.strategy.clone(),
+                d.max_unavailable,
+                d.wait_timeout_ms,
+                d.initial_count,
+                d.smoke_check_ms,
+            ),
+            None => (
+                "rolling".to_owned(),
+                DEFAULT_MAX_UNAVAILABLE,
+                i64::try_from(DEFAULT_WAIT_TIMEOUT.as_millis()).unwrap_or(i64::MAX),
+                2,
+                i64::try_from(DEFAULT_SMOKE_CHECK.as_millis()).unwrap_or(i64::MAX),
+            ),
+        };
     let (_, deployment) = inner
         .store
         .insert_deployment(aloft_store::NewDeployment {
@@ -283,6 +303,7 @@ async fn rollback(
             initial_count,
             release_command: None,
             release_command_timeout_ms: None,
+            smoke_check_ms,
         })
         .await?;
     tracing::info!(app = %app.name, deployment = %deployment.id, version, "rollback started");
@@ -339,11 +360,20 @@ pub(crate) async fn resume(inner: &Arc<Inner>) -> Result<usize, ApiError> {
 }
 
 fn spawn(inner: Arc<Inner>, app: App, deployment: DeploymentRecord) {
-    tokio::spawn(async move {
-        if let Err(error) = run(&inner, &app, &deployment).await {
-            // The store itself failed: the deployment stays active and resumes on the next
-            // start; say so.
-            tracing::error!(app = %app.name, deployment = %deployment.id, %error, "a deployment stopped; it resumes when aloftd restarts");
+    let stopping = inner.stopping.clone();
+    let tasks = inner.tasks.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            outcome = run(&inner, &app, &deployment) => {
+                if let Err(error) = outcome {
+                    // The store itself failed: the deployment stays active and resumes on
+                    // the next start; say so.
+                    tracing::error!(app = %app.name, deployment = %deployment.id, %error, "a deployment stopped; it resumes when aloftd restarts");
+                }
+            }
+            () = stopping.cancelled() => {
+                tracing::info!(app = %app.name, deployment = %deployment.id, "the control plane stops; the deployment resumes at its next start");
+            }
         }
     });
 }
@@ -372,15 +402,19 @@ fn runs(machine: &MachineConfig, target: &MachineConfig) -> bool {
     plain(machine) == plain(target)
 }
 
-/// How many machines one batch replaces.
+/// How many machines one batch replaces, as flyctl reads `max_unavailable`: 1 or more is
+/// a count of machines (`1` is one machine, not all of them), below 1 a fraction of the
+/// group, rounded up (`0.33` of 3 machines is 1, of 10 is 4). Never 0, never more than the
+/// group.
 fn batch_size(strategy: &str, max_unavailable: f64, machines: usize) -> usize {
     if strategy == "immediate" {
         return machines.max(1);
     }
-    let size = if max_unavailable > 1.0 {
-        max_unavailable as usize
+    let size = if max_unavailable >= 1.0 {
+        max_unavailable.trunc() as usize
     } else {
-        (max_unavailable * machines as f64).floor() as usize
+        // The epsilon keeps 0.1 of 30 machines at 3 (the product is 3.0000000000000004).
+        (max_unavailable * machines as f64 - 1e-9).ceil().max(0.0) as usize
     };
     size.clamp(1, machines.max(1))
 }
@@ -578,7 +612,9 @@ async fn roll_out(
             made.push(machine.id);
         }
         for id in &made {
-            if let Err(why) = healthy(inner, app, deployment, id, since, wait).await? {
+            if let Err(why) =
+                healthy(inner, app, deployment, id, since, wait, Smoke::Deployment).await?
+            {
                 return Ok(Outcome::RollBack(why));
             }
         }
@@ -613,7 +649,8 @@ async fn roll_out(
         if machines
             .iter()
             .any(|m| m.id == id && runs(&m.config, target))
-            && let Err(why) = healthy(inner, app, deployment, &id, since, wait).await?
+            && let Err(why) =
+                healthy(inner, app, deployment, &id, since, wait, Smoke::Deployment).await?
         {
             return Ok(Outcome::RollBack(why));
         }
@@ -638,7 +675,17 @@ async fn roll_out(
                 .await?;
         }
         for machine in batch {
-            if let Err(why) = healthy(inner, app, deployment, &machine.id, since, wait).await? {
+            if let Err(why) = healthy(
+                inner,
+                app,
+                deployment,
+                &machine.id,
+                since,
+                wait,
+                Smoke::Deployment,
+            )
+            .await?
+            {
                 return Ok(Outcome::RollBack(why));
             }
         }
@@ -679,10 +726,13 @@ async fn canary(
         }
     };
     if logged(steps, "retire", &id) {
+        // Its destroy was asked for; a restart may have come between the step and the
+        // destroy itself, so it is asked for again (a no-op once done).
+        destroy_retired(inner, app, &id).await?;
         return Ok(Ok(()));
     }
     let since = release_start(steps);
-    if let Err(why) = healthy(inner, app, deployment, &id, since, wait).await? {
+    if let Err(why) = healthy(inner, app, deployment, &id, since, wait, Smoke::Deployment).await? {
         return Ok(Err(why));
     }
     retire(
@@ -752,7 +802,9 @@ async fn bluegreen(
         }
         let since = release_start(steps);
         for id in &green {
-            if let Err(why) = healthy(inner, app, deployment, id, since, wait).await? {
+            if let Err(why) =
+                healthy(inner, app, deployment, id, since, wait, Smoke::Deployment).await?
+            {
                 return Ok(Outcome::RollBack(why));
             }
         }
@@ -782,6 +834,15 @@ async fn retire(
     }
     let message = format!("destroying machine {id}: {why}");
     step(inner, deployment, Some(id), "retire", &message, None).await?;
+    destroy_retired(inner, app, id).await
+}
+
+/// Destroys a machine a `retire` step names, unless that was done already.
+async fn destroy_retired(inner: &Arc<Inner>, app: &App, id: &MachineId) -> Result<(), ApiError> {
+    let machine = inner.store.machine(&app.id, id).await?;
+    if machine.state.is_terminal() || machine.desired == aloft_store::Desired::Destroyed {
+        return Ok(());
+    }
     crate::machines::destroy_forcibly(inner, &machine, false).await
 }
 
@@ -949,8 +1010,71 @@ fn release_start(steps: &[DeploymentStep]) -> i64 {
     steps.first().map_or_else(aloft_store::now_ms, |s| s.at)
 }
 
+/// Step kinds that start a machine on a new config: a machine's exits after the last of
+/// these are its smoke checks' business.
+const STARTING: [&str; 5] = ["create", "update", "canary", "green", "rollback"];
+
+/// When the deployment last started `machine` on a new config (its last step of a
+/// [`STARTING`] kind), else `since`.
+fn started_by_deployment(steps: &[DeploymentStep], machine: &MachineId, since: i64) -> i64 {
+    steps
+        .iter()
+        .filter(|s| s.machine_id.as_ref() == Some(machine) && STARTING.contains(&s.kind.as_str()))
+        .map(|s| s.at)
+        .max()
+        .unwrap_or(since)
+}
+
+/// An exit of the machine's own (not a stop the platform asked for) recorded at or after
+/// `since`: the newest, as "exited with code N" (and whether the agent restarts it).
+fn crash_since(events: &[aloft_store::MachineEvent], since: i64) -> Option<String> {
+    let exit = events
+        .iter()
+        .filter(|e| e.kind == "exit" && e.at >= since)
+        .filter(|e| {
+            e.request.pointer("/exit_event/requested_stop") != Some(&serde_json::Value::Bool(true))
+        })
+        .max_by_key(|e| e.seq)?;
+    let code = exit
+        .request
+        .pointer("/exit_event/exit_code")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(-1);
+    let signal = exit
+        .request
+        .pointer("/exit_event/signal")
+        .and_then(serde_json::Value::as_i64)
+        .filter(|s| *s > 0);
+    let oom =
+        exit.request.pointer("/exit_event/oom_killed") == Some(&serde_json::Value::Bool(true));
+    let mut text = match signal {
+        Some(signal) => format!("was killed by signal {signal} (exit code {code})"),
+        None => format!("exited with code {code}"),
+    };
+    if oom {
+        text.push_str(", out of memory");
+    }
+    if exit.status == "restarting" {
+        text.push_str("; the app appears to be crashing");
+    }
+    Some(text)
+}
+
+/// Whether [`healthy`] runs smoke checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Smoke {
+    /// As the deployment says (on, for its window, unless it turned them off).
+    Deployment,
+    /// Off: a machine restored by a rollback.
+    Off,
+}
+
 /// Waits until `machine` runs its current version, started, with every service check
-/// passing in a result newer than `since`; the inner error says what failed.
+/// passing in a result newer than `since`, and (smoke checks, unless the deployment turned
+/// them off) has kept running for the deployment's smoke check window without an exit.
+/// Fails at once, without waiting for the timeout, when the machine fails to launch,
+/// exits (smoke checks on) or stops for good (smoke checks off); the inner error says what
+/// failed, with the machine's last log lines.
 async fn healthy(
     inner: &Arc<Inner>,
     app: &App,
@@ -958,9 +1082,19 @@ async fn healthy(
     machine: &MachineId,
     since: i64,
     wait: Duration,
+    smoke: Smoke,
 ) -> Result<Result<(), String>, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
+    let smoke = match smoke {
+        Smoke::Deployment => {
+            Duration::from_millis(u64::try_from(deployment.smoke_check_ms).unwrap_or(0))
+        }
+        Smoke::Off => Duration::ZERO,
+    };
+    let steps = inner.store.steps_of(&deployment.id).await?;
+    let touched = started_by_deployment(&steps, machine, since);
     let mut observed = inner.observed.subscribe();
+    let mut reported: Option<String> = None;
     loop {
         let current = inner.store.machine(&app.id, machine).await?;
         let expected: usize = current.config.services.iter().map(|s| s.checks.len()).sum();
@@ -981,15 +1115,50 @@ async fn healthy(
             .filter(fresh)
             .filter(|c| c.status == CheckStatus::Passing)
             .count();
+        let events = inner.store.events(machine).await?;
+        let crash = crash_since(&events, touched);
+        // Stopped after an exit, and left to rest by its restart policy.
+        let stopped_for_good = current.state == MachineState::Stopped
+            && current.desired == aloft_store::Desired::Stopped
+            && crash.is_some();
+        if let Some(crash) = crash.filter(|_| !smoke.is_zero() || stopped_for_good) {
+            let state = if stopped_for_good { " and stopped" } else { "" };
+            let why = format!(
+                "machine {machine} {crash}{state}{}",
+                last_lines(inner, &current).await
+            );
+            step(inner, deployment, Some(machine), "failed", &why, None).await?;
+            return Ok(Err(why));
+        }
+        // The start of the run the smoke checks watch: the newest since the deployment
+        // started the machine on this config.
+        let run_started = events
+            .iter()
+            .filter(|e| e.kind == "start" && e.at >= touched)
+            .map(|e| e.at)
+            .max();
         let started = current.state == MachineState::Started;
         if started && passing >= expected {
-            let message = if expected == 0 {
-                format!("machine {machine} started (no service checks)")
-            } else {
-                format!("machine {machine} started and passes its {expected} service check(s)")
-            };
-            step(inner, deployment, Some(machine), "healthy", &message, None).await?;
-            return Ok(Ok(()));
+            let settled = run_started.is_some_and(|at| {
+                aloft_store::now_ms() - at >= i64::try_from(smoke.as_millis()).unwrap_or(i64::MAX)
+            });
+            if smoke.is_zero() || settled {
+                let checks = if expected == 0 {
+                    "no service checks".to_owned()
+                } else {
+                    format!("passes its {expected} service check(s)")
+                };
+                let message = if smoke.is_zero() {
+                    format!("machine {machine} started ({checks})")
+                } else {
+                    format!(
+                        "machine {machine} started, {checks}, and kept running for {}s (smoke checks)",
+                        smoke.as_secs()
+                    )
+                };
+                step(inner, deployment, Some(machine), "healthy", &message, None).await?;
+                return Ok(Ok(()));
+            }
         }
         if current.state == MachineState::Failed {
             let reason = launch_failure(inner, machine).await?;
@@ -999,6 +1168,24 @@ async fn healthy(
             );
             step(inner, deployment, Some(machine), "failed", &why, None).await?;
             return Ok(Err(why));
+        }
+        // Check results as they change while the machine is waited for.
+        let now =
+            failing.map(|c| format!("check {} is {}: {}", c.name, c.status, trimmed(&c.output)));
+        if now.is_some() && now != reported {
+            tracing::info!(deployment = %deployment.id, %machine, check = ?now, "waiting for a machine's checks");
+            if let Some(text) = &now {
+                step(
+                    inner,
+                    deployment,
+                    Some(machine),
+                    "waiting",
+                    &format!("machine {machine}: {text}"),
+                    None,
+                )
+                .await?;
+            }
+            reported = now;
         }
         if tokio::time::Instant::now() >= deadline {
             let why = match failing {
@@ -1021,6 +1208,15 @@ async fn healthy(
         // Woken by any observed change; re-checked at least every second regardless.
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), observed.recv()).await;
+    }
+}
+
+/// A check's output for a progress line: its first line, at most 200 characters.
+fn trimmed(output: &str) -> String {
+    let line = output.trim().lines().next().unwrap_or_default();
+    match line.char_indices().nth(200) {
+        Some((at, _)) => format!("{}...", &line[..at]),
+        None => line.to_owned(),
     }
 }
 
@@ -1093,7 +1289,10 @@ async fn roll_back(
     let wait = wait.max(Duration::from_secs(60));
     let mut intact = true;
     for id in &restored {
-        if healthy(inner, app, deployment, id, since, wait)
+        // The release it runs again worked before: it must start and pass its checks, and
+        // not stop for good; the crash loop of the failed release it leaves behind may
+        // still show an exit or two, which are not its own.
+        if healthy(inner, app, deployment, id, since, wait, Smoke::Off)
             .await?
             .is_err()
         {
@@ -1119,12 +1318,34 @@ mod tests {
 
     #[test]
     fn batches_follow_max_unavailable() {
+        assert_eq!(
+            batch_size("rolling", 1.0, 3),
+            1,
+            "1 is one machine, not 100%"
+        );
+        assert_eq!(
+            batch_size("canary", 1.0, 3),
+            1,
+            "1 is one machine, not 100%"
+        );
+        assert_eq!(batch_size("rolling", 1.0, 1), 1);
         assert_eq!(batch_size("rolling", 0.33, 3), 1);
-        assert_eq!(batch_size("rolling", 0.33, 10), 3);
+        assert_eq!(
+            batch_size("rolling", 0.34, 3),
+            2,
+            "rounded up, as flyctl does"
+        );
+        assert_eq!(batch_size("rolling", 0.33, 10), 4);
+        assert_eq!(batch_size("rolling", 0.1, 30), 3, "no float noise");
         assert_eq!(batch_size("rolling", 0.5, 1), 1, "never zero");
+        assert_eq!(batch_size("rolling", 0.01, 3), 1, "never zero");
+        assert_eq!(batch_size("rolling", 0.999, 3), 3);
         assert_eq!(batch_size("rolling", 2.0, 5), 2, "a count");
+        assert_eq!(batch_size("rolling", 2.0, 3), 2, "a count");
         assert_eq!(batch_size("rolling", 9.0, 5), 5, "at most all");
+        assert_eq!(batch_size("rolling", 1.0, 0), 1);
         assert_eq!(batch_size("immediate", 0.33, 5), 5);
+        assert_eq!(batch_size("immediate", 1.0, 5), 5);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 use aloft_store::{App, CheckRecord, MachineEvent, MachineRecord, MachineVersion, Org};
 pub use aloft_types::api::*;
 
+use aloft_types::MachineState;
 use aloft_types::time::rfc3339;
 
-pub(crate) fn app_response(app: &App, org: &Org, machine_count: usize) -> AppResponse {
+pub(crate) fn app_response(app: &App, org: &Org, machines: &[MachineRecord]) -> AppResponse {
     AppResponse {
         id: app.id.to_string(),
         name: app.name.to_string(),
@@ -14,14 +15,37 @@ pub(crate) fn app_response(app: &App, org: &Org, machine_count: usize) -> AppRes
             name: org.name.clone(),
         },
         network: app.network.clone(),
-        status: if machine_count > 0 {
-            "deployed"
-        } else {
-            "pending"
-        }
-        .to_owned(),
-        machine_count,
+        status: app_status(machines.iter().map(|m| m.state)).to_owned(),
+        machine_count: machines.len(),
         created_at: rfc3339(app.created_at),
+    }
+}
+
+/// What an app's machines say about it: `pending` (none yet), `deployed` (one at least
+/// runs or is on its way), `failed` (none runs and one could not be launched) or
+/// `suspended` (every machine is stopped, crashed ones included: Fly's word).
+pub(crate) fn app_status(states: impl IntoIterator<Item = MachineState>) -> &'static str {
+    use aloft_types::MachineState as S;
+    let live: Vec<S> = states
+        .into_iter()
+        .filter(|s| !s.is_terminal() && *s != S::Destroying)
+        .collect();
+    if live.is_empty() {
+        "pending"
+    } else if live.iter().any(|s| {
+        matches!(
+            s,
+            S::Creating | S::Starting | S::Started | S::Restarting | S::Updating | S::Replacing
+        )
+    }) {
+        "deployed"
+    } else if live
+        .iter()
+        .any(|s| matches!(s, S::Failed | S::LaunchFailed))
+    {
+        "failed"
+    } else {
+        "suspended"
     }
 }
 
@@ -80,5 +104,25 @@ pub(crate) fn version_response(version: &MachineVersion) -> VersionResponse {
         instance_id: version.instance_id.clone(),
         user_config: version.config.clone(),
         created_at: rfc3339(version.created_at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::app_status;
+    use aloft_types::MachineState as S;
+
+    #[test]
+    fn an_app_whose_machines_all_stopped_or_failed_says_so() {
+        assert_eq!(app_status([]), "pending");
+        assert_eq!(app_status([S::Destroyed]), "pending");
+        assert_eq!(app_status([S::Started, S::Stopped]), "deployed");
+        assert_eq!(app_status([S::Restarting, S::Stopped]), "deployed");
+        assert_eq!(app_status([S::Stopped, S::Stopped]), "suspended");
+        assert_eq!(app_status([S::Stopped, S::Failed]), "failed");
+        assert_eq!(
+            app_status([S::Failed, S::Destroyed, S::Started]),
+            "deployed"
+        );
     }
 }

@@ -36,7 +36,7 @@ pub struct DeploymentRecord {
     pub release_id: String,
     /// `rolling` or `immediate`.
     pub strategy: String,
-    /// A fraction of the machines (up to 1), or a count when above 1.
+    /// A fraction of the machines when below 1, a count of machines from 1 up.
     pub max_unavailable: f64,
     pub wait_timeout_ms: i64,
     /// Machines to create when the app has none of the release's process group.
@@ -44,6 +44,9 @@ pub struct DeploymentRecord {
     /// Run once in a temporary machine before any machine changes.
     pub release_command: Option<Vec<String>>,
     pub release_command_timeout_ms: Option<i64>,
+    /// How long each new machine must keep running without an exit before it counts as
+    /// started (smoke checks); 0 turns them off.
+    pub smoke_check_ms: i64,
     /// `running`, `rolling_back`, `succeeded`, `failed` or `rolled_back`.
     pub status: String,
     pub error: Option<String>,
@@ -105,7 +108,7 @@ fn release_from(row: &sqlx::any::AnyRow) -> Result<ReleaseRecord, StoreError> {
     })
 }
 
-const DEPLOYMENT_COLUMNS: &str = "id, app_id, release_id, strategy, max_unavailable, wait_timeout_ms, initial_count, status, error, created_at, updated_at, release_command, release_command_timeout_ms";
+const DEPLOYMENT_COLUMNS: &str = "id, app_id, release_id, strategy, max_unavailable, wait_timeout_ms, initial_count, status, error, created_at, updated_at, release_command, release_command_timeout_ms, smoke_check_ms";
 
 fn deployment_from(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StoreError> {
     let id: String = row.try_get(0).map_err(StoreError::database(
@@ -135,6 +138,7 @@ fn deployment_from(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StoreErr
         updated_at: row.try_get(10).map_err(read)?,
         release_command,
         release_command_timeout_ms: row.try_get(12).map_err(read)?,
+        smoke_check_ms: row.try_get(13).map_err(read)?,
         id,
     })
 }
@@ -153,6 +157,8 @@ pub struct NewDeployment {
     pub initial_count: i64,
     pub release_command: Option<Vec<String>>,
     pub release_command_timeout_ms: Option<i64>,
+    /// See [`DeploymentRecord::smoke_check_ms`].
+    pub smoke_check_ms: i64,
 }
 
 impl Store {
@@ -193,6 +199,7 @@ impl Store {
                 initial_count: new.initial_count,
                 release_command: new.release_command.clone(),
                 release_command_timeout_ms: new.release_command_timeout_ms,
+                smoke_check_ms: new.smoke_check_ms,
                 status: "running".to_owned(),
                 error: None,
                 created_at: now,
@@ -233,7 +240,7 @@ impl Store {
                 Err(error) => return Err(error),
             }
             sqlx::query(&format!(
-                "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $12)"
+                "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $12, $13)"
             ))
             .bind(&deployment.id)
             .bind(app)
@@ -247,6 +254,7 @@ impl Store {
             .bind(now)
             .bind(release_command)
             .bind(deployment.release_command_timeout_ms)
+            .bind(deployment.smoke_check_ms)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::database("recording a deployment", "app", app))?;

@@ -15,6 +15,8 @@
 //! On SIGINT or SIGTERM it stops accepting connections, lets requests in flight finish
 //! (up to 10 s) and exits 0.
 //!
+//! With `TESTAPP_CRASH=CODE` it crashes as it starts: a line on stderr, then exit `CODE`.
+//!
 //! `aloft-testapp release CODE` is a release command instead: it prints a line (and, when
 //! `CODE` is not 0, a failure on stderr) and exits with `CODE`.
 
@@ -164,6 +166,21 @@ async fn answer(request: Request<Incoming>, stats: Arc<Stats>) -> Response<Full<
     }
 }
 
+/// A release that crashes as it starts (`TESTAPP_CRASH=CODE`): a line on stderr, then
+/// exit `CODE` before listening.
+#[allow(clippy::print_stderr, reason = "the crash's output, which tests read")]
+fn crash(code: &str) -> std::io::Result<()> {
+    let code: i32 = code.parse().map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("TESTAPP_CRASH={code:?}: expected an exit code"),
+        )
+    })?;
+    let version = std::env::var("TESTAPP_VERSION").unwrap_or_else(|_| "1".to_owned());
+    eprintln!("version {version}: cannot open the database, exiting {code}");
+    std::process::exit(code)
+}
+
 /// `aloft-testapp release CODE`: a release command that says what it does and exits
 /// with `CODE` (a failing migration when it is not 0). Its output is what the test reads.
 #[allow(
@@ -210,6 +227,9 @@ async fn run() -> std::io::Result<()> {
         && command == "release"
     {
         return release(code);
+    }
+    if let Ok(code) = std::env::var("TESTAPP_CRASH") {
+        return crash(&code);
     }
     let port = match std::env::var("PORT") {
         Ok(port) => port.parse().map_err(|_| {

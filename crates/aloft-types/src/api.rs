@@ -29,6 +29,9 @@ pub struct AppResponse {
     pub name: String,
     pub organization: OrgRef,
     pub network: String,
+    /// `pending` (no machine yet), `deployed` (a machine runs or is on its way),
+    /// `suspended` (every machine is stopped, crashed ones included) or `failed` (none
+    /// runs and one could not be launched).
     pub status: String,
     pub machine_count: usize,
     pub created_at: String,
@@ -521,8 +524,9 @@ pub struct DeployRequest {
     /// destroyed).
     #[serde(default)]
     pub strategy: Option<String>,
-    /// For `rolling`: how many machines may be replaced at once, a fraction of them
-    /// (`0.33`, the default) or a count (`2`).
+    /// For `rolling` and `canary`: how many machines may be replaced at once, as Fly reads
+    /// it: below 1 a fraction of the group, rounded up (`0.33`, the default), from 1 up a
+    /// count of machines (`1` is one machine at a time).
     #[serde(default)]
     pub max_unavailable: Option<f64>,
     /// How long each machine gets to start and pass its checks, in seconds (default 300).
@@ -541,6 +545,16 @@ pub struct DeployRequest {
     /// Seconds the release command may run (default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_command_timeout: Option<u64>,
+    /// Smoke checks, as flyctl runs them (default on): each new machine must keep running
+    /// for `smoke_check_seconds` after it starts, without an exit; one that exits, crash
+    /// loops or fails to launch fails the deployment at once, with its exit code and last
+    /// log lines. `false` turns them off (a machine that stops for good still fails it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_checks: Option<bool>,
+    /// How long a new machine must keep running for its smoke checks, in seconds
+    /// (default 10, as flyctl).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_check_seconds: Option<u64>,
 }
 
 /// One line of a build's NDJSON output (`POST /v1/apps/{app}/builds`): the builder's
@@ -603,6 +617,10 @@ pub struct DeploymentResponse {
     pub strategy: String,
     pub max_unavailable: f64,
     pub wait_timeout: u64,
+    /// How long each new machine must keep running without an exit (smoke checks), in
+    /// seconds; 0 when they are off.
+    #[serde(default)]
+    pub smoke_check_seconds: u64,
     /// `running`, `rolling_back`, `succeeded`, `failed` or `rolled_back`.
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

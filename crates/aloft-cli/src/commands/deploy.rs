@@ -29,6 +29,11 @@ pub struct DeployArgs {
     /// (default: `[deploy] wait_timeout`, else 5m).
     #[arg(long, value_name = "DURATION")]
     pub wait_timeout: Option<String>,
+    /// Smoke checks (flyctl's, on by default): each new machine must keep running for a
+    /// while after it starts; one that exits or crash loops fails the deploy at once.
+    /// `--smoke-checks=false` turns them off.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub smoke_checks: bool,
     /// Start the deployment and return; it goes on in the server.
     #[arg(long)]
     pub detach: bool,
@@ -174,6 +179,8 @@ fn requests(
                     None
                 },
                 release_command_timeout,
+                smoke_checks: (!args.smoke_checks).then_some(false),
+                smoke_check_seconds: None,
             },
         ));
     }
@@ -233,12 +240,17 @@ pub(crate) async fn follow(
 
 /// Why a deployment did not succeed, as an error.
 pub(crate) fn failure_of(app: &str, deployment: &DeploymentResponse) -> anyhow::Error {
-    anyhow::anyhow!(
-        "release v{} of {app} was not deployed ({}): {}",
-        deployment.release.version,
-        deployment.status,
-        deployment.error.clone().unwrap_or_default()
-    )
+    let error = deployment.error.clone().unwrap_or_default();
+    let version = deployment.release.version;
+    match deployment.status.as_str() {
+        "rolled_back" => anyhow::anyhow!(
+            "release v{version} of {app} failed and was rolled back: every machine it changed runs the previous release again ({error})\nSee `aloft logs -a {app}` for what the machines printed; fix the release and deploy again"
+        ),
+        "failed" => anyhow::anyhow!(
+            "release v{version} of {app} failed: {error}\nSee `aloft status -a {app}` for the machines' states and `aloft logs -a {app}` for what they printed"
+        ),
+        other => anyhow::anyhow!("release v{version} of {app} was not deployed ({other}): {error}"),
+    }
 }
 
 pub(crate) async fn deploy(

@@ -181,6 +181,7 @@ pub(crate) async fn launch(
         image: None,
         strategy: None,
         wait_timeout: None,
+        smoke_checks: true,
         detach: false,
         env: Vec::new(),
         build_args: Vec::new(),

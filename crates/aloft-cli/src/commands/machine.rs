@@ -8,6 +8,7 @@ use aloft_types::machine::{
 use aloft_types::{MachineState, Signal};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
+use std::time::{Duration, Instant};
 
 use crate::Failure;
 use crate::api::client;
@@ -171,10 +172,104 @@ async fn run_machine(client: &Client, app: &str, args: RunArgs) -> anyhow::Resul
     };
     let machine = client.create_machine(app, &request).await?;
     if !args.detach {
-        wait(client, app, &machine.id, MachineState::Started).await?;
-        return Ok(client.machine(app, &machine.id).await?);
+        return running(client, app, &machine.id).await;
     }
     Ok(machine)
+}
+
+/// How long a started machine is watched for an exit before `machine run` calls it
+/// started (flyctl's smoke checks).
+const SMOKE_CHECK: Duration = Duration::from_secs(10);
+/// How long a new machine may take to start, an image pull included.
+const START_TIMEOUT: Duration = Duration::from_secs(300);
+/// How many of a failed machine's last log lines are shown.
+const LINES_SHOWN: usize = 20;
+
+/// Waits until a new machine is started and has kept running for [`SMOKE_CHECK`]; fails
+/// at once, with the reason, when it cannot be launched (an image that cannot be pulled,
+/// say) or exits.
+async fn running(client: &Client, app: &str, id: &str) -> anyhow::Result<MachineResponse> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut started: Option<Instant> = None;
+    loop {
+        let machine = client.machine(app, id).await?;
+        if machine.state == MachineState::Failed.as_str() {
+            let reason = machine
+                .events
+                .iter()
+                .filter(|e| e.kind == "launch" && e.status == "failed")
+                .max_by_key(|e| e.timestamp)
+                .and_then(|e| e.request.get("error")?.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "no reason recorded".to_owned());
+            bail!(
+                "machine {id} failed to launch: {reason}{}",
+                last_lines(client, app, id).await
+            );
+        }
+        if let Some(exit) = machine
+            .events
+            .iter()
+            .filter(|e| e.kind == "exit")
+            .filter(|e| e.request.pointer("/exit_event/requested_stop") != Some(&true.into()))
+            .max_by_key(|e| e.timestamp)
+        {
+            let code = exit
+                .request
+                .pointer("/exit_event/exit_code")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(-1);
+            let crashing = if exit.status == "restarting" {
+                "; the app appears to be crashing"
+            } else {
+                ""
+            };
+            bail!(
+                "machine {id} exited with code {code} right after it started{crashing}{}\nSee `aloft machine status {id} -a {app}` and `aloft logs -a {app} --machine {id}`",
+                last_lines(client, app, id).await
+            );
+        }
+        if machine.state == MachineState::Started.as_str() {
+            let since = *started.get_or_insert_with(Instant::now);
+            if since.elapsed() >= SMOKE_CHECK {
+                return Ok(machine);
+            }
+        } else if Instant::now() >= deadline {
+            bail!(
+                "machine {id} is {} and did not start within {} seconds",
+                machine.state,
+                START_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A machine's last log lines, as text to append to a message (empty when it has none).
+async fn last_lines(client: &Client, app: &str, id: &str) -> String {
+    let request = aloft_client::LogsRequest {
+        machine: Some(id.to_owned()),
+        limit: Some(LINES_SHOWN),
+        newest: Some(true),
+        ..aloft_client::LogsRequest::default()
+    };
+    let Ok(page) = client.logs(app, &request).await else {
+        return String::new();
+    };
+    let mut lines: Vec<_> = page
+        .entries
+        .into_iter()
+        .filter(|l| l.stream != "platform")
+        .collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    lines.sort_by_key(|l| l.timestamp_ns);
+    let mut text = format!("\nlast log lines of machine {id}:");
+    for line in lines {
+        text.push_str("\n  ");
+        text.push_str(&line.message);
+    }
+    text
 }
 
 /// A machine's checks as `passing/total` (empty without checks), as `fly machine list`

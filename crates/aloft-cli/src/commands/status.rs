@@ -497,6 +497,8 @@ pub(crate) async fn redeploy(
             description: Some(format!("{describe} (process group {group})")),
             release_command: None,
             release_command_timeout: None,
+            smoke_checks: None,
+            smoke_check_seconds: None,
         };
         let started = client
             .deploy(app, &request)

@@ -199,6 +199,35 @@ async fn the_cli_runs_machines_secrets_volumes_and_tokens() {
     ]);
     let id = id.trim();
     assert_eq!(id.len(), 14, "machine run prints the id: {id:?}");
+
+    // A machine that crashes as it starts, or whose image cannot be had, is no success:
+    // `machine run` fails at once with the reason (flyctl's smoke checks).
+    let image = aloft_testkit::testapp_image();
+    let crashed = p.aloft(&[
+        "machine",
+        "run",
+        &image,
+        "-a",
+        "demo",
+        "-e",
+        "TESTAPP_CRASH=2",
+    ]);
+    let said = format!("{}{}", text(&crashed.stdout), text(&crashed.stderr));
+    assert!(!crashed.status.success(), "{said}");
+    assert!(said.contains("exited with code 2"), "{said}");
+    assert!(
+        said.contains("cannot open the database, exiting 2"),
+        "{said}"
+    );
+    // A registry on a closed loopback port: the pull fails without leaving the machine.
+    let missing = p.aloft(&["machine", "run", "127.0.0.1:9/nosuch/image:1", "-a", "demo"]);
+    let said = format!("{}{}", text(&missing.stdout), text(&missing.stderr));
+    assert!(!missing.status.success(), "{said}");
+    assert!(said.contains("failed to launch"), "{said}");
+    assert!(
+        said.contains("nosuch/image"),
+        "the pull error names the image: {said}"
+    );
     assert_eq!(
         p.ok(&["machine", "exec", id, "echo hi", "-a", "demo"]),
         "hi\n"
@@ -511,11 +540,36 @@ async fn the_seed_deploys_unchanged_and_a_failing_release_is_rolled_back() {
     ]);
     let said = format!("{}{}", text(&failed.stdout), text(&failed.stderr));
     assert!(!failed.status.success(), "{said}");
-    assert!(said.contains("rolled_back"), "{said}");
+    assert!(said.contains("failed and was rolled back"), "{said}");
     assert!(
         said.contains("failing on purpose (TESTAPP_HEALTH=fail)"),
         "the failing check's output: {said}"
     );
+    let body = curl("/");
+    assert!(
+        body.contains("hello from machine"),
+        "the old release serves: {body}"
+    );
+
+    // An image that crashes as it starts fails the deploy at once (smoke checks), long
+    // before the 5-minute wait timeout, with the exit code and what the machine printed;
+    // the old release keeps serving.
+    let started = std::time::Instant::now();
+    let crashed = p.aloft(&["deploy", "--image", &image, "-e", "TESTAPP_CRASH=3"]);
+    let took = started.elapsed();
+    let said = format!("{}{}", text(&crashed.stdout), text(&crashed.stderr));
+    assert!(!crashed.status.success(), "{said}");
+    assert!(said.contains("exited with code 3"), "the exit code: {said}");
+    assert!(
+        said.contains("cannot open the database, exiting 3"),
+        "the crash's log lines: {said}"
+    );
+    assert!(said.contains("failed and was rolled back"), "{said}");
+    assert!(
+        took < std::time::Duration::from_secs(120),
+        "failed fast, not at the wait timeout: {took:?}"
+    );
+    eprintln!("a crashing release failed its deploy in {took:?}");
     let body = curl("/");
     assert!(
         body.contains("hello from machine"),
@@ -536,7 +590,11 @@ async fn the_seed_deploys_unchanged_and_a_failing_release_is_rolled_back() {
         .collect();
     assert_eq!(
         statuses,
-        [(2, "failed".to_owned()), (1, "complete".to_owned())]
+        [
+            (3, "failed".to_owned()),
+            (2, "failed".to_owned()),
+            (1, "complete".to_owned())
+        ]
     );
     let table = p.ok(&["releases"]);
     assert!(table.contains("VERSION") && table.contains("v2"), "{table}");
@@ -946,6 +1004,8 @@ async fn logs_are_shown_searched_and_followed() {
     let p = &platform;
     p.ok(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
     p.ok(&["apps", "create", "ticker"]);
+    // Detached: the first ticks and the start event are still among the newest lines when
+    // the logs are first read.
     let id = p
         .ok(&[
             "machine",
@@ -953,6 +1013,7 @@ async fn logs_are_shown_searched_and_followed() {
             BUSYBOX_IMAGE,
             "-a",
             "ticker",
+            "--detach",
             "--",
             "sh",
             "-c",

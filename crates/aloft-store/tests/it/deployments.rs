@@ -22,6 +22,7 @@ fn deploy(app: &aloft_types::AppId, image: &str) -> NewDeployment {
         initial_count: 2,
         release_command: None,
         release_command_timeout_ms: None,
+        smoke_check_ms: 10_000,
     }
 }
 

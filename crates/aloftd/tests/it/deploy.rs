@@ -37,6 +37,8 @@ fn release(image: &str, version: &str, healthy: bool) -> DeployRequest {
         description: Some(format!("version {version}")),
         release_command: None,
         release_command_timeout: None,
+        smoke_checks: None,
+        smoke_check_seconds: None,
     }
 }
 
@@ -87,8 +89,39 @@ async fn all_run(client: &Client, version: &str) {
     }
 }
 
+/// How many machines each batch of a deployment updated before checking them: the runs of
+/// consecutive `update` steps.
+fn batches(deployment: &DeploymentResponse) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    let mut run = 0;
+    for kind in kinds(deployment) {
+        if kind == "update" {
+            run += 1;
+        } else if run > 0 {
+            sizes.push(run);
+            run = 0;
+        }
+    }
+    if run > 0 {
+        sizes.push(run);
+    }
+    sizes
+}
+
+fn with_max_unavailable(mut request: DeployRequest, max_unavailable: f64) -> DeployRequest {
+    request.max_unavailable = Some(max_unavailable);
+    request
+}
+
+/// The kinds of a deployment's steps, without the progress lines of checks that change
+/// while a machine is waited for (`waiting`).
 fn kinds(deployment: &DeploymentResponse) -> Vec<&str> {
-    deployment.steps.iter().map(|s| s.kind.as_str()).collect()
+    deployment
+        .steps
+        .iter()
+        .map(|s| s.kind.as_str())
+        .filter(|kind| *kind != "waiting")
+        .collect()
 }
 
 /// Follows a deployment to its end.
@@ -259,8 +292,22 @@ async fn rolling_deploys_lose_no_request_and_a_failing_release_rolls_back() {
     let (second, took, ok) = deploy_under_load(client, proxy, &release(&image, "2", true)).await;
     assert_eq!(second.status, "succeeded", "{second:#?}");
     eprintln!("rolling deploy of 3 machines: {took:?}, {ok} requests, none failed");
-    let updates = second.steps.iter().filter(|s| s.kind == "update").count();
-    assert_eq!(updates, 3, "{second:#?}");
+    assert_eq!(batches(&second), [1, 1, 1], "0.33 of 3 is one at a time");
+    wait_serving(proxy, "2").await;
+
+    // `max_unavailable = 1` is one machine at a time (Fly's count), not 100% of them.
+    let one = with_max_unavailable(release(&image, "2a", true), 1.0);
+    let (deployment, took, ok) = deploy_under_load(client, proxy, &one).await;
+    assert_eq!(deployment.status, "succeeded", "{deployment:#?}");
+    assert_eq!(batches(&deployment), [1, 1, 1], "{:?}", kinds(&deployment));
+    eprintln!("rolling deploy, max_unavailable 1: {took:?}, {ok} requests, none failed");
+    wait_serving(proxy, "2a").await;
+    // A fraction is of the group, rounded up: 0.34 of 3 is 2 at once, one left serving.
+    let fraction = with_max_unavailable(release(&image, "2", true), 0.34);
+    let (deployment, took, ok) = deploy_under_load(client, proxy, &fraction).await;
+    assert_eq!(deployment.status, "succeeded", "{deployment:#?}");
+    assert_eq!(batches(&deployment), [2, 1], "{:?}", kinds(&deployment));
+    eprintln!("rolling deploy, max_unavailable 0.34: {took:?}, {ok} requests, none failed");
     wait_serving(proxy, "2").await;
 
     let (third, took, ok) = deploy_under_load(client, proxy, &release(&image, "3", false)).await;
@@ -292,7 +339,7 @@ async fn rolling_deploys_lose_no_request_and_a_failing_release_rolls_back() {
     let fourth = client.deploy(APP, &immediate).await.unwrap();
     let fourth = finished(client, &fourth.id).await;
     assert_eq!(fourth.status, "succeeded", "{fourth:#?}");
-    let kinds: Vec<&str> = fourth.steps.iter().map(|s| s.kind.as_str()).collect();
+    let kinds = kinds(&fourth);
     assert_eq!(
         kinds[..4],
         ["note", "update", "update", "update"],
@@ -308,8 +355,10 @@ async fn rolling_deploys_lose_no_request_and_a_failing_release_rolls_back() {
     assert_eq!(
         statuses,
         [
+            (6, "complete"),
+            (5, "failed"),
             (4, "complete"),
-            (3, "failed"),
+            (3, "complete"),
             (2, "complete"),
             (1, "complete")
         ]
@@ -404,7 +453,8 @@ async fn canary_and_bluegreen_deploys_lose_no_request_and_a_failing_canary_chang
     let original = live_machines(client).await;
     assert_eq!(original.len(), 3);
 
-    let canary = with_strategy(release(&image, "2", true), "canary");
+    // The canary's rolling part honours `max_unavailable` as a count: 1 is one machine.
+    let canary = with_max_unavailable(with_strategy(release(&image, "2", true), "canary"), 1.0);
     let (second, took, ok) = deploy_under_load(client, proxy, &canary).await;
     assert_eq!(second.status, "succeeded", "{second:#?}");
     eprintln!("canary deploy of 3 machines: {took:?}, {ok} requests, none failed");
@@ -414,7 +464,7 @@ async fn canary_and_bluegreen_deploys_lose_no_request_and_a_failing_canary_chang
         ["note", "canary", "healthy", "retire"],
         "the canary first: {steps:?}"
     );
-    assert_eq!(steps.iter().filter(|k| **k == "update").count(), 3);
+    assert_eq!(batches(&second), [1, 1, 1], "one at a time: {steps:?}");
     assert_eq!(
         live_machines(client).await,
         original,
@@ -530,4 +580,101 @@ async fn a_release_command_runs_first_and_a_failing_one_changes_nothing() {
     all_run(client, "1").await;
     let releases = client.releases(APP).await.unwrap();
     assert_eq!(releases[0].status, "failed");
+}
+
+/// A release whose machines crash as they start (exit 1 before listening) fails at the
+/// first exit (smoke checks), not at the wait timeout, with the exit code and the crash's
+/// log lines, and is rolled back while the previous release keeps serving with no failed
+/// request: with service checks configured, and again without any.
+#[tokio::test]
+async fn a_crashing_release_fails_at_once_and_the_previous_one_keeps_serving() {
+    let host = Host::new();
+    let image = aloft_testkit::testapp_image();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app(APP, None).await.unwrap();
+    let proxy = proxy_address(&host);
+    let crashing = |base: DeployRequest| {
+        let mut request = base;
+        request
+            .config
+            .env
+            .insert("TESTAPP_CRASH".to_owned(), "1".to_owned());
+        // Far longer than the test may take: the failure must come from the crash.
+        request.wait_timeout = Some(300);
+        request
+    };
+    let unchecked = |version: &str| {
+        let mut request = release(&image, version, true);
+        for service in &mut request.config.services {
+            service.checks.clear();
+        }
+        request
+    };
+
+    for (what, good, bad) in [
+        (
+            "with service checks",
+            release(&image, "1", true),
+            release(&image, "2", true),
+        ),
+        ("without checks", unchecked("3"), unchecked("4")),
+    ] {
+        let version = good.config.env["TESTAPP_VERSION"].clone();
+        let first = client.deploy(APP, &good).await.unwrap();
+        let first = finished(client, &first.id).await;
+        assert_eq!(first.status, "succeeded", "{what}: {first:#?}");
+        assert!(
+            first
+                .steps
+                .iter()
+                .any(|s| s.kind == "healthy" && s.message.contains("smoke checks")),
+            "{what}: the good release passed its smoke checks: {first:#?}"
+        );
+        wait_serving(proxy, &version).await;
+
+        let (deployment, took, ok) = deploy_under_load(client, proxy, &crashing(bad)).await;
+        assert_eq!(deployment.status, "rolled_back", "{what}: {deployment:#?}");
+        let error = deployment.error.clone().unwrap_or_default();
+        assert!(
+            error.contains("exited with code 1") && error.contains("cannot open the database"),
+            "{what}: the exit code and the crash's last lines: {error}"
+        );
+        assert!(
+            took < Duration::from_secs(120),
+            "{what}: failed at the crash, not at the 300 s wait timeout: {took:?}"
+        );
+        eprintln!("{what}: a crashing release rolled back in {took:?}, {ok} requests, none failed");
+        all_run(client, &version).await;
+        wait_serving(proxy, &version).await;
+    }
+
+    // Positive control: with smoke checks off, nothing watches the machines once they
+    // are started, so the same crash is not caught as one (at most a machine already
+    // seen stopped for good fails it); a release reported live this way leaves an app
+    // whose machines all stopped, which the app's status says.
+    let mut off = crashing(unchecked("5"));
+    off.smoke_checks = Some(false);
+    off.strategy = Some("immediate".to_owned());
+    off.config.restart = Some(aloft_types::machine::MachineRestart {
+        policy: Some(aloft_types::machine::RestartPolicy::No),
+        max_retries: 0,
+    });
+    let deployment = client.deploy(APP, &off).await.unwrap();
+    assert_eq!(deployment.smoke_check_seconds, 0);
+    let deployment = finished(client, &deployment.id).await;
+    let error = deployment.error.clone().unwrap_or_default();
+    assert!(!error.contains("appears to be crashing"), "{error}");
+    match deployment.status.as_str() {
+        "succeeded" => {
+            eventually(
+                "the app to show its machines all stopped",
+                Duration::from_secs(60),
+                || async { (client.app(APP).await.ok()?.status == "suspended").then_some(()) },
+            )
+            .await;
+        }
+        "rolled_back" => assert!(error.contains("exited with code 1 and stopped"), "{error}"),
+        other => panic!("{other}: {deployment:#?}"),
+    }
 }

@@ -83,8 +83,7 @@ async fn a_million_lines_are_all_stored_once_and_survive_kill_9() {
         );
         if !killed && seen.len() > 100_000 {
             // Everything read so far was acknowledged (only synced lines are visible).
-            server.kill();
-            server = Server::start(&host).await;
+            server.restart_after_kill(&host).await;
             killed = true;
             continue;
         }

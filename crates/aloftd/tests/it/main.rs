@@ -133,6 +133,15 @@ impl Server {
         }
     }
 
+    /// `kill -9`, then a new server on the same host in this one's place. The killed one
+    /// leaves the host's containers to the new one (dropping it would remove them).
+    pub(crate) async fn restart_after_kill(&mut self, host: &Host) {
+        self.kill();
+        let restarted = Server::start(host).await;
+        let mut killed = std::mem::replace(self, restarted);
+        killed.data_dir = PathBuf::new();
+    }
+
     /// The host id this server's agent labels its containers with.
     pub(crate) fn host_id(&self) -> String {
         read_trimmed(&self.data_dir.join("host-id")).expect("the host id file")

@@ -1,0 +1,418 @@
+//! The deployer and the agents against the simulated runtime (no Docker): random
+//! sequences of deploys (every strategy, releases that crash), machine crashes, agent
+//! restarts and control plane restarts must converge: every deployment ends `succeeded`,
+//! `failed` or `rolled_back`, the app ends on one release with every machine it had, and
+//! no machine ever runs twice.
+//!
+//! `ALOFT_SIM_CASES` sets how many random sequences run (default 8); `cargo xtask soak
+//! deploys` runs them (200 by default, control restarts included).
+//!
+//! Status: the suite found a crash-safety bug in the canary strategy (a restart between
+//! the canary's `retire` step and its destroy left it running; fixed) and still finds
+//! open ones, so it is not yet part of `cargo xtask test`: a control restart during a
+//! canary deployment can leave the app on the previous release with an extra machine,
+//! and after agent restarts a deployment can outlast the suite's deadlines. Both are
+//! listed as ignored tests here until fixed.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
+mod platform;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use aloft_client::Client;
+use aloft_types::api::{DeployRequest, DeploymentResponse};
+use aloft_types::machine::{MachineConfig, MachineService, Protocol};
+use proptest::prelude::*;
+
+use crate::platform::SimPlatform;
+
+const APP: &str = "sim";
+const MACHINES: usize = 3;
+
+/// One step of a random sequence.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Deploys a new release (waiting for a running deployment to end first).
+    Deploy {
+        strategy: &'static str,
+        max_unavailable: f64,
+        crashes: bool,
+        smoke_checks: bool,
+    },
+    /// The running container of the app's `n`-th machine exits with code 1.
+    Crash(usize),
+    RestartAgent(usize),
+    RestartControl,
+    /// Lets things run for a while.
+    Pause(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (
+            prop::sample::select(vec!["rolling", "immediate", "canary", "bluegreen"]),
+            prop::sample::select(vec![0.33, 0.5, 1.0, 2.0]),
+            prop::bool::weighted(0.3),
+            prop::bool::weighted(0.8),
+        )
+            .prop_map(|(strategy, max_unavailable, crashes, smoke_checks)| Op::Deploy {
+                strategy,
+                max_unavailable,
+                crashes,
+                smoke_checks,
+            }),
+        2 => (0..MACHINES).prop_map(Op::Crash),
+        1 => (0..2usize).prop_map(Op::RestartAgent),
+        restart_control_weight() => Just(Op::RestartControl),
+        1 => (10..400u64).prop_map(Op::Pause),
+    ]
+}
+
+/// Control plane restarts are generated only with `ALOFT_SIM_CONTROL_RESTARTS=1` (the
+/// soak run sets it): a restart in the middle of a canary deployment can leave the app on
+/// the previous release with an extra machine (see
+/// `a_canary_interrupted_by_a_control_restart_ends_on_one_release`), an open bug.
+fn restart_control_weight() -> u32 {
+    u32::from(std::env::var("ALOFT_SIM_CONTROL_RESTARTS").as_deref() == Ok("1"))
+}
+
+fn release(version: usize, crashes: bool, smoke_checks: bool) -> DeployRequest {
+    let mut config = MachineConfig {
+        // A service without checks: machines count as started once they run (and, with
+        // smoke checks, keep running).
+        services: vec![MachineService {
+            protocol: Protocol::Tcp,
+            internal_port: 8080,
+            autostop: None,
+            autostart: None,
+            min_machines_running: None,
+            ports: Vec::new(),
+            checks: Vec::new(),
+            concurrency: None,
+            force_instance_key: None,
+            force_instance_description: None,
+        }],
+        ..MachineConfig::default()
+    };
+    config
+        .env
+        .insert("SIM_VERSION".to_owned(), version.to_string());
+    if crashes {
+        config
+            .env
+            .insert("SIM_EXIT_CODE".to_owned(), "1".to_owned());
+        config
+            .env
+            .insert("SIM_EXIT_AFTER_MS".to_owned(), "50".to_owned());
+    }
+    DeployRequest {
+        image: "sim/app:1".to_owned(),
+        config,
+        strategy: Some("rolling".to_owned()),
+        max_unavailable: None,
+        wait_timeout: Some(30),
+        initial_count: Some(u32::try_from(MACHINES).unwrap()),
+        description: Some(format!("version {version}")),
+        release_command: None,
+        release_command_timeout: None,
+        smoke_checks: Some(smoke_checks),
+        smoke_check_seconds: smoke_checks.then_some(1),
+    }
+}
+
+/// Polls `condition` until it gives a value or `deadline` passes (then says what it waited
+/// for): a failed case reports, and shrinks, instead of panicking.
+async fn within<T, F, Fut>(what: &str, deadline: Duration, mut condition: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = condition().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= until {
+            return Err(format!("timed out after {deadline:?} waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ended(deployment: &DeploymentResponse) -> bool {
+    !matches!(deployment.status.as_str(), "running" | "rolling_back")
+}
+
+/// Waits until no deployment of the app runs; their ids and end states.
+async fn settled(client: &Client) -> Result<Vec<DeploymentResponse>, String> {
+    within(
+        "every deployment to end",
+        Duration::from_secs(60),
+        || async {
+            let all = client.deployments(APP).await.ok()?;
+            all.iter().all(ended).then_some(all)
+        },
+    )
+    .await
+}
+
+/// No machine runs in two containers, on one host or across hosts.
+fn runs_once(platform: &SimPlatform) -> Result<(), String> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for host in 0..platform.hosts() {
+        for (machine, count) in platform.runtime(host).running_per_machine() {
+            *seen.entry(machine).or_default() += count;
+        }
+    }
+    match seen.iter().find(|(_, count)| **count > 1) {
+        Some((machine, count)) => Err(format!("machine {machine} runs {count} times")),
+        None => Ok(()),
+    }
+}
+
+async fn run_case(ops: Vec<Op>) -> Result<(), String> {
+    let mut platform = SimPlatform::start(2).await;
+    platform.client.create_app(APP, None).await.unwrap();
+    let first = platform
+        .client
+        .deploy(APP, &release(0, false, true))
+        .await
+        .map_err(|e| format!("the first deploy: {e}"))?;
+    let mut version = 1;
+    let first = within("the first deploy", Duration::from_secs(30), || async {
+        let d = platform.client.deployment(APP, &first.id).await.ok()?;
+        ended(&d).then_some(d)
+    })
+    .await?;
+    if first.status != "succeeded" {
+        return Err(format!("the first deploy: {first:#?}"));
+    }
+    let original: BTreeSet<String> = live(&platform.client).await.into_keys().collect();
+    if original.len() != MACHINES {
+        return Err(format!(
+            "{} machines after the first deploy",
+            original.len()
+        ));
+    }
+    for op in ops {
+        match op {
+            Op::Deploy {
+                strategy,
+                max_unavailable,
+                crashes,
+                smoke_checks,
+            } => {
+                settled(&platform.client).await?;
+                let mut request = release(version, crashes, smoke_checks);
+                version += 1;
+                request.strategy = Some(strategy.to_owned());
+                request.max_unavailable = Some(max_unavailable);
+                platform
+                    .client
+                    .deploy(APP, &request)
+                    .await
+                    .map_err(|e| format!("deploying {request:?}: {e}"))?;
+            }
+            Op::Crash(n) => {
+                let machines: Vec<String> = live(&platform.client).await.into_keys().collect();
+                if let Some(id) = machines.get(n % machines.len().max(1)) {
+                    for host in 0..platform.hosts() {
+                        platform.runtime(host).crash_machine(id, 1);
+                    }
+                }
+            }
+            Op::RestartAgent(n) => platform.restart_agent(n % platform.hosts()).await,
+            Op::RestartControl => platform.restart_control().await,
+            Op::Pause(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        }
+        runs_once(&platform)?;
+    }
+    let deployments = settled(&platform.client).await?;
+    for deployment in &deployments {
+        if !matches!(
+            deployment.status.as_str(),
+            "succeeded" | "failed" | "rolled_back"
+        ) {
+            return Err(format!("deployment ended {}", deployment.status));
+        }
+    }
+    // Converged: every live machine runs the same release, and as many as the app had.
+    let converged = within(
+        "the machines to converge on one release",
+        Duration::from_secs(20),
+        || async {
+            let machines = live(&platform.client).await;
+            let versions: BTreeSet<&String> = machines.values().collect();
+            (machines.len() == MACHINES && versions.len() == 1).then_some(machines)
+        },
+    )
+    .await;
+    let converged = match converged {
+        Ok(machines) => machines,
+        Err(why) => {
+            let machines: Vec<String> = platform
+                .client
+                .list_machines(APP)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} {} v{} events {:?}",
+                        m.id,
+                        m.state,
+                        m.config.env.get("SIM_VERSION").cloned().unwrap_or_default(),
+                        m.events
+                            .iter()
+                            .map(|e| format!("{}/{}", e.kind, e.status))
+                            .collect::<Vec<_>>()
+                    )
+                })
+                .collect();
+            let steps: Vec<Vec<String>> = deployments
+                .iter()
+                .map(|d| {
+                    d.steps
+                        .iter()
+                        .map(|s| {
+                            format!(
+                                "{} {} {}",
+                                s.kind,
+                                s.machine_id.as_deref().unwrap_or("-"),
+                                s.message
+                            )
+                        })
+                        .collect()
+                })
+                .collect();
+            return Err(format!(
+                "{why}: deployments {:#?}, machines {machines:#?}, steps {steps:#?}",
+                summary(&deployments)
+            ));
+        }
+    };
+    runs_once(&platform)?;
+    // Every machine whose desired state is started runs.
+    let running = within(
+        "every started machine to run",
+        Duration::from_secs(20),
+        || async {
+            let machines = platform.client.list_machines(APP).await.ok()?;
+            let started: BTreeSet<String> = machines
+                .iter()
+                .filter(|m| m.state == "started")
+                .map(|m| m.id.clone())
+                .collect();
+            let mut running = BTreeSet::new();
+            for host in 0..platform.hosts() {
+                running.extend(platform.runtime(host).running().into_keys());
+            }
+            started.is_subset(&running).then_some(started)
+        },
+    )
+    .await?;
+    drop((converged, running));
+    platform.stop().await;
+    Ok(())
+}
+
+/// What each deployment was and how it ended, for a failure's message.
+fn summary(deployments: &[DeploymentResponse]) -> Vec<String> {
+    deployments
+        .iter()
+        .map(|d| {
+            format!(
+                "v{} {} max_unavailable {}: {} {}",
+                d.release.version,
+                d.strategy,
+                d.max_unavailable,
+                d.status,
+                d.error.as_deref().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// The app's machines that are not destroyed: id -> the release (`SIM_VERSION`) it runs.
+async fn live(client: &Client) -> BTreeMap<String, String> {
+    client
+        .list_machines(APP)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| !matches!(m.state.as_str(), "destroyed" | "destroying"))
+        .filter(|m| {
+            m.config
+                .metadata
+                .get("fly_process_group")
+                .map(String::as_str)
+                != Some("fly_app_release_command")
+        })
+        .map(|m| {
+            let version = m.config.env.get("SIM_VERSION").cloned().unwrap_or_default();
+            (m.id, version)
+        })
+        .collect()
+}
+
+fn cases() -> u32 {
+    std::env::var("ALOFT_SIM_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(8)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        // Each case runs a platform for seconds: shrinking is slow, a few steps show it.
+        max_shrink_iters: 8,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    #[ignore = "not yet reliable: run by `cargo xtask soak deploys`; see the module's doc"]
+    fn deploys_crashes_and_restarts_converge(ops in prop::collection::vec(op(), 1..8)) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let outcome = runtime.block_on(run_case(ops));
+        prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
+    }
+}
+
+/// Found by the property above (with control restarts): a canary deployment, two crashes
+/// of one machine and a control plane restart while it runs. The deployment ends
+/// `succeeded`, yet the machines it updated run the previous release again and a machine
+/// no step names appeared. Open: ignored until fixed, run it with `--ignored`.
+#[test]
+#[ignore = "open bug: a control restart during a canary deployment (see the doc comment)"]
+fn a_canary_interrupted_by_a_control_restart_ends_on_one_release() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let ops = vec![
+            Op::Deploy {
+                strategy: "canary",
+                max_unavailable: 0.33,
+                crashes: false,
+                smoke_checks: false,
+            },
+            Op::Crash(2),
+            Op::Crash(2),
+            Op::RestartControl,
+        ];
+        runtime.block_on(run_case(ops)).unwrap();
+    }
+}

@@ -1,0 +1,198 @@
+//! `SimPlatform`: the control plane and N agents in one process over the agent contract,
+//! machines on the simulated runtime (no Docker, no network), the API on a loopback port.
+//! Restarts of an agent, and of the control plane (with its agents, as a restart of
+//! `aloftd` is), keep the store and the runtimes, so what a restart must resume is tested.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aloft_agent::{Agent, AgentConfig, AgentCounters, NetworkSettings};
+use aloft_client::Client;
+use aloft_control::{Control, ControlConfig, SecretsKey};
+use aloft_store::Store;
+use aloft_testkit::sim::SimRuntime;
+use aloft_types::HostId;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// One simulated host: its runtime (which outlives its agents) and its running agent.
+struct SimHost {
+    id: HostId,
+    runtime: SimRuntime,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+/// The control plane, its API and the hosts' agents.
+pub(crate) struct SimPlatform {
+    dir: tempfile::TempDir,
+    control: Control,
+    api_stop: CancellationToken,
+    api: Option<JoinHandle<()>>,
+    hosts: Vec<SimHost>,
+    token: String,
+    pub(crate) client: Client,
+}
+
+const REGION: &str = "sim";
+
+fn host_id(n: usize) -> HostId {
+    let mut random = [0u8; 8];
+    random[0] = 0xa1;
+    random[7] = u8::try_from(n).unwrap_or(u8::MAX);
+    HostId::generate(random)
+}
+
+async fn control_of(dir: &std::path::Path) -> Control {
+    let url = format!("sqlite://{}", dir.join("state.db").display());
+    let store = Store::open(&url).await.expect("the store opens");
+    Control::new(
+        store,
+        ControlConfig {
+            default_region: REGION.to_owned(),
+            secrets_key: SecretsKey::load_or_create(dir).expect("a secrets key"),
+            ipv4_pool: aloft_net::DEFAULT_IPV4_POOL
+                .parse()
+                .expect("the default pool"),
+        },
+    )
+}
+
+impl SimPlatform {
+    /// Starts the control plane and `hosts` agents, each on its own simulated runtime.
+    pub(crate) async fn start(hosts: usize) -> SimPlatform {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let control = control_of(dir.path()).await;
+        let token = control
+            .bootstrap(dir.path())
+            .await
+            .expect("bootstrap")
+            .expect("a fresh store gives an admin token");
+        let hosts = (0..hosts)
+            .map(|n| SimHost {
+                id: host_id(n),
+                runtime: SimRuntime::new(),
+                stop: CancellationToken::new(),
+                task: None,
+            })
+            .collect();
+        let mut platform = SimPlatform {
+            client: Client::new("http://127.0.0.1:1", &token),
+            dir,
+            control,
+            api_stop: CancellationToken::new(),
+            api: None,
+            hosts,
+            token,
+        };
+        for n in 0..platform.hosts.len() {
+            platform.start_agent(n);
+        }
+        platform.serve().await;
+        platform
+    }
+
+    fn start_agent(&mut self, n: usize) {
+        let data = self.dir.path().join(format!("host-{n}"));
+        let host = &mut self.hosts[n];
+        let agent = Agent::new(
+            host.runtime.clone(),
+            Arc::new(self.control.gateway()),
+            AgentConfig {
+                host_id: host.id.clone(),
+                region: REGION.to_owned(),
+                data_dir: data,
+                cpus: 4,
+                memory_mb: 0,
+                reconcile_interval: Duration::from_millis(500),
+                network: NetworkSettings::default(),
+                logs: None,
+                counters: Arc::new(AgentCounters::default()),
+                helper: None,
+                ssh_listen: None,
+            },
+        );
+        self.control.attach_host(host.id.clone(), agent.link());
+        host.stop = CancellationToken::new();
+        let stop = host.stop.clone();
+        host.task = Some(tokio::spawn(async move {
+            let _ = agent.run(stop).await;
+        }));
+    }
+
+    async fn stop_agent(&mut self, n: usize) {
+        let host = &mut self.hosts[n];
+        host.stop.cancel();
+        if let Some(task) = host.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Serves the API on a fresh loopback port and resumes deployments.
+    async fn serve(&mut self) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let address = listener.local_addr().expect("its address");
+        self.api_stop = CancellationToken::new();
+        let stop = self.api_stop.clone();
+        let router = self.control.router();
+        self.api = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        }));
+        self.client = Client::new(&format!("http://{address}"), &self.token);
+        self.control
+            .resume_deployments()
+            .await
+            .expect("deployments resume");
+    }
+
+    /// The simulated runtime of host `n`.
+    pub(crate) fn runtime(&self, n: usize) -> &SimRuntime {
+        &self.hosts[n].runtime
+    }
+
+    pub(crate) fn hosts(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Stops host `n`'s agent and starts a new one (its containers keep running).
+    pub(crate) async fn restart_agent(&mut self, n: usize) {
+        self.stop_agent(n).await;
+        self.start_agent(n);
+    }
+
+    /// Stops everything but the runtimes, as a killed `aloftd` would stop (deployments
+    /// halt at their next await point), and starts it again on the same store.
+    pub(crate) async fn restart_control(&mut self) {
+        self.api_stop.cancel();
+        if let Some(api) = self.api.take() {
+            let _ = api.await;
+        }
+        self.control.shutdown().await;
+        for n in 0..self.hosts.len() {
+            self.stop_agent(n).await;
+        }
+        self.control.store().close().await;
+        self.control = control_of(self.dir.path()).await;
+        for n in 0..self.hosts.len() {
+            self.start_agent(n);
+        }
+        self.serve().await;
+    }
+
+    /// Stops everything (the runtimes' containers go with the platform).
+    pub(crate) async fn stop(mut self) {
+        self.api_stop.cancel();
+        if let Some(api) = self.api.take() {
+            let _ = api.await;
+        }
+        self.control.shutdown().await;
+        for n in 0..self.hosts.len() {
+            self.stop_agent(n).await;
+        }
+        self.control.store().close().await;
+    }
+}
