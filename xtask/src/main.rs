@@ -212,11 +212,10 @@ fn soak(name: &str, cases: u32) -> Result<()> {
                 "--test",
                 "sim",
                 "--",
-                "--ignored",
                 "--nocapture",
             ])
             .env("ALOFT_SIM_CASES", cases.to_string())
-            .env("ALOFT_SIM_CONTROL_RESTARTS", "1")),
+            .env("ALOFT_SIM_RANDOM", "1")),
         other => bail!("unknown soak campaign {other:?}; the campaigns are: deploys"),
     }
 }

@@ -391,6 +391,9 @@ fn runs(machine: &MachineConfig, target: &MachineConfig) -> bool {
     let plain = |config: &MachineConfig| {
         let mut config = config.clone();
         config.metadata.remove(METADATA_PLATFORM_VERSION);
+        // Which deployment created a machine is the machine's, not the release's.
+        config.metadata.remove(METADATA_DEPLOYMENT);
+        config.metadata.remove(METADATA_DEPLOYMENT_STEP);
         // Which volume a mount got (and its size then) is the machine's, not the release's.
         for mount in &mut config.mounts {
             mount.volume.clear();
@@ -473,6 +476,7 @@ enum Outcome {
 
 async fn run(inner: &Arc<Inner>, app: &App, deployment: &DeploymentRecord) -> Result<(), ApiError> {
     let release = inner.store.release(&deployment.release_id).await?;
+    adopt_created(inner, app, deployment).await?;
     if deployment.status == "rolling_back" {
         let why = deployment
             .error
@@ -552,12 +556,69 @@ fn target_of(release: &ReleaseRecord) -> MachineConfig {
 async fn create_for(
     inner: &Arc<Inner>,
     app: &App,
+    deployment: &DeploymentRecord,
     release: &ReleaseRecord,
     region: Option<&str>,
+    kind: &str,
 ) -> Result<MachineRecord, ApiError> {
-    let mut request = MachineRequest::new(target_of(release));
+    let mut request = MachineRequest::new(created_by(target_of(release), deployment, kind));
     request.region = region.map(str::to_owned);
     crate::machines::create_machine(inner, app, request, &release.created_by).await
+}
+
+/// Metadata naming the deployment that created a machine, and the step kind it was
+/// created for (`create`, `canary`, `green`, `release_command`). The step is logged once
+/// the machine exists (it names the machine's id); a machine created just before a
+/// restart, whose step was not logged yet, is found by these and adopted when the
+/// deployment resumes, instead of being left behind.
+const METADATA_DEPLOYMENT: &str = "aloft_deployment";
+const METADATA_DEPLOYMENT_STEP: &str = "aloft_deployment_step";
+
+fn created_by(
+    mut config: MachineConfig,
+    deployment: &DeploymentRecord,
+    kind: &str,
+) -> MachineConfig {
+    config
+        .metadata
+        .insert(METADATA_DEPLOYMENT.to_owned(), deployment.id.clone());
+    config
+        .metadata
+        .insert(METADATA_DEPLOYMENT_STEP.to_owned(), kind.to_owned());
+    config
+}
+
+/// Logs a step for every live machine the deployment created whose step a restart kept
+/// from being logged (see [`METADATA_DEPLOYMENT`]).
+async fn adopt_created(
+    inner: &Arc<Inner>,
+    app: &App,
+    deployment: &DeploymentRecord,
+) -> Result<(), ApiError> {
+    let steps = inner.store.steps_of(&deployment.id).await?;
+    let machines = inner
+        .store
+        .list_machines(&app.id, &aloft_store::MachineFilter::default())
+        .await?;
+    for machine in machines {
+        if machine.state.is_terminal()
+            || machine.config.metadata.get(METADATA_DEPLOYMENT) != Some(&deployment.id)
+            || steps
+                .iter()
+                .any(|s| s.machine_id.as_ref() == Some(&machine.id))
+        {
+            continue;
+        }
+        let Some(kind) = machine.config.metadata.get(METADATA_DEPLOYMENT_STEP) else {
+            continue;
+        };
+        let message = format!(
+            "adopted machine {} in {}, created before a restart",
+            machine.id, machine.region
+        );
+        step(inner, deployment, Some(&machine.id), kind, &message, None).await?;
+    }
+    Ok(())
 }
 
 /// Runs the release command (once), then creates or replaces the machines; `Abort` and
@@ -598,7 +659,7 @@ async fn roll_out(
             step(inner, deployment, None, "note", &message, None).await?;
         }
         while made.len() < wanted {
-            let machine = create_for(inner, app, release, None).await?;
+            let machine = create_for(inner, app, deployment, release, None, "create").await?;
             let message = format!("created machine {} in {}", machine.id, machine.region);
             step(
                 inner,
@@ -708,7 +769,7 @@ async fn canary(
         Some(id) => id,
         None => {
             let region = machines.first().map(|m| m.region.as_str());
-            let machine = create_for(inner, app, release, region).await?;
+            let machine = create_for(inner, app, deployment, release, region, "canary").await?;
             let message = format!(
                 "created canary machine {} in {} with release v{}",
                 machine.id, machine.region, release.version
@@ -784,7 +845,8 @@ async fn bluegreen(
             step(inner, deployment, None, "note", &message, None).await?;
         }
         for old in blue.iter().skip(green.len()) {
-            let machine = create_for(inner, app, release, Some(&old.region)).await?;
+            let machine =
+                create_for(inner, app, deployment, release, Some(&old.region), "green").await?;
             let message = format!(
                 "created green machine {} in {} with release v{}",
                 machine.id, machine.region, release.version
@@ -889,7 +951,7 @@ async fn release_command(
                 METADATA_PROCESS_GROUP.to_owned(),
                 RELEASE_COMMAND_GROUP.to_owned(),
             );
-            let request = MachineRequest::new(config);
+            let request = MachineRequest::new(created_by(config, deployment, "release_command"));
             let machine =
                 crate::machines::create_machine(inner, app, request, &release.created_by).await?;
             let message = format!(
@@ -1032,7 +1094,14 @@ fn crash_since(events: &[aloft_store::MachineEvent], since: i64) -> Option<Strin
         .iter()
         .filter(|e| e.kind == "exit" && e.at >= since)
         .filter(|e| {
-            e.request.pointer("/exit_event/requested_stop") != Some(&serde_json::Value::Bool(true))
+            let flag = |name: &str| {
+                e.request.pointer(&format!("/exit_event/{name}"))
+                    == Some(&serde_json::Value::Bool(true))
+            };
+            // A stop the platform asked for, or a container that vanished (an agent
+            // killed between removing a machine's old container and creating its new
+            // one, say), is not the app exiting.
+            !flag("requested_stop") && !flag("container_lost")
         })
         .max_by_key(|e| e.seq)?;
     let code = exit

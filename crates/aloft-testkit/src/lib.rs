@@ -251,6 +251,12 @@ impl TestNetns {
     pub fn create(purpose: &str) -> TestNetns {
         let serial = NETNS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("aloft-{purpose}-{}-{serial}", std::process::id());
+        // One of that name is a leftover of a killed test process that had this pid: its
+        // owner is gone, so it goes.
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
         run_ip(&["netns", "add", &name]);
         let namespace = TestNetns { name };
         run_ip(&["-n", &namespace.name, "link", "set", "lo", "up"]);
