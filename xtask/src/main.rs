@@ -212,6 +212,7 @@ fn soak(name: &str, cases: u32) -> Result<()> {
                 "--test",
                 "sim",
                 "--",
+                "--include-ignored",
                 "--nocapture",
             ])
             .env("ALOFT_SIM_CASES", cases.to_string())

@@ -32,6 +32,19 @@ pub use records::{CheckRecord, Desired, Host, Lease, MachineRecord, UnknownDesir
 /// host's SSH server refuses a certificate whose token is revoked or expired.
 pub const TOKEN_EXTENSION: &str = "aloft-token@aloft.dev";
 
+/// An error with its whole chain of causes, `: `-separated: how errors cross the
+/// contract as text ([`ControlError::Internal`], [`LinkError::Failed`]).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}
+
 /// A boxed future, for object-safe async traits.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -892,16 +892,7 @@ pub(crate) fn random<const N: usize>() -> [u8; N] {
     bytes
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(next) = cause {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        cause = next.source();
-    }
-    text
-}
+pub(crate) use aloft_agent_api::error_chain;
 
 /// A host-side failure as the contract's error, with its whole chain of causes.
 fn failed<E: std::error::Error>(operation: &'static str) -> impl Fn(E) -> LinkError {

@@ -48,19 +48,10 @@ fn contract(error: ApiError) -> ControlError {
         | ApiError::Forbidden(why)
         | ApiError::Unauthorized(why) => ControlError::Refused(why),
         ApiError::Timeout(why) | ApiError::Unavailable(why) => ControlError::Unavailable(why),
-        ApiError::Internal(source) => ControlError::Internal(error_chain(source.as_ref())),
+        ApiError::Internal(source) => {
+            ControlError::Internal(aloft_agent_api::error_chain(source.as_ref()))
+        }
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(next) = cause {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        cause = next.source();
-    }
-    text
 }
 
 /// Runs one of the gateway's store calls as the contract's future.

@@ -11,6 +11,8 @@
     reason = "test support: failing loudly is how it reports a broken environment"
 )]
 
+pub mod sim;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -137,8 +139,6 @@ pub fn remove_containers_labelled(key: &str, value: &str) {
 }
 
 /// A PostgreSQL database of a test's own, on the cluster `cargo xtask test` starts.
-pub mod sim;
-
 pub mod postgres {
     use sqlx::Executor as _;
 

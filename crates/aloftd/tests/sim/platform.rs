@@ -164,9 +164,10 @@ impl SimPlatform {
         self.start_agent(n);
     }
 
-    /// Stops everything but the runtimes, as a killed `aloftd` would stop (deployments
-    /// halt at their next await point), and starts it again on the same store.
-    pub(crate) async fn restart_control(&mut self) {
+    /// Stops the API, the control plane's tasks (deployments halt at their next await
+    /// point, as in a killed `aloftd`) and every agent, and closes the store; the
+    /// runtimes and their containers stay.
+    async fn halt(&mut self) {
         self.api_stop.cancel();
         if let Some(api) = self.api.take() {
             let _ = api.await;
@@ -176,6 +177,11 @@ impl SimPlatform {
             self.stop_agent(n).await;
         }
         self.control.store().close().await;
+    }
+
+    /// Halts everything but the runtimes and starts it again on the same store.
+    pub(crate) async fn restart_control(&mut self) {
+        self.halt().await;
         self.control = control_of(self.dir.path()).await;
         for n in 0..self.hosts.len() {
             self.start_agent(n);
@@ -185,14 +191,6 @@ impl SimPlatform {
 
     /// Stops everything (the runtimes' containers go with the platform).
     pub(crate) async fn stop(mut self) {
-        self.api_stop.cancel();
-        if let Some(api) = self.api.take() {
-            let _ = api.await;
-        }
-        self.control.shutdown().await;
-        for n in 0..self.hosts.len() {
-            self.stop_agent(n).await;
-        }
-        self.control.store().close().await;
+        self.halt().await;
     }
 }
