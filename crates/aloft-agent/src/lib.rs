@@ -1,3 +1,4 @@
+// Over 800 lines: the reconcile loop, exit handling and host link share one Shared state; split planned (issue 16 item 6: reconcile, supervise, sweep, link).
 //! The host agent: makes the machines placed on this host match their desired state.
 //!
 //! Invariants:

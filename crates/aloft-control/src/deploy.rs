@@ -1,3 +1,4 @@
+// Over 800 lines: the deployer (API, runner, strategies, release command, rollback, smoke checks); split along those jobs is issue 16 item 6.
 //! Server-side deployments (Aloft's own API): `POST /v1/apps/{app}/deployments` numbers a
 //! release and rolls it out in the control plane, not in the CLI; `GET` follows it.
 //!

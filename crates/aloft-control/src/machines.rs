@@ -1,3 +1,4 @@
+// Over 800 lines: machine handlers plus placement, leases and access; split along those jobs is issue 16 item 6.
 //! `/v1/apps/{app}/machines`: Fly's machine endpoints. Handlers record desired state and
 //! tell the agents; the agents converge and report the observed state.
 
