@@ -102,6 +102,12 @@ pub enum Command {
     Proxy(commands::ssh::ProxyArgs),
     /// Run `console_command` in a new machine of the current release, destroyed on exit.
     Console(commands::ssh::EphemeralArgs),
+    /// Print the app's URL (`https://<app>.<apps_domain>/`, with PATH) and open it in a
+    /// browser when there is one (`$BROWSER`, or `xdg-open` on a desktop).
+    Open {
+        /// A path on the app, such as `/admin`.
+        path: Option<String>,
+    },
     /// Read, check and show an app's fly.toml.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -229,6 +235,10 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
         Command::Dig { words } => {
             let app = app()?;
             runtime()?.block_on(commands::network::dig(&words, &app, cli.json, out))
+        }
+        Command::Open { path } => {
+            let app = app()?;
+            runtime()?.block_on(commands::apps::open(&app, path.as_deref(), cli.json, out))
         }
         Command::Certs(command) => {
             let app = if commands::network::certs_need_app(&command) {

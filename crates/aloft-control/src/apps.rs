@@ -57,7 +57,12 @@ async fn response(inner: &Inner, app: &App) -> Result<AppResponse, ApiError> {
         .store
         .list_machines(&app.id, &MachineFilter::default())
         .await?;
-    Ok(crate::wire::app_response(app, &org, &machines))
+    Ok(crate::wire::app_response(
+        app,
+        &org,
+        &machines,
+        inner.config.edge.as_ref(),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/apps", tag = "apps", params(("org_slug" = Option<String>, Query, description = "Only this organization (the token's)")), responses((status = 200, body = AppList), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Apps_list")]

@@ -93,6 +93,28 @@ pub struct ControlConfig {
     pub secrets_key: SecretsKey,
     /// Where apps' dedicated IPv4 addresses come from.
     pub ipv4_pool: aloft_net::Ipv4Pool,
+    /// Where the edge serves apps, for their URLs (`None`: no edge, no URLs).
+    pub edge: Option<EdgeAddress>,
+}
+
+/// Where the edge serves apps: `https://<app>.<apps_domain>[:https_port]/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeAddress {
+    pub apps_domain: String,
+    /// The port users reach the HTTPS listener at (443 is left out of URLs).
+    pub https_port: u16,
+}
+
+impl EdgeAddress {
+    /// The app's hostname under the apps domain.
+    pub fn hostname(&self, app: &str) -> String {
+        format!("{app}.{}", self.apps_domain)
+    }
+
+    /// The app's URL.
+    pub fn url(&self, app: &str) -> String {
+        aloft_types::https_url(&self.hostname(app), self.https_port)
+    }
 }
 
 pub(crate) struct Inner {

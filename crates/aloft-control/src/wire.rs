@@ -6,7 +6,12 @@ pub use aloft_types::api::*;
 use aloft_types::MachineState;
 use aloft_types::time::rfc3339;
 
-pub(crate) fn app_response(app: &App, org: &Org, machines: &[MachineRecord]) -> AppResponse {
+pub(crate) fn app_response(
+    app: &App,
+    org: &Org,
+    machines: &[MachineRecord],
+    edge: Option<&crate::EdgeAddress>,
+) -> AppResponse {
     AppResponse {
         id: app.id.to_string(),
         name: app.name.to_string(),
@@ -18,6 +23,8 @@ pub(crate) fn app_response(app: &App, org: &Org, machines: &[MachineRecord]) -> 
         status: app_status(machines.iter().map(|m| m.state)).to_owned(),
         machine_count: machines.len(),
         created_at: rfc3339(app.created_at),
+        hostname: edge.map(|e| e.hostname(app.name.as_str())),
+        url: edge.map(|e| e.url(app.name.as_str())),
     }
 }
 

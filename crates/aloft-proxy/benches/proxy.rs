@@ -342,6 +342,7 @@ fn main() {
     let (aloft_http, aloft_https) = runtime.block_on(async {
         let proxy = Proxy::new(ProxyConfig {
             apps_domain: "aloft.localhost".into(),
+            public_https_port: 443,
             region: "local".into(),
             namespace: None,
             queue_timeout: Duration::from_secs(10),

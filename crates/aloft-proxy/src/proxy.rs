@@ -278,6 +278,8 @@ const VIA_ALOFT: HeaderValue = HeaderValue::from_static("1.1 aloft");
 pub struct ProxyConfig {
     /// Apps answer at `<app>.<apps_domain>`.
     pub apps_domain: String,
+    /// The port users reach the HTTPS listener at: `force_https` redirects go there.
+    pub public_https_port: u16,
     /// This edge's region (`Fly-Region`, the request id's suffix).
     pub region: String,
     /// The network namespace the private network lives in (`None`: the process's own).
@@ -1045,7 +1047,8 @@ impl Proxy {
                 .to_owned();
             let name = host.rsplit_once(':').map_or(host.as_str(), |(n, _)| n);
             let mut response = text(StatusCode::MOVED_PERMANENTLY, String::new());
-            if let Ok(location) = HeaderValue::from_str(&format!("https://{name}{path}")) {
+            let authority = aloft_types::https_authority(name, self.config.public_https_port);
+            if let Ok(location) = HeaderValue::from_str(&format!("https://{authority}{path}")) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
             return response;
@@ -1990,6 +1993,7 @@ mod tests {
     fn config(region: &str, distances: &[(&str, &str, u32)]) -> ProxyConfig {
         ProxyConfig {
             apps_domain: "aloft.localhost".into(),
+            public_https_port: 443,
             region: region.into(),
             namespace: None,
             queue_timeout: Duration::from_millis(10),

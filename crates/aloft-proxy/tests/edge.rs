@@ -108,6 +108,7 @@ fn catalog(port: u16, options: HttpOptions) -> Catalog {
 async fn proxy(catalog: Catalog) -> (std::net::SocketAddr, CancellationToken) {
     let proxy = Proxy::new(ProxyConfig {
         apps_domain: "aloft.localhost".into(),
+        public_https_port: 443,
         region: "local".into(),
         namespace: None,
         queue_timeout: Duration::from_secs(5),

@@ -35,6 +35,12 @@ pub struct AppResponse {
     pub status: String,
     pub machine_count: usize,
     pub created_at: String,
+    /// `<app>.<apps_domain>`, where the edge serves the app (absent without an edge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// `https://<app>.<apps_domain>[:port]/`, the app's public URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// The organization an app belongs to.

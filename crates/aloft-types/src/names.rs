@@ -5,6 +5,20 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// `https://HOST[:PORT]/`, the port left out when it is HTTPS's own (443).
+pub fn https_url(host: &str, port: u16) -> String {
+    format!("https://{}/", https_authority(host, port))
+}
+
+/// `HOST[:PORT]` of an HTTPS URL, the port left out when it is 443.
+pub fn https_authority(host: &str, port: u16) -> String {
+    if port == 443 {
+        host.to_owned()
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {

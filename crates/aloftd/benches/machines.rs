@@ -133,6 +133,7 @@ async fn listing(backend: &str, url: &str, count: usize) -> String {
             default_region: "local".into(),
             secrets_key: SecretsKey::from_bytes([1; 32]),
             ipv4_pool: aloft_net::DEFAULT_IPV4_POOL.parse().unwrap(),
+            edge: None,
         },
     );
     let token = control.bootstrap(data.path()).await.unwrap().unwrap();

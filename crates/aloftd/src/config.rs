@@ -67,6 +67,9 @@ pub struct ProxySettings {
     /// Apps answer at `<app>.<apps_domain>`; `aloft.localhost` resolves to loopback
     /// without any DNS setup.
     pub apps_domain: String,
+    /// The port users reach the HTTPS listener at, when a port forward puts it elsewhere
+    /// than `https_listen`'s port; apps' URLs and `force_https` redirects carry it.
+    pub public_https_port: Option<u16>,
     /// Seconds a request waits for a machine under its hard limit before a 503.
     pub queue_timeout_seconds: u64,
     /// Seconds a request waits for a machine started for it (autostart) to take traffic.
@@ -114,6 +117,7 @@ impl Default for ProxySettings {
             http_listen: SocketAddr::from(([0, 0, 0, 0], 80)),
             https_listen: SocketAddr::from(([0, 0, 0, 0], 443)),
             apps_domain: "aloft.localhost".to_owned(),
+            public_https_port: None,
             queue_timeout_seconds: 10,
             autostart_timeout_seconds: 60,
             autostop_interval_seconds: 120,

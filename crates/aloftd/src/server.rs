@@ -63,14 +63,44 @@ impl aloft_proxy::autoscale::Lifecycle for PlatformLifecycle {
     }
 }
 
+/// The proxy's two shared listeners, bound before anything else starts so that the
+/// control plane knows the port apps' URLs carry.
+struct EdgeListeners {
+    http: tokio::net::TcpListener,
+    https: tokio::net::TcpListener,
+    /// The port users reach the HTTPS listener at.
+    public_https_port: u16,
+}
+
+impl EdgeListeners {
+    async fn bind(config: &Config) -> anyhow::Result<EdgeListeners> {
+        let http = tokio::net::TcpListener::bind(config.proxy.http_listen)
+            .await
+            .with_context(|| format!("the proxy listening on {}", config.proxy.http_listen))?;
+        let https = tokio::net::TcpListener::bind(config.proxy.https_listen)
+            .await
+            .with_context(|| format!("the proxy listening on {}", config.proxy.https_listen))?;
+        let bound = https
+            .local_addr()
+            .context("reading the proxy's HTTPS address")?;
+        Ok(EdgeListeners {
+            http,
+            https,
+            public_https_port: config.proxy.public_https_port.unwrap_or(bound.port()),
+        })
+    }
+}
+
 /// Starts the edge proxy's shared HTTP listener, following the catalog.
 async fn start_proxy(
     config: &Config,
     control: &Control,
+    listeners: EdgeListeners,
     stop: &CancellationToken,
 ) -> anyhow::Result<(Arc<aloft_proxy::Proxy>, Vec<tokio::task::JoinHandle<()>>)> {
     let proxy = aloft_proxy::Proxy::new(aloft_proxy::ProxyConfig {
         apps_domain: config.proxy.apps_domain.clone(),
+        public_https_port: listeners.public_https_port,
         region: config.region.clone(),
         namespace: config.network.namespace.clone(),
         queue_timeout: Duration::from_secs(config.proxy.queue_timeout_seconds),
@@ -86,9 +116,7 @@ async fn start_proxy(
     proxy.attach_lifecycle(Arc::new(PlatformLifecycle(control.clone())));
     proxy.follow(control.catalog(), stop.clone());
     proxy.run_autostop(stop.clone());
-    let listener = tokio::net::TcpListener::bind(config.proxy.http_listen)
-        .await
-        .with_context(|| format!("the proxy listening on {}", config.proxy.http_listen))?;
+    let listener = listeners.http;
     let address = listener
         .local_addr()
         .context("reading the proxy's address")?;
@@ -113,9 +141,7 @@ async fn start_proxy(
     // Apps' own hostnames (`aloft certs add|import`) get theirs as the catalog names them.
     proxy.attach_certificates(certificates.clone(), ca.clone());
     let tls = Arc::new(aloft_proxy::tls::server_config(certificates).context("setting up TLS")?);
-    let secure = tokio::net::TcpListener::bind(config.proxy.https_listen)
-        .await
-        .with_context(|| format!("the proxy listening on {}", config.proxy.https_listen))?;
+    let secure = listeners.https;
     let secure_address = secure.local_addr().context("reading the proxy's address")?;
     std::fs::write(
         config.data_dir.join(HTTPS_ADDR_FILE),
@@ -211,6 +237,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         .with_context(|| format!("opening the state store ({database})"))?;
     let secrets_key = aloft_control::SecretsKey::load_or_create(&config.data_dir)
         .context("loading the secrets key")?;
+    let edge_listeners = EdgeListeners::bind(&config).await?;
     let control = Control::new(
         store,
         ControlConfig {
@@ -221,6 +248,10 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
                 .ipv4_pool
                 .parse()
                 .context("reading [proxy] ipv4_pool")?,
+            edge: Some(aloft_control::EdgeAddress {
+                apps_domain: config.proxy.apps_domain.clone(),
+                https_port: edge_listeners.public_https_port,
+            }),
         },
     );
     if let Some(token) = control
@@ -325,7 +356,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
             proxy_stop.cancel();
         });
     }
-    let (edge, proxy) = start_proxy(&config, &control, &proxy_stop).await?;
+    let (edge, proxy) = start_proxy(&config, &control, edge_listeners, &proxy_stop).await?;
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await

@@ -77,3 +77,66 @@ pub(crate) async fn run(command: AppsCommand, json: bool, out: &mut Output) -> R
     }
     Ok(())
 }
+
+/// `aloft open [PATH]`: the app's URL (with `PATH`), printed, and opened in a browser when
+/// there is one: `$BROWSER`, else `xdg-open` on a desktop session.
+pub(crate) async fn open(
+    app: &str,
+    path: Option<&str>,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let client = client()?;
+    let found = client
+        .app(app)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading app {app}: {e}"))?;
+    let base = found
+        .url
+        .ok_or_else(|| anyhow::anyhow!("app {app} has no URL: this platform runs no edge proxy"))?;
+    let url = match path {
+        Some(path) => format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            path.trim_start_matches('/')
+        ),
+        None => base,
+    };
+    if json {
+        out.json(&serde_json::json!({ "url": url }))?;
+    } else {
+        out.data(&url);
+    }
+    match browser() {
+        Some(program) => {
+            let status = std::process::Command::new(&program)
+                .arg(&url)
+                .stdin(std::process::Stdio::null())
+                .status()
+                .map_err(|e| anyhow::anyhow!("running the browser {program:?}: {e}"))?;
+            if !status.success() {
+                return Err(anyhow::anyhow!("the browser {program:?} failed ({status})").into());
+            }
+        }
+        None => out.status(
+            "no browser to open it here (no desktop session); set BROWSER to a program that opens URLs",
+        ),
+    }
+    Ok(())
+}
+
+/// The program that opens URLs: `$BROWSER`, else `xdg-open` on a desktop session.
+fn browser() -> Option<String> {
+    if let Some(program) = std::env::var("BROWSER")
+        .ok()
+        .filter(|b| !b.trim().is_empty())
+    {
+        return Some(program);
+    }
+    let desktop = ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("xdg-open").is_file()));
+    (desktop && on_path).then(|| "xdg-open".to_owned())
+}

@@ -278,7 +278,11 @@ pub(crate) async fn deploy(
         None => build(&client, &app, &path, &config, &args, out).await?,
     };
     let mut results = Vec::new();
-    for (group, request) in requests(&path, &config, &args, &image, &label)? {
+    let requests = requests(&path, &config, &args, &image, &label)?;
+    let serves_https = requests
+        .iter()
+        .any(|(_, request)| serves_https(&request.config));
+    for (group, request) in requests {
         let started = client
             .deploy(&app, &request)
             .await
@@ -305,7 +309,34 @@ pub(crate) async fn deploy(
     if json {
         out.json(&results)?;
     }
+    if serves_https {
+        print_url(&client, &app, args.detach, out).await;
+    }
     Ok(())
+}
+
+/// Whether a machine config answers on the edge's shared HTTPS listener (public port 443).
+pub(crate) fn serves_https(config: &aloft_types::machine::MachineConfig) -> bool {
+    config
+        .services
+        .iter()
+        .flat_map(|s| &s.ports)
+        .any(|p| p.port == Some(443))
+}
+
+/// Prints where the app answers (flyctl's "Visit your newly deployed app at ...").
+async fn print_url(client: &aloft_client::Client, app: &str, detached: bool, out: &mut Output) {
+    match client.app(app).await {
+        Ok(found) => {
+            if let Some(url) = found.url {
+                let when = if detached { "once it is live" } else { "now" };
+                out.status(&format!(
+                    "visit your app at {url} ({when}; `aloft open` opens it)"
+                ));
+            }
+        }
+        Err(error) => out.status(&format!("warning: reading the URL of {app}: {error}")),
+    }
 }
 
 /// `aloft releases` subcommands.

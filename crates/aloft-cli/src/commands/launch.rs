@@ -174,7 +174,12 @@ pub(crate) async fn launch(
         if json {
             out.json(&app)?;
         }
-        out.status("run `aloft deploy` to deploy it");
+        match &app.url {
+            Some(url) => out.status(&format!(
+                "run `aloft deploy` to deploy it; it will answer at {url}"
+            )),
+            None => out.status("run `aloft deploy` to deploy it"),
+        }
         return Ok(());
     }
     let deploy = crate::commands::deploy::DeployArgs {

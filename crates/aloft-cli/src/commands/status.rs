@@ -48,6 +48,8 @@ struct Status {
     app: String,
     organization: String,
     status: String,
+    /// Where the edge serves the app.
+    url: Option<String>,
     /// The newest release that deployed completely.
     release: Option<ReleaseResponse>,
     /// A deployment still running, if any (its release).
@@ -101,6 +103,7 @@ async fn gather(client: &aloft_client::Client, app: &str) -> anyhow::Result<Stat
         app: found.name,
         organization: found.organization.slug,
         status: found.status,
+        url: found.url,
         release: releases.iter().find(|r| r.status == "complete").cloned(),
         deploying: releases.iter().find(|r| r.status == "running").cloned(),
         machines: rows,
@@ -112,6 +115,9 @@ fn render(status: &Status) -> String {
         "App:     {} (organization {}, {})\n",
         status.app, status.organization, status.status
     );
+    if let Some(url) = &status.url {
+        text.push_str(&format!("URL:     {url}\n"));
+    }
     match &status.release {
         Some(release) => text.push_str(&format!(
             "Release: v{} {} ({}, {})\n",

@@ -961,6 +961,76 @@ async fn launch_makes_an_app_of_a_directory() {
         text(&body.stdout),
         text(&body.stderr)
     );
+    // The URL launch printed answers, and `curl -L` from the HTTP listener follows the
+    // redirect to it with the HTTPS listener's port kept (neither port is 80 or 443).
+    let url = format!("https://my-site.aloft.localhost:{}/", https.port());
+    assert!(said.contains(&format!("visit your app at {url}")), "{said}");
+    let ca = p.data.path().join(aloftd::TLS_DIR).join("ca.crt");
+    let followed = Command::new("curl")
+        .args(["-sSL", "--max-time", "10", "--cacert"])
+        .arg(&ca)
+        .args(["-w", "\n%{http_code} %{url_effective}"])
+        .args(["--resolve"])
+        .arg(format!("my-site.aloft.localhost:{}:127.0.0.1", http.port()))
+        .args(["--resolve"])
+        .arg(format!(
+            "my-site.aloft.localhost:{}:127.0.0.1",
+            https.port()
+        ))
+        .arg(format!("http://my-site.aloft.localhost:{}/", http.port()))
+        .output()
+        .unwrap();
+    let answer = text(&followed.stdout);
+    assert!(
+        answer.contains("(version launched)") && answer.ends_with(&format!("200 {url}")),
+        "{answer}{}",
+        text(&followed.stderr)
+    );
+    // `status` shows it; `open` prints it and hands it to $BROWSER.
+    let status = p.aloft_in(&dir, &["status"]);
+    assert!(
+        text(&status.stdout).contains(&format!("URL:     {url}")),
+        "{}",
+        text(&status.stdout)
+    );
+    let opened_file = p.home.path().join("opened");
+    let browser = p.home.path().join("browser.sh");
+    std::fs::write(
+        &browser,
+        format!("#!/bin/sh\necho \"$1\" > {}\n", opened_file.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &browser,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let opened = p
+        .command(&dir, &["open", "/admin"])
+        .env("BROWSER", &browser)
+        .output()
+        .unwrap();
+    assert!(opened.status.success(), "{}", text(&opened.stderr));
+    assert_eq!(text(&opened.stdout), format!("{url}admin\n"));
+    assert_eq!(
+        std::fs::read_to_string(&opened_file).unwrap(),
+        format!("{url}admin\n")
+    );
+    // Without a browser it says how to get one, and still prints the URL.
+    let printed = p
+        .command(&dir, &["open"])
+        .env_remove("BROWSER")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{}", text(&printed.stderr));
+    assert_eq!(text(&printed.stdout), format!("{url}\n"));
+    assert!(
+        text(&printed.stderr).contains("set BROWSER"),
+        "{}",
+        text(&printed.stderr)
+    );
 
     // A release command that fails stops the deploy with its output, before any machine.
     let mut config = written.clone();

@@ -71,6 +71,7 @@ async fn each_organization_sees_its_own_log_retention() {
             default_region: "local".into(),
             secrets_key: SecretsKey::from_bytes([9; 32]),
             ipv4_pool: aloft_net::DEFAULT_IPV4_POOL.parse().unwrap(),
+            edge: None,
         },
     );
     let token = control.bootstrap(dir.path()).await.unwrap().unwrap();

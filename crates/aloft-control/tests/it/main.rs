@@ -94,6 +94,7 @@ where
         default_region: "local".into(),
         secrets_key: SecretsKey::from_bytes([9; 32]),
         ipv4_pool: aloft_net::DEFAULT_IPV4_POOL.parse().unwrap(),
+        edge: None,
     };
     let control = Control::new(store.clone(), config);
     let token = control.bootstrap(dir.path()).await.unwrap().unwrap();

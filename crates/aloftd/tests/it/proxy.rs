@@ -111,6 +111,15 @@ pub(crate) async fn start(client: &Client, app: &str, config: MachineConfig) -> 
     machine
 }
 
+/// The proxy's HTTPS listener.
+pub(crate) fn https_address(host: &Host) -> std::net::SocketAddr {
+    std::fs::read_to_string(host.data().join(aloftd::HTTPS_ADDR_FILE))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 pub(crate) fn proxy_address(host: &Host) -> std::net::SocketAddr {
     std::fs::read_to_string(host.data().join(aloftd::HTTP_ADDR_FILE))
         .unwrap()
@@ -321,9 +330,11 @@ async fn force_https_redirects_plain_http() {
         (response.status() == 301).then_some(response)
     })
     .await;
+    // The HTTPS listener's port is kept (it is not 443 here), the HTTP one dropped.
+    let https = https_address(&host);
     assert_eq!(
         response.headers()["location"],
-        "https://secure.aloft.localhost/a/b?c=d"
+        format!("https://secure.aloft.localhost:{}/a/b?c=d", https.port()).as_str()
     );
 }
 

@@ -127,7 +127,11 @@ async fn the_seeds_services_redirect_serve_https_and_hold_the_hard_limit() {
     .await;
     assert_eq!(
         response.headers()["location"],
-        format!("https://{host_name}/page?x=1").as_str()
+        format!(
+            "https://{host_name}:{}/page?x=1",
+            crate::proxy::https_address(&host).port()
+        )
+        .as_str()
     );
     let ca = host.data().join(aloftd::TLS_DIR).join("ca.crt");
     let (code, answer) = curl_https(&host, app, &["--cacert", ca.to_str().unwrap()]);

@@ -54,6 +54,7 @@ async fn control_of(dir: &std::path::Path) -> Control {
             ipv4_pool: aloft_net::DEFAULT_IPV4_POOL
                 .parse()
                 .expect("the default pool"),
+            edge: None,
         },
     )
 }
