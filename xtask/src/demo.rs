@@ -229,7 +229,7 @@ pub(crate) fn demo(root: &Path, check: bool, cargo: fn() -> Command) -> Result<(
     );
     if check {
         section("Cleaning up (--check)");
-        run(&mut aloft(&["apps", "destroy", APP]))?;
+        run(&mut aloft(&["apps", "destroy", APP, "--yes"]))?;
         server.stop();
         println!("The demo works.");
         return Ok(());

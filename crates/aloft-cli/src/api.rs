@@ -84,6 +84,8 @@ pub(crate) fn client() -> anyhow::Result<Client> {
 /// The app a command is about: `-a`, else `app` in the config file, else an error.
 pub(crate) fn app_name(flag: Option<&str>, config: &Option<PathBuf>) -> anyhow::Result<String> {
     if let Some(app) = flag {
+        app.parse::<aloft_types::AppName>()
+            .with_context(|| format!("--app {app:?}"))?;
         return Ok(app.to_owned());
     }
     let path = match config {

@@ -6,6 +6,7 @@
 
 mod api;
 mod commands;
+mod confirm;
 mod context;
 mod output;
 mod table;
@@ -122,6 +123,8 @@ pub(crate) enum Failure {
     InvalidConfig,
     /// Exit with this code (a command run in a machine failed with it).
     Exit(u8),
+    /// The command line lacks something only the user can give (exit 2).
+    Usage(anyhow::Error),
     Other(anyhow::Error),
 }
 
@@ -146,6 +149,10 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::InvalidConfig) => ExitCode::from(EXIT_INVALID_CONFIG),
         Err(Failure::Exit(code)) => ExitCode::from(code),
+        Err(Failure::Usage(error)) => {
+            out.error(&format!("{error:#}"));
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(Failure::Other(error)) => {
             out.error(&format!("{error:#}"));
             ExitCode::from(EXIT_FAILURE)
@@ -162,7 +169,7 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
                 Failure::Other(anyhow::Error::new(e).context("starting the async runtime"))
             })
     };
-    let app = || api::app_name(cli.app.as_deref(), &cli.config);
+    let app = || api::app_name(cli.app.as_deref(), &cli.config).map_err(Failure::Usage);
     match cli.command {
         Command::Config(command) => {
             commands::config::run(command, &cli.config, cli.app.as_deref(), cli.json, out)

@@ -172,6 +172,7 @@ async fn create(
         }
         (_, Some(seconds)) => Duration::from_secs(seconds),
     };
+    crate::machines::ensure_fits(&inner, request.config.guest.as_ref(), None).await?;
     ensure_idle(&inner, &app).await?;
     // A release runs an image by its id (a content digest) when the engine has it, so a
     // tag moved later does not change what the release runs.

@@ -95,6 +95,8 @@ pub struct ControlConfig {
     pub ipv4_pool: aloft_net::Ipv4Pool,
     /// Where the edge serves apps, for their URLs (`None`: no edge, no URLs).
     pub edge: Option<EdgeAddress>,
+    /// The most live machines an app, and an organization, may have.
+    pub machine_caps: aloft_store::MachineCaps,
 }
 
 /// Where the edge serves apps: `https://<app>.<apps_domain>[:https_port]/`.

@@ -172,6 +172,40 @@ fn validate_request(request: &MachineRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Refuses a guest that no host (in `region`, when given) can hold: more CPUs or memory
+/// than the largest host has. Hosts that report no memory size are not checked for it.
+pub(crate) async fn ensure_fits(
+    inner: &Inner,
+    guest: Option<&aloft_types::machine::MachineGuest>,
+    region: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(guest) = guest else { return Ok(()) };
+    let hosts: Vec<_> = inner
+        .store
+        .list_hosts()
+        .await?
+        .into_iter()
+        .filter(|h| region.is_none_or(|r| h.region == r))
+        .collect();
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let fits = |h: &aloft_store::Host| {
+        i64::from(guest.cpus) <= h.cpus.max(1)
+            && (h.memory_mb <= 0 || i64::from(guest.memory_mb) <= h.memory_mb)
+    };
+    if hosts.iter().any(fits) {
+        return Ok(());
+    }
+    let cpus = hosts.iter().map(|h| h.cpus).max().unwrap_or(0);
+    let memory = hosts.iter().map(|h| h.memory_mb).max().unwrap_or(0);
+    let place = region.map_or_else(String::new, |r| format!(" in region {r}"));
+    Err(ApiError::Unprocessable(format!(
+        "no host{place} can hold a machine of {} CPUs and {} MB: the largest has {cpus} CPUs and {memory} MB; pick a smaller size",
+        guest.cpus, guest.memory_mb
+    )))
+}
+
 /// A host in `region` for a new machine: the one running the fewest machines.
 pub(crate) async fn place(inner: &Inner, region: &str) -> Result<aloft_types::HostId, ApiError> {
     let hosts = inner.store.list_hosts().await?;
@@ -264,9 +298,10 @@ pub(crate) async fn create_machine(
     } else {
         Desired::Started
     };
+    ensure_fits(inner, config.guest.as_ref(), Some(region.as_str())).await?;
     let machine = inner
         .store
-        .insert_machine(NewMachine {
+        .insert_machine_within(NewMachine {
             app_id: app.id.clone(),
             name: name.clone(),
             region: region.to_string(),
@@ -275,13 +310,23 @@ pub(crate) async fn create_machine(
             config,
             state: MachineState::Created,
             desired,
-        })
+        }, inner.config.machine_caps)
         .await
         .map_err(|error| match error {
             aloft_store::StoreError::Conflict { .. } => ApiError::Conflict(format!(
                 "a machine named {name} already exists in app {}",
                 app.name
             )),
+            aloft_store::StoreError::LimitReached { scope, count, limit } => {
+                let (whose, key) = if scope == "app" {
+                    (format!("app {}", app.name), "machines_per_app")
+                } else {
+                    ("its organization".to_owned(), "machines_per_org")
+                };
+                ApiError::Unprocessable(format!(
+                    "{whose} already has {count} machines, the most this platform allows ([limits] {key} = {limit} in aloftd's config); destroy machines first, or ask the operator to raise the limit"
+                ))
+            }
             other => other.into(),
         })?;
     if let Some(volume) = &volume {
@@ -471,6 +516,7 @@ async fn update(
             machine.region
         )));
     }
+    ensure_fits(&inner, request.config.guest.as_ref(), Some(&machine.region)).await?;
     let expected = match &request.current_version {
         Some(version) => Some(version.parse::<i64>().map_err(|_| {
             ApiError::BadRequest(format!("current_version {version:?} is not a version"))

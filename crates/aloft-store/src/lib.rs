@@ -41,7 +41,8 @@ pub use deployments::{DeploymentRecord, DeploymentStep, NewDeployment, ReleaseRe
 pub use hosts::Host;
 pub use ips::IpRecord;
 pub use machines::{
-    Desired, Lease, MachineEvent, MachineFilter, MachineRecord, MachineVersion, NewMachine,
+    Desired, Lease, MachineCaps, MachineEvent, MachineFilter, MachineRecord, MachineVersion,
+    NewMachine,
 };
 pub use networks::{AppNetwork, Network};
 pub use orgs::{Org, Token, TokenKind};
@@ -85,6 +86,14 @@ pub enum StoreError {
     },
     #[error("running migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A new machine would pass a limit on live machines.
+    #[error("the {scope} already has {count} machines, its limit of {limit}")]
+    LimitReached {
+        /// `app` or `organization`.
+        scope: &'static str,
+        count: i64,
+        limit: i64,
+    },
 }
 
 impl StoreError {

@@ -122,9 +122,42 @@ fn not_found(id: &MachineId) -> StoreError {
     }
 }
 
+/// Limits on live (not destroyed) machines, checked as a machine is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineCaps {
+    pub per_app: i64,
+    pub per_org: i64,
+}
+
+impl MachineCaps {
+    /// No limit.
+    pub const NONE: MachineCaps = MachineCaps {
+        per_app: i64::MAX,
+        per_org: i64::MAX,
+    };
+}
+
+/// Live machines of an app (`$1`).
+const LIVE_OF_APP: &str =
+    "(SELECT COUNT(*) FROM machines WHERE app_id = $1 AND state <> 'destroyed')";
+/// Live machines of the organization of an app (`$1`).
+const LIVE_OF_ORG: &str = "(SELECT COUNT(*) FROM machines m JOIN apps a ON a.id = m.app_id \
+     WHERE a.org_id = (SELECT org_id FROM apps WHERE id = $1) AND m.state <> 'destroyed')";
+
 impl Store {
     /// Stores a new machine at version 1.
     pub async fn insert_machine(&self, new: NewMachine) -> Result<MachineRecord, StoreError> {
+        self.insert_machine_within(new, MachineCaps::NONE).await
+    }
+
+    /// Stores a new machine at version 1 unless its app or organization already has as
+    /// many live machines as `caps` allow ([`StoreError::LimitReached`]). The count and
+    /// the insert are one statement.
+    pub async fn insert_machine_within(
+        &self,
+        new: NewMachine,
+        caps: MachineCaps,
+    ) -> Result<MachineRecord, StoreError> {
         let id = MachineId::generate(random());
         let now = now_ms();
         let instance = instance_id();
@@ -134,13 +167,14 @@ impl Store {
             "machine",
             id.as_str(),
         ))?;
-        sqlx::query(
-            "INSERT INTO machines (id, app_id, name, region, host_id, state, desired, version, instance_id, private_ip, \
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO machines (app_id, id, name, region, host_id, state, desired, version, instance_id, private_ip, \
              config, cordoned, event_seq, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, 0, 0, $11, $11)",
-        )
-        .bind(id.as_str())
+             SELECT $1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, 0, 0, $11, $11 \
+             WHERE {LIVE_OF_APP} < $12 AND {LIVE_OF_ORG} < $13"
+        ))
         .bind(new.app_id.as_str())
+        .bind(id.as_str())
         .bind(&new.name)
         .bind(&new.region)
         .bind(new.host_id.as_ref().map(|h| h.to_string()))
@@ -150,9 +184,36 @@ impl Store {
         .bind(new.private_ip.clone())
         .bind(&config)
         .bind(now)
+        .bind(caps.per_app)
+        .bind(caps.per_org)
         .execute(&mut *tx)
         .await
         .map_err(StoreError::database("creating a machine", "machine name", &new.name))?;
+        if inserted.rows_affected() == 0 {
+            let (app, org): (i64, i64) =
+                sqlx::query_as(&format!("SELECT {LIVE_OF_APP}, {LIVE_OF_ORG}"))
+                    .bind(new.app_id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(StoreError::database(
+                        "counting machines",
+                        "app",
+                        new.app_id.as_str(),
+                    ))?;
+            return Err(if app >= caps.per_app {
+                StoreError::LimitReached {
+                    scope: "app",
+                    count: app,
+                    limit: caps.per_app,
+                }
+            } else {
+                StoreError::LimitReached {
+                    scope: "organization",
+                    count: org,
+                    limit: caps.per_org,
+                }
+            });
+        }
         sqlx::query("INSERT INTO machine_versions (machine_id, version, instance_id, config, created_at) VALUES ($1, 1, $2, $3, $4)")
             .bind(id.as_str())
             .bind(&instance)

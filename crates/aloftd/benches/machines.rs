@@ -134,6 +134,7 @@ async fn listing(backend: &str, url: &str, count: usize) -> String {
             secrets_key: SecretsKey::from_bytes([1; 32]),
             ipv4_pool: aloft_net::DEFAULT_IPV4_POOL.parse().unwrap(),
             edge: None,
+            machine_caps: aloft_store::MachineCaps::NONE,
         },
     );
     let token = control.bootstrap(data.path()).await.unwrap().unwrap();

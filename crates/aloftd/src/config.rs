@@ -28,6 +28,36 @@ pub struct Config {
     pub network: NetworkConfig,
     pub proxy: ProxySettings,
     pub logs: LogsSettings,
+    pub limits: LimitsSettings,
+}
+
+/// `[limits]`: how much one app or organization may run.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSettings {
+    /// The most live (not destroyed) machines one app may have.
+    pub machines_per_app: u32,
+    /// The most live machines one organization may have, all its apps together.
+    pub machines_per_org: u32,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        LimitsSettings {
+            machines_per_app: 100,
+            machines_per_org: 1000,
+        }
+    }
+}
+
+impl LimitsSettings {
+    /// The limits as the store checks them.
+    pub fn machine_caps(&self) -> aloft_store::MachineCaps {
+        aloft_store::MachineCaps {
+            per_app: i64::from(self.machines_per_app),
+            per_org: i64::from(self.machines_per_org),
+        }
+    }
 }
 
 /// `[logs]`: how long the machines' log lines are kept (in `<data_dir>/logs`).
@@ -240,6 +270,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             proxy: ProxySettings::default(),
             logs: LogsSettings::default(),
+            limits: LimitsSettings::default(),
         }
     }
 }
@@ -353,6 +384,21 @@ impl Config {
             return Err(invalid(
                 "logs.segment_mb",
                 "a segment is 1 to 1024 MiB".to_owned(),
+            ));
+        }
+        if self.limits.machines_per_app == 0 {
+            return Err(invalid(
+                "limits.machines_per_app",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if self.limits.machines_per_org < self.limits.machines_per_app {
+            return Err(invalid(
+                "limits.machines_per_org",
+                format!(
+                    "{} is below limits.machines_per_app ({})",
+                    self.limits.machines_per_org, self.limits.machines_per_app
+                ),
             ));
         }
         if self.agent.reconcile_interval_seconds == 0 {

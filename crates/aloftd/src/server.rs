@@ -252,6 +252,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
                 apps_domain: config.proxy.apps_domain.clone(),
                 https_port: edge_listeners.public_https_port,
             }),
+            machine_caps: config.limits.machine_caps(),
         },
     );
     if let Some(token) = control
@@ -320,7 +321,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
             data_dir: config.data_dir.clone(),
             cpus: i64::try_from(std::thread::available_parallelism().map_or(1, |n| n.get()))
                 .unwrap_or(1),
-            memory_mb: 0,
+            memory_mb: host_memory_mb(),
             reconcile_interval: Duration::from_secs(config.agent.reconcile_interval_seconds),
             network: NetworkSettings {
                 namespace: config.network.namespace.clone(),
@@ -466,6 +467,24 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     control.store().close().await;
     tracing::info!("aloftd server stopped");
     Ok(())
+}
+
+/// This host's memory in MB (`MemTotal` of /proc/meminfo); 0 when it cannot be read.
+fn host_memory_mb() -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<i64>()
+                        .ok()
+                })
+        })
+        .map_or(0, |kb| kb / 1024)
 }
 
 /// Builds images with the Docker Engine of this host.

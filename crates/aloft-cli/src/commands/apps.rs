@@ -23,7 +23,12 @@ pub enum AppsCommand {
     /// List apps.
     List,
     /// Destroy an app with its machines, volumes and secrets.
-    Destroy { name: String },
+    Destroy {
+        name: String,
+        /// Do not ask for confirmation (needed where there is no terminal to ask on).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 pub(crate) async fn run(command: AppsCommand, json: bool, out: &mut Output) -> Result<(), Failure> {
@@ -67,7 +72,14 @@ pub(crate) async fn run(command: AppsCommand, json: bool, out: &mut Output) -> R
                 ));
             }
         }
-        AppsCommand::Destroy { name } => {
+        AppsCommand::Destroy { name, yes } => {
+            crate::confirm::confirm(
+                &format!(
+                    "Destroy app {name} with its machines, volumes (and their data) and secrets? This cannot be undone"
+                ),
+                "destroying an app",
+                yes,
+            )?;
             client
                 .delete_app(&name)
                 .await

@@ -70,7 +70,11 @@ pub(crate) fn read(path: &Path, out: &mut Output) -> Result<Parsed, Failure> {
 pub(crate) fn with_app(parsed: &Parsed, app: Option<&str>) -> Result<AppConfig, Failure> {
     let mut config = parsed.config().cloned().ok_or(Failure::InvalidConfig)?;
     if let Some(app) = app {
-        config.app = Some(app.parse().with_context(|| format!("--app {app:?}"))?);
+        config.app = Some(
+            app.parse()
+                .with_context(|| format!("--app {app:?}"))
+                .map_err(Failure::Usage)?,
+        );
     }
     Ok(config)
 }

@@ -31,6 +31,9 @@ pub enum SecretsCommand {
         names: Vec<String>,
         #[arg(long)]
         stage: bool,
+        /// Do not ask for confirmation (needed where there is no terminal to ask on).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Read NAME=VALUE lines from stdin and set them all (the machines restart unless
     /// `--stage`).
@@ -110,8 +113,13 @@ pub enum VolumesCommand {
         #[arg(long, short = 's')]
         size: i64,
     },
-    /// Destroy a volume that no machine uses.
-    Destroy { id: String },
+    /// Destroy a volume that no machine uses, with its data.
+    Destroy {
+        id: String,
+        /// Do not ask for confirmation (needed where there is no terminal to ask on).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 fn split_pair(pair: &str) -> anyhow::Result<(String, String)> {
@@ -156,7 +164,17 @@ pub(crate) async fn secrets(
             .iter()
             .map(|p| split_pair(p).map(|(n, v)| (n, Some(v))))
             .collect::<anyhow::Result<_>>()?,
-        SecretsCommand::Unset { names, .. } => names.into_iter().map(|n| (n, None)).collect(),
+        SecretsCommand::Unset { names, yes, .. } => {
+            crate::confirm::confirm(
+                &format!(
+                    "Remove secret(s) {} of app {app}? Their values cannot be read back",
+                    names.join(", ")
+                ),
+                "removing secrets",
+                yes,
+            )?;
+            names.into_iter().map(|n| (n, None)).collect()
+        }
         SecretsCommand::Import { .. } => {
             let mut text = String::new();
             std::io::stdin()
@@ -259,10 +277,17 @@ pub(crate) async fn volumes(
                 .map_err(anyhow::Error::from)?
                 .volume
         }
-        VolumesCommand::Destroy { id } => client
-            .destroy_volume(app, &id)
-            .await
-            .map_err(anyhow::Error::from)?,
+        VolumesCommand::Destroy { id, yes } => {
+            crate::confirm::confirm(
+                &format!("Destroy volume {id} of app {app} and every file on it?"),
+                "destroying a volume",
+                yes,
+            )?;
+            client
+                .destroy_volume(app, &id)
+                .await
+                .map_err(anyhow::Error::from)?
+        }
     };
     if json {
         out.json(&volume)?;

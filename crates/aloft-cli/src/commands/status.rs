@@ -205,8 +205,15 @@ pub enum ScaleCommand {
         /// Count (and create) machines in this region only.
         #[arg(long, short = 'r')]
         region: Option<String>,
+        /// Ask for confirmation when more machines than this would be created or
+        /// destroyed.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        confirm_above: u32,
+        /// Do not ask for confirmation (needed where there is no terminal to ask on).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
-    /// Give every machine (of a group) a VM size (`aloft platform vm-sizes` names them),
+    /// Give every machine (of a group) a VM size (such as shared-cpu-1x or performance-2x),
     /// with a rolling deploy.
     Vm {
         size: String,
@@ -240,18 +247,16 @@ pub(crate) async fn scale(
             count,
             group,
             region,
+            confirm_above,
+            yes,
         } => {
             let group = pick_group(&machines, group)?;
-            count_to(
-                &client,
-                app,
-                &machines,
-                &group,
-                region.as_deref(),
+            let target = Target {
+                group: &group,
+                region: region.as_deref(),
                 count,
-                out,
-            )
-            .await
+            };
+            count_to(&client, app, &machines, &target, (confirm_above, yes), out).await
         }
         ScaleCommand::Vm {
             size,
@@ -378,15 +383,26 @@ fn newest<'a>(machines: &[&'a MachineResponse]) -> Option<&'a MachineResponse> {
         .copied()
 }
 
+/// What `scale count` asks for.
+struct Target<'a> {
+    group: &'a str,
+    region: Option<&'a str>,
+    count: u32,
+}
+
 async fn count_to(
     client: &aloft_client::Client,
     app: &str,
     machines: &[MachineResponse],
-    group: &str,
-    region: Option<&str>,
-    count: u32,
+    target: &Target<'_>,
+    (confirm_above, yes): (u32, bool),
     out: &mut Output,
 ) -> Result<(), Failure> {
+    let Target {
+        group,
+        region,
+        count,
+    } = *target;
     let of_group: Vec<&MachineResponse> =
         machines.iter().filter(|m| group_of(m) == group).collect();
     let counted: Vec<&MachineResponse> = of_group
@@ -402,6 +418,22 @@ async fn count_to(
         ));
         return Ok(());
     }
+    let change = counted.len().abs_diff(wanted);
+    if change > confirm_above as usize {
+        let verb = if counted.len() < wanted {
+            "create"
+        } else {
+            "destroy"
+        };
+        crate::confirm::confirm(
+            &format!(
+                "Scaling process group {group} of {app} from {} to {wanted} machine(s){place} will {verb} {change}. Go ahead?",
+                counted.len()
+            ),
+            &format!("scaling by {change} machines (more than --confirm-above {confirm_above})"),
+            yes,
+        )?;
+    }
     if counted.len() < wanted {
         let template = newest(&counted).or_else(|| newest(&of_group)).ok_or_else(|| {
             anyhow::anyhow!(
@@ -409,6 +441,8 @@ async fn count_to(
             )
         })?;
         let mut created = Vec::new();
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
         for _ in counted.len()..wanted {
             let mut config = template.config.clone();
             // A copy gets a volume of its own: the same name, a free or new one.
@@ -417,10 +451,28 @@ async fn count_to(
             }
             let mut request = MachineRequest::new(config);
             request.region = Some(region.unwrap_or(&template.region).to_owned());
-            let machine = client
-                .create_machine(app, &request)
-                .await
-                .with_context(|| format!("creating a machine of process group {group}"))?;
+            // Ctrl-C stops creating: the machine being created is finished, no other.
+            let creating = client.create_machine(app, &request);
+            tokio::pin!(creating);
+            let machine = tokio::select! {
+                machine = &mut creating => machine,
+                _ = &mut interrupted => {
+                    let machine = creating.await;
+                    let made = created.len() + usize::from(machine.is_ok());
+                    out.status(&format!(
+                        "interrupted: created {made} of {} machine(s); process group {group} now has {}{place} (run `aloft scale count` again to change it)",
+                        wanted - counted.len(),
+                        counted.len() + made
+                    ));
+                    return Err(Failure::Exit(130));
+                }
+            };
+            let machine = machine.map_err(|error| {
+                anyhow::anyhow!(
+                    "creating a machine of process group {group} after {} new one(s): {error}",
+                    created.len()
+                )
+            })?;
             out.status(&format!(
                 "created machine {} in {} (process group {group})",
                 machine.id, machine.region
@@ -428,10 +480,18 @@ async fn count_to(
             created.push(machine.id);
         }
         for id in &created {
-            client
-                .wait(app, id, MachineState::Started, 60)
-                .await
-                .with_context(|| format!("waiting for machine {id} to start"))?;
+            tokio::select! {
+                waited = client.wait(app, id, MachineState::Started, 60) => {
+                    waited.with_context(|| format!("waiting for machine {id} to start"))?;
+                }
+                _ = &mut interrupted => {
+                    out.status(&format!(
+                        "interrupted while waiting: the {} new machine(s) go on starting",
+                        created.len()
+                    ));
+                    return Err(Failure::Exit(130));
+                }
+            }
         }
         out.status(&format!(
             "process group {group} has {wanted} machine(s){place}"

@@ -156,6 +156,22 @@ fn app_flag_overrides_the_app_name_and_is_checked() {
     let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(shown["app"], "two");
     let bad = aloft(dir.path(), &["-a", "Two", "config", "show"]);
-    assert_eq!(bad.status.code(), Some(3));
+    assert_eq!(bad.status.code(), Some(2), "a usage error");
     assert!(text(&bad.stderr).contains("--app \"Two\""));
+    // Every app command checks it, and one with no app to act on is a usage error too.
+    let bad = aloft(dir.path(), &["-a", "Two", "status"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("--app \"Two\""),
+        "{}",
+        text(&bad.stderr)
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let none = aloft(empty.path(), &["status"]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(
+        text(&none.stderr).contains("which app?"),
+        "{}",
+        text(&none.stderr)
+    );
 }

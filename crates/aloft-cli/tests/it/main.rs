@@ -7,6 +7,7 @@
 )]
 
 mod config;
+mod guards;
 mod platform;
 
 use std::path::Path;

@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::text;
 
-struct Platform {
-    url: String,
-    token: String,
-    home: tempfile::TempDir,
-    data: tempfile::TempDir,
+pub(crate) struct Platform {
+    pub(crate) url: String,
+    pub(crate) token: String,
+    pub(crate) home: tempfile::TempDir,
+    pub(crate) data: tempfile::TempDir,
     /// The private network's namespace; dropped after the server stops.
     netns: aloft_testkit::TestNetns,
     stop: CancellationToken,
@@ -22,12 +22,12 @@ struct Platform {
 }
 
 impl Platform {
-    async fn start() -> Platform {
+    pub(crate) async fn start() -> Platform {
         Platform::start_with(|_| {}).await
     }
 
     /// Starts the platform with `adjust` applied to its configuration.
-    async fn start_with(adjust: impl FnOnce(&mut aloftd::Config)) -> Platform {
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut aloftd::Config)) -> Platform {
         busybox_image();
         let data = tempfile::tempdir().unwrap();
         let mut config = aloftd::Config::loopback(data.path());
@@ -63,7 +63,7 @@ impl Platform {
 
     /// `aloft ARGS` in `dir`, with no credentials in the environment but those
     /// `auth login` saved.
-    fn command(&self, dir: &Path, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, dir: &Path, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_aloft"));
         command
             .args(args)
@@ -76,17 +76,17 @@ impl Platform {
     }
 
     /// Runs `aloft` in the home directory.
-    fn aloft(&self, args: &[&str]) -> Output {
+    pub(crate) fn aloft(&self, args: &[&str]) -> Output {
         self.command(self.home.path(), args).output().unwrap()
     }
 
     /// Runs `aloft` in `dir`.
-    fn aloft_in(&self, dir: &Path, args: &[&str]) -> Output {
+    pub(crate) fn aloft_in(&self, dir: &Path, args: &[&str]) -> Output {
         self.command(dir, args).output().unwrap()
     }
 
     /// Runs `aloft ARGS` with `input` on its stdin, written while its output is read.
-    fn aloft_with_input(&self, args: &[&str], input: Vec<u8>) -> Output {
+    pub(crate) fn aloft_with_input(&self, args: &[&str], input: Vec<u8>) -> Output {
         use std::io::Write as _;
         let mut child = self
             .command(self.home.path(), args)
@@ -102,7 +102,7 @@ impl Platform {
         output
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let output = self.aloft(args);
         assert!(
             output.status.success(),
@@ -116,7 +116,7 @@ impl Platform {
 
 impl Platform {
     /// A started busybox machine of `app` that idles; returns its id.
-    fn idle_machine(&self, app: &str) -> String {
+    pub(crate) fn idle_machine(&self, app: &str) -> String {
         self.ok(&[
             "machine",
             "run",

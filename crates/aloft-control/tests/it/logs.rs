@@ -72,6 +72,7 @@ async fn each_organization_sees_its_own_log_retention() {
             secrets_key: SecretsKey::from_bytes([9; 32]),
             ipv4_pool: aloft_net::DEFAULT_IPV4_POOL.parse().unwrap(),
             edge: None,
+            machine_caps: aloft_store::MachineCaps::NONE,
         },
     );
     let token = control.bootstrap(dir.path()).await.unwrap().unwrap();

@@ -95,6 +95,7 @@ where
         secrets_key: SecretsKey::from_bytes([9; 32]),
         ipv4_pool: aloft_net::DEFAULT_IPV4_POOL.parse().unwrap(),
         edge: None,
+        machine_caps: aloft_store::MachineCaps::NONE,
     };
     let control = Control::new(store.clone(), config);
     let token = control.bootstrap(dir.path()).await.unwrap().unwrap();

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use aloft_store::{App, MachineFilter, NewMachine, Store, StoreError};
+use aloft_store::{App, MachineCaps, MachineFilter, NewMachine, Store, StoreError};
 use aloft_types::MachineState;
 use aloft_types::machine::MachineConfig;
 
@@ -8,7 +8,8 @@ use crate::on_both_backends;
 
 on_both_backends!(
     machine_versions_states_and_filters,
-    machine_events_and_leases
+    machine_events_and_leases,
+    machine_caps_count_live_machines_of_the_app_and_the_org
 );
 
 async fn app(store: &Store) -> App {
@@ -299,4 +300,78 @@ async fn machine_events_and_leases(store: Store) {
         taken.nonce, expired.nonce,
         "an expired lease does not block"
     );
+}
+
+async fn machine_caps_count_live_machines_of_the_app_and_the_org(store: Store) {
+    let web = app(&store).await;
+    let org = web.org_id.clone();
+    let api = store
+        .create_app(&"api".parse().unwrap(), &org, "default")
+        .await
+        .unwrap();
+    let caps = MachineCaps {
+        per_app: 2,
+        per_org: 3,
+    };
+    let first = store
+        .insert_machine_within(new_machine(&web, "a", "ams", "app"), caps)
+        .await
+        .unwrap();
+    store
+        .insert_machine_within(new_machine(&web, "b", "ams", "app"), caps)
+        .await
+        .unwrap();
+    let refused = store
+        .insert_machine_within(new_machine(&web, "c", "ams", "app"), caps)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            StoreError::LimitReached {
+                scope: "app",
+                count: 2,
+                limit: 2
+            }
+        ),
+        "{refused:?}"
+    );
+    // Another app of the organization has room until the organization's limit.
+    store
+        .insert_machine_within(new_machine(&api, "a", "ams", "app"), caps)
+        .await
+        .unwrap();
+    let refused = store
+        .insert_machine_within(new_machine(&api, "b", "ams", "app"), caps)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            StoreError::LimitReached {
+                scope: "organization",
+                count: 3,
+                limit: 3
+            }
+        ),
+        "{refused:?}"
+    );
+    // A destroyed machine no longer counts; nothing refused was stored.
+    store
+        .set_machine_state(&first.id, MachineState::Destroyed)
+        .await
+        .unwrap();
+    store
+        .insert_machine_within(new_machine(&web, "c", "ams", "app"), caps)
+        .await
+        .unwrap();
+    let mut names: Vec<String> = store
+        .list_machines(&web.id, &MachineFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["b", "c"], "the live machines");
 }

@@ -55,6 +55,7 @@ async fn control_of(dir: &std::path::Path) -> Control {
                 .parse()
                 .expect("the default pool"),
             edge: None,
+            machine_caps: aloft_store::MachineCaps::NONE,
         },
     )
 }
