@@ -78,7 +78,23 @@ pub(crate) fn client() -> anyhow::Result<Client> {
     let Some(token) = token.filter(|t| !t.trim().is_empty()) else {
         bail!("no API token: run `aloft auth login --token TOKEN` or set {ALOFT_API_TOKEN}");
     };
+    check_url(&url)?;
     Ok(Client::new(&url, token.trim()))
+}
+
+/// Refuses an API URL that is not `http://...` or `https://...` with a host.
+pub(crate) fn check_url(url: &str) -> anyhow::Result<()> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
+        Some(_) => bail!("the API URL {url:?} names no host: use http://HOST:PORT"),
+        None => bail!(
+            "the API URL {url:?} has no scheme: use http://{} (or https://...)",
+            url.split("://").last().unwrap_or(url)
+        ),
+    }
 }
 
 /// The app a command is about: `-a`, else `app` in the config file, else an error.

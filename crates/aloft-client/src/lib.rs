@@ -24,15 +24,14 @@ pub enum ClientError {
     /// A build ran and failed (the builder's own message).
     #[error("the build failed: {0}")]
     Build(String),
-    /// The API answered with an error status.
-    #[error("{message} (HTTP {status})")]
+    /// The API answered with an error status. Shown with the next step to take.
+    #[error("{message}{}", next_step(*status))]
     Api { status: u16, message: String },
-    #[error("cannot reach the Aloft API at {url}")]
-    Unreachable {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// No answer from the API: `cause` is the innermost reason (connection refused, say).
+    #[error(
+        "cannot reach the Aloft API at {url}: {cause}. Is aloftd running there? Set the API's URL with `aloft auth login --api-url URL` or ALOFT_API_URL"
+    )]
+    Unreachable { url: String, cause: String },
     #[error("the API's answer to {what} could not be read")]
     Decode {
         what: String,
@@ -139,10 +138,19 @@ impl Client {
             .bearer_auth(&self.token)
     }
 
-    fn unreachable(&self, source: reqwest::Error) -> ClientError {
+    fn unreachable(&self, error: reqwest::Error) -> ClientError {
+        let cause = if error.is_timeout() {
+            "no answer in time".to_owned()
+        } else {
+            let mut innermost: &dyn std::error::Error = &error;
+            while let Some(next) = innermost.source() {
+                innermost = next;
+            }
+            innermost.to_string()
+        };
         ClientError::Unreachable {
             url: self.base.clone(),
-            source,
+            cause,
         }
     }
 
@@ -209,13 +217,7 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
         let status = response.status();
         if !status.is_success() {
             return Err(api_error(status, response.text().await.unwrap_or_default()));
@@ -347,13 +349,14 @@ impl Client {
 
     /// Follows the app's log lines as they are stored (after `request.cursor`, else from
     /// now), calling `each` with every line until it returns `false` or the server ends
-    /// the stream.
+    /// the stream; returns the server's reason when it gave one (shutting down, the app
+    /// destroyed).
     pub async fn follow_logs(
         &self,
         app: &str,
         request: &LogsRequest,
         mut each: impl FnMut(aloft_types::api::LogEntryResponse) -> bool,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Option<aloft_types::api::StreamEnd>, ClientError> {
         let path = format!("/v1/apps/{app}/logs/stream");
         let response = self
             .send(
@@ -362,7 +365,16 @@ impl Client {
                     .timeout(Duration::from_secs(365 * 86_400)),
             )
             .await?;
-        self.ndjson_lines(response, |entry| Ok(each(entry))).await
+        let mut ended = None;
+        self.ndjson_lines(response, |line| match line {
+            aloft_types::api::LogStreamLine::Entry(entry) => Ok(each(entry)),
+            aloft_types::api::LogStreamLine::End(end) => {
+                ended = Some(end);
+                Ok(false)
+            }
+        })
+        .await?;
+        Ok(ended)
     }
 
     /// Builds an image from `context` (a tar archive) on the server, calling `output` with
@@ -470,10 +482,7 @@ impl Client {
             .bearer_auth(&self.token)
             .send()
             .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
+            .map_err(|e| self.unreachable(e))?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         if !status.is_success() {
@@ -835,6 +844,20 @@ impl Client {
 
 /// The error of a failed answer: the API's `{"error": "..."}` message, else the body, else
 /// the status.
+/// What to do after an error status, for the statuses whose message cannot say it.
+fn next_step(status: u16) -> &'static str {
+    match status {
+        401 => {
+            " (HTTP 401: the token was refused). Log in again with `aloft auth login --token TOKEN --api-url URL`, or set ALOFT_API_TOKEN"
+        }
+        403 => {
+            " (HTTP 403: this token may not do that). Use an org token (`aloft tokens create org`) or one for this app"
+        }
+        500..=599 => " (the server failed; its log says why). Try again, or tell the operator",
+        _ => "",
+    }
+}
+
 fn api_error(status: StatusCode, text: String) -> ClientError {
     let message = serde_json::from_str::<serde_json::Value>(&text)
         .ok()

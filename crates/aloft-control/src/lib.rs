@@ -156,6 +156,9 @@ pub(crate) struct Inner {
     /// Cancelled by [`Control::shutdown`]: background work stops at its next await point,
     /// where a killed process would have stopped (everything resumes from the store).
     pub(crate) stopping: tokio_util::sync::CancellationToken,
+    /// Cancelled when the server starts draining: streams (log followers) end with a
+    /// last line saying so, rather than holding the shutdown up.
+    pub(crate) draining: tokio_util::sync::CancellationToken,
 }
 
 /// The control plane. Cheap to clone.
@@ -197,8 +200,15 @@ impl Control {
                 log_retention: std::sync::RwLock::new((None, std::collections::HashMap::new())),
                 tasks: tokio_util::task::TaskTracker::new(),
                 stopping: tokio_util::sync::CancellationToken::new(),
+                draining: tokio_util::sync::CancellationToken::new(),
             }),
         }
+    }
+
+    /// The server stops taking work: open streams end now, each with a last line that
+    /// says why, so that connections close within the shutdown grace.
+    pub fn begin_drain(&self) {
+        self.inner.draining.cancel();
     }
 
     /// Stops the control plane's background work (running deployments stop where they

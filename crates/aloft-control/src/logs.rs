@@ -10,7 +10,7 @@ use std::time::Duration;
 use aloft_logs::{Entry, LogStore, NewEntry, Query, Stream};
 use aloft_store::Store;
 use aloft_types::MachineId;
-use aloft_types::api::{ErrorBody, LogEntryResponse, LogsResponse};
+use aloft_types::api::{ErrorBody, LogEntryResponse, LogsResponse, StreamEnd};
 use aloft_types::time::{parse_rfc3339_ns, rfc3339_nanos};
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -207,7 +207,10 @@ async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/apps/{app}/logs/stream", tag = "logs", params(("app" = String, Path, description = "The app's name"), LogsQuery), responses((status = 200, description = "The app's lines as they are stored, as NDJSON (one LogEntryResponse per line), after `cursor` (default: from now); it runs until the client goes", body = LogEntryResponse, content_type = "application/x-ndjson"), (status = "4XX", description = "Bad filter, missing or invalid token, no such app", body = ErrorBody)), operation_id = "Logs_stream")]
+/// How often a follower looks whether its app still exists.
+const APP_LOOK_INTERVAL: Duration = Duration::from_secs(2);
+
+#[utoipa::path(get, path = "/v1/apps/{app}/logs/stream", tag = "logs", params(("app" = String, Path, description = "The app's name"), LogsQuery), responses((status = 200, description = "The app's lines as they are stored, as NDJSON (one LogEntryResponse per line), after `cursor` (default: from now); it runs until the client goes, or until the server ends it with a last StreamEnd line (`shutting_down`, `app_destroyed`)", body = LogEntryResponse, content_type = "application/x-ndjson"), (status = "4XX", description = "Bad filter, missing or invalid token, no such app", body = ErrorBody)), operation_id = "Logs_stream")]
 async fn stream(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -224,7 +227,22 @@ async fn stream(
     let host = inner.host_tag();
     let mut durable = store.subscribe();
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let draining = inner.draining.clone();
+    let state = inner.store.clone();
+    let (app_id, app_name) = (app.id.clone(), app.name.to_string());
+    let mut looks = tokio::time::interval(APP_LOOK_INTERVAL);
+    looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::spawn(async move {
+        // The stream's last line when the server ends it, saying why.
+        let end = |end: &str, message: String| {
+            let mut line = serde_json::to_vec(&StreamEnd {
+                end: end.to_owned(),
+                message,
+            })
+            .unwrap_or_default();
+            line.push(b'\n');
+            Ok(Bytes::from(line))
+        };
         loop {
             query.after_seq = Some(after);
             let found = match run(store.clone(), query.clone()).await {
@@ -256,6 +274,22 @@ async fn stream(
                     }
                 }
                 () = sender.closed() => return,
+                () = draining.cancelled() => {
+                    let _ = sender.send(end(
+                        "shutting_down",
+                        "aloftd is shutting down; run `aloft logs` again once it is back (no line is lost: they are stored)".to_owned(),
+                    )).await;
+                    return;
+                }
+                _ = looks.tick() => {
+                    if let Err(aloft_store::StoreError::NotFound { .. }) = state.app(&app_id).await {
+                        let _ = sender.send(end(
+                            "app_destroyed",
+                            format!("app {app_name} was destroyed"),
+                        )).await;
+                        return;
+                    }
+                }
             }
         }
     });

@@ -638,6 +638,24 @@ pub struct DeploymentResponse {
     pub updated_at: String,
 }
 
+/// The last line of a followed stream when the server ends it (`GET .../logs/stream`):
+/// `end` is `shutting_down` (the server is stopping) or `app_destroyed`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StreamEnd {
+    pub end: String,
+    /// What happened and what to do, for people.
+    pub message: String,
+}
+
+/// A line of a followed log stream: a log line, or the server's end of the stream.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum LogStreamLine {
+    End(StreamEnd),
+    Entry(LogEntryResponse),
+}
+
 /// One log line (`GET /v1/apps/{app}/logs`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

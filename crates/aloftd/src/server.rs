@@ -255,26 +255,11 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
             machine_caps: config.limits.machine_caps(),
         },
     );
-    if let Some(token) = control
+    // Shown once the API listens, with the command that logs in to it.
+    let first_token = control
         .bootstrap(&config.data_dir)
         .await
-        .context("first-start setup")?
-    {
-        #[allow(
-            clippy::print_stdout,
-            reason = "the admin token is shown once, on the first start"
-        )]
-        {
-            println!(
-                "Created organization `{}` and an admin token (also saved to {}):\n{token}",
-                aloft_control::DEFAULT_ORG,
-                config
-                    .data_dir
-                    .join(aloft_control::ADMIN_TOKEN_FILE)
-                    .display()
-            );
-        }
-    }
+        .context("first-start setup")?;
 
     let runtime = DockerRuntime::connect()
         .await
@@ -367,6 +352,22 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     std::fs::write(config.data_dir.join(API_URL_FILE), format!("{url}\n"))
         .context("writing the API URL")?;
     tracing::info!(%url, host = %host_id, region = %config.region, "aloftd server is up");
+    if let Some(token) = first_token {
+        #[allow(
+            clippy::print_stdout,
+            reason = "the admin token is shown once, on the first start"
+        )]
+        {
+            println!(
+                "Created organization `{}` and an admin token (also saved to {}). Log in with:\n\n  aloft auth login --token {token} --api-url {url}\n",
+                aloft_control::DEFAULT_ORG,
+                config
+                    .data_dir
+                    .join(aloft_control::ADMIN_TOKEN_FILE)
+                    .display()
+            );
+        }
+    }
 
     let agent_stop = CancellationToken::new();
     let agent_task = tokio::spawn(agent.run(agent_stop.clone()));
@@ -434,15 +435,38 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
                 }
             }),
         );
-    let serve = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { draining.cancelled().await });
+    // Everything stops within the grace period counted from the SIGTERM: streams end at
+    // once with a last line saying why, other requests get the rest of it, and whatever
+    // is still open then is closed.
     let grace = Duration::from_secs(config.api.shutdown_grace_seconds);
+    let drain_started = Arc::new(std::sync::OnceLock::new());
+    let serve = {
+        let (control, drain_started) = (control.clone(), drain_started.clone());
+        axum::serve(listener, router).with_graceful_shutdown(async move {
+            draining.cancelled().await;
+            let _ = drain_started.set(tokio::time::Instant::now());
+            control.begin_drain();
+        })
+    };
+    let past_grace = {
+        let stop = stop.clone();
+        async move {
+            stop.cancelled().await;
+            tokio::time::sleep(grace).await;
+        }
+    };
     tokio::select! {
         served = serve => served.context("serving the API")?,
+        () = past_grace => tracing::warn!(?grace, "API connections still open at the end of the grace period: closed"),
         () = fast.notified() => return Ok(()),
     }
+    let deadline = drain_started
+        .get()
+        .copied()
+        .unwrap_or_else(tokio::time::Instant::now)
+        + grace;
     agent_stop.cancel();
-    match tokio::time::timeout(grace, agent_task).await {
+    match tokio::time::timeout_at(deadline, agent_task).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(error))) => tracing::warn!(error = %error, "the agent stopped with an error"),
         Ok(Err(error)) => tracing::warn!(error = %error, "the agent task failed"),
@@ -450,12 +474,12 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     }
     edge_stop.cancel();
     for listener in proxy {
-        if tokio::time::timeout(grace, listener).await.is_err() {
+        if tokio::time::timeout_at(deadline, listener).await.is_err() {
             tracing::warn!(?grace, "the proxy did not drain within the grace period");
         }
     }
     // Deployments in flight stop at their next step and resume at the next start.
-    if tokio::time::timeout(grace, control.shutdown())
+    if tokio::time::timeout_at(deadline, control.shutdown())
         .await
         .is_err()
     {

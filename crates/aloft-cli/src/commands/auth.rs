@@ -25,17 +25,27 @@ pub(crate) async fn run(command: AuthCommand, json: bool, out: &mut Output) -> R
     match command {
         AuthCommand::Login { token, api_url } => {
             let previous = load_credentials()?;
+            let given = api_url.is_some();
+            let url = api_url
+                .or_else(|| std::env::var(crate::api::ALOFT_API_URL).ok())
+                .or(previous.api_url)
+                .unwrap_or_else(|| DEFAULT_API_URL.to_owned());
+            crate::api::check_url(&url).map_err(Failure::Usage)?;
             let credentials = Credentials {
-                api_url: Some(
-                    api_url
-                        .or(previous.api_url)
-                        .unwrap_or_else(|| DEFAULT_API_URL.to_owned()),
-                ),
+                api_url: Some(url.clone()),
                 token: Some(token.trim().to_owned()),
             };
-            let url = credentials.api_url.clone().unwrap_or_default();
             let check = aloft_client::Client::new(&url, token.trim());
-            let current = check.current_token().await.map_err(anyhow::Error::from)?;
+            let current = match check.current_token().await {
+                Ok(current) => current,
+                Err(error @ aloft_client::ClientError::Unreachable { .. }) if !given => {
+                    return Err(anyhow::anyhow!(
+                        "{error}\nNo --api-url was given, so {url} was tried: pass the URL aloftd printed at its first start (also in <data_dir>/api-url)"
+                    )
+                    .into());
+                }
+                Err(error) => return Err(anyhow::Error::from(error).into()),
+            };
             let path = save_credentials(&credentials)?;
             out.status(&format!(
                 "Logged in to {url} with a {} token ({}); saved to {}",

@@ -269,6 +269,17 @@ pub(crate) async fn deploy(
         .map(ToString::to_string)
         .ok_or_else(|| anyhow::anyhow!("no app: pass -a APP or set `app` in {}", path.display()))?;
     let client = client()?;
+    // The token and the app first: a refused token then shows as such, not as a broken
+    // pipe halfway through uploading a build context.
+    if let Err(error) = client.app(&app).await {
+        return Err(match error.status() {
+            Some(404) => anyhow::anyhow!(
+                "app {app} does not exist: create it with `aloft apps create {app}` (or `aloft launch`), then deploy again"
+            ),
+            _ => anyhow::Error::from(error).context(format!("reading app {app}")),
+        }
+        .into());
+    }
     let configured = args
         .image
         .clone()

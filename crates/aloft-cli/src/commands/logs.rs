@@ -239,11 +239,17 @@ pub(crate) async fn logs(
         print(&entry, json, out);
         true
     });
-    tokio::select! {
+    let ended = tokio::select! {
         ended = following => ended.with_context(|| format!("following the logs of {app}"))?,
-        _ = tokio::signal::ctrl_c() => {}
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+    };
+    match ended {
+        Some(end) => Err(anyhow::anyhow!("the log stream ended: {}", end.message).into()),
+        None => Err(anyhow::anyhow!(
+            "the log stream of {app} ended: the connection to the API closed; run `aloft logs` again to go on"
+        )
+        .into()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

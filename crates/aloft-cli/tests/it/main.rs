@@ -7,6 +7,7 @@
 )]
 
 mod config;
+mod errors;
 mod guards;
 mod platform;
 

@@ -22,7 +22,7 @@ mod seed;
 mod tcp;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use aloft_client::Client;
@@ -101,7 +101,7 @@ impl Server {
             .arg(data_dir)
             .args(["--api-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(data_dir.with_extension("out")).unwrap())
             .stderr(log)
             .spawn()
             .expect("aloftd starts");
