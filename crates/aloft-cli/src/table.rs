@@ -25,6 +25,10 @@ pub(crate) fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
             .trim_end()
             .to_owned()
     };
+    if rows.is_empty() {
+        // Headers alone read as a broken listing.
+        return "(none)\n".to_owned();
+    }
     let mut out = line(headers.to_vec());
     out.push('\n');
     for row in rows {
@@ -34,9 +38,37 @@ pub(crate) fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// An image reference short enough for a table: an image id (`sha256:<64 hex>`) as its
+/// first 12 hex digits, a digest reference (`name@sha256:...`) with 12 digits kept.
+pub(crate) fn short_image(image: &str) -> String {
+    const SHOWN: usize = 12;
+    if let Some(hex) = image.strip_prefix("sha256:") {
+        return hex.chars().take(SHOWN).collect();
+    }
+    if let Some((name, hex)) = image.split_once("@sha256:") {
+        return format!(
+            "{name}@sha256:{}",
+            hex.chars().take(SHOWN).collect::<String>()
+        );
+    }
+    image.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_and_empty_tables_are_short() {
+        let id = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(short_image(&id), "abababababab");
+        assert_eq!(
+            short_image(&format!("registry/app@{id}")),
+            "registry/app@sha256:abababababab"
+        );
+        assert_eq!(short_image("busybox:1"), "busybox:1");
+        assert_eq!(render(&["ID"], &[]), "(none)\n");
+    }
 
     #[test]
     fn columns_line_up() {

@@ -442,7 +442,7 @@ pub(crate) async fn releases(app: &str, json: bool, out: &mut Output) -> Result<
             vec![
                 format!("v{}", r.version),
                 r.status.clone(),
-                r.image.clone(),
+                table::short_image(&r.image),
                 r.description.clone(),
                 r.user.clone(),
                 r.created_at.clone(),

@@ -385,7 +385,7 @@ pub(crate) async fn run(
                             m.state.clone(),
                             checks_summary(&m.checks),
                             m.region.clone(),
-                            m.config.image.clone(),
+                            table::short_image(&m.config.image),
                             m.config
                                 .metadata
                                 .get("fly_process_group")

@@ -707,6 +707,17 @@ async fn a_dockerfile_app_builds_deploys_scales_rolls_back_and_survives_a_killed
             .starts_with("sha256:"),
         "the release names the image by id: {releases}"
     );
+    // Tables show the id's first 12 digits, as docker does, not all 71 characters.
+    let id = releases[0]["image"].as_str().unwrap();
+    let table = p.ok(&["releases"]);
+    assert!(
+        table.contains(&id["sha256:".len().."sha256:".len() + 12]) && !table.contains(id),
+        "{table}"
+    );
+    let listed = p.ok(&["machine", "list"]);
+    assert!(!listed.contains("sha256:"), "{listed}");
+    // An empty listing says so instead of printing headers alone.
+    assert_eq!(p.ok(&["secrets", "list"]), "(none)\n");
     let status = status_of(p);
     assert_eq!(status["release"]["version"], 1, "{status}");
     let machines = status["machines"].as_array().unwrap();
@@ -1165,6 +1176,28 @@ async fn logs_are_shown_searched_and_followed() {
     assert!(
         matches!(followed, Ok(Ok(Some(_)))),
         "a new line arrived while following: {followed:?}"
+    );
+
+    // A follower of an app that is destroyed ends, saying so, rather than waiting on.
+    let mut child = p
+        .command(p.home.path(), &["logs", "-a", "ticker"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.ok(&["apps", "destroy", "ticker", "--yes"]);
+    let ended = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("the follower ends once its app is destroyed")
+    .unwrap();
+    assert_eq!(ended.status.code(), Some(3));
+    assert!(
+        text(&ended.stderr).contains("app ticker was destroyed"),
+        "{}",
+        text(&ended.stderr)
     );
 }
 

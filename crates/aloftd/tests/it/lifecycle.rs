@@ -72,6 +72,12 @@ async fn the_first_start_prints_the_login_command_and_sigterm_ends_log_followers
         "{banner}"
     );
 
+    // A redirected log carries no colour codes (its INFO lines are there: a positive
+    // control that the log is the one written).
+    let log = std::fs::read_to_string(host.data().with_extension("log")).unwrap();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\x1b'), "escape codes in {log}");
+
     server.client.create_app("chatty", None).await.unwrap();
     let request: aloft_types::api::MachineRequest = serde_json::from_value(serde_json::json!({
         "config": { "image": aloft_testkit::BUSYBOX_IMAGE, "init": { "cmd": ["sh", "-c", "while true; do echo tick; sleep 0.2; done"] } }
