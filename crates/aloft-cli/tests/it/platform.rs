@@ -1179,7 +1179,7 @@ async fn logs_are_shown_searched_and_followed() {
     );
 
     // A follower of an app that is destroyed ends, saying so, rather than waiting on.
-    let mut child = p
+    let child = p
         .command(p.home.path(), &["logs", "-a", "ticker"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
