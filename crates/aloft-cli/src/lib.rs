@@ -160,7 +160,29 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Commands whose output is a terminal session, a byte stream or a file, which `--json`
+/// cannot describe: refused, not ignored.
+fn json_refused(command: &Command) -> Option<&'static str> {
+    use commands::network::CertsCommand;
+    use commands::ssh::SshCommand;
+    match command {
+        Command::Ssh(SshCommand::Console(_)) => Some("ssh console (a terminal session)"),
+        Command::Ssh(SshCommand::Sftp(_)) => Some("ssh sftp (files)"),
+        Command::Proxy(_) => Some("proxy (forwarded connections)"),
+        Command::Console(_) => Some("console (a terminal session)"),
+        Command::Certs(CertsCommand::Ca) => Some("certs ca (a PEM certificate)"),
+        _ => None,
+    }
+}
+
 fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
+    if cli.json
+        && let Some(what) = json_refused(&cli.command)
+    {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--json does not apply to `aloft {what}`; run it without --json"
+        )));
+    }
     let runtime = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -432,7 +432,7 @@ pub(crate) async fn run(
                 .await
                 .map_err(anyhow::Error::from)?;
             wait(&client, app, &id, MachineState::Started).await?;
-            out.status(&format!("Machine {id} started"));
+            done(out, json, &id, "started", &format!("Machine {id} started"))?;
         }
         MachineCommand::Stop {
             id,
@@ -444,7 +444,7 @@ pub(crate) async fn run(
                 .await
                 .map_err(anyhow::Error::from)?;
             wait(&client, app, &id, MachineState::Stopped).await?;
-            out.status(&format!("Machine {id} stopped"));
+            done(out, json, &id, "stopped", &format!("Machine {id} stopped"))?;
         }
         MachineCommand::Restart { id } => {
             client
@@ -452,7 +452,13 @@ pub(crate) async fn run(
                 .await
                 .map_err(anyhow::Error::from)?;
             wait(&client, app, &id, MachineState::Started).await?;
-            out.status(&format!("Machine {id} restarted"));
+            done(
+                out,
+                json,
+                &id,
+                "started",
+                &format!("Machine {id} restarted"),
+            )?;
         }
         MachineCommand::Destroy { id, force } => {
             client
@@ -460,7 +466,13 @@ pub(crate) async fn run(
                 .await
                 .map_err(anyhow::Error::from)?;
             wait(&client, app, &id, MachineState::Destroyed).await?;
-            out.status(&format!("Machine {id} destroyed"));
+            done(
+                out,
+                json,
+                &id,
+                "destroyed",
+                &format!("Machine {id} destroyed"),
+            )?;
         }
         MachineCommand::Exec {
             id,
@@ -491,14 +503,26 @@ pub(crate) async fn run(
                 .cordon_machine(app, &id, true)
                 .await
                 .map_err(anyhow::Error::from)?;
-            out.status(&format!("Machine {id} cordoned"));
+            done(
+                out,
+                json,
+                &id,
+                "cordoned",
+                &format!("Machine {id} cordoned"),
+            )?;
         }
         MachineCommand::Uncordon { id } => {
             client
                 .cordon_machine(app, &id, false)
                 .await
                 .map_err(anyhow::Error::from)?;
-            out.status(&format!("Machine {id} uncordoned"));
+            done(
+                out,
+                json,
+                &id,
+                "uncordoned",
+                &format!("Machine {id} uncordoned"),
+            )?;
         }
     }
     Ok(())
@@ -524,5 +548,15 @@ mod tests {
             checks_summary(&[check(CheckStatus::Passing), check(CheckStatus::Critical)]),
             "1/2"
         );
+    }
+}
+
+/// Reports a finished lifecycle change: `{"id", "state"}` with `--json`, else a sentence.
+fn done(out: &mut Output, json: bool, id: &str, state: &str, text: &str) -> anyhow::Result<()> {
+    if json {
+        out.json(&serde_json::json!({ "id": id, "state": state }))
+    } else {
+        out.status(text);
+        Ok(())
     }
 }

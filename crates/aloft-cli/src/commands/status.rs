@@ -256,7 +256,15 @@ pub(crate) async fn scale(
                 region: region.as_deref(),
                 count,
             };
-            count_to(&client, app, &machines, &target, (confirm_above, yes), out).await
+            count_to(&client, app, &machines, &target, (confirm_above, yes), out).await?;
+            if json {
+                out.json(&serde_json::json!({
+                    "process_group": group,
+                    "region": region,
+                    "count": count,
+                }))?;
+            }
+            Ok(())
         }
         ScaleCommand::Vm {
             size,
@@ -276,7 +284,11 @@ pub(crate) async fn scale(
             redeploy(&client, app, &machines, group, out, &describe, |config| {
                 config.guest = Some(guest.clone());
             })
-            .await
+            .await?;
+            if json {
+                out.json(&serde_json::json!({ "guest": guest }))?;
+            }
+            Ok(())
         }
         ScaleCommand::Memory { mb, group } => {
             let describe = format!("scale memory to {mb} MB");
@@ -285,7 +297,11 @@ pub(crate) async fn scale(
                 guest.memory_mb = mb;
                 config.guest = Some(guest);
             })
-            .await
+            .await?;
+            if json {
+                out.json(&serde_json::json!({ "memory_mb": mb }))?;
+            }
+            Ok(())
         }
     }
 }

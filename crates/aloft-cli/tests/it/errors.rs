@@ -106,3 +106,29 @@ fn an_unreachable_api_and_a_url_without_a_scheme_say_what_to_set() {
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
     assert!(text(&bad.stderr).contains("has no scheme"));
 }
+
+#[test]
+fn json_is_refused_where_it_cannot_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["certs", "ca", "--json"][..],
+        &["ssh", "console", "-a", "web", "--json"],
+        &["proxy", "15432:5432", "-a", "web", "--json"],
+    ] {
+        let output = aloft_at("http://127.0.0.1:9", "t", dir.path(), args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&output.stderr).contains("--json does not apply"),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+    // Positive control: the same command without --json gets past that check (to the
+    // unreachable API).
+    let output = aloft_at("http://127.0.0.1:9", "t", dir.path(), &["certs", "ca"]);
+    assert!(
+        text(&output.stderr).contains("cannot reach"),
+        "{}",
+        text(&output.stderr)
+    );
+}

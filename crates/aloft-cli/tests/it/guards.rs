@@ -23,7 +23,16 @@ async fn big_and_destructive_changes_need_confirmation_and_stop_at_the_caps() {
     let p = &platform;
     p.ok(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
     p.ok(&["apps", "create", "guarded"]);
-    p.idle_machine("guarded");
+    let first = p.idle_machine("guarded");
+    // Lifecycle commands answer --json with the machine's new state.
+    let stopped: serde_json::Value =
+        serde_json::from_str(&p.ok(&["machine", "stop", &first, "-a", "guarded", "--json"]))
+            .unwrap();
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    let started: serde_json::Value =
+        serde_json::from_str(&p.ok(&["machine", "start", &first, "-a", "guarded", "--json"]))
+            .unwrap();
+    assert_eq!(started["state"], "started", "{started}");
 
     // Without a terminal and without --yes nothing happens, and the error says why.
     let refused = p.aloft(&["scale", "count", "100000", "-a", "guarded"]);
@@ -35,7 +44,9 @@ async fn big_and_destructive_changes_need_confirmation_and_stop_at_the_caps() {
     );
     assert_eq!(live_machines(p, "guarded"), 1);
     // A step within --confirm-above needs no confirmation (positive control).
-    p.ok(&["scale", "count", "2", "-a", "guarded"]);
+    let scaled: serde_json::Value =
+        serde_json::from_str(&p.ok(&["scale", "count", "2", "-a", "guarded", "--json"])).unwrap();
+    assert_eq!(scaled["count"], 2, "{scaled}");
     assert_eq!(live_machines(p, "guarded"), 2);
 
     // With --yes it creates machines until the app's cap, then stops with the reason.
