@@ -528,6 +528,16 @@ pub(crate) async fn run(
     Ok(())
 }
 
+/// Reports a finished lifecycle change: `{"id", "state"}` with `--json`, else a sentence.
+fn done(out: &mut Output, json: bool, id: &str, state: &str, text: &str) -> anyhow::Result<()> {
+    if json {
+        out.json(&serde_json::json!({ "id": id, "state": state }))
+    } else {
+        out.status(text);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use aloft_types::CheckStatus;
@@ -548,15 +558,5 @@ mod tests {
             checks_summary(&[check(CheckStatus::Passing), check(CheckStatus::Critical)]),
             "1/2"
         );
-    }
-}
-
-/// Reports a finished lifecycle change: `{"id", "state"}` with `--json`, else a sentence.
-fn done(out: &mut Output, json: bool, id: &str, state: &str, text: &str) -> anyhow::Result<()> {
-    if json {
-        out.json(&serde_json::json!({ "id": id, "state": state }))
-    } else {
-        out.status(text);
-        Ok(())
     }
 }
