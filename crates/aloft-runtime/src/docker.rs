@@ -183,8 +183,9 @@ impl DockerRuntime {
 }
 
 impl DockerRuntime {
-    /// Builds an image from `context` (a tar archive) with the engine's classic builder,
-    /// streaming its output; the last item is the built image's id.
+    /// Builds an image from `context` (a tar archive) with the engine's BuildKit, or its
+    /// classic builder where it has none, streaming the output; the last item is the
+    /// built image's id.
     pub fn build_image(
         &self,
         context: bytes::Bytes,
@@ -202,7 +203,31 @@ impl DockerRuntime {
         };
         let docker = self.docker.clone();
         let tag = options.tag.clone();
+        let buildkit_options = options.clone();
         let stream = async_stream(move |sender| async move {
+            // BuildKit first (cache mounts, heredocs, parallel stages), over the socket;
+            // the classic builder when the engine has no BuildKit or is not local.
+            if let Some(socket) = local_socket() {
+                let version = docker.client_version();
+                let version = format!("{}.{}", version.major_version, version.minor_version);
+                match crate::buildkit::build(
+                    &socket,
+                    &version,
+                    context.clone(),
+                    &buildkit_options,
+                    &sender,
+                )
+                .await
+                {
+                    crate::buildkit::Outcome::Done => return,
+                    crate::buildkit::Outcome::Unsupported(why) => {
+                        tracing::info!(%why, "no BuildKit: building with the classic builder");
+                        let _ = sender.send(Ok(BuildProgress::Output(format!(
+                            "(the engine has no BuildKit: {why}; using the classic builder)\n"
+                        ))));
+                    }
+                }
+            }
             let mut built = None;
             let mut build = docker.build_image(request, None, Some(context));
             while let Some(info) = build.next().await {
@@ -263,6 +288,15 @@ impl DockerRuntime {
 }
 
 /// A stream fed by a task through an unbounded channel (ends when the task does).
+/// The engine's Unix socket, when the engine is local: `DOCKER_HOST=unix://...`, else
+/// [`DOCKER_SOCKET`]; `None` for an engine over TCP.
+fn local_socket() -> Option<std::path::PathBuf> {
+    match std::env::var("DOCKER_HOST") {
+        Ok(host) if !host.is_empty() => host.strip_prefix("unix://").map(Into::into),
+        _ => Some(DOCKER_SOCKET.into()),
+    }
+}
+
 fn async_stream<T, F, Fut>(task: F) -> impl futures_util::Stream<Item = T>
 where
     T: Send + 'static,

@@ -14,6 +14,7 @@
 //! - Machines get no network from the runtime (`network_mode: none`); the agent plumbs
 //!   the private network into the container's namespace itself.
 
+mod buildkit;
 mod docker;
 mod spec;
 

@@ -292,3 +292,100 @@ async fn missing_containers_and_images_are_clear_errors() {
         "{missing:?}"
     );
 }
+
+/// A tar archive holding one Dockerfile.
+fn context_with(dockerfile: &str) -> bytes::Bytes {
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(dockerfile.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    archive
+        .append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
+        .unwrap();
+    bytes::Bytes::from(archive.into_inner().unwrap())
+}
+
+/// Removes an image tag when dropped, passing or failing.
+struct ImageCleanup(String);
+
+impl Drop for ImageCleanup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", &self.0])
+            .output();
+    }
+}
+
+async fn build(
+    runtime: &DockerRuntime,
+    dockerfile: &str,
+    tag: &str,
+    args: &[(&str, &str)],
+) -> (String, Result<String, RuntimeError>) {
+    let options = aloft_runtime::BuildOptions {
+        dockerfile: "Dockerfile".to_owned(),
+        tag: tag.to_owned(),
+        target: None,
+        args: args
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        labels: BTreeMap::from([(TEST_LABEL.to_owned(), "build".to_owned())]),
+    };
+    let mut output = String::new();
+    let mut stream = runtime.build_image(context_with(dockerfile), &options);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(aloft_runtime::BuildProgress::Output(text)) => output.push_str(&text),
+            Ok(aloft_runtime::BuildProgress::Built { id }) => return (output, Ok(id)),
+            Err(error) => return (output, Err(error)),
+        }
+    }
+    (
+        output,
+        Err(RuntimeError::Build {
+            tag: tag.to_owned(),
+            message: "the stream ended without an outcome".to_owned(),
+        }),
+    )
+}
+
+#[tokio::test]
+async fn buildkit_builds_cache_mounts_with_args_and_reports_failures() {
+    let harness = Harness::new().await;
+    let runtime = &harness.runtime;
+    let tag = format!("aloft-test-buildkit:{}", std::process::id());
+    let _cleanup = ImageCleanup(tag.clone());
+    // `RUN --mount` needs BuildKit: the classic builder refuses it.
+    let dockerfile = format!(
+        "FROM {}\nARG GREETING\nRUN --mount=type=cache,target=/root/.cache echo \"$GREETING\" > /root/.cache/seen && cp /root/.cache/seen /greeting\n",
+        busybox_image()
+    );
+    let (output, built) = build(runtime, &dockerfile, &tag, &[("GREETING", "hello")]).await;
+    let id = built.unwrap_or_else(|e| panic!("the build failed: {e}\n{output}"));
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert!(
+        output.contains("RUN --mount=type=cache") && output.contains(" DONE"),
+        "BuildKit's steps: {output}"
+    );
+    assert_eq!(
+        runtime.image_id(&tag).await.unwrap().as_deref(),
+        Some(id.as_str())
+    );
+    let ran = std::process::Command::new("docker")
+        .args(["run", "--rm", "--network", "none", &tag, "cat", "/greeting"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "hello\n");
+
+    // A failing step is the build's error, with the exit code.
+    let failing = format!("FROM {}\nRUN exit 3\n", busybox_image());
+    let (output, failed) = build(runtime, &failing, &tag, &[]).await;
+    match failed {
+        Err(RuntimeError::Build { message, .. }) => {
+            assert!(message.contains("exit code: 3"), "{message}\n{output}");
+        }
+        other => panic!("expected a build error: {other:?}\n{output}"),
+    }
+}

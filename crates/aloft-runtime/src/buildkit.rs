@@ -1,0 +1,387 @@
+//! Builds with the engine's BuildKit (`POST /build?version=2`, the context uploaded as a
+//! tar in the request body, which the engine accepts without a client session). bollard
+//! cannot read BuildKit's progress (`moby.buildkit.trace` lines carry a base64 protobuf
+//! `StatusResponse` where it expects an object), so this speaks the endpoint itself over
+//! the engine's Unix socket and turns the trace into lines like `docker build
+//! --progress=plain` prints.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+
+use crate::{BuildOptions, BuildProgress, RuntimeError};
+
+/// What became of a BuildKit build.
+pub(crate) enum Outcome {
+    /// It ran (the sender got its output and its end, success or failure).
+    Done,
+    /// The engine does not build with BuildKit; nothing was sent.
+    Unsupported(String),
+}
+
+type Sender = tokio::sync::mpsc::UnboundedSender<Result<BuildProgress, RuntimeError>>;
+
+/// Builds `context` with BuildKit on the engine at `socket` (API `version`, such as
+/// `1.41`), sending the output as it comes and then the image's id, or the failure.
+pub(crate) async fn build(
+    socket: &Path,
+    version: &str,
+    context: Bytes,
+    options: &BuildOptions,
+    sender: &Sender,
+) -> Outcome {
+    let fail = |message: String| {
+        let _ = sender.send(Err(RuntimeError::Build {
+            tag: options.tag.clone(),
+            message,
+        }));
+        Outcome::Done
+    };
+    let stream = match tokio::net::UnixStream::connect(socket).await {
+        Ok(stream) => stream,
+        Err(error) => return Outcome::Unsupported(format!("{}: {error}", socket.display())),
+    };
+    let (mut request_sender, connection) =
+        match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await {
+            Ok(parts) => parts,
+            Err(error) => return Outcome::Unsupported(format!("talking to the engine: {error}")),
+        };
+    let driver = tokio::spawn(connection);
+    let request = hyper::Request::post(format!("/v{version}/build?{}", query(options)))
+        .header(hyper::header::HOST, "docker")
+        .header(hyper::header::CONTENT_TYPE, "application/x-tar")
+        .body(http_body_util::Full::new(context));
+    let request = match request {
+        Ok(request) => request,
+        Err(error) => return fail(format!("the build request: {error}")),
+    };
+    let response = match request_sender.send_request(request).await {
+        Ok(response) => response,
+        Err(error) => return fail(format!("sending the build to the engine: {error}")),
+    };
+    let status = response.status();
+    let mut body = response.into_body();
+    if !status.is_success() {
+        let text = match body.collect().await {
+            Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+            Err(error) => error.to_string(),
+        };
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+            .unwrap_or(text);
+        driver.abort();
+        // An engine without BuildKit (or one that refuses version 2) builds the old way;
+        // any other refusal is the build's.
+        return if status == hyper::StatusCode::BAD_REQUEST
+            && message.to_ascii_lowercase().contains("buildkit")
+        {
+            Outcome::Unsupported(message)
+        } else {
+            fail(message)
+        };
+    }
+    let mut progress = Progress::default();
+    let mut pending = Vec::new();
+    let mut built = None;
+    loop {
+        let frame = match body.frame().await {
+            Some(Ok(frame)) => frame,
+            Some(Err(error)) => return fail(format!("reading the engine's answer: {error}")),
+            None => break,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(at) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=at).collect();
+            let Ok(message) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if let Some(error) = message.get("error").and_then(|e| e.as_str()) {
+                return fail(error.trim().to_owned());
+            }
+            if let Some(text) = message.get("stream").and_then(|s| s.as_str())
+                && !text.is_empty()
+            {
+                let _ = sender.send(Ok(BuildProgress::Output(text.to_owned())));
+            }
+            match message.get("id").and_then(|i| i.as_str()) {
+                Some("moby.image.id") => {
+                    built = message
+                        .pointer("/aux/ID")
+                        .and_then(|i| i.as_str())
+                        .map(str::to_owned);
+                }
+                Some("moby.buildkit.trace") => {
+                    let Some(trace) = message.get("aux").and_then(|a| a.as_str()) else {
+                        continue;
+                    };
+                    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(trace) else {
+                        continue;
+                    };
+                    let text = progress.render(&bytes);
+                    if !text.is_empty() {
+                        let _ = sender.send(Ok(BuildProgress::Output(text)));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    driver.abort();
+    match built {
+        Some(id) => {
+            let _ = sender.send(Ok(BuildProgress::Built { id }));
+            Outcome::Done
+        }
+        None => fail("the engine reported no image".to_owned()),
+    }
+}
+
+/// The query of `POST /build`: BuildKit, the Dockerfile, tag, target, args and labels.
+fn query(options: &BuildOptions) -> String {
+    let json = |map: &std::collections::BTreeMap<String, String>| {
+        serde_json::to_string(map).unwrap_or_else(|_| "{}".to_owned())
+    };
+    let mut pairs = vec![
+        ("version", "2".to_owned()),
+        ("dockerfile", options.dockerfile.clone()),
+        ("t", options.tag.clone()),
+        ("rm", "1".to_owned()),
+        ("forcerm", "1".to_owned()),
+        ("buildargs", json(&options.args)),
+        ("labels", json(&options.labels)),
+    ];
+    if let Some(target) = &options.target {
+        pairs.push(("target", target.clone()));
+    }
+    pairs
+        .into_iter()
+        .map(|(key, value)| format!("{key}={}", encode(&value)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// BuildKit's steps as `--progress=plain` shows them: `#N name`, its log lines, then
+/// `#N DONE`, `#N CACHED` or `#N ERROR: ...`.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Step numbers by vertex digest, in the order they appeared.
+    numbers: HashMap<String, usize>,
+    /// Steps whose start (and whose end) was printed.
+    started: std::collections::HashSet<String>,
+    ended: std::collections::HashSet<String>,
+}
+
+impl Progress {
+    /// The lines a `StatusResponse` adds.
+    fn render(&mut self, status: &[u8]) -> String {
+        let mut text = String::new();
+        for (field, value) in fields(status) {
+            match (field, value) {
+                (1, Value::Bytes(vertex)) => self.vertex(vertex, &mut text),
+                (3, Value::Bytes(log)) => self.log(log, &mut text),
+                _ => {}
+            }
+        }
+        text
+    }
+
+    fn number(&mut self, digest: &str) -> usize {
+        let next = self.numbers.len() + 1;
+        *self.numbers.entry(digest.to_owned()).or_insert(next)
+    }
+
+    fn vertex(&mut self, vertex: &[u8], text: &mut String) {
+        let (mut digest, mut name, mut error) = (String::new(), String::new(), String::new());
+        let (mut cached, mut started, mut completed) = (false, false, false);
+        for (field, value) in fields(vertex) {
+            match (field, value) {
+                (1, Value::Bytes(b)) => digest = String::from_utf8_lossy(b).into_owned(),
+                (3, Value::Bytes(b)) => name = String::from_utf8_lossy(b).into_owned(),
+                (4, Value::Varint(v)) => cached = v != 0,
+                (5, Value::Bytes(_)) => started = true,
+                (6, Value::Bytes(_)) => completed = true,
+                (7, Value::Bytes(b)) => error = String::from_utf8_lossy(b).into_owned(),
+                _ => {}
+            }
+        }
+        if digest.is_empty() {
+            return;
+        }
+        let number = self.number(&digest);
+        if (started || cached || completed) && self.started.insert(digest.clone()) {
+            text.push_str(&format!("#{number} {name}\n"));
+        }
+        if (completed || cached) && self.ended.insert(digest) {
+            if !error.is_empty() {
+                text.push_str(&format!("#{number} ERROR: {error}\n"));
+            } else if cached {
+                text.push_str(&format!("#{number} CACHED\n"));
+            } else {
+                text.push_str(&format!("#{number} DONE\n"));
+            }
+        }
+    }
+
+    fn log(&mut self, log: &[u8], text: &mut String) {
+        let (mut digest, mut message) = (String::new(), Vec::new());
+        for (field, value) in fields(log) {
+            match (field, value) {
+                (1, Value::Bytes(b)) => digest = String::from_utf8_lossy(b).into_owned(),
+                (4, Value::Bytes(b)) => message.extend_from_slice(b),
+                _ => {}
+            }
+        }
+        let number = self.number(&digest);
+        for line in String::from_utf8_lossy(&message).lines() {
+            text.push_str(&format!("#{number} {line}\n"));
+        }
+    }
+}
+
+/// A protobuf field's value, as far as progress needs: varints and length-delimited
+/// bytes (strings, messages); fixed-width values are skipped.
+#[derive(Debug, PartialEq)]
+enum Value<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Other,
+}
+
+/// The fields of a protobuf message, in order; stops at the first malformed one.
+fn fields(mut message: &[u8]) -> Vec<(u64, Value<'_>)> {
+    let mut found = Vec::new();
+    while !message.is_empty() {
+        let Some((key, rest)) = varint(message) else {
+            break;
+        };
+        message = rest;
+        let value = match key & 7 {
+            0 => match varint(message) {
+                Some((v, rest)) => {
+                    message = rest;
+                    Value::Varint(v)
+                }
+                None => break,
+            },
+            1 if message.len() >= 8 => {
+                message = &message[8..];
+                Value::Other
+            }
+            2 => {
+                let Some((length, rest)) = varint(message) else {
+                    break;
+                };
+                let Ok(length) = usize::try_from(length) else {
+                    break;
+                };
+                if rest.len() < length {
+                    break;
+                }
+                let (bytes, rest) = rest.split_at(length);
+                message = rest;
+                Value::Bytes(bytes)
+            }
+            5 if message.len() >= 4 => {
+                message = &message[4..];
+                Value::Other
+            }
+            _ => break,
+        };
+        found.push((key >> 3, value));
+    }
+    found
+}
+
+fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    for (index, byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Some((value, &bytes[index + 1..]));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(number: u64, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![u8::try_from(number << 3 | 2).unwrap_or(0)];
+        out.push(u8::try_from(bytes.len()).unwrap_or(0));
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn a_trace_becomes_plain_progress_lines() {
+        // A vertex that started, then the same one completed, then its log line.
+        let started = [
+            field(1, b"sha256:aa"),
+            field(3, b"[1/2] FROM base"),
+            field(5, &[8, 1]),
+        ]
+        .concat();
+        let completed = [started.clone(), field(6, &[8, 2])].concat();
+        let log = [field(1, b"sha256:aa"), field(4, b"hello\nworld\n")].concat();
+        let mut progress = Progress::default();
+        assert_eq!(progress.render(&field(1, &started)), "#1 [1/2] FROM base\n");
+        assert_eq!(progress.render(&field(3, &log)), "#1 hello\n#1 world\n");
+        assert_eq!(progress.render(&field(1, &completed)), "#1 DONE\n");
+        // A cached vertex, seen for the first time, prints its name and CACHED.
+        let cached = [
+            field(1, b"sha256:bb"),
+            field(3, b"[2/2] RUN x"),
+            vec![4 << 3, 1],
+        ]
+        .concat();
+        assert_eq!(
+            progress.render(&field(1, &cached)),
+            "#2 [2/2] RUN x\n#2 CACHED\n"
+        );
+        // Garbage decodes to nothing rather than failing.
+        assert_eq!(progress.render(&[0xff, 0xff]), "");
+    }
+
+    #[test]
+    fn the_query_names_buildkit_and_encodes_values() {
+        let options = BuildOptions {
+            dockerfile: "docker/Dockerfile".to_owned(),
+            tag: "aloft/web:build-1".to_owned(),
+            target: Some("prod".to_owned()),
+            args: [("A".to_owned(), "1 2".to_owned())].into(),
+            labels: Default::default(),
+        };
+        let query = query(&options);
+        assert!(
+            query.starts_with("version=2&dockerfile=docker%2FDockerfile&t=aloft%2Fweb%3Abuild-1"),
+            "{query}"
+        );
+        assert!(
+            query.contains("buildargs=%7B%22A%22%3A%221%202%22%7D"),
+            "{query}"
+        );
+        assert!(query.ends_with("&target=prod"), "{query}");
+    }
+}
