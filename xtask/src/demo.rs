@@ -6,6 +6,7 @@
 //! and `aloft status`, and runs until Ctrl-C. `--check` stops after the check and cleans
 //! up (what `cargo xtask test` runs).
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -122,7 +123,10 @@ pub(crate) fn demo(root: &Path, check: bool, cargo: fn() -> Command) -> Result<(
     let log = data.join("aloftd.log");
     let log_file =
         std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    // Its own process group: Ctrl-C in the terminal reaches the demo, which cleans up
+    // and then stops aloftd, instead of aloftd exiting with the app still running.
     let child = Command::new(&aloftd_bin)
+        .process_group(0)
         .arg("server")
         .arg("--data-dir")
         .arg(&data)
@@ -229,13 +233,71 @@ pub(crate) fn demo(root: &Path, check: bool, cargo: fn() -> Command) -> Result<(
     );
     if check {
         section("Cleaning up (--check)");
-        run(&mut aloft(&["apps", "destroy", APP, "--yes"]))?;
-        server.stop();
+        clean_up(
+            &mut server,
+            &data,
+            &mut aloft(&["apps", "destroy", APP, "--yes"]),
+        )?;
         println!("The demo works.");
         return Ok(());
     }
-    eprintln!("aloftd keeps running; press Ctrl-C to stop it.");
-    let status = server.child.wait().context("waiting for aloftd")?;
-    eprintln!("aloftd stopped ({status}).");
+    eprintln!(
+        "aloftd keeps running; press Ctrl-C to destroy the example app and stop it (its state stays in {}).",
+        data.display()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime to wait for Ctrl-C")?;
+    let exited = runtime.block_on(async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => false,
+            () = async {
+                while let Ok(None) = server.child.try_wait() {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            } => true,
+        }
+    });
+    if exited {
+        let status = server.child.wait().context("waiting for aloftd")?;
+        let host = std::fs::read_to_string(data.join("host-id")).unwrap_or_default();
+        eprintln!(
+            "aloftd stopped ({status}); the example's machines keep running: `docker ps --filter label=dev.aloft.host={}` lists them, `docker rm -f` removes them (or run the demo again).",
+            host.trim()
+        );
+        return Ok(());
+    }
+    section("Ctrl-C: cleaning up");
+    clean_up(
+        &mut server,
+        &data,
+        &mut aloft(&["apps", "destroy", APP, "--yes"]),
+    )?;
+    Ok(())
+}
+
+/// Destroys the example app (`destroy`), stops aloftd, then checks that no container of
+/// this host is left and says what was done.
+fn clean_up(server: &mut Server, data: &Path, destroy: &mut Command) -> Result<()> {
+    run(destroy)?;
+    server.stop();
+    let host = std::fs::read_to_string(data.join("host-id")).unwrap_or_default();
+    let left = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=dev.aloft.host={}", host.trim()))
+        .output()
+        .context("listing the demo's containers")?;
+    let left = String::from_utf8_lossy(&left.stdout).trim().to_owned();
+    if !left.is_empty() {
+        bail!(
+            "containers of the demo are still there after the cleanup: {}; `docker rm -f` them",
+            left.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
+    eprintln!(
+        "Destroyed the example app {APP} (its machines are gone) and stopped aloftd; its state stays in {} for the next run.",
+        data.display()
+    );
     Ok(())
 }

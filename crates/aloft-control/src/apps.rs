@@ -183,5 +183,16 @@ async fn delete(
     }
     inner.store.delete_app(&app.id).await?;
     inner.catalog_dirty.notify_one();
+    // Its builds go too: nothing can run them any more. A failure leaves them behind
+    // (logged), not the app.
+    if let Ok(builder) = inner.builder() {
+        let repository = crate::builds::repository_of(app.name.as_str());
+        match builder.remove_repository(&repository).await {
+            Ok(removed) => tracing::info!(app = %name, removed, "removed the app's built images"),
+            Err(error) => {
+                tracing::warn!(app = %name, %error, "removing the app's built images failed")
+            }
+        }
+    }
     Ok(StatusCode::ACCEPTED)
 }

@@ -37,6 +37,16 @@ pub trait ImageBuilder: Send + Sync {
 
     /// The id (`sha256:...`) of a local image, `None` when the engine does not have it.
     fn resolve<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<Option<String>, String>>;
+
+    /// Removes every image tagged in `repository` (an app's builds, once the app is
+    /// destroyed); returns how many tags went.
+    fn remove_repository<'a>(&'a self, repository: &'a str)
+    -> BoxFuture<'a, Result<usize, String>>;
+}
+
+/// The repository an app's builds are tagged in.
+pub(crate) fn repository_of(app: &str) -> String {
+    format!("aloft/{app}")
 }
 
 pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
@@ -90,7 +100,11 @@ async fn build(
             "the build context is empty: send a tar archive with the Dockerfile in it".to_owned(),
         ));
     }
-    let tag = format!("aloft/{}:build-{}", app.name, aloft_store::random_hex());
+    let tag = format!(
+        "{}:build-{}",
+        repository_of(app.name.as_str()),
+        aloft_store::random_hex()
+    );
     let options = BuildOptions {
         dockerfile,
         tag: tag.clone(),

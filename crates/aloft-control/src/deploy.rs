@@ -1265,7 +1265,7 @@ async fn healthy(
                     check.name,
                     check.status,
                     wait.as_secs(),
-                    check.output.trim()
+                    trimmed(&check.output)
                 ),
                 None => format!(
                     "machine {machine} is {} and passes {passing} of {expected} service check(s) after {}s",

@@ -274,6 +274,34 @@ impl DockerRuntime {
     }
 
     /// The id (`sha256:...`) of a local image, or `None` when the engine does not have it.
+    /// Removes every tag of `repository` (`name` without a tag), each image going with
+    /// its last tag; returns how many tags were removed.
+    pub async fn remove_repository(&self, repository: &str) -> Result<usize, RuntimeError> {
+        let filters = HashMap::from([("reference", vec![repository])]);
+        let images = self
+            .docker
+            .list_images(Some(bollard::image::ListImagesOptions {
+                filters,
+                ..Default::default()
+            }))
+            .await
+            .map_err(operation("list images", repository))?;
+        let prefix = format!("{repository}:");
+        let mut removed = 0;
+        for tag in images
+            .iter()
+            .flat_map(|image| &image.repo_tags)
+            .filter(|tag| tag.starts_with(&prefix))
+        {
+            self.docker
+                .remove_image(tag, None::<bollard::image::RemoveImageOptions>, None)
+                .await
+                .map_err(operation("remove image", tag))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     pub async fn image_id(&self, reference: &str) -> Result<Option<String>, RuntimeError> {
         match self.docker.inspect_image(reference).await {
             Ok(image) => Ok(image.id),

@@ -1,8 +1,8 @@
 //! `aloft-testapp`: the small app that tests (and the demo) run in machines.
 //!
 //! HTTP/1.1 on `[::]:$PORT` (default 8080):
-//! - `GET /health`: `200 ok`, or `500` when `TESTAPP_HEALTH=fail` (a release that fails
-//!   its checks);
+//! - `GET /health`: `200 ok`, or `500` with a line and an HTML page when
+//!   `TESTAPP_HEALTH=fail` (a release that fails its checks);
 //! - `GET /`: a greeting naming the machine (`FLY_MACHINE_ID`) and `TESTAPP_VERSION`;
 //! - `GET /slow?ms=N`: answers after N milliseconds (at most 60 s);
 //! - `GET /stats`: `{"in_flight":N,"max_in_flight":M}` over every request but this one;
@@ -136,7 +136,8 @@ async fn answer(request: Request<Incoming>, stats: Arc<Stats>) -> Response<Full<
         "/health" => match std::env::var("TESTAPP_HEALTH").as_deref() {
             Ok("fail") => text(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "failing on purpose (TESTAPP_HEALTH=fail)\n".to_owned(),
+                // A first line, then the rest of a page, as a framework's error page has.
+                "failing on purpose (TESTAPP_HEALTH=fail)\n<html>\n<body>the rest of a long error page</body>\n</html>\n".to_owned(),
             ),
             _ => text(StatusCode::OK, "ok\n".to_owned()),
         },

@@ -539,4 +539,16 @@ impl aloft_control::ImageBuilder for EngineBuilder {
     ) -> aloft_control::BoxFuture<'a, Result<Option<String>, String>> {
         Box::pin(async move { self.0.image_id(image).await.map_err(|e| e.to_string()) })
     }
+
+    fn remove_repository<'a>(
+        &'a self,
+        repository: &'a str,
+    ) -> aloft_control::BoxFuture<'a, Result<usize, String>> {
+        Box::pin(async move {
+            self.0
+                .remove_repository(repository)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }

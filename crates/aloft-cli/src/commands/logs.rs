@@ -215,8 +215,8 @@ pub(crate) async fn logs(
             .await
             .with_context(|| format!("reading the logs of {app}"))?;
         let count = page.entries.len();
-        for entry in &page.entries {
-            print(entry, json, out);
+        for entry in in_time_order(page.entries) {
+            print(&entry, json, out);
         }
         cursor = page.next_cursor;
         if request.newest == Some(true) || count < request.limit.unwrap_or(0) {
@@ -252,9 +252,43 @@ pub(crate) async fn logs(
     }
 }
 
+/// Lines in the order they were written: the store keeps them in the order they arrived,
+/// and a machine's stdout, its stderr and the platform's events arrive each at its pace.
+fn in_time_order(mut entries: Vec<LogEntryResponse>) -> Vec<LogEntryResponse> {
+    entries.sort_by_key(|e| e.timestamp_ns);
+    entries
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_is_shown_in_time_order() {
+        let entry = |id: &str, ns: i64| LogEntryResponse {
+            id: id.to_owned(),
+            timestamp: String::new(),
+            timestamp_ns: ns,
+            app: "web".to_owned(),
+            machine: "m".to_owned(),
+            region: "ams".to_owned(),
+            instance: "01".to_owned(),
+            stream: "stdout".to_owned(),
+            message: String::new(),
+        };
+        let shown = in_time_order(vec![
+            entry("a", 3),
+            entry("b", 1),
+            entry("c", 3),
+            entry("d", 2),
+        ]);
+        let ids: Vec<&str> = shown.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["b", "d", "a", "c"],
+            "by time, arrival order kept for ties"
+        );
+    }
 
     #[test]
     fn lines_look_like_flys() {

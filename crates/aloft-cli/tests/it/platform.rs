@@ -545,6 +545,8 @@ async fn the_seed_deploys_unchanged_and_a_failing_release_is_rolled_back() {
         said.contains("failing on purpose (TESTAPP_HEALTH=fail)"),
         "the failing check's output: {said}"
     );
+    // Its first line only: the error page after it is not dumped into the terminal.
+    assert!(!said.contains("the rest of a long error page"), "{said}");
     let body = curl("/");
     assert!(
         body.contains("hello from machine"),
@@ -830,6 +832,18 @@ async fn a_dockerfile_app_builds_deploys_scales_rolls_back_and_survives_a_killed
     )
     .await;
     serving("9").await;
+
+    // Destroying the app removes the images its deploys built.
+    let images = || {
+        let output = Command::new("docker")
+            .args(["images", "-q", "aloft/built"])
+            .output()
+            .unwrap();
+        text(&output.stdout)
+    };
+    assert!(!images().trim().is_empty(), "the builds are there first");
+    p.ok(&["apps", "destroy", "built", "--yes"]);
+    assert_eq!(images().trim(), "", "the app's builds are gone");
 }
 
 /// `[processes]` groups get machines of their own: 2 for a group with services, 1 for a
