@@ -67,6 +67,22 @@ impl Output {
         }
     }
 
+    /// Reports a change that produces no data: `value` as JSON on stdout with `--json`,
+    /// else `text` on stderr.
+    pub(crate) fn report(
+        &mut self,
+        json: bool,
+        value: serde_json::Value,
+        text: &str,
+    ) -> anyhow::Result<()> {
+        if json {
+            self.json(&value)
+        } else {
+            self.status(text);
+            Ok(())
+        }
+    }
+
     /// Writes a one-line status message to stderr.
     pub(crate) fn status(&mut self, text: &str) {
         let _ = writeln!(std::io::stderr().lock(), "{text}");

@@ -84,7 +84,11 @@ pub(crate) async fn run(command: AppsCommand, json: bool, out: &mut Output) -> R
                 .delete_app(&name)
                 .await
                 .map_err(anyhow::Error::from)?;
-            out.status(&format!("Destroyed app {name}"));
+            out.report(
+                json,
+                serde_json::json!({ "app": name, "destroyed": true }),
+                &format!("Destroyed app {name}"),
+            )?;
         }
     }
     Ok(())

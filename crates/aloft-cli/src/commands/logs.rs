@@ -184,7 +184,11 @@ pub(crate) async fn ship(
                 .remove_log_sink(&id)
                 .await
                 .with_context(|| format!("removing log sink {id}"))?;
-            out.status(&format!("log sink {id} removed"));
+            out.report(
+                json,
+                serde_json::json!({ "sink": id, "removed": true }),
+                &format!("log sink {id} removed"),
+            )?;
         }
     }
     Ok(())

@@ -109,7 +109,11 @@ pub(crate) async fn certs(
                 .remove_certificate(app, &hostname)
                 .await
                 .map_err(anyhow::Error::from)?;
-            out.status(&format!("Removed {hostname} from {app}"));
+            out.report(
+                json,
+                serde_json::json!({ "hostname": hostname, "removed": true }),
+                &format!("Removed {hostname} from {app}"),
+            )?;
         }
     }
     Ok(())
@@ -229,7 +233,11 @@ pub(crate) async fn ips(
                 .release_ip(app, &address)
                 .await
                 .map_err(anyhow::Error::from)?;
-            out.status(&format!("Released {address} from {app}"));
+            out.report(
+                json,
+                serde_json::json!({ "address": address, "released": true }),
+                &format!("Released {address} from {app}"),
+            )?;
             Ok(())
         }
         IpsCommand::Private => {

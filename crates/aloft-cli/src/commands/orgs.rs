@@ -98,7 +98,11 @@ pub(crate) async fn orgs(
                 .delete_org(&slug)
                 .await
                 .map_err(anyhow::Error::from)?;
-            out.status(&format!("Deleted organization {slug}"));
+            out.report(
+                json,
+                serde_json::json!({ "organization": slug, "deleted": true }),
+                &format!("Deleted organization {slug}"),
+            )?;
         }
     }
     Ok(())
@@ -176,7 +180,11 @@ pub(crate) async fn tokens(
                 .revoke_token(&id)
                 .await
                 .map_err(anyhow::Error::from)?;
-            out.status(&format!("Revoked token {id}"));
+            out.report(
+                json,
+                serde_json::json!({ "token": id, "revoked": true }),
+                &format!("Revoked token {id}"),
+            )?;
         }
     }
     Ok(())

@@ -159,7 +159,15 @@ pub(crate) async fn secrets(
             }
             return Ok(());
         }
-        SecretsCommand::Deploy => return apply(&client, app, out).await,
+        SecretsCommand::Deploy => {
+            apply(&client, app, out).await?;
+            out.report(
+                json,
+                serde_json::json!({ "app": app, "applied": true }),
+                &format!("the machines of {app} run with the current secrets"),
+            )?;
+            return Ok(());
+        }
         SecretsCommand::Set { pairs, .. } => pairs
             .iter()
             .map(|p| split_pair(p).map(|(n, v)| (n, Some(v))))

@@ -112,7 +112,9 @@ async fn big_and_destructive_changes_need_confirmation_and_stop_at_the_caps() {
     let destroy = p.aloft(&["apps", "destroy", "guarded"]);
     assert_eq!(destroy.status.code(), Some(2), "{}", text(&destroy.stderr));
     assert!(p.ok(&["apps", "list"]).contains("guarded"));
-    p.ok(&["apps", "destroy", "guarded", "--yes"]);
+    let destroyed: serde_json::Value =
+        serde_json::from_str(&p.ok(&["apps", "destroy", "guarded", "--yes", "--json"])).unwrap();
+    assert_eq!(destroyed["destroyed"], true, "{destroyed}");
     assert!(!p.ok(&["apps", "list"]).contains("guarded"));
 }
 
