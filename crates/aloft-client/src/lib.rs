@@ -102,8 +102,8 @@ impl LogsRequest {
     }
 }
 
-/// How to build an image ([`Client::build`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// How to build an image ([`Client::build`]). `Debug` shows secrets' names only.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct BuildRequest {
     /// The Dockerfile's path inside the context.
     pub dockerfile: String,
@@ -111,6 +111,20 @@ pub struct BuildRequest {
     pub target: Option<String>,
     /// `ARG` values.
     pub args: std::collections::BTreeMap<String, String>,
+    /// Build secrets by id (`RUN --mount=type=secret,id=ID`); sent in headers, never
+    /// stored.
+    pub secrets: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for BuildRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildRequest")
+            .field("dockerfile", &self.dockerfile)
+            .field("target", &self.target)
+            .field("args", &self.args)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Client {
@@ -397,15 +411,20 @@ impl Client {
                 serde_json::to_string(&options.args).unwrap_or_default(),
             ));
         }
-        let response = self
-            .send(
-                self.request(Method::POST, &path)
-                    .query(&query)
-                    .header("content-type", "application/x-tar")
-                    .timeout(BUILD_TIMEOUT)
-                    .body(context),
-            )
-            .await?;
+        let mut request = self
+            .request(Method::POST, &path)
+            .query(&query)
+            .header("content-type", "application/x-tar")
+            .timeout(BUILD_TIMEOUT);
+        for (id, value) in &options.secrets {
+            use base64::Engine as _;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+            request = request.header(
+                aloft_types::api::BUILD_SECRET_HEADER,
+                format!("{id}={encoded}"),
+            );
+        }
+        let response = self.send(request.body(context)).await?;
         let mut last = None;
         self.ndjson_lines(response, |event: aloft_types::api::BuildEvent| {
             if let Some(text) = &event.output {

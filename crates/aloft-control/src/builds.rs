@@ -67,22 +67,58 @@ pub(crate) struct BuildQuery {
     args: Option<String>,
 }
 
+use aloft_types::api::BUILD_SECRET_HEADER;
+
+/// The build secrets of a request's headers, by id.
+fn build_secrets(headers: &axum::http::HeaderMap) -> Result<BTreeMap<String, String>, ApiError> {
+    use base64::Engine as _;
+    let mut secrets = BTreeMap::new();
+    for value in headers.get_all(BUILD_SECRET_HEADER) {
+        let bad = |why: &str| {
+            ApiError::BadRequest(format!(
+                "{BUILD_SECRET_HEADER}: {why}; send ID=<the value in base64>, one header per secret"
+            ))
+        };
+        let text = value.to_str().map_err(|_| bad("not text"))?;
+        let (id, encoded) = text.split_once('=').ok_or_else(|| bad("no `=`"))?;
+        let id = id.trim();
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(bad(&format!(
+                "secret id {id:?} must be letters, digits, `_`, `-` or `.`"
+            )));
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| bad(&format!("the value of {id} is not base64")))?;
+        let value = String::from_utf8(decoded)
+            .map_err(|_| bad(&format!("the value of {id} is not UTF-8")))?;
+        secrets.insert(id.to_owned(), value);
+    }
+    Ok(secrets)
+}
+
 fn line(event: &BuildEvent) -> Bytes {
     let mut text = serde_json::to_vec(event).unwrap_or_default();
     text.push(b'\n');
     Bytes::from(text)
 }
 
-#[utoipa::path(post, path = "/v1/apps/{app}/builds", tag = "deployments", params(("app" = String, Path, description = "The app's name"), BuildQuery), request_body(content = Vec<u8>, content_type = "application/x-tar", description = "The build context, a tar archive"), responses((status = 200, description = "The builder's output as NDJSON, one BuildEvent per line; the last has `image` (success) or `error`", body = BuildEvent, content_type = "application/x-ndjson"), (status = "4XX", description = "Bad options, missing or invalid token, no such app", body = ErrorBody), (status = 503, description = "This server cannot build images", body = ErrorBody)), operation_id = "Builds_create")]
+#[utoipa::path(post, path = "/v1/apps/{app}/builds", tag = "deployments", params(("app" = String, Path, description = "The app's name"), BuildQuery, ("aloft-build-secret" = Option<String>, Header, description = "A build secret for `RUN --mount=type=secret,id=ID`: `ID=<value in base64>`, one header per secret (BuildKit only; never stored)")), request_body(content = Vec<u8>, content_type = "application/x-tar", description = "The build context, a tar archive"), responses((status = 200, description = "The builder's output as NDJSON, one BuildEvent per line; the last has `image` (success) or `error`", body = BuildEvent, content_type = "application/x-ndjson"), (status = "4XX", description = "Bad options, missing or invalid token, no such app", body = ErrorBody), (status = 503, description = "This server cannot build images", body = ErrorBody)), operation_id = "Builds_create")]
 async fn build(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
     Path(app): Path<String>,
     Query(query): Query<BuildQuery>,
+    headers: axum::http::HeaderMap,
     context: Bytes,
 ) -> Result<Response, ApiError> {
     let app = app_for(&inner, &principal, &app, true).await?;
     let builder = inner.builder()?;
+    let secrets = build_secrets(&headers)?;
     let args: BTreeMap<String, String> = match &query.args {
         Some(text) => serde_json::from_str(text).map_err(|e| {
             ApiError::BadRequest(format!("args: expected a JSON object of strings: {e}"))
@@ -111,6 +147,7 @@ async fn build(
         target: query.target.filter(|t| !t.is_empty()),
         args,
         labels: BTreeMap::from([("dev.aloft.app".to_owned(), app.name.to_string())]),
+        secrets,
     };
     tracing::info!(app = %app.name, %tag, bytes = context.len(), "building an image");
     let app_name = app.name.to_string();

@@ -40,6 +40,15 @@ pub(crate) async fn build(
         }));
         Outcome::Done
     };
+    // Secrets travel in a session the build names; without one BuildKit has none.
+    let session = if options.secrets.is_empty() {
+        None
+    } else {
+        match crate::session::open(socket, version, options.secrets.clone()).await {
+            Ok(session) => Some(session),
+            Err(error) => return fail(format!("build secrets: {error}")),
+        }
+    };
     let stream = match tokio::net::UnixStream::connect(socket).await {
         Ok(stream) => stream,
         Err(error) => return Outcome::Unsupported(format!("{}: {error}", socket.display())),
@@ -50,7 +59,11 @@ pub(crate) async fn build(
             Err(error) => return Outcome::Unsupported(format!("talking to the engine: {error}")),
         };
     let driver = tokio::spawn(connection);
-    let request = hyper::Request::post(format!("/v{version}/build?{}", query(options)))
+    let mut query = query(options);
+    if let Some(session) = &session {
+        query.push_str(&format!("&session={}", session.id));
+    }
+    let request = hyper::Request::post(format!("/v{version}/build?{query}"))
         .header(hyper::header::HOST, "docker")
         .header(hyper::header::CONTENT_TYPE, "application/x-tar")
         .body(http_body_util::Full::new(context));
@@ -134,6 +147,7 @@ pub(crate) async fn build(
         }
     }
     driver.abort();
+    drop(session);
     match built {
         Some(id) => {
             let _ = sender.send(Ok(BuildProgress::Built { id }));
@@ -261,14 +275,14 @@ impl Progress {
 /// A protobuf field's value, as far as progress needs: varints and length-delimited
 /// bytes (strings, messages); fixed-width values are skipped.
 #[derive(Debug, PartialEq)]
-enum Value<'a> {
+pub(crate) enum Value<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
     Other,
 }
 
 /// The fields of a protobuf message, in order; stops at the first malformed one.
-fn fields(mut message: &[u8]) -> Vec<(u64, Value<'_>)> {
+pub(crate) fn fields(mut message: &[u8]) -> Vec<(u64, Value<'_>)> {
     let mut found = Vec::new();
     while !message.is_empty() {
         let Some((key, rest)) = varint(message) else {
@@ -372,6 +386,7 @@ mod tests {
             target: Some("prod".to_owned()),
             args: [("A".to_owned(), "1 2".to_owned())].into(),
             labels: Default::default(),
+            secrets: Default::default(),
         };
         let query = query(&options);
         assert!(

@@ -220,6 +220,15 @@ impl DockerRuntime {
                 .await
                 {
                     crate::buildkit::Outcome::Done => return,
+                    crate::buildkit::Outcome::Unsupported(why)
+                        if !buildkit_options.secrets.is_empty() =>
+                    {
+                        let _ = sender.send(Err(RuntimeError::Build {
+                            tag,
+                            message: format!("build secrets need BuildKit, which the engine does not offer: {why}"),
+                        }));
+                        return;
+                    }
                     crate::buildkit::Outcome::Unsupported(why) => {
                         tracing::info!(%why, "no BuildKit: building with the classic builder");
                         let _ = sender.send(Ok(BuildProgress::Output(format!(

@@ -16,6 +16,7 @@
 
 mod buildkit;
 mod docker;
+mod session;
 mod spec;
 
 use std::collections::BTreeMap;

@@ -638,6 +638,10 @@ pub struct DeploymentResponse {
     pub updated_at: String,
 }
 
+/// The header of `POST /v1/apps/{app}/builds` that carries one build secret:
+/// `ID=<value in base64>`, repeated per secret.
+pub const BUILD_SECRET_HEADER: &str = "aloft-build-secret";
+
 /// The last line of a followed stream when the server ends it (`GET .../logs/stream`):
 /// `end` is `shutting_down` (the server is stopping) or `app_destroyed`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 /// How to build an image from a context (a tar archive with the Dockerfile in it).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct BuildOptions {
     /// The Dockerfile's path inside the context.
     pub dockerfile: String,
@@ -15,6 +15,22 @@ pub struct BuildOptions {
     /// `ARG` values.
     pub args: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// Build secrets by id, for `RUN --mount=type=secret,id=ID` (never in the image,
+    /// never in a log: `Debug` shows their ids only).
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for BuildOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildOptions")
+            .field("dockerfile", &self.dockerfile)
+            .field("tag", &self.tag)
+            .field("target", &self.target)
+            .field("args", &self.args)
+            .field("labels", &self.labels)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// What a build reports as it goes.

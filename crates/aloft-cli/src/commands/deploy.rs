@@ -47,6 +47,11 @@ pub struct DeployArgs {
     /// The Dockerfile stage to build (default: `[build] build-target`, else the last).
     #[arg(long, value_name = "STAGE")]
     pub build_target: Option<String>,
+    /// A secret for the build, read by `RUN --mount=type=secret,id=NAME` (at
+    /// `/run/secrets/NAME`) and kept out of the image: `--build-secret NAME=VALUE`
+    /// (repeatable, as flyctl's). Needs the server's BuildKit.
+    #[arg(long = "build-secret", value_name = "NAME=VALUE")]
+    pub build_secrets: Vec<String>,
 }
 
 /// Splits `KEY=VALUE` (`flag` names the option in the error).
@@ -91,10 +96,16 @@ async fn build(
         let (key, value) = pair(text, "--build-arg")?;
         build_args.insert(key, value);
     }
+    let mut secrets = std::collections::BTreeMap::new();
+    for text in &args.build_secrets {
+        let (name, value) = pair(text, "--build-secret")?;
+        secrets.insert(name, value);
+    }
     let request = aloft_client::BuildRequest {
         dockerfile: context.dockerfile.clone(),
         target: args.build_target.clone().or(settings.build_target.clone()),
         args: build_args,
+        secrets,
     };
     out.status(&format!(
         "building {} with {} ({} file(s), {} KiB of context)",
@@ -284,6 +295,12 @@ pub(crate) async fn deploy(
         .image
         .clone()
         .or_else(|| config.build.as_ref().and_then(|b| b.image.clone()));
+    if configured.is_some() && !args.build_secrets.is_empty() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--build-secret is for builds, and this deploy runs an image ({}) without building",
+            configured.as_deref().unwrap_or_default()
+        )));
+    }
     let (image, label) = match configured {
         Some(image) => (image.clone(), image),
         None => build(&client, &app, &path, &config, &args, out).await?,

@@ -191,6 +191,7 @@ pub(crate) async fn launch(
         env: Vec::new(),
         build_args: Vec::new(),
         build_target: None,
+        build_secrets: Vec::new(),
     };
     crate::commands::deploy::deploy(deploy, &Some(path), None, json, out).await
 }

@@ -165,3 +165,83 @@ async fn ctrl_c_during_a_scale_stops_creating_machines() {
     // The machines it reported are all there is: no creation went on after it.
     assert_eq!(live_machines(p, "many"), 1 + made, "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn build_secrets_reach_a_deploys_build_and_only_builds() {
+    let platform = Platform::start().await;
+    let p = &platform;
+    p.ok(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
+    p.ok(&["apps", "create", "secretive"]);
+    let dir = tempfile::tempdir().unwrap();
+    // The Dockerfile checks the secret's MD5, so that it never holds the value itself.
+    let digest = "dfe5e226b6e19e8fb9d764084d02923a";
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM {} AS check\nARG NONCE\n\
+             RUN --mount=type=secret,id=token test \"$(md5sum < /run/secrets/token | cut -c1-32)\" = \"{digest}\" && touch /checked\n\
+             FROM {}\nCOPY --from=check /checked /checked\n",
+            aloft_testkit::busybox_image(),
+            aloft_testkit::testapp_image()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("fly.toml"), "app = \"secretive\"\n").unwrap();
+    // BuildKit caches the step whatever the secret holds: a fresh NONCE runs it.
+    let nonce = |n: u32| {
+        format!(
+            "NONCE={}-{n}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        )
+    };
+    let deployed = p.aloft_in(
+        dir.path(),
+        &[
+            "deploy",
+            "--build-secret",
+            "token=s3cret-value",
+            "--build-arg",
+            &nonce(1),
+            "--smoke-checks=false",
+        ],
+    );
+    let said = format!("{}{}", text(&deployed.stdout), text(&deployed.stderr));
+    assert!(deployed.status.success(), "{said}");
+    assert!(
+        !said.contains("s3cret-value"),
+        "the value is never shown: {said}"
+    );
+
+    // Positive control of the check: a wrong value fails the build.
+    let wrong = p.aloft_in(
+        dir.path(),
+        &[
+            "deploy",
+            "--build-secret",
+            "token=other",
+            "--build-arg",
+            &nonce(2),
+        ],
+    );
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong.stderr).contains("build"),
+        "{}",
+        text(&wrong.stderr)
+    );
+
+    // A deploy that builds nothing refuses a build secret rather than ignoring it.
+    let refused = p.aloft_in(
+        dir.path(),
+        &[
+            "deploy",
+            "--image",
+            aloft_testkit::BUSYBOX_IMAGE,
+            "--build-secret",
+            "token=x",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("--build-secret is for builds"));
+}

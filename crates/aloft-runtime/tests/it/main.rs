@@ -323,6 +323,16 @@ async fn build(
     tag: &str,
     args: &[(&str, &str)],
 ) -> (String, Result<String, RuntimeError>) {
+    build_with_secrets(runtime, dockerfile, tag, args, &[]).await
+}
+
+async fn build_with_secrets(
+    runtime: &DockerRuntime,
+    dockerfile: &str,
+    tag: &str,
+    args: &[(&str, &str)],
+    secrets: &[(&str, &str)],
+) -> (String, Result<String, RuntimeError>) {
     let options = aloft_runtime::BuildOptions {
         dockerfile: "Dockerfile".to_owned(),
         tag: tag.to_owned(),
@@ -332,6 +342,10 @@ async fn build(
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
         labels: BTreeMap::from([(TEST_LABEL.to_owned(), "build".to_owned())]),
+        secrets: secrets
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
     };
     let mut output = String::new();
     let mut stream = runtime.build_image(context_with(dockerfile), &options);
@@ -385,6 +399,87 @@ async fn buildkit_builds_cache_mounts_with_args_and_reports_failures() {
     match failed {
         Err(RuntimeError::Build { message, .. }) => {
             assert!(message.contains("exit code: 3"), "{message}\n{output}");
+        }
+        other => panic!("expected a build error: {other:?}\n{output}"),
+    }
+}
+
+#[tokio::test]
+async fn build_secrets_reach_the_build_and_stay_out_of_the_image() {
+    let harness = Harness::new().await;
+    let runtime = &harness.runtime;
+    let tag = format!("aloft-test-secrets:{}", std::process::id());
+    let _cleanup = ImageCleanup(tag.clone());
+    let dockerfile = format!(
+        // The value's MD5, so that the Dockerfile (kept in the image's history) does not
+        // hold the secret itself.
+        "FROM {}\nARG NONCE\nRUN --mount=type=secret,id=token test \"$(md5sum < /run/secrets/token | cut -c1-32)\" = \"dfe5e226b6e19e8fb9d764084d02923a\" && echo checked > /checked\n",
+        busybox_image()
+    );
+    // BuildKit caches a step whatever its secrets hold: a fresh NONCE makes each build
+    // run it.
+    let nonce = |n: u32| {
+        format!(
+            "{}-{n}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        )
+    };
+    let first = nonce(1);
+    let (output, built) = build_with_secrets(
+        runtime,
+        &dockerfile,
+        &tag,
+        &[("NONCE", &first)],
+        &[("token", "s3cret-value")],
+    )
+    .await;
+    built.unwrap_or_else(|e| panic!("the build failed: {e}\n{output}"));
+    let ran = std::process::Command::new("docker")
+        .args(["run", "--rm", "--network", "none", &tag, "cat", "/checked"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "checked\n");
+    let saved = std::process::Command::new("docker")
+        .args(["save", &tag])
+        .output()
+        .unwrap();
+    assert!(saved.status.success());
+    assert!(
+        !saved
+            .stdout
+            .windows(b"s3cret-value".len())
+            .any(|w| w == b"s3cret-value"),
+        "the secret is nowhere in the image"
+    );
+
+    // A wrong value fails the step (the secret really is what the build read), and one
+    // the build asks for but was not given fails naming it.
+    let second = nonce(2);
+    let (_, wrong) = build_with_secrets(
+        runtime,
+        &dockerfile,
+        &tag,
+        &[("NONCE", &second)],
+        &[("token", "other")],
+    )
+    .await;
+    assert!(
+        matches!(wrong, Err(RuntimeError::Build { .. })),
+        "{wrong:?}"
+    );
+    let third = nonce(3);
+    let (output, missing) = build_with_secrets(
+        runtime,
+        &dockerfile,
+        &tag,
+        &[("NONCE", &third)],
+        &[("other", "x")],
+    )
+    .await;
+    match missing {
+        Err(RuntimeError::Build { message, .. }) => {
+            assert!(message.contains("token"), "{message}\n{output}");
         }
         other => panic!("expected a build error: {other:?}\n{output}"),
     }
