@@ -565,7 +565,9 @@ async fn create_for(
 ) -> Result<MachineRecord, ApiError> {
     let mut request = MachineRequest::new(created_by(target_of(release), deployment, kind));
     request.region = region.map(str::to_owned);
-    crate::machines::create_machine(inner, app, request, &release.created_by).await
+    // Green machines take no traffic until the switch.
+    let cordoned = kind == "green";
+    crate::machines::create_machine_as(inner, app, request, &release.created_by, cordoned).await
 }
 
 /// Metadata naming the deployment that created a machine, and the step kind it was
@@ -809,9 +811,10 @@ async fn canary(
     Ok(Ok(()))
 }
 
-/// `bluegreen`: as many new machines as the group has, created next to the old ones and
-/// all passing their checks (the proxy routes to every healthy machine, so traffic
-/// reaches them as they pass); then the old machines are destroyed.
+/// `bluegreen`: as many new machines as the group has, created next to the old ones,
+/// cordoned (no traffic reaches them), and all passing their checks; then traffic
+/// switches to all of them at once (one write uncordons them) and the old machines are
+/// destroyed. A rollback destroys the green machines, which never served.
 async fn bluegreen(
     inner: &Arc<Inner>,
     app: &App,
@@ -823,7 +826,9 @@ async fn bluegreen(
 ) -> Result<Outcome, ApiError> {
     let target = &target_of(release);
     let mut green = machines_in(steps, "green");
-    let retiring = !machines_in(steps, "retire").is_empty();
+    // Past the switch (logged before it is made), nothing is checked again: the switch
+    // is made (again: it is idempotent) and blue goes.
+    let retiring = steps.iter().any(|s| s.kind == "switch");
     let blue: Vec<MachineRecord> = machines
         .into_iter()
         .filter(|m| !green.contains(&m.id))
@@ -872,12 +877,16 @@ async fn bluegreen(
                 return Ok(Outcome::RollBack(why));
             }
         }
+        // The switch: logged first (its time bounds when green may first answer), then
+        // every green machine enters the rotation in one write.
         let message = format!(
-            "all {} green machine(s) pass their checks and take traffic; destroying the blue ones",
+            "all {} green machine(s) pass their checks; switching traffic to them, then destroying the blue ones",
             green.len()
         );
-        step(inner, deployment, None, "note", &message, None).await?;
+        step(inner, deployment, None, "switch", &message, None).await?;
     }
+    inner.store.set_cordoned_all(&app.id, &green, false).await?;
+    inner.catalog_dirty.notify_one();
     for old in &blue {
         retire(inner, app, deployment, &old.id, "blue machine replaced").await?;
     }

@@ -263,6 +263,18 @@ pub(crate) async fn create_machine(
     request: MachineRequest,
     holder: &str,
 ) -> Result<MachineRecord, ApiError> {
+    create_machine_as(inner, app, request, holder, false).await
+}
+
+/// [`create_machine`], the machine `cordoned` (out of the proxy's rotation) from the
+/// start, before its agent hears of it: a bluegreen deployment's green machines.
+pub(crate) async fn create_machine_as(
+    inner: &Inner,
+    app: &App,
+    request: MachineRequest,
+    holder: &str,
+    cordoned: bool,
+) -> Result<MachineRecord, ApiError> {
     validate_request(&request)?;
     let region = request
         .region
@@ -334,6 +346,9 @@ pub(crate) async fn create_machine(
             .store
             .attach_volume(&app.id, &volume.id, &machine.id)
             .await?;
+    }
+    if cordoned {
+        inner.store.set_cordoned(&app.id, &machine.id, true).await?;
     }
     crate::catalog::private_address(&inner.store, &machine.id).await?;
     user_event(inner, &machine.id, "launch", "created", json!({})).await?;
@@ -905,6 +920,8 @@ async fn set_cordon(
         .store
         .set_cordoned(&app.id, &machine.id, cordoned)
         .await?;
+    // The proxy's routes follow at once, not at the catalog's next refresh.
+    inner.catalog_dirty.notify_one();
     user_event(
         &inner,
         &machine.id,

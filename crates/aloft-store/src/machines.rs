@@ -499,6 +499,43 @@ impl Store {
     }
 
     /// Cordons (no traffic) or uncordons a machine.
+    /// Cordons (or uncordons) every machine of `ids` in one transaction: readers see all
+    /// of them changed or none.
+    pub async fn set_cordoned_all(
+        &self,
+        app_id: &AppId,
+        ids: &[MachineId],
+        cordoned: bool,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await.map_err(StoreError::database(
+            "starting a transaction",
+            "app",
+            app_id.as_str(),
+        ))?;
+        let now = now_ms();
+        for id in ids {
+            sqlx::query(
+                "UPDATE machines SET cordoned = $1, updated_at = $2 WHERE id = $3 AND app_id = $4",
+            )
+            .bind(i64::from(cordoned))
+            .bind(now)
+            .bind(id.as_str())
+            .bind(app_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::database(
+                "cordoning machines",
+                "machine",
+                id.as_str(),
+            ))?;
+        }
+        tx.commit().await.map_err(StoreError::database(
+            "cordoning machines",
+            "app",
+            app_id.as_str(),
+        ))
+    }
+
     pub async fn set_cordoned(
         &self,
         app_id: &AppId,

@@ -607,7 +607,9 @@ pub struct DeploymentStepResponse {
     pub number: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine_id: Option<String>,
-    /// `create`, `update`, `healthy`, `failed`, `rollback` or `note`.
+    /// `create`, `update`, `healthy`, `waiting`, `failed`, `rollback`, `canary`,
+    /// `green`, `switch` (bluegreen's green machines enter the rotation), `retire` or
+    /// `note`.
     pub kind: String,
     pub message: String,
     /// RFC 3339.

@@ -144,6 +144,8 @@ struct Load {
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
     failures: Arc<std::sync::Mutex<Vec<String>>>,
+    /// When each version (`(version X)` in the greeting) first answered.
+    first_seen: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -153,15 +155,17 @@ impl Load {
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let first_seen = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let http = reqwest::Client::new();
         let tasks = (0..4)
             .map(|_| {
-                let (stop, ok, failed, failures, http) = (
+                let (stop, ok, failed, failures, http, first_seen) = (
                     stop.clone(),
                     ok.clone(),
                     failed.clone(),
                     failures.clone(),
                     http.clone(),
+                    first_seen.clone(),
                 );
                 tokio::spawn(async move {
                     while !stop.load(Ordering::SeqCst) {
@@ -173,7 +177,20 @@ impl Load {
                             .await;
                         match answer {
                             Ok(response) if response.status() == 200 => {
+                                let at = Instant::now();
                                 ok.fetch_add(1, Ordering::SeqCst);
+                                let body = response.text().await.unwrap_or_default();
+                                if let Some(version) = body
+                                    .split("(version ")
+                                    .nth(1)
+                                    .and_then(|rest| rest.split(')').next())
+                                {
+                                    first_seen
+                                        .lock()
+                                        .unwrap()
+                                        .entry(version.to_owned())
+                                        .or_insert(at);
+                                }
                             }
                             other => {
                                 failed.fetch_add(1, Ordering::SeqCst);
@@ -197,6 +214,7 @@ impl Load {
             ok,
             failed,
             failures,
+            first_seen,
             tasks,
         }
     }
@@ -246,6 +264,52 @@ async fn deploy_under_load(
     );
     assert!(ok > 0);
     (deployment, took, ok)
+}
+
+/// A bluegreen deploy under load, checked as [`deploy_under_load`] does, and also that
+/// no request reached a green machine before the switch: the switch step is watched
+/// every 20 ms, so a green answer well before it was seen (by more than the watch's
+/// own delay) came before the switch.
+async fn bluegreen_under_load(
+    client: &Client,
+    proxy: std::net::SocketAddr,
+    request: &DeployRequest,
+    version: &str,
+) -> DeploymentResponse {
+    let load = Load::start(proxy);
+    let first_seen = load.first_seen.clone();
+    let deployment = client.deploy(APP, request).await.unwrap();
+    let switch_seen = eventually("the switch to green", Duration::from_secs(240), || async {
+        let current = client.deployment(APP, &deployment.id).await.ok()?;
+        assert!(
+            matches!(current.status.as_str(), "running" | "succeeded"),
+            "{current:#?}"
+        );
+        current
+            .steps
+            .iter()
+            .any(|s| s.kind == "switch")
+            .then(Instant::now)
+    })
+    .await;
+    let early = first_seen.lock().unwrap().get(version).copied();
+    let deployment = finished(client, &deployment.id).await;
+    let (ok, failed, failures) = load.finish().await;
+    assert_eq!(failed, 0, "failed requests: {failures:?}");
+    assert!(ok > 0);
+    if let Some(first) = early {
+        assert!(
+            first + Duration::from_millis(300) >= switch_seen,
+            "green answered {:?} before the switch was seen",
+            switch_seen - first
+        );
+    }
+    // Positive control: the probe does see green, once it takes traffic.
+    assert!(
+        first_seen.lock().unwrap().contains_key(version),
+        "no answer from green at all: the probe cannot tell"
+    );
+    deployment
 }
 
 async fn served_version(proxy: std::net::SocketAddr) -> Option<String> {
@@ -473,10 +537,12 @@ async fn canary_and_bluegreen_deploys_lose_no_request_and_a_failing_canary_chang
     all_run(client, "2").await;
     wait_serving(proxy, "2").await;
 
-    let bluegreen = with_strategy(release(&image, "3", true), "bluegreen");
-    let (third, took, ok) = deploy_under_load(client, proxy, &bluegreen).await;
+    // Bluegreen keeps green out of traffic until every green machine passes, then
+    // switches at once (`max_unavailable` does not apply: green comes whole).
+    let bluegreen =
+        with_max_unavailable(with_strategy(release(&image, "3", true), "bluegreen"), 1.0);
+    let third = bluegreen_under_load(client, proxy, &bluegreen, "3").await;
     assert_eq!(third.status, "succeeded", "{third:#?}");
-    eprintln!("bluegreen deploy of 3 machines: {took:?}, {ok} requests, none failed");
     let steps = kinds(&third);
     assert_eq!(
         steps.iter().filter(|k| **k == "green").count(),
@@ -489,13 +555,15 @@ async fn canary_and_bluegreen_deploys_lose_no_request_and_a_failing_canary_chang
         "{steps:?}"
     );
     let first_retire = steps.iter().position(|k| *k == "retire").unwrap();
+    let switch = steps.iter().position(|k| *k == "switch").unwrap();
     assert_eq!(
-        steps[..first_retire]
-            .iter()
-            .filter(|k| **k == "healthy")
-            .count(),
+        steps[..switch].iter().filter(|k| **k == "healthy").count(),
         3,
-        "every green machine healthy before any blue one goes: {steps:?}"
+        "every green machine healthy before the switch: {steps:?}"
+    );
+    assert!(
+        switch < first_retire,
+        "the switch before any blue one goes: {steps:?}"
     );
     let green = live_count(client, 3, "the blue machines to be gone").await;
     assert!(
