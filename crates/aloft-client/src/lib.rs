@@ -693,7 +693,7 @@ impl Client {
         id: &str,
         state: MachineState,
         timeout_seconds: u64,
-    ) -> Result<OkResponse, ClientError> {
+    ) -> Result<aloft_types::api::WaitResponse, ClientError> {
         self.get(&format!(
             "/v1/apps/{app}/machines/{id}/wait?state={state}&timeout={timeout_seconds}"
         ))
@@ -726,7 +726,9 @@ impl Client {
     }
 
     pub async fn list_secrets(&self, app: &str) -> Result<Vec<SecretInfo>, ClientError> {
-        self.get(&format!("/v1/apps/{app}/secrets")).await
+        let list: aloft_types::api::SecretList =
+            self.get(&format!("/v1/apps/{app}/secrets")).await?;
+        Ok(list.secrets)
     }
 
     // Volumes.

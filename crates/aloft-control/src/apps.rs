@@ -51,6 +51,12 @@ pub(crate) async fn app_for(
     Ok(app)
 }
 
+/// Whether `given` (a request's `org_slug`) names the token's organization `slug`: its
+/// slug, or `personal` and the empty string, which Fly's clients send for "mine".
+fn names_org(given: &str, slug: &str) -> bool {
+    given == slug || given.is_empty() || given == "personal"
+}
+
 async fn response(inner: &Inner, app: &App) -> Result<AppResponse, ApiError> {
     let org = inner.store.org(&app.org_id).await?;
     let machines = inner
@@ -73,7 +79,7 @@ async fn list(
 ) -> Result<Json<AppList>, ApiError> {
     if let Some(slug) = query.get("org_slug") {
         let org = inner.store.org(principal.org_id()).await?;
-        if &org.slug != slug {
+        if !names_org(slug, &org.slug) {
             return Err(ApiError::not_found(format!("organization {slug}")));
         }
     }
@@ -106,11 +112,15 @@ async fn create(
         .map_err(|e| ApiError::BadRequest(format!("app_name: {e}")))?;
     let org = inner.store.org(principal.org_id()).await?;
     if let Some(slug) = &request.org_slug
-        && slug != &org.slug
+        && !names_org(slug, &org.slug)
     {
         return Err(ApiError::not_found(format!("organization {slug}")));
     }
-    let network = request.network.unwrap_or_else(|| "default".to_owned());
+    // Go clients send an unset network as "".
+    let network = request
+        .network
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_owned());
     if network.is_empty()
         || network.len() > 63
         || !network

@@ -17,9 +17,14 @@ pub(crate) struct Body<T>(pub(crate) T);
 #[derive(Debug)]
 pub(crate) struct OptionalBody<T>(pub(crate) T);
 
+/// Parses a request body. Fields Aloft does not know are ignored, as Fly's API ignores
+/// them (its clients send more than any one server reads), and logged at debug.
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    let mut ignored = Vec::new();
+    let mut record = |path: serde_ignored::Path<'_>| ignored.push(path.to_string());
+    let tracked = serde_ignored::Deserializer::new(&mut deserializer, &mut record);
+    let value = serde_path_to_error::deserialize(tracked).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         let what = match inner.classify() {
@@ -38,6 +43,9 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     deserializer
         .end()
         .map_err(|error| ApiError::BadRequest(format!("malformed JSON: {error}")))?;
+    if !ignored.is_empty() {
+        tracing::debug!(fields = ?ignored, "ignored request fields this server does not know");
+    }
     Ok(value)
 }
 

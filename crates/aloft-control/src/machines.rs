@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aloft_store::{App, Desired, MachineFilter, MachineRecord, NewMachine};
-use aloft_types::api::ErrorBody;
+use aloft_store::{App, Desired, MachineEvent, MachineFilter, MachineRecord, NewMachine};
+use aloft_types::api::{ErrorBody, WaitResponse};
 use aloft_types::{MachineId, MachineState, RegionCode};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -276,9 +276,11 @@ pub(crate) async fn create_machine_as(
     cordoned: bool,
 ) -> Result<MachineRecord, ApiError> {
     validate_request(&request)?;
+    // Go clients send an unset region as "".
     let region = request
         .region
         .clone()
+        .filter(|r| !r.is_empty())
         .unwrap_or_else(|| inner.config.default_region.clone());
     let region: RegionCode = region
         .parse()
@@ -466,7 +468,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[utoipa::path(get, path = "/v1/apps/{app}/machines", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("region" = Option<String>, Query), ("include_deleted" = Option<bool>, Query), ("metadata.KEY" = Option<String>, Query, description = "Only machines whose metadata has KEY with this value")), responses((status = 200, body = Vec<MachineResponse>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_list")]
+#[utoipa::path(get, path = "/v1/apps/{app}/machines", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("region" = Option<String>, Query), ("include_deleted" = Option<bool>, Query), ("state" = Option<String>, Query, description = "Only machines in these states (comma-separated)"), ("metadata.KEY" = Option<String>, Query, description = "Only machines whose metadata has KEY with this value")), responses((status = 200, body = Vec<MachineResponse>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_list")]
 async fn list(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -475,8 +477,16 @@ async fn list(
 ) -> Result<Json<Vec<MachineResponse>>, ApiError> {
     let app = app_for(&inner, &principal, &app, false).await?;
     let mut filter = MachineFilter::default();
+    let mut states: Vec<String> = Vec::new();
     for (key, value) in query {
-        if key == "region" {
+        if key == "state" {
+            states.extend(
+                value
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
+        } else if key == "region" {
             filter.region = Some(value);
         } else if key == "include_deleted" {
             filter.include_deleted = value.parse().map_err(|_| {
@@ -486,13 +496,16 @@ async fn list(
             })?;
         } else if let Some(metadata_key) = key.strip_prefix("metadata.") {
             filter.metadata.push((metadata_key.to_owned(), value));
-        } else if key != "summary" {
-            return Err(ApiError::BadRequest(format!(
-                "unknown query parameter {key:?} (use region, include_deleted or metadata.KEY)"
-            )));
+        } else {
+            // As Fly's API: parameters it does not know (`summary`, `include_leases`) do
+            // not fail the listing.
+            tracing::debug!(%key, "ignored a machine listing parameter");
         }
     }
-    let machines = inner.store.list_machines(&app.id, &filter).await?;
+    let mut machines = inner.store.list_machines(&app.id, &filter).await?;
+    if !states.is_empty() {
+        machines.retain(|m| states.iter().any(|s| s == m.state.as_str()));
+    }
     let checks = inner.store.checks_of_app(&app.id).await?;
     Ok(Json(
         machines
@@ -523,7 +536,7 @@ async fn update(
 ) -> Result<Json<MachineResponse>, ApiError> {
     let (app, machine) = writable_machine(&inner, &principal, &app, &id, &headers).await?;
     validate_request(&request)?;
-    if let Some(region) = &request.region
+    if let Some(region) = request.region.as_ref().filter(|r| !r.is_empty())
         && region != &machine.region
     {
         return Err(ApiError::BadRequest(format!(
@@ -807,33 +820,46 @@ async fn signal(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}/wait", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id"), ("state" = Option<String>, Query, description = "started (default), stopped, suspended or destroyed"), ("timeout" = Option<u64>, Query, description = "Seconds, at most 60"), ("instance_id" = Option<String>, Query)), responses((status = 200, body = OkResponse), (status = 408, description = "The state was not reached in time", body = ErrorBody), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_wait")]
+#[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}/wait", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id"), ("state" = Option<String>, Query, description = "started (default), stopped, suspended or destroyed; repeat it to wait for any of several"), ("timeout" = Option<u64>, Query, description = "Seconds, at most 60"), ("instance_id" = Option<String>, Query, description = "Wait on this version of the machine (`version` is the same)")), responses((status = 200, body = WaitResponse), (status = 408, description = "The state was not reached in time", body = ErrorBody), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_wait")]
 async fn wait(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
     Path((app, id)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<OkResponse>, ApiError> {
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Json<WaitResponse>, ApiError> {
     let app = app_for(&inner, &principal, &app, false).await?;
     let machine = machine_for(&inner, &app, &id).await?;
-    let wanted: MachineState = match query.get("state").map(String::as_str) {
-        None | Some("") => MachineState::Started,
-        Some(name) => name
-            .parse()
-            .map_err(|_| ApiError::BadRequest(format!("state {name:?} is not a machine state")))?,
+    let one = |key: &str| {
+        query
+            .iter()
+            .find(|(k, v)| k == key && !v.is_empty())
+            .map(|(_, v)| v.as_str())
     };
-    if !matches!(
-        wanted,
-        MachineState::Started
-            | MachineState::Stopped
-            | MachineState::Suspended
-            | MachineState::Destroyed
-    ) {
-        return Err(ApiError::BadRequest(format!(
-            "wait for started, stopped, suspended or destroyed, not {wanted}"
-        )));
+    // Any of several states, as fly-go asks (`state=started&state=stopped`).
+    let mut wanted = Vec::new();
+    for name in query.iter().filter(|(k, _)| k == "state").map(|(_, v)| v) {
+        for name in name.split(',').filter(|n| !n.is_empty()) {
+            let state: MachineState = name.parse().map_err(|_| {
+                ApiError::BadRequest(format!("state {name:?} is not a machine state"))
+            })?;
+            if !matches!(
+                state,
+                MachineState::Started
+                    | MachineState::Stopped
+                    | MachineState::Suspended
+                    | MachineState::Destroyed
+            ) {
+                return Err(ApiError::BadRequest(format!(
+                    "wait for started, stopped, suspended or destroyed, not {state}"
+                )));
+            }
+            wanted.push(state);
+        }
     }
-    let timeout = match query.get("timeout") {
+    if wanted.is_empty() {
+        wanted.push(MachineState::Started);
+    }
+    let timeout = match one("timeout") {
         None => MAX_WAIT,
         Some(seconds) => {
             let seconds: u64 = seconds.parse().map_err(|_| {
@@ -848,37 +874,46 @@ async fn wait(
             Duration::from_secs(seconds)
         }
     };
-    if let Some(instance) = query.get("instance_id")
-        && instance != &machine.instance_id
+    let answer = |current: &MachineRecord, state: MachineState, events: &[MachineEvent]| {
+        Json(WaitResponse {
+            ok: true,
+            state: state.to_string(),
+            event_id: events.first().map(|e| e.seq.to_string()),
+            version: Some(current.instance_id.clone()),
+        })
+    };
+    if let Some(instance) = one("instance_id").or_else(|| one("version"))
+        && instance != machine.instance_id
     {
         let versions = inner.store.versions(&machine.id).await?;
-        if !versions.iter().any(|v| &v.instance_id == instance) {
+        if !versions.iter().any(|v| v.instance_id == instance) {
             return Err(ApiError::not_found(format!(
                 "instance {instance} of machine {id}"
             )));
         }
         // An older version: it has been replaced, which is what waiting on it can see.
-        if wanted == MachineState::Stopped || wanted == MachineState::Destroyed {
-            return Ok(Json(OkResponse {
-                ok: true,
-                previous_state: None,
-            }));
+        if let Some(state) = wanted
+            .iter()
+            .find(|s| matches!(s, MachineState::Stopped | MachineState::Destroyed))
+        {
+            let events = inner.store.events(&machine.id).await?;
+            return Ok(answer(&machine, *state, &events));
         }
     }
     let deadline = Instant::now() + timeout;
     let mut observed = inner.observed.subscribe();
     loop {
         let current = inner.store.machine(&app.id, &machine.id).await?;
-        if current.state == wanted {
-            return Ok(Json(OkResponse {
-                ok: true,
-                previous_state: None,
-            }));
+        if wanted.contains(&current.state) {
+            let events = inner.store.events(&machine.id).await?;
+            return Ok(answer(&current, current.state, &events));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
+            let names: Vec<String> = wanted.iter().map(ToString::to_string).collect();
             return Err(ApiError::Timeout(format!(
-                "machine {id} did not reach {wanted} within {timeout:?} (it is {})",
+                "machine {id} did not reach {} within {timeout:?} (it is {})",
+                names.join(" or "),
                 current.state
             )));
         }
@@ -1006,7 +1041,6 @@ async fn versions(
 
 /// `POST .../lease` body.
 #[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 struct LeaseRequest {
     /// Seconds.
     #[serde(default)]

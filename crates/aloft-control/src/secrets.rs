@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use aloft_types::api::ErrorBody;
-use aloft_types::api::{SecretInfo, SecretsUpdate, SecretsVersion};
+use aloft_types::api::{SecretInfo, SecretList, SecretsUpdate, SecretsVersion};
 use axum::Json;
 use axum::extract::{Path as UrlPath, State};
 use base64::Engine as _;
@@ -141,7 +141,6 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
 
 /// `POST /v1/apps/{app}/secrets/{name}`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 struct SetRequest {
     value: String,
 }
@@ -167,31 +166,40 @@ pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(get, path = "/v1/apps/{app}/secrets", tag = "secrets", params(("app" = String, Path, description = "The app's name")), responses((status = 200, body = Vec<SecretInfo>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Secrets_list")]
+#[utoipa::path(get, path = "/v1/apps/{app}/secrets", tag = "secrets", params(("app" = String, Path, description = "The app's name")), responses((status = 200, body = SecretList), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Secrets_list")]
 async fn list(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
     UrlPath(app): UrlPath<String>,
-) -> Result<Json<Vec<SecretInfo>>, ApiError> {
+) -> Result<Json<SecretList>, ApiError> {
     let app = app_for(&inner, &principal, &app, false).await?;
-    let secrets = inner.store.list_secrets(&app.id).await?;
-    Ok(Json(
-        secrets
-            .into_iter()
-            .map(|s| SecretInfo {
-                name: s.name,
-                digest: s.digest,
-                version: s.version,
-                created_at: aloft_types::time::rfc3339(s.created_at),
-            })
-            .collect(),
-    ))
+    Ok(Json(SecretList {
+        secrets: secrets_of(&inner, &app).await?,
+    }))
 }
 
+async fn secrets_of(inner: &Inner, app: &aloft_store::App) -> Result<Vec<SecretInfo>, ApiError> {
+    Ok(inner
+        .store
+        .list_secrets(&app.id)
+        .await?
+        .into_iter()
+        .map(|s| SecretInfo {
+            name: s.name,
+            digest: s.digest,
+            version: s.version,
+            created_at: aloft_types::time::rfc3339(s.created_at),
+        })
+        .collect())
+}
+
+/// Sets and unsets secrets. `tolerant`: unsetting a name that is not set is no error (as
+/// Fly's bulk update treats it); the single-secret `DELETE` answers 404 instead.
 async fn apply(
     inner: &Inner,
     app: &aloft_store::App,
     values: BTreeMap<String, Option<String>>,
+    tolerant: bool,
 ) -> Result<i64, ApiError> {
     if values.is_empty() {
         return Err(ApiError::BadRequest("`values` names no secret".to_owned()));
@@ -208,6 +216,16 @@ async fn apply(
             }
             None => unset.push(name),
         }
+    }
+    if tolerant && !unset.is_empty() {
+        let existing: Vec<String> = inner
+            .store
+            .list_secrets(&app.id)
+            .await?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        unset.retain(|name| existing.contains(name));
     }
     let mut version = app.secrets_version;
     if !set.is_empty() {
@@ -227,8 +245,11 @@ async fn update(
     Body(request): Body<SecretsUpdate>,
 ) -> Result<Json<SecretsVersion>, ApiError> {
     let app = app_for(&inner, &principal, &app, true).await?;
-    let version = apply(&inner, &app, request.values.into_iter().collect()).await?;
-    Ok(Json(SecretsVersion { version }))
+    let version = apply(&inner, &app, request.values.into_iter().collect(), true).await?;
+    Ok(Json(SecretsVersion {
+        version,
+        secrets: secrets_of(&inner, &app).await?,
+    }))
 }
 
 #[utoipa::path(post, path = "/v1/apps/{app}/secrets/{name}", tag = "secrets", params(("app" = String, Path, description = "The app's name"), ("name" = String, Path)), request_body = SetRequest, responses((status = 200, body = SecretsVersion), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Secrets_set_one")]
@@ -239,8 +260,17 @@ async fn set_one(
     Body(request): Body<SetRequest>,
 ) -> Result<Json<SecretsVersion>, ApiError> {
     let app = app_for(&inner, &principal, &app, true).await?;
-    let version = apply(&inner, &app, BTreeMap::from([(name, Some(request.value))])).await?;
-    Ok(Json(SecretsVersion { version }))
+    let version = apply(
+        &inner,
+        &app,
+        BTreeMap::from([(name, Some(request.value))]),
+        false,
+    )
+    .await?;
+    Ok(Json(SecretsVersion {
+        version,
+        secrets: Vec::new(),
+    }))
 }
 
 #[utoipa::path(delete, path = "/v1/apps/{app}/secrets/{name}", tag = "secrets", params(("app" = String, Path, description = "The app's name"), ("name" = String, Path)), responses((status = 200, body = SecretsVersion), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Secrets_unset_one")]
@@ -250,8 +280,11 @@ async fn unset_one(
     UrlPath((app, name)): UrlPath<(String, String)>,
 ) -> Result<Json<SecretsVersion>, ApiError> {
     let app = app_for(&inner, &principal, &app, true).await?;
-    let version = apply(&inner, &app, BTreeMap::from([(name, None)])).await?;
-    Ok(Json(SecretsVersion { version }))
+    let version = apply(&inner, &app, BTreeMap::from([(name, None)]), false).await?;
+    Ok(Json(SecretsVersion {
+        version,
+        secrets: Vec::new(),
+    }))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Request and response bodies of the Machines API, with Fly's field names, shared by
-//! the control plane (which serves them) and clients. Requests refuse unknown fields, so
-//! a typo is a 400 that names it rather than a silent no-op.
+//! the control plane (which serves them) and clients. Requests ignore fields they do not
+//! know, as Fly's API does: its clients (fly-go, Terraform providers) send fields that
+//! any one server version does not read.
 
 use std::collections::BTreeMap;
 
@@ -12,8 +13,9 @@ use crate::{Duration, Signal};
 /// `POST /v1/apps`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct CreateAppRequest {
+    /// The app's name (`name` in fly-go's requests).
+    #[serde(alias = "name")]
     pub app_name: String,
     #[serde(default)]
     pub org_slug: Option<String>,
@@ -62,7 +64,6 @@ pub struct AppList {
 /// `POST /v1/apps/{app}/machines` and `POST /v1/apps/{app}/machines/{id}` (update).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct MachineRequest {
     pub config: MachineConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,7 +106,6 @@ impl MachineRequest {
 /// `POST .../stop` and `POST .../restart` bodies.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct StopRequest {
     #[serde(default)]
     pub signal: Option<Signal>,
@@ -116,15 +116,33 @@ pub struct StopRequest {
 /// `POST .../signal`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct SignalRequest {
+    /// A name (`SIGTERM`) or, as fly-go's `Kill` sends it, a number (`9`).
+    #[serde(deserialize_with = "signal_name_or_number")]
     pub signal: Signal,
+}
+
+fn signal_name_or_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Signal, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Number(i64),
+        Name(String),
+    }
+    match Given::deserialize(deserializer)? {
+        Given::Number(number) => Signal::ALL
+            .into_iter()
+            .find(|s| i64::from(s.number()) == number)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown signal number {number}"))),
+        Given::Name(name) => name.parse().map_err(serde::de::Error::custom),
+    }
 }
 
 /// `POST .../exec`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct ExecRequest {
     /// The command and its arguments.
     #[serde(default)]
@@ -157,6 +175,19 @@ pub struct OkResponse {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_state: Option<String>,
+}
+
+/// The answer of `GET .../wait`, as Fly's: the state reached, the machine's latest event
+/// and its version (instance id).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WaitResponse {
+    pub ok: bool,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// A machine event, as Fly shows it.
@@ -248,7 +279,6 @@ pub struct CertificateResponse {
 /// CA issues (ACME comes later).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct AddCertificateRequest {
     pub hostname: String,
 }
@@ -256,7 +286,6 @@ pub struct AddCertificateRequest {
 /// `POST /v1/apps/{app}/certificates/custom`: a hostname with an imported certificate.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct ImportCertificateRequest {
     pub hostname: String,
     /// PEM: the certificate, then its intermediates.
@@ -281,7 +310,6 @@ pub struct IpResponse {
 /// `POST /v1/apps/{app}/ips`: an address to allocate.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct AllocateIpRequest {
     /// `v4`: a dedicated IPv4 address from the operator's pool.
     #[serde(rename = "type")]
@@ -325,22 +353,30 @@ pub struct SecretInfo {
 /// `POST /v1/apps/{app}/secrets`: set and unset (a `null` value) in one change.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct SecretsUpdate {
     pub values: BTreeMap<String, Option<String>>,
 }
 
-/// The app's secrets version after a change.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+/// `GET /v1/apps/{app}/secrets`, in Fly's shape.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SecretList {
+    pub secrets: Vec<SecretInfo>,
+}
+
+/// The app's secrets version after a change, and (for `POST /v1/apps/{app}/secrets`,
+/// as Fly answers it) its secrets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretsVersion {
     pub version: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretInfo>,
 }
 
 /// `POST /v1/apps/{app}/volumes`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct CreateVolumeRequest {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -358,7 +394,6 @@ pub struct CreateVolumeRequest {
 /// `PUT /v1/apps/{app}/volumes/{id}/extend`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct ExtendVolumeRequest {
     pub size_gb: i64,
 }
@@ -402,7 +437,6 @@ pub struct OrgResponse {
 /// `POST /v1/orgs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct CreateOrgRequest {
     pub slug: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -420,7 +454,6 @@ pub struct CreatedOrg {
 /// `POST /v1/tokens`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// `org`, `deploy`, `readonly` or `ssh`.
     pub kind: String,
@@ -518,7 +551,6 @@ pub struct DnsRecord {
 /// `POST /v1/apps/{app}/deployments`: roll out a new release of the app.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// The image every machine of the release runs (it replaces `config.image`).
     pub image: String,
@@ -696,7 +728,6 @@ pub struct LogsResponse {
 /// `POST /v1/log_sinks`: ship the organization's (or one app's) log lines somewhere.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct CreateLogSinkRequest {
     /// `http` (NDJSON POSTs), `loki` (the push API) or `syslog` (RFC 5424 over TCP).
     pub kind: String,
@@ -736,7 +767,6 @@ pub struct LogSinkResponse {
 /// `POST /v1/orgs/{slug}/ssh/certificates`: a user certificate for a public key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct SshCertificateRequest {
     /// The key to certify, in `authorized_keys` format (`ssh-ed25519 AAAA…`).
     pub public_key: String,

@@ -173,6 +173,19 @@ pub(crate) async fn secrets(
             .map(|p| split_pair(p).map(|(n, v)| (n, Some(v))))
             .collect::<anyhow::Result<_>>()?,
         SecretsCommand::Unset { names, yes, .. } => {
+            let set: Vec<String> = client
+                .list_secrets(app)
+                .await
+                .map_err(anyhow::Error::from)?
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            if let Some(missing) = names.iter().find(|n| !set.contains(n)) {
+                return Err(anyhow::anyhow!(
+                    "secret {missing} is not set on app {app}; `aloft secrets list -a {app}` shows its secrets"
+                )
+                .into());
+            }
             crate::confirm::confirm(
                 &format!(
                     "Remove secret(s) {} of app {app}? Their values cannot be read back",

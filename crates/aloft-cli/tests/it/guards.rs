@@ -91,6 +91,12 @@ async fn big_and_destructive_changes_need_confirmation_and_stop_at_the_caps() {
         p.ok(&["secrets", "list", "-a", "guarded"])
             .contains("TOKEN")
     );
+    let missing = p.aloft(&["secrets", "unset", "-a", "guarded", "--stage", "NOPE", "-y"]);
+    assert!(
+        text(&missing.stderr).contains("secret NOPE is not set"),
+        "{}",
+        text(&missing.stderr)
+    );
     p.ok(&[
         "secrets", "unset", "-a", "guarded", "--stage", "TOKEN", "-y",
     ]);

@@ -374,7 +374,7 @@ async fn the_cli_runs_machines_secrets_volumes_and_tokens() {
     assert!(p.ok(&["orgs", "list"]).contains("personal"));
 
     let missing = p.aloft(&["machine", "list"]);
-    assert_eq!(missing.status.code(), Some(3));
+    assert_eq!(missing.status.code(), Some(2), "a usage error");
     assert!(
         text(&missing.stderr).contains("which app?"),
         "{}",

@@ -279,13 +279,6 @@ async fn bad_input_is_a_clear_4xx(api: Api) {
         (
             Method::POST,
             "/v1/apps",
-            "{\"app_name\": \"x\", \"colour\": 1}",
-            400,
-            "unknown field `colour`",
-        ),
-        (
-            Method::POST,
-            "/v1/apps",
             "{\"app_name\": \"Bad_Name\"}",
             400,
             "app_name",
@@ -338,13 +331,6 @@ async fn bad_input_is_a_clear_4xx(api: Api) {
             "",
             404,
             "app nope not found",
-        ),
-        (
-            Method::GET,
-            "/v1/apps/web/machines?colour=red",
-            "",
-            400,
-            "unknown query parameter",
         ),
         (
             Method::POST,

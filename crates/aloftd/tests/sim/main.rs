@@ -23,6 +23,7 @@
     reason = "test code fails loudly"
 )]
 
+mod flygo;
 mod platform;
 
 use std::collections::{BTreeMap, BTreeSet};

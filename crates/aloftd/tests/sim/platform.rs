@@ -151,6 +151,11 @@ impl SimPlatform {
             .expect("deployments resume");
     }
 
+    /// The API's base URL and a token of the default organization.
+    pub(crate) fn api(&self) -> (String, String) {
+        (self.client.base_url().to_owned(), self.token.clone())
+    }
+
     /// The simulated runtime of host `n`.
     pub(crate) fn runtime(&self, n: usize) -> &SimRuntime {
         &self.hosts[n].runtime

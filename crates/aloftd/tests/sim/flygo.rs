@@ -1,0 +1,408 @@
+//! Fly's API contract as fly-go (Fly's own Go client, `flaps`) exercises it: each call
+//! below sends the method, path, query and JSON body exactly as fly-go's source builds
+//! them (zero values and nulls included, since Go sends them), and the answer must decode
+//! into fly-go's field types. Run against the simulated platform (no Docker).
+
+use serde_json::{Value, json};
+
+use crate::platform::SimPlatform;
+
+/// A raw HTTP client for the API, as fly-go's `_sendRequest` is.
+struct Raw {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Raw {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}/v1{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"))
+        };
+        (status, value)
+    }
+
+    /// Calls and expects a 2xx; returns the answer.
+    async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let (status, value) = self.call(method.clone(), path, body.clone()).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path} {body:?}: {status} {value}"
+        );
+        value
+    }
+}
+
+/// Fields of fly-go's types and the JSON type Go decodes each from (`s` string, `n`
+/// number, `b` bool, `o` object, `a` array): a value of another type fails Go's decoder.
+fn decodes(what: &str, value: &Value, fields: &[(&str, char)]) {
+    for (field, kind) in fields {
+        let Some(found) = value.get(*field) else {
+            continue;
+        };
+        let fits = match kind {
+            's' => found.is_string() || found.is_null(),
+            'n' => found.is_number() || found.is_null(),
+            'b' => found.is_boolean() || found.is_null(),
+            'o' => found.is_object() || found.is_null(),
+            'a' => found.is_array() || found.is_null(),
+            _ => false,
+        };
+        assert!(fits, "{what}.{field} is {found}, fly-go decodes a {kind}");
+    }
+}
+
+const APP_FIELDS: &[(&str, char)] = &[
+    ("id", 's'),
+    ("name", 's'),
+    ("internal_numeric_id", 'n'),
+    ("network", 's'),
+    ("status", 's'),
+    ("machine_count", 'n'),
+    ("volume_count", 'n'),
+    ("organization", 'o'),
+];
+
+const MACHINE_FIELDS: &[(&str, char)] = &[
+    ("id", 's'),
+    ("name", 's'),
+    ("state", 's'),
+    ("region", 's'),
+    ("image_ref", 'o'),
+    ("instance_id", 's'),
+    ("version", 's'),
+    ("private_ip", 's'),
+    ("created_at", 's'),
+    ("updated_at", 's'),
+    ("config", 'o'),
+    ("events", 'a'),
+    ("checks", 'a'),
+    ("lease_nonce", 's'),
+    ("host_status", 's'),
+    ("incomplete_config", 'o'),
+];
+
+const VOLUME_FIELDS: &[(&str, char)] = &[
+    ("id", 's'),
+    ("name", 's'),
+    ("state", 's'),
+    ("size_gb", 'n'),
+    ("region", 's'),
+    ("zone", 's'),
+    ("encrypted", 'b'),
+    ("attached_machine_id", 's'),
+    ("attached_alloc_id", 's'),
+    ("created_at", 's'),
+    ("host_dedication_id", 's'),
+    ("snapshot_retention", 'n'),
+    ("auto_backup_enabled", 'b'),
+    ("fstype", 's'),
+];
+
+#[tokio::test]
+async fn fly_go_calls_succeed_and_their_answers_decode() {
+    use reqwest::Method;
+    let platform = SimPlatform::start(1).await;
+    let (base, token) = platform.api();
+    let raw = Raw {
+        http: reqwest::Client::new(),
+        base,
+        token,
+    };
+
+    // flaps.CreateApp: POST /apps?wait=true, {name, org_slug, network, app_role_id}.
+    let app = raw
+        .ok(
+            Method::POST,
+            "/apps?wait=true",
+            Some(
+                json!({"name": "gofly", "org_slug": "personal", "network": "", "app_role_id": ""}),
+            ),
+        )
+        .await;
+    decodes("App", &app, APP_FIELDS);
+    let app = raw.ok(Method::GET, "/apps/gofly", None).await;
+    decodes("App", &app, APP_FIELDS);
+    assert_eq!(app["name"], "gofly");
+    // flaps.ListApps: GET /apps?org_slug=personal ("personal" is the token's organization).
+    let apps = raw.ok(Method::GET, "/apps?org_slug=personal", None).await;
+    assert!(
+        apps["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "gofly"),
+        "{apps}"
+    );
+
+    // flaps.Launch: POST /apps/gofly/machines with LaunchMachineInput as Go marshals it.
+    let machine = raw
+        .ok(
+            Method::POST,
+            "/apps/gofly/machines",
+            Some(json!({
+                "config": {
+                    "image": "sim/idle:1",
+                    "env": {"A": "1"},
+                    "guest": {"cpu_kind": "shared", "cpus": 1, "memory_mb": 256},
+                    "restart": {"policy": "on-failure", "max_retries": 3},
+                    "metadata": {"fly_process_group": "app"},
+                    "auto_destroy": false,
+                    "dns": {},
+                    "init": {}
+                },
+                "region": "",
+                "skip_secrets": false
+            })),
+        )
+        .await;
+    decodes("Machine", &machine, MACHINE_FIELDS);
+    let id = machine["id"].as_str().unwrap().to_owned();
+    let machines = |path: &str| format!("/apps/gofly/machines{path}");
+
+    // flaps.Wait: GET .../wait?state=started&timeout=60 (several states allowed).
+    let waited = raw
+        .ok(
+            Method::GET,
+            &machines(&format!("/{id}/wait?state=started&timeout=60")),
+            None,
+        )
+        .await;
+    decodes(
+        "Wait",
+        &waited,
+        &[
+            ("ok", 'b'),
+            ("state", 's'),
+            ("event_id", 's'),
+            ("version", 's'),
+        ],
+    );
+    raw.ok(
+        Method::GET,
+        &machines(&format!("/{id}/wait?state=started&state=stopped&timeout=5")),
+        None,
+    )
+    .await;
+
+    // flaps.List: GET .../machines and with a state filter.
+    let listed = raw.ok(Method::GET, &machines(""), None).await;
+    decodes("Machine", &listed[0], MACHINE_FIELDS);
+    raw.ok(
+        Method::GET,
+        &machines("?include_deleted=false&state=started"),
+        None,
+    )
+    .await;
+
+    // Leases: POST .../lease?ttl=30 with no body, GET, DELETE with the nonce header.
+    let lease = raw
+        .ok(
+            Method::POST,
+            &machines(&format!("/{id}/lease?ttl=30")),
+            None,
+        )
+        .await;
+    decodes(
+        "MachineLease",
+        &lease,
+        &[
+            ("status", 's'),
+            ("data", 'o'),
+            ("message", 's'),
+            ("code", 's'),
+        ],
+    );
+    let nonce = lease["data"]["nonce"].as_str().unwrap().to_owned();
+    let found = raw
+        .ok(Method::GET, &machines(&format!("/{id}/lease")), None)
+        .await;
+    assert_eq!(found["data"]["nonce"], nonce.as_str(), "{found}");
+    let released = raw
+        .http
+        .delete(format!(
+            "{}/v1{}",
+            raw.base,
+            machines(&format!("/{id}/lease"))
+        ))
+        .bearer_auth(&raw.token)
+        .header("fly-machine-lease-nonce", &nonce)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        released.status().is_success(),
+        "{}",
+        released.text().await.unwrap()
+    );
+
+    // Cordon and uncordon: POST with no body.
+    raw.ok(Method::POST, &machines(&format!("/{id}/cordon")), None)
+        .await;
+    raw.ok(Method::POST, &machines(&format!("/{id}/uncordon")), None)
+        .await;
+
+    // flaps.Stop: {id, signal, timeout: "10s"}; flaps.Start: no body.
+    raw.ok(
+        Method::POST,
+        &machines(&format!("/{id}/stop")),
+        Some(json!({"id": id, "signal": "SIGTERM", "timeout": "10s"})),
+    )
+    .await;
+    raw.ok(
+        Method::GET,
+        &machines(&format!("/{id}/wait?state=stopped&timeout=60")),
+        None,
+    )
+    .await;
+    let started = raw
+        .ok(Method::POST, &machines(&format!("/{id}/start")), None)
+        .await;
+    decodes(
+        "MachineStartResponse",
+        &started,
+        &[("message", 's'), ("status", 's'), ("previous_state", 's')],
+    );
+    raw.ok(
+        Method::GET,
+        &machines(&format!("/{id}/wait?state=started&timeout=60")),
+        None,
+    )
+    .await;
+    // flaps.Restart: the options in the query string.
+    raw.ok(
+        Method::POST,
+        &machines(&format!(
+            "/{id}/restart?force_stop=false&timeout=10s&signal=SIGTERM"
+        )),
+        None,
+    )
+    .await;
+    raw.ok(
+        Method::GET,
+        &machines(&format!("/{id}/wait?state=started&timeout=60")),
+        None,
+    )
+    .await;
+
+    // flaps.Update: POST .../ID with LaunchMachineInput (skip_secrets, no id in the body).
+    let updated = raw
+        .ok(
+            Method::POST,
+            &machines(&format!("/{id}")),
+            Some(json!({
+                "config": {"image": "sim/idle:2", "metadata": {"fly_process_group": "app"}},
+                "region": "sim",
+                "skip_secrets": false
+            })),
+        )
+        .await;
+    decodes("Machine", &updated, MACHINE_FIELDS);
+
+    // Events decode as fly-go's MachineEvent.
+    let got = raw
+        .ok(Method::GET, &machines(&format!("/{id}")), None)
+        .await;
+    for event in got["events"].as_array().unwrap() {
+        decodes(
+            "MachineEvent",
+            event,
+            &[
+                ("type", 's'),
+                ("status", 's'),
+                ("request", 'o'),
+                ("source", 's'),
+                ("timestamp", 'n'),
+            ],
+        );
+    }
+
+    // Volumes: flaps.CreateVolume sends every pointer field, nil ones as null.
+    let volume = raw
+        .ok(
+            Method::POST,
+            "/apps/gofly/volumes",
+            Some(json!({
+                "name": "data", "region": "sim", "size_gb": 1, "encrypted": null,
+                "require_unique_zone": null, "unique_zone_app_wide": null,
+                "snapshot_retention": null, "auto_backup_enabled": null, "fstype": null,
+                "snapshot_id": null, "source_volume_id": null, "compute": null
+            })),
+        )
+        .await;
+    decodes("Volume", &volume, VOLUME_FIELDS);
+    let volumes = raw.ok(Method::GET, "/apps/gofly/volumes", None).await;
+    decodes("Volume", &volumes[0], VOLUME_FIELDS);
+
+    // Secrets: UpdateAppSecrets ({values}, null unsets), SetAppSecret, List, Delete.
+    let updated = raw
+        .ok(
+            Method::POST,
+            "/apps/gofly/secrets",
+            Some(json!({"values": {"API_KEY": "k1", "OLD": null}})),
+        )
+        .await;
+    decodes(
+        "UpdateAppSecretsResp",
+        &updated,
+        &[("secrets", 'a'), ("version", 'n')],
+    );
+    assert_eq!(updated["secrets"][0]["name"], "API_KEY", "{updated}");
+    let set = raw
+        .ok(
+            Method::POST,
+            "/apps/gofly/secrets/TOKEN",
+            Some(json!({"value": "t"})),
+        )
+        .await;
+    decodes(
+        "SetAppSecretResp",
+        &set,
+        &[("version", 'n'), ("name", 's'), ("digest", 's')],
+    );
+    let listed = raw.ok(Method::GET, "/apps/gofly/secrets", None).await;
+    decodes("ListAppSecretsResp", &listed, &[("secrets", 'a')]);
+    let names: Vec<&str> = listed["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["API_KEY", "TOKEN"], "{listed}");
+    for secret in listed["secrets"].as_array().unwrap() {
+        decodes(
+            "AppSecret",
+            secret,
+            &[("name", 's'), ("digest", 's'), ("created_at", 's')],
+        );
+        assert!(secret.get("value").is_none(), "values are never shown");
+    }
+    let deleted = raw
+        .ok(Method::DELETE, "/apps/gofly/secrets/TOKEN", None)
+        .await;
+    decodes("DeleteAppSecretResp", &deleted, &[("version", 'n')]);
+
+    // flaps.Kill: POST .../signal with the signal as a number; Destroy: ?kill=true.
+    raw.ok(
+        Method::POST,
+        &machines(&format!("/{id}/signal")),
+        Some(json!({"signal": 9})),
+    )
+    .await;
+    raw.ok(Method::DELETE, &machines(&format!("/{id}?kill=true")), None)
+        .await;
+
+    platform.stop().await;
+}
