@@ -136,8 +136,25 @@ pub enum ConfigError {
     },
 }
 
-/// Reads a config from text.
+/// How strictly a file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strictness {
+    /// As flyctl reads a file it deploys: keys it does not know, and a few settings
+    /// that cannot be honoured (a value out of its set, a service without a port, a mount
+    /// without a volume), are warnings that say what is ignored.
+    #[default]
+    Lenient,
+    /// As `fly config validate --strict`: all of those are errors.
+    Strict,
+}
+
+/// Reads a config from text, leniently (see [`Strictness`]).
 pub fn parse(source: SourceFile) -> Parsed {
+    parse_with(source, Strictness::Lenient)
+}
+
+/// Reads a config from text.
+pub fn parse_with(source: SourceFile, strictness: Strictness) -> Parsed {
     let mut tree = match tree::parse(&source) {
         Ok(tree) => tree,
         Err(diagnostics) => return finish(source, None, diagnostics),
@@ -161,10 +178,11 @@ pub fn parse(source: SourceFile) -> Parsed {
     if let Some(config) = &decoded.value {
         let failed = &decoded.failed_paths;
         // An unknown key that is a typo of a missing one (`internal_prot`) already says
-        // what is wrong; "`internal_port` is missing" would repeat it.
+        // what is wrong; "`internal_port` is missing" would repeat it. Read leniently,
+        // the unknown key is only a warning, so the missing one stays an error.
         let typos: Vec<(KeyPath, String)> = diagnostics
             .iter()
-            .filter(|d| d.message == "unknown key")
+            .filter(|d| d.message == "unknown key" && strictness == Strictness::Strict)
             .filter_map(|d| {
                 let meant = d
                     .help
@@ -192,8 +210,69 @@ pub fn parse(source: SourceFile) -> Parsed {
                     })
                 }),
         );
+        if strictness == Strictness::Lenient {
+            relax(&mut diagnostics, config);
+        }
+    }
+    if strictness == Strictness::Strict {
+        // What the lenient reading lets through with a warning, `--strict` refuses.
+        for diagnostic in &mut diagnostics {
+            if let Some(message) = diagnostic.message.strip_suffix(STRICT_REFUSES) {
+                diagnostic.message = message.to_owned();
+                diagnostic.severity = Severity::Error;
+            }
+        }
     }
     finish(source, decoded.value, diagnostics)
+}
+
+/// The end of a warning that `--strict` turns into an error.
+const STRICT_REFUSES: &str = " (`--strict` refuses it)";
+
+/// Turns the errors flyctl does not stop a deploy for into warnings that say what is
+/// ignored; each one's value is absent from the model (or left out by lowering).
+fn relax(diagnostics: &mut [Diagnostic], config: &AppConfig) {
+    let service_without_port = |path: &KeyPath| match path.segments() {
+        [tree::Segment::Key(key), tree::Segment::Index(index), ..] if key == "services" => config
+            .services
+            .get(*index)
+            .is_some_and(|s| s.internal_port.is_none()),
+        _ => false,
+    };
+    for diagnostic in diagnostics.iter_mut().filter(|d| d.is_error()) {
+        let path = diagnostic.path.to_string();
+        let note = if diagnostic.message == "unknown key" {
+            Some("ignored, as flyctl ignores it (`--strict` refuses it)")
+        } else if diagnostic.message.starts_with("unknown value")
+            && (path == "deploy.strategy" || path.ends_with(".concurrency.type"))
+        {
+            Some("ignored: the default applies (`--strict` refuses it)")
+        } else if diagnostic.message.starts_with("unknown value") && path.contains(".handlers[") {
+            Some("ignored: the port does not get this handler (`--strict` refuses it)")
+        } else if diagnostic
+            .message
+            .starts_with("force_https needs the `http` handler")
+        {
+            Some("force_https has no effect here (`--strict` refuses it)")
+        } else if diagnostic.message.starts_with("there is no process group") {
+            Some("the service runs on no machine (`--strict` refuses it)")
+        } else if service_without_port(&diagnostic.path)
+            && (diagnostic.message.starts_with("`internal_port` is missing")
+                || diagnostic.message.contains("is already exposed by"))
+        {
+            Some("this service is left out (`--strict` refuses it)")
+        } else if diagnostic.message.starts_with("the mount has no `source`") {
+            Some(
+                "the mount is left out: nothing survives a restart at its destination (`--strict` refuses it)",
+            )
+        } else {
+            None
+        };
+        if let Some(note) = note {
+            diagnostic.severity = Severity::Warning;
+            diagnostic.message = format!("{}; {note}", diagnostic.message);
+        }
+    }
 }
 
 fn finish(
@@ -212,15 +291,19 @@ fn finish(
 
 /// Reads the config file at `path`; its extension decides the format.
 pub fn load(path: &Path) -> Result<Parsed, ConfigError> {
+    load_with(path, Strictness::Lenient)
+}
+
+/// Reads the config file at `path` as strictly as asked.
+pub fn load_with(path: &Path, strictness: Strictness) -> Result<Parsed, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    Ok(parse(SourceFile::new(
-        path.display().to_string(),
-        text,
-        Format::from_path(path),
-    )))
+    Ok(parse_with(
+        SourceFile::new(path.display().to_string(), text, Format::from_path(path)),
+        strictness,
+    ))
 }
 
 /// The config file to use in `dir` when none is named: `fly.toml`, then `aloft.toml`.

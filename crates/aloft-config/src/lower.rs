@@ -166,10 +166,12 @@ impl AppConfig {
         if let Some(service) = http_service {
             config.services.push(lower_http_service(service));
         }
+        // A service without an internal port routes nowhere: validation says it is left
+        // out (a warning, as flyctl accepts the file; an error with `--strict`).
         for service in self
             .services
             .iter()
-            .filter(|s| self.applies(&s.processes, group))
+            .filter(|s| self.applies(&s.processes, group) && s.internal_port.is_some())
         {
             config.services.push(lower_service(service));
         }
@@ -221,7 +223,8 @@ impl AppConfig {
         config.mounts = self
             .mounts
             .iter()
-            .filter(|m| self.applies(&m.processes, group))
+            // A mount without a volume name is left out, with validation's warning.
+            .filter(|m| self.applies(&m.processes, group) && m.source.is_some())
             .map(|m| MachineMount {
                 path: m.destination.clone().unwrap_or_default(),
                 name: m.source.clone().unwrap_or_default(),

@@ -322,6 +322,19 @@ fn headers(check: &mut Node, at: &KeyPath, out: &mut Vec<Diagnostic>) {
                         .unwrap_or_else(|| Node::new(Value::String(String::new()), item.span));
                     entries.push((key(name, item.span), value));
                 }
+                // `[[...headers]]` with `Name = "value"` lines: an array of tables where a
+                // table is meant; flyctl reads the pairs, and so do we.
+                None if item.as_table().is_some_and(|t| !t.is_empty()) => {
+                    out.push(
+                        Diagnostic::warning(
+                            at.child(index),
+                            "check headers written as an array of tables (`[[...headers]]`); read as one table (`--strict` refuses it)",
+                        )
+                        .with_help("write `[services.http_checks.headers]`, with one pair of brackets")
+                        .at(item.span),
+                    );
+                    entries.extend(item.as_table().into_iter().flatten().cloned());
+                }
                 None => {
                     out.push(
                         Diagnostic::error(
@@ -519,6 +532,24 @@ fn top_level_checks(root: &mut Node, out: &mut Vec<Diagnostic>) {
                 .at(node.span),
         );
         *node = Node::table(entries, node.span);
+    }
+    // Nomad-era `script` checks: machines have no such check; flyctl deploys the file
+    // and the check never runs. Said so, and left out.
+    if let Some(entries) = node.as_table_mut() {
+        entries.retain(|(name, check)| {
+            let script = check.get("type").and_then(Node::as_str) == Some("script");
+            if script {
+                out.push(
+                    Diagnostic::warning(
+                        path!["checks", name.name.as_str(), "type"],
+                        "script checks ran on Nomad hosts and machines have none: this check is not run (`--strict` refuses it)",
+                    )
+                    .with_help("use an `http` or `tcp` check")
+                    .at(check.get("type").map_or(name.span, |t| t.span)),
+                );
+            }
+            !script
+        });
     }
     for (name, check) in node.as_table_mut().into_iter().flatten() {
         if check.as_table().is_some() {

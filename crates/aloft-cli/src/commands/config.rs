@@ -13,8 +13,14 @@ use crate::output::Output;
 pub enum ConfigCommand {
     /// Check the config file; errors and warnings go to stderr with their positions.
     ///
-    /// Exits 0 when the file is valid (warnings allowed), 1 when it has errors.
-    Validate,
+    /// Exits 0 when the file is valid (warnings allowed), 1 when it has errors. As
+    /// flyctl, keys it does not know (and a few settings it cannot honour) are warnings
+    /// saying what is ignored; `--strict` makes them errors.
+    Validate {
+        /// Refuse unknown keys and ignored settings (`fly config validate --strict`).
+        #[arg(long)]
+        strict: bool,
+    },
     /// Print the config after legacy forms are rewritten, or the Machines API config of a
     /// process group with --machine-config.
     Show(ShowArgs),
@@ -50,7 +56,16 @@ pub(crate) fn config_path(explicit: &Option<PathBuf>) -> anyhow::Result<PathBuf>
 
 /// Reads the config and prints its findings; fails when it has errors.
 pub(crate) fn read(path: &Path, out: &mut Output) -> Result<Parsed, Failure> {
-    let parsed = aloft_config::load(path).map_err(anyhow::Error::from)?;
+    read_with(path, aloft_config::Strictness::Lenient, out)
+}
+
+/// [`read`] as strictly as asked.
+pub(crate) fn read_with(
+    path: &Path,
+    strictness: aloft_config::Strictness,
+    out: &mut Output,
+) -> Result<Parsed, Failure> {
+    let parsed = aloft_config::load_with(path, strictness).map_err(anyhow::Error::from)?;
     let report = parsed.render();
     if !report.is_empty() {
         out.diagnostics(&report);
@@ -88,7 +103,7 @@ pub(crate) fn run(
 ) -> Result<(), Failure> {
     let path = config_path(config)?;
     match command {
-        ConfigCommand::Validate => validate(&path, json, out),
+        ConfigCommand::Validate { strict } => validate(&path, strictness(strict), json, out),
         ConfigCommand::Show(args) => {
             let parsed = read(&path, out)?;
             let config = with_app(&parsed, app)?;
@@ -125,13 +140,27 @@ pub(crate) fn run(
     }
 }
 
-fn validate(path: &Path, json: bool, out: &mut Output) -> Result<(), Failure> {
+/// `--strict` as a [`aloft_config::Strictness`].
+pub(crate) fn strictness(strict: bool) -> aloft_config::Strictness {
+    if strict {
+        aloft_config::Strictness::Strict
+    } else {
+        aloft_config::Strictness::Lenient
+    }
+}
+
+fn validate(
+    path: &Path,
+    strictness: aloft_config::Strictness,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
     if !json {
-        read(path, out)?;
+        read_with(path, strictness, out)?;
         out.status(&format!("{} is valid", path.display()));
         return Ok(());
     }
-    let parsed = aloft_config::load(path).map_err(anyhow::Error::from)?;
+    let parsed = aloft_config::load_with(path, strictness).map_err(anyhow::Error::from)?;
     let findings: Vec<serde_json::Value> = parsed
         .diagnostics()
         .iter()

@@ -52,6 +52,10 @@ pub struct DeployArgs {
     /// (repeatable, as flyctl's). Needs the server's BuildKit.
     #[arg(long = "build-secret", value_name = "NAME=VALUE")]
     pub build_secrets: Vec<String>,
+    /// Refuse a fly.toml with keys Aloft does not know or settings it would ignore
+    /// (warnings otherwise, as flyctl).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// Splits `KEY=VALUE` (`flag` names the option in the error).
@@ -272,7 +276,11 @@ pub(crate) async fn deploy(
     out: &mut Output,
 ) -> Result<(), Failure> {
     let path = crate::commands::config::config_path(config_file)?;
-    let parsed = crate::commands::config::read(&path, out)?;
+    let parsed = crate::commands::config::read_with(
+        &path,
+        crate::commands::config::strictness(args.strict),
+        out,
+    )?;
     let config = crate::commands::config::with_app(&parsed, app_flag)?;
     let app = config
         .app

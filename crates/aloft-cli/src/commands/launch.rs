@@ -192,6 +192,7 @@ pub(crate) async fn launch(
         build_args: Vec::new(),
         build_target: None,
         build_secrets: Vec::new(),
+        strict: false,
     };
     crate::commands::deploy::deploy(deploy, &Some(path), None, json, out).await
 }

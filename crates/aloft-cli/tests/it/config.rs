@@ -43,7 +43,7 @@ fn validate_json_reports_every_finding() {
         "fly.toml",
         "app = \"x\"\n[http_service]\ninternal_prot = 8080\n",
     );
-    let output = aloft(dir.path(), &["config", "validate", "--json"]);
+    let output = aloft(dir.path(), &["config", "validate", "--json", "--strict"]);
     assert_eq!(output.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["valid"], false);
@@ -54,6 +54,30 @@ fn validate_json_reports_every_finding() {
             "help": "did you mean `internal_port`?", "file": "fly.toml", "line": 3, "column": 1
         })
     );
+    // Without --strict (as flyctl) the unknown key is a warning, and the key it was meant
+    // for is still missing: the file stays invalid.
+    let output = aloft(dir.path(), &["config", "validate", "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let findings = report["diagnostics"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["severity"] == "warning" && f["path"] == "http_service.internal_prot"),
+        "{report}"
+    );
+    assert!(
+        findings.iter().any(|f| f["severity"] == "error"
+            && f["message"].as_str().unwrap().contains("internal_port")),
+        "{report}"
+    );
+    // An unknown key alone: valid with a warning, refused with --strict.
+    let dir = dir_with("fly.toml", "app = \"x\"\nmax_machines_running = 3\n");
+    let lenient = aloft(dir.path(), &["config", "validate"]);
+    assert_eq!(lenient.status.code(), Some(0), "{}", text(&lenient.stderr));
+    assert!(text(&lenient.stderr).contains("warning: max_machines_running: unknown key"));
+    let strict = aloft(dir.path(), &["config", "validate", "--strict"]);
+    assert_eq!(strict.status.code(), Some(1), "{}", text(&strict.stderr));
 }
 
 #[test]

@@ -24,6 +24,11 @@ pub(crate) fn data_dir() -> PathBuf {
 /// Reads `data/<folder>/<file>`, naming the source `<folder>/<file>` so that rendered
 /// messages do not depend on where the checkout lives.
 pub(crate) fn parse_data_file(path: &Path) -> Parsed {
+    parse_data_file_with(path, aloft_config::Strictness::Lenient)
+}
+
+/// [`parse_data_file`] as strictly as asked.
+pub(crate) fn parse_data_file_with(path: &Path, strictness: aloft_config::Strictness) -> Parsed {
     let folder = path
         .parent()
         .and_then(Path::file_name)
@@ -31,9 +36,8 @@ pub(crate) fn parse_data_file(path: &Path) -> Parsed {
         .unwrap_or("");
     let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let text = std::fs::read_to_string(path).expect("test data is readable");
-    aloft_config::parse(SourceFile::new(
-        format!("{folder}/{file}"),
-        text,
-        Format::from_path(path),
-    ))
+    aloft_config::parse_with(
+        SourceFile::new(format!("{folder}/{file}"), text, Format::from_path(path)),
+        strictness,
+    )
 }
