@@ -63,10 +63,12 @@ async fn response(inner: &Inner, app: &App) -> Result<AppResponse, ApiError> {
         .store
         .list_machines(&app.id, &MachineFilter::default())
         .await?;
+    let volumes = inner.store.list_volumes(&app.id).await?.len();
     Ok(crate::wire::app_response(
         app,
         &org,
         &machines,
+        volumes,
         inner.config.edge.as_ref(),
     ))
 }

@@ -24,6 +24,7 @@ mod ips;
 mod json;
 mod logs;
 mod machines;
+mod metadata;
 mod orgs;
 mod secrets;
 mod sinks;
@@ -228,6 +229,7 @@ impl Control {
         OpenApiRouter::with_openapi(ApiDoc::openapi())
             .merge(apps::routes())
             .merge(machines::routes())
+            .merge(metadata::routes())
             .merge(orgs::routes())
             .merge(secrets::routes())
             .merge(volumes::routes())

@@ -66,7 +66,7 @@ pub(crate) async fn machine_for(
 
 /// The app and machine a mutation is about: the token may change the app, and a lease
 /// held on the machine is this caller's.
-async fn writable_machine(
+pub(crate) async fn writable_machine(
     inner: &Inner,
     principal: &Principal,
     app: &str,
@@ -118,7 +118,7 @@ fn check_lease(machine: &MachineRecord, headers: &HeaderMap) -> Result<(), ApiEr
     }
 }
 
-fn notify(inner: &Inner, machine: &MachineRecord, command: Command) {
+pub(crate) fn notify(inner: &Inner, machine: &MachineRecord, command: Command) {
     // No agent listening yet is fine: agents reconcile everything when they start.
     let _ = inner.changes.send(MachineChange {
         machine_id: machine.id.clone(),
@@ -127,7 +127,7 @@ fn notify(inner: &Inner, machine: &MachineRecord, command: Command) {
     });
 }
 
-async fn user_event(
+pub(crate) async fn user_event(
     inner: &Inner,
     machine: &MachineId,
     kind: &str,
@@ -659,11 +659,23 @@ pub(crate) async fn destroy_forcibly(
         .store
         .set_desired(&machine.id, Desired::Destroyed)
         .await?;
-    if machine.state != MachineState::Destroying {
-        inner
+    // The agent may report a state at the same moment (the machine exiting after a
+    // kill, say): the move to `destroying` is tried again from the state it reported.
+    let mut attempts = 0;
+    loop {
+        let current = inner.store.machine_by_id(&machine.id).await?;
+        if matches!(current.state, MachineState::Destroying) || current.state.is_terminal() {
+            break;
+        }
+        match inner
             .store
             .set_machine_state(&machine.id, MachineState::Destroying)
-            .await?;
+            .await
+        {
+            Ok(_) => break,
+            Err(aloft_store::StoreError::Conflict { .. }) if attempts < 5 => attempts += 1,
+            Err(error) => return Err(error.into()),
+        }
     }
     user_event(
         inner,
@@ -677,7 +689,7 @@ pub(crate) async fn destroy_forcibly(
     Ok(())
 }
 
-fn refuse_if_gone(machine: &MachineRecord) -> Result<(), ApiError> {
+pub(crate) fn refuse_if_gone(machine: &MachineRecord) -> Result<(), ApiError> {
     if machine.state.is_terminal() || machine.desired == Desired::Destroyed {
         return Err(ApiError::PreconditionFailed(format!(
             "machine {} is {}",

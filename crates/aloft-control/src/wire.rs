@@ -10,6 +10,7 @@ pub(crate) fn app_response(
     app: &App,
     org: &Org,
     machines: &[MachineRecord],
+    volume_count: usize,
     edge: Option<&crate::EdgeAddress>,
 ) -> AppResponse {
     AppResponse {
@@ -22,6 +23,7 @@ pub(crate) fn app_response(
         network: app.network.clone(),
         status: app_status(machines.iter().map(|m| m.state)).to_owned(),
         machine_count: machines.len(),
+        volume_count,
         created_at: rfc3339(app.created_at),
         hostname: edge.map(|e| e.hostname(app.name.as_str())),
         url: edge.map(|e| e.url(app.name.as_str())),

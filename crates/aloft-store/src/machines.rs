@@ -352,6 +352,83 @@ impl Store {
 
     /// Replaces a machine's config with a new version; when `expected_version` is given it
     /// must be the current one (optimistic concurrency).
+    /// Sets (`Some`) or removes (`None`) one metadata key of a machine's current config,
+    /// in place: no new version, so the machine does not restart (Fly's metadata
+    /// endpoints). Returns the machine as it is afterwards.
+    pub async fn set_machine_metadata(
+        &self,
+        app_id: &AppId,
+        id: &MachineId,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<MachineRecord, StoreError> {
+        let mut current = self.machine(app_id, id).await?;
+        if current.state.is_terminal() {
+            return Err(StoreError::Conflict {
+                what: "machine",
+                id: id.to_string(),
+                reason: format!("it is {}", current.state),
+            });
+        }
+        match value {
+            Some(value) => {
+                current
+                    .config
+                    .metadata
+                    .insert(key.to_owned(), value.to_owned());
+            }
+            None => {
+                current.config.metadata.remove(key);
+            }
+        }
+        let json = config_json(id, &current.config)?;
+        let mut tx = self.pool().begin().await.map_err(StoreError::database(
+            "starting a transaction",
+            "machine",
+            id.as_str(),
+        ))?;
+        let updated = sqlx::query(
+            "UPDATE machines SET config = $1 WHERE id = $2 AND app_id = $3 AND version = $4",
+        )
+        .bind(&json)
+        .bind(id.as_str())
+        .bind(app_id.as_str())
+        .bind(current.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::database(
+            "setting metadata",
+            "machine",
+            id.as_str(),
+        ))?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::Conflict {
+                what: "machine",
+                id: id.to_string(),
+                reason: "it changed meanwhile; try again".to_owned(),
+            });
+        }
+        sqlx::query(
+            "UPDATE machine_versions SET config = $1 WHERE machine_id = $2 AND version = $3",
+        )
+        .bind(&json)
+        .bind(id.as_str())
+        .bind(current.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::database(
+            "setting metadata",
+            "machine",
+            id.as_str(),
+        ))?;
+        tx.commit().await.map_err(StoreError::database(
+            "setting metadata",
+            "machine",
+            id.as_str(),
+        ))?;
+        Ok(current)
+    }
+
     pub async fn update_machine_config(
         &self,
         app_id: &AppId,

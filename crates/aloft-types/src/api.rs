@@ -36,6 +36,9 @@ pub struct AppResponse {
     /// runs and one could not be launched).
     pub status: String,
     pub machine_count: usize,
+    /// Its volumes (Fly's `volume_count`).
+    #[serde(default)]
+    pub volume_count: usize,
     pub created_at: String,
     /// `<app>.<apps_domain>`, where the edge serves the app (absent without an edge).
     #[serde(default, skip_serializing_if = "Option::is_none")]

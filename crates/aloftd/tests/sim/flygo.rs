@@ -329,6 +329,72 @@ async fn fly_go_calls_succeed_and_their_answers_decode() {
         );
     }
 
+    // Metadata: SetMetadata ({value}), GetMetadata (a map), DeleteMetadata; in place, so
+    // the machine keeps its version (no restart).
+    let before = raw
+        .ok(Method::GET, &machines(&format!("/{id}")), None)
+        .await;
+    raw.ok(
+        Method::POST,
+        &machines(&format!("/{id}/metadata/role")),
+        Some(json!({"value": "primary"})),
+    )
+    .await;
+    let metadata = raw
+        .ok(Method::GET, &machines(&format!("/{id}/metadata")), None)
+        .await;
+    assert_eq!(metadata["role"], "primary", "{metadata}");
+    assert_eq!(metadata["fly_process_group"], "app", "{metadata}");
+    let after = raw
+        .ok(Method::GET, &machines(&format!("/{id}")), None)
+        .await;
+    assert_eq!(
+        after["instance_id"], before["instance_id"],
+        "no new version"
+    );
+    assert_eq!(after["config"]["metadata"]["role"], "primary");
+    raw.ok(
+        Method::DELETE,
+        &machines(&format!("/{id}/metadata/role")),
+        None,
+    )
+    .await;
+    let metadata = raw
+        .ok(Method::GET, &machines(&format!("/{id}/metadata")), None)
+        .await;
+    assert!(metadata.get("role").is_none(), "{metadata}");
+
+    // flaps.Suspend: a container cannot be suspended; it stops, and the event says so.
+    raw.ok(Method::POST, &machines(&format!("/{id}/suspend")), None)
+        .await;
+    raw.ok(
+        Method::GET,
+        &machines(&format!(
+            "/{id}/wait?state=stopped&state=suspended&timeout=60"
+        )),
+        None,
+    )
+    .await;
+    let suspended = raw
+        .ok(Method::GET, &machines(&format!("/{id}")), None)
+        .await;
+    assert!(
+        suspended["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "suspend"),
+        "{suspended}"
+    );
+    raw.ok(Method::POST, &machines(&format!("/{id}/start")), None)
+        .await;
+    raw.ok(
+        Method::GET,
+        &machines(&format!("/{id}/wait?state=started&timeout=60")),
+        None,
+    )
+    .await;
+
     // Volumes: flaps.CreateVolume sends every pointer field, nil ones as null.
     let volume = raw
         .ok(
@@ -345,6 +411,9 @@ async fn fly_go_calls_succeed_and_their_answers_decode() {
     decodes("Volume", &volume, VOLUME_FIELDS);
     let volumes = raw.ok(Method::GET, "/apps/gofly/volumes", None).await;
     decodes("Volume", &volumes[0], VOLUME_FIELDS);
+    let app = raw.ok(Method::GET, "/apps/gofly", None).await;
+    assert_eq!(app["volume_count"], 1, "{app}");
+    assert_eq!(app["machine_count"], 1, "{app}");
 
     // Secrets: UpdateAppSecrets ({values}, null unsets), SetAppSecret, List, Delete.
     let updated = raw

@@ -1,0 +1,140 @@
+//! A machine's metadata, read and changed in place as Fly's API does it (no new version,
+//! no restart), and `suspend`, which a container cannot do: it stops the machine and says
+//! so in the event, as Fly does where suspend is not available.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aloft_agent_api::Command;
+use aloft_store::Desired;
+use aloft_types::api::{ErrorBody, OkResponse};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::apps::app_for;
+use crate::json::Body;
+use crate::machines::{machine_for, notify, refuse_if_gone, user_event, writable_machine};
+use crate::{ApiError, Inner, Principal};
+
+pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
+    OpenApiRouter::new()
+        .routes(routes!(get_all))
+        .routes(routes!(set_one, delete_one))
+        .routes(routes!(suspend))
+}
+
+/// `POST .../metadata/{key}`.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+struct SetMetadata {
+    value: String,
+}
+
+/// Longest key and value accepted.
+const MAX_KEY: usize = 128;
+const MAX_VALUE: usize = 4096;
+
+fn check_key(key: &str) -> Result<(), ApiError> {
+    let valid = !key.is_empty()
+        && key.len() <= MAX_KEY
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "metadata key {key:?}: 1 to {MAX_KEY} letters, digits, `_`, `-` or `.`"
+        )))
+    }
+}
+
+#[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}/metadata", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, description = "The machine's metadata, key to value", body = BTreeMap<String, String>), (status = "4XX", description = "Missing or invalid token, not found", body = ErrorBody)), operation_id = "Machines_metadata_get")]
+async fn get_all(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<BTreeMap<String, String>>, ApiError> {
+    let app = app_for(&inner, &principal, &app, false).await?;
+    let machine = machine_for(&inner, &app, &id).await?;
+    Ok(Json(machine.config.metadata))
+}
+
+#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/metadata/{key}", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id"), ("key" = String, Path)), request_body = SetMetadata, responses((status = 204, description = "Set, without a restart"), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_metadata_set")]
+async fn set_one(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id, key)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    Body(request): Body<SetMetadata>,
+) -> Result<StatusCode, ApiError> {
+    check_key(&key)?;
+    if request.value.len() > MAX_VALUE {
+        return Err(ApiError::BadRequest(format!(
+            "metadata value of {key}: at most {MAX_VALUE} bytes"
+        )));
+    }
+    let (app, machine) = writable_machine(&inner, &principal, &app, &id, &headers).await?;
+    inner
+        .store
+        .set_machine_metadata(&app.id, &machine.id, &key, Some(&request.value))
+        .await?;
+    // Metadata feeds the catalog (`fly_process_group`, DNS), so it is rebuilt now.
+    inner.catalog_dirty.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/v1/apps/{app}/machines/{id}/metadata/{key}", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id"), ("key" = String, Path)), responses((status = 204, description = "Removed (or was not there)"), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_metadata_delete")]
+async fn delete_one(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id, key)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    check_key(&key)?;
+    let (app, machine) = writable_machine(&inner, &principal, &app, &id, &headers).await?;
+    inner
+        .store
+        .set_machine_metadata(&app.id, &machine.id, &key, None)
+        .await?;
+    inner.catalog_dirty.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/suspend", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, description = "A container cannot be suspended: the machine is stopped instead, and its `suspend` event says so", body = OkResponse), (status = "4XX", description = "Missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_suspend")]
+async fn suspend(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<OkResponse>, ApiError> {
+    let (_, machine) = writable_machine(&inner, &principal, &app, &id, &headers).await?;
+    refuse_if_gone(&machine)?;
+    inner
+        .store
+        .set_desired(&machine.id, Desired::Stopped)
+        .await?;
+    user_event(
+        &inner,
+        &machine.id,
+        "suspend",
+        "requested",
+        json!({ "note": "machines here run as containers, which cannot be suspended: stopped instead" }),
+    )
+    .await?;
+    notify(
+        &inner,
+        &machine,
+        Command::Stop {
+            signal: None,
+            timeout: None,
+        },
+    );
+    Ok(Json(OkResponse {
+        ok: true,
+        previous_state: Some(machine.state.to_string()),
+    }))
+}
