@@ -759,7 +759,7 @@ async fn stop(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/restart", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id"), ("signal" = Option<String>, Query), ("timeout" = Option<String>, Query)), responses((status = 200, body = OkResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_restart")]
+#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/restart", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id"), ("signal" = Option<String>, Query), ("timeout" = Option<String>, Query), ("force_stop" = Option<bool>, Query, description = "Kill the old run at once (SIGKILL) instead of stopping it")), responses((status = 200, body = OkResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_restart")]
 async fn restart(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -783,11 +783,27 @@ async fn restart(
                 .map_err(|e| ApiError::BadRequest(format!("timeout: {e}")))
         })
         .transpose()?;
+    // Fly's `force_stop=true`: the old run is killed at once, not asked to stop.
+    let force_stop = query
+        .get("force_stop")
+        .is_some_and(|v| v == "true" || v == "1");
+    let signal = if force_stop {
+        Some(aloft_types::Signal::Kill)
+    } else {
+        signal
+    };
     inner
         .store
         .set_desired(&machine.id, Desired::Started)
         .await?;
-    user_event(&inner, &machine.id, "restart", "requested", json!({})).await?;
+    user_event(
+        &inner,
+        &machine.id,
+        "restart",
+        "requested",
+        json!({ "force_stop": force_stop }),
+    )
+    .await?;
     notify(
         &inner,
         &machine,
