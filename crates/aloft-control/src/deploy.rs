@@ -1087,15 +1087,27 @@ fn release_start(steps: &[DeploymentStep]) -> i64 {
 /// these are its smoke checks' business.
 const STARTING: [&str; 5] = ["create", "update", "canary", "green", "rollback"];
 
-/// When the deployment last started `machine` on a new config (its last step of a
-/// [`STARTING`] kind), else `since`.
-fn started_by_deployment(steps: &[DeploymentStep], machine: &MachineId, since: i64) -> i64 {
+/// When the deployment last started `machine` (created at `created_at`) on a new config:
+/// its last step of a [`STARTING`] kind, else `since`. A machine the deployment created
+/// counts from its creation: its step is logged after it, and under load the machine may
+/// have started (and its smoke-check window begun) before the step was written.
+fn started_by_deployment(
+    steps: &[DeploymentStep],
+    machine: &MachineId,
+    created_at: i64,
+    since: i64,
+) -> i64 {
     steps
         .iter()
         .filter(|s| s.machine_id.as_ref() == Some(machine) && STARTING.contains(&s.kind.as_str()))
-        .map(|s| s.at)
-        .max()
-        .unwrap_or(since)
+        .max_by_key(|s| (s.at, s.number))
+        .map_or(since, |s| {
+            if CREATING.contains(&s.kind.as_str()) {
+                created_at.min(s.at)
+            } else {
+                s.at
+            }
+        })
 }
 
 /// An exit of the machine's own (not a stop the platform asked for) recorded at or after
@@ -1172,7 +1184,8 @@ async fn healthy(
         Smoke::Off => Duration::ZERO,
     };
     let steps = inner.store.steps_of(&deployment.id).await?;
-    let touched = started_by_deployment(&steps, machine, since);
+    let created_at = inner.store.machine(&app.id, machine).await?.created_at;
+    let touched = started_by_deployment(&steps, machine, created_at, since);
     let mut observed = inner.observed.subscribe();
     let mut reported: Option<String> = None;
     loop {
@@ -1395,6 +1408,29 @@ async fn roll_back(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_created_machine_counts_from_its_creation_an_updated_one_from_its_step() {
+        let machine: MachineId = "148e21ea7d2e89".parse().unwrap();
+        let step = |number: i64, kind: &str, at: i64| DeploymentStep {
+            number,
+            machine_id: Some(machine.clone()),
+            kind: kind.to_owned(),
+            message: String::new(),
+            previous_config: None,
+            at,
+        };
+        // Created at 100, its step written at 250 (after the agent may have started it):
+        // its smoke window counts from 100, so a start at 180 is its run.
+        let created = [step(1, "create", 250)];
+        assert_eq!(started_by_deployment(&created, &machine, 100, 50), 100);
+        // An update is logged before it is made: it counts from its step, not from the
+        // machine's creation long before (whose old starts are not this release's).
+        let updated = [step(1, "update", 500)];
+        assert_eq!(started_by_deployment(&updated, &machine, 100, 50), 500);
+        // Nothing of this deployment's: from when the caller started watching.
+        assert_eq!(started_by_deployment(&[], &machine, 100, 50), 50);
+    }
 
     #[test]
     fn batches_follow_max_unavailable() {

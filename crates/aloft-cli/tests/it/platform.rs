@@ -1578,17 +1578,33 @@ async fn ssh_runs_commands_copies_files_forwards_ports_and_refuses_strangers() {
         Err(aloft_ssh::client::ClientError::Refused)
     ));
 
-    let refusals: Vec<String> = ssh_events(p, "shell", &id)
-        .iter()
-        .filter(|e| e["status"] == "refused")
-        .map(|e| {
-            e["request"]["reason"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
-    for expected in ["not signed by this organization's CA", "expired"] {
+    // The server records a refusal as it closes the connection, so the last one may land
+    // a moment after the client has seen the door shut.
+    let refused = || {
+        ssh_events(p, "shell", &id)
+            .iter()
+            .filter(|e| e["status"] == "refused")
+            .map(|e| {
+                e["request"]["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect::<Vec<String>>()
+    };
+    let wanted = ["not signed by this organization's CA", "expired"];
+    let found = |refusals: &[String]| {
+        wanted
+            .iter()
+            .all(|expected| refusals.iter().any(|r| r.contains(expected)))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut refusals = refused();
+    while !found(&refusals) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        refusals = refused();
+    }
+    for expected in wanted {
         assert!(
             refusals.iter().any(|r| r.contains(expected)),
             "{expected}: {refusals:#?}"

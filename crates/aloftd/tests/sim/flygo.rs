@@ -311,6 +311,28 @@ async fn fly_go_calls_succeed_and_their_answers_decode() {
         .await;
     decodes("Machine", &updated, MACHINE_FIELDS);
 
+    // flaps.Exec: {cmd (one string), container, stdin, timeout}; the answer decodes as
+    // MachineExecResponse.
+    raw.ok(
+        Method::GET,
+        &machines(&format!("/{id}/wait?state=started&timeout=60")),
+        None,
+    )
+    .await;
+    let exec = raw
+        .ok(
+            Method::POST,
+            &machines(&format!("/{id}/exec")),
+            Some(json!({"cmd": "echo hello", "container": "", "timeout": 5})),
+        )
+        .await;
+    decodes(
+        "MachineExecResponse",
+        &exec,
+        &[("exit_code", 'n'), ("stdout", 's'), ("stderr", 's')],
+    );
+    assert_eq!(exec["stdout"], "echo hello\n", "{exec}");
+
     // Events decode as fly-go's MachineEvent.
     let got = raw
         .ok(Method::GET, &machines(&format!("/{id}")), None)
