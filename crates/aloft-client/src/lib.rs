@@ -3,6 +3,7 @@
 //!
 //! Main types: [`Client`], [`ClientError`].
 
+use aloft_types::percent_encode as encode;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -894,18 +895,4 @@ fn api_error(status: StatusCode, text: String) -> ClientError {
         status: status.as_u16(),
         message,
     }
-}
-
-/// Percent-encodes a query parameter's value.
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

@@ -729,30 +729,35 @@ async fn stop(
     OptionalBody(request): OptionalBody<StopRequest>,
 ) -> Result<Json<OkResponse>, ApiError> {
     let (_, machine) = writable_machine(&inner, &principal, &app, &id, &headers).await?;
-    refuse_if_gone(&machine)?;
+    let event = json!({
+        "signal": request.signal.map(|s| s.name()),
+        "timeout": request.timeout.map(|t| t.to_string()),
+    });
+    stop_machine(
+        &inner,
+        &machine,
+        ("stop", event),
+        request.signal,
+        request.timeout.map(|t| t.as_std()),
+    )
+    .await
+}
+
+/// Stops a machine for good (until started), recording `event` (its kind and request).
+pub(crate) async fn stop_machine(
+    inner: &Inner,
+    machine: &MachineRecord,
+    (kind, request): (&str, serde_json::Value),
+    signal: Option<aloft_types::Signal>,
+    timeout: Option<Duration>,
+) -> Result<Json<OkResponse>, ApiError> {
+    refuse_if_gone(machine)?;
     inner
         .store
         .set_desired(&machine.id, Desired::Stopped)
         .await?;
-    user_event(
-        &inner,
-        &machine.id,
-        "stop",
-        "requested",
-        json!({
-            "signal": request.signal.map(|s| s.name()),
-            "timeout": request.timeout.map(|t| t.to_string()),
-        }),
-    )
-    .await?;
-    notify(
-        &inner,
-        &machine,
-        Command::Stop {
-            signal: request.signal,
-            timeout: request.timeout.map(|t| t.as_std()),
-        },
-    );
+    user_event(inner, &machine.id, kind, "requested", request).await?;
+    notify(inner, machine, Command::Stop { signal, timeout });
     Ok(Json(OkResponse {
         ok: true,
         previous_state: Some(machine.state.to_string()),
@@ -796,6 +801,18 @@ async fn restart(
         .store
         .set_desired(&machine.id, Desired::Started)
         .await?;
+    // `restarting` from now, as an update shows `updating`: a wait for `started` that
+    // follows sees the new run, not the one being stopped. (The agent may have moved it
+    // meanwhile; then its report stands.)
+    if machine.state == MachineState::Started
+        && let Err(error) = inner
+            .store
+            .set_machine_state(&machine.id, MachineState::Restarting)
+            .await
+        && !matches!(error, aloft_store::StoreError::Conflict { .. })
+    {
+        return Err(error.into());
+    }
     user_event(
         &inner,
         &machine.id,

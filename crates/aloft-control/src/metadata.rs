@@ -5,8 +5,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use aloft_agent_api::Command;
-use aloft_store::Desired;
 use aloft_types::api::{ErrorBody, OkResponse};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -17,7 +15,7 @@ use utoipa_axum::routes;
 
 use crate::apps::app_for;
 use crate::json::Body;
-use crate::machines::{machine_for, notify, refuse_if_gone, user_event, writable_machine};
+use crate::machines::{machine_for, stop_machine, writable_machine};
 use crate::{ApiError, Inner, Principal};
 
 pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
@@ -112,29 +110,13 @@ async fn suspend(
     headers: HeaderMap,
 ) -> Result<Json<OkResponse>, ApiError> {
     let (_, machine) = writable_machine(&inner, &principal, &app, &id, &headers).await?;
-    refuse_if_gone(&machine)?;
-    inner
-        .store
-        .set_desired(&machine.id, Desired::Stopped)
-        .await?;
-    user_event(
-        &inner,
-        &machine.id,
-        "suspend",
-        "requested",
-        json!({ "note": "machines here run as containers, which cannot be suspended: stopped instead" }),
-    )
-    .await?;
-    notify(
+    let note = "machines here run as containers, which cannot be suspended: stopped instead";
+    stop_machine(
         &inner,
         &machine,
-        Command::Stop {
-            signal: None,
-            timeout: None,
-        },
-    );
-    Ok(Json(OkResponse {
-        ok: true,
-        previous_state: Some(machine.state.to_string()),
-    }))
+        ("suspend", json!({ "note": note })),
+        None,
+        None,
+    )
+    .await
 }

@@ -176,22 +176,9 @@ fn query(options: &BuildOptions) -> String {
     }
     pairs
         .into_iter()
-        .map(|(key, value)| format!("{key}={}", encode(&value)))
+        .map(|(key, value)| format!("{key}={}", aloft_types::percent_encode(&value)))
         .collect::<Vec<_>>()
         .join("&")
-}
-
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// BuildKit's steps as `--progress=plain` shows them: `#N name`, its log lines, then

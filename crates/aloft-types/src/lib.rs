@@ -28,6 +28,6 @@ pub mod time;
 pub use check::{CheckStatus, UnknownCheckStatus, service_check_name};
 pub use duration::{Duration, DurationParseError};
 pub use ids::{AppId, HostId, IdError, MachineId, OrgId, TokenId, VolumeId};
-pub use names::{AppName, NameError, RegionCode, https_authority, https_url};
+pub use names::{AppName, NameError, RegionCode, https_authority, https_url, percent_encode};
 pub use signal::{Signal, UnknownSignal};
 pub use state::{MachineState, UnknownState};

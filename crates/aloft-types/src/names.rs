@@ -5,6 +5,21 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// Percent-encodes a URL path segment or query value: everything but unreserved
+/// characters (RFC 3986: letters, digits, `-`, `.`, `_`, `~`).
+pub fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// `https://HOST[:PORT]/`, the port left out when it is HTTPS's own (443).
 pub fn https_url(host: &str, port: u16) -> String {
     format!("https://{}/", https_authority(host, port))
