@@ -1292,6 +1292,14 @@ impl Proxy {
                     tracing::debug!(machine = %backend.machine, %error, "connecting failed; trying another machine");
                     failed.push(backend.machine.clone());
                 }
+                // A machine that closed the connection before any answer (stopped by a
+                // deploy while the request was on its way, or a kept-alive connection it
+                // had just closed): an idempotent request goes to another one, as nginx's
+                // `proxy_next_upstream error` does.
+                Err((false, error)) if attempt + 1 < attempts && idempotent(&parts.method) => {
+                    tracing::debug!(machine = %backend.machine, %error, "no answer; trying another machine");
+                    failed.push(backend.machine.clone());
+                }
                 Err((connect, error)) => {
                     tracing::debug!(machine = %backend.machine, %error, "forwarding failed");
                     if connect {
@@ -1711,6 +1719,19 @@ fn buffers(headers: &http::HeaderMap, body: &Incoming) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok())
         .is_some_and(|length| length <= MAX_REPLAY_BODY)
+}
+
+/// Methods that may be sent twice without harm (RFC 9110, 9.2.2).
+fn idempotent(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
 }
 
 /// Why a request reached no machine.

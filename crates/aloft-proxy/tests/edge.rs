@@ -189,3 +189,99 @@ async fn idle_connections_close_after_the_idle_timeout_and_busy_ones_do_not() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     stop.cancel();
 }
+
+/// A machine that takes connections and closes each without answering (one stopped
+/// by a deploy while a request was on its way); counts them.
+async fn silent_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = taken.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer).await;
+                drop(stream);
+            });
+        }
+    });
+    (port, taken)
+}
+
+/// A machine that answers every request `200 answered`, over HTTP/1.1.
+async fn http1_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |_: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from_static(b"answered"),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// Two machines of one app, on `[::1]` at these ports.
+fn two_machines(first: u16, second: u16) -> Catalog {
+    let mut catalog = catalog(first, HttpOptions::default());
+    let mut other = catalog.machines[0].clone();
+    other.id = "fedcba98765432".into();
+    other.services[0].internal_port = second;
+    catalog.machines.push(other);
+    catalog
+}
+
+#[tokio::test]
+async fn an_idempotent_request_a_machine_drops_goes_to_another_and_a_post_does_not() {
+    let (silent, taken) = silent_server().await;
+    let answering = http1_server().await;
+    let (address, stop) = proxy(two_machines(silent, answering)).await;
+    let http = reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let url = format!("http://{address}/");
+    for _ in 0..10 {
+        let response = http
+            .get(&url)
+            .header("host", "grpc.aloft.localhost")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    }
+    // Positive control: the dropping machine was tried (the retry path ran).
+    assert!(
+        taken.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the silent machine was never picked"
+    );
+    // A POST is not sent twice: one the silent machine drops is a 502.
+    let mut refused = 0;
+    for _ in 0..20 {
+        let response = http
+            .post(&url)
+            .header("host", "grpc.aloft.localhost")
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 502 {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 1, "no POST reached the silent machine");
+    stop.cancel();
+}
