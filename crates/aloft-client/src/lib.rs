@@ -1,18 +1,18 @@
 //! A typed client of Aloft's Machines API (Fly's paths and JSON). Errors keep the API's
 //! status and message so callers can tell "not found" from "conflict" from "unreachable".
 //!
-//! Main types: [`Client`], [`ClientError`].
+//! Main types: [`Client`], [`ClientError`]. Apps, machines, deployments, builds and logs
+//! are here; secrets and volumes in `data`, organizations, tokens and SSH in `access`.
 
 use aloft_types::percent_encode as encode;
-use std::collections::BTreeMap;
+mod access;
+mod data;
+
 use std::time::Duration;
 
 use aloft_types::api::{
-    AppList, AppResponse, CreateAppRequest, CreateOrgRequest, CreateTokenRequest,
-    CreateVolumeRequest, CreatedOrg, CreatedToken, EventResponse, ExecRequest, ExecResponse,
-    ExtendResponse, ExtendVolumeRequest, MachineRequest, MachineResponse, OkResponse, OrgResponse,
-    SecretInfo, SecretsUpdate, SecretsVersion, SignalRequest, StopRequest, TokenResponse,
-    VersionResponse, VolumeResponse,
+    AppList, AppResponse, CreateAppRequest, EventResponse, ExecRequest, ExecResponse,
+    MachineRequest, MachineResponse, OkResponse, SignalRequest, StopRequest, VersionResponse,
 };
 use aloft_types::{MachineState, Signal};
 use reqwest::{Method, StatusCode};
@@ -710,162 +710,8 @@ impl Client {
         self.get(&format!("/v1/apps/{app}/machines/{id}/versions"))
             .await
     }
-
-    // Secrets.
-
-    /// Sets (`Some`) and unsets (`None`) secrets in one change.
-    pub async fn update_secrets(
-        &self,
-        app: &str,
-        values: BTreeMap<String, Option<String>>,
-    ) -> Result<SecretsVersion, ClientError> {
-        self.post(
-            &format!("/v1/apps/{app}/secrets"),
-            &SecretsUpdate { values },
-        )
-        .await
-    }
-
-    pub async fn list_secrets(&self, app: &str) -> Result<Vec<SecretInfo>, ClientError> {
-        let list: aloft_types::api::SecretList =
-            self.get(&format!("/v1/apps/{app}/secrets")).await?;
-        Ok(list.secrets)
-    }
-
-    // Volumes.
-
-    pub async fn create_volume(
-        &self,
-        app: &str,
-        request: &CreateVolumeRequest,
-    ) -> Result<VolumeResponse, ClientError> {
-        self.post(&format!("/v1/apps/{app}/volumes"), request).await
-    }
-
-    pub async fn list_volumes(&self, app: &str) -> Result<Vec<VolumeResponse>, ClientError> {
-        self.get(&format!("/v1/apps/{app}/volumes")).await
-    }
-
-    pub async fn volume(&self, app: &str, id: &str) -> Result<VolumeResponse, ClientError> {
-        self.get(&format!("/v1/apps/{app}/volumes/{id}")).await
-    }
-
-    pub async fn extend_volume(
-        &self,
-        app: &str,
-        id: &str,
-        size_gb: i64,
-    ) -> Result<ExtendResponse, ClientError> {
-        self.call(
-            Method::PUT,
-            &format!("/v1/apps/{app}/volumes/{id}/extend"),
-            Some(&ExtendVolumeRequest { size_gb }),
-        )
-        .await
-    }
-
-    pub async fn destroy_volume(&self, app: &str, id: &str) -> Result<VolumeResponse, ClientError> {
-        self.call(
-            Method::DELETE,
-            &format!("/v1/apps/{app}/volumes/{id}"),
-            None::<&()>,
-        )
-        .await
-    }
-
-    // Organizations and tokens.
-
-    // SSH.
-
-    /// Signs a user certificate for `request.public_key` with the organization's CA.
-    pub async fn ssh_certificate(
-        &self,
-        org: &str,
-        request: &aloft_types::api::SshCertificateRequest,
-    ) -> Result<aloft_types::api::SshCertificate, ClientError> {
-        self.post(&format!("/v1/orgs/{org}/ssh/certificates"), request)
-            .await
-    }
-
-    /// Opens the API's SSH tunnel to `machine`'s host: the returned stream carries SSH.
-    pub async fn ssh_tunnel(
-        &self,
-        app: &str,
-        machine: &str,
-    ) -> Result<reqwest::Upgraded, ClientError> {
-        // No overall timeout: the tunnel lives as long as the session.
-        let http = reqwest::Client::builder()
-            .http1_only()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| self.unreachable(e))?;
-        let response = http
-            .get(format!(
-                "{}/v1/apps/{app}/machines/{machine}/ssh",
-                self.base
-            ))
-            .bearer_auth(&self.token)
-            .header(reqwest::header::CONNECTION, "upgrade")
-            .header(reqwest::header::UPGRADE, "ssh")
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        let status = response.status();
-        if status != StatusCode::SWITCHING_PROTOCOLS {
-            return Err(api_error(status, response.text().await.unwrap_or_default()));
-        }
-        response.upgrade().await.map_err(|e| self.unreachable(e))
-    }
-
-    pub async fn list_orgs(&self) -> Result<Vec<OrgResponse>, ClientError> {
-        self.get("/v1/orgs").await
-    }
-
-    pub async fn create_org(
-        &self,
-        slug: &str,
-        name: Option<&str>,
-    ) -> Result<CreatedOrg, ClientError> {
-        self.post(
-            "/v1/orgs",
-            &CreateOrgRequest {
-                slug: slug.to_owned(),
-                name: name.map(str::to_owned),
-            },
-        )
-        .await
-    }
-
-    pub async fn org(&self, slug: &str) -> Result<OrgResponse, ClientError> {
-        self.get(&format!("/v1/orgs/{slug}")).await
-    }
-
-    pub async fn delete_org(&self, slug: &str) -> Result<(), ClientError> {
-        self.delete(&format!("/v1/orgs/{slug}")).await
-    }
-
-    pub async fn create_token(
-        &self,
-        request: &CreateTokenRequest,
-    ) -> Result<CreatedToken, ClientError> {
-        self.post("/v1/tokens", request).await
-    }
-
-    pub async fn list_tokens(&self) -> Result<Vec<TokenResponse>, ClientError> {
-        self.get("/v1/tokens").await
-    }
-
-    pub async fn current_token(&self) -> Result<TokenResponse, ClientError> {
-        self.get("/v1/tokens/current").await
-    }
-
-    pub async fn revoke_token(&self, id: &str) -> Result<(), ClientError> {
-        self.delete(&format!("/v1/tokens/{id}")).await
-    }
 }
 
-/// The error of a failed answer: the API's `{"error": "..."}` message, else the body, else
-/// the status.
 /// What to do after an error status, for the statuses whose message cannot say it.
 fn next_step(status: u16) -> &'static str {
     match status {
@@ -880,6 +726,8 @@ fn next_step(status: u16) -> &'static str {
     }
 }
 
+/// The error of a failed answer: the API's `{"error": "..."}` message, else the body, else
+/// the status.
 fn api_error(status: StatusCode, text: String) -> ClientError {
     let message = serde_json::from_str::<serde_json::Value>(&text)
         .ok()

@@ -20,6 +20,7 @@ mod checks;
 mod deployments;
 mod hosts;
 mod ips;
+mod leases;
 mod machines;
 mod networks;
 mod orgs;

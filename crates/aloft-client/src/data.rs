@@ -1,0 +1,76 @@
+//! Secrets and volumes.
+
+use std::collections::BTreeMap;
+
+use aloft_types::api::{
+    CreateVolumeRequest, ExtendResponse, ExtendVolumeRequest, SecretInfo, SecretsUpdate,
+    SecretsVersion, VolumeResponse,
+};
+
+use reqwest::Method;
+
+use super::{Client, ClientError};
+
+impl Client {
+    // Secrets.
+
+    /// Sets (`Some`) and unsets (`None`) secrets in one change.
+    pub async fn update_secrets(
+        &self,
+        app: &str,
+        values: BTreeMap<String, Option<String>>,
+    ) -> Result<SecretsVersion, ClientError> {
+        self.post(
+            &format!("/v1/apps/{app}/secrets"),
+            &SecretsUpdate { values },
+        )
+        .await
+    }
+
+    pub async fn list_secrets(&self, app: &str) -> Result<Vec<SecretInfo>, ClientError> {
+        let list: aloft_types::api::SecretList =
+            self.get(&format!("/v1/apps/{app}/secrets")).await?;
+        Ok(list.secrets)
+    }
+
+    // Volumes.
+
+    pub async fn create_volume(
+        &self,
+        app: &str,
+        request: &CreateVolumeRequest,
+    ) -> Result<VolumeResponse, ClientError> {
+        self.post(&format!("/v1/apps/{app}/volumes"), request).await
+    }
+
+    pub async fn list_volumes(&self, app: &str) -> Result<Vec<VolumeResponse>, ClientError> {
+        self.get(&format!("/v1/apps/{app}/volumes")).await
+    }
+
+    pub async fn volume(&self, app: &str, id: &str) -> Result<VolumeResponse, ClientError> {
+        self.get(&format!("/v1/apps/{app}/volumes/{id}")).await
+    }
+
+    pub async fn extend_volume(
+        &self,
+        app: &str,
+        id: &str,
+        size_gb: i64,
+    ) -> Result<ExtendResponse, ClientError> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/apps/{app}/volumes/{id}/extend"),
+            Some(&ExtendVolumeRequest { size_gb }),
+        )
+        .await
+    }
+
+    pub async fn destroy_volume(&self, app: &str, id: &str) -> Result<VolumeResponse, ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/apps/{app}/volumes/{id}"),
+            None::<&()>,
+        )
+        .await
+    }
+}
