@@ -1,3 +1,4 @@
+// Over 800 lines: listeners, connection handling, forwarding, headers, replay and balancing share the Proxy state; the split along those jobs is issue 16 item 6.
 //! The HTTP side of the proxy: a shared listener routes by `Host` to `<app>.<apps_domain>`,
 //! picks a machine and forwards the request over the private network with Fly's headers.
 
