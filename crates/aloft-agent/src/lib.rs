@@ -140,6 +140,8 @@ struct Shared<R> {
     watched: StdMutex<HashMap<String, CancellationToken>>,
     /// Runs the agent is stopping itself: their exits are not crashes.
     requested_stops: StdMutex<HashSet<String>>,
+    /// The latest runs whose exit was seen: a run in a stale listing is not watched again.
+    ended: StdMutex<Ended>,
     exits: mpsc::UnboundedSender<(MachineId, String, ExitStatus)>,
     tasks: TaskTracker,
     /// Cancelled when the agent stops: waits on containers end (the containers do not).
@@ -161,6 +163,46 @@ impl<R: Runtime + 'static> std::fmt::Debug for Agent<R> {
         f.debug_struct("Agent")
             .field("host", &self.shared.config.host_id)
             .finish_non_exhaustive()
+    }
+}
+
+/// How the run of container `id` that started at `started_at` ended, or `None` when the
+/// container is in a later run (the run was seen in a stale listing, or started again
+/// while the wait began): a wait on a later run would report that run's exit as this
+/// one's, and an inspection of a running container has no exit code at all.
+async fn wait_run<R: Runtime>(
+    runtime: &R,
+    id: &str,
+    started_at: &str,
+) -> Result<Option<ExitStatus>, RuntimeError> {
+    let same_run =
+        |info: &Option<ContainerInfo>| info.as_ref().is_some_and(|i| i.started_at == started_at);
+    if !same_run(&runtime.inspect(id).await?) {
+        return Ok(None);
+    }
+    let exit = runtime.wait(id).await?;
+    Ok(same_run(&runtime.inspect(id).await?).then_some(exit))
+}
+
+/// Runs whose exit was seen, the latest [`Ended::KEPT`] of them.
+#[derive(Debug, Default)]
+struct Ended {
+    runs: HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Ended {
+    const KEPT: usize = 4096;
+
+    fn insert(&mut self, run: &str) {
+        if self.runs.insert(run.to_owned()) {
+            self.order.push_back(run.to_owned());
+            while self.order.len() > Self::KEPT {
+                if let Some(old) = self.order.pop_front() {
+                    self.runs.remove(&old);
+                }
+            }
+        }
     }
 }
 
@@ -188,6 +230,7 @@ impl<R: Runtime + 'static> Agent<R> {
             restarts: StdMutex::new(HashMap::new()),
             watched: StdMutex::new(HashMap::new()),
             requested_stops: StdMutex::new(HashSet::new()),
+            ended: StdMutex::new(Ended::default()),
             exits,
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
@@ -413,6 +456,9 @@ impl<R: Runtime + 'static> Shared<R> {
 
     /// Forgets a run whose exit was seen (or can no longer be waited for): its checks end.
     fn unwatch(&self, run: &str) {
+        if let Ok(mut ended) = self.ended.lock() {
+            ended.insert(run);
+        }
         let ended = self.watched.lock().ok().and_then(|mut w| w.remove(run));
         if let Some(ended) = ended {
             ended.cancel();
@@ -429,6 +475,9 @@ impl<R: Runtime + 'static> Shared<R> {
     ) {
         let run = container.run_key();
         let ended = CancellationToken::new();
+        if self.ended.lock().is_ok_and(|e| e.runs.contains(&run)) {
+            return;
+        }
         let fresh = self
             .watched
             .lock()
@@ -467,14 +516,23 @@ impl<R: Runtime + 'static> Shared<R> {
         let machine = machine.id.clone();
         let shared = self.clone();
         let id = container.id.clone();
+        let started_at = container.started_at.clone();
         self.tasks.spawn(async move {
-                        let waited = tokio::select! {
-                waited = shared.runtime.wait(&id) => waited,
+            let waited = tokio::select! {
+                waited = wait_run(&shared.runtime, &id, &started_at) => waited,
                 () = shared.stopping.cancelled() => return,
             };
             match waited {
-                                Ok(exit) => {
+                Ok(Some(exit)) => {
                     let _ = shared.exits.send((machine, run, exit));
+                }
+                Ok(None) => {
+                    // A stale listing's run: the container has started again since, and
+                    // that run has a watch of its own.
+                    shared.unwatch(&run);
+                    if let Ok(mut requested) = shared.requested_stops.lock() {
+                        requested.remove(&run);
+                    }
                 }
                 Err(error) => {
                     shared.unwatch(&run);
@@ -1024,5 +1082,65 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
             }
             Ok(shown)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aloft_runtime::ContainerSpec;
+    use aloft_testkit::sim::SimRuntime;
+
+    async fn started(runtime: &SimRuntime, id: &str) -> ContainerInfo {
+        runtime.start(id).await.unwrap();
+        runtime.inspect(id).await.unwrap().unwrap()
+    }
+
+    /// The exit of a run is its own: a wait begun from a stale listing, after the
+    /// container started again, is no exit of the listed run (it used to report the later
+    /// run's state, running, as "exited with code 0").
+    #[tokio::test]
+    async fn a_run_seen_in_a_stale_listing_reports_no_exit() {
+        let runtime = SimRuntime::new();
+        let spec = ContainerSpec {
+            name: "m1".to_owned(),
+            image: "app".to_owned(),
+            entrypoint: None,
+            cmd: None,
+            env: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            hostname: None,
+            cpus: None,
+            memory_mb: None,
+            mounts: Vec::new(),
+            stop_signal: Signal::Term,
+            tty: false,
+        };
+        let id = runtime.create(&spec).await.unwrap();
+        let first = started(&runtime, &id).await;
+        // Positive control: the listed run is current, so its exit is reported.
+        assert!(runtime.exit(&id, 1));
+        let exit = wait_run(&runtime, &id, &first.started_at).await.unwrap();
+        assert_eq!(exit.map(|e| e.exit_code), Some(1));
+
+        let second = started(&runtime, &id).await;
+        assert_ne!(first.started_at, second.started_at);
+        let stale = wait_run(&runtime, &id, &first.started_at).await.unwrap();
+        assert_eq!(stale, None, "the first run's exit was reported again");
+        assert!(runtime.exit(&id, 3));
+        let exit = wait_run(&runtime, &id, &second.started_at).await.unwrap();
+        assert_eq!(exit.map(|e| e.exit_code), Some(3));
+    }
+
+    #[test]
+    fn ended_runs_are_kept_up_to_a_bound() {
+        let mut ended = Ended::default();
+        for run in 0..Ended::KEPT + 10 {
+            ended.insert(&run.to_string());
+        }
+        ended.insert("5000");
+        assert_eq!(ended.runs.len(), Ended::KEPT);
+        assert!(!ended.runs.contains("0"), "the oldest run is forgotten");
+        assert!(ended.runs.contains(&(Ended::KEPT + 9).to_string()));
     }
 }

@@ -537,12 +537,20 @@ impl Runtime for DockerRuntime {
             condition: "not-running",
         };
         let mut wait = self.docker.wait_container(id, Some(options));
-        match wait.next().await {
-            // bollard reports a non-zero exit as an error; the inspection below reads it.
-            Some(Ok(_)) | Some(Err(DockerError::DockerContainerWaitError { .. })) | None => {}
+        // The code the wait answers with is the ended run's; an inspection made after it
+        // may already see a later run (the container started again), which is running
+        // and has no exit code. bollard reports a non-zero exit as an error.
+        let code = match wait.next().await {
+            Some(Ok(response)) => Some(response.status_code),
+            Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Some(code),
+            None => None,
             Some(Err(error)) => return Err(operation("wait", id)(error)),
-        }
-        self.exit_status(id).await
+        };
+        let inspected = self.exit_status(id).await?;
+        Ok(match code {
+            Some(code) if code != inspected.exit_code => ExitStatus::from_code(code, false),
+            _ => inspected,
+        })
     }
 
     async fn exec_attached(

@@ -196,7 +196,8 @@ fn end_run(state: &mut State, id: &str, exit: ExitStatus) -> bool {
         timestamp: timestamp(),
         text: format!("sim: exited with code {}", exit.exit_code),
     });
-    let _ = container.exit.send(Some(exit));
+    // `send` keeps the old value when nobody waits yet; a wait begun later must see it.
+    container.exit.send_replace(Some(exit));
     true
 }
 
