@@ -25,6 +25,7 @@ use aloft_types::api::{
     DeployRequest, DeploymentResponse, DeploymentStepResponse, ErrorBody, MachineRequest,
     ReleaseResponse,
 };
+use aloft_types::deploy::{DeploymentStatus, ReleaseStatus, StepKind, Strategy};
 use aloft_types::machine::{
     METADATA_PLATFORM_VERSION, METADATA_PROCESS_GROUP, METADATA_RELEASE_ID,
     METADATA_RELEASE_VERSION, MachineConfig,
@@ -49,8 +50,6 @@ const MAX_WAIT_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_SMOKE_CHECK: Duration = Duration::from_secs(10);
 /// At most this long for the smoke checks of one machine.
 const MAX_SMOKE_CHECK: Duration = Duration::from_secs(300);
-/// Fly's deployment strategies.
-const STRATEGIES: [&str; 4] = ["rolling", "immediate", "canary", "bluegreen"];
 
 pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
     OpenApiRouter::new()
@@ -65,7 +64,7 @@ fn release_response(release: &ReleaseRecord) -> ReleaseResponse {
         id: release.id.clone(),
         version: release.version,
         image: release.image.clone(),
-        status: release.status.clone(),
+        status: release.status,
         process_group: group_of(&release.config).to_owned(),
         description: release.description.clone(),
         user: release.created_by.clone(),
@@ -77,7 +76,7 @@ fn step_response(step: &DeploymentStep) -> DeploymentStepResponse {
     DeploymentStepResponse {
         number: step.number,
         machine_id: step.machine_id.as_ref().map(ToString::to_string),
-        kind: step.kind.clone(),
+        kind: step.kind,
         message: step.message.clone(),
         at: rfc3339(step.at),
     }
@@ -92,11 +91,11 @@ async fn deployment_response(
     Ok(DeploymentResponse {
         id: deployment.id.clone(),
         release: release_response(&release),
-        strategy: deployment.strategy.clone(),
+        strategy: deployment.strategy,
         max_unavailable: deployment.max_unavailable,
         wait_timeout: u64::try_from(deployment.wait_timeout_ms / 1000).unwrap_or(0),
         smoke_check_seconds: u64::try_from(deployment.smoke_check_ms / 1000).unwrap_or(0),
-        status: deployment.status.clone(),
+        status: deployment.status,
         error: deployment.error.clone(),
         steps: steps.iter().map(step_response).collect(),
         created_at: rfc3339(deployment.created_at),
@@ -118,13 +117,16 @@ async fn create(
             "image is required: the image the release runs".to_owned(),
         ));
     }
-    let strategy = request.strategy.as_deref().unwrap_or("rolling");
-    if !STRATEGIES.contains(&strategy) {
-        return Err(ApiError::BadRequest(format!(
-            "strategy {strategy:?}: use one of {}",
-            STRATEGIES.join(", ")
-        )));
-    }
+    let strategy = match request.strategy.as_deref() {
+        None => Strategy::Rolling,
+        Some(name) => name.parse::<Strategy>().map_err(|_| {
+            let names: Vec<&str> = Strategy::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::BadRequest(format!(
+                "strategy {name:?}: use one of {}",
+                names.join(", ")
+            ))
+        })?,
+    };
     let release_command = match request.release_command {
         Some(words) if words.is_empty() || words[0].trim().is_empty() => {
             return Err(ApiError::BadRequest(
@@ -198,9 +200,9 @@ async fn create(
         None if config.services.is_empty() || !config.mounts.is_empty() => 1,
         None => 2,
     };
-    if !config.mounts.is_empty() && matches!(strategy, "canary" | "bluegreen") {
+    if !config.mounts.is_empty() && strategy.creates_machines() {
         return Err(ApiError::BadRequest(format!(
-            "strategy {strategy:?} cannot be used with volumes (config.mounts): its new machines would need volumes of their own; use \"rolling\" or \"immediate\""
+            "strategy \"{strategy}\" cannot be used with volumes (config.mounts): its new machines would need volumes of their own; use \"rolling\" or \"immediate\""
         )));
     }
     let description = request
@@ -214,7 +216,7 @@ async fn create(
             config,
             description,
             created_by: principal.token.name.clone(),
-            strategy: strategy.to_owned(),
+            strategy,
             max_unavailable,
             wait_timeout_ms: i64::try_from(wait_timeout.as_millis()).unwrap_or(i64::MAX),
             initial_count,
@@ -259,7 +261,7 @@ async fn rollback(
         .into_iter()
         .find(|r| r.version == version)
         .ok_or_else(|| ApiError::not_found(format!("release v{version} of app {}", app.name)))?;
-    if release.status != "complete" {
+    if release.status != ReleaseStatus::Complete {
         return Err(ApiError::Unprocessable(format!(
             "release v{version} of app {} is {}: only a release that was deployed completely can be rolled back to",
             app.name, release.status
@@ -277,14 +279,14 @@ async fn rollback(
     let (strategy, max_unavailable, wait_timeout_ms, initial_count, smoke_check_ms) =
         match &original {
             Some(d) => (
-                d.strategy.clone(),
+                d.strategy,
                 d.max_unavailable,
                 d.wait_timeout_ms,
                 d.initial_count,
                 d.smoke_check_ms,
             ),
             None => (
-                "rolling".to_owned(),
+                Strategy::Rolling,
                 DEFAULT_MAX_UNAVAILABLE,
                 i64::try_from(DEFAULT_WAIT_TIMEOUT.as_millis()).unwrap_or(i64::MAX),
                 2,
@@ -299,7 +301,7 @@ async fn rollback(
             config: release.config.clone(),
             description: format!("rollback to v{version}"),
             created_by: principal.token.name.clone(),
-            strategy: strategy.clone(),
+            strategy,
             max_unavailable,
             wait_timeout_ms,
             initial_count,
@@ -411,8 +413,8 @@ fn runs(machine: &MachineConfig, target: &MachineConfig) -> bool {
 /// a count of machines (`1` is one machine, not all of them), below 1 a fraction of the
 /// group, rounded up (`0.33` of 3 machines is 1, of 10 is 4). Never 0, never more than the
 /// group.
-fn batch_size(strategy: &str, max_unavailable: f64, machines: usize) -> usize {
-    if strategy == "immediate" {
+fn batch_size(strategy: Strategy, max_unavailable: f64, machines: usize) -> usize {
+    if strategy == Strategy::Immediate {
         return machines.max(1);
     }
     let size = if max_unavailable >= 1.0 {
@@ -450,11 +452,11 @@ async fn step(
     inner: &Inner,
     deployment: &DeploymentRecord,
     machine: Option<&MachineId>,
-    kind: &str,
+    kind: StepKind,
     message: &str,
     previous: Option<&MachineConfig>,
 ) -> Result<(), ApiError> {
-    tracing::info!(deployment = %deployment.id, machine = ?machine.map(MachineId::as_str), kind, message, "deployment step");
+    tracing::info!(deployment = %deployment.id, machine = ?machine.map(MachineId::as_str), %kind, message, "deployment step");
     inner
         .store
         .append_step(&deployment.id, machine, kind, message, previous)
@@ -479,7 +481,7 @@ enum Outcome {
 async fn run(inner: &Arc<Inner>, app: &App, deployment: &DeploymentRecord) -> Result<(), ApiError> {
     let release = inner.store.release(&deployment.release_id).await?;
     adopt_created(inner, app, deployment).await?;
-    if deployment.status == "rolling_back" {
+    if deployment.status == DeploymentStatus::RollingBack {
         let why = deployment
             .error
             .clone()
@@ -490,11 +492,11 @@ async fn run(inner: &Arc<Inner>, app: &App, deployment: &DeploymentRecord) -> Re
         Outcome::Done => {
             inner
                 .store
-                .set_release_status(&release.id, "complete")
+                .set_release_status(&release.id, ReleaseStatus::Complete)
                 .await?;
             inner
                 .store
-                .set_deployment_status(&deployment.id, "succeeded", None)
+                .set_deployment_status(&deployment.id, DeploymentStatus::Succeeded, None)
                 .await?;
             tracing::info!(app = %app.name, deployment = %deployment.id, version = release.version, "deployment succeeded");
             Ok(())
@@ -502,11 +504,11 @@ async fn run(inner: &Arc<Inner>, app: &App, deployment: &DeploymentRecord) -> Re
         Outcome::Abort(why) => {
             inner
                 .store
-                .set_release_status(&release.id, "failed")
+                .set_release_status(&release.id, ReleaseStatus::Failed)
                 .await?;
             inner
                 .store
-                .set_deployment_status(&deployment.id, "failed", Some(&why))
+                .set_deployment_status(&deployment.id, DeploymentStatus::Failed, Some(&why))
                 .await?;
             tracing::warn!(app = %app.name, deployment = %deployment.id, why, "deployment failed before changing any machine");
             Ok(())
@@ -514,18 +516,15 @@ async fn run(inner: &Arc<Inner>, app: &App, deployment: &DeploymentRecord) -> Re
         Outcome::RollBack(why) => {
             inner
                 .store
-                .set_deployment_status(&deployment.id, "rolling_back", Some(&why))
+                .set_deployment_status(&deployment.id, DeploymentStatus::RollingBack, Some(&why))
                 .await?;
             roll_back(inner, app, deployment, &release, &why).await
         }
     }
 }
 
-/// Step kinds that create a machine, which a rollback destroys.
-const CREATING: [&str; 3] = ["create", "canary", "green"];
-
 /// The machines steps of `kind` name, in order.
-fn machines_in(steps: &[DeploymentStep], kind: &str) -> Vec<MachineId> {
+fn machines_in(steps: &[DeploymentStep], kind: StepKind) -> Vec<MachineId> {
     steps
         .iter()
         .filter(|s| s.kind == kind)
@@ -534,7 +533,7 @@ fn machines_in(steps: &[DeploymentStep], kind: &str) -> Vec<MachineId> {
 }
 
 /// Whether a step of `kind` names `machine`.
-fn logged(steps: &[DeploymentStep], kind: &str, machine: &MachineId) -> bool {
+fn logged(steps: &[DeploymentStep], kind: StepKind, machine: &MachineId) -> bool {
     steps
         .iter()
         .any(|s| s.kind == kind && s.machine_id.as_ref() == Some(machine))
@@ -561,12 +560,12 @@ async fn create_for(
     deployment: &DeploymentRecord,
     release: &ReleaseRecord,
     region: Option<&str>,
-    kind: &str,
+    kind: StepKind,
 ) -> Result<MachineRecord, ApiError> {
     let mut request = MachineRequest::new(created_by(target_of(release), deployment, kind));
     request.region = region.map(str::to_owned);
     // Green machines take no traffic until the switch.
-    let cordoned = kind == "green";
+    let cordoned = kind == StepKind::Green;
     crate::machines::create_machine_as(inner, app, request, &release.created_by, cordoned).await
 }
 
@@ -581,14 +580,15 @@ const METADATA_DEPLOYMENT_STEP: &str = "aloft_deployment_step";
 fn created_by(
     mut config: MachineConfig,
     deployment: &DeploymentRecord,
-    kind: &str,
+    kind: StepKind,
 ) -> MachineConfig {
     config
         .metadata
         .insert(METADATA_DEPLOYMENT.to_owned(), deployment.id.clone());
-    config
-        .metadata
-        .insert(METADATA_DEPLOYMENT_STEP.to_owned(), kind.to_owned());
+    config.metadata.insert(
+        METADATA_DEPLOYMENT_STEP.to_owned(),
+        kind.as_str().to_owned(),
+    );
     config
 }
 
@@ -613,7 +613,14 @@ async fn adopt_created(
         {
             continue;
         }
-        let Some(kind) = machine.config.metadata.get(METADATA_DEPLOYMENT_STEP) else {
+        // The metadata can be written through the API: only a creating kind counts.
+        let Some(kind) = machine
+            .config
+            .metadata
+            .get(METADATA_DEPLOYMENT_STEP)
+            .and_then(|kind| kind.parse::<StepKind>().ok())
+            .filter(|kind| StepKind::CREATING.contains(kind) || *kind == StepKind::ReleaseCommand)
+        else {
             continue;
         };
         let message = format!(
@@ -642,15 +649,18 @@ async fn roll_out(
     let group = group_of(target).to_owned();
     let wait = Duration::from_millis(u64::try_from(deployment.wait_timeout_ms).unwrap_or(0));
     let steps = inner.store.steps_of(&deployment.id).await?;
-    let created = machines_in(&steps, "create");
+    let created = machines_in(&steps, StepKind::Create);
     let machines = machines_of(inner, app, &group).await?;
     // Check results older than the deployment are not its (a passing check is recorded
     // when it changes, not at every probe).
     let since = release_start(&steps);
-    let replacing = steps
-        .iter()
-        .any(|s| matches!(s.kind.as_str(), "update" | "canary" | "green" | "retire"));
-    let noted = steps.iter().any(|s| s.kind == "note");
+    let replacing = steps.iter().any(|s| {
+        matches!(
+            s.kind,
+            StepKind::Update | StepKind::Canary | StepKind::Green | StepKind::Retire
+        )
+    });
+    let noted = steps.iter().any(|s| s.kind == StepKind::Note);
     if !created.is_empty() || (machines.is_empty() && !replacing) {
         // The app's first machines of this group (or the rest of them, after a restart).
         let wanted = usize::try_from(deployment.initial_count).unwrap_or(1);
@@ -660,16 +670,17 @@ async fn roll_out(
                 "creating {wanted} machine(s) of process group {group} with release v{}",
                 release.version
             );
-            step(inner, deployment, None, "note", &message, None).await?;
+            step(inner, deployment, None, StepKind::Note, &message, None).await?;
         }
         while made.len() < wanted {
-            let machine = create_for(inner, app, deployment, release, None, "create").await?;
+            let machine =
+                create_for(inner, app, deployment, release, None, StepKind::Create).await?;
             let message = format!("created machine {} in {}", machine.id, machine.region);
             step(
                 inner,
                 deployment,
                 Some(&machine.id),
-                "create",
+                StepKind::Create,
                 &message,
                 None,
             )
@@ -685,8 +696,8 @@ async fn roll_out(
         }
         return Ok(Outcome::Done);
     }
-    let strategy = deployment.strategy.as_str();
-    if strategy == "bluegreen" {
+    let strategy = deployment.strategy;
+    if strategy == Strategy::Bluegreen {
         return bluegreen(inner, app, deployment, release, &steps, machines, wait).await;
     }
     let pending: Vec<&MachineRecord> = machines
@@ -701,16 +712,16 @@ async fn roll_out(
             machines.len(),
             release.version
         );
-        step(inner, deployment, None, "note", &message, None).await?;
+        step(inner, deployment, None, StepKind::Note, &message, None).await?;
     }
-    if strategy == "canary"
-        && (!pending.is_empty() || !machines_in(&steps, "canary").is_empty())
+    if strategy == Strategy::Canary
+        && (!pending.is_empty() || !machines_in(&steps, StepKind::Canary).is_empty())
         && let Err(why) = canary(inner, app, deployment, release, &steps, &machines, wait).await?
     {
         return Ok(Outcome::RollBack(why));
     }
     // Machines a resumed deployment already updated are checked like the others.
-    for id in machines_in(&steps, "update") {
+    for id in machines_in(&steps, StepKind::Update) {
         if machines
             .iter()
             .any(|m| m.id == id && runs(&m.config, target))
@@ -727,7 +738,7 @@ async fn roll_out(
                 inner,
                 deployment,
                 Some(&machine.id),
-                "update",
+                StepKind::Update,
                 &format!(
                     "updating machine {} to release v{}",
                     machine.id, release.version
@@ -769,11 +780,12 @@ async fn canary(
     machines: &[MachineRecord],
     wait: Duration,
 ) -> Result<Result<(), String>, ApiError> {
-    let id = match machines_in(steps, "canary").into_iter().next() {
+    let id = match machines_in(steps, StepKind::Canary).into_iter().next() {
         Some(id) => id,
         None => {
             let region = machines.first().map(|m| m.region.as_str());
-            let machine = create_for(inner, app, deployment, release, region, "canary").await?;
+            let machine =
+                create_for(inner, app, deployment, release, region, StepKind::Canary).await?;
             let message = format!(
                 "created canary machine {} in {} with release v{}",
                 machine.id, machine.region, release.version
@@ -782,7 +794,7 @@ async fn canary(
                 inner,
                 deployment,
                 Some(&machine.id),
-                "canary",
+                StepKind::Canary,
                 &message,
                 None,
             )
@@ -790,7 +802,7 @@ async fn canary(
             machine.id
         }
     };
-    if logged(steps, "retire", &id) {
+    if logged(steps, StepKind::Retire, &id) {
         // Its destroy was asked for; a restart may have come between the step and the
         // destroy itself, so it is asked for again (a no-op once done).
         destroy_retired(inner, app, &id).await?;
@@ -825,10 +837,10 @@ async fn bluegreen(
     wait: Duration,
 ) -> Result<Outcome, ApiError> {
     let target = &target_of(release);
-    let mut green = machines_in(steps, "green");
+    let mut green = machines_in(steps, StepKind::Green);
     // Past the switch (logged before it is made), nothing is checked again: the switch
     // is made (again: it is idempotent) and blue goes.
-    let retiring = steps.iter().any(|s| s.kind == "switch");
+    let retiring = steps.iter().any(|s| s.kind == StepKind::Switch);
     let blue: Vec<MachineRecord> = machines
         .into_iter()
         .filter(|m| !green.contains(&m.id))
@@ -839,21 +851,28 @@ async fn bluegreen(
                 "bluegreen strategy: every machine already runs release v{}",
                 release.version
             );
-            step(inner, deployment, None, "note", &message, None).await?;
+            step(inner, deployment, None, StepKind::Note, &message, None).await?;
             return Ok(Outcome::Done);
         }
-        if !steps.iter().any(|s| s.kind == "note") {
+        if !steps.iter().any(|s| s.kind == StepKind::Note) {
             let message = format!(
                 "bluegreen strategy: {} green machine(s) of release v{} next to {} blue one(s)",
                 blue.len(),
                 release.version,
                 blue.len()
             );
-            step(inner, deployment, None, "note", &message, None).await?;
+            step(inner, deployment, None, StepKind::Note, &message, None).await?;
         }
         for old in blue.iter().skip(green.len()) {
-            let machine =
-                create_for(inner, app, deployment, release, Some(&old.region), "green").await?;
+            let machine = create_for(
+                inner,
+                app,
+                deployment,
+                release,
+                Some(&old.region),
+                StepKind::Green,
+            )
+            .await?;
             let message = format!(
                 "created green machine {} in {} with release v{}",
                 machine.id, machine.region, release.version
@@ -862,7 +881,7 @@ async fn bluegreen(
                 inner,
                 deployment,
                 Some(&machine.id),
-                "green",
+                StepKind::Green,
                 &message,
                 None,
             )
@@ -883,7 +902,7 @@ async fn bluegreen(
             "all {} green machine(s) pass their checks; switching traffic to them, then destroying the blue ones",
             green.len()
         );
-        step(inner, deployment, None, "switch", &message, None).await?;
+        step(inner, deployment, None, StepKind::Switch, &message, None).await?;
     }
     inner.store.set_cordoned_all(&app.id, &green, false).await?;
     inner.catalog_dirty.notify_one();
@@ -906,7 +925,15 @@ async fn retire(
         return Ok(());
     }
     let message = format!("destroying machine {id}: {why}");
-    step(inner, deployment, Some(id), "retire", &message, None).await?;
+    step(
+        inner,
+        deployment,
+        Some(id),
+        StepKind::Retire,
+        &message,
+        None,
+    )
+    .await?;
     destroy_retired(inner, app, id).await
 }
 
@@ -937,11 +964,14 @@ async fn release_command(
     command: &[String],
 ) -> Result<Result<(), String>, ApiError> {
     let steps = inner.store.steps_of(&deployment.id).await?;
-    if steps.iter().any(|s| s.kind == "released") {
+    if steps.iter().any(|s| s.kind == StepKind::Released) {
         return Ok(Ok(()));
     }
     let shown = command.join(" ");
-    let id = match machines_in(&steps, "release_command").into_iter().next() {
+    let id = match machines_in(&steps, StepKind::ReleaseCommand)
+        .into_iter()
+        .next()
+    {
         Some(id) => id,
         None => {
             let mut config = target_of(release);
@@ -962,7 +992,8 @@ async fn release_command(
                 METADATA_PROCESS_GROUP.to_owned(),
                 RELEASE_COMMAND_GROUP.to_owned(),
             );
-            let request = MachineRequest::new(created_by(config, deployment, "release_command"));
+            let request =
+                MachineRequest::new(created_by(config, deployment, StepKind::ReleaseCommand));
             let machine =
                 crate::machines::create_machine(inner, app, request, &release.created_by).await?;
             let message = format!(
@@ -973,7 +1004,7 @@ async fn release_command(
                 inner,
                 deployment,
                 Some(&machine.id),
-                "release_command",
+                StepKind::ReleaseCommand,
                 &message,
                 None,
             )
@@ -1035,9 +1066,17 @@ async fn release_command(
     match &outcome {
         Ok(()) => {
             let message = format!("release command `{shown}` exited 0{output}");
-            step(inner, deployment, Some(&id), "released", &message, None).await?;
+            step(
+                inner,
+                deployment,
+                Some(&id),
+                StepKind::Released,
+                &message,
+                None,
+            )
+            .await?;
         }
-        Err(why) => step(inner, deployment, Some(&id), "failed", why, None).await?,
+        Err(why) => step(inner, deployment, Some(&id), StepKind::Failed, why, None).await?,
     }
     Ok(outcome)
 }
@@ -1083,12 +1122,8 @@ fn release_start(steps: &[DeploymentStep]) -> i64 {
     steps.first().map_or_else(aloft_store::now_ms, |s| s.at)
 }
 
-/// Step kinds that start a machine on a new config: a machine's exits after the last of
-/// these are its smoke checks' business.
-const STARTING: [&str; 5] = ["create", "update", "canary", "green", "rollback"];
-
 /// When the deployment last started `machine` (created at `created_at`) on a new config:
-/// its last step of a [`STARTING`] kind, else `since`. A machine the deployment created
+/// its last step of a [`StepKind::STARTING`] kind, else `since`. A machine the deployment created
 /// counts from its creation: its step is logged after it, and under load the machine may
 /// have started (and its smoke-check window begun) before the step was written.
 fn started_by_deployment(
@@ -1099,10 +1134,10 @@ fn started_by_deployment(
 ) -> i64 {
     steps
         .iter()
-        .filter(|s| s.machine_id.as_ref() == Some(machine) && STARTING.contains(&s.kind.as_str()))
+        .filter(|s| s.machine_id.as_ref() == Some(machine) && StepKind::STARTING.contains(&s.kind))
         .max_by_key(|s| (s.at, s.number))
         .map_or(since, |s| {
-            if CREATING.contains(&s.kind.as_str()) {
+            if StepKind::CREATING.contains(&s.kind) {
                 created_at.min(s.at)
             } else {
                 s.at
@@ -1220,7 +1255,15 @@ async fn healthy(
                 "machine {machine} {crash}{state}{}",
                 last_lines(inner, &current).await
             );
-            step(inner, deployment, Some(machine), "failed", &why, None).await?;
+            step(
+                inner,
+                deployment,
+                Some(machine),
+                StepKind::Failed,
+                &why,
+                None,
+            )
+            .await?;
             return Ok(Err(why));
         }
         // The start of the run the smoke checks watch: the newest since the deployment
@@ -1249,7 +1292,15 @@ async fn healthy(
                         smoke.as_secs()
                     )
                 };
-                step(inner, deployment, Some(machine), "healthy", &message, None).await?;
+                step(
+                    inner,
+                    deployment,
+                    Some(machine),
+                    StepKind::Healthy,
+                    &message,
+                    None,
+                )
+                .await?;
                 return Ok(Ok(()));
             }
         }
@@ -1259,7 +1310,15 @@ async fn healthy(
                 "machine {machine} {reason}{}",
                 last_lines(inner, &current).await
             );
-            step(inner, deployment, Some(machine), "failed", &why, None).await?;
+            step(
+                inner,
+                deployment,
+                Some(machine),
+                StepKind::Failed,
+                &why,
+                None,
+            )
+            .await?;
             return Ok(Err(why));
         }
         // Check results as they change while the machine is waited for.
@@ -1272,7 +1331,7 @@ async fn healthy(
                     inner,
                     deployment,
                     Some(machine),
-                    "waiting",
+                    StepKind::Waiting,
                     &format!("machine {machine}: {text}"),
                     None,
                 )
@@ -1295,7 +1354,15 @@ async fn healthy(
                     wait.as_secs()
                 ),
             } + &last_lines(inner, &current).await;
-            step(inner, deployment, Some(machine), "failed", &why, None).await?;
+            step(
+                inner,
+                deployment,
+                Some(machine),
+                StepKind::Failed,
+                &why,
+                None,
+            )
+            .await?;
             return Ok(Err(why));
         }
         // Woken by any observed change; re-checked at least every second regardless.
@@ -1327,7 +1394,7 @@ async fn roll_back(
     let wait = Duration::from_millis(u64::try_from(deployment.wait_timeout_ms).unwrap_or(0));
     let mut restored = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for update in steps.iter().filter(|s| s.kind == "update") {
+    for update in steps.iter().filter(|s| s.kind == StepKind::Update) {
         let (Some(id), Some(previous)) = (&update.machine_id, &update.previous_config) else {
             continue;
         };
@@ -1346,7 +1413,7 @@ async fn roll_back(
                 inner,
                 deployment,
                 Some(id),
-                "rollback",
+                StepKind::Rollback,
                 &format!("restoring machine {id} to its previous config"),
                 None,
             )
@@ -1358,7 +1425,7 @@ async fn roll_back(
     }
     for id in steps
         .iter()
-        .filter(|s| CREATING.contains(&s.kind.as_str()))
+        .filter(|s| StepKind::CREATING.contains(&s.kind))
         .filter_map(|s| s.machine_id.as_ref())
     {
         if let Ok(machine) = inner.store.machine(&app.id, id).await
@@ -1369,7 +1436,7 @@ async fn roll_back(
                 inner,
                 deployment,
                 Some(id),
-                "rollback",
+                StepKind::Rollback,
                 &format!("destroying machine {id}, created by this deployment"),
                 None,
             )
@@ -1394,9 +1461,13 @@ async fn roll_back(
     }
     inner
         .store
-        .set_release_status(&release.id, "failed")
+        .set_release_status(&release.id, ReleaseStatus::Failed)
         .await?;
-    let status = if intact { "rolled_back" } else { "failed" };
+    let status = if intact {
+        DeploymentStatus::RolledBack
+    } else {
+        DeploymentStatus::Failed
+    };
     inner
         .store
         .set_deployment_status(&deployment.id, status, Some(why))
@@ -1412,21 +1483,21 @@ mod tests {
     #[test]
     fn a_created_machine_counts_from_its_creation_an_updated_one_from_its_step() {
         let machine: MachineId = "148e21ea7d2e89".parse().unwrap();
-        let step = |number: i64, kind: &str, at: i64| DeploymentStep {
+        let step = |number: i64, kind: StepKind, at: i64| DeploymentStep {
             number,
             machine_id: Some(machine.clone()),
-            kind: kind.to_owned(),
+            kind,
             message: String::new(),
             previous_config: None,
             at,
         };
         // Created at 100, its step written at 250 (after the agent may have started it):
         // its smoke window counts from 100, so a start at 180 is its run.
-        let created = [step(1, "create", 250)];
+        let created = [step(1, StepKind::Create, 250)];
         assert_eq!(started_by_deployment(&created, &machine, 100, 50), 100);
         // An update is logged before it is made: it counts from its step, not from the
         // machine's creation long before (whose old starts are not this release's).
-        let updated = [step(1, "update", 500)];
+        let updated = [step(1, StepKind::Update, 500)];
         assert_eq!(started_by_deployment(&updated, &machine, 100, 50), 500);
         // Nothing of this deployment's: from when the caller started watching.
         assert_eq!(started_by_deployment(&[], &machine, 100, 50), 50);
@@ -1435,33 +1506,33 @@ mod tests {
     #[test]
     fn batches_follow_max_unavailable() {
         assert_eq!(
-            batch_size("rolling", 1.0, 3),
+            batch_size(Strategy::Rolling, 1.0, 3),
             1,
             "1 is one machine, not 100%"
         );
         assert_eq!(
-            batch_size("canary", 1.0, 3),
+            batch_size(Strategy::Canary, 1.0, 3),
             1,
             "1 is one machine, not 100%"
         );
-        assert_eq!(batch_size("rolling", 1.0, 1), 1);
-        assert_eq!(batch_size("rolling", 0.33, 3), 1);
+        assert_eq!(batch_size(Strategy::Rolling, 1.0, 1), 1);
+        assert_eq!(batch_size(Strategy::Rolling, 0.33, 3), 1);
         assert_eq!(
-            batch_size("rolling", 0.34, 3),
+            batch_size(Strategy::Rolling, 0.34, 3),
             2,
             "rounded up, as flyctl does"
         );
-        assert_eq!(batch_size("rolling", 0.33, 10), 4);
-        assert_eq!(batch_size("rolling", 0.1, 30), 3, "no float noise");
-        assert_eq!(batch_size("rolling", 0.5, 1), 1, "never zero");
-        assert_eq!(batch_size("rolling", 0.01, 3), 1, "never zero");
-        assert_eq!(batch_size("rolling", 0.999, 3), 3);
-        assert_eq!(batch_size("rolling", 2.0, 5), 2, "a count");
-        assert_eq!(batch_size("rolling", 2.0, 3), 2, "a count");
-        assert_eq!(batch_size("rolling", 9.0, 5), 5, "at most all");
-        assert_eq!(batch_size("rolling", 1.0, 0), 1);
-        assert_eq!(batch_size("immediate", 0.33, 5), 5);
-        assert_eq!(batch_size("immediate", 1.0, 5), 5);
+        assert_eq!(batch_size(Strategy::Rolling, 0.33, 10), 4);
+        assert_eq!(batch_size(Strategy::Rolling, 0.1, 30), 3, "no float noise");
+        assert_eq!(batch_size(Strategy::Rolling, 0.5, 1), 1, "never zero");
+        assert_eq!(batch_size(Strategy::Rolling, 0.01, 3), 1, "never zero");
+        assert_eq!(batch_size(Strategy::Rolling, 0.999, 3), 3);
+        assert_eq!(batch_size(Strategy::Rolling, 2.0, 5), 2, "a count");
+        assert_eq!(batch_size(Strategy::Rolling, 2.0, 3), 2, "a count");
+        assert_eq!(batch_size(Strategy::Rolling, 9.0, 5), 5, "at most all");
+        assert_eq!(batch_size(Strategy::Rolling, 1.0, 0), 1);
+        assert_eq!(batch_size(Strategy::Immediate, 0.33, 5), 5);
+        assert_eq!(batch_size(Strategy::Immediate, 1.0, 5), 5);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! (with the config a machine had before it was changed), so the control plane can resume
 //! or undo it after a restart.
 
+use aloft_types::deploy::{DeploymentStatus, ReleaseStatus, StepKind, Strategy};
 use aloft_types::machine::MachineConfig;
 use aloft_types::{AppId, MachineId};
 use sqlx::Row;
@@ -20,8 +21,7 @@ pub struct ReleaseRecord {
     pub version: i64,
     pub image: String,
     pub config: MachineConfig,
-    /// `pending`, `running`, `complete`, `failed` or `rolled_back`.
-    pub status: String,
+    pub status: ReleaseStatus,
     pub description: String,
     pub created_by: String,
     pub created_at: i64,
@@ -34,8 +34,7 @@ pub struct DeploymentRecord {
     pub id: String,
     pub app_id: AppId,
     pub release_id: String,
-    /// `rolling` or `immediate`.
-    pub strategy: String,
+    pub strategy: Strategy,
     /// A fraction of the machines when below 1, a count of machines from 1 up.
     pub max_unavailable: f64,
     pub wait_timeout_ms: i64,
@@ -47,8 +46,7 @@ pub struct DeploymentRecord {
     /// How long each new machine must keep running without an exit before it counts as
     /// started (smoke checks); 0 turns them off.
     pub smoke_check_ms: i64,
-    /// `running`, `rolling_back`, `succeeded`, `failed` or `rolled_back`.
-    pub status: String,
+    pub status: DeploymentStatus,
     pub error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -57,7 +55,7 @@ pub struct DeploymentRecord {
 impl DeploymentRecord {
     /// Whether the deployment still has work to do.
     pub fn is_active(&self) -> bool {
-        matches!(self.status.as_str(), "running" | "rolling_back")
+        self.status.is_active()
     }
 }
 
@@ -66,8 +64,7 @@ impl DeploymentRecord {
 pub struct DeploymentStep {
     pub number: i64,
     pub machine_id: Option<MachineId>,
-    /// `create`, `update`, `healthy`, `failed`, `rollback` or `note`.
-    pub kind: String,
+    pub kind: StepKind,
     pub message: String,
     /// For `update`: the machine's config before the change.
     pub previous_config: Option<MachineConfig>,
@@ -76,6 +73,15 @@ pub struct DeploymentStep {
 
 fn parse_config(what: &'static str, id: &str, json: &str) -> Result<MachineConfig, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::corrupt(what, id, e))
+}
+
+/// A name read from the store as the enum it is (an unknown one is corruption).
+fn parse_name<T: std::str::FromStr<Err = aloft_types::deploy::UnknownName>>(
+    what: &'static str,
+    id: &str,
+    name: &str,
+) -> Result<T, StoreError> {
+    name.parse().map_err(|e| StoreError::corrupt(what, id, e))
 }
 
 fn config_text(what: &'static str, id: &str, config: &MachineConfig) -> Result<String, StoreError> {
@@ -99,7 +105,7 @@ fn release_from(row: &sqlx::any::AnyRow) -> Result<ReleaseRecord, StoreError> {
         version: row.try_get(2).map_err(read)?,
         image: row.try_get(3).map_err(read)?,
         config: parse_config("release", &id, &config)?,
-        status: row.try_get(5).map_err(read)?,
+        status: parse_name("release", &id, &row.try_get::<String, _>(5).map_err(read)?)?,
         description: row.try_get(6).map_err(read)?,
         created_by: row.try_get(7).map_err(read)?,
         created_at: row.try_get(8).map_err(read)?,
@@ -128,11 +134,19 @@ fn deployment_from(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StoreErr
             .parse()
             .map_err(|e| StoreError::corrupt("deployment", &id, e))?,
         release_id: row.try_get(2).map_err(read)?,
-        strategy: row.try_get(3).map_err(read)?,
+        strategy: parse_name(
+            "deployment",
+            &id,
+            &row.try_get::<String, _>(3).map_err(read)?,
+        )?,
         max_unavailable: row.try_get(4).map_err(read)?,
         wait_timeout_ms: row.try_get(5).map_err(read)?,
         initial_count: row.try_get(6).map_err(read)?,
-        status: row.try_get(7).map_err(read)?,
+        status: parse_name(
+            "deployment",
+            &id,
+            &row.try_get::<String, _>(7).map_err(read)?,
+        )?,
         error: row.try_get(8).map_err(read)?,
         created_at: row.try_get(9).map_err(read)?,
         updated_at: row.try_get(10).map_err(read)?,
@@ -151,7 +165,7 @@ pub struct NewDeployment {
     pub config: MachineConfig,
     pub description: String,
     pub created_by: String,
-    pub strategy: String,
+    pub strategy: Strategy,
     pub max_unavailable: f64,
     pub wait_timeout_ms: i64,
     pub initial_count: i64,
@@ -183,7 +197,7 @@ impl Store {
                 version: last.unwrap_or(0) + 1,
                 image: new.image.clone(),
                 config: new.config.clone(),
-                status: "running".to_owned(),
+                status: ReleaseStatus::Running,
                 description: new.description.clone(),
                 created_by: new.created_by.clone(),
                 created_at: now,
@@ -193,14 +207,14 @@ impl Store {
                 id: random_hex(),
                 app_id: new.app_id.clone(),
                 release_id: release.id.clone(),
-                strategy: new.strategy.clone(),
+                strategy: new.strategy,
                 max_unavailable: new.max_unavailable,
                 wait_timeout_ms: new.wait_timeout_ms,
                 initial_count: new.initial_count,
                 release_command: new.release_command.clone(),
                 release_command_timeout_ms: new.release_command_timeout_ms,
                 smoke_check_ms: new.smoke_check_ms,
-                status: "running".to_owned(),
+                status: DeploymentStatus::Running,
                 error: None,
                 created_at: now,
                 updated_at: now,
@@ -225,7 +239,7 @@ impl Store {
             .bind(release.version)
             .bind(&release.image)
             .bind(&config)
-            .bind(&release.status)
+            .bind(release.status.as_str())
             .bind(&release.description)
             .bind(&release.created_by)
             .bind(now)
@@ -245,11 +259,11 @@ impl Store {
             .bind(&deployment.id)
             .bind(app)
             .bind(&deployment.release_id)
-            .bind(&deployment.strategy)
+            .bind(deployment.strategy.as_str())
             .bind(deployment.max_unavailable)
             .bind(deployment.wait_timeout_ms)
             .bind(deployment.initial_count)
-            .bind(&deployment.status)
+            .bind(deployment.status.as_str())
             .bind(now)
             .bind(now)
             .bind(release_command)
@@ -304,15 +318,27 @@ impl Store {
         release_from(&row)
     }
 
-    /// Sets a release's status.
-    pub async fn set_release_status(&self, id: &str, status: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE releases SET status = $1, updated_at = $2 WHERE id = $3")
-            .bind(status)
-            .bind(now_ms())
-            .bind(id)
-            .execute(self.pool())
-            .await
-            .map_err(StoreError::database("updating a release", "release", id))?;
+    /// Moves a release to `status`, if its current status allows it
+    /// ([`ReleaseStatus::can_become`]); otherwise a conflict naming both.
+    pub async fn set_release_status(
+        &self,
+        id: &str,
+        status: ReleaseStatus,
+    ) -> Result<(), StoreError> {
+        let from = predecessors(ReleaseStatus::ALL, |from| from.can_become(status));
+        let done = sqlx::query(&format!(
+            "UPDATE releases SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ({from})"
+        ))
+        .bind(status.as_str())
+        .bind(now_ms())
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::database("updating a release", "release", id))?;
+        if done.rows_affected() == 0 {
+            let current = self.release(id).await?.status;
+            return Err(refused("release", id, current, status));
+        }
         Ok(())
     }
 
@@ -369,17 +395,19 @@ impl Store {
         rows.iter().map(deployment_from).collect()
     }
 
-    /// Sets a deployment's status (and why it failed).
+    /// Moves a deployment to `status` (and says why it failed), if its current status
+    /// allows it ([`DeploymentStatus::can_become`]); otherwise a conflict naming both.
     pub async fn set_deployment_status(
         &self,
         id: &str,
-        status: &str,
+        status: DeploymentStatus,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE deployments SET status = $1, error = $2, updated_at = $3 WHERE id = $4",
-        )
-        .bind(status)
+        let from = predecessors(DeploymentStatus::ALL, |from| from.can_become(status));
+        let done = sqlx::query(&format!(
+            "UPDATE deployments SET status = $1, error = $2, updated_at = $3 WHERE id = $4 AND status IN ({from})"
+        ))
+        .bind(status.as_str())
         .bind(error)
         .bind(now_ms())
         .bind(id)
@@ -390,6 +418,23 @@ impl Store {
             "deployment",
             id,
         ))?;
+        if done.rows_affected() == 0 {
+            let current =
+                sqlx::query_scalar::<_, String>("SELECT status FROM deployments WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(self.pool())
+                    .await
+                    .map_err(StoreError::database(
+                        "reading a deployment",
+                        "deployment",
+                        id,
+                    ))?
+                    .ok_or_else(|| StoreError::NotFound {
+                        what: "deployment",
+                        id: id.to_owned(),
+                    })?;
+            return Err(refused("deployment", id, current, status));
+        }
         Ok(())
     }
 
@@ -398,7 +443,7 @@ impl Store {
         &self,
         deployment: &str,
         machine: Option<&MachineId>,
-        kind: &str,
+        kind: StepKind,
         message: &str,
         previous_config: Option<&MachineConfig>,
     ) -> Result<DeploymentStep, StoreError> {
@@ -419,7 +464,7 @@ impl Store {
         let step = DeploymentStep {
             number: last.unwrap_or(0) + 1,
             machine_id: machine.cloned(),
-            kind: kind.to_owned(),
+            kind,
             message: message.to_owned(),
             previous_config: previous_config.cloned(),
             at: now_ms(),
@@ -431,7 +476,7 @@ impl Store {
         .bind(deployment)
         .bind(step.number)
         .bind(machine.map(MachineId::as_str))
-        .bind(&step.kind)
+        .bind(step.kind.as_str())
         .bind(&step.message)
         .bind(previous)
         .bind(step.at)
@@ -472,7 +517,11 @@ impl Store {
                         .map(|m| m.parse())
                         .transpose()
                         .map_err(|e| StoreError::corrupt("deployment", deployment, e))?,
-                    kind: row.try_get(2).map_err(read)?,
+                    kind: parse_name(
+                        "deployment",
+                        deployment,
+                        &row.try_get::<String, _>(2).map_err(read)?,
+                    )?,
                     message: row.try_get(3).map_err(read)?,
                     previous_config: previous
                         .map(|p| parse_config("deployment", deployment, &p))
@@ -481,5 +530,29 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+/// The SQL list of the statuses (fixed names, no input) that may move to a new one.
+fn predecessors<T: Copy + std::fmt::Display>(all: &[T], allowed: impl Fn(T) -> bool) -> String {
+    all.iter()
+        .copied()
+        .filter(|from| allowed(*from))
+        .map(|from| format!("'{from}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A status change that the current status does not allow.
+fn refused(
+    what: &'static str,
+    id: &str,
+    current: impl std::fmt::Display,
+    next: impl std::fmt::Display,
+) -> StoreError {
+    StoreError::Conflict {
+        what,
+        id: id.to_owned(),
+        reason: format!("the {what} is {current}; it cannot become {next}"),
     }
 }

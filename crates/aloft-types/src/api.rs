@@ -624,8 +624,7 @@ pub struct ReleaseResponse {
     pub id: String,
     pub version: i64,
     pub image: String,
-    /// `running`, `complete`, `failed` or `rolled_back`.
-    pub status: String,
+    pub status: crate::deploy::ReleaseStatus,
     /// The process group the release's machines belong to.
     pub process_group: String,
     pub description: String,
@@ -642,10 +641,7 @@ pub struct DeploymentStepResponse {
     pub number: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine_id: Option<String>,
-    /// `create`, `update`, `healthy`, `waiting`, `failed`, `rollback`, `canary`,
-    /// `green`, `switch` (bluegreen's green machines enter the rotation), `retire` or
-    /// `note`.
-    pub kind: String,
+    pub kind: crate::deploy::StepKind,
     pub message: String,
     /// RFC 3339.
     pub at: String,
@@ -657,15 +653,14 @@ pub struct DeploymentStepResponse {
 pub struct DeploymentResponse {
     pub id: String,
     pub release: ReleaseResponse,
-    pub strategy: String,
+    pub strategy: crate::deploy::Strategy,
     pub max_unavailable: f64,
     pub wait_timeout: u64,
     /// How long each new machine must keep running without an exit (smoke checks), in
     /// seconds; 0 when they are off.
     #[serde(default)]
     pub smoke_check_seconds: u64,
-    /// `running`, `rolling_back`, `succeeded`, `failed` or `rolled_back`.
-    pub status: String,
+    pub status: crate::deploy::DeploymentStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub steps: Vec<DeploymentStepResponse>,

@@ -16,6 +16,7 @@ pub mod api;
 pub mod build;
 pub mod catalog;
 mod check;
+pub mod deploy;
 pub mod dig;
 mod duration;
 mod ids;

@@ -466,7 +466,7 @@ pub(crate) async fn releases(app: &str, json: bool, out: &mut Output) -> Result<
         .map(|r| {
             vec![
                 format!("v{}", r.version),
-                r.status.clone(),
+                r.status.to_string(),
                 table::short_image(&r.image),
                 r.description.clone(),
                 r.user.clone(),

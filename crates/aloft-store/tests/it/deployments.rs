@@ -1,5 +1,6 @@
-use aloft_store::{NewDeployment, NewMachine, Store};
+use aloft_store::{NewDeployment, NewMachine, Store, StoreError};
 use aloft_types::MachineState;
+use aloft_types::deploy::{DeploymentStatus, ReleaseStatus, StepKind, Strategy};
 use aloft_types::machine::MachineConfig;
 
 use crate::on_both_backends;
@@ -16,7 +17,7 @@ fn deploy(app: &aloft_types::AppId, image: &str) -> NewDeployment {
         },
         description: format!("deploy {image}"),
         created_by: "ci".to_owned(),
-        strategy: "rolling".to_owned(),
+        strategy: Strategy::Rolling,
         max_unavailable: 0.33,
         wait_timeout_ms: 300_000,
         initial_count: 2,
@@ -91,14 +92,20 @@ async fn releases_are_numbered_per_app_and_deployments_log_their_steps(store: St
         ..MachineConfig::default()
     };
     store
-        .append_step(&deployment.id, None, "note", "rolling 1 machine", None)
+        .append_step(
+            &deployment.id,
+            None,
+            StepKind::Note,
+            "rolling 1 machine",
+            None,
+        )
         .await
         .unwrap();
     let update = store
         .append_step(
             &deployment.id,
             Some(&machine.id),
-            "update",
+            StepKind::Update,
             "to release 1",
             Some(&before),
         )
@@ -111,11 +118,55 @@ async fn releases_are_numbered_per_app_and_deployments_log_their_steps(store: St
     assert_eq!(steps[1].previous_config.as_ref(), Some(&before));
     assert_eq!(steps[0].machine_id, None);
 
+    // Only a rollback ends rolled back: a running deployment cannot skip it, and a
+    // refused change leaves the deployment as it was.
+    let skipped = store
+        .set_deployment_status(&deployment.id, DeploymentStatus::RolledBack, None)
+        .await;
+    assert!(
+        matches!(&skipped, Err(StoreError::Conflict { reason, .. })
+            if reason == "the deployment is running; it cannot become rolled_back"),
+        "{skipped:?}"
+    );
+    assert_eq!(
+        store.deployment(&web.id, &deployment.id).await.unwrap(),
+        read
+    );
+    for status in [
+        DeploymentStatus::RollingBack,
+        DeploymentStatus::RollingBack,
+        DeploymentStatus::RolledBack,
+    ] {
+        store
+            .set_deployment_status(&deployment.id, status, Some("machine x failed"))
+            .await
+            .unwrap();
+    }
     store
-        .set_deployment_status(&deployment.id, "rolled_back", Some("machine x failed"))
+        .set_release_status(&first.id, ReleaseStatus::Failed)
         .await
         .unwrap();
-    store.set_release_status(&first.id, "failed").await.unwrap();
+    // A final status stays final.
+    let revived = store
+        .set_deployment_status(&deployment.id, DeploymentStatus::Running, None)
+        .await;
+    assert!(
+        matches!(revived, Err(StoreError::Conflict { .. })),
+        "{revived:?}"
+    );
+    let completed = store
+        .set_release_status(&first.id, ReleaseStatus::Complete)
+        .await;
+    assert!(
+        matches!(completed, Err(StoreError::Conflict { .. })),
+        "{completed:?}"
+    );
+    assert!(matches!(
+        store
+            .set_release_status("nope", ReleaseStatus::Failed)
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
     let done = store.deployment(&web.id, &deployment.id).await.unwrap();
     assert_eq!(done.status, "rolled_back");
     assert_eq!(done.error.as_deref(), Some("machine x failed"));
