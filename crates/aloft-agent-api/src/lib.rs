@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use aloft_net::{HostNumber, SixPn};
 use aloft_types::api::ExecResponse;
-use aloft_types::{AppName, HostId, MachineId, MachineState, OrgId, Signal};
+use aloft_types::{AppName, EventKind, HostId, MachineId, MachineState, OrgId, Signal};
 use tokio::sync::broadcast;
 
 pub use records::{CheckRecord, Desired, Host, Lease, MachineRecord, UnknownDesired};
@@ -176,7 +176,7 @@ pub trait ControlPlane: Send + Sync + std::fmt::Debug {
     fn record_event<'a>(
         &'a self,
         id: &'a MachineId,
-        kind: &'a str,
+        kind: EventKind,
         status: &'a str,
         request: serde_json::Value,
     ) -> BoxFuture<'a, Result<(), ControlError>>;

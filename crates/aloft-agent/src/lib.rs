@@ -34,7 +34,7 @@ use aloft_runtime::{
 };
 use aloft_types::api::ExecResponse;
 use aloft_types::machine::RestartPolicy;
-use aloft_types::{HostId, MachineId, MachineState, Signal};
+use aloft_types::{EventKind, HostId, MachineId, MachineState, Signal};
 use serde_json::json;
 use tokio::sync::{Mutex, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -575,7 +575,7 @@ impl<R: Runtime + 'static> Shared<R> {
                 let restart = shared.should_restart(&machine, &exit);
                 shared
                     .gateway
-                    .record_event(&machine.id, "exit", if restart { "restarting" } else { "stopped" }, exit_json(&exit, false, restart))
+                    .record_event(&machine.id, EventKind::Exit, if restart { "restarting" } else { "stopped" }, exit_json(&exit, false, restart))
                     .await?;
                 if restart {
                     shared.bump_restarts(&machine.instance_id);
@@ -715,7 +715,7 @@ impl<R: Runtime + 'static> Shared<R> {
                     .report_state(id, MachineState::Destroyed)
                     .await?;
                 self.gateway
-                    .record_event(id, "destroy", "destroyed", json!({}))
+                    .record_event(id, EventKind::Destroy, "destroyed", json!({}))
                     .await?;
             }
             self.gateway.reset_checks(id, &[]).await?;
@@ -758,7 +758,12 @@ impl<R: Runtime + 'static> Shared<R> {
                         .await?;
                     let exit = self.stop_run(container, signal, timeout).await?;
                     self.gateway
-                        .record_event(id, "exit", "stopped", exit_json(&exit, true, false))
+                        .record_event(
+                            id,
+                            EventKind::Exit,
+                            "stopped",
+                            exit_json(&exit, true, false),
+                        )
                         .await?;
                     self.gateway.report_state(id, MachineState::Stopped).await?;
                 } else if !matches!(machine.state, MachineState::Stopped | MachineState::Created) {
@@ -774,7 +779,12 @@ impl<R: Runtime + 'static> Shared<R> {
                         .await?;
                     let exit = self.stop_run(container, signal, timeout).await?;
                     self.gateway
-                        .record_event(id, "exit", "restarting", exit_json(&exit, true, true))
+                        .record_event(
+                            id,
+                            EventKind::Exit,
+                            "restarting",
+                            exit_json(&exit, true, true),
+                        )
                         .await?;
                     self.start_current(&machine).await?;
                 } else if let Some(container) = running {
@@ -791,7 +801,7 @@ impl<R: Runtime + 'static> Shared<R> {
                     };
                     let restart = self.should_restart(&machine, &lost);
                     let status = if restart { "restarting" } else { "stopped" };
-                    self.gateway.record_event(id, "exit", status, json!({ "exit_event": { "exit_code": -1, "container_lost": true, "restarting": restart } })).await?;
+                    self.gateway.record_event(id, EventKind::Exit, status, json!({ "exit_event": { "exit_code": -1, "container_lost": true, "restarting": restart } })).await?;
                     if restart {
                         self.bump_restarts(&machine.instance_id);
                         self.gateway
@@ -817,7 +827,7 @@ impl<R: Runtime + 'static> Shared<R> {
         let request = json!({ "error": error_chain(&error) });
         if let Err(recording) = self
             .gateway
-            .record_event(id, "launch", "failed", request)
+            .record_event(id, EventKind::Launch, "failed", request)
             .await
         {
             return recording.into();
@@ -927,7 +937,7 @@ impl<R: Runtime + 'static> Shared<R> {
         }
         self.gateway.report_state(id, MachineState::Started).await?;
         self.gateway
-            .record_event(id, "start", "started", json!({}))
+            .record_event(id, EventKind::Start, "started", json!({}))
             .await?;
         Ok(())
     }

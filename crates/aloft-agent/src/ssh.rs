@@ -31,7 +31,7 @@ use aloft_ssh::russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
 use aloft_ssh::russh::{
     self, Channel, ChannelId, ChannelMsg, ChannelOpenFailure, MethodKind, MethodSet, Sig,
 };
-use aloft_types::MachineId;
+use aloft_types::{EventKind, MachineId};
 use futures_util::StreamExt as _;
 use serde_json::json;
 use tokio::io::AsyncWriteExt as _;
@@ -238,7 +238,7 @@ impl<R: Runtime + 'static> Connection<R> {
             if let Err(error) = self
                 .shared
                 .gateway
-                .record_event(&machine.id, "ssh", "refused", event)
+                .record_event(&machine.id, EventKind::Ssh, "refused", event)
                 .await
             {
                 tracing::warn!(error = %error_chain(&error), "recording an SSH refusal");
@@ -589,7 +589,7 @@ async fn audit<R: Runtime + 'static>(
 ) {
     if let Err(error) = shared
         .gateway
-        .record_event(&machine.id, "ssh", status, event)
+        .record_event(&machine.id, EventKind::Ssh, status, event)
         .await
     {
         tracing::warn!(machine = %machine.id, error = %error_chain(&error), "recording an SSH event");

@@ -31,7 +31,7 @@ use aloft_types::machine::{
     METADATA_RELEASE_VERSION, MachineConfig,
 };
 use aloft_types::time::rfc3339;
-use aloft_types::{CheckStatus, MachineId, MachineState};
+use aloft_types::{CheckStatus, EventKind, MachineId, MachineState};
 use axum::Json;
 use axum::extract::{Path, State};
 use utoipa_axum::router::OpenApiRouter;
@@ -1032,7 +1032,7 @@ async fn release_command(
             .events(&id)
             .await?
             .into_iter()
-            .filter(|e| e.kind == "exit")
+            .filter(|e| e.kind == EventKind::Exit)
             .max_by_key(|e| e.seq)
             .and_then(|e| e.request.pointer("/exit_event/exit_code")?.as_i64());
         if let Some(code) = exit
@@ -1086,7 +1086,7 @@ async fn launch_failure(inner: &Inner, machine: &MachineId) -> Result<String, Ap
     let events = inner.store.events(machine).await?;
     let reason = events
         .iter()
-        .filter(|e| e.kind == "launch" && e.status == "failed")
+        .filter(|e| e.kind == EventKind::Launch && e.status == "failed")
         .max_by_key(|e| e.seq)
         .and_then(|e| e.request.get("error").and_then(|v| v.as_str()))
         .unwrap_or("no reason recorded")
@@ -1150,7 +1150,7 @@ fn started_by_deployment(
 fn crash_since(events: &[aloft_store::MachineEvent], since: i64) -> Option<String> {
     let exit = events
         .iter()
-        .filter(|e| e.kind == "exit" && e.at >= since)
+        .filter(|e| e.kind == EventKind::Exit && e.at >= since)
         .filter(|e| {
             let flag = |name: &str| {
                 e.request.pointer(&format!("/exit_event/{name}"))
@@ -1270,7 +1270,7 @@ async fn healthy(
         // started the machine on this config.
         let run_started = events
             .iter()
-            .filter(|e| e.kind == "start" && e.at >= touched)
+            .filter(|e| e.kind == EventKind::Start && e.at >= touched)
             .map(|e| e.at)
             .max();
         let started = current.state == MachineState::Started;

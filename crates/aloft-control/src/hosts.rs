@@ -16,7 +16,7 @@ use aloft_agent_api::{
     MachineRecord, SshTrust,
 };
 use aloft_store::Store;
-use aloft_types::{AppName, HostId, MachineId, MachineState, OrgId};
+use aloft_types::{AppName, EventKind, HostId, MachineId, MachineState, OrgId};
 use tokio::sync::broadcast;
 
 use crate::ApiError;
@@ -114,14 +114,14 @@ impl AgentGateway {
     async fn record_event_of(
         &self,
         id: &MachineId,
-        kind: &str,
+        kind: EventKind,
         status: &str,
         request: serde_json::Value,
     ) -> Result<(), ApiError> {
         self.store
             .append_event(id, kind, status, "flyd", &request)
             .await?;
-        let text = crate::logs::event_text(kind, status, "flyd", &request);
+        let text = crate::logs::event_text(kind.as_str(), status, "flyd", &request);
         crate::logs::platform_line(&self.logs, &self.store, id, text).await;
         Ok(())
     }
@@ -236,7 +236,7 @@ impl ControlPlane for AgentGateway {
     fn record_event<'a>(
         &'a self,
         id: &'a MachineId,
-        kind: &'a str,
+        kind: EventKind,
         status: &'a str,
         request: serde_json::Value,
     ) -> BoxFuture<'a, Result<(), ControlError>> {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use aloft_store::IpRecord;
+use aloft_types::IpKind;
 use aloft_types::api::{AllocateIpRequest, ErrorBody, IpResponse, OkResponse};
 use aloft_types::time::rfc3339;
 use axum::Json;
@@ -25,7 +26,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
 fn response(record: &IpRecord) -> IpResponse {
     IpResponse {
         address: record.address.clone(),
-        kind: record.kind.clone(),
+        kind: record.kind,
         region: record.region.clone(),
         created_at: rfc3339(record.created_at),
     }
@@ -50,7 +51,7 @@ async fn allocate(
     Body(request): Body<AllocateIpRequest>,
 ) -> Result<Json<IpResponse>, ApiError> {
     let app = app_for(&inner, &principal, &app, true).await?;
-    if request.kind != "v4" {
+    if request.kind != IpKind::V4.as_str() {
         return Err(ApiError::BadRequest(format!(
             "type: {:?} cannot be allocated; use \"v4\" (a dedicated IPv4 address)",
             request.kind
@@ -68,7 +69,7 @@ async fn allocate(
         .store
         .allocate_ip(
             &app.id,
-            "v4",
+            IpKind::V4,
             &region,
             pool.addresses().map(|a| a.to_string()),
         )

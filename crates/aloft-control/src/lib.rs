@@ -361,7 +361,7 @@ impl Control {
             .into_iter()
             .map(|sink| {
                 let (sent, dropped, failures, lag) = sinks::counters(&self.inner, &sink.id);
-                (sink.id, sink.kind, sent, dropped, failures, lag)
+                (sink.id, sink.kind.to_string(), sent, dropped, failures, lag)
             })
             .collect()
     }

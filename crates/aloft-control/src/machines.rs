@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use aloft_store::{App, Desired, MachineEvent, MachineFilter, MachineRecord, NewMachine};
 use aloft_types::api::{ErrorBody, WaitResponse};
-use aloft_types::{MachineId, MachineState, RegionCode};
+use aloft_types::{EventKind, MachineId, MachineState, RegionCode};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -130,7 +130,7 @@ pub(crate) fn notify(inner: &Inner, machine: &MachineRecord, command: Command) {
 pub(crate) async fn user_event(
     inner: &Inner,
     machine: &MachineId,
-    kind: &str,
+    kind: EventKind,
     status: &str,
     request: serde_json::Value,
 ) -> Result<(), ApiError> {
@@ -138,7 +138,7 @@ pub(crate) async fn user_event(
         .store
         .append_event(machine, kind, status, "user", &request)
         .await?;
-    let text = crate::logs::event_text(kind, status, "user", &request);
+    let text = crate::logs::event_text(kind.as_str(), status, "user", &request);
     crate::logs::platform_line(&inner.logs, &inner.store, machine, text).await;
     Ok(())
 }
@@ -353,7 +353,7 @@ pub(crate) async fn create_machine_as(
         inner.store.set_cordoned(&app.id, &machine.id, true).await?;
     }
     crate::catalog::private_address(&inner.store, &machine.id).await?;
-    user_event(inner, &machine.id, "launch", "created", json!({})).await?;
+    user_event(inner, &machine.id, EventKind::Launch, "created", json!({})).await?;
     if let Some(ttl) = request.lease_ttl {
         inner
             .store
@@ -608,7 +608,7 @@ pub(crate) async fn update_machine(
     user_event(
         inner,
         &machine.id,
-        "update",
+        EventKind::Update,
         "pending",
         json!({ "version": updated.version }),
     )
@@ -680,7 +680,7 @@ pub(crate) async fn destroy_forcibly(
     user_event(
         inner,
         &machine.id,
-        "destroy",
+        EventKind::Destroy,
         "destroying",
         json!({ "force": force }),
     )
@@ -712,7 +712,14 @@ async fn start(
         .store
         .set_desired(&machine.id, Desired::Started)
         .await?;
-    user_event(&inner, &machine.id, "start", "requested", json!({})).await?;
+    user_event(
+        &inner,
+        &machine.id,
+        EventKind::Start,
+        "requested",
+        json!({}),
+    )
+    .await?;
     notify(&inner, &machine, Command::Converge);
     Ok(Json(OkResponse {
         ok: true,
@@ -736,7 +743,7 @@ async fn stop(
     stop_machine(
         &inner,
         &machine,
-        ("stop", event),
+        (EventKind::Stop, event),
         request.signal,
         request.timeout.map(|t| t.as_std()),
     )
@@ -747,7 +754,7 @@ async fn stop(
 pub(crate) async fn stop_machine(
     inner: &Inner,
     machine: &MachineRecord,
-    (kind, request): (&str, serde_json::Value),
+    (kind, request): (EventKind, serde_json::Value),
     signal: Option<aloft_types::Signal>,
     timeout: Option<Duration>,
 ) -> Result<Json<OkResponse>, ApiError> {
@@ -816,7 +823,7 @@ async fn restart(
     user_event(
         &inner,
         &machine.id,
-        "restart",
+        EventKind::Restart,
         "requested",
         json!({ "force_stop": force_stop }),
     )
@@ -853,7 +860,7 @@ async fn signal(
     user_event(
         &inner,
         &machine.id,
-        "signal",
+        EventKind::Signal,
         "requested",
         json!({ "signal": request.signal.name() }),
     )
@@ -1005,7 +1012,11 @@ async fn set_cordon(
     user_event(
         &inner,
         &machine.id,
-        if cordoned { "cordon" } else { "uncordon" },
+        if cordoned {
+            EventKind::Cordon
+        } else {
+            EventKind::Uncordon
+        },
         "done",
         json!({}),
     )
@@ -1207,11 +1218,11 @@ impl crate::Control {
         let machine = inner.store.machine_by_id(id).await?;
         refuse_if_gone(&machine)?;
         let (desired, kind, command) = if start {
-            (Desired::Started, "start", Command::Converge)
+            (Desired::Started, EventKind::Start, Command::Converge)
         } else {
             (
                 Desired::Stopped,
-                "stop",
+                EventKind::Stop,
                 Command::Stop {
                     signal: None,
                     timeout: None,
@@ -1232,7 +1243,7 @@ impl crate::Control {
                 &json!({ "reason": reason.as_str() }),
             )
             .await?;
-        tracing::info!(machine = %machine.id, reason = reason.as_str(), action = kind, "the platform powers a machine");
+        tracing::info!(machine = %machine.id, reason = reason.as_str(), action = %kind, "the platform powers a machine");
         notify(inner, &machine, command);
         Ok(())
     }

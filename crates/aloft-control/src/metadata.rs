@@ -114,7 +114,7 @@ async fn suspend(
     stop_machine(
         &inner,
         &machine,
-        ("suspend", json!({ "note": note })),
+        (aloft_types::EventKind::Suspend, json!({ "note": note })),
         None,
         None,
     )

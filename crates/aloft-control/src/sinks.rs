@@ -90,7 +90,7 @@ async fn response(inner: &Inner, sink: &SinkRecord) -> LogSinkResponse {
     let (sent, dropped, failures, lag) = counters(inner, &sink.id);
     LogSinkResponse {
         id: sink.id.clone(),
-        kind: sink.kind.clone(),
+        kind: sink.kind,
         url: sink.url.clone(),
         app,
         created_at: rfc3339(sink.created_at),
@@ -107,7 +107,7 @@ async fn create(
     principal: Principal,
     Body(request): Body<CreateLogSinkRequest>,
 ) -> Result<Json<LogSinkResponse>, ApiError> {
-    let kind = SinkKind::parse(&request.kind).ok_or_else(|| {
+    let kind: SinkKind = request.kind.parse().map_err(|_| {
         ApiError::BadRequest(format!("kind {:?}: use http, loki or syslog", request.kind))
     })?;
     check_url(kind, &request.url)?;
@@ -136,7 +136,7 @@ async fn create(
             id: String::new(),
             org_id: principal.org_id().clone(),
             app_id,
-            kind: request.kind.clone(),
+            kind,
             url: request.url.clone(),
             headers_sealed: inner.secrets_key.encrypt(&headers)?,
             ca_pem: request.ca_pem.clone(),
@@ -245,9 +245,7 @@ pub(crate) async fn manage(
                         });
                         continue;
                     }
-                    let Some(kind) = SinkKind::parse(&sink.kind) else {
-                        continue;
-                    };
+                    let kind = sink.kind;
                     let headers: BTreeMap<String, String> = inner
                         .secrets_key
                         .decrypt(&sink.headers_sealed)

@@ -61,7 +61,7 @@ pub(crate) fn app_status(states: impl IntoIterator<Item = MachineState>) -> &'st
 pub(crate) fn event_response(event: &MachineEvent) -> EventResponse {
     EventResponse {
         id: event.seq.to_string(),
-        kind: event.kind.clone(),
+        kind: event.kind.to_string(),
         status: event.status.clone(),
         source: event.source.clone(),
         timestamp: event.at,

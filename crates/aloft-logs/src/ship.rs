@@ -30,24 +30,7 @@ const BATCH: usize = 1000;
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LAST_RETRY: Duration = Duration::from_secs(10);
 
-/// The protocol a sink speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkKind {
-    Http,
-    Loki,
-    Syslog,
-}
-
-impl SinkKind {
-    pub fn parse(text: &str) -> Option<SinkKind> {
-        match text {
-            "http" => Some(SinkKind::Http),
-            "loki" => Some(SinkKind::Loki),
-            "syslog" => Some(SinkKind::Syslog),
-            _ => None,
-        }
-    }
-}
+pub use aloft_types::SinkKind;
 
 /// One sink, as the shipper runs it.
 #[derive(Debug, Clone, PartialEq, Eq)]

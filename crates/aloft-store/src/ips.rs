@@ -15,8 +15,7 @@ const ALLOCATION_ATTEMPTS: usize = 8;
 pub struct IpRecord {
     pub address: String,
     pub app_id: AppId,
-    /// `v4`.
-    pub kind: String,
+    pub kind: aloft_types::IpKind,
     pub region: String,
     pub created_at: i64,
 }
@@ -34,11 +33,15 @@ fn record_from(row: &sqlx::any::AnyRow) -> Result<IpRecord, StoreError> {
         app_id: app
             .parse()
             .map_err(|e| StoreError::corrupt("address", &address, e))?,
-        kind: row.try_get(2).map_err(StoreError::database(
-            "reading an address",
-            "address",
-            &address,
-        ))?,
+        kind: row
+            .try_get::<String, _>(2)
+            .map_err(StoreError::database(
+                "reading an address",
+                "address",
+                &address,
+            ))?
+            .parse()
+            .map_err(|e| StoreError::corrupt("address", &address, e))?,
         region: row.try_get(3).map_err(StoreError::database(
             "reading an address",
             "address",
@@ -60,7 +63,7 @@ impl Store {
     pub async fn allocate_ip(
         &self,
         app: &AppId,
-        kind: &str,
+        kind: aloft_types::IpKind,
         region: &str,
         candidates: impl Iterator<Item = String> + Clone,
     ) -> Result<IpRecord, StoreError> {
@@ -75,14 +78,14 @@ impl Store {
             let Some(address) = candidates.clone().find(|a| !taken.contains(a)) else {
                 return Err(StoreError::Conflict {
                     what: "address pool",
-                    id: kind.to_owned(),
+                    id: kind.to_string(),
                     reason: "every address is taken".to_owned(),
                 });
             };
             let record = IpRecord {
                 address,
                 app_id: app.clone(),
-                kind: kind.to_owned(),
+                kind,
                 region: region.to_owned(),
                 created_at: now_ms(),
             };
@@ -91,7 +94,7 @@ impl Store {
             ))
             .bind(&record.address)
             .bind(record.app_id.as_str())
-            .bind(&record.kind)
+            .bind(record.kind.as_str())
             .bind(&record.region)
             .bind(record.created_at)
             .execute(self.pool())
@@ -109,7 +112,7 @@ impl Store {
         }
         Err(StoreError::Conflict {
             what: "address pool",
-            id: kind.to_owned(),
+            id: kind.to_string(),
             reason: "allocation kept colliding; try again".to_owned(),
         })
     }

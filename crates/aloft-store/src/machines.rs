@@ -36,7 +36,7 @@ pub struct MachineVersion {
 pub struct MachineEvent {
     /// Numbered from 1 per machine, without gaps.
     pub seq: i64,
-    pub kind: String,
+    pub kind: aloft_types::EventKind,
     pub status: String,
     /// `user` for API requests, `flyd` for the platform's own doing (Fly's spelling).
     pub source: String,
@@ -665,7 +665,7 @@ impl Store {
     pub async fn append_event(
         &self,
         id: &MachineId,
-        kind: &str,
+        kind: aloft_types::EventKind,
         status: &str,
         source: &str,
         request: &serde_json::Value,
@@ -690,7 +690,7 @@ impl Store {
         sqlx::query("INSERT INTO machine_events (machine_id, seq, kind, status, source, request, at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(id.as_str())
             .bind(seq)
-            .bind(kind)
+            .bind(kind.as_str())
             .bind(status)
             .bind(source)
             .bind(request.to_string())
@@ -719,7 +719,9 @@ impl Store {
                 let request: String = column(row, WHAT, "request")?;
                 Ok(MachineEvent {
                     seq: column(row, WHAT, "seq")?,
-                    kind: column(row, WHAT, "kind")?,
+                    kind: column::<String>(row, WHAT, "kind")?
+                        .parse()
+                        .map_err(|e| StoreError::corrupt(WHAT, id.as_str(), e))?,
                     status: column(row, WHAT, "status")?,
                     source: column(row, WHAT, "source")?,
                     request: serde_json::from_str(&request)

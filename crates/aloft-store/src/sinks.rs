@@ -12,8 +12,7 @@ pub struct SinkRecord {
     pub org_id: OrgId,
     /// `None`: every app of the organization.
     pub app_id: Option<AppId>,
-    /// `http`, `loki` or `syslog`.
-    pub kind: String,
+    pub kind: aloft_types::SinkKind,
     pub url: String,
     /// The headers sent with every request (JSON object), sealed.
     pub headers_sealed: String,
@@ -39,7 +38,11 @@ fn record_from(row: &sqlx::any::AnyRow) -> Result<SinkRecord, StoreError> {
             .map(|a| a.parse())
             .transpose()
             .map_err(|e| StoreError::corrupt("log sink", &id, e))?,
-        kind: row.try_get(3).map_err(read)?,
+        kind: row
+            .try_get::<String, _>(3)
+            .map_err(read)?
+            .parse()
+            .map_err(|e| StoreError::corrupt("log sink", &id, e))?,
         url: row.try_get(4).map_err(read)?,
         headers_sealed: row.try_get(5).map_err(read)?,
         created_at: row.try_get(6).map_err(read)?,
@@ -59,7 +62,7 @@ impl Store {
         .bind(&sink.id)
         .bind(sink.org_id.as_str())
         .bind(sink.app_id.as_ref().map(|a| a.as_str().to_owned()))
-        .bind(&sink.kind)
+        .bind(sink.kind.as_str())
         .bind(&sink.url)
         .bind(&sink.headers_sealed)
         .bind(sink.created_at)

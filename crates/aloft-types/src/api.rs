@@ -302,9 +302,8 @@ pub struct ImportCertificateRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IpResponse {
     pub address: String,
-    /// `v4`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: crate::IpKind,
     pub region: String,
     /// RFC 3339.
     pub created_at: String,
@@ -749,7 +748,7 @@ pub struct CreateLogSinkRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogSinkResponse {
     pub id: String,
-    pub kind: String,
+    pub kind: crate::SinkKind,
     pub url: String,
     /// The app whose lines it gets; none: every app of the organization.
     pub app: Option<String>,

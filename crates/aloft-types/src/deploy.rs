@@ -2,84 +2,7 @@
 //! release with the transitions allowed between them, and the kinds of step a deployment
 //! logs. Each is written as its snake_case name in the API and in the store.
 
-use std::fmt;
-use std::str::FromStr;
-
-/// A name that is not one of an enum's values.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {what} {value:?} (expected one of: {expected})")]
-pub struct UnknownName {
-    pub what: &'static str,
-    pub value: String,
-    pub expected: String,
-}
-
-/// An enum whose values are written as fixed names: `ALL`, `as_str`, `Display`, `FromStr`,
-/// serde under the same names, and comparison with a name (`status == "succeeded"`).
-macro_rules! named_enum {
-    (
-        $(#[$meta:meta])*
-        pub enum $name:ident ($what:literal) {
-            $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+
-        }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name {
-            $($(#[$vmeta])* $variant,)+
-        }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
-
-            pub const fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text,)+
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = UnknownName;
-
-            fn from_str(value: &str) -> Result<Self, Self::Err> {
-                $name::ALL
-                    .iter()
-                    .copied()
-                    .find(|v| v.as_str() == value)
-                    .ok_or_else(|| UnknownName {
-                        what: $what,
-                        value: value.to_owned(),
-                        expected: $name::ALL
-                            .iter()
-                            .map(|v| v.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })
-            }
-        }
-
-        impl PartialEq<str> for $name {
-            fn eq(&self, other: &str) -> bool {
-                self.as_str() == other
-            }
-        }
-
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.as_str() == *other
-            }
-        }
-    };
-}
+pub use crate::named::UnknownName;
 
 named_enum! {
     /// How a deployment replaces an app's machines.
@@ -223,7 +146,8 @@ mod tests {
         // serde writes the snake_case of the variant; `as_str` must say the same.
         fn check<T>(all: &[T])
         where
-            T: Copy + fmt::Display + FromStr<Err = UnknownName> + PartialEq + fmt::Debug,
+            T: Copy + std::fmt::Display + std::str::FromStr<Err = UnknownName>,
+            T: PartialEq + std::fmt::Debug,
             T: serde::Serialize + serde::de::DeserializeOwned,
         {
             for value in all {

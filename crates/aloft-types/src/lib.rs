@@ -12,6 +12,9 @@
 //! Main types: [`Duration`], [`Signal`], [`AppName`], [`RegionCode`], typed ids
 //! ([`MachineId`], [`VolumeId`], ...), [`MachineState`], [`machine::MachineConfig`].
 
+#[macro_use]
+mod named;
+
 pub mod api;
 pub mod build;
 pub mod catalog;
@@ -19,7 +22,9 @@ mod check;
 pub mod deploy;
 pub mod dig;
 mod duration;
+mod event;
 mod ids;
+mod kinds;
 pub mod machine;
 mod names;
 mod signal;
@@ -28,7 +33,10 @@ pub mod time;
 
 pub use check::{CheckStatus, UnknownCheckStatus, service_check_name};
 pub use duration::{Duration, DurationParseError};
+pub use event::EventKind;
 pub use ids::{AppId, HostId, IdError, MachineId, OrgId, TokenId, VolumeId};
+pub use kinds::{IpKind, SinkKind};
+pub use named::UnknownName;
 pub use names::{AppName, NameError, RegionCode, https_authority, https_url, percent_encode};
 pub use signal::{Signal, UnknownSignal};
 pub use state::{MachineState, UnknownState};

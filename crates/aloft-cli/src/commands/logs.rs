@@ -162,7 +162,7 @@ pub(crate) async fn ship(
                 .map(|s| {
                     vec![
                         s.id.clone(),
-                        s.kind.clone(),
+                        s.kind.to_string(),
                         s.url.clone(),
                         s.app.clone().unwrap_or_else(|| "(all apps)".to_owned()),
                         s.sent.to_string(),

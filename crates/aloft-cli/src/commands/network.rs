@@ -196,7 +196,7 @@ pub(crate) async fn ips(
             .iter()
             .map(|ip| {
                 vec![
-                    ip.kind.clone(),
+                    ip.kind.to_string(),
                     ip.address.clone(),
                     "public ingress (dedicated)".to_owned(),
                     ip.region.clone(),

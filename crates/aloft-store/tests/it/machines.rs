@@ -202,7 +202,7 @@ async fn machine_events_and_leases(store: Store) {
             store
                 .append_event(
                     &id,
-                    "exit",
+                    aloft_types::EventKind::Exit,
                     "stopped",
                     "flyd",
                     &serde_json::json!({ "exit_event": { "exit_code": i } }),
