@@ -1,0 +1,144 @@
+//! The host link: what the control plane asks of this host directly (exec, SSH, a
+//! container's last log lines).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aloft_agent_api::{BoxFuture, HostLink, LinkError, MachineRecord, SshStream};
+use aloft_runtime::{ContainerState, ExecOptions, Runtime};
+use aloft_types::api::ExecResponse;
+
+use super::Shared;
+use crate::{LABEL_INSTANCE, error_chain, ssh};
+
+/// A host-side failure as the contract's error, with its whole chain of causes.
+pub(super) fn failed<E: std::error::Error>(operation: &'static str) -> impl Fn(E) -> LinkError {
+    move |error| LinkError::Failed {
+        operation,
+        message: error_chain(&error),
+    }
+}
+
+/// The control plane's way into this host: runs commands in machines.
+pub struct RuntimeLink<R: Runtime + 'static> {
+    pub(super) shared: Arc<Shared<R>>,
+}
+
+impl<R: Runtime + 'static> std::fmt::Debug for RuntimeLink<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeLink")
+            .field("host", &self.shared.config.host_id)
+            .finish()
+    }
+}
+
+impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
+    fn exec<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+        command: Vec<String>,
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ExecResponse, LinkError>> {
+        Box::pin(async move {
+            let containers = self
+                .shared
+                .containers_of(&machine.id)
+                .await
+                .map_err(failed("listing the machine's containers"))?;
+            let container = containers
+                .into_iter()
+                .find(|c| {
+                    c.labels.get(LABEL_INSTANCE) == Some(&machine.instance_id)
+                        && c.state == ContainerState::Running
+                })
+                .ok_or_else(|| LinkError::NotRunning {
+                    machine: machine.id.clone(),
+                    why: "has no running container".to_owned(),
+                })?;
+            let options = ExecOptions {
+                tty: false,
+                stdin,
+                timeout: Some(timeout),
+            };
+            let output = self
+                .shared
+                .runtime
+                .exec(&container.id, &command, &options)
+                .await
+                .map_err(failed("running the command"))?;
+            Ok(ExecResponse {
+                exit_code: output.exit_code,
+                exit_signal: None,
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            })
+        })
+    }
+
+    fn ssh<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+        stream: Box<dyn SshStream>,
+    ) -> BoxFuture<'a, Result<(), LinkError>> {
+        Box::pin(async move {
+            let config = self
+                .shared
+                .ssh_config()
+                .await
+                .map_err(|message| LinkError::Failed {
+                    operation: "starting the SSH server",
+                    message,
+                })?;
+            ssh::serve(
+                self.shared.clone(),
+                config,
+                stream,
+                ssh::Via::Tunnel(Box::new(machine.clone())),
+            )
+            .await
+            .map_err(|message| LinkError::Failed {
+                operation: "serving the SSH session",
+                message,
+            })
+        })
+    }
+
+    fn last_lines<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+        lines: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, LinkError>> {
+        Box::pin(async move {
+            let containers = self
+                .shared
+                .containers_of(&machine.id)
+                .await
+                .map_err(failed("listing the machine's containers"))?;
+            // The newest run of the machine's current instance (or of any, when it has
+            // none yet).
+            let Some(container) = containers
+                .iter()
+                .filter(|c| c.labels.get(LABEL_INSTANCE) == Some(&machine.instance_id))
+                .max_by(|a, b| a.started_at.cmp(&b.started_at))
+                .or_else(|| {
+                    containers
+                        .iter()
+                        .max_by(|a, b| a.started_at.cmp(&b.started_at))
+                })
+            else {
+                return Ok(Vec::new());
+            };
+            let mut stream = self
+                .shared
+                .runtime
+                .logs(&container.id, false, Some(lines), None);
+            let mut shown = Vec::new();
+            while let Some(line) = futures_util::StreamExt::next(&mut stream).await {
+                let line = line.map_err(failed("reading the machine's log"))?;
+                shown.push(line.text);
+            }
+            Ok(shown)
+        })
+    }
+}
