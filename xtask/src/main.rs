@@ -9,6 +9,7 @@
 )]
 
 mod demo;
+mod layout;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -33,7 +34,8 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
-    /// Install what is missing, then check formatting, lints, docs and run every test.
+    /// Install what is missing, then check the layout, formatting, lints, docs and run every
+    /// test.
     Test,
     /// Run a fuzz target for a while (needs cargo-fuzz; installed when missing).
     Fuzz {
@@ -44,6 +46,9 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Check the code's layout rules (what `test` checks first): no file under
+    /// `crates/*/src` over 800 lines without a reason line, no module import circles.
+    Layout,
     /// Regenerate the checked-in OpenAPI document (openapi/aloft.json) from the code.
     Openapi,
     /// Run a long campaign whose short version `test` runs: `deploys` (random deploys,
@@ -72,6 +77,7 @@ fn main() -> Result<()> {
     match args.command {
         Task::Demo { check } => demo::demo(&root, check, cargo),
         Task::Test => test(&root),
+        Task::Layout => layout::check(&root),
         Task::Fuzz { target, seconds } => fuzz(&target, seconds),
         Task::Bench { suite } => bench(&suite),
         Task::Soak { name, cases } => soak(&name, cases),
@@ -140,6 +146,10 @@ fn test(root: &Path) -> Result<()> {
 
     section("Formatting");
     run(cargo_once().args(["fmt", "--all", "--", "--check"]))?;
+
+    section("Layout");
+    layout::check(root)?;
+    eprintln!("no file over 800 lines without a reason, no module circles");
 
     section("Lints");
     run(cargo_once().args([

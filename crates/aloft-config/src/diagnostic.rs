@@ -3,8 +3,8 @@
 
 use std::fmt::{self, Write as _};
 
+use crate::keypath::KeyPath;
 use crate::source::{SourceFile, Span};
-use crate::tree::KeyPath;
 
 /// How serious a diagnostic is: errors make the file invalid, warnings do not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -19,6 +19,7 @@
 
 mod decode;
 mod diagnostic;
+mod keypath;
 mod lower;
 mod model;
 mod patches;

@@ -18,7 +18,7 @@ use futures_util::stream::BoxStream;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::apps::app_for;
+use crate::access::app_for;
 use crate::{ApiError, Inner, Principal};
 use aloft_agent_api::BoxFuture;
 

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::apps::app_for;
+use crate::access::app_for;
 use crate::{ApiError, Inner, Principal};
 
 pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {

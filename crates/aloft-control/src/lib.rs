@@ -11,6 +11,7 @@
 //!
 //! Main types: [`Control`], [`AgentGateway`], [`HostLink`], [`ApiError`].
 
+mod access;
 mod apps;
 mod auth;
 mod builds;

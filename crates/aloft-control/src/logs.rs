@@ -20,7 +20,7 @@ use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::apps::app_for;
+use crate::access::app_for;
 use crate::{ApiError, Inner, Principal};
 
 /// Lines per page unless asked otherwise, and at most.

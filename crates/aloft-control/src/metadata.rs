@@ -13,7 +13,7 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::apps::app_for;
+use crate::access::app_for;
 use crate::json::Body;
 use crate::machines::{machine_for, stop_machine, writable_machine};
 use crate::{ApiError, Inner, Principal};

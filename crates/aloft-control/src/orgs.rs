@@ -217,7 +217,7 @@ async fn create_token(
             )));
         }
         (TokenKind::Deploy | TokenKind::Ssh, Some(app)) => {
-            let found = crate::apps::app_for(&inner, &principal, &app, true).await?;
+            let found = crate::access::app_for(&inner, &principal, &app, true).await?;
             Some(found.name.to_string())
         }
         (_, Some(app)) => {

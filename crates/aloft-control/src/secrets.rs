@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::apps::app_for;
+use crate::access::app_for;
 use crate::json::Body;
 use crate::{ApiError, Inner, Principal};
 

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::apps::app_for;
+use crate::access::app_for;
 use crate::json::Body;
 use crate::{ApiError, Inner, Principal};
 

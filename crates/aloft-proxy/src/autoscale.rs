@@ -21,8 +21,6 @@ use aloft_types::MachineState;
 use aloft_types::catalog::{Catalog, CatalogMachine};
 use aloft_types::machine::Autostop;
 
-use crate::routes::DEFAULT_SOFT_LIMIT;
-
 /// How the proxy starts and stops machines (the control plane, in `aloftd`).
 pub trait Lifecycle: Send + Sync + std::fmt::Debug {
     /// Asks for `machine` to start; returns once the request is recorded.
@@ -96,7 +94,7 @@ pub fn machines_to_stop(
                         .concurrency
                         .as_ref()
                         .and_then(|c| c.soft_limit)
-                        .unwrap_or(DEFAULT_SOFT_LIMIT);
+                        .unwrap_or(aloft_types::machine::Concurrency::DEFAULT_SOFT_LIMIT);
                     let primary = machine.primary_region.as_deref().unwrap_or(edge_region);
                     let minimum = if machine.region == primary {
                         service.min_machines_running.unwrap_or(0)

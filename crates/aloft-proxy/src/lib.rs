@@ -15,6 +15,7 @@
 
 pub mod autoscale;
 mod balance;
+mod body;
 pub mod connect;
 mod dedicated;
 pub mod metrics;

@@ -17,8 +17,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
+use crate::body::ProxyBody;
 use crate::connect::CONNECT_TIMEOUT;
-use crate::proxy::ProxyBody;
 
 /// How long an unused connection is kept: under the idle timeouts of common servers, so
 /// a kept connection is rarely one the machine is closing.

@@ -14,8 +14,8 @@ use aloft_types::machine::{
 use crate::autoscale::{Sleeper, can_wake};
 
 /// Fly's default limits when a service names none (fly.toml's defaults).
-pub const DEFAULT_SOFT_LIMIT: u32 = 20;
-pub const DEFAULT_HARD_LIMIT: u32 = 25;
+pub const DEFAULT_SOFT_LIMIT: u32 = aloft_types::machine::Concurrency::DEFAULT_SOFT_LIMIT;
+pub const DEFAULT_HARD_LIMIT: u32 = aloft_types::machine::Concurrency::DEFAULT_HARD_LIMIT;
 
 /// One machine behind a service; cheap to clone (the proxy copies it per request).
 #[derive(Debug, Clone, PartialEq, Eq)]

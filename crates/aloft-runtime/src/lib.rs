@@ -16,6 +16,7 @@
 
 mod buildkit;
 mod docker;
+mod protobuf;
 mod session;
 mod spec;
 

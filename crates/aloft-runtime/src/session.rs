@@ -113,10 +113,10 @@ async fn answer(
     match path.as_str() {
         GET_SECRET => {
             let message = body.get(5..).unwrap_or_default();
-            let id = crate::buildkit::fields(message)
+            let id = crate::protobuf::fields(message)
                 .into_iter()
                 .find_map(|(field, value)| match (field, value) {
-                    (1, crate::buildkit::Value::Bytes(b)) => {
+                    (1, crate::protobuf::Value::Bytes(b)) => {
                         Some(String::from_utf8_lossy(b).into_owned())
                     }
                     _ => None,
@@ -203,8 +203,8 @@ mod tests {
         let long = vec![7u8; 300];
         let encoded = length_delimited(1, &long);
         assert_eq!(&encoded[..3], &[0x0a, 0xac, 0x02]);
-        let decoded = crate::buildkit::fields(&encoded);
-        assert_eq!(decoded, vec![(1, crate::buildkit::Value::Bytes(&long[..]))]);
+        let decoded = crate::protobuf::fields(&encoded);
+        assert_eq!(decoded, vec![(1, crate::protobuf::Value::Bytes(&long[..]))]);
         assert_ne!(random_id(), random_id());
     }
 }

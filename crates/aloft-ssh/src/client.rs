@@ -29,6 +29,15 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
 }
 
+impl From<crate::relay::RelayError> for ClientError {
+    fn from(error: crate::relay::RelayError) -> Self {
+        match error {
+            crate::relay::RelayError::Ssh(error) => ClientError::Ssh(error),
+            crate::relay::RelayError::Io(error) => ClientError::Io(error),
+        }
+    }
+}
+
 /// A key and the certificate its organization's CA signed for it.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -261,7 +270,7 @@ impl Connection {
             .handle
             .channel_open_direct_tcpip("localhost", u32::from(port), "127.0.0.1", 0)
             .await?;
-        crate::relay::relay(channel, stream).await
+        Ok(crate::relay::relay(channel, stream).await?)
     }
 
     /// Ends the connection.

@@ -5,15 +5,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use russh::ChannelMsg;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
+/// Why a relay ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("SSH: {0}")]
+    Ssh(#[from] russh::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
 /// Carries bytes between an SSH channel and `stream` until both directions have ended:
 /// `stream`'s end of input becomes the channel's EOF, the channel's EOF shuts `stream`'s
 /// output down, a closed channel ends both. Returns the bytes carried (to the channel,
 /// from it). Unlike russh's `ChannelStream`, an empty data message is not taken for the
 /// end of the data (a long transfer can see one).
-pub async fn relay<M, S>(
-    channel: russh::Channel<M>,
-    stream: S,
-) -> Result<(u64, u64), crate::client::ClientError>
+pub async fn relay<M, S>(channel: russh::Channel<M>, stream: S) -> Result<(u64, u64), RelayError>
 where
     M: From<(russh::ChannelId, ChannelMsg)> + Send + Sync + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -39,7 +45,7 @@ where
             }
         }
         writer.eof().await?;
-        Ok::<(), crate::client::ClientError>(())
+        Ok::<(), RelayError>(())
     };
     let up = async {
         // A closed channel also ends the way up, which may wait on a quiet local side.
@@ -76,7 +82,7 @@ where
         }
         closed.notify_one();
         let _ = local_out.shutdown().await;
-        Ok::<u64, crate::client::ClientError>(received)
+        Ok::<u64, RelayError>(received)
     };
     let (up, received) = tokio::join!(up, down);
     let _ = writer.close().await;

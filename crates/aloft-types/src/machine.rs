@@ -594,6 +594,12 @@ pub struct Concurrency {
     pub soft_limit: Option<u32>,
 }
 
+impl Concurrency {
+    /// Fly's default limits when a service names none (fly.toml's defaults).
+    pub const DEFAULT_SOFT_LIMIT: u32 = 20;
+    pub const DEFAULT_HARD_LIMIT: u32 = 25;
+}
+
 /// Kind of a health check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

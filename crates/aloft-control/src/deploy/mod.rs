@@ -37,7 +37,7 @@ use axum::extract::{Path, State};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::apps::app_for;
+use crate::access::app_for;
 use crate::json::Body;
 use crate::{ApiError, Inner, Principal};
 use run::spawn;

@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use serde_json::json;
 
 use super::{notify, respond, user_event};
-use crate::apps::app_for;
+use crate::access::app_for;
 use crate::json::Body;
 use crate::wire::{MachineRequest, MachineResponse};
 use crate::{ApiError, Inner, Principal};

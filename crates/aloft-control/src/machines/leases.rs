@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use serde_json::json;
 
 use super::{LEASE_NONCE_HEADER, machine_for};
-use crate::apps::app_for;
+use crate::access::app_for;
 use crate::json::OptionalBody;
 use crate::wire::OkResponse;
 use crate::{ApiError, Inner, Principal};

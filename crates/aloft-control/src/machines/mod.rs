@@ -23,7 +23,7 @@ use axum::http::HeaderMap;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::apps::app_for;
+use crate::access::app_for;
 use crate::wire::{EventResponse, MachineResponse, VersionResponse};
 use crate::{ApiError, Inner, Principal};
 use aloft_agent_api::{Command, MachineChange};

@@ -18,7 +18,7 @@ use super::create::{ensure_fits, mounted_volume, validate_request};
 use super::{
     host_link, machine_for, notify, refuse_if_gone, respond, user_event, writable_machine,
 };
-use crate::apps::app_for;
+use crate::access::app_for;
 use crate::json::{Body, OptionalBody};
 use crate::wire::{
     ExecRequest, ExecResponse, MachineRequest, MachineResponse, OkResponse, SignalRequest,

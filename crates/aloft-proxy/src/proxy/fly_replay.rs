@@ -8,10 +8,11 @@ use http::{Response, StatusCode, Uri};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
-use super::body::{Held, OutgoingBody, text};
 use super::headers::FLY_REPLAY;
+use super::lease::{Held, OutgoingBody};
 use super::pick::Choice;
 use super::{Proxy, ProxyBody};
+use crate::body::text;
 use crate::replay::{
     FailReason, Fallback, MAX_REPLAY_BODY, REPLAY_JSON, Replay, Transform, failed_header,
     parse_header, parse_json, source_header,

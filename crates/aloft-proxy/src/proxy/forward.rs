@@ -13,14 +13,15 @@ use http_body_util::BodyExt as _;
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 
-use super::body::{Held, Leased, OutgoingBody, empty, text};
 use super::conn::Activity;
 use super::fly_replay::replay_of;
 use super::headers::{
     FLY_REQUEST_ID, HOP_BY_HOP, VIA_ALOFT, apply_response_headers, request_id_at, wants_upgrade,
 };
+use super::lease::{Held, Leased, OutgoingBody};
 use super::pick::{Choice, Seen};
 use super::{BoxError, Proxy, ProxyBody};
+use crate::body::{empty, text};
 use crate::replay::{MAX_REPLAY_BODY, MAX_REPLAYS};
 use crate::routes::Backend;
 

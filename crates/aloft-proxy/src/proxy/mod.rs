@@ -1,11 +1,11 @@
 //! The HTTP side of the proxy: a shared listener routes by `Host` to `<app>.<apps_domain>`,
 //! picks a machine and forwards the request over the private network with Fly's headers.
 
-mod body;
 mod conn;
 mod fly_replay;
 mod forward;
 mod headers;
+mod lease;
 mod pick;
 
 use std::collections::HashMap;
@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 use aloft_types::catalog::Catalog;
 use aloft_types::machine::TlsVersion;
 use aloft_types::{CheckStatus, MachineState};
-use bytes::Bytes;
 use http::header::HeaderValue;
-use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
@@ -66,11 +64,7 @@ thread_local! {
         std::cell::RefCell::new(HashMap::new());
 }
 
-/// The error type of every body the proxy sends.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body of every response the proxy sends.
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
+pub use crate::body::{BoxError, ProxyBody};
 
 /// Settings of the proxy.
 #[derive(Debug, Clone)]

@@ -10,13 +10,13 @@ use http::header::HeaderName;
 use http::{Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
-use super::body::text;
 use super::headers::{
     FLY_FORCE_INSTANCE_ID, FLY_FORCE_REGION, FLY_PREFER_INSTANCE_ID, FLY_PREFER_REGION,
 };
 use super::{Proxy, ProxyBody};
 use crate::autoscale::{machines_to_stop, nearest};
 use crate::balance::Lease;
+use crate::body::text;
 use crate::routes::{Backend, Route};
 
 /// What routing learned about a request, for its response and metrics.

@@ -1,17 +1,15 @@
-//! The bodies the proxy sends: request bodies kept to be sent again, response bodies
-//! that hold their machine's lease until they end, and the proxy's own small answers.
+//! The bodies that travel with a machine's lease: request bodies kept to be sent again,
+//! and response bodies that hold the lease (and the pooled connection) until they end.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming};
 
-use super::ProxyBody;
 use crate::balance::Lease;
+use crate::body::{ProxyBody, empty};
 
 /// A request body on its way to a machine: read whole (it can be sent again) or streamed
 /// (once).
@@ -35,7 +33,7 @@ impl OutgoingBody {
 /// A machine's lease for one request, and the connection it went over (given back to the
 /// pool when the response was read to its end).
 #[derive(Debug)]
-pub(crate) struct Held {
+pub(super) struct Held {
     pub(super) _lease: Lease,
     pub(super) checkin: Option<crate::pool::Checkin>,
 }
@@ -81,26 +79,4 @@ impl Body for Leased {
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// An empty body.
-pub(super) fn empty() -> ProxyBody {
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// A plain-text response made by the proxy itself.
-pub(super) fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
-    let mut response = Response::new(
-        http_body_util::Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
