@@ -2,17 +2,23 @@
 
 pub(crate) mod apps;
 pub(crate) mod auth;
+pub(crate) mod certs;
 pub(crate) mod checks;
 pub(crate) mod config;
+pub(crate) mod console;
 pub(crate) mod deploy;
+pub(crate) mod dig;
+pub(crate) mod ips;
 pub(crate) mod launch;
 pub(crate) mod logs;
 pub(crate) mod machine;
-pub(crate) mod network;
 pub(crate) mod orgs;
+pub(crate) mod proxy;
+pub(crate) mod scale;
 pub(crate) mod secrets;
 pub(crate) mod ssh;
 pub(crate) mod status;
+pub(crate) mod volumes;
 
 use crate::Failure;
 use crate::output::Output;

@@ -65,7 +65,7 @@ pub enum Command {
     Secrets(commands::secrets::SecretsCommand),
     /// Manage an app's volumes.
     #[command(subcommand, visible_alias = "vol")]
-    Volumes(commands::secrets::VolumesCommand),
+    Volumes(commands::volumes::VolumesCommand),
     /// Ask the private network's DNS server as the app's machines do: `[TYPE] NAME`.
     Dig {
         #[arg(required = true, num_args = 1..=2, value_name = "[TYPE] NAME")]
@@ -73,10 +73,10 @@ pub enum Command {
     },
     /// An app's addresses.
     #[command(subcommand)]
-    Ips(commands::network::IpsCommand),
+    Ips(commands::ips::IpsCommand),
     /// Certificates of the edge.
     #[command(subcommand)]
-    Certs(commands::network::CertsCommand),
+    Certs(commands::certs::CertsCommand),
     /// Health checks of an app's machines.
     #[command(subcommand)]
     Checks(commands::checks::ChecksCommand),
@@ -95,14 +95,14 @@ pub enum Command {
     Status(commands::status::StatusArgs),
     /// Change how many machines run and how big they are.
     #[command(subcommand)]
-    Scale(commands::status::ScaleCommand),
+    Scale(commands::scale::ScaleCommand),
     /// Shells, commands and files in an app's machines, over SSH through the API.
     #[command(subcommand)]
     Ssh(commands::ssh::SshCommand),
     /// Forward a local port to a port of one of the app's machines: `LOCAL:REMOTE`.
-    Proxy(commands::ssh::ProxyArgs),
+    Proxy(commands::proxy::ProxyArgs),
     /// Run `console_command` in a new machine of the current release, destroyed on exit.
-    Console(commands::ssh::EphemeralArgs),
+    Console(commands::console::EphemeralArgs),
     /// Print the app's URL (`https://<app>.<apps_domain>/`, with PATH) and open it in a
     /// browser when there is one (`$BROWSER`, or `xdg-open` on a desktop).
     Open {
@@ -163,7 +163,7 @@ pub fn main() -> ExitCode {
 /// Commands whose output is a terminal session, a byte stream or a file, which `--json`
 /// cannot describe: refused, not ignored.
 fn json_refused(command: &Command) -> Option<&'static str> {
-    use commands::network::CertsCommand;
+    use commands::certs::CertsCommand;
     use commands::ssh::SshCommand;
     match command {
         Command::Ssh(SshCommand::Console(_)) => Some("ssh console (a terminal session)"),
@@ -229,7 +229,7 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
         }
         Command::Scale(command) => {
             let app = app()?;
-            runtime()?.block_on(commands::status::scale(command, &app, cli.json, out))
+            runtime()?.block_on(commands::scale::scale(command, &app, cli.json, out))
         }
         Command::Ssh(command) => {
             let app = app().ok();
@@ -237,11 +237,11 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
         }
         Command::Proxy(args) => {
             let app = app()?;
-            runtime()?.block_on(commands::ssh::proxy(args, &app, out))
+            runtime()?.block_on(commands::proxy::proxy(args, &app, out))
         }
         Command::Console(args) => {
             let app = app()?;
-            runtime()?.block_on(commands::ssh::console(args, &app, &cli.config, out))
+            runtime()?.block_on(commands::console::console(args, &app, &cli.config, out))
         }
         Command::Auth(command) => runtime()?.block_on(commands::auth::run(command, cli.json, out)),
         Command::Orgs(command) => runtime()?.block_on(commands::orgs::orgs(command, cli.json, out)),
@@ -259,23 +259,23 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
         }
         Command::Volumes(command) => {
             let app = app()?;
-            runtime()?.block_on(commands::secrets::volumes(command, &app, cli.json, out))
+            runtime()?.block_on(commands::volumes::volumes(command, &app, cli.json, out))
         }
         Command::Dig { words } => {
             let app = app()?;
-            runtime()?.block_on(commands::network::dig(&words, &app, cli.json, out))
+            runtime()?.block_on(commands::dig::dig(&words, &app, cli.json, out))
         }
         Command::Open { path } => {
             let app = app()?;
             runtime()?.block_on(commands::apps::open(&app, path.as_deref(), cli.json, out))
         }
         Command::Certs(command) => {
-            let app = if commands::network::certs_need_app(&command) {
+            let app = if commands::certs::certs_need_app(&command) {
                 app()?
             } else {
                 String::new()
             };
-            runtime()?.block_on(commands::network::certs(command, &app, cli.json, out))
+            runtime()?.block_on(commands::certs::certs(command, &app, cli.json, out))
         }
         Command::Checks(command) => {
             let app = app()?;
@@ -283,7 +283,7 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
         }
         Command::Ips(command) => {
             let app = app()?;
-            runtime()?.block_on(commands::network::ips(command, &app, cli.json, out))
+            runtime()?.block_on(commands::ips::ips(command, &app, cli.json, out))
         }
     }
 }

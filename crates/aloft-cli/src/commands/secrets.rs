@@ -1,9 +1,8 @@
-//! `aloft secrets` and `aloft volumes`.
+//! `aloft secrets`: an app's encrypted secrets.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
 
-use aloft_types::api::CreateVolumeRequest;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
@@ -75,7 +74,7 @@ async fn apply(client: &aloft_client::Client, app: &str, out: &mut Output) -> Re
         .await
         .map_err(anyhow::Error::from)?;
     let fingerprint = secrets_fingerprint(&secrets);
-    crate::commands::status::redeploy(
+    crate::commands::scale::redeploy(
         client,
         app,
         &machines,
@@ -89,37 +88,6 @@ async fn apply(client: &aloft_client::Client, app: &str, out: &mut Output) -> Re
         },
     )
     .await
-}
-
-#[derive(Debug, Subcommand)]
-pub enum VolumesCommand {
-    /// Create a volume.
-    Create {
-        name: String,
-        /// Size in GB.
-        #[arg(long, short = 's', default_value_t = 1)]
-        size: i64,
-        #[arg(long, short = 'r')]
-        region: Option<String>,
-    },
-    /// List volumes.
-    List,
-    /// Show a volume.
-    Show { id: String },
-    /// Grow a volume.
-    Extend {
-        id: String,
-        /// The new size in GB.
-        #[arg(long, short = 's')]
-        size: i64,
-    },
-    /// Destroy a volume that no machine uses, with its data.
-    Destroy {
-        id: String,
-        /// Do not ask for confirmation (needed where there is no terminal to ask on).
-        #[arg(long, short = 'y')]
-        yes: bool,
-    },
 }
 
 fn split_pair(pair: &str) -> anyhow::Result<(String, String)> {
@@ -225,103 +193,4 @@ pub(crate) async fn secrets(
         return Ok(());
     }
     apply(&client, app, out).await
-}
-
-pub(crate) async fn volumes(
-    command: VolumesCommand,
-    app: &str,
-    json: bool,
-    out: &mut Output,
-) -> Result<(), Failure> {
-    let client = client()?;
-    let volume = match command {
-        VolumesCommand::List => {
-            let volumes = client
-                .list_volumes(app)
-                .await
-                .map_err(anyhow::Error::from)?;
-            if json {
-                out.json(&volumes)?;
-            } else {
-                let rows = volumes
-                    .iter()
-                    .map(|v| {
-                        vec![
-                            v.id.clone(),
-                            v.state.clone(),
-                            v.name.clone(),
-                            format!("{}GB", v.size_gb),
-                            v.region.clone(),
-                            v.encrypted.to_string(),
-                            v.attached_machine_id.clone().unwrap_or_default(),
-                            v.created_at.clone(),
-                        ]
-                    })
-                    .collect::<Vec<_>>();
-                out.data(&table::render(
-                    &[
-                        "ID",
-                        "STATE",
-                        "NAME",
-                        "SIZE",
-                        "REGION",
-                        "ENCRYPTED",
-                        "ATTACHED VM",
-                        "CREATED AT",
-                    ],
-                    &rows,
-                ));
-            }
-            return Ok(());
-        }
-        VolumesCommand::Create { name, size, region } => client
-            .create_volume(
-                app,
-                &CreateVolumeRequest {
-                    name,
-                    region,
-                    size_gb: Some(size),
-                    encrypted: None,
-                    snapshot_retention: None,
-                    require_unique_zone: None,
-                },
-            )
-            .await
-            .map_err(anyhow::Error::from)?,
-        VolumesCommand::Show { id } => {
-            client.volume(app, &id).await.map_err(anyhow::Error::from)?
-        }
-        VolumesCommand::Extend { id, size } => {
-            client
-                .extend_volume(app, &id, size)
-                .await
-                .map_err(anyhow::Error::from)?
-                .volume
-        }
-        VolumesCommand::Destroy { id, yes } => {
-            crate::confirm::confirm(
-                &format!("Destroy volume {id} of app {app} and every file on it?"),
-                "destroying a volume",
-                yes,
-            )?;
-            client
-                .destroy_volume(app, &id)
-                .await
-                .map_err(anyhow::Error::from)?
-        }
-    };
-    if json {
-        out.json(&volume)?;
-    } else {
-        out.data(&format!(
-            "ID         = {}\nName       = {}\nState      = {}\nSize       = {}GB\nRegion     = {}\nAttached   = {}",
-            volume.id,
-            volume.name,
-            volume.state,
-            volume.size_gb,
-            volume.region,
-            volume.attached_machine_id.as_deref().unwrap_or("-")
-        ));
-    }
-    Ok(())
 }
