@@ -183,11 +183,7 @@ async fn build(
 
 impl Inner {
     pub(crate) fn builder(&self) -> Result<Arc<dyn ImageBuilder>, ApiError> {
-        self.builder
-            .read()
-            .ok()
-            .and_then(|b| b.clone())
-            .ok_or_else(|| {
+        self.builder.clone().ok_or_else(|| {
                 ApiError::Unavailable(
                     "this server has no image builder (it runs without a Docker Engine)".to_owned(),
                 )

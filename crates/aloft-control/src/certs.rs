@@ -154,12 +154,7 @@ async fn ca(
     State(inner): State<Arc<Inner>>,
     _principal: Principal,
 ) -> Result<impl IntoResponse, ApiError> {
-    let pem = inner
-        .local_ca
-        .read()
-        .ok()
-        .and_then(|ca| ca.clone())
-        .ok_or_else(|| {
+    let pem = inner.local_ca.clone().ok_or_else(|| {
             ApiError::Unavailable("no edge with a local CA runs with this control plane".to_owned())
         })?;
     Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem))

@@ -42,12 +42,7 @@ async fn dig(
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::BadRequest("query parameter `name` is required".to_owned()))?;
     let record_type = query.get("type").map_or("AAAA", String::as_str);
-    let resolver = inner
-        .dns
-        .read()
-        .ok()
-        .and_then(|dns| dns.clone())
-        .ok_or_else(|| {
+    let resolver = inner.dns.clone().ok_or_else(|| {
             ApiError::Unavailable("no DNS server runs with this control plane".to_owned())
         })?;
     let network = inner.store.network(&app.org_id, &app.network).await?;

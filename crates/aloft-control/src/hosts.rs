@@ -28,7 +28,7 @@ pub struct AgentGateway {
     pub(crate) secrets_key: crate::SecretsKey,
     pub(crate) changes: broadcast::Sender<MachineChange>,
     pub(crate) observed: broadcast::Sender<MachineId>,
-    pub(crate) logs: Arc<std::sync::OnceLock<aloft_logs::LogStore>>,
+    pub(crate) logs: Option<aloft_logs::LogStore>,
 }
 
 impl std::fmt::Debug for AgentGateway {
@@ -122,7 +122,7 @@ impl AgentGateway {
             .append_event(id, kind, status, "flyd", &request)
             .await?;
         let text = crate::logs::event_text(kind.as_str(), status, "flyd", &request);
-        crate::logs::platform_line(&self.logs, &self.store, id, text).await;
+        crate::logs::platform_line(self.logs.as_ref(), &self.store, id, text).await;
         Ok(())
     }
 
@@ -140,7 +140,7 @@ impl AgentGateway {
                 record.status,
                 record.output.trim()
             );
-            crate::logs::platform_line(&self.logs, &self.store, &record.machine_id, text).await;
+            crate::logs::platform_line(self.logs.as_ref(), &self.store, &record.machine_id, text).await;
         }
         Ok(())
     }

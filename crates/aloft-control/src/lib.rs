@@ -121,6 +121,45 @@ impl EdgeAddress {
     }
 }
 
+/// Everything the control plane works with besides its store and settings, given when it
+/// is built ([`Control::new`]); what is `None` is off (its endpoints answer 503 or
+/// refuse, saying so).
+#[derive(Default)]
+pub struct ControlParts {
+    /// Answers `GET /v1/apps/{app}/dns` (`aloft dig`).
+    pub dns: Option<Arc<dyn aloft_agent_api::Dig>>,
+    /// The edge's local CA certificate (PEM) that `GET /v1/certs/ca` returns.
+    pub local_ca: Option<String>,
+    /// Builds images (`POST /v1/apps/{app}/builds`) and names the images releases run.
+    pub builder: Option<Arc<dyn ImageBuilder>>,
+    /// The log store the API queries and ships from, and the host it belongs to (its id
+    /// prefixes line ids). One host's for now: queries across hosts come with the
+    /// many-hosts roles.
+    pub logs: Option<(HostId, aloft_logs::LogStore)>,
+    /// How far back log queries go.
+    pub log_retention: LogRetention,
+}
+
+impl std::fmt::Debug for ControlParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlParts")
+            .field("dns", &self.dns.is_some())
+            .field("local_ca", &self.local_ca.is_some())
+            .field("builder", &self.builder.is_some())
+            .field("logs", &self.logs.as_ref().map(|(host, _)| host))
+            .field("log_retention", &self.log_retention)
+            .finish()
+    }
+}
+
+/// How far back log queries go: `default` (none: as far as the store keeps) for every
+/// organization but those in `by_org` (by slug).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogRetention {
+    pub default: Option<std::time::Duration>,
+    pub by_org: std::collections::HashMap<String, std::time::Duration>,
+}
+
 pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) config: ControlConfig,
@@ -132,26 +171,22 @@ pub(crate) struct Inner {
     pub(crate) catalog_dirty: tokio::sync::Notify,
     pub(crate) catalog: std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<Catalog>>>,
     /// The DNS resolver of this process, for `aloft dig`.
-    pub(crate) dns: std::sync::RwLock<Option<Arc<dyn aloft_agent_api::Dig>>>,
+    pub(crate) dns: Option<Arc<dyn aloft_agent_api::Dig>>,
     /// The edge's local CA certificate (PEM), for `aloft certs ca`.
-    pub(crate) local_ca: std::sync::RwLock<Option<String>>,
+    pub(crate) local_ca: Option<String>,
     /// Builds images for `POST /v1/apps/{app}/builds` and resolves images to their ids.
-    pub(crate) builder: std::sync::RwLock<Option<Arc<dyn builds::ImageBuilder>>>,
+    pub(crate) builder: Option<Arc<dyn builds::ImageBuilder>>,
     /// The host's log store (queries, platform lines), shared with the agent gateway.
-    pub(crate) logs: Arc<std::sync::OnceLock<aloft_logs::LogStore>>,
+    pub(crate) logs: Option<aloft_logs::LogStore>,
     /// The host whose log store that is (it prefixes line ids).
-    pub(crate) log_host: std::sync::OnceLock<String>,
+    pub(crate) log_host: String,
     /// Counters of the log shippers running here, by sink.
     pub(crate) shippers: sinks::Shippers,
     /// Apps' own metrics, scraped and labelled, by organization (text format).
     pub(crate) app_metrics:
         std::sync::RwLock<std::collections::HashMap<aloft_types::OrgId, String>>,
-    /// How far back each organization's logs go: (default, by slug).
-    #[allow(clippy::type_complexity, reason = "read in one place")]
-    pub(crate) log_retention: std::sync::RwLock<(
-        Option<std::time::Duration>,
-        std::collections::HashMap<String, std::time::Duration>,
-    )>,
+    /// How far back each organization's logs go.
+    pub(crate) log_retention: LogRetention,
     /// The control plane's own background work (deployments): awaited by
     /// [`Control::shutdown`].
     pub(crate) tasks: tokio_util::task::TaskTracker,
@@ -178,7 +213,13 @@ impl std::fmt::Debug for Control {
 }
 
 impl Control {
-    pub fn new(store: Store, config: ControlConfig) -> Control {
+    /// The control plane over `store`, with every part it works with (`parts`); only
+    /// hosts join later ([`Control::register_host`]).
+    pub fn new(store: Store, config: ControlConfig, parts: ControlParts) -> Control {
+        let (log_host, logs) = match parts.logs {
+            Some((host, store)) => (host.to_string(), Some(store)),
+            None => ("local".to_owned(), None),
+        };
         let (changes, _) = broadcast::channel(1024);
         let (observed, _) = broadcast::channel(1024);
         let secrets_key = config.secrets_key.clone();
@@ -192,14 +233,14 @@ impl Control {
                 links: hosts::Links::default(),
                 catalog_dirty: tokio::sync::Notify::new(),
                 catalog: std::sync::OnceLock::new(),
-                dns: std::sync::RwLock::new(None),
-                local_ca: std::sync::RwLock::new(None),
-                builder: std::sync::RwLock::new(None),
-                logs: Arc::new(std::sync::OnceLock::new()),
-                log_host: std::sync::OnceLock::new(),
+                dns: parts.dns,
+                local_ca: parts.local_ca,
+                builder: parts.builder,
+                logs,
+                log_host,
                 shippers: std::sync::Mutex::new(std::collections::HashMap::new()),
                 app_metrics: std::sync::RwLock::new(std::collections::HashMap::new()),
-                log_retention: std::sync::RwLock::new((None, std::collections::HashMap::new())),
+                log_retention: parts.log_retention,
                 tasks: tokio_util::task::TaskTracker::new(),
                 stopping: tokio_util::sync::CancellationToken::new(),
                 draining: tokio_util::sync::CancellationToken::new(),
@@ -293,57 +334,18 @@ impl Control {
         }
     }
 
-    /// Registers the DNS resolver that answers `GET /v1/apps/{app}/dns`.
-    pub fn attach_dns(&self, resolver: Arc<dyn aloft_agent_api::Dig>) {
-        if let Ok(mut dns) = self.inner.dns.write() {
-            *dns = Some(resolver);
-        }
-    }
-
-    /// Registers the edge's local CA certificate (PEM) that `GET /v1/certs/ca` returns.
-    pub fn attach_local_ca(&self, pem: String) {
-        if let Ok(mut ca) = self.inner.local_ca.write() {
-            *ca = Some(pem);
-        }
-    }
-
-    /// Registers how to reach a host's agent.
-    /// Gives the API `host`'s log store (one host for now; queries across hosts come with
-    /// several agents).
-    pub fn attach_logs(&self, host: &HostId, store: aloft_logs::LogStore) {
-        let _ = self.inner.log_host.set(host.to_string());
-        let _ = self.inner.logs.set(store);
-    }
-
-    /// Ships the attached log store's lines to every sink in the store until `stop`
-    /// (cursors in `dir`). Call after [`Control::attach_logs`], inside a Tokio runtime.
+    /// Ships the log store's lines ([`ControlParts::logs`]) to every sink in the store
+    /// until `stop` (cursors in `dir`). Call inside a Tokio runtime.
     pub fn start_shipping(
         &self,
         dir: std::path::PathBuf,
         stop: tokio_util::sync::CancellationToken,
     ) {
-        let Some(store) = self.inner.logs.get().cloned() else {
+        let Some(store) = self.inner.logs.clone() else {
             return;
         };
-        let host = self
-            .inner
-            .log_host
-            .get()
-            .cloned()
-            .unwrap_or_else(|| "local".to_owned());
+        let host = self.inner.log_host.clone();
         tokio::spawn(sinks::manage(self.inner.clone(), store, host, dir, stop));
-    }
-
-    /// How far back log queries go: `default` for every organization but those in
-    /// `by_org` (by slug).
-    pub fn set_log_retention(
-        &self,
-        default: std::time::Duration,
-        by_org: std::collections::HashMap<String, std::time::Duration>,
-    ) {
-        if let Ok(mut retention) = self.inner.log_retention.write() {
-            *retention = (Some(default), by_org);
-        }
     }
 
     /// Replaces the apps' scraped metrics served at `/v1/orgs/{org}/metrics`.
@@ -367,14 +369,9 @@ impl Control {
             .collect()
     }
 
-    /// Lets the API build images (and name the images releases run by id).
-    pub fn attach_builder(&self, builder: Arc<dyn ImageBuilder>) {
-        if let Ok(mut slot) = self.inner.builder.write() {
-            *slot = Some(builder);
-        }
-    }
-
-    pub fn attach_host(&self, host: HostId, link: Arc<dyn HostLink>) {
+    /// Registers how to reach `host`'s agent (a host that joins, or rejoins after a
+    /// restart of its agent).
+    pub fn register_host(&self, host: HostId, link: Arc<dyn HostLink>) {
         if let Ok(mut hosts) = self.inner.links.hosts.write() {
             hosts.insert(host, link);
         }

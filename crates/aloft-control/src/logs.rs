@@ -144,11 +144,8 @@ impl Inner {
         app: &aloft_store::App,
         query: &mut Query,
     ) -> Result<(), ApiError> {
-        let (default, by_org) = self
-            .log_retention
-            .read()
-            .map(|r| r.clone())
-            .unwrap_or_default();
+        let crate::LogRetention { default, by_org } = &self.log_retention;
+        let default = *default;
         let keep = if by_org.is_empty() {
             default
         } else {
@@ -163,14 +160,11 @@ impl Inner {
     }
 
     fn host_tag(&self) -> String {
-        self.log_host
-            .get()
-            .cloned()
-            .unwrap_or_else(|| "local".to_owned())
+        self.log_host.clone()
     }
 
     fn log_store(&self) -> Result<LogStore, ApiError> {
-        self.logs.get().cloned().ok_or_else(|| {
+        self.logs.clone().ok_or_else(|| {
             ApiError::Unavailable("this server keeps no logs (no log store attached)".to_owned())
         })
     }
@@ -309,12 +303,12 @@ fn tokio_stream_of<T: Send + 'static>(
 /// Writes a platform line about a machine (its events, deployment steps) into the log
 /// store, when there is one. Never fails the caller: a lost event line is logged.
 pub(crate) async fn platform_line(
-    logs: &OnceLock<LogStore>,
+    logs: Option<&LogStore>,
     store: &Store,
     machine: &MachineId,
     text: String,
 ) {
-    let Some(logs) = logs.get() else { return };
+    let Some(logs) = logs else { return };
     let Ok(record) = store.machine_by_id(machine).await else {
         return;
     };

@@ -136,6 +136,7 @@ async fn listing(backend: &str, url: &str, count: usize) -> String {
             edge: None,
             machine_caps: aloft_store::MachineCaps::NONE,
         },
+        aloft_control::ControlParts::default(),
     );
     let token = control.bootstrap(data.path()).await.unwrap().unwrap();
     let org = store.org_by_slug("personal").await.unwrap();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aloft_agent::{Agent, AgentConfig, NetworkSettings};
-use aloft_control::{Control, ControlConfig, PlatformReason};
+use aloft_control::{Control, ControlConfig, ControlParts, LogRetention, PlatformReason};
 use aloft_dns::{Listener, Resolver, Sockets};
 use aloft_runtime::DockerRuntime;
 use aloft_store::Store;
@@ -96,6 +96,7 @@ async fn start_proxy(
     config: &Config,
     control: &Control,
     listeners: EdgeListeners,
+    ca: Arc<aloft_proxy::tls::LocalCa>,
     stop: &CancellationToken,
 ) -> anyhow::Result<(Arc<aloft_proxy::Proxy>, Vec<tokio::task::JoinHandle<()>>)> {
     let proxy = aloft_proxy::Proxy::new(aloft_proxy::ProxyConfig {
@@ -126,11 +127,6 @@ async fn start_proxy(
     let metrics = proxy.clone();
 
     let domain = &config.proxy.apps_domain;
-    let ca = Arc::new(
-        aloft_proxy::tls::LocalCa::load_or_create(&config.data_dir.join(TLS_DIR))
-            .context("loading the local certificate authority")?,
-    );
-    control.attach_local_ca(ca.cert_pem().to_owned());
     let certificates = Arc::new(aloft_proxy::tls::Certificates::default());
     let wildcard = ca
         .issue(&[format!("*.{domain}"), domain.clone()])
@@ -153,20 +149,26 @@ async fn start_proxy(
     Ok((metrics, vec![plain, secure]))
 }
 
-/// Starts the DNS server: on `[fdaa::3]:53` in the private network's namespace for
-/// machines, and on the operators' address, both following the control plane's catalog.
-fn start_dns(
-    config: &Config,
-    control: &Control,
-    stop: &CancellationToken,
-) -> anyhow::Result<Arc<Resolver>> {
+/// The DNS resolver (answering from the catalog once it follows one), forwarding other
+/// names to `[network] dns_upstream` or the host's resolvers.
+fn resolver(config: &Config) -> Arc<Resolver> {
     let upstream = match &config.network.dns_upstream {
         Some(upstream) => upstream.clone(),
         None => aloft_dns::upstream_from_resolv_conf(
             &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         ),
     };
-    let resolver = Resolver::new(config.region.clone(), upstream);
+    Resolver::new(config.region.clone(), upstream)
+}
+
+/// Starts the DNS server: on `[fdaa::3]:53` in the private network's namespace for
+/// machines, and on the operators' address, both following the control plane's catalog.
+fn start_dns(
+    config: &Config,
+    control: &Control,
+    resolver: Arc<Resolver>,
+    stop: &CancellationToken,
+) -> anyhow::Result<Arc<Resolver>> {
     resolver.follow(control.catalog(), stop.clone());
     let private = std::net::SocketAddr::new(
         std::net::IpAddr::V6(aloft_net::DNS_ADDRESS),
@@ -181,7 +183,6 @@ fn start_dns(
     std::fs::write(config.data_dir.join(DNS_ADDR_FILE), format!("{address}\n"))
         .context("writing the DNS address")?;
     tokio::spawn(operators.serve(resolver.clone(), Listener::Operator, stop.clone()));
-    control.attach_dns(resolver.clone());
     tracing::info!(%private, operators = %address, "DNS is up");
     Ok(resolver)
 }
@@ -242,35 +243,9 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     let secrets_key = aloft_control::SecretsKey::load_or_create(&config.data_dir)
         .context("loading the secrets key")?;
     let edge_listeners = EdgeListeners::bind(&config).await?;
-    let control = Control::new(
-        store,
-        ControlConfig {
-            default_region: config.region.clone(),
-            secrets_key,
-            ipv4_pool: config
-                .proxy
-                .ipv4_pool
-                .parse()
-                .context("reading [proxy] ipv4_pool")?,
-            edge: Some(aloft_control::EdgeAddress {
-                apps_domain: config.proxy.apps_domain.clone(),
-                https_port: edge_listeners.public_https_port,
-            }),
-            machine_caps: config.limits.machine_caps(),
-        },
-    );
-    // Shown once the API listens, with the command that logs in to it.
-    let first_token = control
-        .bootstrap(&config.data_dir)
-        .await
-        .context("first-start setup")?;
-
     let runtime = DockerRuntime::connect()
         .await
         .context("connecting to Docker Engine (is dockerd running?)")?;
-    control.attach_builder(Arc::new(EngineBuilder(runtime.clone())));
-    let sampler_runtime = runtime.clone();
-    let agent_counters = Arc::new(aloft_agent::AgentCounters::default());
     let logs_dir = config.data_dir.join("logs");
     let days = |d: u64| Duration::from_secs(d * 86_400);
     let longest = config
@@ -288,16 +263,51 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         max_bytes: config.logs.max_size_gb << 30,
     })
     .with_context(|| format!("opening the log store in {}", logs_dir.display()))?;
-    control.attach_logs(&host_id, logs.clone());
-    control.set_log_retention(
-        days(config.logs.max_age_days),
-        config
-            .logs
-            .org_max_age_days
-            .iter()
-            .map(|(slug, d)| (slug.clone(), days(*d)))
-            .collect(),
+    let ca = Arc::new(
+        aloft_proxy::tls::LocalCa::load_or_create(&config.data_dir.join(TLS_DIR))
+            .context("loading the local certificate authority")?,
     );
+    let resolver = resolver(&config);
+    // The control plane is built whole: everything its API answers from is made first.
+    let control = Control::new(
+        store,
+        ControlConfig {
+            default_region: config.region.clone(),
+            secrets_key,
+            ipv4_pool: config
+                .proxy
+                .ipv4_pool
+                .parse()
+                .context("reading [proxy] ipv4_pool")?,
+            edge: Some(aloft_control::EdgeAddress {
+                apps_domain: config.proxy.apps_domain.clone(),
+                https_port: edge_listeners.public_https_port,
+            }),
+            machine_caps: config.limits.machine_caps(),
+        },
+        ControlParts {
+            dns: Some(resolver.clone()),
+            local_ca: Some(ca.cert_pem().to_owned()),
+            builder: Some(Arc::new(EngineBuilder(runtime.clone()))),
+            logs: Some((host_id.clone(), logs.clone())),
+            log_retention: LogRetention {
+                default: Some(days(config.logs.max_age_days)),
+                by_org: config
+                    .logs
+                    .org_max_age_days
+                    .iter()
+                    .map(|(slug, d)| (slug.clone(), days(*d)))
+                    .collect(),
+            },
+        },
+    );
+    // Shown once the API listens, with the command that logs in to it.
+    let first_token = control
+        .bootstrap(&config.data_dir)
+        .await
+        .context("first-start setup")?;
+    let sampler_runtime = runtime.clone();
+    let agent_counters = Arc::new(aloft_agent::AgentCounters::default());
     let shipping = CancellationToken::new();
     let _shipping_guard = shipping.clone().drop_guard();
     control.start_shipping(logs_dir.join("sinks"), shipping.clone());
@@ -326,7 +336,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
             ssh_listen: config.agent.ssh_listen,
         },
     );
-    control.attach_host(host_id.clone(), agent.link());
+    control.register_host(host_id.clone(), agent.link());
     agent
         .open_network()
         .await
@@ -335,7 +345,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     // However the server ends (drained, SIGINT, or its future dropped), DNS and the proxy
     // stop: DNS's UDP thread would otherwise keep the runtime from shutting down.
     let _edge_guard = edge_stop.clone().drop_guard();
-    let dns = start_dns(&config, &control, &edge_stop)?;
+    let dns = start_dns(&config, &control, resolver, &edge_stop)?;
     let stop = options.shutdown.unwrap_or_default();
     // The proxy drains from the moment a stop is asked for, alongside the API.
     let proxy_stop = edge_stop.child_token();
@@ -346,7 +356,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
             proxy_stop.cancel();
         });
     }
-    let (edge, proxy) = start_proxy(&config, &control, edge_listeners, &proxy_stop).await?;
+    let (edge, proxy) = start_proxy(&config, &control, edge_listeners, ca, &proxy_stop).await?;
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await

@@ -71,7 +71,7 @@ pub(super) async fn step(
         .await?;
     if let Some(machine) = machine {
         let text = format!("deploy {}: {kind}: {message}", deployment.id);
-        crate::logs::platform_line(&inner.logs, &inner.store, machine, text).await;
+        crate::logs::platform_line(inner.logs.as_ref(), &inner.store, machine, text).await;
     }
     Ok(())
 }

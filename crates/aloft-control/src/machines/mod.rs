@@ -130,7 +130,7 @@ pub(crate) async fn user_event(
         .append_event(machine, kind, status, "user", &request)
         .await?;
     let text = crate::logs::event_text(kind.as_str(), status, "user", &request);
-    crate::logs::platform_line(&inner.logs, &inner.store, machine, text).await;
+    crate::logs::platform_line(inner.logs.as_ref(), &inner.store, machine, text).await;
     Ok(())
 }
 

@@ -65,6 +65,8 @@ async fn each_organization_sees_its_own_log_retention() {
         })
         .await
         .unwrap();
+    let logs = LogStore::open(LogConfig::new(dir.path().join("logs"))).unwrap();
+    let day = Duration::from_secs(86_400);
     let control = Control::new(
         store.clone(),
         ControlConfig {
@@ -74,12 +76,16 @@ async fn each_organization_sees_its_own_log_retention() {
             edge: None,
             machine_caps: aloft_store::MachineCaps::NONE,
         },
+        aloft_control::ControlParts {
+            logs: Some((host.clone(), logs.clone())),
+            log_retention: aloft_control::LogRetention {
+                default: Some(30 * day),
+                by_org: HashMap::from([("trial".to_owned(), day)]),
+            },
+            ..aloft_control::ControlParts::default()
+        },
     );
     let token = control.bootstrap(dir.path()).await.unwrap().unwrap();
-    let logs = LogStore::open(LogConfig::new(dir.path().join("logs"))).unwrap();
-    control.attach_logs(&host, logs.clone());
-    let day = Duration::from_secs(86_400);
-    control.set_log_retention(30 * day, HashMap::from([("trial".to_owned(), day)]));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let router = control.router();

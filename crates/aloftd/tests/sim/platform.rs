@@ -57,6 +57,7 @@ async fn control_of(dir: &std::path::Path) -> Control {
             edge: None,
             machine_caps: aloft_store::MachineCaps::NONE,
         },
+        aloft_control::ControlParts::default(),
     )
 }
 
@@ -114,7 +115,7 @@ impl SimPlatform {
                 ssh_listen: None,
             },
         );
-        self.control.attach_host(host.id.clone(), agent.link());
+        self.control.register_host(host.id.clone(), agent.link());
         host.stop = CancellationToken::new();
         let stop = host.stop.clone();
         host.task = Some(tokio::spawn(async move {
