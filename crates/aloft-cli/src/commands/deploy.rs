@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use aloft_types::api::{DeployRequest, DeploymentResponse};
+use aloft_types::api::{DeployRequest, DeploymentResponse, ReleaseResponse};
 use anyhow::Context as _;
 use clap::Args;
 
@@ -214,14 +214,24 @@ fn requests(
 
 /// Prints the steps not printed yet.
 fn progress(deployment: &DeploymentResponse, shown: &mut usize, out: &mut Output) {
-    for step in deployment.steps.iter().skip(*shown) {
-        let machine = step.machine_id.as_deref().unwrap_or("-");
-        out.status(&format!(
-            "  {machine:<14} {:<8} {}",
-            step.kind, step.message
-        ));
+    for line in progress_lines(deployment, shown) {
+        out.status(&line);
     }
+}
+
+/// The lines of the steps not shown yet (`shown` of them were), one per step.
+fn progress_lines(deployment: &DeploymentResponse, shown: &mut usize) -> Vec<String> {
+    let lines = deployment
+        .steps
+        .iter()
+        .skip(*shown)
+        .map(|step| {
+            let machine = step.machine_id.as_deref().unwrap_or("-");
+            format!("  {machine:<14} {:<8} {}", step.kind.as_str(), step.message)
+        })
+        .collect();
     *shown = deployment.steps.len();
+    lines
 }
 
 /// Follows a deployment to its end, printing each step as it is logged.
@@ -461,6 +471,12 @@ pub(crate) async fn releases(app: &str, json: bool, out: &mut Output) -> Result<
         out.json(&releases)?;
         return Ok(());
     }
+    out.data(&releases_table(&releases));
+    Ok(())
+}
+
+/// `aloft releases`: newest first.
+fn releases_table(releases: &[ReleaseResponse]) -> String {
     let rows: Vec<Vec<String>> = releases
         .iter()
         .map(|r| {
@@ -474,9 +490,97 @@ pub(crate) async fn releases(app: &str, json: bool, out: &mut Output) -> Result<
             ]
         })
         .collect();
-    out.data(&table::render(
+    table::render(
         &["VERSION", "STATUS", "IMAGE", "DESCRIPTION", "USER", "DATE"],
         &rows,
-    ));
-    Ok(())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use aloft_types::api::DeploymentStepResponse;
+    use aloft_types::deploy::{DeploymentStatus, ReleaseStatus, StepKind, Strategy};
+
+    use super::*;
+
+    fn release(version: i64, status: ReleaseStatus) -> ReleaseResponse {
+        ReleaseResponse {
+            id: format!("r{version}"),
+            version,
+            image: format!("registry.local/aloft/web@sha256:{:0>64}", version),
+            status,
+            process_group: "app".to_owned(),
+            description: format!("deploy image web:{version}"),
+            user: "admin".to_owned(),
+            created_at: format!("2026-12-0{version}T10:00:00Z"),
+        }
+    }
+
+    fn step(number: i64, machine: Option<&str>, kind: StepKind, message: &str) -> DeploymentStepResponse {
+        DeploymentStepResponse {
+            number,
+            machine_id: machine.map(str::to_owned),
+            kind,
+            message: message.to_owned(),
+            at: "2026-12-06T10:00:00Z".to_owned(),
+        }
+    }
+
+    fn deployment(status: DeploymentStatus, steps: Vec<DeploymentStepResponse>, error: Option<&str>) -> DeploymentResponse {
+        DeploymentResponse {
+            id: "d1".to_owned(),
+            release: release(4, ReleaseStatus::Running),
+            strategy: Strategy::Rolling,
+            max_unavailable: 0.33,
+            wait_timeout: 300,
+            smoke_check_seconds: 10,
+            status,
+            error: error.map(str::to_owned),
+            steps,
+            created_at: "2026-12-06T10:00:00Z".to_owned(),
+            updated_at: "2026-12-06T10:00:30Z".to_owned(),
+        }
+    }
+
+    /// `aloft deploy`'s progress: each step once, as the deployment is followed, then why
+    /// a failed release failed.
+    #[test]
+    fn deploy_progress_shows_each_step_once_and_failures_say_what_to_do() {
+        let machine = Some("148e21ea7d2e89");
+        let steps = vec![
+            step(1, None, StepKind::Note, "rolling strategy: 2 of 2 machine(s) to update, 1 at a time, to release v4"),
+            step(2, machine, StepKind::Update, "to release v4"),
+            step(3, machine, StepKind::Waiting, "checks: http 0/1 passing: connection refused"),
+            step(4, machine, StepKind::Failed, "machine 148e21ea7d2e89 exited with code 1; the app appears to be crashing\nlast log lines of machine 148e21ea7d2e89:\n  cannot open the database, exiting 1"),
+            step(5, machine, StepKind::Rollback, "restored to its config before the deployment"),
+        ];
+        let mut shown = 0;
+        let mut lines = progress_lines(&deployment(DeploymentStatus::Running, steps[..2].to_vec(), None), &mut shown);
+        lines.push("(polled again)".to_owned());
+        let failed = deployment(
+            DeploymentStatus::RolledBack,
+            steps,
+            Some("machine 148e21ea7d2e89 exited with code 1; the app appears to be crashing"),
+        );
+        lines.extend(progress_lines(&failed, &mut shown));
+        assert!(progress_lines(&failed, &mut shown).is_empty(), "every step once");
+        lines.push(String::new());
+        lines.push(format!("{:#}", failure_of("web", &failed)));
+        let mut aborted = failed.clone();
+        aborted.status = DeploymentStatus::Failed;
+        aborted.error = Some("the release command exited with code 2".to_owned());
+        lines.push(format!("{:#}", failure_of("web", &aborted)));
+        insta::assert_snapshot!(lines.join("\n"));
+    }
+
+    #[test]
+    fn releases_are_listed_newest_first_with_short_images() {
+        let releases = [
+            release(3, ReleaseStatus::Running),
+            release(2, ReleaseStatus::Complete),
+            release(1, ReleaseStatus::Failed),
+        ];
+        insta::assert_snapshot!(releases_table(&releases));
+        insta::assert_snapshot!("no_releases", releases_table(&[]));
+    }
 }

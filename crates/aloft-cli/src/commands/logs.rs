@@ -312,4 +312,28 @@ mod tests {
             "2026-11-22T12:00:00.000000001Z app[148e21ea7d2e89] ams [error] boom"
         );
     }
+
+    /// `aloft logs`: the app's output and the platform's own lines, interleaved in time.
+    #[test]
+    fn a_page_of_logs_reads_like_flys() {
+        let entry = |ns: i64, stream: &str, message: &str| LogEntryResponse {
+            id: format!("h-{ns}"),
+            timestamp: format!("2026-12-06T10:00:0{ns}.000000000Z"),
+            timestamp_ns: ns,
+            app: "web".to_owned(),
+            machine: "148e21ea7d2e89".to_owned(),
+            region: "ams".to_owned(),
+            instance: "01JEXAMPLE".to_owned(),
+            stream: stream.to_owned(),
+            message: message.to_owned(),
+        };
+        let page = in_time_order(vec![
+            entry(3, "stderr", "panicked: cannot open the database"),
+            entry(1, "platform", "flyd: machine start started"),
+            entry(2, "stdout", "listening on [::]:8080"),
+            entry(4, "platform", "flyd: machine exit restarting (exit code 101)"),
+        ]);
+        let text: Vec<String> = page.iter().map(render).collect();
+        insta::assert_snapshot!(text.join("\n"));
+    }
 }

@@ -274,6 +274,47 @@ async fn last_lines(client: &Client, app: &str, id: &str) -> String {
 
 /// A machine's checks as `passing/total` (empty without checks), as `fly machine list`
 /// shows them.
+/// `aloft machine list`: the app's name over a table of its machines.
+fn machines_table(app: &str, machines: &[MachineResponse]) -> String {
+    let rows = machines
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                m.name.clone(),
+                m.state.clone(),
+                checks_summary(&m.checks),
+                m.region.clone(),
+                table::short_image(&m.config.image),
+                m.config
+                    .metadata
+                    .get("fly_process_group")
+                    .cloned()
+                    .unwrap_or_default(),
+                m.created_at.clone(),
+                m.updated_at.clone(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    format!(
+        "{app}\n{}",
+        table::render(
+            &[
+                "ID",
+                "NAME",
+                "STATE",
+                "CHECKS",
+                "REGION",
+                "IMAGE",
+                "PROCESS GROUP",
+                "CREATED",
+                "LAST UPDATED"
+            ],
+            &rows
+        )
+    )
+}
+
 pub(crate) fn checks_summary(checks: &[aloft_types::api::CheckResponse]) -> String {
     if checks.is_empty() {
         return String::new();
@@ -376,43 +417,7 @@ pub(crate) async fn run(
             if json {
                 out.json(&machines)?;
             } else {
-                let rows = machines
-                    .iter()
-                    .map(|m| {
-                        vec![
-                            m.id.clone(),
-                            m.name.clone(),
-                            m.state.clone(),
-                            checks_summary(&m.checks),
-                            m.region.clone(),
-                            table::short_image(&m.config.image),
-                            m.config
-                                .metadata
-                                .get("fly_process_group")
-                                .cloned()
-                                .unwrap_or_default(),
-                            m.created_at.clone(),
-                            m.updated_at.clone(),
-                        ]
-                    })
-                    .collect::<Vec<_>>();
-                out.data(&format!(
-                    "{app}\n{}",
-                    table::render(
-                        &[
-                            "ID",
-                            "NAME",
-                            "STATE",
-                            "CHECKS",
-                            "REGION",
-                            "IMAGE",
-                            "PROCESS GROUP",
-                            "CREATED",
-                            "LAST UPDATED"
-                        ],
-                        &rows
-                    )
-                ));
+                out.data(&machines_table(app, &machines));
             }
         }
         MachineCommand::Status { id } => {
@@ -558,5 +563,53 @@ mod tests {
             checks_summary(&[check(CheckStatus::Passing), check(CheckStatus::Critical)]),
             "1/2"
         );
+    }
+
+    fn machine(id: &str, state: &str, group: &str, checks: &[CheckStatus]) -> MachineResponse {
+        let mut config = MachineConfig {
+            image: "registry.local/aloft/web@sha256:4b825dc642cb6eb9a060e54bf8d69288fbee4904aaaaaaaaaaaaaaaaaaaaaaaa".to_owned(),
+            ..MachineConfig::default()
+        };
+        config
+            .metadata
+            .insert("fly_process_group".to_owned(), group.to_owned());
+        MachineResponse {
+            id: id.to_owned(),
+            name: format!("{group}-{}", &id[..4]),
+            state: state.to_owned(),
+            region: "ams".to_owned(),
+            instance_id: "01JEXAMPLE".to_owned(),
+            version: "01JEXAMPLE".to_owned(),
+            private_ip: "fdaa:0:1:a7b:ams:1::2".to_owned(),
+            image_ref: aloft_types::api::ImageRef::parse(&config.image),
+            config,
+            events: Vec::new(),
+            checks: checks
+                .iter()
+                .map(|status| CheckResponse {
+                    name: "servicecheck-00-http-8080".to_owned(),
+                    status: *status,
+                    output: String::new(),
+                    updated_at: String::new(),
+                })
+                .collect(),
+            host_status: "ok".to_owned(),
+            cordoned: false,
+            created_at: "2026-12-06T09:00:00Z".to_owned(),
+            updated_at: "2026-12-06T10:01:02Z".to_owned(),
+            nonce: None,
+        }
+    }
+
+    /// `aloft machine list`, as Fly's `machine list` lays it out.
+    #[test]
+    fn the_machine_list_shows_state_checks_and_process_group() {
+        let machines = [
+            machine("148e21ea7d2e89", "started", "app", &[CheckStatus::Passing]),
+            machine("3d8d9e4b1c2a70", "starting", "app", &[CheckStatus::Critical]),
+            machine("9080e6f1a2b3c4", "stopped", "worker", &[]),
+        ];
+        insta::assert_snapshot!(machines_table("web", &machines));
+        insta::assert_snapshot!("no_machines", machines_table("web", &[]));
     }
 }

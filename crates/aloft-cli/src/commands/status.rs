@@ -201,3 +201,67 @@ pub(crate) async fn live_machines(
         .filter(live)
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use aloft_types::deploy::ReleaseStatus;
+
+    use super::*;
+
+    fn release(version: i64, status: ReleaseStatus, description: &str) -> ReleaseResponse {
+        ReleaseResponse {
+            id: format!("r{version}"),
+            version,
+            image: format!("registry.local/aloft/web:deployment-{version}"),
+            status,
+            process_group: "app".to_owned(),
+            description: description.to_owned(),
+            user: "admin".to_owned(),
+            created_at: "2026-12-06T10:00:00Z".to_owned(),
+        }
+    }
+
+    fn row(id: &str, group: &str, release: Option<i64>, state: &str, passing: usize) -> MachineRow {
+        MachineRow {
+            id: id.to_owned(),
+            name: format!("{group}-{id}"),
+            process_group: group.to_owned(),
+            release,
+            region: "ams".to_owned(),
+            state: state.to_owned(),
+            checks_passing: passing,
+            checks_total: if group == "web" { 2 } else { 0 },
+            image: "registry.local/aloft/web:deployment-3".to_owned(),
+            updated_at: "2026-12-06T10:01:02Z".to_owned(),
+        }
+    }
+
+    /// `aloft status` as a person reads it: a deployed app mid-deploy, and a new one.
+    #[test]
+    fn status_shows_the_release_the_deploy_and_every_machine() {
+        let status = Status {
+            app: "web".to_owned(),
+            organization: "personal".to_owned(),
+            status: "deployed".to_owned(),
+            url: Some("https://web.aloft.localhost:8443/".to_owned()),
+            release: Some(release(3, ReleaseStatus::Complete, "deploy image web:3")),
+            deploying: Some(release(4, ReleaseStatus::Running, "deploy image web:4")),
+            machines: vec![
+                row("148e21ea7d2e89", "web", Some(3), "started", 2),
+                row("3d8d9e4b1c2a70", "web", Some(4), "updating", 1),
+                row("9080e6f1a2b3c4", "worker", None, "stopped", 0),
+            ],
+        };
+        insta::assert_snapshot!(render(&status));
+        let new = Status {
+            app: "fresh".to_owned(),
+            organization: "personal".to_owned(),
+            status: "pending".to_owned(),
+            url: None,
+            release: None,
+            deploying: None,
+            machines: Vec::new(),
+        };
+        insta::assert_snapshot!("status_of_a_new_app", render(&new));
+    }
+}
