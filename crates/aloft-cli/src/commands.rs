@@ -57,7 +57,10 @@ mod tests {
                 409,
                 "deployment d1 of app web is still running; wait for it to end",
             ),
-            api(422, "release v2 of app web is failed: only a release that was deployed completely can be rolled back to"),
+            api(
+                422,
+                "release v2 of app web is failed: only a release that was deployed completely can be rolled back to",
+            ),
             api(500, "internal error"),
         ];
         let text: Vec<String> = errors

@@ -46,10 +46,7 @@ fn operations() -> BTreeMap<(String, String), String> {
     for (template, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             if let Some(id) = operation["operationId"].as_str() {
-                found.insert(
-                    (method.to_uppercase(), template.clone()),
-                    id.to_owned(),
-                );
+                found.insert((method.to_uppercase(), template.clone()), id.to_owned());
             }
         }
     }
@@ -72,9 +69,10 @@ async fn recorder() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
     let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
         let log = log.clone();
         async move {
-            log.lock()
-                .unwrap()
-                .push((request.method().to_string(), request.uri().path().to_owned()));
+            log.lock().unwrap().push((
+                request.method().to_string(),
+                request.uri().path().to_owned(),
+            ));
             (
                 axum::http::StatusCode::NOT_FOUND,
                 axum::Json(json!({ "error": "recorded" })),
@@ -97,14 +95,18 @@ async fn call_everything(c: &Client) {
     let logs = LogsRequest::default();
     let machine = MachineRequest::new(MachineConfig::default());
     let _ = c.create_app(a, None).await;
-    let _ = c.create_app_in_network(a, Some("personal"), Some("blue")).await;
+    let _ = c
+        .create_app_in_network(a, Some("personal"), Some("blue"))
+        .await;
     let _ = c.list_apps().await;
     let _ = c.app(a).await;
     let _ = c.delete_app(a).await;
     let _ = c.create_machine(a, &machine).await;
     let _ = c.update_machine(a, m, &machine).await;
     let _ = c
-        .create_log_sink(&from(json!({"kind": "http", "url": "http://127.0.0.1:9/", "headers": {}, "app": null})))
+        .create_log_sink(&from(
+            json!({"kind": "http", "url": "http://127.0.0.1:9/", "headers": {}, "app": null}),
+        ))
         .await;
     let _ = c.log_sinks().await;
     let _ = c.remove_log_sink("s1").await;
@@ -125,7 +127,10 @@ async fn call_everything(c: &Client) {
     let _ = c.list_certificates(a).await;
     let _ = c.add_certificate(a, "www.example.com").await;
     let _ = c
-        .import_certificate(a, &from(json!({"hostname": "www.example.com", "fullchain": "", "private_key": ""})))
+        .import_certificate(
+            a,
+            &from(json!({"hostname": "www.example.com", "fullchain": "", "private_key": ""})),
+        )
         .await;
     let _ = c.remove_certificate(a, "www.example.com").await;
     let _ = c.list_ips(a).await;
@@ -157,7 +162,10 @@ async fn call_everything(c: &Client) {
     let _ = c.current_token().await;
     let _ = c.revoke_token("t1").await;
     let _ = c
-        .update_secrets(a, BTreeMap::from([("KEY".to_owned(), Some("value".to_owned()))]))
+        .update_secrets(
+            a,
+            BTreeMap::from([("KEY".to_owned(), Some("value".to_owned()))]),
+        )
         .await;
     let _ = c.list_secrets(a).await;
     let _ = c.create_volume(a, &from(json!({"name": "data"}))).await;
@@ -170,7 +178,10 @@ async fn call_everything(c: &Client) {
 #[tokio::test]
 async fn every_client_request_is_a_documented_operation_and_every_operation_is_sent() {
     let operations = operations();
-    assert!(operations.len() > 50, "the document was read: {operations:?}");
+    assert!(
+        operations.len() > 50,
+        "the document was read: {operations:?}"
+    );
     let (url, seen) = recorder().await;
     call_everything(&Client::new(&url, "aloft_token")).await;
     let seen = seen.lock().unwrap().clone();
@@ -208,18 +219,30 @@ async fn every_client_request_is_a_documented_operation_and_every_operation_is_s
         "operations of the document that no client method sends: {unsent:#?}"
     );
     let stale: Vec<&&str> = exempt.iter().filter(|id| sent.contains(**id)).collect();
-    assert!(stale.is_empty(), "exempt, yet the client sends them: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "exempt, yet the client sends them: {stale:?}"
+    );
     let missing: Vec<&&str> = exempt
         .iter()
         .filter(|id| !operations.values().any(|o| o == **id))
         .collect();
-    assert!(missing.is_empty(), "exempt operations the document lacks: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "exempt operations the document lacks: {missing:?}"
+    );
 }
 
 #[test]
 fn templates_fit_paths_segment_by_segment() {
-    assert!(fits("/v1/apps/{app}/machines/{id}", "/v1/apps/web/machines/m1"));
-    assert!(!fits("/v1/apps/{app}/machines/{id}", "/v1/apps/web/machines"));
+    assert!(fits(
+        "/v1/apps/{app}/machines/{id}",
+        "/v1/apps/web/machines/m1"
+    ));
+    assert!(!fits(
+        "/v1/apps/{app}/machines/{id}",
+        "/v1/apps/web/machines"
+    ));
     assert!(!fits("/v1/apps/{app}", "/v1/apps/"));
     assert!(!fits("/v1/apps/{app}/ips", "/v1/apps/web/volumes"));
 }

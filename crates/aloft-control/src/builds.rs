@@ -184,9 +184,9 @@ async fn build(
 impl Inner {
     pub(crate) fn builder(&self) -> Result<Arc<dyn ImageBuilder>, ApiError> {
         self.builder.clone().ok_or_else(|| {
-                ApiError::Unavailable(
-                    "this server has no image builder (it runs without a Docker Engine)".to_owned(),
-                )
-            })
+            ApiError::Unavailable(
+                "this server has no image builder (it runs without a Docker Engine)".to_owned(),
+            )
+        })
     }
 }

@@ -155,7 +155,7 @@ async fn ca(
     _principal: Principal,
 ) -> Result<impl IntoResponse, ApiError> {
     let pem = inner.local_ca.clone().ok_or_else(|| {
-            ApiError::Unavailable("no edge with a local CA runs with this control plane".to_owned())
-        })?;
+        ApiError::Unavailable("no edge with a local CA runs with this control plane".to_owned())
+    })?;
     Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem))
 }

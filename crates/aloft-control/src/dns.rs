@@ -43,8 +43,8 @@ async fn dig(
         .ok_or_else(|| ApiError::BadRequest("query parameter `name` is required".to_owned()))?;
     let record_type = query.get("type").map_or("AAAA", String::as_str);
     let resolver = inner.dns.clone().ok_or_else(|| {
-            ApiError::Unavailable("no DNS server runs with this control plane".to_owned())
-        })?;
+        ApiError::Unavailable("no DNS server runs with this control plane".to_owned())
+    })?;
     let network = inner.store.network(&app.org_id, &app.network).await?;
     let network =
         crate::catalog::number(network.number, aloft_net::NetworkNumber::new, "network")?.get();

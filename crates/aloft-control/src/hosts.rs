@@ -140,7 +140,8 @@ impl AgentGateway {
                 record.status,
                 record.output.trim()
             );
-            crate::logs::platform_line(self.logs.as_ref(), &self.store, &record.machine_id, text).await;
+            crate::logs::platform_line(self.logs.as_ref(), &self.store, &record.machine_id, text)
+                .await;
         }
         Ok(())
     }

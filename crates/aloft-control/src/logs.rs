@@ -4,7 +4,7 @@
 //! agent fills with the machines' output and the control plane with platform events
 //! (machine events, deployment steps).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aloft_logs::{Entry, LogStore, NewEntry, Query, Stream};

@@ -72,7 +72,7 @@ pub(crate) fn counters(inner: &Inner, id: &str) -> (u64, u64, u64, u64) {
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let lag = inner
         .logs
-        .get()
+        .as_ref()
         .map_or(0, |s| s.durable_seq().saturating_sub(load(&stats.cursor)));
     (
         load(&stats.sent),

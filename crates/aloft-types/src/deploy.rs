@@ -169,7 +169,10 @@ mod tests {
         assert!(serde_json::from_str::<Strategy>("\"blue-green\"").is_err());
         assert!(Strategy::Bluegreen == "bluegreen");
         // Width and alignment apply, as to a string (tables and progress lines pad).
-        assert_eq!(format!("{:<8}|{:>9}", StepKind::Note, Strategy::Rolling), "note    |  rolling");
+        assert_eq!(
+            format!("{:<8}|{:>9}", StepKind::Note, Strategy::Rolling),
+            "note    |  rolling"
+        );
     }
 
     #[test]

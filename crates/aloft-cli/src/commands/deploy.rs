@@ -227,7 +227,9 @@ fn progress_lines(deployment: &DeploymentResponse, shown: &mut usize) -> Vec<Str
         .skip(*shown)
         .map(|step| {
             let machine = step.machine_id.as_deref().unwrap_or("-");
-            format!("  {machine:<14} {:<8} {}", step.kind.as_str(), step.message)
+            // A message's further lines (a crash's last log lines) stay in its column.
+            let message = step.message.replace('\n', &format!("\n{:26}", ""));
+            format!("  {machine:<14} {:<8} {message}", step.kind.as_str())
         })
         .collect();
     *shown = deployment.steps.len();
@@ -516,7 +518,12 @@ mod tests {
         }
     }
 
-    fn step(number: i64, machine: Option<&str>, kind: StepKind, message: &str) -> DeploymentStepResponse {
+    fn step(
+        number: i64,
+        machine: Option<&str>,
+        kind: StepKind,
+        message: &str,
+    ) -> DeploymentStepResponse {
         DeploymentStepResponse {
             number,
             machine_id: machine.map(str::to_owned),
@@ -526,7 +533,11 @@ mod tests {
         }
     }
 
-    fn deployment(status: DeploymentStatus, steps: Vec<DeploymentStepResponse>, error: Option<&str>) -> DeploymentResponse {
+    fn deployment(
+        status: DeploymentStatus,
+        steps: Vec<DeploymentStepResponse>,
+        error: Option<&str>,
+    ) -> DeploymentResponse {
         DeploymentResponse {
             id: "d1".to_owned(),
             release: release(4, ReleaseStatus::Running),
@@ -548,14 +559,37 @@ mod tests {
     fn deploy_progress_shows_each_step_once_and_failures_say_what_to_do() {
         let machine = Some("148e21ea7d2e89");
         let steps = vec![
-            step(1, None, StepKind::Note, "rolling strategy: 2 of 2 machine(s) to update, 1 at a time, to release v4"),
+            step(
+                1,
+                None,
+                StepKind::Note,
+                "rolling strategy: 2 of 2 machine(s) to update, 1 at a time, to release v4",
+            ),
             step(2, machine, StepKind::Update, "to release v4"),
-            step(3, machine, StepKind::Waiting, "checks: http 0/1 passing: connection refused"),
-            step(4, machine, StepKind::Failed, "machine 148e21ea7d2e89 exited with code 1; the app appears to be crashing\nlast log lines of machine 148e21ea7d2e89:\n  cannot open the database, exiting 1"),
-            step(5, machine, StepKind::Rollback, "restored to its config before the deployment"),
+            step(
+                3,
+                machine,
+                StepKind::Waiting,
+                "checks: http 0/1 passing: connection refused",
+            ),
+            step(
+                4,
+                machine,
+                StepKind::Failed,
+                "machine 148e21ea7d2e89 exited with code 1; the app appears to be crashing\nlast log lines of machine 148e21ea7d2e89:\n  cannot open the database, exiting 1",
+            ),
+            step(
+                5,
+                machine,
+                StepKind::Rollback,
+                "restored to its config before the deployment",
+            ),
         ];
         let mut shown = 0;
-        let mut lines = progress_lines(&deployment(DeploymentStatus::Running, steps[..2].to_vec(), None), &mut shown);
+        let mut lines = progress_lines(
+            &deployment(DeploymentStatus::Running, steps[..2].to_vec(), None),
+            &mut shown,
+        );
         lines.push("(polled again)".to_owned());
         let failed = deployment(
             DeploymentStatus::RolledBack,
@@ -563,7 +597,10 @@ mod tests {
             Some("machine 148e21ea7d2e89 exited with code 1; the app appears to be crashing"),
         );
         lines.extend(progress_lines(&failed, &mut shown));
-        assert!(progress_lines(&failed, &mut shown).is_empty(), "every step once");
+        assert!(
+            progress_lines(&failed, &mut shown).is_empty(),
+            "every step once"
+        );
         lines.push(String::new());
         lines.push(format!("{:#}", failure_of("web", &failed)));
         let mut aborted = failed.clone();

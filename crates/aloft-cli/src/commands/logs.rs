@@ -331,7 +331,11 @@ mod tests {
             entry(3, "stderr", "panicked: cannot open the database"),
             entry(1, "platform", "flyd: machine start started"),
             entry(2, "stdout", "listening on [::]:8080"),
-            entry(4, "platform", "flyd: machine exit restarting (exit code 101)"),
+            entry(
+                4,
+                "platform",
+                "flyd: machine exit restarting (exit code 101)",
+            ),
         ]);
         let text: Vec<String> = page.iter().map(render).collect();
         insta::assert_snapshot!(text.join("\n"));

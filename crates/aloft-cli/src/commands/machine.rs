@@ -606,7 +606,12 @@ mod tests {
     fn the_machine_list_shows_state_checks_and_process_group() {
         let machines = [
             machine("148e21ea7d2e89", "started", "app", &[CheckStatus::Passing]),
-            machine("3d8d9e4b1c2a70", "starting", "app", &[CheckStatus::Critical]),
+            machine(
+                "3d8d9e4b1c2a70",
+                "starting",
+                "app",
+                &[CheckStatus::Critical],
+            ),
             machine("9080e6f1a2b3c4", "stopped", "worker", &[]),
         ];
         insta::assert_snapshot!(machines_table("web", &machines));

@@ -97,7 +97,11 @@ where
         edge: None,
         machine_caps: aloft_store::MachineCaps::NONE,
     };
-    let control = Control::new(store.clone(), config, aloft_control::ControlParts::default());
+    let control = Control::new(
+        store.clone(),
+        config,
+        aloft_control::ControlParts::default(),
+    );
     let token = control.bootstrap(dir.path()).await.unwrap().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
