@@ -52,9 +52,10 @@ enum Task {
     /// Regenerate the checked-in OpenAPI document (openapi/aloft.json) from the code.
     Openapi,
     /// Run a long campaign whose short version `test` runs: `deploys` (random deploys,
-    /// crashes and restarts against the simulated runtime).
+    /// crashes and restarts against the simulated runtime) or `agents` (random desired
+    /// states, crashes and agent restarts, in virtual time).
     Soak {
-        /// The campaign: `deploys`.
+        /// The campaign: `deploys` or `agents`.
         name: String,
         /// How many random sequences to run.
         #[arg(long, default_value_t = 200)]
@@ -227,7 +228,20 @@ fn soak(name: &str, cases: u32) -> Result<()> {
             ])
             .env("ALOFT_SIM_CASES", cases.to_string())
             .env("ALOFT_SIM_RANDOM", "1")),
-        other => bail!("unknown soak campaign {other:?}; the campaigns are: deploys"),
+        "agents" => run(cargo()
+            .args([
+                "test",
+                "--release",
+                "--package",
+                "aloft-agent",
+                "--test",
+                "converge",
+                "--",
+                "--nocapture",
+            ])
+            .env("ALOFT_AGENT_CASES", cases.to_string())
+            .env("ALOFT_SIM_RANDOM", "1")),
+        other => bail!("unknown soak campaign {other:?}; the campaigns are: deploys, agents"),
     }
 }
 

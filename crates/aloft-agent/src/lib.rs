@@ -55,7 +55,9 @@ pub struct AgentConfig {
     pub memory_mb: i64,
     /// How often everything is compared again, whatever notifications said.
     pub reconcile_interval: Duration,
-    pub network: NetworkSettings,
+    /// The private network this host plumbs; none: a simulated host (the sim suites),
+    /// whose machines get no private network.
+    pub network: Option<NetworkSettings>,
     /// Where every line the machines write is kept (none: not captured).
     pub logs: Option<aloft_logs::LogStore>,
     /// Counters the agent keeps for metrics.
@@ -74,6 +76,14 @@ pub struct AgentCounters {
     pub image_pulls: std::sync::atomic::AtomicU64,
     /// Images that could not be found locally or pulled.
     pub image_pull_failures: std::sync::atomic::AtomicU64,
+}
+
+impl AgentConfig {
+    /// The namespace holding the host's side of the private network (none: the agent's
+    /// own, or no network at all).
+    pub fn namespace(&self) -> Option<&std::path::Path> {
+        self.network.as_ref()?.namespace.as_deref()
+    }
 }
 
 /// Where and how the agent plumbs the private network.
@@ -209,13 +219,12 @@ impl<R: Runtime + 'static> Agent<R> {
             return Ok(());
         }
         shared.heartbeat().await?;
+        let Some(settings) = &shared.config.network else {
+            // A simulated host: its machines get no private network.
+            return Ok(());
+        };
         let host = shared.gateway.host_number(&shared.config.host_id).await?;
-        let network = HostNetwork::open(
-            shared.config.network.namespace.clone(),
-            host,
-            shared.config.network.mtu,
-        )
-        .await?;
+        let network = HostNetwork::open(settings.namespace.clone(), host, settings.mtu).await?;
         let _ = shared.network.set(network);
         Ok(())
     }
@@ -306,14 +315,13 @@ impl<R: Runtime + 'static> Shared<R> {
     /// Starts the SSH server on `address` in the private network's namespace.
     async fn listen_ssh(self: Arc<Self>, address: std::net::SocketAddr) -> Result<(), String> {
         let config = self.ssh_config().await?;
-        let listener =
-            aloft_net::netns::run_in(self.config.network.namespace.as_deref(), move || {
-                let listener = std::net::TcpListener::bind(address)?;
-                listener.set_nonblocking(true)?;
-                Ok::<_, std::io::Error>(listener)
-            })
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("binding {address}: {e}"))?;
+        let listener = aloft_net::netns::run_in(self.config.namespace(), move || {
+            let listener = std::net::TcpListener::bind(address)?;
+            listener.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(listener)
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("binding {address}: {e}"))?;
         let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
         tracing::info!(%address, "SSH server listening on the private network");
         self.tasks

@@ -353,7 +353,11 @@ impl<R: Runtime + 'static> server::Handler for Connection<R> {
                 return Ok(());
             }
         };
-        let namespace = self.shared.config.network.namespace.clone();
+        let namespace = self
+            .shared
+            .config
+            .namespace()
+            .map(std::path::Path::to_owned);
         match aloft_net::netns::connect_tcp(namespace.as_deref(), address, Duration::from_secs(5))
             .await
         {

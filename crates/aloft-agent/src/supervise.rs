@@ -120,7 +120,7 @@ impl<R: Runtime + 'static> Shared<R> {
                 machine.id.clone(),
                 plans,
                 address,
-                self.config.network.namespace.clone(),
+                self.config.namespace().map(std::path::Path::to_owned),
                 ended,
                 self.stopping.clone(),
             ));

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aloft_types::api::{BuildEvent, ErrorBody};
-use aloft_types::build::{BuildOptions, BuildProgress};
+use aloft_types::build::{BuildOptions, BuildProgress, BuilderError};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::header;
@@ -33,15 +33,18 @@ pub trait ImageBuilder: Send + Sync {
         &self,
         context: Bytes,
         options: BuildOptions,
-    ) -> BoxStream<'static, Result<BuildProgress, String>>;
+    ) -> BoxStream<'static, Result<BuildProgress, BuilderError>>;
 
     /// The id (`sha256:...`) of a local image, `None` when the engine does not have it.
-    fn resolve<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<Option<String>, String>>;
+    fn resolve<'a>(&'a self, image: &'a str)
+    -> BoxFuture<'a, Result<Option<String>, BuilderError>>;
 
     /// Removes every image tagged in `repository` (an app's builds, once the app is
     /// destroyed); returns how many tags went.
-    fn remove_repository<'a>(&'a self, repository: &'a str)
-    -> BoxFuture<'a, Result<usize, String>>;
+    fn remove_repository<'a>(
+        &'a self,
+        repository: &'a str,
+    ) -> BoxFuture<'a, Result<usize, BuilderError>>;
 }
 
 /// The repository an app's builds are tagged in.
@@ -168,7 +171,7 @@ async fn build(
             Err(error) => {
                 tracing::warn!(app = %app_name, %tag, %error, "a build failed");
                 BuildEvent {
-                    error: Some(error),
+                    error: Some(error.to_string()),
                     ..BuildEvent::default()
                 }
             }

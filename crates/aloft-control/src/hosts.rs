@@ -226,12 +226,7 @@ impl ControlPlane for AgentGateway {
     }
 
     fn rest<'a>(&'a self, id: &'a MachineId) -> BoxFuture<'a, Result<(), ControlError>> {
-        call(async move {
-            Ok(self
-                .store
-                .set_desired(id, aloft_store::Desired::Stopped)
-                .await?)
-        })
+        call(async move { Ok(self.store.rest_machine(id).await?) })
     }
 
     fn record_event<'a>(

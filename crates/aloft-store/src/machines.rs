@@ -549,6 +549,31 @@ impl Store {
         Ok(())
     }
 
+    /// A machine whose process ended and that its policy does not restart rests: wanted
+    /// started, it is now wanted stopped. Wanted stopped or destroyed meanwhile (a destroy
+    /// that raced the exit), it stays as it is: a rest never brings a machine back.
+    pub async fn rest_machine(&self, id: &MachineId) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE machines SET desired = $1, updated_at = $2 WHERE id = $3 AND desired = $4",
+        )
+        .bind(Desired::Stopped.as_str())
+        .bind(now_ms())
+        .bind(id.as_str())
+        .bind(Desired::Started.as_str())
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "resting a machine",
+            "machine",
+            id.as_str(),
+        ))?;
+        if updated.rows_affected() == 0 {
+            // Not there at all, or no longer wanted started (fine).
+            self.machine_by_id(id).await?;
+        }
+        Ok(())
+    }
+
     /// Places a machine on a host (or takes it off one), with its private address.
     pub async fn place_machine(
         &self,

@@ -41,3 +41,15 @@ pub enum BuildProgress {
     /// The build succeeded: the image's id (`sha256:...`, its content digest).
     Built { id: String },
 }
+
+/// What an image builder failed at, with the builder's own error as its source (the
+/// engine's, for `aloftd server`).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct BuilderError(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl BuilderError {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> BuilderError {
+        BuilderError(Box::new(error))
+    }
+}

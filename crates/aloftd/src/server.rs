@@ -10,6 +10,7 @@ use aloft_dns::{Listener, Resolver, Sockets};
 use aloft_runtime::DockerRuntime;
 use aloft_store::Store;
 use aloft_types::HostId;
+use aloft_types::build::BuilderError;
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -322,10 +323,10 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
                 .unwrap_or(1),
             memory_mb: host_memory_mb(),
             reconcile_interval: Duration::from_secs(config.agent.reconcile_interval_seconds),
-            network: NetworkSettings {
+            network: Some(NetworkSettings {
                 namespace: config.network.namespace.clone(),
                 mtu: config.network.mtu,
-            },
+            }),
             logs: Some(logs.clone()),
             counters: agent_counters.clone(),
             helper: config
@@ -534,31 +535,31 @@ impl aloft_control::ImageBuilder for EngineBuilder {
         &self,
         context: bytes::Bytes,
         options: aloft_runtime::BuildOptions,
-    ) -> futures_util::stream::BoxStream<'static, Result<aloft_runtime::BuildProgress, String>>
+    ) -> futures_util::stream::BoxStream<'static, Result<aloft_runtime::BuildProgress, BuilderError>>
     {
         use futures_util::StreamExt as _;
         self.0
             .build_image(context, &options)
-            .map(|progress| progress.map_err(|e| e.to_string()))
+            .map(|progress| progress.map_err(BuilderError::new))
             .boxed()
     }
 
     fn resolve<'a>(
         &'a self,
         image: &'a str,
-    ) -> aloft_control::BoxFuture<'a, Result<Option<String>, String>> {
-        Box::pin(async move { self.0.image_id(image).await.map_err(|e| e.to_string()) })
+    ) -> aloft_control::BoxFuture<'a, Result<Option<String>, BuilderError>> {
+        Box::pin(async move { self.0.image_id(image).await.map_err(BuilderError::new) })
     }
 
     fn remove_repository<'a>(
         &'a self,
         repository: &'a str,
-    ) -> aloft_control::BoxFuture<'a, Result<usize, String>> {
+    ) -> aloft_control::BoxFuture<'a, Result<usize, BuilderError>> {
         Box::pin(async move {
             self.0
                 .remove_repository(repository)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(BuilderError::new)
         })
     }
 }

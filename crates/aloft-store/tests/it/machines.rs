@@ -9,7 +9,8 @@ use crate::on_both_backends;
 on_both_backends!(
     machine_versions_states_and_filters,
     machine_events_and_leases,
-    machine_caps_count_live_machines_of_the_app_and_the_org
+    machine_caps_count_live_machines_of_the_app_and_the_org,
+    a_rest_stops_a_started_machine_and_never_brings_one_back
 );
 
 async fn app(store: &Store) -> App {
@@ -374,4 +375,38 @@ async fn machine_caps_count_live_machines_of_the_app_and_the_org(store: Store) {
         .collect();
     names.sort();
     assert_eq!(names, ["b", "c"], "the live machines");
+}
+
+/// An exit that policy does not restart rests the machine: wanted started, it is now
+/// wanted stopped; a machine wanted destroyed meanwhile (a destroy that raced the exit)
+/// stays destroyed.
+async fn a_rest_stops_a_started_machine_and_never_brings_one_back(store: Store) {
+    use aloft_store::Desired;
+    let app = app(&store).await;
+    let resting = store
+        .insert_machine(new_machine(&app, "one", "ams", "web"))
+        .await
+        .unwrap();
+    store.rest_machine(&resting.id).await.unwrap();
+    let rested = store.machine_by_id(&resting.id).await.unwrap();
+    assert_eq!(rested.desired, Desired::Stopped, "the positive control");
+
+    let destroyed = store
+        .insert_machine(new_machine(&app, "two", "ams", "web"))
+        .await
+        .unwrap();
+    store
+        .set_desired(&destroyed.id, Desired::Destroyed)
+        .await
+        .unwrap();
+    store.rest_machine(&destroyed.id).await.unwrap();
+    assert_eq!(
+        store.machine_by_id(&destroyed.id).await.unwrap().desired,
+        Desired::Destroyed
+    );
+    let unknown: aloft_types::MachineId = "148e21ea7d2e89".parse().unwrap();
+    assert!(matches!(
+        store.rest_machine(&unknown).await,
+        Err(StoreError::NotFound { .. })
+    ));
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aloft_agent::{Agent, AgentConfig, AgentCounters, NetworkSettings};
+use aloft_agent::{Agent, AgentConfig, AgentCounters};
 use aloft_client::Client;
 use aloft_control::{Control, ControlConfig, SecretsKey};
 use aloft_store::Store;
@@ -108,7 +108,9 @@ impl SimPlatform {
                 cpus: 4,
                 memory_mb: 0,
                 reconcile_interval: Duration::from_millis(500),
-                network: NetworkSettings::default(),
+                // Simulated hosts plumb no private network (nothing of the host's
+                // own network is touched).
+                network: None,
                 logs: None,
                 counters: Arc::new(AgentCounters::default()),
                 helper: None,
