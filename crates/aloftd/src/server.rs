@@ -1,6 +1,6 @@
 //! `aloftd server`: every role in one process.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -232,49 +232,76 @@ fn host_id(data_dir: &Path) -> anyhow::Result<HostId> {
     }
 }
 
-/// Runs the server until SIGTERM (graceful), SIGINT (at once) or `options.shutdown`.
-pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let host_id = host_id(&config.data_dir)?;
-    let database = config.database_url();
-    let store = Store::open(&database)
-        .await
-        .with_context(|| format!("opening the state store ({database})"))?;
-    let secrets_key = aloft_control::SecretsKey::load_or_create(&config.data_dir)
-        .context("loading the secrets key")?;
-    let edge_listeners = EdgeListeners::bind(&config).await?;
-    let runtime = DockerRuntime::connect()
-        .await
-        .context("connecting to Docker Engine (is dockerd running?)")?;
-    let logs_dir = config.data_dir.join("logs");
-    let days = |d: u64| Duration::from_secs(d * 86_400);
-    let longest = config
-        .logs
-        .org_max_age_days
-        .values()
-        .copied()
-        .chain([config.logs.max_age_days])
-        .max()
-        .unwrap_or(config.logs.max_age_days);
-    let logs = aloft_logs::LogStore::open(aloft_logs::LogConfig {
-        dir: logs_dir.clone(),
-        segment_bytes: config.logs.segment_mb << 20,
-        max_age: days(longest),
-        max_bytes: config.logs.max_size_gb << 30,
-    })
-    .with_context(|| format!("opening the log store in {}", logs_dir.display()))?;
-    let ca = Arc::new(
-        aloft_proxy::tls::LocalCa::load_or_create(&config.data_dir.join(TLS_DIR))
-            .context("loading the local certificate authority")?,
-    );
-    let resolver = resolver(&config);
-    // The control plane is built whole: everything its API answers from is made first.
-    let control = Control::new(
-        store,
+/// What this host opens before any role starts: the state store and its secrets key, the
+/// edge's listeners (apps' URLs carry their port), the Docker Engine, the log store, the
+/// edge's CA and the DNS resolver.
+struct HostParts {
+    store: Store,
+    secrets_key: aloft_control::SecretsKey,
+    edge_listeners: EdgeListeners,
+    runtime: DockerRuntime,
+    logs: aloft_logs::LogStore,
+    logs_dir: PathBuf,
+    ca: Arc<aloft_proxy::tls::LocalCa>,
+    resolver: Arc<Resolver>,
+}
+
+fn days(count: u64) -> Duration {
+    Duration::from_secs(count * 86_400)
+}
+
+impl HostParts {
+    async fn open(config: &Config) -> anyhow::Result<HostParts> {
+        let database = config.database_url();
+        let store = Store::open(&database)
+            .await
+            .with_context(|| format!("opening the state store ({database})"))?;
+        let secrets_key = aloft_control::SecretsKey::load_or_create(&config.data_dir)
+            .context("loading the secrets key")?;
+        let edge_listeners = EdgeListeners::bind(config).await?;
+        let runtime = DockerRuntime::connect()
+            .await
+            .context("connecting to Docker Engine (is dockerd running?)")?;
+        let logs_dir = config.data_dir.join("logs");
+        let longest = config
+            .logs
+            .org_max_age_days
+            .values()
+            .copied()
+            .chain([config.logs.max_age_days])
+            .max()
+            .unwrap_or(config.logs.max_age_days);
+        let logs = aloft_logs::LogStore::open(aloft_logs::LogConfig {
+            dir: logs_dir.clone(),
+            segment_bytes: config.logs.segment_mb << 20,
+            max_age: days(longest),
+            max_bytes: config.logs.max_size_gb << 30,
+        })
+        .with_context(|| format!("opening the log store in {}", logs_dir.display()))?;
+        let ca = Arc::new(
+            aloft_proxy::tls::LocalCa::load_or_create(&config.data_dir.join(TLS_DIR))
+                .context("loading the local certificate authority")?,
+        );
+        Ok(HostParts {
+            store,
+            secrets_key,
+            edge_listeners,
+            runtime,
+            logs,
+            logs_dir,
+            ca,
+            resolver: resolver(config),
+        })
+    }
+}
+
+/// The control plane, built whole from the host's parts.
+fn control_of(config: &Config, host_id: &HostId, parts: &HostParts) -> anyhow::Result<Control> {
+    Ok(Control::new(
+        parts.store.clone(),
         ControlConfig {
             default_region: config.region.clone(),
-            secrets_key,
+            secrets_key: parts.secrets_key.clone(),
             ipv4_pool: config
                 .proxy
                 .ipv4_pool
@@ -282,15 +309,15 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
                 .context("reading [proxy] ipv4_pool")?,
             edge: Some(aloft_control::EdgeAddress {
                 apps_domain: config.proxy.apps_domain.clone(),
-                https_port: edge_listeners.public_https_port,
+                https_port: parts.edge_listeners.public_https_port,
             }),
             machine_caps: config.limits.machine_caps(),
         },
         ControlParts {
-            dns: Some(resolver.clone()),
-            local_ca: Some(ca.cert_pem().to_owned()),
-            builder: Some(Arc::new(EngineBuilder(runtime.clone()))),
-            logs: Some((host_id.clone(), logs.clone())),
+            dns: Some(parts.resolver.clone()),
+            local_ca: Some(parts.ca.cert_pem().to_owned()),
+            builder: Some(Arc::new(EngineBuilder(parts.runtime.clone()))),
+            logs: Some((host_id.clone(), parts.logs.clone())),
             log_retention: LogRetention {
                 default: Some(days(config.logs.max_age_days)),
                 by_org: config
@@ -301,20 +328,20 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
                     .collect(),
             },
         },
-    );
-    // Shown once the API listens, with the command that logs in to it.
-    let first_token = control
-        .bootstrap(&config.data_dir)
-        .await
-        .context("first-start setup")?;
-    let sampler_runtime = runtime.clone();
-    let agent_counters = Arc::new(aloft_agent::AgentCounters::default());
-    let shipping = CancellationToken::new();
-    let _shipping_guard = shipping.clone().drop_guard();
-    control.start_shipping(logs_dir.join("sinks"), shipping.clone());
+    ))
+}
+
+/// This host's agent, registered with the control plane.
+fn agent_of(
+    config: &Config,
+    control: &Control,
+    host_id: &HostId,
+    parts: &HostParts,
+    counters: Arc<aloft_agent::AgentCounters>,
+) -> Agent<DockerRuntime> {
     let agent = Agent::new(
-        runtime,
-        std::sync::Arc::new(control.gateway()),
+        parts.runtime.clone(),
+        Arc::new(control.gateway()),
         AgentConfig {
             host_id: host_id.clone(),
             region: config.region.clone(),
@@ -327,8 +354,8 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
                 namespace: config.network.namespace.clone(),
                 mtu: config.network.mtu,
             }),
-            logs: Some(logs.clone()),
-            counters: agent_counters.clone(),
+            logs: Some(parts.logs.clone()),
+            counters,
             helper: config
                 .agent
                 .helper
@@ -339,9 +366,148 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     );
     control.register_host(host_id.clone(), agent.link());
     agent
+}
+
+/// Says where the API is; on the first start, with the command that logs in to it.
+fn announce(config: &Config, url: &str, host_id: &HostId, first_token: Option<String>) {
+    tracing::info!(%url, host = %host_id, region = %config.region, "aloftd server is up");
+    if let Some(token) = first_token {
+        #[allow(
+            clippy::print_stdout,
+            reason = "the admin token is shown once, on the first start"
+        )]
+        {
+            println!(
+                "Created organization `{}` and an admin token (also saved to {}). Log in with:\n\n  aloft auth login --token {token} --api-url {url}\n",
+                aloft_control::DEFAULT_ORG,
+                config
+                    .data_dir
+                    .join(aloft_control::ADMIN_TOKEN_FILE)
+                    .display()
+            );
+        }
+    }
+}
+
+/// SIGTERM cancels `stop` (a graceful drain); SIGINT notifies the returned `Notify` (exit
+/// at once).
+fn watch_signals(stop: &CancellationToken) -> anyhow::Result<Arc<tokio::sync::Notify>> {
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let graceful = stop.clone();
+    let fast = Arc::new(tokio::sync::Notify::new());
+    let fast_signal = fast.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => { tracing::info!("SIGTERM: draining"); graceful.cancel(); }
+            _ = interrupt.recv() => { tracing::info!("SIGINT: exiting now"); fast_signal.notify_one(); }
+            () = graceful.cancelled() => {}
+        }
+    });
+    Ok(fast)
+}
+
+/// The API's router with every role's Prometheus metrics at `/metrics` (no token).
+fn api_router(
+    control: &Control,
+    metrics: crate::metrics::Metrics,
+    api: Arc<crate::metrics::ApiMetrics>,
+) -> axum::Router {
+    let metrics = Arc::new(metrics);
+    control
+        .router()
+        .route_layer(axum::middleware::from_fn_with_state(
+            api,
+            crate::metrics::track,
+        ))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        metrics.render().await,
+                    )
+                }
+            }),
+        )
+}
+
+/// What runs until the server stops, and stops in order afterwards.
+struct Running {
+    control: Control,
+    agent_stop: CancellationToken,
+    agent: tokio::task::JoinHandle<Result<(), aloft_agent::AgentError>>,
+    edge_stop: CancellationToken,
+    proxy: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops the agent, the edge and the control plane's tasks, each within what is left
+    /// of the grace period at `deadline`, then closes the store.
+    async fn shut_down(self, deadline: tokio::time::Instant, grace: Duration) {
+        self.agent_stop.cancel();
+        match tokio::time::timeout_at(deadline, self.agent).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(error = %error, "the agent stopped with an error"),
+            Ok(Err(error)) => tracing::warn!(error = %error, "the agent task failed"),
+            Err(_) => tracing::warn!(?grace, "the agent did not stop within the grace period"),
+        }
+        self.edge_stop.cancel();
+        for listener in self.proxy {
+            if tokio::time::timeout_at(deadline, listener).await.is_err() {
+                tracing::warn!(?grace, "the proxy did not drain within the grace period");
+            }
+        }
+        // Deployments in flight stop at their next step and resume at the next start.
+        if tokio::time::timeout_at(deadline, self.control.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "the control plane's tasks did not stop within the grace period"
+            );
+        }
+        self.control.store().close().await;
+        tracing::info!("aloftd server stopped");
+    }
+}
+
+/// Runs the server until SIGTERM (graceful), SIGINT (at once) or `options.shutdown`: the
+/// host's parts, then the control plane, the agent, DNS, the proxy and the API.
+pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let host_id = host_id(&config.data_dir)?;
+    let parts = HostParts::open(&config).await?;
+    let control = control_of(&config, &host_id, &parts)?;
+    // Shown once the API listens, with the command that logs in to it.
+    let first_token = control
+        .bootstrap(&config.data_dir)
+        .await
+        .context("first-start setup")?;
+    let shipping = CancellationToken::new();
+    let _shipping_guard = shipping.clone().drop_guard();
+    control.start_shipping(parts.logs_dir.join("sinks"), shipping.clone());
+    let agent_counters = Arc::new(aloft_agent::AgentCounters::default());
+    let agent = agent_of(&config, &control, &host_id, &parts, agent_counters.clone());
+    agent
         .open_network()
         .await
         .context("preparing the private network (bridges, fdaa::3, nftables rules)")?;
+    let HostParts {
+        edge_listeners,
+        runtime,
+        logs,
+        ca,
+        resolver,
+        ..
+    } = parts;
     let edge_stop = CancellationToken::new();
     // However the server ends (drained, SIGINT, or its future dropped), DNS and the proxy
     // stop: DNS's UDP thread would otherwise keep the runtime from shutting down.
@@ -366,23 +532,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     let url = format!("http://{address}");
     std::fs::write(config.data_dir.join(API_URL_FILE), format!("{url}\n"))
         .context("writing the API URL")?;
-    tracing::info!(%url, host = %host_id, region = %config.region, "aloftd server is up");
-    if let Some(token) = first_token {
-        #[allow(
-            clippy::print_stdout,
-            reason = "the admin token is shown once, on the first start"
-        )]
-        {
-            println!(
-                "Created organization `{}` and an admin token (also saved to {}). Log in with:\n\n  aloft auth login --token {token} --api-url {url}\n",
-                aloft_control::DEFAULT_ORG,
-                config
-                    .data_dir
-                    .join(aloft_control::ADMIN_TOKEN_FILE)
-                    .display()
-            );
-        }
-    }
+    announce(&config, &url, &host_id, first_token);
 
     let agent_stop = CancellationToken::new();
     let agent_task = tokio::spawn(agent.run(agent_stop.clone()));
@@ -393,70 +543,40 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     if resumed > 0 {
         tracing::info!(deployments = resumed, "resumed deployments");
     }
+    let fast = watch_signals(&stop)?;
 
-    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
-    let graceful = stop.clone();
-    let fast = Arc::new(tokio::sync::Notify::new());
-    let fast_signal = fast.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => { tracing::info!("SIGTERM: draining"); graceful.cancel(); }
-            _ = interrupt.recv() => { tracing::info!("SIGINT: exiting now"); fast_signal.notify_one(); }
-            () = graceful.cancelled() => {}
-        }
-    });
-
-    let draining = stop.clone();
-    // Prometheus scrapes every role's metrics on the API listener, without a token.
     let api_metrics = Arc::new(crate::metrics::ApiMetrics::default());
     let machine_metrics = Arc::new(crate::metrics::MachineMetrics::default());
     tokio::spawn(crate::metrics::sample(
-        sampler_runtime,
+        runtime,
         control.clone(),
         host_id.clone(),
         config.network.namespace.clone(),
         machine_metrics.clone(),
         shipping.clone(),
     ));
-    let metrics = Arc::new(crate::metrics::Metrics {
-        api: api_metrics.clone(),
-        machines: machine_metrics,
-        control: control.clone(),
-        host: host_id.clone(),
-        logs: logs.clone(),
-        edge: edge.clone(),
-        dns,
-        agent: agent_counters,
-    });
-    let router = control
-        .router()
-        .route_layer(axum::middleware::from_fn_with_state(
-            api_metrics,
-            crate::metrics::track,
-        ))
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let metrics = metrics.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        metrics.render().await,
-                    )
-                }
-            }),
-        );
+    let router = api_router(
+        &control,
+        crate::metrics::Metrics {
+            api: api_metrics.clone(),
+            machines: machine_metrics,
+            control: control.clone(),
+            host: host_id.clone(),
+            logs,
+            edge,
+            dns,
+            agent: agent_counters,
+        },
+        api_metrics,
+    );
     // Everything stops within the grace period counted from the SIGTERM: streams end at
     // once with a last line saying why, other requests get the rest of it, and whatever
     // is still open then is closed.
     let grace = Duration::from_secs(config.api.shutdown_grace_seconds);
     let drain_started = Arc::new(std::sync::OnceLock::new());
     let serve = {
-        let (control, drain_started) = (control.clone(), drain_started.clone());
+        let (control, drain_started, draining) =
+            (control.clone(), drain_started.clone(), stop.clone());
         axum::serve(listener, router).with_graceful_shutdown(async move {
             draining.cancelled().await;
             let _ = drain_started.set(tokio::time::Instant::now());
@@ -480,31 +600,15 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         .copied()
         .unwrap_or_else(tokio::time::Instant::now)
         + grace;
-    agent_stop.cancel();
-    match tokio::time::timeout_at(deadline, agent_task).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(error))) => tracing::warn!(error = %error, "the agent stopped with an error"),
-        Ok(Err(error)) => tracing::warn!(error = %error, "the agent task failed"),
-        Err(_) => tracing::warn!(?grace, "the agent did not stop within the grace period"),
+    Running {
+        control,
+        agent_stop,
+        agent: agent_task,
+        edge_stop,
+        proxy,
     }
-    edge_stop.cancel();
-    for listener in proxy {
-        if tokio::time::timeout_at(deadline, listener).await.is_err() {
-            tracing::warn!(?grace, "the proxy did not drain within the grace period");
-        }
-    }
-    // Deployments in flight stop at their next step and resume at the next start.
-    if tokio::time::timeout_at(deadline, control.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            ?grace,
-            "the control plane's tasks did not stop within the grace period"
-        );
-    }
-    control.store().close().await;
-    tracing::info!("aloftd server stopped");
+    .shut_down(deadline, grace)
+    .await;
     Ok(())
 }
 
