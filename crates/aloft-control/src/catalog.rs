@@ -147,6 +147,7 @@ pub(crate) async fn publish(inner: Arc<Inner>, sender: watch::Sender<Arc<Catalog
         }
         tokio::select! {
             () = sender.closed() => return,
+            () = inner.stopping.cancelled() => return,
             change = changes.recv() => if matches!(change, Err(broadcast::error::RecvError::Closed)) { return },
             seen = observed.recv() => if matches!(seen, Err(broadcast::error::RecvError::Closed)) { return },
             () = inner.catalog_dirty.notified() => {},

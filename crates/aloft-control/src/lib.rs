@@ -187,8 +187,8 @@ pub(crate) struct Inner {
         std::sync::RwLock<std::collections::HashMap<aloft_types::OrgId, String>>,
     /// How far back each organization's logs go.
     pub(crate) log_retention: LogRetention,
-    /// The control plane's own background work (deployments): awaited by
-    /// [`Control::shutdown`].
+    /// The control plane's own background work (deployments, the catalog publisher, log
+    /// shipping): stopped and awaited by [`Control::shutdown`].
     pub(crate) tasks: tokio_util::task::TaskTracker,
     /// Cancelled by [`Control::shutdown`]: background work stops at its next await point,
     /// where a killed process would have stopped (everything resumes from the store).
@@ -312,7 +312,9 @@ impl Control {
             .catalog
             .get_or_init(|| {
                 let (sender, receiver) = tokio::sync::watch::channel(Arc::new(Catalog::default()));
-                tokio::spawn(catalog::publish(self.inner.clone(), sender));
+                self.inner
+                    .tasks
+                    .spawn(catalog::publish(self.inner.clone(), sender));
                 receiver
             })
             .clone()
@@ -345,7 +347,9 @@ impl Control {
             return;
         };
         let host = self.inner.log_host.clone();
-        tokio::spawn(sinks::manage(self.inner.clone(), store, host, dir, stop));
+        self.inner
+            .tasks
+            .spawn(sinks::manage(self.inner.clone(), store, host, dir, stop));
     }
 
     /// Replaces the apps' scraped metrics served at `/v1/orgs/{org}/metrics`.

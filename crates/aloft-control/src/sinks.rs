@@ -296,7 +296,12 @@ pub(crate) async fn manage(
         }
         tokio::select! {
             () = tokio::time::sleep(RESCAN) => {}
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
+            () = inner.stopping.cancelled() => break,
         }
+    }
+    // The shippers stop with it (each keeps its cursor, and carries on at the next start).
+    for (token, _) in running.values() {
+        token.cancel();
     }
 }
