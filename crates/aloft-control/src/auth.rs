@@ -72,6 +72,10 @@ impl FromRequestParts<Arc<Inner>> for Principal {
         parts: &mut Parts,
         state: &Arc<Inner>,
     ) -> Result<Self, Self::Rejection> {
+        // Checked once per request, however many extractors ask.
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(principal.clone());
+        }
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -101,6 +105,8 @@ impl FromRequestParts<Arc<Inner>> for Principal {
                 "the token is revoked or expired".to_owned(),
             ));
         }
-        Ok(Principal { token })
+        let principal = Principal { token };
+        parts.extensions.insert(principal.clone());
+        Ok(principal)
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use aloft_types::api::{BuildEvent, ErrorBody};
 use aloft_types::build::{BuildOptions, BuildProgress, BuilderError};
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::header;
 use axum::response::Response;
 use futures_util::StreamExt;
@@ -18,8 +18,8 @@ use futures_util::stream::BoxStream;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::access::app_for;
-use crate::{ApiError, Inner, Principal};
+use crate::access::WriteApp;
+use crate::{ApiError, Inner};
 use aloft_agent_api::BoxFuture;
 
 /// The largest build context accepted (1 GiB).
@@ -113,13 +113,11 @@ fn line(event: &BuildEvent) -> Bytes {
 #[utoipa::path(post, path = "/v1/apps/{app}/builds", tag = "deployments", params(("app" = String, Path, description = "The app's name"), BuildQuery, ("aloft-build-secret" = Option<String>, Header, description = "A build secret for `RUN --mount=type=secret,id=ID`: `ID=<value in base64>`, one header per secret (BuildKit only; never stored)")), request_body(content = Vec<u8>, content_type = "application/x-tar", description = "The build context, a tar archive"), responses((status = 200, description = "The builder's output as NDJSON, one BuildEvent per line; the last has `image` (success) or `error`", body = BuildEvent, content_type = "application/x-ndjson"), (status = "4XX", description = "Bad options, missing or invalid token, no such app", body = ErrorBody), (status = 503, description = "This server cannot build images", body = ErrorBody)), operation_id = "Builds_create")]
 async fn build(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path(app): Path<String>,
+    WriteApp(app): WriteApp,
     Query(query): Query<BuildQuery>,
     headers: axum::http::HeaderMap,
     context: Bytes,
 ) -> Result<Response, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
     let builder = inner.builder()?;
     let secrets = build_secrets(&headers)?;
     let args: BTreeMap<String, String> = match &query.args {

@@ -18,7 +18,7 @@ use axum::response::IntoResponse;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::access::app_for;
+use crate::access::{ReadApp, WriteApp};
 use crate::json::Body;
 use crate::{ApiError, Inner, Principal};
 
@@ -66,10 +66,8 @@ fn response(record: &CertificateRecord) -> CertificateResponse {
 #[utoipa::path(get, path = "/v1/apps/{app}/certificates", tag = "certificates", params(("app" = String, Path, description = "The app's name")), responses((status = 200, body = Vec<CertificateResponse>), (status = "4XX", description = "Missing or invalid token, or no such app", body = ErrorBody)), operation_id = "Certificates_list")]
 async fn list(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path(app): Path<String>,
+    ReadApp(app): ReadApp,
 ) -> Result<Json<Vec<CertificateResponse>>, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     let records = inner.store.certificates_of_app(&app.id).await?;
     Ok(Json(records.iter().map(response).collect()))
 }
@@ -77,11 +75,9 @@ async fn list(
 #[utoipa::path(post, path = "/v1/apps/{app}/certificates/local", tag = "certificates", params(("app" = String, Path, description = "The app's name")), request_body = AddCertificateRequest, responses((status = 200, body = CertificateResponse), (status = "4XX", description = "Bad hostname, missing or invalid token, no such app", body = ErrorBody), (status = 409, description = "Another app answers at the hostname", body = ErrorBody)), operation_id = "Certificates_local")]
 async fn add_local(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path(app): Path<String>,
+    WriteApp(app): WriteApp,
     Body(request): Body<AddCertificateRequest>,
 ) -> Result<Json<CertificateResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
     let record = CertificateRecord {
         hostname: hostname(&request.hostname)?,
         app_id: app.id.clone(),
@@ -99,12 +95,10 @@ async fn add_local(
 #[utoipa::path(post, path = "/v1/apps/{app}/certificates/custom", tag = "certificates", params(("app" = String, Path, description = "The app's name")), request_body = ImportCertificateRequest, responses((status = 200, body = CertificateResponse), (status = "4XX", description = "Bad hostname or PEM, missing or invalid token, no such app", body = ErrorBody), (status = 409, description = "Another app answers at the hostname", body = ErrorBody)), operation_id = "Certificates_custom")]
 async fn import(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path(app): Path<String>,
+    WriteApp(app): WriteApp,
     Body(request): Body<ImportCertificateRequest>,
 ) -> Result<Json<CertificateResponse>, ApiError> {
     use rustls_pki_types::pem::PemObject;
-    let app = app_for(&inner, &principal, &app, true).await?;
     let name = hostname(&request.hostname)?;
     let chain: Vec<_> =
         rustls_pki_types::CertificateDer::pem_slice_iter(request.fullchain.as_bytes())
@@ -134,10 +128,9 @@ async fn import(
 #[utoipa::path(delete, path = "/v1/apps/{app}/certificates/{hostname}", tag = "certificates", params(("app" = String, Path, description = "The app's name"), ("hostname" = String, Path, description = "The hostname")), responses((status = 200, body = OkResponse), (status = "4XX", description = "Missing or invalid token, no such app or hostname", body = ErrorBody)), operation_id = "Certificates_delete")]
 async fn remove(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path((app, name)): Path<(String, String)>,
+    Path((_, name)): Path<(String, String)>,
+    WriteApp(app): WriteApp,
 ) -> Result<Json<OkResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
     inner
         .store
         .delete_certificate(&app.id, &name.to_ascii_lowercase())

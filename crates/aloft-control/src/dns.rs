@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use aloft_types::api::{DigResponse, DnsRecord, ErrorBody};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::access::app_for;
-use crate::{ApiError, Inner, Principal};
+use crate::access::ReadApp;
+use crate::{ApiError, Inner};
 
 pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
     OpenApiRouter::new().routes(routes!(dig))
@@ -32,11 +32,9 @@ fn records(records: Vec<aloft_types::dig::DigRecord>) -> Vec<DnsRecord> {
 #[utoipa::path(get, path = "/v1/apps/{app}/dns", tag = "network", params(("app" = String, Path, description = "The app's name"), ("name" = String, Query, description = "The name to look up, such as `<app>.internal`"), ("type" = Option<String>, Query, description = "The record type (default AAAA)")), responses((status = 200, body = DigResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found", body = ErrorBody), (status = 503, description = "No DNS server runs with this control plane", body = ErrorBody)), operation_id = "Network_dig")]
 async fn dig(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path(app): Path<String>,
+    ReadApp(app): ReadApp,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<DigResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     let name = query
         .get("name")
         .filter(|n| !n.is_empty())

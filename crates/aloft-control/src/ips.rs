@@ -13,9 +13,9 @@ use axum::extract::{Path, State};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::access::app_for;
+use crate::access::{ReadApp, WriteApp};
 use crate::json::Body;
-use crate::{ApiError, Inner, Principal};
+use crate::{ApiError, Inner};
 
 pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
     OpenApiRouter::new()
@@ -35,10 +35,8 @@ fn response(record: &IpRecord) -> IpResponse {
 #[utoipa::path(get, path = "/v1/apps/{app}/ips", tag = "network", params(("app" = String, Path, description = "The app's name")), responses((status = 200, body = Vec<IpResponse>), (status = "4XX", description = "Missing or invalid token, or no such app", body = ErrorBody)), operation_id = "Ips_list")]
 async fn list(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path(app): Path<String>,
+    ReadApp(app): ReadApp,
 ) -> Result<Json<Vec<IpResponse>>, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     let ips = inner.store.ips_of_app(&app.id).await?;
     Ok(Json(ips.iter().map(response).collect()))
 }
@@ -46,11 +44,9 @@ async fn list(
 #[utoipa::path(post, path = "/v1/apps/{app}/ips", tag = "network", params(("app" = String, Path, description = "The app's name")), request_body = AllocateIpRequest, responses((status = 200, body = IpResponse), (status = "4XX", description = "Bad input, missing or invalid token, no such app", body = ErrorBody), (status = 409, description = "The pool has no free address", body = ErrorBody)), operation_id = "Ips_allocate")]
 async fn allocate(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path(app): Path<String>,
+    WriteApp(app): WriteApp,
     Body(request): Body<AllocateIpRequest>,
 ) -> Result<Json<IpResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
     if request.kind != IpKind::V4.as_str() {
         return Err(ApiError::BadRequest(format!(
             "type: {:?} cannot be allocated; use \"v4\" (a dedicated IPv4 address)",
@@ -82,10 +78,9 @@ async fn allocate(
 #[utoipa::path(delete, path = "/v1/apps/{app}/ips/{address}", tag = "network", params(("app" = String, Path, description = "The app's name"), ("address" = String, Path, description = "The address to release")), responses((status = 200, body = OkResponse), (status = "4XX", description = "Missing or invalid token, no such app or address", body = ErrorBody)), operation_id = "Ips_release")]
 async fn release(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path((app, address)): Path<(String, String)>,
+    Path((_, address)): Path<(String, String)>,
+    WriteApp(app): WriteApp,
 ) -> Result<Json<OkResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
     inner.store.release_ip(&app.id, &address).await?;
     inner.catalog_dirty.notify_one();
     tracing::info!(app = %app.name, %address, "released an IPv4 address");

@@ -14,14 +14,14 @@ use aloft_types::api::{ErrorBody, LogEntryResponse, LogsResponse, StreamEnd};
 use aloft_types::time::{parse_rfc3339_ns, rfc3339_nanos};
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query as QueryString, State};
+use axum::extract::{Query as QueryString, State};
 use axum::http::header;
 use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::access::app_for;
-use crate::{ApiError, Inner, Principal};
+use crate::access::ReadApp;
+use crate::{ApiError, Inner};
 
 /// Lines per page unless asked otherwise, and at most.
 const DEFAULT_LIMIT: usize = 100;
@@ -181,11 +181,9 @@ async fn run(store: LogStore, query: Query) -> Result<aloft_logs::QueryResult, A
 #[utoipa::path(get, path = "/v1/apps/{app}/logs", tag = "logs", params(("app" = String, Path, description = "The app's name"), LogsQuery), responses((status = 200, description = "A page of the app's lines, oldest first", body = LogsResponse), (status = "4XX", description = "Bad filter, missing or invalid token, no such app", body = ErrorBody)), operation_id = "Logs_list")]
 async fn list(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path(app): Path<String>,
+    ReadApp(app): ReadApp,
     QueryString(filters): QueryString<LogsQuery>,
 ) -> Result<Json<LogsResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     let store = inner.log_store()?;
     let mut query = filters.to_query(app.name.as_str())?;
     inner.limit_to_retention(&app, &mut query).await?;
@@ -207,11 +205,9 @@ const APP_LOOK_INTERVAL: Duration = Duration::from_secs(2);
 #[utoipa::path(get, path = "/v1/apps/{app}/logs/stream", tag = "logs", params(("app" = String, Path, description = "The app's name"), LogsQuery), responses((status = 200, description = "The app's lines as they are stored, as NDJSON (one LogEntryResponse per line), after `cursor` (default: from now); it runs until the client goes, or until the server ends it with a last StreamEnd line (`shutting_down`, `app_destroyed`)", body = LogEntryResponse, content_type = "application/x-ndjson"), (status = "4XX", description = "Bad filter, missing or invalid token, no such app", body = ErrorBody)), operation_id = "Logs_stream")]
 async fn stream(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path(app): Path<String>,
+    ReadApp(app): ReadApp,
     QueryString(filters): QueryString<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     let store = inner.log_store()?;
     let mut query = filters.to_query(app.name.as_str())?;
     inner.limit_to_retention(&app, &mut query).await?;

@@ -13,7 +13,7 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::access::app_for;
+use crate::access::ReadApp;
 use crate::json::Body;
 use crate::machines::{machine_for, stop_machine, writable_machine};
 use crate::{ApiError, Inner, Principal};
@@ -53,10 +53,9 @@ fn check_key(key: &str) -> Result<(), ApiError> {
 #[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}/metadata", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, description = "The machine's metadata, key to value", body = BTreeMap<String, String>), (status = "4XX", description = "Missing or invalid token, not found", body = ErrorBody)), operation_id = "Machines_metadata_get")]
 async fn get_all(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path((app, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
+    ReadApp(app): ReadApp,
 ) -> Result<Json<BTreeMap<String, String>>, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     let machine = machine_for(&inner, &app, &id).await?;
     Ok(Json(machine.config.metadata))
 }

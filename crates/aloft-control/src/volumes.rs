@@ -12,9 +12,9 @@ use axum::extract::{Path, State};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::access::app_for;
+use crate::access::{ReadApp, WriteApp};
 use crate::json::Body;
-use crate::{ApiError, Inner, Principal};
+use crate::{ApiError, Inner};
 
 /// Largest volume, in GB (Fly's limit).
 pub(crate) const MAX_VOLUME_GB: i64 = 500;
@@ -126,11 +126,9 @@ pub(crate) async fn free_or_new(
 #[utoipa::path(post, path = "/v1/apps/{app}/volumes", tag = "volumes", params(("app" = String, Path, description = "The app's name")), request_body = CreateVolumeRequest, responses((status = 200, body = VolumeResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Volumes_create")]
 async fn create(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path(app): Path<String>,
+    WriteApp(app): WriteApp,
     Body(request): Body<CreateVolumeRequest>,
 ) -> Result<Json<VolumeResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
     check_volume_name(&request.name)?;
     let size_gb = request.size_gb.unwrap_or(1);
     if !(1..=MAX_VOLUME_GB).contains(&size_gb) {
@@ -169,10 +167,8 @@ async fn create(
 #[utoipa::path(get, path = "/v1/apps/{app}/volumes", tag = "volumes", params(("app" = String, Path, description = "The app's name")), responses((status = 200, body = Vec<VolumeResponse>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Volumes_list")]
 async fn list(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path(app): Path<String>,
+    ReadApp(app): ReadApp,
 ) -> Result<Json<Vec<VolumeResponse>>, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     Ok(Json(
         inner
             .store
@@ -187,21 +183,19 @@ async fn list(
 #[utoipa::path(get, path = "/v1/apps/{app}/volumes/{id}", tag = "volumes", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The volume's id")), responses((status = 200, body = VolumeResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Volumes_show")]
 async fn show(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path((app, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
+    ReadApp(app): ReadApp,
 ) -> Result<Json<VolumeResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     Ok(Json(response(&volume_for(&inner, &app, &id).await?)))
 }
 
 #[utoipa::path(put, path = "/v1/apps/{app}/volumes/{id}/extend", tag = "volumes", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The volume's id")), request_body = ExtendVolumeRequest, responses((status = 200, body = ExtendResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Volumes_extend")]
 async fn extend(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path((app, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
+    WriteApp(app): WriteApp,
     Body(request): Body<ExtendVolumeRequest>,
 ) -> Result<Json<ExtendResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
     let volume = volume_for(&inner, &app, &id).await?;
     if request.size_gb > MAX_VOLUME_GB {
         return Err(ApiError::BadRequest(format!(
@@ -228,10 +222,9 @@ async fn extend(
 #[utoipa::path(delete, path = "/v1/apps/{app}/volumes/{id}", tag = "volumes", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The volume's id")), responses((status = 200, body = VolumeResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Volumes_destroy")]
 async fn destroy(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path((app, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
+    WriteApp(app): WriteApp,
 ) -> Result<Json<VolumeResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
     let volume = volume_for(&inner, &app, &id).await?;
     if let Some(machine) = &volume.attached_machine_id {
         return Err(ApiError::Conflict(format!(

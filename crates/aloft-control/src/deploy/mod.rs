@@ -37,7 +37,7 @@ use axum::extract::{Path, State};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::access::app_for;
+use crate::access::{ReadApp, WriteApp};
 use crate::json::Body;
 use crate::{ApiError, Inner, Principal};
 use run::spawn;
@@ -115,10 +115,9 @@ async fn deployment_response(
 async fn create(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
-    Path(app): Path<String>,
+    WriteApp(app): WriteApp,
     Body(request): Body<DeployRequest>,
 ) -> Result<Json<DeploymentResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
     let image = request.image.trim();
     if image.is_empty() {
         return Err(ApiError::Unprocessable(
@@ -259,9 +258,9 @@ async fn ensure_idle(inner: &Inner, app: &App) -> Result<(), ApiError> {
 async fn rollback(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
-    Path((app, version)): Path<(String, i64)>,
+    Path((_, version)): Path<(String, i64)>,
+    WriteApp(app): WriteApp,
 ) -> Result<Json<DeploymentResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
     let release = inner
         .store
         .releases_of(&app.id)
@@ -326,10 +325,8 @@ async fn rollback(
 #[utoipa::path(get, path = "/v1/apps/{app}/deployments", tag = "deployments", params(("app" = String, Path, description = "The app's name")), responses((status = 200, description = "The app's deployments, newest first", body = Vec<DeploymentResponse>), (status = "4XX", description = "Missing or invalid token, no such app", body = ErrorBody)), operation_id = "Deployments_list")]
 async fn list(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path(app): Path<String>,
+    ReadApp(app): ReadApp,
 ) -> Result<Json<Vec<DeploymentResponse>>, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     let mut shown = Vec::new();
     for deployment in inner.store.deployments_of(&app.id).await? {
         shown.push(deployment_response(&inner, &deployment).await?);
@@ -340,10 +337,9 @@ async fn list(
 #[utoipa::path(get, path = "/v1/apps/{app}/deployments/{id}", tag = "deployments", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The deployment's id")), responses((status = 200, body = DeploymentResponse), (status = "4XX", description = "Missing or invalid token, no such app or deployment", body = ErrorBody)), operation_id = "Deployments_show")]
 async fn show(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path((app, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
+    ReadApp(app): ReadApp,
 ) -> Result<Json<DeploymentResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     let deployment = inner.store.deployment(&app.id, &id).await?;
     Ok(Json(deployment_response(&inner, &deployment).await?))
 }
@@ -351,10 +347,8 @@ async fn show(
 #[utoipa::path(get, path = "/v1/apps/{app}/releases", tag = "deployments", params(("app" = String, Path, description = "The app's name")), responses((status = 200, description = "The app's releases, newest first", body = Vec<ReleaseResponse>), (status = "4XX", description = "Missing or invalid token, no such app", body = ErrorBody)), operation_id = "Releases_list")]
 async fn releases(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path(app): Path<String>,
+    ReadApp(app): ReadApp,
 ) -> Result<Json<Vec<ReleaseResponse>>, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     let releases = inner.store.releases_of(&app.id).await?;
     Ok(Json(releases.iter().map(release_response).collect()))
 }

@@ -8,11 +8,11 @@ use aloft_store::{App, Desired, MachineRecord, NewMachine};
 use aloft_types::api::ErrorBody;
 use aloft_types::{EventKind, MachineState, RegionCode};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::json;
 
 use super::{notify, respond, user_event};
-use crate::access::app_for;
+use crate::access::WriteApp;
 use crate::json::Body;
 use crate::wire::{MachineRequest, MachineResponse};
 use crate::{ApiError, Inner, Principal};
@@ -112,10 +112,9 @@ pub(crate) async fn place(inner: &Inner, region: &str) -> Result<aloft_types::Ho
 pub(super) async fn create(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
-    Path(app): Path<String>,
+    WriteApp(app): WriteApp,
     Body(request): Body<MachineRequest>,
 ) -> Result<Json<MachineResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
     let machine = create_machine(&inner, &app, request, &principal.token.name).await?;
     respond(&inner, &machine).await
 }

@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use serde_json::json;
 
 use super::{LEASE_NONCE_HEADER, machine_for};
-use crate::access::app_for;
+use crate::access::{ReadApp, WriteApp};
 use crate::json::OptionalBody;
 use crate::wire::OkResponse;
 use crate::{ApiError, Inner, Principal};
@@ -65,10 +65,9 @@ pub(super) fn lease_json(machine: &MachineRecord, lease: &aloft_store::Lease) ->
 #[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}/lease", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, body = Object), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_show_lease")]
 pub(super) async fn show_lease(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path((app, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
+    ReadApp(app): ReadApp,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     let machine = machine_for(&inner, &app, &id).await?;
     let lease = machine
         .lease
@@ -81,11 +80,11 @@ pub(super) async fn show_lease(
 pub(super) async fn acquire_lease(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
-    Path((app, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
+    WriteApp(app): WriteApp,
     headers: HeaderMap,
     OptionalBody(request): OptionalBody<LeaseRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
     let machine = machine_for(&inner, &app, &id).await?;
     let ttl = request.ttl.unwrap_or(30).clamp(1, 3600);
     let nonce = headers
@@ -108,11 +107,10 @@ pub(super) async fn acquire_lease(
 #[utoipa::path(delete, path = "/v1/apps/{app}/machines/{id}/lease", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, body = OkResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_release_lease")]
 pub(super) async fn release_lease(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path((app, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
+    WriteApp(app): WriteApp,
     headers: HeaderMap,
 ) -> Result<Json<OkResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
     let machine = machine_for(&inner, &app, &id).await?;
     let nonce = headers
         .get(LEASE_NONCE_HEADER)

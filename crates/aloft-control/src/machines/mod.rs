@@ -23,7 +23,7 @@ use axum::http::HeaderMap;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::access::app_for;
+use crate::access::{ReadApp, app_for};
 use crate::wire::{EventResponse, MachineResponse, VersionResponse};
 use crate::{ApiError, Inner, Principal};
 use aloft_agent_api::{Command, MachineChange};
@@ -147,11 +147,9 @@ async fn respond(
 #[utoipa::path(get, path = "/v1/apps/{app}/machines", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("region" = Option<String>, Query), ("include_deleted" = Option<bool>, Query), ("state" = Option<String>, Query, description = "Only machines in these states (comma-separated)"), ("metadata.KEY" = Option<String>, Query, description = "Only machines whose metadata has KEY with this value")), responses((status = 200, body = Vec<MachineResponse>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_list")]
 async fn list(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path(app): Path<String>,
+    ReadApp(app): ReadApp,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<MachineResponse>>, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     let mut filter = MachineFilter::default();
     let mut states: Vec<String> = Vec::new();
     for (key, value) in query {
@@ -194,10 +192,9 @@ async fn list(
 #[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, body = MachineResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_show")]
 async fn show(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path((app, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
+    ReadApp(app): ReadApp,
 ) -> Result<Json<MachineResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     let machine = machine_for(&inner, &app, &id).await?;
     respond(&inner, &machine).await
 }
@@ -215,11 +212,10 @@ pub(crate) fn refuse_if_gone(machine: &MachineRecord) -> Result<(), ApiError> {
 #[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}/wait", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id"), ("state" = Option<String>, Query, description = "started (default), stopped, suspended or destroyed; repeat it to wait for any of several"), ("timeout" = Option<u64>, Query, description = "Seconds, at most 60"), ("instance_id" = Option<String>, Query, description = "Wait on this version of the machine (`version` is the same)")), responses((status = 200, body = WaitResponse), (status = 408, description = "The state was not reached in time", body = ErrorBody), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_wait")]
 async fn wait(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path((app, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
+    ReadApp(app): ReadApp,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<WaitResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     let machine = machine_for(&inner, &app, &id).await?;
     let one = |key: &str| {
         query
@@ -317,10 +313,9 @@ async fn wait(
 #[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}/events", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, body = Vec<EventResponse>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_events")]
 async fn events(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path((app, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
+    ReadApp(app): ReadApp,
 ) -> Result<Json<Vec<EventResponse>>, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     let machine = machine_for(&inner, &app, &id).await?;
     let events = inner.store.events(&machine.id).await?;
     Ok(Json(
@@ -331,10 +326,9 @@ async fn events(
 #[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}/versions", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, body = Vec<VersionResponse>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_versions")]
 async fn versions(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path((app, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
+    ReadApp(app): ReadApp,
 ) -> Result<Json<Vec<VersionResponse>>, ApiError> {
-    let app = app_for(&inner, &principal, &app, false).await?;
     let machine = machine_for(&inner, &app, &id).await?;
     let versions = inner.store.versions(&machine.id).await?;
     Ok(Json(

@@ -18,7 +18,7 @@ use super::create::{ensure_fits, mounted_volume, validate_request};
 use super::{
     host_link, machine_for, notify, refuse_if_gone, respond, user_event, writable_machine,
 };
-use crate::access::app_for;
+use crate::access::WriteApp;
 use crate::json::{Body, OptionalBody};
 use crate::wire::{
     ExecRequest, ExecResponse, MachineRequest, MachineResponse, OkResponse, SignalRequest,
@@ -419,11 +419,10 @@ pub(super) async fn set_cordon(
 #[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/exec", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), request_body = ExecRequest, responses((status = 200, body = ExecResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_exec")]
 pub(super) async fn exec(
     State(inner): State<Arc<Inner>>,
-    principal: Principal,
-    Path((app, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
+    WriteApp(app): WriteApp,
     Body(request): Body<ExecRequest>,
 ) -> Result<Json<ExecResponse>, ApiError> {
-    let app = app_for(&inner, &principal, &app, true).await?;
     let machine = machine_for(&inner, &app, &id).await?;
     let command = if !request.command.is_empty() {
         request.command
