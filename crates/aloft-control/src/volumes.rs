@@ -26,6 +26,33 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
         .routes(routes!(extend))
 }
 
+/// What Fly's API offers for a new volume that Aloft cannot do: said, never ignored
+/// (fly-go sends each of these as `null`, which is fine).
+fn refuse_unsupported(request: &CreateVolumeRequest) -> Result<(), ApiError> {
+    let refused = |what: String| Err(ApiError::Unprocessable(what));
+    if request.auto_backup_enabled == Some(true) {
+        return refused(
+            "auto_backup_enabled: Aloft takes no volume backups; back the data up from the machine (pg_dump, say) and leave this unset or false".to_owned(),
+        );
+    }
+    if let Some(fstype) = request.fstype.as_deref().filter(|f| *f != "ext4") {
+        return refused(format!(
+            "fstype {fstype:?}: a volume is a directory on the host's filesystem here; only \"ext4\" is supported"
+        ));
+    }
+    if let Some(snapshot) = &request.snapshot_id {
+        return refused(format!(
+            "snapshot_id {snapshot:?}: Aloft keeps no volume snapshots to restore from"
+        ));
+    }
+    if let Some(source) = &request.source_volume_id {
+        return refused(format!(
+            "source_volume_id {source:?}: forking a volume is not supported; create an empty one and copy the data"
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn response(volume: &VolumeRecord) -> VolumeResponse {
     VolumeResponse {
         id: volume.id.to_string(),
@@ -44,6 +71,9 @@ pub(crate) fn response(volume: &VolumeRecord) -> VolumeResponse {
         snapshot_retention: volume.snapshot_retention,
         host_status: "ok".to_owned(),
         created_at: aloft_types::time::rfc3339(volume.created_at),
+        auto_backup_enabled: false,
+        fstype: "ext4".to_owned(),
+        host_dedication_id: String::new(),
     }
 }
 
@@ -130,6 +160,7 @@ async fn create(
     Body(request): Body<CreateVolumeRequest>,
 ) -> Result<Json<VolumeResponse>, ApiError> {
     check_volume_name(&request.name)?;
+    refuse_unsupported(&request)?;
     let size_gb = request.size_gb.unwrap_or(1);
     if !(1..=MAX_VOLUME_GB).contains(&size_gb) {
         return Err(ApiError::BadRequest(format!(

@@ -391,6 +391,19 @@ pub struct CreateVolumeRequest {
     pub snapshot_retention: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_unique_zone: Option<bool>,
+    /// Fly's daily backups; Aloft takes none, so only `false` (or nothing) is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_backup_enabled: Option<bool>,
+    /// `ext4` (the default) only: a volume is a directory on the host's filesystem here,
+    /// so `raw` block volumes are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fstype: Option<String>,
+    /// Restoring a snapshot: refused (Aloft keeps no volume snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// Forking another volume: refused (not supported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_volume_id: Option<String>,
 }
 
 /// `PUT /v1/apps/{app}/volumes/{id}/extend`.
@@ -416,6 +429,15 @@ pub struct VolumeResponse {
     pub snapshot_retention: i64,
     pub host_status: String,
     pub created_at: String,
+    /// Always `false`: Aloft takes no volume backups.
+    #[serde(default)]
+    pub auto_backup_enabled: bool,
+    /// Always `ext4`.
+    #[serde(default)]
+    pub fstype: String,
+    /// Always empty (no dedicated hosts).
+    #[serde(default)]
+    pub host_dedication_id: String,
 }
 
 /// The answer to an extend.

@@ -96,6 +96,10 @@ pub(crate) async fn volumes(
                     encrypted: None,
                     snapshot_retention: None,
                     require_unique_zone: None,
+                    auto_backup_enabled: None,
+                    fstype: None,
+                    snapshot_id: None,
+                    source_volume_id: None,
                 },
             )
             .await

@@ -122,6 +122,10 @@ async fn organizations_see_only_their_own(api: Api) {
                 encrypted: None,
                 snapshot_retention: None,
                 require_unique_zone: None,
+                auto_backup_enabled: None,
+                fstype: None,
+                snapshot_id: None,
+                source_volume_id: None,
             },
         )
         .await
@@ -317,6 +321,34 @@ async fn bad_input_is_a_clear_4xx(api: Api) {
             "{\"config\": {\"image\": \"x\"}, \"name\": \"UPPER\"}",
             400,
             "name",
+        ),
+        (
+            Method::POST,
+            "/v1/apps/web/volumes",
+            "{\"name\": \"data\", \"auto_backup_enabled\": true}",
+            422,
+            "auto_backup_enabled: Aloft takes no volume backups",
+        ),
+        (
+            Method::POST,
+            "/v1/apps/web/volumes",
+            "{\"name\": \"data\", \"fstype\": \"raw\"}",
+            422,
+            "only \\\"ext4\\\" is supported",
+        ),
+        (
+            Method::POST,
+            "/v1/apps/web/volumes",
+            "{\"name\": \"data\", \"snapshot_id\": \"vs_1\"}",
+            422,
+            "no volume snapshots",
+        ),
+        (
+            Method::POST,
+            "/v1/apps/web/volumes",
+            "{\"name\": \"data\", \"source_volume_id\": \"vol_1\"}",
+            422,
+            "forking a volume is not supported",
         ),
         (
             Method::GET,

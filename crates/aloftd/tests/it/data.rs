@@ -158,6 +158,10 @@ async fn volume_data_survives_stop_start_update_and_a_daemon_restart() {
                 encrypted: None,
                 snapshot_retention: None,
                 require_unique_zone: None,
+                auto_backup_enabled: None,
+                fstype: None,
+                snapshot_id: None,
+                source_volume_id: None,
             },
         )
         .await
