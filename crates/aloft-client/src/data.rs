@@ -65,6 +65,22 @@ impl Client {
         .await
     }
 
+    /// Fly's volume update: snapshot retention (and `auto_backup_enabled`, which Aloft
+    /// refuses when true).
+    pub async fn update_volume(
+        &self,
+        app: &str,
+        id: &str,
+        request: &aloft_types::api::UpdateVolumeRequest,
+    ) -> Result<VolumeResponse, ClientError> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/apps/{app}/volumes/{id}"),
+            Some(request),
+        )
+        .await
+    }
+
     pub async fn destroy_volume(&self, app: &str, id: &str) -> Result<VolumeResponse, ClientError> {
         self.call(
             Method::DELETE,

@@ -172,6 +172,7 @@ async fn call_everything(c: &Client) {
     let _ = c.list_volumes(a).await;
     let _ = c.volume(a, "vol_1").await;
     let _ = c.extend_volume(a, "vol_1", 2).await;
+    let _ = c.update_volume(a, "vol_1", &Default::default()).await;
     let _ = c.destroy_volume(a, "vol_1").await;
 }
 

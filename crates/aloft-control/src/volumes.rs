@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use aloft_store::{NewVolume, VolumeRecord};
 use aloft_types::api::ErrorBody;
-use aloft_types::api::{CreateVolumeRequest, ExtendResponse, ExtendVolumeRequest, VolumeResponse};
+use aloft_types::api::{
+    CreateVolumeRequest, ExtendResponse, ExtendVolumeRequest, UpdateVolumeRequest, VolumeResponse,
+};
 use aloft_types::{RegionCode, VolumeId};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -22,19 +24,55 @@ pub(crate) const MAX_VOLUME_GB: i64 = 500;
 pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
-        .routes(routes!(show, destroy))
+        .routes(routes!(show, update, destroy))
         .routes(routes!(extend))
+}
+
+fn check_retention(days: i64) -> Result<i64, ApiError> {
+    if (1..=60).contains(&days) {
+        Ok(days)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "snapshot_retention is {days}; keep snapshots 1 to 60 days"
+        )))
+    }
+}
+
+fn refuse_backups(asked: Option<bool>) -> Result<(), ApiError> {
+    if asked == Some(true) {
+        return Err(ApiError::Unprocessable(
+            "auto_backup_enabled: Aloft takes no volume backups; back the data up from the machine (pg_dump, say) and leave this unset or false".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+#[utoipa::path(put, path = "/v1/apps/{app}/volumes/{id}", tag = "volumes", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The volume's id")), request_body = UpdateVolumeRequest, responses((status = 200, body = VolumeResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found", body = ErrorBody), (status = 422, description = "auto_backup_enabled asked for (Aloft takes no backups)", body = ErrorBody)), operation_id = "Volumes_update")]
+async fn update(
+    State(inner): State<Arc<Inner>>,
+    Path((_, id)): Path<(String, String)>,
+    WriteApp(app): WriteApp,
+    Body(request): Body<UpdateVolumeRequest>,
+) -> Result<Json<VolumeResponse>, ApiError> {
+    let volume = volume_for(&inner, &app, &id).await?;
+    refuse_backups(request.auto_backup_enabled)?;
+    let volume = match request.snapshot_retention {
+        Some(days) => {
+            inner
+                .store
+                .set_volume_retention(&app.id, &volume.id, check_retention(days)?)
+                .await?
+        }
+        None => volume,
+    };
+    Ok(Json(response(&volume)))
 }
 
 /// What Fly's API offers for a new volume that Aloft cannot do: said, never ignored
 /// (fly-go sends each of these as `null`, which is fine).
 fn refuse_unsupported(request: &CreateVolumeRequest) -> Result<(), ApiError> {
     let refused = |what: String| Err(ApiError::Unprocessable(what));
-    if request.auto_backup_enabled == Some(true) {
-        return refused(
-            "auto_backup_enabled: Aloft takes no volume backups; back the data up from the machine (pg_dump, say) and leave this unset or false".to_owned(),
-        );
-    }
+    refuse_backups(request.auto_backup_enabled)?;
     if let Some(fstype) = request.fstype.as_deref().filter(|f| *f != "ext4") {
         return refused(format!(
             "fstype {fstype:?}: a volume is a directory on the host's filesystem here; only \"ext4\" is supported"
@@ -167,12 +205,7 @@ async fn create(
             "size_gb is {size_gb}; a volume is 1 to {MAX_VOLUME_GB} GB"
         )));
     }
-    let retention = request.snapshot_retention.unwrap_or(5);
-    if !(1..=60).contains(&retention) {
-        return Err(ApiError::BadRequest(format!(
-            "snapshot_retention is {retention}; keep snapshots 1 to 60 days"
-        )));
-    }
+    let retention = check_retention(request.snapshot_retention.unwrap_or(5))?;
     let region = request
         .region
         .unwrap_or_else(|| inner.config.default_region.clone());

@@ -201,6 +201,34 @@ impl Store {
         self.volume(app_id, id).await
     }
 
+    /// Sets how many days a volume's snapshots are kept.
+    pub async fn set_volume_retention(
+        &self,
+        app_id: &AppId,
+        id: &VolumeId,
+        days: i64,
+    ) -> Result<VolumeRecord, StoreError> {
+        let updated =
+            sqlx::query("UPDATE volumes SET snapshot_retention = $1 WHERE id = $2 AND app_id = $3")
+                .bind(days)
+                .bind(id.as_str())
+                .bind(app_id.as_str())
+                .execute(self.pool())
+                .await
+                .map_err(StoreError::database(
+                    "updating a volume",
+                    "volume",
+                    id.as_str(),
+                ))?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "volume",
+                id: id.to_string(),
+            });
+        }
+        self.volume(app_id, id).await
+    }
+
     /// Attaches a volume to a machine; fails while another machine has it.
     pub async fn attach_volume(
         &self,

@@ -406,6 +406,18 @@ pub struct CreateVolumeRequest {
     pub source_volume_id: Option<String>,
 }
 
+/// `PUT /v1/apps/{app}/volumes/{id}`: Fly's volume update.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpdateVolumeRequest {
+    /// Days snapshots are kept (1 to 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_retention: Option<i64>,
+    /// Only `false` (or nothing): Aloft takes no volume backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_backup_enabled: Option<bool>,
+}
+
 /// `PUT /v1/apps/{app}/volumes/{id}/extend`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

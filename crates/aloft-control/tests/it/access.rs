@@ -330,6 +330,13 @@ async fn bad_input_is_a_clear_4xx(api: Api) {
             "auto_backup_enabled: Aloft takes no volume backups",
         ),
         (
+            Method::PUT,
+            "/v1/apps/web/volumes/vol_1",
+            "{\"snapshot_retention\": 5}",
+            404,
+            "volume vol_1",
+        ),
+        (
             Method::POST,
             "/v1/apps/web/volumes",
             "{\"name\": \"data\", \"fstype\": \"raw\"}",

@@ -492,6 +492,32 @@ async fn fly_go_calls_succeed_and_their_answers_decode() {
         )
         .await;
     decodes("Volume", &volume, VOLUME_FIELDS);
+    // flaps.UpdateVolume: both fields, a nil one as null.
+    let updated = raw
+        .ok(
+            Method::PUT,
+            &format!("/apps/gofly/volumes/{}", volume["id"].as_str().unwrap()),
+            Some(json!({ "snapshot_retention": 10, "auto_backup_enabled": null })),
+        )
+        .await;
+    decodes("Volume", &updated, VOLUME_FIELDS);
+    assert_eq!(updated["snapshot_retention"], 10, "{updated}");
+    // Backups Aloft cannot take are refused, not ignored.
+    let (status, refused) = raw
+        .call(
+            Method::PUT,
+            &format!("/apps/gofly/volumes/{}", volume["id"].as_str().unwrap()),
+            Some(json!({ "snapshot_retention": null, "auto_backup_enabled": true })),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("auto_backup_enabled"),
+        "{refused}"
+    );
     let volumes = raw.ok(Method::GET, "/apps/gofly/volumes", None).await;
     decodes("Volume", &volumes[0], VOLUME_FIELDS);
     let app = raw.ok(Method::GET, "/apps/gofly", None).await;
