@@ -406,6 +406,24 @@ pub struct CreateVolumeRequest {
     pub source_volume_id: Option<String>,
 }
 
+impl CreateVolumeRequest {
+    /// A volume named `name`, everything else as the API defaults it.
+    pub fn named(name: impl Into<String>) -> CreateVolumeRequest {
+        CreateVolumeRequest {
+            name: name.into(),
+            region: None,
+            size_gb: None,
+            encrypted: None,
+            snapshot_retention: None,
+            require_unique_zone: None,
+            auto_backup_enabled: None,
+            fstype: None,
+            snapshot_id: None,
+            source_volume_id: None,
+        }
+    }
+}
+
 /// `PUT /v1/apps/{app}/volumes/{id}`: Fly's volume update.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -18,6 +18,28 @@ pub enum VolumesCommand {
         size: i64,
         #[arg(long, short = 'r')]
         region: Option<String>,
+        /// Days snapshots are kept (1 to 60; default 5).
+        #[arg(long)]
+        snapshot_retention: Option<i64>,
+        /// Daily automatic snapshots (flyctl's flag; Aloft takes none, so `true` is refused).
+        #[arg(long)]
+        scheduled_snapshots: Option<bool>,
+        /// Keep the data unencrypted.
+        #[arg(long)]
+        no_encryption: bool,
+        /// Place it in a zone that holds no other volume of the app.
+        #[arg(long)]
+        require_unique_zone: bool,
+    },
+    /// Change a volume's snapshot retention.
+    Update {
+        id: String,
+        /// Days snapshots are kept (1 to 60).
+        #[arg(long)]
+        snapshot_retention: Option<i64>,
+        /// Daily automatic snapshots (Aloft takes none, so `true` is refused).
+        #[arg(long)]
+        scheduled_snapshots: Option<bool>,
     },
     /// List volumes.
     List,
@@ -86,24 +108,51 @@ pub(crate) async fn volumes(
             }
             return Ok(());
         }
-        VolumesCommand::Create { name, size, region } => client
+        VolumesCommand::Create {
+            name,
+            size,
+            region,
+            snapshot_retention,
+            scheduled_snapshots,
+            no_encryption,
+            require_unique_zone,
+        } => client
             .create_volume(
                 app,
                 &CreateVolumeRequest {
-                    name,
                     region,
                     size_gb: Some(size),
-                    encrypted: None,
-                    snapshot_retention: None,
-                    require_unique_zone: None,
-                    auto_backup_enabled: None,
-                    fstype: None,
-                    snapshot_id: None,
-                    source_volume_id: None,
+                    encrypted: no_encryption.then_some(false),
+                    snapshot_retention,
+                    require_unique_zone: require_unique_zone.then_some(true),
+                    auto_backup_enabled: scheduled_snapshots,
+                    ..CreateVolumeRequest::named(name)
                 },
             )
             .await
             .map_err(anyhow::Error::from)?,
+        VolumesCommand::Update {
+            id,
+            snapshot_retention,
+            scheduled_snapshots,
+        } => {
+            if snapshot_retention.is_none() && scheduled_snapshots.is_none() {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "nothing to update: pass --snapshot-retention DAYS"
+                )));
+            }
+            client
+                .update_volume(
+                    app,
+                    &id,
+                    &aloft_types::api::UpdateVolumeRequest {
+                        snapshot_retention,
+                        auto_backup_enabled: scheduled_snapshots,
+                    },
+                )
+                .await
+                .map_err(anyhow::Error::from)?
+        }
         VolumesCommand::Show { id } => {
             client.volume(app, &id).await.map_err(anyhow::Error::from)?
         }

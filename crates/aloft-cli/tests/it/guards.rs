@@ -110,6 +110,37 @@ async fn big_and_destructive_changes_need_confirmation_and_stop_at_the_caps() {
     ]))
     .unwrap();
     let volume = volume["id"].as_str().unwrap();
+    // flyctl's `volumes update`: retention changes; backups Aloft cannot take are
+    // refused with the server's reason; nothing to change is a usage error.
+    let updated: serde_json::Value = serde_json::from_str(&p.ok(&[
+        "volumes",
+        "update",
+        volume,
+        "--snapshot-retention",
+        "10",
+        "-a",
+        "guarded",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(updated["snapshot_retention"], 10, "{updated}");
+    let backups = p.aloft(&[
+        "volumes",
+        "update",
+        volume,
+        "--scheduled-snapshots",
+        "true",
+        "-a",
+        "guarded",
+    ]);
+    assert_eq!(backups.status.code(), Some(3), "{}", text(&backups.stderr));
+    assert!(
+        text(&backups.stderr).contains("auto_backup_enabled: Aloft takes no volume backups"),
+        "{}",
+        text(&backups.stderr)
+    );
+    let nothing = p.aloft(&["volumes", "update", volume, "-a", "guarded"]);
+    assert_eq!(nothing.status.code(), Some(2), "{}", text(&nothing.stderr));
     let kept = p.aloft(&["volumes", "destroy", volume, "-a", "guarded"]);
     assert_eq!(kept.status.code(), Some(2), "{}", text(&kept.stderr));
     assert!(p.ok(&["volumes", "list", "-a", "guarded"]).contains(volume));

@@ -113,21 +113,7 @@ async fn organizations_see_only_their_own(api: Api) {
         .unwrap();
     let volume = api
         .admin
-        .create_volume(
-            "mine",
-            &CreateVolumeRequest {
-                name: "data".into(),
-                region: None,
-                size_gb: None,
-                encrypted: None,
-                snapshot_retention: None,
-                require_unique_zone: None,
-                auto_backup_enabled: None,
-                fstype: None,
-                snapshot_id: None,
-                source_volume_id: None,
-            },
-        )
+        .create_volume("mine", &CreateVolumeRequest::named("data"))
         .await
         .unwrap();
 

@@ -152,16 +152,8 @@ async fn volume_data_survives_stop_start_update_and_a_daemon_restart() {
         .create_volume(
             "stateful",
             &CreateVolumeRequest {
-                name: "data".into(),
-                region: None,
                 size_gb: Some(1),
-                encrypted: None,
-                snapshot_retention: None,
-                require_unique_zone: None,
-                auto_backup_enabled: None,
-                fstype: None,
-                snapshot_id: None,
-                source_volume_id: None,
+                ..CreateVolumeRequest::named("data")
             },
         )
         .await
