@@ -1,4 +1,4 @@
-// Over 800 lines: one russh Handler impl (auth, channels, exec, SFTP, forwards) that the trait keeps together; split planned with issue 16 item 6.
+// Over 800 lines: one russh Handler impl (auth, channels, exec, SFTP, forwards) that the trait keeps together; its helpers already live apart (session, relay in aloft-ssh).
 //! The host's SSH server: sessions into this host's machines.
 //!
 //! Connections arrive through the API's tunnel (`GET /v1/apps/{app}/machines/{id}/ssh`,
