@@ -134,10 +134,24 @@ impl Platform {
 }
 
 impl Drop for Platform {
+    /// Shuts the server down as SIGTERM would and waits for it (its agent may be creating a
+    /// container right now), then removes what its host left: aborting instead left a
+    /// container created after the removal behind now and then.
     fn drop(&mut self) {
         self.stop.cancel();
         if let Some(server) = self.server.take() {
-            server.abort();
+            // Every test here runs on the multi-thread runtime, where a blocking wait in
+            // place is allowed.
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    if tokio::time::timeout(Duration::from_secs(30), server)
+                        .await
+                        .is_err()
+                    {
+                        eprintln!("the server did not stop within 30 s");
+                    }
+                });
+            });
         }
         remove_host_containers(self.data.path());
     }
