@@ -14,6 +14,7 @@
 //! that is gone from a peer that cannot be reached. Nothing here does I/O; the crate links
 //! neither the store, the API server nor a container runtime.
 
+pub mod clock;
 mod records;
 
 use std::collections::BTreeMap;

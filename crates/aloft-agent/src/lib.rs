@@ -348,9 +348,7 @@ impl<R: Runtime + 'static> Shared<R> {
 
 /// Now, in Unix milliseconds (the contract's timestamps).
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    aloft_agent_api::clock::now_ms()
 }
 
 /// Random bytes from the operating system (host keys).

@@ -150,7 +150,7 @@ async fn delete(
     for machine in &machines {
         crate::machines::destroy_forcibly(&inner, machine, true).await?;
     }
-    let deadline = std::time::Instant::now() + APP_DESTROY_WAIT;
+    let deadline = tokio::time::Instant::now() + APP_DESTROY_WAIT;
     let mut observed = inner.observed.subscribe();
     loop {
         let left = inner
@@ -160,7 +160,7 @@ async fn delete(
         if left.is_empty() {
             break;
         }
-        if std::time::Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline {
             return Err(ApiError::Timeout(format!(
                 "{} machine(s) of app {name} are still being destroyed; delete the app again in a moment",
                 left.len()

@@ -14,7 +14,6 @@
 //! each machine has at once (never more than one is the agent's promise).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +45,8 @@ struct State {
     next: u64,
     /// Operations made, by name.
     calls: BTreeMap<&'static str, u64>,
+    /// The last timestamp given, in nanoseconds.
+    last_ns: i64,
 }
 
 /// The simulated runtime (cheap to clone; clones share their containers).
@@ -60,20 +61,13 @@ impl std::fmt::Debug for SimRuntime {
     }
 }
 
-/// A unique, increasing RFC 3339 timestamp (a run's `started_at`, a line's time).
-fn timestamp() -> String {
-    static LAST: AtomicI64 = AtomicI64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-    let mut last = LAST.load(Ordering::SeqCst);
-    loop {
-        let next = now.max(last + 1);
-        match LAST.compare_exchange(last, next, Ordering::SeqCst, Ordering::SeqCst) {
-            Ok(_) => return aloft_types::time::rfc3339_nanos(next),
-            Err(seen) => last = seen,
-        }
-    }
+/// A timestamp unique and increasing within one runtime (a run's `started_at`, a line's
+/// time), in RFC 3339, from the contract's clock (so that a test on tokio's paused clock
+/// sees runs start in it).
+fn timestamp(last: &mut i64) -> String {
+    let now = aloft_agent_api::clock::now_ms().saturating_mul(1_000_000);
+    *last = now.max(*last + 1);
+    aloft_types::time::rfc3339_nanos(*last)
 }
 
 fn not_found(id: &str) -> RuntimeError {
@@ -183,6 +177,7 @@ impl SimRuntime {
 
 /// Ends container `id`'s current run with `exit` (nothing when it does not run).
 fn end_run(state: &mut State, id: &str, exit: ExitStatus) -> bool {
+    let timestamp = timestamp(&mut state.last_ns);
     let Some(container) = state.containers.get_mut(id) else {
         return false;
     };
@@ -193,7 +188,7 @@ fn end_run(state: &mut State, id: &str, exit: ExitStatus) -> bool {
     container.info.exit = Some(exit);
     container.logs.push(LogLine {
         stream: LogStream::Stderr,
-        timestamp: timestamp(),
+        timestamp,
         text: format!("sim: exited with code {}", exit.exit_code),
     });
     // `send` keeps the old value when nobody waits yet; a wait begun later must see it.
@@ -245,6 +240,7 @@ impl Runtime for SimRuntime {
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
         self.count("start");
         let (run, exit_after) = self.with(|s| {
+            let started_at = timestamp(&mut s.last_ns);
             let container = s.containers.get_mut(id).ok_or_else(|| not_found(id))?;
             if container.info.state == ContainerState::Running {
                 return Ok((None, None));
@@ -252,10 +248,10 @@ impl Runtime for SimRuntime {
             container.run += 1;
             container.info.state = ContainerState::Running;
             container.info.exit = None;
-            container.info.started_at = timestamp();
+            container.info.started_at = started_at.clone();
             container.logs.push(LogLine {
                 stream: LogStream::Stdout,
-                timestamp: timestamp(),
+                timestamp: started_at,
                 text: "sim: started".to_owned(),
             });
             container.exit.send_replace(None);

@@ -12,7 +12,7 @@ mod power;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aloft_store::{App, Desired, MachineEvent, MachineFilter, MachineRecord};
 use aloft_types::api::{ErrorBody, WaitResponse};
@@ -20,6 +20,7 @@ use aloft_types::{EventKind, MachineId, MachineState};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use tokio::time::Instant;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 

@@ -4,8 +4,13 @@
 //! `failed` or `rolled_back`, the app ends on one release with every machine it had, and
 //! no machine ever runs twice.
 //!
+//! Time is tokio's paused clock, paced by the store's threads ([`aloft_testkit::paced`]):
+//! a case's seconds of smoke-check windows, reconcile intervals and timeouts take
+//! milliseconds, and a case takes about 0.17 s here.
+//!
 //! `cargo xtask soak deploys --cases N` runs N random sequences (`ALOFT_SIM_CASES`,
-//! `ALOFT_SIM_RANDOM=1`); without them, 8 from a fixed seed, which `cargo xtask test` runs.
+//! `ALOFT_SIM_RANDOM=1`); without them, 200 from a fixed seed (about 35 s), which
+//! `cargo xtask test` runs.
 //!
 //! The suite found three bugs in the deployer, all fixed: a restart between
 //! the canary's `retire` step and its destroy left the canary running, and a restart
@@ -137,7 +142,7 @@ where
         if tokio::time::Instant::now() >= until {
             return Err(format!("timed out after {deadline:?} waiting for {what}"));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -147,7 +152,7 @@ fn ended(deployment: &DeploymentResponse) -> bool {
 
 /// Waits until no deployment of the app runs; their ids and end states.
 async fn settled(client: &Client) -> Result<Vec<DeploymentResponse>, String> {
-    within(
+    let outcome = within(
         "every deployment to end",
         Duration::from_secs(60),
         || async {
@@ -155,7 +160,61 @@ async fn settled(client: &Client) -> Result<Vec<DeploymentResponse>, String> {
             all.iter().all(ended).then_some(all)
         },
     )
-    .await
+    .await;
+    match outcome {
+        Ok(all) => Ok(all),
+        Err(why) => {
+            let all = client.deployments(APP).await.unwrap_or_default();
+            Err(format!(
+                "{why}: {:#?}; steps {:#?}; machines {:#?}",
+                summary(&all),
+                steps(&all),
+                machines(client).await
+            ))
+        }
+    }
+}
+
+/// Each machine's state, release and events, for a failure's message.
+async fn machines(client: &Client) -> Vec<String> {
+    client
+        .list_machines(APP)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {} v{} events {:?}",
+                m.id,
+                m.state,
+                m.config.env.get("SIM_VERSION").cloned().unwrap_or_default(),
+                m.events
+                    .iter()
+                    .map(|e| format!("{}/{}", e.kind, e.status))
+                    .collect::<Vec<_>>()
+            )
+        })
+        .collect()
+}
+
+/// Each deployment's steps, one line each, for a failure's message.
+fn steps(deployments: &[DeploymentResponse]) -> Vec<Vec<String>> {
+    deployments
+        .iter()
+        .map(|d| {
+            d.steps
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {} {}",
+                        s.kind,
+                        s.machine_id.as_deref().unwrap_or("-"),
+                        s.message
+                    )
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// No machine runs in two containers, on one host or across hosts.
@@ -173,6 +232,13 @@ fn runs_once(platform: &SimPlatform) -> Result<(), String> {
 }
 
 async fn run_case(ops: Vec<Op>) -> Result<(), String> {
+    let pacer = tokio::spawn(aloft_testkit::paced::pace());
+    let outcome = run_ops(ops).await;
+    pacer.abort();
+    outcome
+}
+
+async fn run_ops(ops: Vec<Op>) -> Result<(), String> {
     let mut platform = SimPlatform::start(2).await;
     platform.client.create_app(APP, None).await.unwrap();
     let first = platform
@@ -269,41 +335,8 @@ async fn run_case(ops: Vec<Op>) -> Result<(), String> {
     let converged = match converged {
         Ok(machines) => machines,
         Err(why) => {
-            let machines: Vec<String> = platform
-                .client
-                .list_machines(APP)
-                .await
-                .unwrap_or_default()
-                .iter()
-                .map(|m| {
-                    format!(
-                        "{} {} v{} events {:?}",
-                        m.id,
-                        m.state,
-                        m.config.env.get("SIM_VERSION").cloned().unwrap_or_default(),
-                        m.events
-                            .iter()
-                            .map(|e| format!("{}/{}", e.kind, e.status))
-                            .collect::<Vec<_>>()
-                    )
-                })
-                .collect();
-            let steps: Vec<Vec<String>> = deployments
-                .iter()
-                .map(|d| {
-                    d.steps
-                        .iter()
-                        .map(|s| {
-                            format!(
-                                "{} {} {}",
-                                s.kind,
-                                s.machine_id.as_deref().unwrap_or("-"),
-                                s.message
-                            )
-                        })
-                        .collect()
-                })
-                .collect();
+            let machines = machines(&platform.client).await;
+            let steps = steps(&deployments);
             return Err(format!(
                 "{why}: deployments {:#?}, machines {machines:#?}, steps {steps:#?}",
                 summary(&deployments)
@@ -374,6 +407,24 @@ async fn live(client: &Client) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A runtime on tokio's paused clock, which jumps to the next timer whenever every task
+/// waits: a case's seconds of check windows, intervals and timeouts take milliseconds. The
+/// contract's clock (the store's and the agents' timestamps) follows it.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    aloft_agent_api::clock::follow_tokio_clock();
+    if let Ok(filter) = std::env::var("ALOFT_SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
 /// A fixed seed unless `ALOFT_SIM_RANDOM=1` (the soak run).
 fn seed() -> proptest::test_runner::RngSeed {
     if std::env::var("ALOFT_SIM_RANDOM").as_deref() == Ok("1") {
@@ -383,11 +434,20 @@ fn seed() -> proptest::test_runner::RngSeed {
     }
 }
 
+/// How many shrinking steps a failure gets (`ALOFT_SIM_SHRINK`, 64 by default); 0 shows
+/// the first failing case as it was, with its log (`ALOFT_SIM_LOG`, a tracing filter).
+fn shrink_iters() -> u32 {
+    std::env::var("ALOFT_SIM_SHRINK")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(64)
+}
+
 fn cases() -> u32 {
     std::env::var("ALOFT_SIM_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(8)
+        .unwrap_or(200)
 }
 
 proptest! {
@@ -398,17 +458,13 @@ proptest! {
         // not in a regressions file written during CI.
         failure_persistence: None,
         // Each case runs a platform for seconds: shrinking is slow, a few steps show it.
-        max_shrink_iters: 8,
+        max_shrink_iters: shrink_iters(),
         ..ProptestConfig::default()
     })]
 
     #[test]
     fn deploys_crashes_and_restarts_converge(ops in prop::collection::vec(op(), 1..8)) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = paused_runtime();
         let outcome = runtime.block_on(run_case(ops));
         prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
     }
@@ -420,12 +476,8 @@ proptest! {
 /// their metadata, and a resumed deployment adopts the ones its steps do not name.
 #[test]
 fn a_canary_interrupted_by_a_control_restart_ends_on_one_release() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    for _ in 0..3 {
+    let runtime = paused_runtime();
+    for _ in 0..20 {
         let ops = vec![
             Op::Deploy {
                 strategy: "canary",

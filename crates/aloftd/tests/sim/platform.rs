@@ -64,7 +64,10 @@ async fn control_of(dir: &std::path::Path) -> Control {
 impl SimPlatform {
     /// Starts the control plane and `hosts` agents, each on its own simulated runtime.
     pub(crate) async fn start(hosts: usize) -> SimPlatform {
-        let dir = tempfile::tempdir().expect("a temp dir");
+        // In memory when the machine has a tmpfs: the store's writes need no disk.
+        let dir = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .expect("a temp dir");
         let control = control_of(dir.path()).await;
         let token = control
             .bootstrap(dir.path())
