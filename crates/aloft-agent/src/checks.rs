@@ -36,6 +36,29 @@ pub const WAITING_OUTPUT: &str = "waiting for the first check";
 /// The output of a check whose machine's run ended.
 pub const STOPPED_OUTPUT: &str = "the machine is not running";
 
+/// How a check reaches its machine.
+#[derive(Clone)]
+pub enum Route {
+    /// Over the private network, from this namespace (the host's own when `None`).
+    Network(Option<PathBuf>),
+    /// Through the runtime, which serves its containers' ports itself (the simulated
+    /// one): a connection to a port, or why there is none.
+    Direct(aloft_runtime::DirectPorts),
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Network(namespace) => f.debug_tuple("Network").field(namespace).finish(),
+            Route::Direct(_) => f.write_str("Direct"),
+        }
+    }
+}
+
+/// A connection a check speaks over (TCP, or the runtime's own).
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 /// One check to run, resolved from the machine's config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -128,7 +151,7 @@ pub async fn run(
     machine: MachineId,
     plans: Vec<Plan>,
     address: Ipv6Addr,
-    namespace: Option<PathBuf>,
+    route: Route,
     run_ended: CancellationToken,
     stopping: CancellationToken,
 ) {
@@ -147,18 +170,14 @@ pub async fn run(
     if let Err(error) = gateway.reset_checks(&machine, &initial).await {
         tracing::warn!(%machine, error = %error, "recording the run's checks failed");
     }
-    let loops = plans.iter().map(|plan| {
-        check_loop(
-            gateway.as_ref(),
-            &machine,
-            plan,
-            address,
-            namespace.as_deref(),
-        )
-    });
+    let loops = plans
+        .iter()
+        .map(|plan| check_loop(gateway.as_ref(), &machine, plan, address, &route));
     tokio::select! {
         _ = futures_util::future::join_all(loops) => {}
         () = run_ended.cancelled() => {}
+        // The agent waits for its tasks when it stops, and the machine runs on.
+        () = stopping.cancelled() => {}
     }
     if stopping.is_cancelled() {
         // The agent is stopping, not the machine: its checks stand as they are.
@@ -177,7 +196,7 @@ async fn check_loop(
     machine: &MachineId,
     plan: &Plan,
     address: Ipv6Addr,
-    namespace: Option<&Path>,
+    route: &Route,
 ) {
     tokio::time::sleep(plan.grace_period).await;
     let mut last = (CheckStatus::Warning, WAITING_OUTPUT.to_owned());
@@ -185,7 +204,7 @@ async fn check_loop(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let (status, output) = probe(plan, address, namespace).await;
+        let (status, output) = probe(plan, address, route).await;
         if (status, &output) == (last.0, &last.1) {
             continue;
         }
@@ -211,16 +230,19 @@ async fn check_loop(
 }
 
 /// Runs one check once: `passing` or `critical`, with what was seen.
-pub async fn probe(
-    plan: &Plan,
-    address: Ipv6Addr,
-    namespace: Option<&Path>,
-) -> (CheckStatus, String) {
+pub async fn probe(plan: &Plan, address: Ipv6Addr, route: &Route) -> (CheckStatus, String) {
     let target = SocketAddr::new(IpAddr::V6(address), plan.port);
     let outcome = tokio::time::timeout(plan.timeout, async {
-        let stream = aloft_net::netns::connect_tcp(namespace, target, plan.timeout)
-            .await
-            .map_err(|e| format!("connecting to {target}: {e}"))?;
+        let stream: Box<dyn Stream> = match route {
+            Route::Network(namespace) => Box::new(
+                aloft_net::netns::connect_tcp(namespace.as_deref(), target, plan.timeout)
+                    .await
+                    .map_err(|e| format!("connecting to {target}: {e}"))?,
+            ),
+            Route::Direct(connect) => {
+                Box::new(connect(plan.port).map_err(|e| format!("connecting to {target}: {e}"))?)
+            }
+        };
         match plan.kind {
             CheckType::Tcp => Ok(format!("connected to {target}")),
             CheckType::Http if plan.https => {
@@ -364,8 +386,8 @@ where
 async fn tls_connect(
     plan: &Plan,
     address: Ipv6Addr,
-    stream: tokio::net::TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    stream: Box<dyn Stream>,
+) -> Result<tokio_rustls::client::TlsStream<Box<dyn Stream>>, String> {
     let name = match &plan.tls_server_name {
         Some(name) => rustls::pki_types::ServerName::try_from(name.clone())
             .map_err(|e| format!("tls_server_name {name:?}: {e}"))?,
@@ -605,7 +627,7 @@ mod tests {
             let (status, output) = probe(
                 &loopback_plan(CheckType::Http, port),
                 Ipv6Addr::LOCALHOST,
-                None,
+                &Route::Network(None),
             )
             .await;
             assert_eq!(status, expected, "{output}");
@@ -624,7 +646,7 @@ mod tests {
         let (status, _) = probe(
             &loopback_plan(CheckType::Tcp, port),
             Ipv6Addr::LOCALHOST,
-            None,
+            &Route::Network(None),
         )
         .await;
         assert_eq!(status, CheckStatus::Passing);
@@ -632,7 +654,7 @@ mod tests {
         let (status, output) = probe(
             &loopback_plan(CheckType::Tcp, port),
             Ipv6Addr::LOCALHOST,
-            None,
+            &Route::Network(None),
         )
         .await;
         assert_eq!(status, CheckStatus::Critical);

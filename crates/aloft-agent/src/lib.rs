@@ -258,7 +258,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
-                                Some((machine, run, exit)) = self.exits.recv() => {
+                Some((machine, run, exit)) = self.exits.recv() => {
                     shared.unwatch(&run);
                     let requested = shared.requested_stops.lock().map(|mut r| r.remove(&run)).unwrap_or(false);
                     if !requested {

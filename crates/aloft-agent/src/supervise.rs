@@ -3,6 +3,7 @@
 //! restart policy (`no`, `always`, `on-failure` with `max_retries`).
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,7 +121,10 @@ impl<R: Runtime + 'static> Shared<R> {
                 machine.id.clone(),
                 plans,
                 address,
-                self.config.namespace().map(std::path::Path::to_owned),
+                self.runtime.direct_ports(&container.id).map_or_else(
+                    || checks::Route::Network(self.config.namespace().map(Path::to_owned)),
+                    checks::Route::Direct,
+                ),
                 ended,
                 self.stopping.clone(),
             ));

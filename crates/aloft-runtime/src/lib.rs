@@ -231,4 +231,16 @@ pub trait Runtime: Send + Sync {
         &self,
         id: &str,
     ) -> impl std::future::Future<Output = Result<ResourceUsage, RuntimeError>> + Send;
+
+    /// For a runtime that serves its containers' ports itself (the simulated one), how to
+    /// connect to a port of container `id`; `None` (Docker, and the default) means the
+    /// container is reached over the network.
+    fn direct_ports(&self, id: &str) -> Option<DirectPorts> {
+        let _ = id;
+        None
+    }
 }
+
+/// Connects to a port of one container, without a network ([`Runtime::direct_ports`]).
+pub type DirectPorts =
+    std::sync::Arc<dyn Fn(u16) -> std::io::Result<tokio::io::DuplexStream> + Send + Sync>;

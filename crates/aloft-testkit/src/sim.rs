@@ -5,6 +5,9 @@
 //! - `SIM_EXIT_CODE=N` in a container's environment: it exits with code N once started,
 //!   after `SIM_EXIT_AFTER_MS` milliseconds (default 0), each time it is started;
 //! - `SIM_HANG_ON_STOP=1`: a stop waits out its whole timeout, then kills (exit 137);
+//! - every port of a running container answers HTTP requests ([`Runtime::direct_ports`],
+//!   so the agent's health checks run without a network) with status 200, or with
+//!   `SIM_CHECK_STATUS` (a failing release: `500`);
 //! - an image whose name starts with [`MISSING_IMAGE_PREFIX`] cannot be pulled;
 //! - [`SimRuntime::exit`] and [`SimRuntime::crash_machine`] end a run on command, and
 //!   [`SimRuntime::lose_all`] makes every container vanish (an engine wiped under the
@@ -18,8 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aloft_runtime::{
-    AttachOptions, AttachedExec, ContainerInfo, ContainerSpec, ContainerState, ExecOptions,
-    ExecOutput, ExecState, ExitStatus, LogLine, LogStream, ResourceUsage, Runtime, RuntimeError,
+    AttachOptions, AttachedExec, ContainerInfo, ContainerSpec, ContainerState, DirectPorts,
+    ExecOptions, ExecOutput, ExecState, ExitStatus, LogLine, LogStream, ResourceUsage, Runtime,
+    RuntimeError,
 };
 use aloft_types::Signal;
 use tokio::sync::watch;
@@ -445,4 +449,48 @@ impl Runtime for SimRuntime {
     async fn usage(&self, _id: &str) -> Result<ResourceUsage, RuntimeError> {
         Ok(ResourceUsage::default())
     }
+
+    fn direct_ports(&self, id: &str) -> Option<DirectPorts> {
+        let state = self.state.clone();
+        let id = id.to_owned();
+        Some(Arc::new(move |_port| {
+            let status = {
+                let state = state
+                    .lock()
+                    .map_err(|_| std::io::Error::other("the simulated runtime's lock"))?;
+                match state.containers.get(&id) {
+                    Some(c) if c.info.state == ContainerState::Running => c
+                        .spec
+                        .env
+                        .get("SIM_CHECK_STATUS")
+                        .and_then(|s| s.parse::<u16>().ok())
+                        .unwrap_or(200),
+                    _ => return Err(std::io::ErrorKind::ConnectionRefused.into()),
+                }
+            };
+            let (client, server) = tokio::io::duplex(4096);
+            tokio::spawn(answer(server, status));
+            Ok(client)
+        }))
+    }
+}
+
+/// Answers one HTTP request on `stream` with `status` (a TCP check only connects).
+async fn answer(mut stream: tokio::io::DuplexStream, status: u16) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let body = if status < 400 { "ok" } else { "failing" };
+    let response = format!(
+        "HTTP/1.1 {status} sim\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }

@@ -1,15 +1,16 @@
 //! The deployer and the agents against the simulated runtime (no Docker): random
-//! sequences of deploys (every strategy, releases that crash), machine crashes, agent
-//! restarts and control plane restarts must converge: every deployment ends `succeeded`,
-//! `failed` or `rolled_back`, the app ends on one release with every machine it had, and
-//! no machine ever runs twice.
+//! sequences of deploys (every strategy, releases that crash or fail their checks),
+//! machine crashes, agent restarts and control plane restarts must converge: every
+//! deployment ends `succeeded`, `failed` or `rolled_back`, the app ends on one release
+//! with every machine it had, and no machine ever runs twice.
 //!
 //! Time is tokio's paused clock, paced by the store's threads ([`aloft_testkit::paced`]):
 //! a case's seconds of smoke-check windows, reconcile intervals and timeouts take
-//! milliseconds, and a case takes about 0.17 s here.
+//! milliseconds, and a case takes about 0.25 s here. Machines' HTTP checks run for real in
+//! the agent, answered by the simulated runtime (a release can fail them).
 //!
 //! `cargo xtask soak deploys --cases N` runs N random sequences (`ALOFT_SIM_CASES`,
-//! `ALOFT_SIM_RANDOM=1`); without them, 200 from a fixed seed (about 35 s), which
+//! `ALOFT_SIM_RANDOM=1`); without them, 150 from a fixed seed (about 40 s), which
 //! `cargo xtask test` runs.
 //!
 //! The suite found three bugs in the deployer, all fixed: a restart between
@@ -20,7 +21,8 @@
 //! found healthy (its smoke-check window counted from the step, after its start), so the
 //! deployment hung until its wait timeout: a created machine now counts from its creation.
 //! It also showed smoke checks taking an agent restart mid-update (a lost container) for
-//! a crash.
+//! a crash, and, once machines had health checks, an agent that never finished stopping
+//! (its check loops ran on until the machine's run ended).
 
 #![allow(
     clippy::unwrap_used,
@@ -36,7 +38,7 @@ use std::time::Duration;
 
 use aloft_client::Client;
 use aloft_types::api::{DeployRequest, DeploymentResponse};
-use aloft_types::machine::{MachineConfig, MachineService, Protocol};
+use aloft_types::machine::{CheckType, MachineCheck, MachineConfig, MachineService, Protocol};
 use proptest::prelude::*;
 
 use crate::platform::SimPlatform;
@@ -52,6 +54,8 @@ enum Op {
         strategy: &'static str,
         max_unavailable: f64,
         crashes: bool,
+        /// Its machines run but fail their HTTP health check.
+        failing_checks: bool,
         smoke_checks: bool,
     },
     /// The running container of the app's `n`-th machine exits with code 1.
@@ -67,15 +71,19 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (
             prop::sample::select(vec!["rolling", "immediate", "canary", "bluegreen"]),
             prop::sample::select(vec![0.33, 0.5, 1.0, 2.0]),
-            prop::bool::weighted(0.3),
+            prop::bool::weighted(0.2),
+            prop::bool::weighted(0.2),
             prop::bool::weighted(0.8),
         )
-            .prop_map(|(strategy, max_unavailable, crashes, smoke_checks)| Op::Deploy {
-                strategy,
-                max_unavailable,
-                crashes,
-                smoke_checks,
-            }),
+            .prop_map(
+                |(strategy, max_unavailable, crashes, failing_checks, smoke_checks)| Op::Deploy {
+                    strategy,
+                    max_unavailable,
+                    crashes,
+                    failing_checks,
+                    smoke_checks,
+                }
+            ),
         2 => (0..MACHINES).prop_map(Op::Crash),
         1 => (0..2usize).prop_map(Op::RestartAgent),
         1 => Just(Op::RestartControl),
@@ -83,10 +91,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn release(version: usize, crashes: bool, smoke_checks: bool) -> DeployRequest {
+fn release(
+    version: usize,
+    crashes: bool,
+    failing_checks: bool,
+    smoke_checks: bool,
+) -> DeployRequest {
     let mut config = MachineConfig {
-        // A service without checks: machines count as started once they run (and, with
-        // smoke checks, keep running).
+        // A service with an HTTP check, which the simulated runtime answers (200, or
+        // `SIM_CHECK_STATUS`): machines count as started once it passes.
         services: vec![MachineService {
             protocol: Protocol::Tcp,
             internal_port: 8080,
@@ -94,13 +107,25 @@ fn release(version: usize, crashes: bool, smoke_checks: bool) -> DeployRequest {
             autostart: None,
             min_machines_running: None,
             ports: Vec::new(),
-            checks: Vec::new(),
+            checks: vec![MachineCheck {
+                port: Some(8080),
+                kind: Some(CheckType::Http),
+                interval: Some(Duration::from_secs(1).into()),
+                grace_period: Some(Duration::from_secs(1).into()),
+                path: Some("/health".to_owned()),
+                ..MachineCheck::default()
+            }],
             concurrency: None,
             force_instance_key: None,
             force_instance_description: None,
         }],
         ..MachineConfig::default()
     };
+    if failing_checks {
+        config
+            .env
+            .insert("SIM_CHECK_STATUS".to_owned(), "500".to_owned());
+    }
     config
         .env
         .insert("SIM_VERSION".to_owned(), version.to_string());
@@ -243,7 +268,7 @@ async fn run_ops(ops: Vec<Op>) -> Result<(), String> {
     platform.client.create_app(APP, None).await.unwrap();
     let first = platform
         .client
-        .deploy(APP, &release(0, false, true))
+        .deploy(APP, &release(0, false, false, true))
         .await
         .map_err(|e| format!("the first deploy: {e}"))?;
     let mut version = 1;
@@ -285,10 +310,11 @@ async fn run_ops(ops: Vec<Op>) -> Result<(), String> {
                 strategy,
                 max_unavailable,
                 crashes,
+                failing_checks,
                 smoke_checks,
             } => {
                 settled(&platform.client).await?;
-                let mut request = release(version, crashes, smoke_checks);
+                let mut request = release(version, crashes, failing_checks, smoke_checks);
                 version += 1;
                 request.strategy = Some(strategy.to_owned());
                 request.max_unavailable = Some(max_unavailable);
@@ -447,7 +473,7 @@ fn cases() -> u32 {
     std::env::var("ALOFT_SIM_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(200)
+        .unwrap_or(150)
 }
 
 proptest! {
@@ -483,6 +509,7 @@ fn a_canary_interrupted_by_a_control_restart_ends_on_one_release() {
                 strategy: "canary",
                 max_unavailable: 0.33,
                 crashes: false,
+                failing_checks: false,
                 smoke_checks: false,
             },
             Op::Crash(2),
