@@ -23,6 +23,8 @@ mod logs;
 mod reconcile;
 mod spec;
 mod ssh;
+
+use ssh::SshError;
 mod supervise;
 mod sweep;
 
@@ -313,16 +315,17 @@ impl<R: Runtime + 'static> Shared<R> {
     }
 
     /// Starts the SSH server on `address` in the private network's namespace.
-    async fn listen_ssh(self: Arc<Self>, address: std::net::SocketAddr) -> Result<(), String> {
+    async fn listen_ssh(self: Arc<Self>, address: std::net::SocketAddr) -> Result<(), SshError> {
         let config = self.ssh_config().await?;
+        let bind = |source| SshError::Bind { address, source };
         let listener = aloft_net::netns::run_in(self.config.namespace(), move || {
             let listener = std::net::TcpListener::bind(address)?;
             listener.set_nonblocking(true)?;
             Ok::<_, std::io::Error>(listener)
         })
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("binding {address}: {e}"))?;
-        let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+        .map_err(|e| bind(std::io::Error::other(e)))?
+        .map_err(bind)?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(bind)?;
         tracing::info!(%address, "SSH server listening on the private network");
         self.tasks
             .spawn(ssh::listen(self.clone(), config, listener));
@@ -330,7 +333,7 @@ impl<R: Runtime + 'static> Shared<R> {
     }
 
     /// The SSH server's settings, with the host key from the data directory.
-    async fn ssh_config(&self) -> Result<Arc<aloft_ssh::russh::server::Config>, String> {
+    async fn ssh_config(&self) -> Result<Arc<aloft_ssh::russh::server::Config>, SshError> {
         self.ssh
             .get_or_try_init(|| async { ssh::server_config(&self.config.data_dir) })
             .await

@@ -86,9 +86,9 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
                 .shared
                 .ssh_config()
                 .await
-                .map_err(|message| LinkError::Failed {
+                .map_err(|error| LinkError::Failed {
                     operation: "starting the SSH server",
-                    message,
+                    message: error.to_string(),
                 })?;
             ssh::serve(
                 self.shared.clone(),
@@ -97,9 +97,9 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
                 ssh::Via::Tunnel(Box::new(machine.clone())),
             )
             .await
-            .map_err(|message| LinkError::Failed {
+            .map_err(|error| LinkError::Failed {
                 operation: "serving the SSH session",
-                message,
+                message: error.to_string(),
             })
         })
     }

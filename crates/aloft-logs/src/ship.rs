@@ -52,8 +52,43 @@ pub struct SinkSpec {
     pub ca_pem: Option<String>,
 }
 
+/// Why a delivery to a sink failed (the shipper logs it and retries with backoff).
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum ShipError {
+    #[error("the sink's CA: {0}")]
+    Ca(String),
+    #[error("setting up TLS: {0}")]
+    TlsSetup(String),
+    #[error("{address}: {reason}")]
+    Address { address: String, reason: String },
+    #[error("connecting to {address}: {source}")]
+    Connect {
+        address: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("TLS with {address}: {source}")]
+    Handshake {
+        address: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("{url}: {reason}")]
+    Http { url: String, reason: String },
+    #[error("the sink answered {0}")]
+    Status(u16),
+    #[error("no connection")]
+    NotConnected,
+    #[error("writing to {address}: {source}")]
+    Write {
+        address: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+}
+
 /// The TLS settings of a sink: Mozilla's roots plus its own CA.
-fn tls_config(ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
+fn tls_config(ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, ShipError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore {
@@ -61,17 +96,17 @@ fn tls_config(ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String>
     };
     if let Some(pem) = ca_pem {
         for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            let certificate = certificate.map_err(|e| format!("the sink's CA: {e}"))?;
+            let certificate = certificate.map_err(|e| ShipError::Ca(e.to_string()))?;
             roots
                 .add(certificate)
-                .map_err(|e| format!("the sink's CA: {e}"))?;
+                .map_err(|e| ShipError::Ca(e.to_string()))?;
         }
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| format!("setting up TLS: {e}"))?
+    .map_err(|e| ShipError::TlsSetup(e.to_string()))?
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(Arc::new(config))
@@ -84,16 +119,27 @@ async fn tls_connect(
     host: &str,
     port: u16,
     config: &Arc<rustls::ClientConfig>,
-) -> Result<TlsStream, String> {
+) -> Result<TlsStream, ShipError> {
+    let address = format!("{host}:{port}");
     let tcp = tokio::net::TcpStream::connect((host, port))
         .await
-        .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|e| format!("{host}: {e}"))?;
+        .map_err(|source| ShipError::Connect {
+            address: address.clone(),
+            source: Arc::new(source),
+        })?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
+        ShipError::Address {
+            address: address.clone(),
+            reason: e.to_string(),
+        }
+    })?;
     tokio_rustls::TlsConnector::from(config.clone())
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS with {host}:{port}: {e}"))
+        .map_err(|source| ShipError::Handshake {
+            address,
+            source: Arc::new(source),
+        })
 }
 
 /// `POST` over HTTPS (one connection per delivery).
@@ -103,18 +149,24 @@ async fn https_post(
     content_type: &str,
     headers: &BTreeMap<String, String>,
     config: &Arc<rustls::ClientConfig>,
-) -> Result<(), String> {
+) -> Result<(), ShipError> {
     use http_body_util::BodyExt as _;
-    let uri: http::Uri = url.parse().map_err(|e| format!("url {url:?}: {e}"))?;
-    let host = uri
-        .host()
-        .ok_or_else(|| format!("url {url:?} has no host"))?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| ShipError::Address {
+            address: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let host = uri.host().ok_or_else(|| ShipError::Address {
+        address: url.to_owned(),
+        reason: "no host".to_owned(),
+    })?;
     let port = uri.port_u16().unwrap_or(443);
     let stream = tls_connect(host, port, config).await?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| http_error(url, &e))?;
     let driven = tokio::spawn(connection);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut request = http::Request::post(path)
@@ -128,18 +180,25 @@ async fn https_post(
     }
     let request = request
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| http_error(url, &e))?;
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| http_error(url, &e))?;
     let status = response.status();
     let _ = response.into_body().collect().await;
     driven.abort();
     if status.is_success() {
         Ok(())
     } else {
-        Err(format!("the sink answered {status}"))
+        Err(ShipError::Status(status.as_u16()))
+    }
+}
+
+fn http_error(url: &str, error: &dyn std::error::Error) -> ShipError {
+    ShipError::Http {
+        url: url.to_owned(),
+        reason: error.to_string(),
     }
 }
 
@@ -266,12 +325,12 @@ fn syslog_frame(host: &str, entry: &Entry) -> Vec<u8> {
 struct Sender {
     spec: SinkSpec,
     http: reqwest::Client,
-    tls: Result<Arc<rustls::ClientConfig>, String>,
+    tls: Result<Arc<rustls::ClientConfig>, ShipError>,
     syslog: Option<SyslogStream>,
 }
 
 impl Sender {
-    async fn send(&mut self, entries: &[Entry]) -> Result<(), String> {
+    async fn send(&mut self, entries: &[Entry]) -> Result<(), ShipError> {
         match self.spec.kind {
             SinkKind::Http | SinkKind::Loki => {
                 let (url, body, content_type) = if self.spec.kind == SinkKind::Loki {
@@ -300,11 +359,14 @@ impl Sender {
                 for (name, value) in &self.spec.headers {
                     request = request.header(name, value);
                 }
-                let response = request.send().await.map_err(|e| e.to_string())?;
+                let response = request.send().await.map_err(|e| ShipError::Http {
+                    url: self.spec.url.clone(),
+                    reason: e.to_string(),
+                })?;
                 if response.status().is_success() {
                     Ok(())
                 } else {
-                    Err(format!("the sink answered {}", response.status()))
+                    Err(ShipError::Status(response.status().as_u16()))
                 }
             }
             SinkKind::Syslog => {
@@ -324,14 +386,20 @@ impl Sender {
                         let (host, port) = address
                             .rsplit_once(':')
                             .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
-                            .ok_or_else(|| format!("{address}: expected host:port"))?;
+                            .ok_or_else(|| ShipError::Address {
+                                address: address.clone(),
+                                reason: "expected host:port".to_owned(),
+                            })?;
                         let config = self.tls.clone()?;
                         SyslogStream::Tls(Box::new(tls_connect(&host, port, &config).await?))
                     } else {
                         SyslogStream::Plain(
                             tokio::net::TcpStream::connect(&address)
                                 .await
-                                .map_err(|e| format!("connecting to {address}: {e}"))?,
+                                .map_err(|source| ShipError::Connect {
+                                    address: address.clone(),
+                                    source: Arc::new(source),
+                                })?,
                         )
                     };
                     self.syslog = Some(stream);
@@ -342,11 +410,14 @@ impl Sender {
                 }
                 let written = match self.syslog.as_mut() {
                     Some(stream) => stream.write(&frames).await,
-                    None => return Err("no connection".to_owned()),
+                    None => return Err(ShipError::NotConnected),
                 };
-                written.map_err(|e| {
+                written.map_err(|source| {
                     self.syslog = None;
-                    format!("writing to {address}: {e}")
+                    ShipError::Write {
+                        address,
+                        source: Arc::new(source),
+                    }
                 })
             }
         }

@@ -24,9 +24,26 @@ use aloft_types::machine::Autostop;
 /// How the proxy starts and stops machines (the control plane, in `aloftd`).
 pub trait Lifecycle: Send + Sync + std::fmt::Debug {
     /// Asks for `machine` to start; returns once the request is recorded.
-    fn start(&self, machine: String) -> BoxFuture<Result<(), String>>;
+    fn start(&self, machine: String) -> BoxFuture<Result<(), LifecycleError>>;
     /// Asks for `machine` to stop with its configured signal and timeout.
-    fn stop(&self, machine: String) -> BoxFuture<Result<(), String>>;
+    fn stop(&self, machine: String) -> BoxFuture<Result<(), LifecycleError>>;
+}
+
+/// Why a start or stop the proxy asked for did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("{machine:?} is not a machine id: {source}")]
+    BadId {
+        machine: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("machine {machine}: {source}")]
+    Refused {
+        machine: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// A boxed future, for the object-safe [`Lifecycle`].

@@ -146,13 +146,13 @@ impl Proxy {
         client: SocketAddr,
         app: &str,
         port: u16,
-    ) -> Result<(), String> {
-        let local = stream.local_addr().map_err(|e| e.to_string())?;
+    ) -> Result<(), PassError> {
+        let local = stream.local_addr().map_err(PassError::Io)?;
         let route = self
             .routes()
             .route(app, port)
             .cloned()
-            .ok_or_else(|| format!("app {app} no longer serves port {port}"))?;
+            .ok_or(PassError::NoPort)?;
         let handlers = &route.handlers;
         let mut early = Vec::new();
         let mut downstream: Box<dyn Stream> = Box::new(stream);
@@ -160,13 +160,10 @@ impl Proxy {
             let mut first = [0u8; 8];
             tokio::time::timeout(HANDSHAKE_TIMEOUT, downstream.read_exact(&mut first))
                 .await
-                .map_err(|_| "no Postgres message in time".to_owned())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| PassError::NoPostgresMessage)?
+                .map_err(PassError::Io)?;
             if first == PG_SSL_REQUEST {
-                downstream
-                    .write_all(b"S")
-                    .await
-                    .map_err(|e| e.to_string())?;
+                downstream.write_all(b"S").await.map_err(PassError::Io)?;
                 downstream = self.accept_tls_for(downstream, app, port).await?;
             } else {
                 early.extend_from_slice(&first);
@@ -177,7 +174,7 @@ impl Proxy {
         let backends = self
             .started_backends(app, port, &route)
             .await
-            .map_err(|_| format!("app {app} has no machine to take the connection"))?;
+            .map_err(|_| PassError::NoMachine)?;
         let choice = Choice {
             backends,
             h2_backend: false,
@@ -188,7 +185,7 @@ impl Proxy {
         let (backend, _lease) = self
             .pick(&choice, &[], self.config.queue_timeout)
             .await
-            .ok_or_else(|| format!("every machine of app {app} is at its hard limit"))?;
+            .ok_or(PassError::AllAtHardLimit)?;
         self.metrics.queued(app, &backend.machine, waited.elapsed());
         self.metrics.tcp_connection(app);
         let target = SocketAddr::new(IpAddr::V6(backend.address), backend.port);
@@ -198,26 +195,23 @@ impl Proxy {
             CONNECT_TIMEOUT,
         )
         .await
-        .map_err(|e| format!("connecting to machine {}: {e}", backend.machine))?;
+        .map_err(|source| PassError::Connect {
+            machine: backend.machine.to_string(),
+            source,
+        })?;
         if handlers.contains(&Handler::ProxyProto) {
             let header = match route.proxy_proto {
                 Some(ProxyProtoVersion::V2) => proxy_v2(client, local),
                 _ => proxy_v1(client, local),
             };
-            upstream
-                .write_all(&header)
-                .await
-                .map_err(|e| e.to_string())?;
+            upstream.write_all(&header).await.map_err(PassError::Io)?;
         }
         if !early.is_empty() {
-            upstream
-                .write_all(&early)
-                .await
-                .map_err(|e| e.to_string())?;
+            upstream.write_all(&early).await.map_err(PassError::Io)?;
         }
         tokio::io::copy_bidirectional(&mut downstream, &mut upstream)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(PassError::Io)?;
         Ok(())
     }
 
@@ -226,20 +220,44 @@ impl Proxy {
         stream: Box<dyn Stream>,
         app: &str,
         port: u16,
-    ) -> Result<Box<dyn Stream>, String> {
-        let config = self
-            .tls
-            .get()
-            .cloned()
-            .ok_or_else(|| "no certificates yet".to_owned())?;
+    ) -> Result<Box<dyn Stream>, PassError> {
+        let config = self.tls.get().cloned().ok_or(PassError::NoCertificates)?;
         let route = (app.to_owned(), port);
         let accepted = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
             self.accept_tls(stream, config, Some(&route)),
         )
         .await
-        .map_err(|_| "the TLS handshake took too long".to_owned())?
-        .ok_or_else(|| "the TLS handshake failed".to_owned())?;
+        .map_err(|_| PassError::HandshakeTimeout)?
+        .ok_or(PassError::Handshake)?;
         Ok(Box::new(accepted.0))
     }
+}
+
+/// Why a connection on an app's own address was not passed to a machine (logged with
+/// the app and port).
+#[derive(Debug, thiserror::Error)]
+enum PassError {
+    #[error("the app no longer serves this port")]
+    NoPort,
+    #[error("no Postgres message in time")]
+    NoPostgresMessage,
+    #[error("no certificates yet")]
+    NoCertificates,
+    #[error("the TLS handshake took too long")]
+    HandshakeTimeout,
+    #[error("the TLS handshake failed")]
+    Handshake,
+    #[error("the app has no machine to take the connection")]
+    NoMachine,
+    #[error("every machine of the app is at its hard limit")]
+    AllAtHardLimit,
+    #[error("connecting to machine {machine}: {source}")]
+    Connect {
+        machine: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Io(std::io::Error),
 }

@@ -81,7 +81,36 @@ fn alias(name: &str) -> Option<&'static [&'static str]> {
     }
 }
 
-fn regions(list: &str) -> Result<Vec<String>, String> {
+/// Why a `fly-replay` header or body cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    #[error("region {0:?} is not a region code or alias")]
+    Region(String),
+    #[error("timeout {text:?}: {reason}")]
+    Timeout { text: String, reason: String },
+    #[error("fallback {0:?}: expected force_self or prefer_self")]
+    Fallback(String),
+    #[error("elsewhere {0:?}: expected true or false")]
+    Elsewhere(String),
+    #[error("{0:?} is not key=value")]
+    NotPair(String),
+    #[error("{0}: unterminated quote")]
+    UnterminatedQuote(String),
+    #[error("{0}: expected ';' after the quoted value")]
+    AfterQuote(String),
+    #[error("a field without a name")]
+    NoName,
+    #[error("unknown field {0:?}")]
+    UnknownField(String),
+    #[error("{0}")]
+    Json(String),
+    #[error("the fly-replay header is not text")]
+    NotText,
+    #[error("reading the replay body: {0}")]
+    Body(String),
+}
+
+fn regions(list: &str) -> Result<Vec<String>, ReplayError> {
     let mut regions = Vec::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let name = name.to_ascii_lowercase();
@@ -93,48 +122,49 @@ fn regions(list: &str) -> Result<Vec<String>, String> {
             None if name.len() == 3 && name.bytes().all(|b| b.is_ascii_lowercase()) => {
                 regions.push(name);
             }
-            None => return Err(format!("region {name:?} is not a region code or alias")),
+            None => return Err(ReplayError::Region(name)),
         }
     }
     Ok(regions)
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
+fn duration(text: &str) -> Result<Duration, ReplayError> {
     text.trim()
         .parse::<aloft_types::Duration>()
         .map(aloft_types::Duration::as_std)
-        .map_err(|e| format!("timeout {text:?}: {e}"))
+        .map_err(|e| ReplayError::Timeout {
+            text: text.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
-fn fallback(text: &str) -> Result<Fallback, String> {
+fn fallback(text: &str) -> Result<Fallback, ReplayError> {
     match text.trim() {
         "force_self" => Ok(Fallback::ForceSelf),
         "prefer_self" => Ok(Fallback::PreferSelf),
-        other => Err(format!(
-            "fallback {other:?}: expected force_self or prefer_self"
-        )),
+        other => Err(ReplayError::Fallback(other.to_owned())),
     }
 }
 
 /// Splits `a=1;b="x;y"` into pairs, honouring double quotes.
-fn pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+fn pairs(text: &str) -> Result<Vec<(String, String)>, ReplayError> {
     let mut pairs = Vec::new();
     let mut rest = text.trim();
     while !rest.is_empty() {
         let (key, after) = rest
             .split_once('=')
-            .ok_or_else(|| format!("{rest:?} is not key=value"))?;
+            .ok_or_else(|| ReplayError::NotPair(rest.to_owned()))?;
         let key = key.trim().to_ascii_lowercase();
         let after = after.trim_start();
         let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
             let end = quoted
                 .find('"')
-                .ok_or_else(|| format!("{key}: unterminated quote"))?;
+                .ok_or_else(|| ReplayError::UnterminatedQuote(key.clone()))?;
             let remaining = quoted[end + 1..].trim_start();
             let remaining = match remaining.strip_prefix(';') {
                 Some(r) => r,
                 None if remaining.is_empty() => remaining,
-                None => return Err(format!("{key}: expected ';' after the quoted value")),
+                None => return Err(ReplayError::AfterQuote(key)),
             };
             (quoted[..end].to_owned(), remaining)
         } else {
@@ -144,7 +174,7 @@ fn pairs(text: &str) -> Result<Vec<(String, String)>, String> {
             }
         };
         if key.is_empty() {
-            return Err("a field without a name".to_owned());
+            return Err(ReplayError::NoName);
         }
         pairs.push((key, value));
         rest = remaining.trim();
@@ -157,7 +187,7 @@ fn non_empty(value: String) -> Option<String> {
 }
 
 /// Reads a `fly-replay` header.
-pub fn parse_header(text: &str) -> Result<Replay, String> {
+pub fn parse_header(text: &str) -> Result<Replay, ReplayError> {
     let mut replay = Replay::default();
     for (key, value) in pairs(text)? {
         match key.as_str() {
@@ -170,14 +200,14 @@ pub fn parse_header(text: &str) -> Result<Replay, String> {
                 replay.elsewhere = match value.as_str() {
                     "true" => true,
                     "false" => false,
-                    other => return Err(format!("elsewhere {other:?}: expected true or false")),
+                    other => return Err(ReplayError::Elsewhere(other.to_owned())),
                 }
             }
             "timeout" => replay.timeout = Some(duration(&value)?),
             "fallback" => replay.fallback = Some(fallback(&value)?),
             // Replay caching is not supported; its fields are accepted and ignored.
             other if other.starts_with("cache") => {}
-            other => return Err(format!("unknown field {other:?}")),
+            other => return Err(ReplayError::UnknownField(other.to_owned())),
         }
     }
     Ok(replay)
@@ -210,8 +240,9 @@ struct JsonReplay {
 }
 
 /// Reads an `application/vnd.fly.replay+json` body.
-pub fn parse_json(body: &[u8]) -> Result<Replay, String> {
-    let json: JsonReplay = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+pub fn parse_json(body: &[u8]) -> Result<Replay, ReplayError> {
+    let json: JsonReplay =
+        serde_json::from_slice(body).map_err(|e| ReplayError::Json(e.to_string()))?;
     Ok(Replay {
         regions: json
             .region
@@ -317,7 +348,7 @@ mod tests {
             ("region=europe", "not a region code or alias"),
         ] {
             let error = parse_header(text).unwrap_err();
-            assert!(error.contains(expected), "{text}: {error}");
+            assert!(error.to_string().contains(expected), "{text}: {error}");
         }
     }
 

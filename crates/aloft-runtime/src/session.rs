@@ -30,20 +30,42 @@ impl Drop for Session {
     }
 }
 
+/// Why a build session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    #[error("{}: {source}", socket.display())]
+    Connect {
+        socket: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening a build session: {0}")]
+    Http(#[source] hyper::Error),
+    #[error("the session request: {0}")]
+    Request(String),
+    #[error("the engine refused a build session ({status}): {body}")]
+    Refused { status: u16, body: String },
+    #[error("upgrading the build session: {0}")]
+    Upgrade(#[source] hyper::Error),
+}
+
 /// Opens a session on the engine at `socket` that serves `secrets` by id.
 pub(crate) async fn open(
     socket: &Path,
     version: &str,
     secrets: BTreeMap<String, String>,
-) -> Result<Session, String> {
+) -> Result<Session, SessionError> {
     let id = random_id();
     let stream = tokio::net::UnixStream::connect(socket)
         .await
-        .map_err(|e| format!("{}: {e}", socket.display()))?;
+        .map_err(|source| SessionError::Connect {
+            socket: socket.to_owned(),
+            source,
+        })?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|e| format!("opening a build session: {e}"))?;
+            .map_err(SessionError::Http)?;
     let connection = tokio::spawn(connection.with_upgrades());
     let request = hyper::Request::post(format!("/v{version}/session"))
         .header(hyper::header::HOST, "docker")
@@ -55,11 +77,11 @@ pub(crate) async fn open(
         .header("X-Docker-Expose-Session-Grpc-Method", GET_SECRET)
         .header("X-Docker-Expose-Session-Grpc-Method", HEALTH_CHECK)
         .body(http_body_util::Empty::<Bytes>::new())
-        .map_err(|e| format!("the session request: {e}"))?;
+        .map_err(|e| SessionError::Request(e.to_string()))?;
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| format!("opening a build session: {e}"))?;
+        .map_err(SessionError::Http)?;
     if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
         let status = response.status();
         let body = response
@@ -69,14 +91,14 @@ pub(crate) async fn open(
             .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
             .unwrap_or_default();
         connection.abort();
-        return Err(format!(
-            "the engine refused a build session ({status}): {}",
-            body.trim()
-        ));
+        return Err(SessionError::Refused {
+            status: status.as_u16(),
+            body: body.trim().to_owned(),
+        });
     }
     let upgraded = hyper::upgrade::on(response)
         .await
-        .map_err(|e| format!("upgrading the build session: {e}"))?;
+        .map_err(SessionError::Upgrade)?;
     let secrets = Arc::new(secrets);
     let task = tokio::spawn(async move {
         let service = hyper::service::service_fn(move |request| {

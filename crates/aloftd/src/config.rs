@@ -118,9 +118,14 @@ pub struct ProxySettings {
     pub ipv4_pool: String,
 }
 
+/// A `region_distances` key that is not two region codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not two region codes joined by '-' (such as \"ams-fra\")")]
+pub struct RegionPairError(pub String);
+
 impl ProxySettings {
     /// `region_distances` as (region, region, distance), each key checked.
-    pub fn region_distances(&self) -> Result<Vec<(String, String, u32)>, String> {
+    pub fn region_distances(&self) -> Result<Vec<(String, String, u32)>, RegionPairError> {
         self.region_distances
             .iter()
             .map(|(pair, distance)| {
@@ -130,11 +135,7 @@ impl ProxySettings {
                         a.parse::<aloft_types::RegionCode>().is_ok()
                             && b.parse::<aloft_types::RegionCode>().is_ok()
                     })
-                    .ok_or_else(|| {
-                        format!(
-                            "{pair:?} is not two region codes joined by '-' (such as \"ams-fra\")"
-                        )
-                    })?;
+                    .ok_or_else(|| RegionPairError(pair.clone()))?;
                 Ok((a.to_owned(), b.to_owned(), *distance))
             })
             .collect()
@@ -408,7 +409,7 @@ impl Config {
             ));
         }
         if let Err(error) = self.proxy.region_distances() {
-            return Err(invalid("proxy.region_distances", error));
+            return Err(invalid("proxy.region_distances", error.to_string()));
         }
         if let Err(error) = self.proxy.ipv4_pool.parse::<aloft_net::Ipv4Pool>() {
             return Err(invalid("proxy.ipv4_pool", error.to_string()));

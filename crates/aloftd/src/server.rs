@@ -7,6 +7,7 @@ use std::time::Duration;
 use aloft_agent::{Agent, AgentConfig, NetworkSettings};
 use aloft_control::{Control, ControlConfig, ControlParts, LogRetention, PlatformReason};
 use aloft_dns::{Listener, Resolver, Sockets};
+use aloft_proxy::autoscale::LifecycleError;
 use aloft_runtime::DockerRuntime;
 use aloft_store::Store;
 use aloft_types::HostId;
@@ -40,26 +41,41 @@ impl PlatformLifecycle {
         machine: String,
         start: bool,
         reason: PlatformReason,
-    ) -> aloft_proxy::autoscale::BoxFuture<Result<(), String>> {
+    ) -> aloft_proxy::autoscale::BoxFuture<Result<(), LifecycleError>> {
         let control = self.0.clone();
         Box::pin(async move {
-            let id: aloft_types::MachineId = machine
-                .parse()
-                .map_err(|e| format!("machine id {machine:?}: {e}"))?;
+            let id: aloft_types::MachineId = match machine.parse() {
+                Ok(id) => id,
+                Err(error) => {
+                    return Err(LifecycleError::BadId {
+                        machine,
+                        source: Box::new(error),
+                    });
+                }
+            };
             control
                 .platform_power(&id, start, reason)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|error| LifecycleError::Refused {
+                    machine,
+                    source: Box::new(error),
+                })
         })
     }
 }
 
 impl aloft_proxy::autoscale::Lifecycle for PlatformLifecycle {
-    fn start(&self, machine: String) -> aloft_proxy::autoscale::BoxFuture<Result<(), String>> {
+    fn start(
+        &self,
+        machine: String,
+    ) -> aloft_proxy::autoscale::BoxFuture<Result<(), LifecycleError>> {
         self.power(machine, true, PlatformReason::Autostart)
     }
 
-    fn stop(&self, machine: String) -> aloft_proxy::autoscale::BoxFuture<Result<(), String>> {
+    fn stop(
+        &self,
+        machine: String,
+    ) -> aloft_proxy::autoscale::BoxFuture<Result<(), LifecycleError>> {
         self.power(machine, false, PlatformReason::Autostop)
     }
 }

@@ -144,12 +144,9 @@ impl Drop for Platform {
             // place is allowed.
             tokio::task::block_in_place(|| {
                 tokio::runtime::Handle::current().block_on(async {
-                    if tokio::time::timeout(Duration::from_secs(30), server)
-                        .await
-                        .is_err()
-                    {
-                        eprintln!("the server did not stop within 30 s");
-                    }
+                    // A server that does not stop in time is left to the runtime's
+                    // shutdown; its containers are removed below either way.
+                    let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
                 });
             });
         }

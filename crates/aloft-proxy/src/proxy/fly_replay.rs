@@ -14,8 +14,8 @@ use super::pick::Choice;
 use super::{Proxy, ProxyBody};
 use crate::body::text;
 use crate::replay::{
-    FailReason, Fallback, MAX_REPLAY_BODY, REPLAY_JSON, Replay, Transform, failed_header,
-    parse_header, parse_json, source_header,
+    FailReason, Fallback, MAX_REPLAY_BODY, REPLAY_JSON, Replay, ReplayError, Transform,
+    failed_header, parse_header, parse_json, source_header,
 };
 use crate::routes::{Backend, Route};
 
@@ -23,11 +23,9 @@ use crate::routes::{Backend, Route};
 /// the response itself when it asks for none; an error for a replay that cannot be read.
 pub(super) async fn replay_of(
     response: Response<Incoming>,
-) -> Result<Result<Replay, Response<Incoming>>, String> {
+) -> Result<Result<Replay, Response<Incoming>>, ReplayError> {
     if let Some(value) = response.headers().get(FLY_REPLAY) {
-        let value = value
-            .to_str()
-            .map_err(|_| "the fly-replay header is not text".to_owned())?;
+        let value = value.to_str().map_err(|_| ReplayError::NotText)?;
         return parse_header(value).map(Ok);
     }
     let json = response
@@ -45,7 +43,7 @@ pub(super) async fn replay_of(
     let body = http_body_util::Limited::new(response.into_body(), MAX_REPLAY_BODY)
         .collect()
         .await
-        .map_err(|e| format!("reading the replay body: {e}"))?
+        .map_err(|e| ReplayError::Body(e.to_string()))?
         .to_bytes();
     parse_json(&body).map(Ok)
 }

@@ -43,6 +43,15 @@ pub(crate) struct Choice {
     pub(crate) regions: Vec<String>,
 }
 
+/// Why a client's routing headers leave no machine to send its request to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum Unroutable {
+    #[error("machine {0} is not taking requests")]
+    Instance(String),
+    #[error("no machine in region {0} is taking requests")]
+    Region(String),
+}
+
 impl Choice {
     /// Whether `region` is one of the regions that go first.
     pub(crate) fn in_regions(&self, region: &str) -> bool {
@@ -56,7 +65,7 @@ impl Choice {
         headers: &http::HeaderMap,
         mut backends: Vec<Backend>,
         edge_region: &str,
-    ) -> Result<Choice, String> {
+    ) -> Result<Choice, Unroutable> {
         let named = |name: &HeaderName| {
             headers
                 .get(name)
@@ -74,14 +83,14 @@ impl Choice {
         if let Some(forced) = named(&FLY_FORCE_INSTANCE_ID) {
             backends.retain(|b| &*b.machine == forced);
             if backends.is_empty() {
-                return Err(format!("machine {forced} is not taking requests"));
+                return Err(Unroutable::Instance(forced.to_owned()));
             }
         }
         if let Some(forced) = named(&FLY_FORCE_REGION) {
             let regions = list(forced);
             backends.retain(|b| regions.iter().any(|r| *r == *b.region));
             if backends.is_empty() {
-                return Err(format!("no machine in region {forced} is taking requests"));
+                return Err(Unroutable::Region(forced.to_owned()));
             }
         }
         let regions = match named(&FLY_PREFER_REGION) {

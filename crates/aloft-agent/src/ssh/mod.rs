@@ -38,24 +38,35 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::{LABEL_INSTANCE, Shared, error_chain};
 
+mod error;
+
+pub(crate) use error::SshError;
+
 /// Where the host key is kept in the agent's data directory.
 pub(crate) const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
 
 /// The server's settings, with the host key (made on first use, kept in the data dir).
-pub(crate) fn server_config(data_dir: &std::path::Path) -> Result<Arc<server::Config>, String> {
+pub(crate) fn server_config(data_dir: &std::path::Path) -> Result<Arc<server::Config>, SshError> {
     let path = data_dir.join(HOST_KEY_FILE);
     let key = match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            ca::private_from_openssh(&text).map_err(|e| format!("{}: {e}", path.display()))?
-        }
+        Ok(text) => ca::private_from_openssh(&text).map_err(|e| SshError::HostKey {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let seed: [u8; 32] = crate::random();
             let key = ca::ed25519_from_seed(&seed);
-            let text = ca::private_to_openssh(&key).map_err(|e| e.to_string())?;
-            write_private(&path, &text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            let text = ca::private_to_openssh(&key).map_err(|e| SshError::HostKey {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            write_private(&path, &text).map_err(|source| SshError::HostKeyFile {
+                path: path.clone(),
+                source,
+            })?;
             key
         }
-        Err(error) => return Err(format!("reading {}: {error}", path.display())),
+        Err(source) => return Err(SshError::HostKeyFile { path, source }),
     };
     let mut methods = MethodSet::empty();
     methods.push(MethodKind::PublicKey);
@@ -142,7 +153,7 @@ impl<R: Runtime + 'static> Connection<R> {
     }
 
     /// The machine and user a login names.
-    async fn target(&self, user: &str) -> Result<(MachineRecord, Option<String>), String> {
+    async fn target(&self, user: &str) -> Result<(MachineRecord, Option<String>), SshError> {
         match &self.via {
             Via::Tunnel(machine) => {
                 let user = (!user.is_empty()).then(|| user.to_owned());
@@ -153,17 +164,17 @@ impl<R: Runtime + 'static> Connection<R> {
                     Some((user, machine)) => (Some(user.to_owned()), machine),
                     None => (None, user),
                 };
-                let id: MachineId = machine.parse().map_err(|_| {
-                    format!("login {machine:?} names no machine: log in as MACHINE or USER+MACHINE")
-                })?;
+                let id: MachineId = machine
+                    .parse()
+                    .map_err(|_| SshError::Login(machine.to_owned()))?;
                 let machine = self
                     .shared
                     .gateway
                     .machine(&id)
                     .await
-                    .map_err(|_| format!("no machine {id}"))?;
+                    .map_err(|_| SshError::NoMachine(id.clone()))?;
                 if machine.host_id.as_ref() != Some(&self.shared.config.host_id) {
-                    return Err(format!("machine {id} is not on this host"));
+                    return Err(SshError::NotOnThisHost(id));
                 }
                 Ok((machine, user))
             }
@@ -174,37 +185,35 @@ impl<R: Runtime + 'static> Connection<R> {
         &self,
         machine: &MachineRecord,
         certificate: &Certificate,
-    ) -> Result<String, String> {
+    ) -> Result<String, SshError> {
         let trust: SshTrust = self
             .shared
             .gateway
             .ssh_trust(machine)
             .await
-            .map_err(|e| format!("reading the organization's CA: {}", error_chain(&e)))?;
+            .map_err(|e| SshError::Trust(error_chain(&e)))?;
         let authorities: Vec<_> = trust
             .authorities
             .iter()
             .filter_map(|key| ca::public_from_openssh(key).ok())
             .collect();
         if authorities.is_empty() {
-            return Err(
-                "the organization has no SSH CA yet (no certificate was ever issued)".to_owned(),
-            );
+            return Err(SshError::NoAuthority);
         }
         ca::check_certificate(certificate, &authorities, &trust.principals, ca::unix_now())
-            .map_err(|refusal| refusal.to_string())?;
+            .map_err(|refusal| SshError::Certificate(refusal.to_string()))?;
         let token = certificate
             .extensions()
             .get(TOKEN_EXTENSION)
-            .ok_or_else(|| format!("the certificate names no token ({TOKEN_EXTENSION})"))?;
+            .ok_or(SshError::NoToken)?;
         let active = self
             .shared
             .gateway
             .token_active(&trust.org_id, token)
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| SshError::TokenCheck(error_chain(&e)))?;
         if !active {
-            return Err(format!("token {token} is revoked or expired"));
+            return Err(SshError::TokenInactive(token.clone()));
         }
         Ok(certificate.key_id().to_owned())
     }
@@ -272,7 +281,8 @@ impl<R: Runtime + 'static> server::Handler for Connection<R> {
         let (machine, run_as) = match self.target(user).await {
             Ok(target) => target,
             Err(reason) => {
-                self.refuse(None, user, certificate.key_id(), &reason).await;
+                self.refuse(None, user, certificate.key_id(), &reason.to_string())
+                    .await;
                 return Ok(Auth::reject());
             }
         };
@@ -292,8 +302,13 @@ impl<R: Runtime + 'static> server::Handler for Connection<R> {
                 Ok(Auth::Accept)
             }
             Err(reason) => {
-                self.refuse(Some(&machine), user, certificate.key_id(), &reason)
-                    .await;
+                self.refuse(
+                    Some(&machine),
+                    user,
+                    certificate.key_id(),
+                    &reason.to_string(),
+                )
+                .await;
                 Ok(Auth::reject())
             }
         }
@@ -442,12 +457,12 @@ pub(crate) async fn serve<R: Runtime + 'static>(
     config: Arc<server::Config>,
     stream: Box<dyn SshStream>,
     via: Via,
-) -> Result<(), String> {
+) -> Result<(), SshError> {
     let outcome = Arc::new(std::sync::Mutex::new(Outcome::Unseen));
     let connection = Connection::new(shared.clone(), via.clone(), outcome.clone());
     let ended = match server::run_stream(config, stream, connection).await {
-        Ok(running) => running.await.map_err(|e| e.to_string()),
-        Err(error) => Err(error.to_string()),
+        Ok(running) => running.await.map_err(|e| SshError::Protocol(e.to_string())),
+        Err(error) => Err(SshError::Protocol(error.to_string())),
     };
     let unseen = outcome
         .lock()
@@ -511,7 +526,7 @@ async fn session<R: Runtime + 'static>(
     shared: Arc<Shared<R>>,
     authorized: Authorized,
     mut channel: Channel<Msg>,
-) -> Result<(), String> {
+) -> Result<(), SshError> {
     let mut request = Request::default();
     let command = loop {
         match channel.wait().await {
@@ -569,7 +584,7 @@ async fn session<R: Runtime + 'static>(
                 &shared,
                 machine,
                 "ended",
-                json!({"who": authorized.who, "error": error}),
+                json!({"who": authorized.who, "error": error.to_string()}),
             )
             .await;
             return Err(error);
@@ -604,18 +619,18 @@ async fn audit<R: Runtime + 'static>(
 async fn running_container<R: Runtime + 'static>(
     shared: &Shared<R>,
     machine: &MachineRecord,
-) -> Result<aloft_runtime::ContainerInfo, String> {
+) -> Result<aloft_runtime::ContainerInfo, SshError> {
     let containers = shared
         .containers_of(&machine.id)
         .await
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| SshError::Containers(error_chain(&e)))?;
     containers
         .into_iter()
         .find(|c| {
             c.labels.get(LABEL_INSTANCE) == Some(&machine.instance_id)
                 && c.state == ContainerState::Running
         })
-        .ok_or_else(|| format!("machine {} has no running container", machine.id))
+        .ok_or_else(|| SshError::NotRunning(machine.id.clone()))
 }
 
 /// Runs the command (or login shell) and relays it to the channel; returns its exit code.
@@ -625,7 +640,7 @@ async fn run<R: Runtime + 'static>(
     command: Option<String>,
     request: Request,
     channel: Channel<Msg>,
-) -> Result<i64, String> {
+) -> Result<i64, SshError> {
     let container = match running_container(shared, &authorized.machine).await {
         Ok(container) => container,
         Err(error) => return Err(fail(&channel, error).await),
@@ -647,7 +662,7 @@ async fn run<R: Runtime + 'static>(
         .await
     {
         Ok(exec) => exec,
-        Err(error) => return Err(fail(&channel, error_chain(&error)).await),
+        Err(error) => return Err(fail(&channel, SshError::Exec(error_chain(&error))).await),
     };
     if let Some((_, cols, rows)) = request.pty {
         resize(shared, &exec.id, cols, rows).await;
@@ -713,7 +728,7 @@ async fn run<R: Runtime + 'static>(
 }
 
 /// Tells the client why nothing runs, and ends the channel with status 255.
-async fn fail(channel: &Channel<Msg>, message: String) -> String {
+async fn fail(channel: &Channel<Msg>, message: SshError) -> SshError {
     let shown = format!("aloft: {message}\r\n");
     let _ = channel.extended_data_bytes(1, shown.into_bytes()).await;
     let _ = channel.exit_status(255).await;
@@ -775,16 +790,12 @@ async fn sftp<R: Runtime + 'static>(
     shared: &Arc<Shared<R>>,
     authorized: &Authorized,
     channel: Channel<Msg>,
-) -> Result<(), String> {
+) -> Result<(), SshError> {
     let container = running_container(shared, &authorized.machine).await?;
     let pid = container
         .pid
-        .ok_or_else(|| format!("machine {} has no process", authorized.machine.id))?;
-    let helper: PathBuf = shared
-        .config
-        .helper
-        .clone()
-        .ok_or_else(|| "this agent has no helper binary for SFTP".to_owned())?;
+        .ok_or_else(|| SshError::NoProcess(authorized.machine.id.clone()))?;
+    let helper: PathBuf = shared.config.helper.clone().ok_or(SshError::NoHelper)?;
     audit(
         shared,
         &authorized.machine,
@@ -805,9 +816,12 @@ async fn sftp<R: Runtime + 'static>(
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("starting {} sftp-server: {e}", helper.display()))?;
+        .map_err(|source| SshError::Helper {
+            path: helper.clone(),
+            source,
+        })?;
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err("the SFTP helper has no stdio".to_owned());
+        return Err(SshError::HelperStdio);
     };
     let helper_io = tokio::io::join(stdout, stdin);
     let copied = aloft_ssh::relay::relay(channel, helper_io).await;
@@ -819,5 +833,5 @@ async fn sftp<R: Runtime + 'static>(
         json!({"who": authorized.who, "command": "sftp"}),
     )
     .await;
-    copied.map(|_| ()).map_err(|e| e.to_string())
+    copied.map(|_| ()).map_err(SshError::Relay)
 }
