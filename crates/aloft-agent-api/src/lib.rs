@@ -5,8 +5,8 @@
 //! - [`ControlPlane`]: what an agent asks of the control plane: its host's desired
 //!   machines (with [`MachineChange`]s as they are made), what a machine needs to run
 //!   (its 6PN address, app name, secrets, SSH trust), and the agent's reports: heartbeat
-//!   and capacity ([`Host`]), observed machine states, events and check results. The agent
-//!   never writes the control plane's store itself.
+//!   and capacity ([`Host`]), observed machine states, events, check results and resource
+//!   samples ([`MachineSample`]). The agent never writes the control plane's store itself.
 //! - [`HostLink`]: what the control plane asks of one host's agent: run a command in a
 //!   machine, read its last log lines, serve an SSH connection.
 //!
@@ -27,7 +27,9 @@ use aloft_types::api::ExecResponse;
 use aloft_types::{AppName, EventKind, HostId, MachineId, MachineState, OrgId, Signal};
 use tokio::sync::broadcast;
 
-pub use records::{CheckRecord, Desired, Host, Lease, MachineRecord, UnknownDesired};
+pub use records::{
+    CheckRecord, Desired, Host, Lease, MachineRecord, MachineSample, UnknownDesired,
+};
 
 /// The SSH certificate extension that names the API token a certificate was issued for: a
 /// host's SSH server refuses a certificate whose token is revoked or expired.
@@ -194,6 +196,13 @@ pub trait ControlPlane: Send + Sync + std::fmt::Debug {
         &'a self,
         record: &'a CheckRecord,
         status_changed: bool,
+    ) -> BoxFuture<'a, Result<(), ControlError>>;
+
+    /// Replaces the host's resource samples with this round's (every started machine's).
+    fn report_samples<'a>(
+        &'a self,
+        host: &'a HostId,
+        samples: Vec<MachineSample>,
     ) -> BoxFuture<'a, Result<(), ControlError>>;
 
     /// Changes as they are made (a lagging receiver should reconcile everything).

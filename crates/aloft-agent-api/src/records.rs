@@ -100,3 +100,20 @@ pub struct CheckRecord {
     /// Unix milliseconds.
     pub updated_at: i64,
 }
+
+/// One started machine's resource use at a sample (counters since its run started), with
+/// its app's own metrics page when it has a `[metrics]` endpoint that answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineSample {
+    pub machine_id: MachineId,
+    pub cpu_nanos: u64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub disk_read_bytes: u64,
+    pub disk_write_bytes: u64,
+    /// Bytes received and sent on its private network interface.
+    pub receive_bytes: u64,
+    pub transmit_bytes: u64,
+    /// The page its `[metrics]` endpoint served (Prometheus' text format), unlabelled.
+    pub app_metrics: Option<String>,
+}

@@ -9,7 +9,7 @@
 //! When the run ends, its checks turn `critical`.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -272,15 +272,22 @@ pub async fn fetch_metrics(
     address: Ipv6Addr,
     port: u16,
     path: &str,
-    namespace: Option<&Path>,
+    route: &Route,
     timeout: Duration,
 ) -> Result<String, String> {
     let target = SocketAddr::new(IpAddr::V6(address), port);
     let shown = format!("http://{target}{path}");
     let exchange = async {
-        let stream = aloft_net::netns::connect_tcp(namespace, target, timeout)
-            .await
-            .map_err(|e| format!("connecting to {target}: {e}"))?;
+        let stream: Box<dyn Stream> = match route {
+            Route::Network(namespace) => Box::new(
+                aloft_net::netns::connect_tcp(namespace.as_deref(), target, timeout)
+                    .await
+                    .map_err(|e| format!("connecting to {target}: {e}"))?,
+            ),
+            Route::Direct(connect) => {
+                Box::new(connect(port).map_err(|e| format!("connecting to {target}: {e}"))?)
+            }
+        };
         let request = http::Request::builder()
             .uri(path)
             .header(http::header::HOST, target.to_string())

@@ -21,6 +21,7 @@ pub mod env;
 mod link;
 mod logs;
 mod reconcile;
+mod sample;
 mod spec;
 mod ssh;
 
@@ -244,6 +245,7 @@ impl<R: Runtime + 'static> Agent<R> {
             }
         }
         shared.reconcile_all();
+        shared.tasks.spawn(shared.clone().sample_forever());
         let mut interval = tokio::time::interval(shared.config.reconcile_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

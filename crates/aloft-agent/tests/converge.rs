@@ -21,7 +21,7 @@ use std::time::Duration;
 use aloft_agent::{Agent, AgentConfig, AgentCounters, LABEL_INSTANCE, LABEL_MACHINE};
 use aloft_agent_api::{
     BoxFuture, CheckRecord, Command, ControlError, ControlPlane, Desired, Host, MachineChange,
-    MachineRecord, SshTrust,
+    MachineRecord, MachineSample, SshTrust,
 };
 use aloft_net::{HostNumber, MachineNumber, NetworkNumber, SixPn};
 use aloft_runtime::{ContainerState, Runtime};
@@ -208,6 +208,14 @@ impl ControlPlane for Plane {
         &'a self,
         _record: &'a CheckRecord,
         _status_changed: bool,
+    ) -> BoxFuture<'a, Result<(), ControlError>> {
+        ready(Ok(()))
+    }
+
+    fn report_samples<'a>(
+        &'a self,
+        _host: &'a HostId,
+        _samples: Vec<MachineSample>,
     ) -> BoxFuture<'a, Result<(), ControlError>> {
         ready(Ok(()))
     }

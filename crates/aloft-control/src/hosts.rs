@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use aloft_agent_api::{
     BoxFuture, CheckRecord, ControlError, ControlPlane, Host, HostLink, MachineChange,
-    MachineRecord, SshTrust,
+    MachineRecord, MachineSample, SshTrust,
 };
 use aloft_store::Store;
 use aloft_types::{AppName, EventKind, HostId, MachineId, MachineState, OrgId};
@@ -29,6 +29,7 @@ pub struct AgentGateway {
     pub(crate) changes: broadcast::Sender<MachineChange>,
     pub(crate) observed: broadcast::Sender<MachineId>,
     pub(crate) logs: Option<aloft_logs::LogStore>,
+    pub(crate) samples: Arc<crate::samples::Samples>,
 }
 
 impl std::fmt::Debug for AgentGateway {
@@ -123,6 +124,42 @@ impl AgentGateway {
             .await?;
         let text = crate::logs::event_text(kind.as_str(), status, "flyd", &request);
         crate::logs::platform_line(self.logs.as_ref(), &self.store, id, text).await;
+        Ok(())
+    }
+
+    /// Labels each sample with its machine's app, organization and region; a machine
+    /// that is gone meanwhile is left out.
+    async fn report_samples_of(
+        &self,
+        host: &HostId,
+        samples: Vec<MachineSample>,
+    ) -> Result<(), ApiError> {
+        let mut apps: std::collections::HashMap<_, (String, OrgId)> =
+            std::collections::HashMap::new();
+        let mut labelled = Vec::with_capacity(samples.len());
+        for sample in samples {
+            let Ok(machine) = self.store.machine_by_id(&sample.machine_id).await else {
+                continue;
+            };
+            let (app, org) = match apps.get(&machine.app_id) {
+                Some(known) => known.clone(),
+                None => {
+                    let Ok(record) = self.store.app(&machine.app_id).await else {
+                        continue;
+                    };
+                    let known = (record.name.to_string(), record.org_id.clone());
+                    apps.insert(machine.app_id.clone(), known.clone());
+                    known
+                }
+            };
+            labelled.push(crate::samples::Labelled {
+                app,
+                org,
+                region: machine.region,
+                sample,
+            });
+        }
+        self.samples.replace(host, labelled);
         Ok(())
     }
 
@@ -257,6 +294,14 @@ impl ControlPlane for AgentGateway {
         status_changed: bool,
     ) -> BoxFuture<'a, Result<(), ControlError>> {
         call(self.report_check_of(record, status_changed))
+    }
+
+    fn report_samples<'a>(
+        &'a self,
+        host: &'a HostId,
+        samples: Vec<MachineSample>,
+    ) -> BoxFuture<'a, Result<(), ControlError>> {
+        call(self.report_samples_of(host, samples))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<MachineChange> {

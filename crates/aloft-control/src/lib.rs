@@ -27,6 +27,7 @@ mod logs;
 mod machines;
 mod metadata;
 mod orgs;
+mod samples;
 mod secrets;
 mod sinks;
 pub mod ssh;
@@ -182,9 +183,8 @@ pub(crate) struct Inner {
     pub(crate) log_host: String,
     /// Counters of the log shippers running here, by sink.
     pub(crate) shippers: sinks::Shippers,
-    /// Apps' own metrics, scraped and labelled, by organization (text format).
-    pub(crate) app_metrics:
-        std::sync::RwLock<std::collections::HashMap<aloft_types::OrgId, String>>,
+    /// Every host's latest resource samples and apps' metrics pages.
+    pub(crate) samples: Arc<samples::Samples>,
     /// How far back each organization's logs go.
     pub(crate) log_retention: LogRetention,
     /// The control plane's own background work (deployments, the catalog publisher, log
@@ -239,7 +239,7 @@ impl Control {
                 logs,
                 log_host,
                 shippers: std::sync::Mutex::new(std::collections::HashMap::new()),
-                app_metrics: std::sync::RwLock::new(std::collections::HashMap::new()),
+                samples: Arc::default(),
                 log_retention: parts.log_retention,
                 tasks: tokio_util::task::TaskTracker::new(),
                 stopping: tokio_util::sync::CancellationToken::new(),
@@ -333,6 +333,7 @@ impl Control {
             changes: self.inner.changes.clone(),
             observed: self.inner.observed.clone(),
             logs: self.inner.logs.clone(),
+            samples: self.inner.samples.clone(),
         }
     }
 
@@ -352,11 +353,9 @@ impl Control {
             .spawn(sinks::manage(self.inner.clone(), store, host, dir, stop));
     }
 
-    /// Replaces the apps' scraped metrics served at `/v1/orgs/{org}/metrics`.
-    pub fn set_app_metrics(&self, by_org: std::collections::HashMap<aloft_types::OrgId, String>) {
-        if let Ok(mut metrics) = self.inner.app_metrics.write() {
-            *metrics = by_org;
-        }
+    /// The `aloft_machine_*` series of every host's machines (for `/metrics`).
+    pub fn render_machine_samples(&self, out: &mut String) {
+        self.inner.samples.render(out);
     }
 
     /// Each log sink's counters: (id, kind, sent, dropped, failures, lag).

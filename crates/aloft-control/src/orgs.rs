@@ -36,12 +36,7 @@ async fn app_metrics(
     Path(slug): Path<String>,
 ) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
     let org = own_org(&inner, &principal, &slug).await?;
-    let text = inner
-        .app_metrics
-        .read()
-        .ok()
-        .and_then(|m| m.get(&org.id).cloned())
-        .unwrap_or_default();
+    let text = inner.samples.org_metrics(&org.id);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -69,13 +69,7 @@ impl Histogram {
     }
 }
 
-/// A label value, escaped for the exposition format.
-pub fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+pub use aloft_types::prometheus::escape;
 
 /// Which of an app's histograms.
 type HistogramOf = fn(&AppStats) -> &Histogram;

@@ -27,6 +27,7 @@ mod ids;
 mod kinds;
 pub mod machine;
 mod names;
+pub mod prometheus;
 mod signal;
 mod state;
 pub mod time;

@@ -6,7 +6,7 @@
 //! - agent: `aloft_machines{state}` (this host's), `aloft_machine_events_total{kind,status}`
 //!   (exits, restarts, launches, ...), `aloft_image_pulls_total`,
 //!   `aloft_image_pull_failures_total`;
-//! - per machine, sampled every 15 s: `aloft_machine_cpu_seconds_total`,
+//! - per machine, sampled every 15 s by each host's agent: `aloft_machine_cpu_seconds_total`,
 //!   `aloft_machine_memory_bytes`, `aloft_machine_memory_limit_bytes`,
 //!   `aloft_machine_network_receive_bytes_total`, `aloft_machine_network_transmit_bytes_total`,
 //!   `aloft_machine_disk_read_bytes_total`, `aloft_machine_disk_write_bytes_total`, each
@@ -17,23 +17,18 @@
 //! - DNS: `aloft_dns_queries_total{type,handled}`, `aloft_dns_responses_total{rcode}`;
 //! - the proxy's own (see `aloft_proxy::metrics`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aloft_agent_api::ControlPlane as _;
-use aloft_control::{AgentGateway, Control};
+use aloft_control::Control;
 use aloft_proxy::metrics::{Histogram, escape};
-use aloft_runtime::{ContainerState, DockerRuntime, Runtime as _};
-use aloft_types::{HostId, MachineState};
+use aloft_types::HostId;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use tokio_util::sync::CancellationToken;
-
-/// How often machines' resource use is sampled.
-const SAMPLE_EVERY: Duration = Duration::from_secs(15);
 
 /// The API's request counts and latencies.
 #[derive(Debug, Default)]
@@ -91,245 +86,9 @@ impl ApiMetrics {
     }
 }
 
-/// One machine's resource use at its last sample.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Usage {
-    app: String,
-    region: String,
-    cpu_nanos: u64,
-    memory_bytes: u64,
-    memory_limit_bytes: u64,
-    disk_read_bytes: u64,
-    disk_write_bytes: u64,
-    receive_bytes: u64,
-    transmit_bytes: u64,
-}
-
-/// The machines' last samples, by machine id.
-#[derive(Debug, Default)]
-pub(crate) struct MachineMetrics {
-    usage: Mutex<BTreeMap<String, Usage>>,
-}
-
-/// `eth0`'s received and sent bytes in the network namespace of process `pid`.
-fn interface_bytes(pid: u32) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
-    let line = text.lines().find(|l| l.trim_start().starts_with("eth0:"))?;
-    let fields: Vec<u64> = line
-        .split_once(':')?
-        .1
-        .split_whitespace()
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    Some((*fields.first()?, *fields.get(8)?))
-}
-
-/// Adds `labels` (`app="..",machine="..",region=".."`) to every sample of an app's
-/// metrics page; comments (`# HELP`, `# TYPE`) are left out, since several machines'
-/// pages are served as one.
-fn relabel(text: &str, labels: &str, out: &mut String) {
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let name_end = line
-            .find(|c: char| c == '{' || c.is_whitespace())
-            .unwrap_or(line.len());
-        let (name, rest) = line.split_at(name_end);
-        if name.is_empty() {
-            continue;
-        }
-        match rest.strip_prefix('{') {
-            Some(inner) => {
-                let separator = if inner.trim_start().starts_with('}') {
-                    ""
-                } else {
-                    ","
-                };
-                let _ = writeln!(out, "{name}{{{labels}{separator}{inner}");
-            }
-            None => {
-                let _ = writeln!(out, "{name}{{{labels}}}{rest}");
-            }
-        }
-    }
-}
-
-/// How long an app's metrics endpoint gets to answer.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Samples the resource use of this host's started machines every 15 s until `stop`, and
-/// scrapes the apps' own `[metrics]` endpoints (served per organization by the API).
-pub(crate) async fn sample(
-    runtime: DockerRuntime,
-    control: Control,
-    host: HostId,
-    namespace: Option<std::path::PathBuf>,
-    metrics: Arc<MachineMetrics>,
-    stop: CancellationToken,
-) {
-    let gateway: AgentGateway = control.gateway();
-    let mut apps: HashMap<aloft_types::AppId, (String, aloft_types::OrgId)> = HashMap::new();
-    loop {
-        let mut scraped: HashMap<aloft_types::OrgId, String> = HashMap::new();
-        let mut seen = BTreeMap::new();
-        if let Ok(machines) = gateway.machines(&host).await {
-            for machine in machines.iter().filter(|m| m.state == MachineState::Started) {
-                let labels = BTreeMap::from([(
-                    aloft_agent::LABEL_MACHINE.to_owned(),
-                    machine.id.to_string(),
-                )]);
-                let Ok(containers) = runtime.list(&labels).await else {
-                    continue;
-                };
-                let Some(container) = containers
-                    .into_iter()
-                    .find(|c| c.state == ContainerState::Running)
-                else {
-                    continue;
-                };
-                let Ok(usage) = runtime.usage(&container.id).await else {
-                    continue;
-                };
-                let (app, org) = match apps.get(&machine.app_id) {
-                    Some(known) => known.clone(),
-                    None => match control.store().app(&machine.app_id).await {
-                        Ok(record) => {
-                            let known = (record.name.to_string(), record.org_id.clone());
-                            apps.insert(machine.app_id.clone(), known.clone());
-                            known
-                        }
-                        Err(_) => continue,
-                    },
-                };
-                if let (Some(endpoint), Some(address)) = (
-                    machine.config.metrics.as_ref(),
-                    machine
-                        .private_ip
-                        .as_deref()
-                        .and_then(|ip| ip.parse::<std::net::Ipv6Addr>().ok()),
-                ) {
-                    match aloft_agent::checks::fetch_metrics(
-                        address,
-                        endpoint.port,
-                        &endpoint.path,
-                        namespace.as_deref(),
-                        SCRAPE_TIMEOUT,
-                    )
-                    .await
-                    {
-                        Ok(text) => {
-                            let labels = format!(
-                                "app=\"{}\",machine=\"{}\",region=\"{}\"",
-                                escape(&app),
-                                escape(machine.id.as_str()),
-                                escape(&machine.region)
-                            );
-                            relabel(&text, &labels, scraped.entry(org.clone()).or_default());
-                        }
-                        Err(error) => {
-                            tracing::debug!(machine = %machine.id, %error, "scraping an app's metrics failed");
-                        }
-                    }
-                }
-                let (receive_bytes, transmit_bytes) =
-                    container.pid.and_then(interface_bytes).unwrap_or((0, 0));
-                seen.insert(
-                    machine.id.to_string(),
-                    Usage {
-                        app,
-                        region: machine.region.clone(),
-                        cpu_nanos: usage.cpu_nanos,
-                        memory_bytes: usage.memory_bytes,
-                        memory_limit_bytes: usage.memory_limit_bytes,
-                        disk_read_bytes: usage.disk_read_bytes,
-                        disk_write_bytes: usage.disk_write_bytes,
-                        receive_bytes,
-                        transmit_bytes,
-                    },
-                );
-            }
-        }
-        if let Ok(mut usage) = metrics.usage.lock() {
-            *usage = seen;
-        }
-        control.set_app_metrics(scraped);
-        tokio::select! {
-            () = tokio::time::sleep(SAMPLE_EVERY) => {}
-            () = stop.cancelled() => return,
-        }
-    }
-}
-
-impl MachineMetrics {
-    fn render(&self, out: &mut String) {
-        let Ok(usage) = self.usage.lock() else { return };
-        type Field = fn(&Usage) -> f64;
-        let series: [(&str, &str, &str, Field); 7] = [
-            (
-                "aloft_machine_cpu_seconds_total",
-                "counter",
-                "CPU time the machine used.",
-                |u| u.cpu_nanos as f64 / 1e9,
-            ),
-            (
-                "aloft_machine_memory_bytes",
-                "gauge",
-                "Memory the machine uses.",
-                |u| u.memory_bytes as f64,
-            ),
-            (
-                "aloft_machine_memory_limit_bytes",
-                "gauge",
-                "The machine's memory limit.",
-                |u| u.memory_limit_bytes as f64,
-            ),
-            (
-                "aloft_machine_network_receive_bytes_total",
-                "counter",
-                "Bytes the machine received on its private network interface.",
-                |u| u.receive_bytes as f64,
-            ),
-            (
-                "aloft_machine_network_transmit_bytes_total",
-                "counter",
-                "Bytes the machine sent on its private network interface.",
-                |u| u.transmit_bytes as f64,
-            ),
-            (
-                "aloft_machine_disk_read_bytes_total",
-                "counter",
-                "Bytes the machine read from block devices.",
-                |u| u.disk_read_bytes as f64,
-            ),
-            (
-                "aloft_machine_disk_write_bytes_total",
-                "counter",
-                "Bytes the machine wrote to block devices.",
-                |u| u.disk_write_bytes as f64,
-            ),
-        ];
-        for (name, kind, help, value) in series {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (machine, sample) in usage.iter() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{app=\"{}\",machine=\"{}\",region=\"{}\"}} {}",
-                    escape(&sample.app),
-                    escape(machine),
-                    escape(&sample.region),
-                    value(sample)
-                );
-            }
-        }
-    }
-}
-
 /// Everything `/metrics` shows, rendered now.
 pub(crate) struct Metrics {
     pub(crate) api: Arc<ApiMetrics>,
-    pub(crate) machines: Arc<MachineMetrics>,
     pub(crate) control: Control,
     pub(crate) host: HostId,
     pub(crate) logs: aloft_logs::LogStore,
@@ -375,7 +134,7 @@ impl Metrics {
             load(&self.agent.image_pulls),
             load(&self.agent.image_pull_failures)
         );
-        self.machines.render(&mut out);
+        self.control.render_machine_samples(&mut out);
         let stats = self.logs.stats();
         let _ = writeln!(
             out,
@@ -421,26 +180,5 @@ impl Metrics {
             }
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn app_samples_get_the_machines_labels() {
-        let mut out = String::new();
-        relabel(
-            "# HELP x_total X.\n# TYPE x_total counter\nx_total 3\ny{kind=\"a\"} 1.5 1700000000\nz{} 2\n",
-            "app=\"web\",machine=\"m1\",region=\"ams\"",
-            &mut out,
-        );
-        assert_eq!(
-            out,
-            "x_total{app=\"web\",machine=\"m1\",region=\"ams\"} 3\n\
-             y{app=\"web\",machine=\"m1\",region=\"ams\",kind=\"a\"} 1.5 1700000000\n\
-             z{app=\"web\",machine=\"m1\",region=\"ams\"} 2\n"
-        );
     }
 }

@@ -518,7 +518,6 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         .context("preparing the private network (bridges, fdaa::3, nftables rules)")?;
     let HostParts {
         edge_listeners,
-        runtime,
         logs,
         ca,
         resolver,
@@ -562,20 +561,10 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     let fast = watch_signals(&stop)?;
 
     let api_metrics = Arc::new(crate::metrics::ApiMetrics::default());
-    let machine_metrics = Arc::new(crate::metrics::MachineMetrics::default());
-    tokio::spawn(crate::metrics::sample(
-        runtime,
-        control.clone(),
-        host_id.clone(),
-        config.network.namespace.clone(),
-        machine_metrics.clone(),
-        shipping.clone(),
-    ));
     let router = api_router(
         &control,
         crate::metrics::Metrics {
             api: api_metrics.clone(),
-            machines: machine_metrics,
             control: control.clone(),
             host: host_id.clone(),
             logs,
