@@ -137,8 +137,16 @@ fn cargo_once() -> Command {
     command
 }
 
+/// Starts a section of the output, saying how long the whole command has run so far (so
+/// a CI log shows where the time goes).
 fn section(title: &str) {
-    eprintln!("\n==> {title}");
+    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let elapsed = STARTED.get_or_init(std::time::Instant::now).elapsed();
+    eprintln!(
+        "\n==> {title} (at {}:{:02})",
+        elapsed.as_secs() / 60,
+        elapsed.as_secs() % 60
+    );
 }
 
 fn test(root: &Path) -> Result<()> {
@@ -188,7 +196,7 @@ fn test(root: &Path) -> Result<()> {
     // The README's first command, end to end: a fresh platform serves the example app.
     demo::demo(root, true, cargo_once)?;
 
-    eprintln!("\nAll checks passed.");
+    section("All checks passed.");
     Ok(())
 }
 

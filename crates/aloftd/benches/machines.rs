@@ -13,14 +13,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aloft_client::Client;
-use aloft_control::{Control, ControlConfig, SecretsKey};
-use aloft_store::{Desired, Host, NewMachine, Store, now_ms};
+use aloft_store::{Desired, NewMachine};
 use aloft_testkit::{BUSYBOX_IMAGE, busybox_image};
+use aloft_testplatform::{Backend, ControlApi, ControlOptions};
 use aloft_types::api::MachineRequest;
 use aloft_types::machine::{MachineConfig, MachineInit};
 use aloft_types::{HostId, MachineState};
-use sqlx::Executor as _;
 
 const RUNS: usize = 20;
 
@@ -112,40 +110,21 @@ async fn lifecycle() -> Vec<String> {
     ]
 }
 
-async fn listing(backend: &str, url: &str, count: usize) -> String {
-    let store = Store::open(url).await.unwrap();
+async fn listing(backend: Backend, count: usize) -> String {
     let host = HostId::generate([3; 8]);
-    store
-        .upsert_host(&Host {
-            id: host.clone(),
-            region: "local".into(),
-            cpus: 2,
-            memory_mb: 2048,
-            address: None,
-            last_heartbeat: now_ms(),
-        })
-        .await
-        .unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let control = Control::new(
-        store.clone(),
-        ControlConfig {
-            default_region: "local".into(),
-            secrets_key: SecretsKey::from_bytes([1; 32]),
-            ipv4_pool: aloft_net::DEFAULT_IPV4_POOL.parse().unwrap(),
-            edge: None,
-            machine_caps: aloft_store::MachineCaps::NONE,
-        },
-        aloft_control::ControlParts::default(),
-    );
-    let token = control.bootstrap(data.path()).await.unwrap().unwrap();
-    let org = store.org_by_slug("personal").await.unwrap();
-    let app = store
+    let api = ControlApi::start(ControlOptions {
+        host: Some(host.clone()),
+        ..ControlOptions::new(backend)
+    })
+    .await;
+    let org = api.store.org_by_slug("personal").await.unwrap();
+    let app = api
+        .store
         .create_app(&"listed".parse().unwrap(), &org.id, "default")
         .await
         .unwrap();
     for index in 0..count {
-        store
+        api.store
             .insert_machine(NewMachine {
                 app_id: app.id.clone(),
                 name: format!("m-{index}"),
@@ -159,19 +138,18 @@ async fn listing(backend: &str, url: &str, count: usize) -> String {
             .await
             .unwrap();
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, control.router()).await });
-    let client = Client::new(&api, &token);
     let mut samples = Vec::new();
     for _ in 0..RUNS {
         let started = Instant::now();
-        let machines = client.list_machines("listed").await.unwrap();
+        let machines = api.client.list_machines("listed").await.unwrap();
         samples.push(started.elapsed());
         assert_eq!(machines.len(), count);
     }
-    server.abort();
-    store.close().await;
+    api.stop().await;
+    let backend = match backend {
+        Backend::Sqlite => "SQLite",
+        Backend::Postgres => "PostgreSQL",
+    };
     summary(
         &format!("GET machines, {count} in the store ({backend})"),
         samples,
@@ -182,37 +160,9 @@ async fn listing(backend: &str, url: &str, count: usize) -> String {
 async fn main() {
     let mut rows = lifecycle().await;
     for count in [1_000, 10_000] {
-        let dir = tempfile::tempdir().unwrap();
-        rows.push(
-            listing(
-                "SQLite",
-                &format!("sqlite://{}", dir.path().join("state.db").display()),
-                count,
-            )
-            .await,
-        );
-        sqlx::any::install_default_drivers();
-        let admin_url = "postgres:///postgres?host=/var/run/postgresql&user=root";
-        let admin = sqlx::AnyPool::connect(admin_url)
-            .await
-            .expect("PostgreSQL (cargo xtask bench machines starts it)");
-        let database = format!("aloft_bench_{}", now_ms());
-        admin
-            .execute(format!("CREATE DATABASE {database}").as_str())
-            .await
-            .unwrap();
-        rows.push(
-            listing(
-                "PostgreSQL",
-                &format!("postgres:///{database}?host=/var/run/postgresql&user=root"),
-                count,
-            )
-            .await,
-        );
-        admin
-            .execute(format!("DROP DATABASE {database} WITH (FORCE)").as_str())
-            .await
-            .unwrap();
+        rows.push(listing(Backend::Sqlite, count).await);
+        // PostgreSQL: `cargo xtask bench machines` starts it.
+        rows.push(listing(Backend::Postgres, count).await);
     }
     println!("| measurement | runs | median | p95 |\n|---|---|---|---|");
     for row in rows {

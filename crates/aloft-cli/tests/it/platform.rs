@@ -6,19 +6,23 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use aloft_testkit::{BUSYBOX_IMAGE, busybox_image, eventually};
-use tokio_util::sync::CancellationToken;
+use aloft_testplatform::ServerPlatform;
 
 use crate::text;
 
+/// `aloftd server` ([`ServerPlatform`]: its `url`, `token` and `data` through `Deref`)
+/// and a home directory for the CLI's saved login.
 pub(crate) struct Platform {
-    pub(crate) url: String,
-    pub(crate) token: String,
+    server: ServerPlatform,
     pub(crate) home: tempfile::TempDir,
-    pub(crate) data: tempfile::TempDir,
-    /// The private network's namespace; dropped after the server stops.
-    netns: aloft_testkit::TestNetns,
-    stop: CancellationToken,
-    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl std::ops::Deref for Platform {
+    type Target = ServerPlatform;
+
+    fn deref(&self) -> &ServerPlatform {
+        &self.server
+    }
 }
 
 impl Platform {
@@ -29,35 +33,9 @@ impl Platform {
     /// Starts the platform with `adjust` applied to its configuration.
     pub(crate) async fn start_with(adjust: impl FnOnce(&mut aloftd::Config)) -> Platform {
         busybox_image();
-        let data = tempfile::tempdir().unwrap();
-        let mut config = aloftd::Config::loopback(data.path());
-        let netns = aloft_testkit::TestNetns::create("cli");
-        config.network.namespace = Some(netns.path());
-        adjust(&mut config);
-        let stop = CancellationToken::new();
-        let options = aloftd::ServerOptions {
-            shutdown: Some(stop.clone()),
-        };
-        let server = tokio::spawn(aloftd::run_server(config, options));
-        let url_file = data.path().join(aloftd::API_URL_FILE);
-        let url = eventually("the server to listen", Duration::from_secs(30), || async {
-            std::fs::read_to_string(&url_file)
-                .ok()
-                .map(|s| s.trim().to_owned())
-        })
-        .await;
-        let token = std::fs::read_to_string(data.path().join("admin-token"))
-            .unwrap()
-            .trim()
-            .to_owned();
         Platform {
-            url,
-            token,
+            server: ServerPlatform::start("cli", adjust).await,
             home: tempfile::tempdir().unwrap(),
-            data,
-            netns,
-            stop,
-            server: Some(server),
         }
     }
 
@@ -130,33 +108,6 @@ impl Platform {
         ])
         .trim()
         .to_owned()
-    }
-}
-
-impl Drop for Platform {
-    /// Shuts the server down as SIGTERM would and waits for it (its agent may be creating a
-    /// container right now), then removes what its host left: aborting instead left a
-    /// container created after the removal behind now and then.
-    fn drop(&mut self) {
-        self.stop.cancel();
-        if let Some(server) = self.server.take() {
-            // Every test here runs on the multi-thread runtime, where a blocking wait in
-            // place is allowed.
-            tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(async {
-                    // A server that does not stop in time is left to the runtime's
-                    // shutdown; its containers are removed below either way.
-                    let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
-                });
-            });
-        }
-        remove_host_containers(self.data.path());
-    }
-}
-
-fn remove_host_containers(data: &Path) {
-    if let Ok(host) = std::fs::read_to_string(data.join(aloftd::HOST_ID_FILE)) {
-        aloft_testkit::remove_containers_labelled("dev.aloft.host", host.trim());
     }
 }
 
@@ -1877,7 +1828,7 @@ async fn openssh_uses_an_issued_certificate_on_the_private_network() {
 
     // OpenSSH's own client, from the private network's side, logs in as the machine.
     let ssh = |command: &str| {
-        p.netns.exec(&[
+        p.netns().exec(&[
             "ssh",
             "-F",
             "/dev/null",

@@ -5,9 +5,8 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aloft_client::{Client, LogsRequest};
-use aloft_control::{Control, ControlConfig, SecretsKey};
 use aloft_logs::{LogConfig, LogStore, NewEntry, Stream};
-use aloft_store::{Host, Store, now_ms};
+use aloft_testplatform::{Backend, ControlApi, ControlOptions};
 use aloft_types::HostId;
 
 fn line(app: &str, text: &str, age: Duration) -> NewEntry {
@@ -47,36 +46,11 @@ async fn messages(client: &Client, app: &str, since: Option<&str>) -> Vec<String
 #[tokio::test]
 async fn each_organization_sees_its_own_log_retention() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!(
-        "sqlite://{}",
-        dir.path().join("state.db").display()
-    ))
-    .await
-    .unwrap();
     let host = HostId::generate([2; 8]);
-    store
-        .upsert_host(&Host {
-            id: host.clone(),
-            region: "local".into(),
-            cpus: 2,
-            memory_mb: 2048,
-            address: None,
-            last_heartbeat: now_ms(),
-        })
-        .await
-        .unwrap();
     let logs = LogStore::open(LogConfig::new(dir.path().join("logs"))).unwrap();
     let day = Duration::from_secs(86_400);
-    let control = Control::new(
-        store.clone(),
-        ControlConfig {
-            default_region: "local".into(),
-            secrets_key: SecretsKey::from_bytes([9; 32]),
-            ipv4_pool: aloft_net::DEFAULT_IPV4_POOL.parse().unwrap(),
-            edge: None,
-            machine_caps: aloft_store::MachineCaps::NONE,
-        },
-        aloft_control::ControlParts {
+    let platform = ControlApi::start(ControlOptions {
+        parts: aloft_control::ControlParts {
             logs: Some((host.clone(), logs.clone())),
             log_retention: aloft_control::LogRetention {
                 default: Some(30 * day),
@@ -84,14 +58,13 @@ async fn each_organization_sees_its_own_log_retention() {
             },
             ..aloft_control::ControlParts::default()
         },
-    );
-    let token = control.bootstrap(dir.path()).await.unwrap().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = control.router();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        host: Some(host),
+        ..ControlOptions::new(Backend::Sqlite)
+    })
+    .await;
+    let url = platform.url.clone();
 
-    let admin = Client::new(&url, &token);
+    let admin = platform.client.clone();
     admin.create_app("keeper", None).await.unwrap();
     let trial = admin.create_org("trial", None).await.unwrap();
     let trial = Client::new(&url, &trial.token);
@@ -126,5 +99,5 @@ async fn each_organization_sees_its_own_log_retention() {
         admin.logs("brief", &LogsRequest::default()).await.is_err(),
         "another organization's app is not found"
     );
-    server.abort();
+    platform.stop().await;
 }

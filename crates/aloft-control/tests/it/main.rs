@@ -17,10 +17,7 @@ mod ssh;
 use std::future::Future;
 
 use aloft_client::Client;
-use aloft_control::{Control, ControlConfig, SecretsKey};
-use aloft_store::{Host, Store, now_ms};
-use aloft_testkit::postgres::TestDatabase;
-use aloft_types::HostId;
+use aloft_testplatform::{ControlApi, ControlOptions};
 
 /// The API on a port of its own, with an admin token of the `personal` organization.
 pub(crate) struct Api {
@@ -57,66 +54,23 @@ impl Api {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub(crate) use aloft_testplatform::Backend;
 
-/// Runs `test` against a fresh API on `backend`, cleaning up even when it panics.
+/// Runs `test` against a fresh API on `backend` (with one idle host, so machines can be
+/// placed), cleaning up even when it panics.
 pub(crate) async fn run<F, Fut>(backend: Backend, test: F)
 where
     F: FnOnce(Api) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, database) = match backend {
-        Backend::Sqlite => {
-            let url = format!("sqlite://{}", dir.path().join("state.db").display());
-            (Store::open(&url).await.unwrap(), None)
-        }
-        Backend::Postgres => {
-            let database = TestDatabase::create("aloft_api_test").await;
-            (Store::open(&database.url).await.unwrap(), Some(database))
-        }
-    };
-    // A host record, so machines and volumes can be placed (no agent runs in these tests).
-    let host = Host {
-        id: HostId::generate([1; 8]),
-        region: "local".into(),
-        cpus: 2,
-        memory_mb: 2048,
-        address: None,
-        last_heartbeat: now_ms(),
-    };
-    store.upsert_host(&host).await.unwrap();
-    let config = ControlConfig {
-        default_region: "local".into(),
-        secrets_key: SecretsKey::from_bytes([9; 32]),
-        ipv4_pool: aloft_net::DEFAULT_IPV4_POOL.parse().unwrap(),
-        edge: None,
-        machine_caps: aloft_store::MachineCaps::NONE,
-    };
-    let control = Control::new(
-        store.clone(),
-        config,
-        aloft_control::ControlParts::default(),
-    );
-    let token = control.bootstrap(dir.path()).await.unwrap().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, control.router()).await });
+    let platform = ControlApi::start(ControlOptions::new(backend)).await;
     let api = Api {
-        admin: Client::new(&url, &token),
-        url,
-        token,
+        admin: platform.client.clone(),
+        url: platform.url.clone(),
+        token: platform.token.clone(),
     };
     let outcome = tokio::spawn(test(api)).await;
-    server.abort();
-    store.close().await;
-    if let Some(database) = database {
-        database.drop_database().await;
-    }
+    platform.stop().await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
     }

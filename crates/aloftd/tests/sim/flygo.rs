@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::platform::SimPlatform;
+use aloft_testplatform::SimPlatform;
 
 /// A raw HTTP client for the API, as fly-go's `_sendRequest` is.
 struct Raw {

@@ -31,17 +31,15 @@
 )]
 
 mod flygo;
-mod platform;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aloft_client::Client;
+use aloft_testplatform::SimPlatform;
 use aloft_types::api::{DeployRequest, DeploymentResponse};
 use aloft_types::machine::{CheckType, MachineCheck, MachineConfig, MachineService, Protocol};
 use proptest::prelude::*;
-
-use crate::platform::SimPlatform;
 
 const APP: &str = "sim";
 const MACHINES: usize = 3;
@@ -518,4 +516,36 @@ fn a_canary_interrupted_by_a_control_restart_ends_on_one_release() {
         ];
         runtime.block_on(run_case(ops)).unwrap();
     }
+}
+
+/// Found by the property above (a deploy racing the agents' first heartbeats): a step the
+/// platform refuses (here: no host in the region can take a machine) left the deployment
+/// `running` until aloftd restarted. It fails at once, saying why.
+#[test]
+fn a_deploy_that_cannot_place_its_machines_fails_and_says_why() {
+    let runtime = paused_runtime();
+    runtime.block_on(async {
+        let pacer = tokio::spawn(aloft_testkit::paced::pace());
+        let platform = SimPlatform::start(0).await;
+        platform.client.create_app(APP, None).await.unwrap();
+        let deployment = platform
+            .client
+            .deploy(APP, &release(0, false, false, false))
+            .await
+            .unwrap();
+        let ended = within("the deployment to end", Duration::from_secs(30), || async {
+            let d = platform.client.deployment(APP, &deployment.id).await.ok()?;
+            ended(&d).then_some(d)
+        })
+        .await
+        .unwrap();
+        assert_eq!(ended.status, "failed", "{ended:#?}");
+        let error = ended.error.unwrap_or_default();
+        assert!(
+            error.contains("no host in region sim can take the machine"),
+            "{error}"
+        );
+        platform.stop().await;
+        pacer.abort();
+    });
 }

@@ -1,14 +1,14 @@
-//! `SimPlatform`: the control plane and N agents in one process over the agent contract,
-//! machines on the simulated runtime (no Docker, no network), the API on a loopback port.
-//! Restarts of an agent, and of the control plane (with its agents, as a restart of
-//! `aloftd` is), keep the store and the runtimes, so what a restart must resume is tested.
+//! The control plane and N agents in one process over the agent contract, machines on
+//! the simulated runtime (no Docker, no network), the API on a loopback port. Restarts of
+//! an agent, and of the control plane (with its agents, as a restart of `aloftd` is),
+//! keep the store and the runtimes, so what a restart must resume is tested.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aloft_agent::{Agent, AgentConfig, AgentCounters};
 use aloft_client::Client;
-use aloft_control::{Control, ControlConfig, SecretsKey};
+use aloft_control::Control;
 use aloft_store::Store;
 use aloft_testkit::sim::SimRuntime;
 use aloft_types::HostId;
@@ -24,14 +24,14 @@ struct SimHost {
 }
 
 /// The control plane, its API and the hosts' agents.
-pub(crate) struct SimPlatform {
+pub struct SimPlatform {
     dir: tempfile::TempDir,
     control: Control,
     api_stop: CancellationToken,
     api: Option<JoinHandle<()>>,
     hosts: Vec<SimHost>,
     token: String,
-    pub(crate) client: Client,
+    pub client: Client,
 }
 
 const REGION: &str = "sim";
@@ -45,35 +45,29 @@ fn host_id(n: usize) -> HostId {
 
 async fn control_of(dir: &std::path::Path) -> Control {
     let url = format!("sqlite://{}", dir.join("state.db").display());
-    let store = Store::open(&url).await.expect("the store opens");
+    let store = Store::open(&url)
+        .await
+        .unwrap_or_else(|error| panic!("the store at {url}: {error}"));
     Control::new(
         store,
-        ControlConfig {
-            default_region: REGION.to_owned(),
-            secrets_key: SecretsKey::load_or_create(dir).expect("a secrets key"),
-            ipv4_pool: aloft_net::DEFAULT_IPV4_POOL
-                .parse()
-                .expect("the default pool"),
-            edge: None,
-            machine_caps: aloft_store::MachineCaps::NONE,
-        },
+        crate::control::config(REGION, dir),
         aloft_control::ControlParts::default(),
     )
 }
 
 impl SimPlatform {
     /// Starts the control plane and `hosts` agents, each on its own simulated runtime.
-    pub(crate) async fn start(hosts: usize) -> SimPlatform {
+    pub async fn start(hosts: usize) -> SimPlatform {
         // In memory when the machine has a tmpfs: the store's writes need no disk.
         let dir = tempfile::tempdir_in("/dev/shm")
             .or_else(|_| tempfile::tempdir())
-            .expect("a temp dir");
+            .unwrap_or_else(|error| panic!("a temp dir: {error}"));
         let control = control_of(dir.path()).await;
         let token = control
             .bootstrap(dir.path())
             .await
-            .expect("bootstrap")
-            .expect("a fresh store gives an admin token");
+            .unwrap_or_else(|error| panic!("bootstrap: {error}"))
+            .unwrap_or_else(|| panic!("a fresh store gives an admin token"));
         let hosts = (0..hosts)
             .map(|n| SimHost {
                 id: host_id(n),
@@ -95,6 +89,18 @@ impl SimPlatform {
             platform.start_agent(n);
         }
         platform.serve().await;
+        // As a real platform's hosts join before anyone deploys to them: placement needs
+        // each agent's first heartbeat.
+        let wanted = platform.hosts.len();
+        aloft_testkit::eventually(
+            "every agent's first heartbeat",
+            Duration::from_secs(30),
+            || async {
+                let hosts = platform.control.store().list_hosts().await.ok()?;
+                (hosts.len() >= wanted).then_some(())
+            },
+        )
+        .await;
         platform
     }
 
@@ -138,41 +144,32 @@ impl SimPlatform {
 
     /// Serves the API on a fresh loopback port and resumes deployments.
     async fn serve(&mut self) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a loopback port");
-        let address = listener.local_addr().expect("its address");
         self.api_stop = CancellationToken::new();
-        let stop = self.api_stop.clone();
-        let router = self.control.router();
-        self.api = Some(tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-        }));
-        self.client = Client::new(&format!("http://{address}"), &self.token);
+        let (url, api) = crate::control::serve(&self.control, self.api_stop.clone()).await;
+        self.api = Some(api);
+        self.client = Client::new(&url, &self.token);
         self.control
             .resume_deployments()
             .await
-            .expect("deployments resume");
+            .unwrap_or_else(|error| panic!("deployments resume: {error}"));
     }
 
     /// The API's base URL and a token of the default organization.
-    pub(crate) fn api(&self) -> (String, String) {
+    pub fn api(&self) -> (String, String) {
         (self.client.base_url().to_owned(), self.token.clone())
     }
 
     /// The simulated runtime of host `n`.
-    pub(crate) fn runtime(&self, n: usize) -> &SimRuntime {
+    pub fn runtime(&self, n: usize) -> &SimRuntime {
         &self.hosts[n].runtime
     }
 
-    pub(crate) fn hosts(&self) -> usize {
+    pub fn hosts(&self) -> usize {
         self.hosts.len()
     }
 
     /// Stops host `n`'s agent and starts a new one (its containers keep running).
-    pub(crate) async fn restart_agent(&mut self, n: usize) {
+    pub async fn restart_agent(&mut self, n: usize) {
         self.stop_agent(n).await;
         self.start_agent(n);
     }
@@ -193,7 +190,7 @@ impl SimPlatform {
     }
 
     /// Halts everything but the runtimes and starts it again on the same store.
-    pub(crate) async fn restart_control(&mut self) {
+    pub async fn restart_control(&mut self) {
         self.halt().await;
         self.control = control_of(self.dir.path()).await;
         for n in 0..self.hosts.len() {
@@ -203,7 +200,13 @@ impl SimPlatform {
     }
 
     /// Stops everything (the runtimes' containers go with the platform).
-    pub(crate) async fn stop(mut self) {
+    pub async fn stop(mut self) {
         self.halt().await;
+    }
+}
+
+impl std::fmt::Debug for SimPlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimPlatform").finish_non_exhaustive()
     }
 }
