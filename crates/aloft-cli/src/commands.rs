@@ -13,6 +13,7 @@ pub(crate) mod launch;
 pub(crate) mod logs;
 pub(crate) mod machine;
 pub(crate) mod orgs;
+pub(crate) mod platform;
 pub(crate) mod proxy;
 pub(crate) mod scale;
 pub(crate) mod secrets;

@@ -112,6 +112,9 @@ pub enum Command {
     /// Read, check and show an app's fly.toml.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
+    /// What the platform offers: its regions and machine sizes.
+    #[command(subcommand)]
+    Platform(commands::platform::PlatformCommand),
     /// Print the version of this client.
     Version,
 }
@@ -284,6 +287,9 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
         Command::Ips(command) => {
             let app = app()?;
             runtime()?.block_on(commands::ips::ips(command, &app, cli.json, out))
+        }
+        Command::Platform(command) => {
+            runtime()?.block_on(commands::platform::platform(command, cli.json, out))
         }
     }
 }

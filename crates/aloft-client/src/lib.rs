@@ -590,6 +590,19 @@ impl Client {
             .await
     }
 
+    /// The regions that have hosts, and the control plane's (`nearest`).
+    pub async fn platform_regions(&self) -> Result<aloft_types::api::PlatformRegions, ClientError> {
+        self.get("/v1/platform/regions").await
+    }
+
+    /// Where machines of a size would go, without creating any.
+    pub async fn placements(
+        &self,
+        request: &aloft_types::api::PlacementsRequest,
+    ) -> Result<aloft_types::api::Placements, ClientError> {
+        self.post("/v1/platform/placements", request).await
+    }
+
     pub async fn list_machines(&self, app: &str) -> Result<Vec<MachineResponse>, ClientError> {
         self.get(&format!("/v1/apps/{app}/machines")).await
     }

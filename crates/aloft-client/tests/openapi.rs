@@ -22,7 +22,7 @@ use serde_json::json;
 
 /// Operations no client method sends: Fly's Machines API, for Fly's own clients; the
 /// `flygo` contract test of `aloftd`'s sim suite sends each one as fly-go does.
-const FLY_ONLY: [&str; 9] = [
+const FLY_ONLY: [&str; 12] = [
     "Machines_show_lease",
     "Machines_acquire_lease",
     "Machines_release_lease",
@@ -32,6 +32,10 @@ const FLY_ONLY: [&str; 9] = [
     "Machines_suspend",
     "Secrets_set_one",
     "Secrets_unset_one",
+    // Fly's shape of `/ips`, which the CLI uses.
+    "IpAssignments_list",
+    "IpAssignments_create",
+    "IpAssignments_delete",
 ];
 
 /// Operations no client method sends because Prometheus reads them.
@@ -136,6 +140,10 @@ async fn call_everything(c: &Client) {
     let _ = c.list_ips(a).await;
     let _ = c.allocate_ipv4(a, None).await;
     let _ = c.release_ip(a, "203.0.113.7").await;
+    let _ = c.platform_regions().await;
+    let _ = c
+        .placements(&aloft_types::api::PlacementsRequest::default())
+        .await;
     let _ = c.list_machines(a).await;
     let _ = c.machine(a, m).await;
     let _ = c.start_machine(a, m).await;

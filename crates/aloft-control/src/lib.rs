@@ -27,6 +27,7 @@ mod logs;
 mod machines;
 mod metadata;
 mod orgs;
+mod platform;
 mod samples;
 mod secrets;
 mod sinks;
@@ -273,6 +274,7 @@ impl Control {
             .merge(machines::routes())
             .merge(metadata::routes())
             .merge(orgs::routes())
+            .merge(platform::routes())
             .merge(secrets::routes())
             .merge(volumes::routes())
             .merge(dns::routes())

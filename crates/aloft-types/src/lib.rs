@@ -28,6 +28,7 @@ mod kinds;
 pub mod machine;
 mod names;
 pub mod prometheus;
+pub mod regions;
 mod signal;
 mod state;
 pub mod time;

@@ -582,5 +582,104 @@ async fn fly_go_calls_succeed_and_their_answers_decode() {
     raw.ok(Method::DELETE, &machines(&format!("/{id}?kill=true")), None)
         .await;
 
+    // IP assignments: AssignIP ({type, region, org_slug, network, service_name} as Go
+    // marshals AssignIPRequest), GetIPAssignments, DeleteIPAssignment.
+    let assigned = raw
+        .ok(
+            Method::POST,
+            "/apps/gofly/ip_assignments",
+            Some(json!({"type": "v4", "region": "", "org_slug": "", "network": "", "service_name": ""})),
+        )
+        .await;
+    let fields = [
+        ("ip", 's'),
+        ("region", 's'),
+        ("service_name", 's'),
+        ("shared", 'b'),
+        ("created_at", 's'),
+    ];
+    decodes("IPAssignment", &assigned, &fields);
+    let ip = assigned["ip"].as_str().unwrap().to_owned();
+    let listed = raw
+        .ok(Method::GET, "/apps/gofly/ip_assignments", None)
+        .await;
+    decodes("ListIPAssignmentsResponse", &listed, &[("ips", 'a')]);
+    assert_eq!(listed["ips"][0]["ip"], ip.as_str(), "{listed}");
+    decodes("IPAssignment", &listed["ips"][0], &fields);
+    let (status, refused) = raw
+        .call(
+            Method::POST,
+            "/apps/gofly/ip_assignments",
+            Some(json!({"type": "shared_v4", "region": "", "org_slug": "", "network": "", "service_name": ""})),
+        )
+        .await;
+    assert_eq!(status, 400, "a type Aloft cannot allocate: {refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("shared_v4"),
+        "{refused}"
+    );
+    raw.ok(
+        Method::DELETE,
+        &format!("/apps/gofly/ip_assignments/{ip}"),
+        None,
+    )
+    .await;
+    let listed = raw
+        .ok(Method::GET, "/apps/gofly/ip_assignments", None)
+        .await;
+    assert_eq!(listed["ips"], json!([]), "{listed}");
+
+    // flaps.GetRegions: GET /platform/regions, decoded into RegionData.
+    let regions = raw.ok(Method::GET, "/platform/regions", None).await;
+    decodes(
+        "RegionData",
+        &regions,
+        &[("Regions", 'a'), ("Nearest", 's')],
+    );
+    assert_eq!(regions["Nearest"], "sim", "{regions}");
+    assert_eq!(regions["Regions"][0]["code"], "sim", "{regions}");
+    decodes(
+        "Region",
+        &regions["Regions"][0],
+        &[
+            ("code", 's'),
+            ("name", 's'),
+            ("latitude", 'n'),
+            ("longitude", 'n'),
+            ("gateway_available", 'b'),
+            ("requires_paid_plan", 'b'),
+            ("deprecated", 'b'),
+            ("capacity", 'n'),
+            ("geo_region", 's'),
+            ("mpg_available", 'b'),
+        ],
+    );
+    // flaps.GetPlacements: POST /platform/placements with GetPlacementsRequest as Go
+    // marshals it (compute null, weights null).
+    let placed = raw
+        .ok(
+            Method::POST,
+            "/platform/placements",
+            Some(json!({
+                "compute": null, "region": "sim,any", "count": 3, "volume_name": "",
+                "volume_size_bytes": 0, "weights": null, "org_slug": "personal"
+            })),
+        )
+        .await;
+    decodes("GetPlacementsResponse", &placed, &[("Regions", 'a')]);
+    assert_eq!(
+        placed["Regions"],
+        json!([{"Region": "sim", "Count": 3, "Concurrency": 3}]),
+        "one host in sim takes all three"
+    );
+    let (status, _) = raw
+        .call(
+            Method::POST,
+            "/platform/placements",
+            Some(json!({"region": "xyz", "count": 1})),
+        )
+        .await;
+    assert_eq!(status, 400, "a region without hosts is named");
+
     platform.stop().await;
 }

@@ -10,6 +10,13 @@ use serde::{Deserialize, Serialize};
 use crate::machine::MachineConfig;
 use crate::{Duration, Signal};
 
+mod platform;
+
+pub use platform::{
+    AssignIpRequest, IpAssignment, IpAssignments, Placements, PlacementsRequest, PlatformRegion,
+    PlatformRegions, RegionPlacement,
+};
+
 /// `POST /v1/apps`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

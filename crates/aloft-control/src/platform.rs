@@ -1,0 +1,151 @@
+//! Fly's platform endpoints: `/v1/platform/regions` (the regions that have hosts, with
+//! Fly's names and locations for its codes, and the CPUs left there) and
+//! `/v1/platform/placements` (where machines of a size would go, without creating any).
+//!
+//! Aloft places a machine on the least loaded host of the region it asks for and shares
+//! CPUs between machines, so "capacity" is the CPUs of a region's hosts not taken by
+//! started machines, and a placement of `count` machines goes to the first region of the
+//! request that has a host big enough, spread over its hosts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aloft_store::{Desired, Host};
+use aloft_types::api::{
+    ErrorBody, Placements, PlacementsRequest, PlatformRegion, PlatformRegions, RegionPlacement,
+};
+use aloft_types::regions::fly_region;
+use axum::Json;
+use axum::extract::State;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::json::Body;
+use crate::{ApiError, Inner, Principal};
+
+pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
+    OpenApiRouter::new()
+        .routes(routes!(regions))
+        .routes(routes!(placements))
+}
+
+/// A region's hosts and the CPUs they have left.
+struct RegionHosts {
+    hosts: Vec<Host>,
+    free_cpus: i64,
+}
+
+async fn by_region(inner: &Inner) -> Result<BTreeMap<String, RegionHosts>, ApiError> {
+    let mut regions: BTreeMap<String, RegionHosts> = BTreeMap::new();
+    for host in inner.store.list_hosts().await? {
+        let used: i64 = inner
+            .store
+            .machines_on_host(&host.id)
+            .await?
+            .iter()
+            .filter(|m| m.desired == Desired::Started)
+            .map(|m| i64::from(m.config.guest.as_ref().map_or(1, |g| g.cpus.max(1))))
+            .sum();
+        let entry = regions
+            .entry(host.region.clone())
+            .or_insert_with(|| RegionHosts {
+                hosts: Vec::new(),
+                free_cpus: 0,
+            });
+        entry.free_cpus += (host.cpus - used).max(0);
+        entry.hosts.push(host);
+    }
+    Ok(regions)
+}
+
+#[utoipa::path(get, path = "/v1/platform/regions", tag = "platform", responses((status = 200, body = PlatformRegions, description = "The regions that have hosts (Fly's names and locations for Fly's codes), each with the CPUs its hosts have left; Nearest is the control plane's region"), (status = "4XX", description = "Missing or invalid token", body = ErrorBody)), operation_id = "Platform_regions")]
+async fn regions(
+    State(inner): State<Arc<Inner>>,
+    _principal: Principal,
+) -> Result<Json<PlatformRegions>, ApiError> {
+    let regions = by_region(&inner)
+        .await?
+        .into_iter()
+        .map(|(code, hosts)| {
+            let fly = fly_region(&code);
+            PlatformRegion {
+                name: fly.map_or_else(|| code.clone(), |r| r.name.to_owned()),
+                latitude: fly.map_or(0.0, |r| r.latitude),
+                longitude: fly.map_or(0.0, |r| r.longitude),
+                geo_region: fly.map_or_else(String::new, |r| r.geo_region.to_owned()),
+                // WireGuard peers join the private network with the network issue.
+                gateway_available: false,
+                requires_paid_plan: false,
+                deprecated: false,
+                capacity: hosts.free_cpus,
+                mpg_available: false,
+                code,
+            }
+        })
+        .collect();
+    Ok(Json(PlatformRegions {
+        regions,
+        nearest: inner.config.default_region.clone(),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/platform/placements", tag = "platform", request_body = PlacementsRequest, responses((status = 200, body = Placements, description = "Where the machines would go: with a count, all in the first region of the request that has a host big enough, spread over its hosts; with none, how many fit in each region of the request without sharing CPUs"), (status = "4XX", description = "Bad input (an unknown region), missing or invalid token", body = ErrorBody)), operation_id = "Platform_placements")]
+async fn placements(
+    State(inner): State<Arc<Inner>>,
+    _principal: Principal,
+    Body(request): Body<PlacementsRequest>,
+) -> Result<Json<Placements>, ApiError> {
+    let all = by_region(&inner).await?;
+    let cpus = i64::from(request.compute.as_ref().map_or(1, |g| g.cpus.max(1)));
+    let expression = if request.region.trim().is_empty() {
+        format!("{},any", inner.config.default_region)
+    } else {
+        request.region.clone()
+    };
+    let mut wanted: Vec<&str> = Vec::new();
+    for name in expression
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        if name == "any" {
+            wanted.extend(all.keys().map(String::as_str));
+        } else if all.contains_key(name) {
+            wanted.push(name);
+        } else {
+            return Err(ApiError::BadRequest(format!(
+                "region: {name:?} has no hosts (regions with hosts: {})",
+                all.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    wanted.retain(|r| seen.insert(*r));
+    let fits = |hosts: &RegionHosts| hosts.hosts.iter().any(|h| h.cpus.max(1) >= cpus);
+    let placed = if request.count == 0 {
+        wanted
+            .iter()
+            .filter_map(|r| Some((*r, all.get(*r)?)))
+            .map(|(region, hosts)| RegionPlacement {
+                region: region.to_owned(),
+                count: u64::try_from(hosts.free_cpus / cpus).unwrap_or(0),
+                concurrency: 1,
+            })
+            .collect()
+    } else {
+        wanted
+            .iter()
+            .filter_map(|r| Some((*r, all.get(*r)?)))
+            .find(|(_, hosts)| fits(hosts))
+            .map(|(region, hosts)| {
+                let spread = u64::try_from(hosts.hosts.len()).unwrap_or(1).max(1);
+                vec![RegionPlacement {
+                    region: region.to_owned(),
+                    count: request.count,
+                    concurrency: request.count.div_ceil(spread),
+                }]
+            })
+            .unwrap_or_default()
+    };
+    Ok(Json(Placements { regions: placed }))
+}
