@@ -138,7 +138,8 @@ fn response(host: &str, entry: Entry) -> LogEntryResponse {
 }
 
 impl Inner {
-    /// Keeps a query within the retention of the app's organization.
+    /// Keeps a query within the retention of the app's organization and the app's own
+    /// lifetime.
     async fn limit_to_retention(
         &self,
         app: &aloft_store::App,
@@ -152,8 +153,16 @@ impl Inner {
             let slug = self.store.org(&app.org_id).await?.slug;
             by_org.get(&slug).copied().or(default)
         };
+        // Lines are kept by app name, which is free again once an app is deleted: an app
+        // of the same name created later (perhaps by another organization) reads only the
+        // lines from after that deletion.
+        let freed = self.store.app_name_freed_at(app.name.as_str()).await?;
+        let mut floor = freed.map(|ms| ms.saturating_add(1).saturating_mul(1_000_000));
         if let Some(keep) = keep {
-            let floor = now_ns().saturating_sub(i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX));
+            let kept = now_ns().saturating_sub(i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX));
+            floor = Some(floor.map_or(kept, |f| f.max(kept)));
+        }
+        if let Some(floor) = floor {
             query.since_ns = Some(query.since_ns.map_or(floor, |since| since.max(floor)));
         }
         Ok(())

@@ -119,17 +119,43 @@ impl Store {
                 reason: format!("{alive} machine(s) still exist; destroy them first"),
             });
         }
-        let deleted = sqlx::query("DELETE FROM apps WHERE id = $1")
+        let failed = |operation| StoreError::database(operation, "app", id.as_str());
+        let mut tx = self.pool().begin().await.map_err(failed("deleting an app"))?;
+        let name: Option<String> = sqlx::query_scalar("SELECT name FROM apps WHERE id = $1")
             .bind(id.as_str())
-            .execute(self.pool())
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(StoreError::database("deleting an app", "app", id.as_str()))?;
-        if deleted.rows_affected() == 0 {
+            .map_err(failed("deleting an app"))?;
+        let Some(name) = name else {
             return Err(StoreError::NotFound {
                 what: "app",
                 id: id.to_string(),
             });
-        }
+        };
+        sqlx::query("DELETE FROM apps WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("deleting an app"))?;
+        sqlx::query(
+            "INSERT INTO deleted_apps (name, deleted_at) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET deleted_at = excluded.deleted_at",
+        )
+        .bind(&name)
+        .bind(crate::now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(failed("recording an app's deletion"))?;
+        tx.commit().await.map_err(failed("deleting an app"))?;
         Ok(())
+    }
+
+    /// When an app named `name` was last deleted (Unix ms), if one ever was.
+    pub async fn app_name_freed_at(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar("SELECT deleted_at FROM deleted_apps WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(StoreError::database("reading an app name's deletion", "app", name))
     }
 }

@@ -101,3 +101,48 @@ async fn each_organization_sees_its_own_log_retention() {
     );
     platform.stop().await;
 }
+
+/// Security: lines are kept by app name, and a deleted app's name is free again. Another
+/// organization that creates an app under it reads only its own app's lines.
+#[tokio::test]
+async fn an_app_created_under_a_freed_name_does_not_read_the_old_apps_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = HostId::generate([2; 8]);
+    let logs = LogStore::open(LogConfig::new(dir.path().join("logs"))).unwrap();
+    let platform = ControlApi::start(ControlOptions {
+        parts: aloft_control::ControlParts {
+            logs: Some((host.clone(), logs.clone())),
+            ..aloft_control::ControlParts::default()
+        },
+        host: Some(host),
+        ..ControlOptions::new(Backend::Sqlite)
+    })
+    .await;
+    let admin = platform.client.clone();
+    admin.create_app("reused", None).await.unwrap();
+    let mut durable = logs.subscribe();
+    logs.append(vec![line("reused", "the first owner's secret", Duration::ZERO)])
+        .await
+        .unwrap();
+    durable.wait_for(|seq| *seq >= 1).await.unwrap();
+    // The positive control: the owner reads it.
+    assert_eq!(
+        messages(&admin, "reused", None).await,
+        ["the first owner's secret"]
+    );
+    admin.delete_app("reused").await.unwrap();
+
+    let other = admin.create_org("other", None).await.unwrap();
+    let other = Client::new(&platform.url, &other.token);
+    other.create_app("reused", None).await.unwrap();
+    logs.append(vec![line("reused", "the new owner's line", Duration::ZERO)])
+        .await
+        .unwrap();
+    durable.wait_for(|seq| *seq >= 2).await.unwrap();
+    assert_eq!(
+        messages(&other, "reused", Some("7d")).await,
+        ["the new owner's line"],
+        "the old app's lines stay hidden"
+    );
+    platform.stop().await;
+}
