@@ -55,6 +55,40 @@ fn hostname(text: &str) -> Result<String, ApiError> {
     }
 }
 
+/// Refuses a hostname `app` may not claim: one under the platform's apps domain (the
+/// platform answers there for every app: claiming `*.<apps_domain>` would take every
+/// app's traffic), or one that overlaps another app's (a wildcard over its names, or a
+/// name under its wildcard).
+async fn claimable(inner: &Inner, app: &aloft_store::App, name: &str) -> Result<(), ApiError> {
+    let bare = name.strip_prefix("*.").unwrap_or(name);
+    if let Some(edge) = &inner.config.edge {
+        let domain = edge.apps_domain.to_ascii_lowercase();
+        if bare == domain || bare.ends_with(&format!(".{domain}")) {
+            return Err(ApiError::Forbidden(format!(
+                "hostname: {name} is under the platform's apps domain {domain}, where the platform answers for every app; each app already has https://<app>.{domain}/"
+            )));
+        }
+    }
+    let parent = |host: &str| host.split_once('.').map(|(_, rest)| rest.to_owned());
+    for other in inner.store.all_certificates().await? {
+        if other.app_id == app.id {
+            continue;
+        }
+        let theirs = other.hostname.as_str();
+        let overlaps = match (name.strip_prefix("*."), theirs.strip_prefix("*.")) {
+            (Some(domain), None) => parent(theirs).as_deref() == Some(domain),
+            (None, Some(domain)) => parent(name).as_deref() == Some(domain),
+            _ => theirs == name,
+        };
+        if overlaps {
+            return Err(ApiError::Conflict(format!(
+                "hostname: {name} overlaps {theirs}, which another app answers at"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn response(record: &CertificateRecord) -> CertificateResponse {
     CertificateResponse {
         hostname: record.hostname.clone(),
@@ -78,8 +112,10 @@ async fn add_local(
     WriteApp(app): WriteApp,
     Body(request): Body<AddCertificateRequest>,
 ) -> Result<Json<CertificateResponse>, ApiError> {
+    let name = hostname(&request.hostname)?;
+    claimable(&inner, &app, &name).await?;
     let record = CertificateRecord {
-        hostname: hostname(&request.hostname)?,
+        hostname: name,
         app_id: app.id.clone(),
         source: "local".to_owned(),
         fullchain: None,
@@ -100,6 +136,7 @@ async fn import(
 ) -> Result<Json<CertificateResponse>, ApiError> {
     use rustls_pki_types::pem::PemObject;
     let name = hostname(&request.hostname)?;
+    claimable(&inner, &app, &name).await?;
     let chain: Vec<_> =
         rustls_pki_types::CertificateDer::pem_slice_iter(request.fullchain.as_bytes())
             .collect::<Result<_, _>>()

@@ -120,7 +120,11 @@ impl Store {
             });
         }
         let failed = |operation| StoreError::database(operation, "app", id.as_str());
-        let mut tx = self.pool().begin().await.map_err(failed("deleting an app"))?;
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(failed("deleting an app"))?;
         let name: Option<String> = sqlx::query_scalar("SELECT name FROM apps WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
@@ -156,6 +160,10 @@ impl Store {
             .bind(name)
             .fetch_optional(self.pool())
             .await
-            .map_err(StoreError::database("reading an app name's deletion", "app", name))
+            .map_err(StoreError::database(
+                "reading an app name's deletion",
+                "app",
+                name,
+            ))
     }
 }

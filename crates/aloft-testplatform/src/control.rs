@@ -29,6 +29,8 @@ pub struct ControlOptions {
     pub host: Option<HostId>,
     /// The region of that host and the platform's default.
     pub region: String,
+    /// Where the edge serves apps (their URLs, the reserved apps domain); none by default.
+    pub edge: Option<aloft_control::EdgeAddress>,
 }
 
 impl ControlOptions {
@@ -39,6 +41,7 @@ impl ControlOptions {
             parts: ControlParts::default(),
             host: Some(HostId::generate([1; 8])),
             region: "local".to_owned(),
+            edge: None,
         }
     }
 }
@@ -121,7 +124,10 @@ impl ControlApi {
         }
         let control = Control::new(
             store.clone(),
-            config(&options.region, dir.path()),
+            ControlConfig {
+                edge: options.edge,
+                ..config(&options.region, dir.path())
+            },
             options.parts,
         );
         let token = control

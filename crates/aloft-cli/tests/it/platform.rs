@@ -121,11 +121,17 @@ async fn the_cli_runs_machines_secrets_volumes_and_tokens() {
 
     // The platform: this one host's region, and Fly's sizes.
     let regions = p.ok(&["platform", "regions"]);
-    assert!(regions.contains("NAME") && regions.contains("local *"), "{regions}");
+    assert!(
+        regions.contains("NAME") && regions.contains("local *"),
+        "{regions}"
+    );
     let regions: serde_json::Value =
         serde_json::from_str(&p.ok(&["platform", "regions", "--json"])).unwrap();
     assert_eq!(regions["Nearest"], "local", "{regions}");
-    assert!(regions["Regions"][0]["capacity"].as_i64().unwrap() > 0, "{regions}");
+    assert!(
+        regions["Regions"][0]["capacity"].as_i64().unwrap() > 0,
+        "{regions}"
+    );
     let sizes = p.ok(&["platform", "vm-sizes"]);
     assert!(
         sizes.contains("shared-cpu-1x") && sizes.contains("256 MB"),

@@ -121,9 +121,13 @@ async fn an_app_created_under_a_freed_name_does_not_read_the_old_apps_lines() {
     let admin = platform.client.clone();
     admin.create_app("reused", None).await.unwrap();
     let mut durable = logs.subscribe();
-    logs.append(vec![line("reused", "the first owner's secret", Duration::ZERO)])
-        .await
-        .unwrap();
+    logs.append(vec![line(
+        "reused",
+        "the first owner's secret",
+        Duration::ZERO,
+    )])
+    .await
+    .unwrap();
     durable.wait_for(|seq| *seq >= 1).await.unwrap();
     // The positive control: the owner reads it.
     assert_eq!(

@@ -12,6 +12,7 @@ mod access;
 mod bodies;
 mod logs;
 mod openapi;
+mod security;
 mod ssh;
 
 use std::future::Future;

@@ -1,0 +1,93 @@
+//! Security: each test tries an attack one tenant could make on another (or on the
+//! platform) through the API, after a positive control shows the probe can succeed.
+
+use aloft_client::Client;
+use aloft_testplatform::{Backend, ControlApi, ControlOptions};
+
+async fn platform_with_edge() -> ControlApi {
+    ControlApi::start(ControlOptions {
+        edge: Some(aloft_control::EdgeAddress {
+            apps_domain: "apps.example.net".to_owned(),
+            https_port: 443,
+        }),
+        ..ControlOptions::new(Backend::Sqlite)
+    })
+    .await
+}
+
+/// Names under the platform's apps domain are the platform's: `*.<apps_domain>` would take
+/// every app's traffic (and removing it would break HTTPS for all), `<other>.<apps_domain>`
+/// another app's.
+#[tokio::test]
+async fn no_app_claims_a_name_under_the_apps_domain() {
+    let platform = platform_with_edge().await;
+    let admin = &platform.client;
+    admin.create_app("mine", None).await.unwrap();
+    admin.create_app("theirs", None).await.unwrap();
+    // The positive control: a name of the app's own domain is taken.
+    admin
+        .add_certificate("mine", "www.mine.example.org")
+        .await
+        .unwrap();
+    for name in [
+        "*.apps.example.net",
+        "theirs.apps.example.net",
+        "apps.example.net",
+        "*.x.APPS.example.net.",
+    ] {
+        let error = admin
+            .add_certificate("mine", name)
+            .await
+            .expect_err(name)
+            .to_string();
+        assert!(error.contains("apps domain"), "{name}: {error}");
+    }
+    platform.stop().await;
+}
+
+/// A wildcard over another tenant's name, or a name under another tenant's wildcard, is
+/// theirs: the proxy would send one tenant's requests to the other.
+#[tokio::test]
+async fn no_app_claims_a_name_that_overlaps_another_apps() {
+    let platform = platform_with_edge().await;
+    let admin = &platform.client;
+    admin.create_app("victim", None).await.unwrap();
+    admin
+        .add_certificate("victim", "shop.example.org")
+        .await
+        .unwrap();
+    admin
+        .add_certificate("victim", "*.victim.example.org")
+        .await
+        .unwrap();
+    let other = admin.create_org("attacker", None).await.unwrap();
+    let attacker = Client::new(&platform.url, &other.token);
+    attacker.create_app("greedy", None).await.unwrap();
+    // The positive control: names nobody has are free, and the owner can add more under
+    // its own wildcard.
+    attacker
+        .add_certificate("greedy", "greedy.example.com")
+        .await
+        .unwrap();
+    admin
+        .add_certificate("victim", "api.victim.example.org")
+        .await
+        .unwrap();
+    for name in [
+        "shop.example.org",
+        "*.example.org",
+        "*.victim.example.org",
+        "www.victim.example.org",
+    ] {
+        let error = attacker
+            .add_certificate("greedy", name)
+            .await
+            .expect_err(name)
+            .to_string();
+        assert!(
+            error.contains("another app") || error.contains("409"),
+            "{name}: {error}"
+        );
+    }
+    platform.stop().await;
+}
