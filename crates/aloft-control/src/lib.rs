@@ -140,6 +140,8 @@ pub struct ControlParts {
     pub logs: Option<(HostId, aloft_logs::LogStore)>,
     /// How far back log queries go.
     pub log_retention: LogRetention,
+    /// Where log sinks may connect besides global addresses.
+    pub sink_reach: aloft_logs::SinkReach,
 }
 
 impl std::fmt::Debug for ControlParts {
@@ -150,6 +152,7 @@ impl std::fmt::Debug for ControlParts {
             .field("builder", &self.builder.is_some())
             .field("logs", &self.logs.as_ref().map(|(host, _)| host))
             .field("log_retention", &self.log_retention)
+            .field("sink_reach", &self.sink_reach)
             .finish()
     }
 }
@@ -188,6 +191,8 @@ pub(crate) struct Inner {
     pub(crate) samples: Arc<samples::Samples>,
     /// How far back each organization's logs go.
     pub(crate) log_retention: LogRetention,
+    /// Where log sinks may connect besides global addresses.
+    pub(crate) sink_reach: aloft_logs::SinkReach,
     /// The control plane's own background work (deployments, the catalog publisher, log
     /// shipping): stopped and awaited by [`Control::shutdown`].
     pub(crate) tasks: tokio_util::task::TaskTracker,
@@ -242,6 +247,7 @@ impl Control {
                 shippers: std::sync::Mutex::new(std::collections::HashMap::new()),
                 samples: Arc::default(),
                 log_retention: parts.log_retention,
+                sink_reach: parts.sink_reach,
                 tasks: tokio_util::task::TaskTracker::new(),
                 stopping: tokio_util::sync::CancellationToken::new(),
                 draining: tokio_util::sync::CancellationToken::new(),

@@ -61,6 +61,31 @@ fn check_url(kind: SinkKind, url: &str) -> Result<(), ApiError> {
     }))
 }
 
+/// Refuses a sink whose host is, or resolves to, an address sinks may not reach (the
+/// host's own services, metadata, the private network): the shipper checks again at each
+/// connection, so a name that changes later is refused then.
+async fn check_reach(inner: &Inner, url: &str) -> Result<(), ApiError> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && port.parse::<u16>().is_ok() => {
+            (host, port.parse::<u16>().unwrap_or(0))
+        }
+        _ => (authority, 0),
+    };
+    let refused =
+        |error: aloft_logs::ReachError| ApiError::Unprocessable(format!("url {url:?}: {error}"));
+    inner.sink_reach.check_literal(host).map_err(refused)?;
+    match inner.sink_reach.resolve(host, port).await {
+        Err(error @ aloft_logs::ReachError::Refused { .. }) => Err(refused(error)),
+        // A collector whose name does not resolve yet is retried when shipping.
+        Ok(_) | Err(aloft_logs::ReachError::Unresolved { .. }) => Ok(()),
+    }
+}
+
 /// A sink's shipping counters here: (sent, dropped, failures, lag in lines).
 pub(crate) fn counters(inner: &Inner, id: &str) -> (u64, u64, u64, u64) {
     let stats = inner
@@ -111,6 +136,7 @@ async fn create(
         ApiError::BadRequest(format!("kind {:?}: use http, loki or syslog", request.kind))
     })?;
     check_url(kind, &request.url)?;
+    check_reach(&inner, &request.url).await?;
     if let Some(pem) = &request.ca_pem
         && !pem.contains("-----BEGIN CERTIFICATE-----")
     {
@@ -261,6 +287,7 @@ pub(crate) async fn manage(
                         host: host.clone(),
                         since_ns: sink.created_at.saturating_mul(1_000_000),
                         ca_pem: sink.ca_pem.clone(),
+                        reach: inner.sink_reach.clone(),
                     };
                     let (scope, scoped) = tokio::sync::watch::channel(apps);
                     let token = stop.child_token();

@@ -17,10 +17,12 @@
 //! limit, and when everything in them is older than the age limit; queries never return
 //! lines older than the age limit.
 
+mod reach;
 mod record;
 mod ship;
 mod store;
 
+pub use reach::{BadNetwork, CONNECT_TIMEOUT, Network, ReachError, SinkReach};
 pub use record::{Entry, MAX_TEXT, NewEntry, Stream};
 pub use ship::{MAX_BACKLOG, ShipperStats, SinkKind, SinkSpec, ship};
 pub use store::{BLOCK_RECORDS, LogConfig, LogStore, Query, QueryResult, StoreStats};

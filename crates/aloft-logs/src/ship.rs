@@ -21,6 +21,7 @@ use aloft_types::time::rfc3339_nanos;
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::reach::{ConnectError, ReachError, SinkReach};
 use crate::{Entry, LogStore, Query, Stream};
 
 /// Lines a sink may fall behind before the oldest are skipped.
@@ -50,6 +51,8 @@ pub struct SinkSpec {
     /// A certificate authority (PEM) trusted besides the public ones, for a collector
     /// with a private certificate.
     pub ca_pem: Option<String>,
+    /// Where it may connect (global addresses and the operator's networks).
+    pub reach: SinkReach,
 }
 
 /// Why a delivery to a sink failed (the shipper logs it and retries with backoff).
@@ -79,6 +82,10 @@ pub(crate) enum ShipError {
     Status(u16),
     #[error("no connection")]
     NotConnected,
+    #[error(transparent)]
+    Reach(ReachError),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
     #[error("writing to {address}: {source}")]
     Write {
         address: String,
@@ -114,19 +121,40 @@ fn tls_config(ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, ShipErr
 
 type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
+/// A connection a delivery speaks HTTP over (TCP, or TLS on it).
+trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Connection for T {}
+
+/// How long one delivery (connect, send, answer) may take.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A TCP connection to `host:port` (an address the sink may reach).
+async fn connect(
+    host: &str,
+    port: u16,
+    reach: &SinkReach,
+) -> Result<tokio::net::TcpStream, ShipError> {
+    reach
+        .connect(host, port)
+        .await
+        .map_err(|error| match error {
+            ConnectError::Reach(error) => ShipError::Reach(error),
+            ConnectError::Io(source) => ShipError::Connect {
+                address: format!("{host}:{port}"),
+                source: Arc::new(source),
+            },
+        })
+}
+
 /// A TLS connection to `host:port`, the certificate checked against `config`'s roots.
 async fn tls_connect(
     host: &str,
     port: u16,
     config: &Arc<rustls::ClientConfig>,
+    reach: &SinkReach,
 ) -> Result<TlsStream, ShipError> {
     let address = format!("{host}:{port}");
-    let tcp = tokio::net::TcpStream::connect((host, port))
-        .await
-        .map_err(|source| ShipError::Connect {
-            address: address.clone(),
-            source: Arc::new(source),
-        })?;
+    let tcp = connect(host, port, reach).await?;
     let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
         ShipError::Address {
             address: address.clone(),
@@ -142,13 +170,14 @@ async fn tls_connect(
         })
 }
 
-/// `POST` over HTTPS (one connection per delivery).
-async fn https_post(
+/// `POST` over HTTP, or HTTPS with `tls` (one connection per delivery).
+async fn post(
     url: &str,
     body: Vec<u8>,
     content_type: &str,
     headers: &BTreeMap<String, String>,
-    config: &Arc<rustls::ClientConfig>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    reach: &SinkReach,
 ) -> Result<(), ShipError> {
     use http_body_util::BodyExt as _;
     let uri: http::Uri = url
@@ -161,8 +190,13 @@ async fn https_post(
         address: url.to_owned(),
         reason: "no host".to_owned(),
     })?;
-    let port = uri.port_u16().unwrap_or(443);
-    let stream = tls_connect(host, port, config).await?;
+    let stream: Box<dyn Connection> = match tls {
+        Some(config) => {
+            let port = uri.port_u16().unwrap_or(443);
+            Box::new(tls_connect(host, port, config, reach).await?)
+        }
+        None => Box::new(connect(host, uri.port_u16().unwrap_or(80), reach).await?),
+    };
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
@@ -324,7 +358,6 @@ fn syslog_frame(host: &str, entry: &Entry) -> Vec<u8> {
 /// Sends batches to one sink.
 struct Sender {
     spec: SinkSpec,
-    http: reqwest::Client,
     tls: Result<Arc<rustls::ClientConfig>, ShipError>,
     syslog: Option<SyslogStream>,
 }
@@ -347,27 +380,20 @@ impl Sender {
                         "application/x-ndjson",
                     )
                 };
-                if url.starts_with("https://") {
-                    let config = self.tls.clone()?;
-                    return https_post(&url, body, content_type, &self.spec.headers, &config).await;
-                }
-                let mut request = self
-                    .http
-                    .post(url)
-                    .header("content-type", content_type)
-                    .body(body);
-                for (name, value) in &self.spec.headers {
-                    request = request.header(name, value);
-                }
-                let response = request.send().await.map_err(|e| ShipError::Http {
-                    url: self.spec.url.clone(),
-                    reason: e.to_string(),
-                })?;
-                if response.status().is_success() {
-                    Ok(())
+                let config = if url.starts_with("https://") {
+                    Some(self.tls.clone()?)
                 } else {
-                    Err(ShipError::Status(response.status().as_u16()))
-                }
+                    None
+                };
+                post(
+                    &url,
+                    body,
+                    content_type,
+                    &self.spec.headers,
+                    config.as_ref(),
+                    &self.spec.reach,
+                )
+                .await
             }
             SinkKind::Syslog => {
                 let (secure, address) = match self.spec.url.strip_prefix("tls://") {
@@ -382,25 +408,20 @@ impl Sender {
                     ),
                 };
                 if self.syslog.is_none() {
+                    let (host, port) = address
+                        .rsplit_once(':')
+                        .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+                        .ok_or_else(|| ShipError::Address {
+                            address: address.clone(),
+                            reason: "expected host:port".to_owned(),
+                        })?;
                     let stream = if secure {
-                        let (host, port) = address
-                            .rsplit_once(':')
-                            .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
-                            .ok_or_else(|| ShipError::Address {
-                                address: address.clone(),
-                                reason: "expected host:port".to_owned(),
-                            })?;
                         let config = self.tls.clone()?;
-                        SyslogStream::Tls(Box::new(tls_connect(&host, port, &config).await?))
+                        SyslogStream::Tls(Box::new(
+                            tls_connect(&host, port, &config, &self.spec.reach).await?,
+                        ))
                     } else {
-                        SyslogStream::Plain(
-                            tokio::net::TcpStream::connect(&address)
-                                .await
-                                .map_err(|source| ShipError::Connect {
-                                    address: address.clone(),
-                                    source: Arc::new(source),
-                                })?,
-                        )
+                        SyslogStream::Plain(connect(&host, port, &self.spec.reach).await?)
                     };
                     self.syslog = Some(stream);
                 }
@@ -471,10 +492,6 @@ pub async fn ship(
     };
     stats.cursor.store(cursor, Ordering::Relaxed);
     let mut sender = Sender {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default(),
         tls: tls_config(spec.ca_pem.as_deref()),
         spec,
         syslog: None,
@@ -516,7 +533,14 @@ pub async fn ship(
         if !batch.is_empty() {
             let mut wait = FIRST_RETRY;
             loop {
-                match sender.send(&batch).await {
+                let sent = tokio::time::timeout(SEND_TIMEOUT, sender.send(&batch))
+                    .await
+                    .unwrap_or_else(|_| {
+                        // A syslog stream stopped mid-write is not reused.
+                        sender.syslog = None;
+                        Err(ShipError::Timeout(SEND_TIMEOUT))
+                    });
+                match sent {
                     Ok(()) => break,
                     Err(error) => {
                         stats.failures.fetch_add(1, Ordering::Relaxed);

@@ -73,6 +73,22 @@ pub struct LogsSettings {
     /// Per-organization retention in days, by slug (`{ acme = 90, trial = 7 }`): each
     /// organization sees its own window; lines are kept as long as the longest one.
     pub org_max_age_days: std::collections::BTreeMap<String, u64>,
+    /// Networks log sinks may reach besides global addresses (`["10.0.0.0/8"]` for a
+    /// collector on the LAN). Loopback, link-local (cloud metadata), private and the
+    /// machines' own network are refused unless listed.
+    pub sink_allowed_networks: Vec<String>,
+}
+
+impl LogsSettings {
+    /// `sink_allowed_networks`, each checked.
+    pub fn sink_reach(&self) -> Result<aloft_logs::SinkReach, aloft_logs::BadNetwork> {
+        let networks = self
+            .sink_allowed_networks
+            .iter()
+            .map(|n| n.parse())
+            .collect::<Result<Vec<aloft_logs::Network>, _>>()?;
+        Ok(aloft_logs::SinkReach::allowing(networks))
+    }
 }
 
 impl Default for LogsSettings {
@@ -82,6 +98,7 @@ impl Default for LogsSettings {
             max_size_gb: 10,
             segment_mb: 64,
             org_max_age_days: std::collections::BTreeMap::new(),
+            sink_allowed_networks: Vec::new(),
         }
     }
 }
@@ -340,6 +357,8 @@ impl Config {
         config.proxy.https_listen = any_port;
         config.network.dns_listen = any_port;
         config.network.dns_upstream = Some(Vec::new());
+        // Tests' collectors listen on loopback.
+        config.logs.sink_allowed_networks = vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()];
         config
     }
 
@@ -407,6 +426,9 @@ impl Config {
                 "agent.reconcile_interval_seconds",
                 "must be at least 1".to_owned(),
             ));
+        }
+        if let Err(error) = self.logs.sink_reach() {
+            return Err(invalid("logs.sink_allowed_networks", error.to_string()));
         }
         if let Err(error) = self.proxy.region_distances() {
             return Err(invalid("proxy.region_distances", error.to_string()));

@@ -343,6 +343,10 @@ fn control_of(config: &Config, host_id: &HostId, parts: &HostParts) -> anyhow::R
                     .map(|(slug, d)| (slug.clone(), days(*d)))
                     .collect(),
             },
+            sink_reach: config
+                .logs
+                .sink_reach()
+                .context("reading [logs] sink_allowed_networks")?,
         },
     ))
 }

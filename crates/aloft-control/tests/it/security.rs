@@ -91,3 +91,51 @@ async fn no_app_claims_a_name_that_overlaps_another_apps() {
     }
     platform.stop().await;
 }
+
+fn sink(kind: &str, url: &str) -> aloft_types::api::CreateLogSinkRequest {
+    aloft_types::api::CreateLogSinkRequest {
+        kind: kind.to_owned(),
+        url: url.to_owned(),
+        headers: std::collections::BTreeMap::new(),
+        app: None,
+        ca_pem: None,
+    }
+}
+
+/// Log sinks are tenants' URLs that the platform connects to: the host's own services
+/// (loopback), cloud metadata (link-local), private networks and the machines' network
+/// are refused, by address or by a name that resolves to one.
+#[tokio::test]
+async fn log_sinks_cannot_reach_the_host_metadata_or_private_networks() {
+    let platform = platform_with_edge().await;
+    let admin = &platform.client;
+    // The positive control: a global address is accepted (no log store runs here, so
+    // nothing connects to it).
+    admin
+        .create_log_sink(&sink("http", "http://203.0.113.7:8080/ingest"))
+        .await
+        .unwrap();
+    for (kind, url) in [
+        ("http", "http://127.0.0.1:9200/"),
+        ("http", "http://localhost:9200/"),
+        ("loki", "http://169.254.169.254/latest/meta-data/"),
+        ("http", "https://[::1]:443/"),
+        ("http", "http://user@10.0.0.5/"),
+        ("syslog", "tcp://[fdaa::3]:53"),
+        ("syslog", "tls://192.168.1.1:6514"),
+        ("syslog", "tcp://0.0.0.0:22"),
+    ] {
+        let error = admin
+            .create_log_sink(&sink(kind, url))
+            .await
+            .expect_err(url)
+            .to_string();
+        assert!(error.contains("may not reach"), "{url}: {error}");
+    }
+    assert_eq!(
+        admin.log_sinks().await.unwrap().len(),
+        1,
+        "nothing else was stored"
+    );
+    platform.stop().await;
+}

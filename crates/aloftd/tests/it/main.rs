@@ -62,7 +62,7 @@ impl Host {
         std::fs::write(
             &path,
             format!(
-                "[network]\nnamespace = \"{}\"\ndns_listen = \"127.0.0.1:0\"\ndns_upstream = []\n[proxy]\nhttp_listen = \"127.0.0.1:0\"\nhttps_listen = \"127.0.0.1:0\"\n{}\n",
+                "[network]\nnamespace = \"{}\"\ndns_listen = \"127.0.0.1:0\"\ndns_upstream = []\n[logs]\n# The tests' log collectors listen on loopback.\nsink_allowed_networks = [\"127.0.0.0/8\", \"::1/128\"]\n[proxy]\nhttp_listen = \"127.0.0.1:0\"\nhttps_listen = \"127.0.0.1:0\"\n{}\n",
                 self.netns.path().display(),
                 self.proxy
             ),
