@@ -75,10 +75,11 @@ async fn claimable(inner: &Inner, app: &aloft_store::App, name: &str) -> Result<
             continue;
         }
         let theirs = other.hostname.as_str();
+        // The same name is the store's conflict (it says so itself).
         let overlaps = match (name.strip_prefix("*."), theirs.strip_prefix("*.")) {
             (Some(domain), None) => parent(theirs).as_deref() == Some(domain),
             (None, Some(domain)) => parent(name).as_deref() == Some(domain),
-            _ => theirs == name,
+            _ => false,
         };
         if overlaps {
             return Err(ApiError::Conflict(format!(

@@ -120,36 +120,33 @@ impl Store {
             });
         }
         let failed = |operation| StoreError::database(operation, "app", id.as_str());
+        // Writes only, the first one taking SQLite's write lock: a transaction that read
+        // first could not upgrade while the agents write (SQLITE_BUSY, with no wait).
         let mut tx = self
             .pool()
             .begin()
             .await
             .map_err(failed("deleting an app"))?;
-        let name: Option<String> = sqlx::query_scalar("SELECT name FROM apps WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(failed("deleting an app"))?;
-        let Some(name) = name else {
-            return Err(StoreError::NotFound {
-                what: "app",
-                id: id.to_string(),
-            });
-        };
-        sqlx::query("DELETE FROM apps WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(failed("deleting an app"))?;
         sqlx::query(
-            "INSERT INTO deleted_apps (name, deleted_at) VALUES ($1, $2) \
+            "INSERT INTO deleted_apps (name, deleted_at) SELECT name, $2 FROM apps WHERE id = $1 \
              ON CONFLICT (name) DO UPDATE SET deleted_at = excluded.deleted_at",
         )
-        .bind(&name)
+        .bind(id.as_str())
         .bind(crate::now_ms())
         .execute(&mut *tx)
         .await
         .map_err(failed("recording an app's deletion"))?;
+        let deleted = sqlx::query("DELETE FROM apps WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("deleting an app"))?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "app",
+                id: id.to_string(),
+            });
+        }
         tx.commit().await.map_err(failed("deleting an app"))?;
         Ok(())
     }
