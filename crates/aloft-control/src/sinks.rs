@@ -220,27 +220,27 @@ async fn remove(
     }))
 }
 
-/// The apps a sink ships: its app, or every app of its organization.
-async fn apps_of(inner: &Inner, sink: &SinkRecord) -> Option<BTreeSet<String>> {
-    match &sink.app_id {
-        Some(id) => Some(BTreeSet::from([inner
+/// The apps a sink ships (its app, or every app of its organization), each from when its
+/// name was last freed by a deleted app (see [`aloft_logs::Apps`]).
+async fn apps_of(inner: &Inner, sink: &SinkRecord) -> Option<aloft_logs::Apps> {
+    let names: Vec<String> = match &sink.app_id {
+        Some(id) => vec![inner.store.app(id).await.ok()?.name.to_string()],
+        None => inner
             .store
-            .app(id)
+            .list_apps(&sink.org_id)
             .await
             .ok()?
-            .name
-            .to_string()])),
-        None => Some(
-            inner
-                .store
-                .list_apps(&sink.org_id)
-                .await
-                .ok()?
-                .into_iter()
-                .map(|a| a.name.to_string())
-                .collect(),
-        ),
+            .into_iter()
+            .map(|a| a.name.to_string())
+            .collect(),
+    };
+    let mut apps = aloft_logs::Apps::new();
+    for name in names {
+        let freed = inner.store.app_name_freed_at(&name).await.ok()?;
+        let from = freed.map_or(0, |ms| ms.saturating_add(1).saturating_mul(1_000_000));
+        apps.insert(name, from);
     }
+    Some(apps)
 }
 
 /// Runs a shipper per sink until `stop`, following changes to the sinks and apps.
@@ -253,7 +253,7 @@ pub(crate) async fn manage(
 ) {
     type Running = (
         CancellationToken,
-        tokio::sync::watch::Sender<BTreeSet<String>>,
+        tokio::sync::watch::Sender<aloft_logs::Apps>,
     );
     let mut running: HashMap<String, Running> = HashMap::new();
     loop {

@@ -24,7 +24,7 @@ mod store;
 
 pub use reach::{BadNetwork, CONNECT_TIMEOUT, Network, ReachError, SinkReach};
 pub use record::{Entry, MAX_TEXT, NewEntry, Stream};
-pub use ship::{MAX_BACKLOG, ShipperStats, SinkKind, SinkSpec, ship};
+pub use ship::{Apps, MAX_BACKLOG, ShipperStats, SinkKind, SinkSpec, ship};
 pub use store::{BLOCK_RECORDS, LogConfig, LogStore, Query, QueryResult, StoreStats};
 
 /// What the log store can fail with.

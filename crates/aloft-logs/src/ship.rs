@@ -10,7 +10,7 @@
 //! `syslog` (RFC 5424 over TCP, octet-counted frames). `https://` and syslog's `tls://`
 //! check the collector's certificate against Mozilla's roots and the sink's own CA.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +33,17 @@ const LAST_RETRY: Duration = Duration::from_secs(10);
 
 pub use aloft_types::SinkKind;
 
+/// Apps by name, each with the earliest time (Unix ns) of its own lines.
+pub type Apps = BTreeMap<String, i64>;
+
+/// The lines of `entries` a sink of `apps` gets: its apps' own.
+fn batch_of(entries: Vec<Entry>, apps: &Apps) -> Vec<Entry> {
+    entries
+        .into_iter()
+        .filter(|e| apps.get(&e.app).is_some_and(|from| e.timestamp_ns >= *from))
+        .collect()
+}
+
 /// One sink, as the shipper runs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkSpec {
@@ -42,8 +53,11 @@ pub struct SinkSpec {
     /// has none), `tcp://host:port` for `syslog`.
     pub url: String,
     pub headers: BTreeMap<String, String>,
-    /// The apps whose lines it gets.
-    pub apps: BTreeSet<String>,
+    /// The apps whose lines it gets, each with the earliest time (Unix ns) of the lines
+    /// that are its own: lines are kept by app name, and a deleted app's name is free
+    /// again, so lines from before an app of that name was last deleted belong to
+    /// another app (0 when none was).
+    pub apps: Apps,
     /// This host's id (line ids are `<host>-<seq>`).
     pub host: String,
     /// When the sink was added (Unix ns): it gets the lines stored from then on.
@@ -463,7 +477,7 @@ fn write_cursor(path: &std::path::Path, cursor: u64) {
 pub async fn ship(
     store: LogStore,
     spec: SinkSpec,
-    apps: tokio::sync::watch::Receiver<BTreeSet<String>>,
+    apps: tokio::sync::watch::Receiver<Apps>,
     dir: PathBuf,
     stats: Arc<ShipperStats>,
     stop: CancellationToken,
@@ -525,11 +539,7 @@ pub async fn ship(
             Err(_) => return,
         };
         let wanted = apps.borrow().clone();
-        let batch: Vec<Entry> = found
-            .entries
-            .into_iter()
-            .filter(|e| wanted.contains(&e.app))
-            .collect();
+        let batch = batch_of(found.entries, &wanted);
         if !batch.is_empty() {
             let mut wait = FIRST_RETRY;
             loop {
@@ -585,6 +595,31 @@ mod tests {
             instance: "01".to_owned(),
             text: text.to_owned(),
         }
+    }
+
+    #[test]
+    fn a_sink_gets_only_its_apps_own_lines() {
+        let at = |app: &str, timestamp_ns: i64| Entry {
+            app: app.to_owned(),
+            timestamp_ns,
+            ..entry(app)
+        };
+        let apps = Apps::from([("web".to_owned(), 0), ("reused".to_owned(), 1_000)]);
+        let batch = batch_of(
+            vec![
+                at("web", 5),
+                at("other", 5),
+                // A line of the app that had the name before it was freed at 1,000.
+                at("reused", 999),
+                at("reused", 1_000),
+            ],
+            &apps,
+        );
+        let kept: Vec<(&str, i64)> = batch
+            .iter()
+            .map(|e| (e.app.as_str(), e.timestamp_ns))
+            .collect();
+        assert_eq!(kept, [("web", 5), ("reused", 1_000)]);
     }
 
     #[test]
