@@ -86,15 +86,35 @@ fn wait_for_file(server: &mut Server, path: &Path) -> Result<String> {
     }
 }
 
+/// Which `aloft` and `aloftd` the demo runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Binaries {
+    /// Built now (`cargo xtask demo`).
+    Build,
+    /// The ones the test run just built for its end-to-end tests (in `target/debug`):
+    /// building them again without the tests' dev-dependency features (tokio's
+    /// `test-util`) would recompile tokio and everything above it, 1.5 minutes here.
+    FromTests,
+}
+
 /// Runs the demo; `cargo` makes the cargo commands (the test run passes its own).
-pub(crate) fn demo(root: &Path, check: bool, cargo: fn() -> Command) -> Result<()> {
+pub(crate) fn demo(
+    root: &Path,
+    check: bool,
+    cargo: fn() -> Command,
+    binaries: Binaries,
+) -> Result<()> {
     section("Installing what is missing");
     tools::ensure_demo_tools()?;
 
-    section("Building aloft and aloftd");
-    run(cargo().args(["build", "--quiet", "--bin", "aloft", "--bin", "aloftd"]))?;
     let aloft_bin = root.join("target/debug/aloft");
     let aloftd_bin = root.join("target/debug/aloftd");
+    if binaries == Binaries::FromTests && aloft_bin.exists() && aloftd_bin.exists() {
+        section("Using the aloft and aloftd the tests built");
+    } else {
+        section("Building aloft and aloftd");
+        run(cargo().args(["build", "--quiet", "--bin", "aloft", "--bin", "aloftd"]))?;
+    }
 
     section("Building the example app's server (statically linked, for FROM scratch)");
     run(cargo()

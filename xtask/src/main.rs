@@ -76,7 +76,7 @@ fn main() -> Result<()> {
     let root = workspace_root()?;
     std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
     match args.command {
-        Task::Demo { check } => demo::demo(&root, check, cargo),
+        Task::Demo { check } => demo::demo(&root, check, cargo, demo::Binaries::Build),
         Task::Test => test(&root),
         Task::Layout => layout::check(&root),
         Task::Fuzz { target, seconds } => fuzz(&target, seconds),
@@ -194,7 +194,7 @@ fn test(root: &Path) -> Result<()> {
     ]))?;
 
     // The README's first command, end to end: a fresh platform serves the example app.
-    demo::demo(root, true, cargo_once)?;
+    demo::demo(root, true, cargo_once, demo::Binaries::FromTests)?;
 
     section("All checks passed.");
     Ok(())
