@@ -15,6 +15,7 @@
 //! [`MachineEvent`], [`CheckRecord`], [`SecretRecord`], [`VolumeRecord`], [`Host`], [`Network`].
 
 mod apps;
+mod busy;
 mod certificates;
 mod checks;
 mod deployments;
@@ -148,6 +149,8 @@ impl Store {
     /// Opens (creating when missing) the database at `url` and brings its schema up to
     /// date. `sqlite://PATH` is a file; `postgres://...` a PostgreSQL database.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        // Connecting and migrating work on the database's threads (see [`busy`]).
+        let _busy = aloft_agent_api::clock::Busy::new();
         install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -169,6 +172,9 @@ impl Store {
                 Backend::Postgres => 16,
             })
             .acquire_timeout(Duration::from_secs(30))
+            // A SQLite connection is a local file: pinging it before each use costs a
+            // round trip to its thread and proves nothing.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |connection, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -195,12 +201,14 @@ impl Store {
         self.backend
     }
 
-    pub(crate) fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// The pool, for one query or transaction (see [`busy`]).
+    pub(crate) fn pool(&self) -> busy::Pooled<'_> {
+        busy::Pooled::new(&self.pool)
     }
 
     /// Closes every connection (waiting for those in use).
     pub async fn close(&self) {
+        let _busy = aloft_agent_api::clock::Busy::new();
         self.pool.close().await;
     }
 }

@@ -16,10 +16,7 @@ pub struct SecretRecord {
 }
 
 /// Moves the app's secrets version on by one, inside `tx`; returns the new version.
-async fn next_secrets_version(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    app_id: &AppId,
-) -> Result<i64, StoreError> {
+async fn next_secrets_version(tx: &mut crate::busy::Tx, app_id: &AppId) -> Result<i64, StoreError> {
     let version: Option<i64> = sqlx::query_scalar("UPDATE apps SET secrets_version = secrets_version + 1 WHERE id = $1 RETURNING secrets_version")
         .bind(app_id.as_str())
         .fetch_optional(&mut **tx)

@@ -11,7 +11,6 @@
     reason = "test support: failing loudly is how it reports a broken environment"
 )]
 
-pub mod paced;
 pub mod sim;
 
 use std::path::Path;

@@ -4,13 +4,14 @@
 //! deployment ends `succeeded`, `failed` or `rolled_back`, the app ends on one release
 //! with every machine it had, and no machine ever runs twice.
 //!
-//! Time is tokio's paused clock, paced by the store's threads ([`aloft_testkit::paced`]):
-//! a case's seconds of smoke-check windows, reconcile intervals and timeouts take
-//! milliseconds, and a case takes about 0.25 s here. Machines' HTTP checks run for real in
+//! Time is tokio's paused clock, which runs in real time only while a store query is in
+//! flight (the store holds `aloft_agent_api::clock::Busy` for each, so no timeout fires
+//! during one): a case's seconds of smoke-check windows, reconcile intervals and timeouts
+//! take milliseconds, and a case takes about 0.2 s here. Machines' HTTP checks run for real in
 //! the agent, answered by the simulated runtime (a release can fail them).
 //!
 //! `cargo xtask soak deploys --cases N` runs N random sequences (`ALOFT_SIM_CASES`,
-//! `ALOFT_SIM_RANDOM=1`); without them, 150 from a fixed seed (about 40 s), which
+//! `ALOFT_SIM_RANDOM=1`); without them, 150 from a fixed seed (about 30 s), which
 //! `cargo xtask test` runs.
 //!
 //! The suite found three bugs in the deployer, all fixed: a restart between
@@ -140,7 +141,7 @@ fn release(
         config,
         strategy: Some("rolling".to_owned()),
         max_unavailable: None,
-        wait_timeout: Some(30),
+        wait_timeout: Some(10),
         initial_count: Some(u32::try_from(MACHINES).unwrap()),
         description: Some(format!("version {version}")),
         release_command: None,
@@ -255,13 +256,6 @@ fn runs_once(platform: &SimPlatform) -> Result<(), String> {
 }
 
 async fn run_case(ops: Vec<Op>) -> Result<(), String> {
-    let pacer = tokio::spawn(aloft_testkit::paced::pace());
-    let outcome = run_ops(ops).await;
-    pacer.abort();
-    outcome
-}
-
-async fn run_ops(ops: Vec<Op>) -> Result<(), String> {
     let mut platform = SimPlatform::start(2).await;
     platform.client.create_app(APP, None).await.unwrap();
     let first = platform
@@ -525,7 +519,6 @@ fn a_canary_interrupted_by_a_control_restart_ends_on_one_release() {
 fn a_deploy_that_cannot_place_its_machines_fails_and_says_why() {
     let runtime = paused_runtime();
     runtime.block_on(async {
-        let pacer = tokio::spawn(aloft_testkit::paced::pace());
         let platform = SimPlatform::start(0).await;
         platform.client.create_app(APP, None).await.unwrap();
         let deployment = platform
@@ -546,6 +539,5 @@ fn a_deploy_that_cannot_place_its_machines_fails_and_says_why() {
             "{error}"
         );
         platform.stop().await;
-        pacer.abort();
     });
 }
