@@ -595,6 +595,11 @@ impl Client {
         self.get("/v1/platform/regions").await
     }
 
+    /// Every host of the platform (the operator's token only).
+    pub async fn platform_hosts(&self) -> Result<aloft_types::api::PlatformHosts, ClientError> {
+        self.get("/v1/platform/hosts").await
+    }
+
     /// Where machines of a size would go, without creating any.
     pub async fn placements(
         &self,

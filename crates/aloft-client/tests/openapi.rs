@@ -141,6 +141,7 @@ async fn call_everything(c: &Client) {
     let _ = c.allocate_ipv4(a, None).await;
     let _ = c.release_ip(a, "203.0.113.7").await;
     let _ = c.platform_regions().await;
+    let _ = c.platform_hosts().await;
     let _ = c
         .placements(&aloft_types::api::PlacementsRequest::default())
         .await;

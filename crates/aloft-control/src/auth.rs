@@ -45,7 +45,7 @@ impl Principal {
     /// Whether this token may read `app` (an app of its organization).
     pub fn may_read_app(&self, app: &str) -> bool {
         match self.token.kind {
-            TokenKind::Org | TokenKind::Readonly => true,
+            TokenKind::Operator | TokenKind::Org | TokenKind::Readonly => true,
             TokenKind::Deploy | TokenKind::Ssh => self.token.app_name.as_deref() == Some(app),
         }
     }
@@ -53,7 +53,7 @@ impl Principal {
     /// Whether this token may change `app`.
     pub fn may_write_app(&self, app: &str) -> bool {
         match self.token.kind {
-            TokenKind::Org => true,
+            TokenKind::Operator | TokenKind::Org => true,
             TokenKind::Deploy => self.token.app_name.as_deref() == Some(app),
             TokenKind::Readonly | TokenKind::Ssh => false,
         }
@@ -61,23 +61,43 @@ impl Principal {
 
     /// Whether this token may manage the organization (apps, tokens).
     pub fn may_manage_org(&self) -> bool {
-        self.token.kind == TokenKind::Org
+        matches!(self.token.kind, TokenKind::Operator | TokenKind::Org)
     }
-}
 
-impl FromRequestParts<Arc<Inner>> for Principal {
-    type Rejection = ApiError;
+    /// Whether this token may read everything of its organization (its metrics, say), not
+    /// just one app's.
+    pub fn may_read_org(&self) -> bool {
+        matches!(
+            self.token.kind,
+            TokenKind::Operator | TokenKind::Org | TokenKind::Readonly
+        )
+    }
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<Inner>,
-    ) -> Result<Self, Self::Rejection> {
-        // Checked once per request, however many extractors ask.
-        if let Some(principal) = parts.extensions.get::<Principal>() {
-            return Ok(principal.clone());
+    /// Whether this is the platform operator's token: it creates organizations and reads
+    /// the whole platform (every organization's metrics, the hosts).
+    pub fn is_operator(&self) -> bool {
+        self.token.kind == TokenKind::Operator
+    }
+
+    /// Refuses (403) anything but an operator token, saying what needed one.
+    pub fn require_operator(&self, what: &str) -> Result<(), ApiError> {
+        if self.is_operator() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "{what} needs the platform operator's token (the first start's token, in \
+                 aloftd's data directory as admin-token)"
+            )))
         }
-        let header = parts
-            .headers
+    }
+
+    /// The caller named by `headers` (`Authorization: Bearer <token>`), for a handler
+    /// outside the control plane's router (the platform's `/metrics`).
+    pub(crate) async fn from_headers(
+        inner: &Inner,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Principal, ApiError> {
+        let header = headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or_else(|| {
                 ApiError::Unauthorized("send `Authorization: Bearer <token>`".to_owned())
@@ -95,7 +115,7 @@ impl FromRequestParts<Arc<Inner>> for Principal {
                     "the Authorization header must be `Bearer <token>`".to_owned(),
                 )
             })?;
-        let token = state
+        let token = inner
             .store
             .token_by_hash(&hash_secret(secret))
             .await?
@@ -105,7 +125,22 @@ impl FromRequestParts<Arc<Inner>> for Principal {
                 "the token is revoked or expired".to_owned(),
             ));
         }
-        let principal = Principal { token };
+        Ok(Principal { token })
+    }
+}
+
+impl FromRequestParts<Arc<Inner>> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<Inner>,
+    ) -> Result<Self, Self::Rejection> {
+        // Checked once per request, however many extractors ask.
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(principal.clone());
+        }
+        let principal = Principal::from_headers(state, &parts.headers).await?;
         parts.extensions.insert(principal.clone());
         Ok(principal)
     }

@@ -299,6 +299,19 @@ impl Control {
         deploy::resume(&self.inner).await
     }
 
+    /// Refuses a caller that is not the platform operator (the platform-wide `/metrics`,
+    /// served beside this router): a missing or unknown token is a 401, another token a
+    /// 403, with the API's error body.
+    pub async fn require_operator(
+        &self,
+        headers: &axum::http::HeaderMap,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        Principal::from_headers(&self.inner, headers)
+            .await?
+            .require_operator(what)
+    }
+
     /// The API's routes.
     pub fn router(&self) -> Router {
         let (router, _) = Self::api().split_for_parts();
@@ -388,9 +401,9 @@ impl Control {
         }
     }
 
-    /// On a fresh store: creates the `personal` organization and an admin token, writes the
-    /// token to `<data_dir>/admin-token` (mode 0600) and returns it, once. Later calls
-    /// return `None`.
+    /// On a fresh store: creates the `personal` organization and the platform operator's
+    /// token (`admin`, of kind `operator`), writes the token to `<data_dir>/admin-token`
+    /// (mode 0600) and returns it, once. Later calls return `None`.
     pub async fn bootstrap(&self, data_dir: &Path) -> Result<Option<String>, BootstrapError> {
         let org = match self.inner.store.create_org(DEFAULT_ORG, "Personal").await {
             Ok(org) => org,
@@ -402,7 +415,7 @@ impl Control {
             .store
             .create_token(
                 &org.id,
-                TokenKind::Org,
+                TokenKind::Operator,
                 None,
                 "admin",
                 &hash_secret(&secret),

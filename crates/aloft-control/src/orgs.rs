@@ -36,6 +36,13 @@ async fn app_metrics(
     Path(slug): Path<String>,
 ) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
     let org = own_org(&inner, &principal, &slug).await?;
+    if !principal.may_read_org() {
+        return Err(ApiError::Forbidden(
+            "the organization's metrics need an org, readonly or operator token (a deploy or \
+             ssh token is for one app)"
+                .to_owned(),
+        ));
+    }
     let text = inner.samples.org_metrics(&org.id);
     Ok((
         [(
@@ -101,7 +108,7 @@ async fn create_org(
     principal: Principal,
     Body(request): Body<CreateOrgRequest>,
 ) -> Result<(StatusCode, Json<CreatedOrg>), ApiError> {
-    require_org_token(&principal, "creating an organization")?;
+    principal.require_operator("creating an organization")?;
     let slug: aloft_types::AppName =
         request.slug.parse().map_err(|e: aloft_types::NameError| {
             ApiError::BadRequest(format!(
@@ -200,10 +207,13 @@ async fn create_token(
     require_org_token(&principal, "creating tokens")?;
     let kind: TokenKind = request.kind.parse().map_err(|_| {
         ApiError::BadRequest(format!(
-            "kind {:?}: expected org, deploy, readonly or ssh",
+            "kind {:?}: expected org, deploy, readonly, ssh or operator",
             request.kind
         ))
     })?;
+    if kind == TokenKind::Operator {
+        principal.require_operator("creating an operator token")?;
+    }
     let app = match (kind, request.app) {
         (TokenKind::Deploy | TokenKind::Ssh, None) => {
             return Err(ApiError::BadRequest(format!(

@@ -1,6 +1,7 @@
 //! Fly's platform endpoints: `/v1/platform/regions` (the regions that have hosts, with
 //! Fly's names and locations for its codes, and the CPUs left there) and
-//! `/v1/platform/placements` (where machines of a size would go, without creating any).
+//! `/v1/platform/placements` (where machines of a size would go, without creating any);
+//! and Aloft's `/v1/platform/hosts` (every host, for the platform operator only).
 //!
 //! Aloft places a machine on the least loaded host of the region it asks for and shares
 //! CPUs between machines, so "capacity" is the CPUs of a region's hosts not taken by
@@ -12,7 +13,8 @@ use std::sync::Arc;
 
 use aloft_store::{Desired, Host};
 use aloft_types::api::{
-    ErrorBody, Placements, PlacementsRequest, PlatformRegion, PlatformRegions, RegionPlacement,
+    ErrorBody, Placements, PlacementsRequest, PlatformHost, PlatformHosts, PlatformRegion,
+    PlatformRegions, RegionPlacement,
 };
 use aloft_types::regions::fly_region;
 use axum::Json;
@@ -27,6 +29,45 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
     OpenApiRouter::new()
         .routes(routes!(regions))
         .routes(routes!(placements))
+        .routes(routes!(hosts))
+}
+
+#[utoipa::path(get, path = "/v1/platform/hosts", tag = "platform", responses((status = 200, body = PlatformHosts, description = "Every host of the platform: its region, size, the CPUs and machines placed on it, its last heartbeat"), (status = "4XX", description = "Missing or invalid token, or not the platform operator's (403)", body = ErrorBody)), operation_id = "Platform_hosts")]
+async fn hosts(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+) -> Result<Json<PlatformHosts>, ApiError> {
+    principal.require_operator("listing the platform's hosts")?;
+    let mut hosts = Vec::new();
+    for host in inner.store.list_hosts().await? {
+        let machines: Vec<_> = inner
+            .store
+            .machines_on_host(&host.id)
+            .await?
+            .into_iter()
+            .filter(|m| m.desired != Desired::Destroyed)
+            .collect();
+        let started: Vec<_> = machines
+            .iter()
+            .filter(|m| m.desired == Desired::Started)
+            .collect();
+        hosts.push(PlatformHost {
+            cpus_used: started.iter().map(|m| cpus_of(m)).sum(),
+            machines_started: u64::try_from(started.len()).unwrap_or(u64::MAX),
+            machines: u64::try_from(machines.len()).unwrap_or(u64::MAX),
+            last_heartbeat: aloft_types::time::rfc3339(host.last_heartbeat),
+            id: host.id.to_string(),
+            region: host.region,
+            cpus: host.cpus,
+            memory_mb: host.memory_mb,
+        });
+    }
+    Ok(Json(PlatformHosts { hosts }))
+}
+
+/// The CPUs a machine takes: its guest's, or one.
+fn cpus_of(machine: &aloft_store::MachineRecord) -> i64 {
+    i64::from(machine.config.guest.as_ref().map_or(1, |g| g.cpus.max(1)))
 }
 
 /// A region's hosts and the CPUs they have left.
@@ -44,7 +85,7 @@ async fn by_region(inner: &Inner) -> Result<BTreeMap<String, RegionHosts>, ApiEr
             .await?
             .iter()
             .filter(|m| m.desired == Desired::Started)
-            .map(|m| i64::from(m.config.guest.as_ref().map_or(1, |g| g.cpus.max(1))))
+            .map(cpus_of)
             .sum();
         let entry = regions
             .entry(host.region.clone())

@@ -67,11 +67,11 @@ pub(crate) async fn authority(
     ca::private_from_openssh(&pem).map_err(|e| ApiError::Internal(Box::new(e)))
 }
 
-/// Whether the token may open SSH sessions into `app`: organization tokens into every
-/// app, `ssh` and `deploy` tokens into their own; read-only tokens never.
+/// Whether the token may open SSH sessions into `app`: organization (and operator) tokens
+/// into every app, `ssh` and `deploy` tokens into their own; read-only tokens never.
 pub(crate) fn may_ssh(principal: &Principal, app: &str) -> bool {
     match principal.token.kind {
-        TokenKind::Org => true,
+        TokenKind::Operator | TokenKind::Org => true,
         TokenKind::Ssh | TokenKind::Deploy => principal.token.app_name.as_deref() == Some(app),
         TokenKind::Readonly => false,
     }
@@ -97,7 +97,7 @@ async fn issue(
                     .to_owned(),
             ));
         }
-        (TokenKind::Org, app, _) => app.clone(),
+        (TokenKind::Operator | TokenKind::Org, app, _) => app.clone(),
         (_, Some(asked), Some(own)) if asked != own => {
             return Err(ApiError::Forbidden(format!(
                 "this token is for app {own}, not {asked}"

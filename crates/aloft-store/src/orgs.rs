@@ -17,6 +17,9 @@ pub struct Org {
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TokenKind {
+    /// Everything in its organization, and the platform's: creating organizations, every
+    /// organization's metrics, the hosts. The first start's token is the operator's.
+    Operator,
     /// Everything in the organization.
     Org,
     /// Deploy and manage one app.
@@ -30,6 +33,7 @@ pub enum TokenKind {
 impl TokenKind {
     pub const fn as_str(self) -> &'static str {
         match self {
+            TokenKind::Operator => "operator",
             TokenKind::Org => "org",
             TokenKind::Deploy => "deploy",
             TokenKind::Readonly => "readonly",
@@ -43,6 +47,7 @@ impl std::str::FromStr for TokenKind {
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         match name {
+            "operator" => Ok(TokenKind::Operator),
             "org" => Ok(TokenKind::Org),
             "deploy" => Ok(TokenKind::Deploy),
             "readonly" => Ok(TokenKind::Readonly),

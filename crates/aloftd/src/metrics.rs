@@ -1,5 +1,5 @@
-//! `GET /metrics` of `aloftd server` (Prometheus' text format, no token): every role's
-//! metrics on the API listener.
+//! `GET /metrics` of `aloftd server` (Prometheus' text format, for the operator's token):
+//! every role's metrics on the API listener.
 //!
 //! - API: `aloft_api_requests_total{route,method,status}` (status class),
 //!   `aloft_api_request_duration_seconds{route}`;

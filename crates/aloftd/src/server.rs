@@ -398,7 +398,7 @@ fn announce(config: &Config, url: &str, host_id: &HostId, first_token: Option<St
         )]
         {
             println!(
-                "Created organization `{}` and an admin token (also saved to {}). Log in with:\n\n  aloft auth login --token {token} --api-url {url}\n",
+                "Created organization `{}` and the platform operator's token (also saved to {}). Log in with:\n\n  aloft auth login --token {token} --api-url {url}\n",
                 aloft_control::DEFAULT_ORG,
                 config
                     .data_dir
@@ -427,13 +427,15 @@ fn watch_signals(stop: &CancellationToken) -> anyhow::Result<Arc<tokio::sync::No
     Ok(fast)
 }
 
-/// The API's router with every role's Prometheus metrics at `/metrics` (no token).
+/// The API's router with every role's Prometheus metrics at `/metrics`, for the platform
+/// operator's token only (they name every organization's apps, machines and sinks).
 fn api_router(
     control: &Control,
     metrics: crate::metrics::Metrics,
     api: Arc<crate::metrics::ApiMetrics>,
 ) -> axum::Router {
     let metrics = Arc::new(metrics);
+    let gate = control.clone();
     control
         .router()
         .route_layer(axum::middleware::from_fn_with_state(
@@ -442,9 +444,17 @@ fn api_router(
         ))
         .route(
             "/metrics",
-            axum::routing::get(move || {
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
                 let metrics = metrics.clone();
+                let gate = gate.clone();
                 async move {
+                    use axum::response::IntoResponse as _;
+                    if let Err(refused) = gate
+                        .require_operator(&headers, "the platform's metrics")
+                        .await
+                    {
+                        return refused.into_response();
+                    }
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
@@ -452,6 +462,7 @@ fn api_router(
                         )],
                         metrics.render().await,
                     )
+                        .into_response()
                 }
             }),
         )

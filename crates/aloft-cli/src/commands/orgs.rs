@@ -10,7 +10,8 @@ use crate::table;
 
 #[derive(Debug, Subcommand)]
 pub enum OrgsCommand {
-    /// Create an organization; prints an org token for it (shown once).
+    /// Create an organization (the platform operator's token only); prints an org token
+    /// for it (shown once).
     Create {
         slug: String,
         #[arg(long)]
@@ -28,7 +29,7 @@ pub enum OrgsCommand {
 pub enum TokensCommand {
     /// Create a token; prints the token alone on stdout (it is shown once).
     Create {
-        /// org, deploy, readonly or ssh.
+        /// org, deploy, readonly, ssh, or operator (only with an operator token).
         kind: String,
         /// The app a deploy or ssh token is for.
         #[arg(long, short = 'a')]

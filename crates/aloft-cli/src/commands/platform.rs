@@ -14,6 +14,9 @@ pub enum PlatformCommand {
     /// The machine sizes (`--vm-size`, `[[vm]] size`, `scale vm`).
     #[command(name = "vm-sizes")]
     VmSizes,
+    /// The platform's hosts: region, CPUs used of their CPUs, machines, last heartbeat
+    /// (the operator's token only).
+    Hosts,
 }
 
 /// A size as `vm-sizes --json` shows it.
@@ -84,6 +87,42 @@ pub(crate) async fn platform(
                 .collect();
             out.data(&table::render(&["NAME", "CODE", "CPUS FREE"], &rows));
             out.data("\n* nearest: the control plane's region");
+            Ok(())
+        }
+        PlatformCommand::Hosts => {
+            let hosts = client()?
+                .platform_hosts()
+                .await
+                .map_err(anyhow::Error::from)?;
+            if json {
+                out.json(&hosts)?;
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = hosts
+                .hosts
+                .iter()
+                .map(|h| {
+                    vec![
+                        h.id.clone(),
+                        h.region.clone(),
+                        format!("{}/{}", h.cpus_used, h.cpus),
+                        memory(u32::try_from(h.memory_mb).unwrap_or(u32::MAX)),
+                        format!("{}/{}", h.machines_started, h.machines),
+                        h.last_heartbeat.clone(),
+                    ]
+                })
+                .collect();
+            out.data(&table::render(
+                &[
+                    "ID",
+                    "REGION",
+                    "CPUS USED",
+                    "MEMORY",
+                    "MACHINES STARTED",
+                    "LAST HEARTBEAT",
+                ],
+                &rows,
+            ));
             Ok(())
         }
         PlatformCommand::VmSizes => {

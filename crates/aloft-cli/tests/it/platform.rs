@@ -117,7 +117,8 @@ async fn the_cli_runs_machines_secrets_volumes_and_tokens() {
     let p = &platform;
     let login = p.aloft(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
     assert!(login.status.success(), "{}", text(&login.stderr));
-    assert!(p.ok(&["auth", "whoami"]).contains("org token"));
+    // The first start's token is the platform operator's.
+    assert!(p.ok(&["auth", "whoami"]).contains("operator token"));
 
     // The platform: this one host's region, and Fly's sizes.
     let regions = p.ok(&["platform", "regions"]);
@@ -131,6 +132,11 @@ async fn the_cli_runs_machines_secrets_volumes_and_tokens() {
     assert!(
         regions["Regions"][0]["capacity"].as_i64().unwrap() > 0,
         "{regions}"
+    );
+    let hosts = p.ok(&["platform", "hosts"]);
+    assert!(
+        hosts.contains("LAST HEARTBEAT") && hosts.contains(" local "),
+        "{hosts}"
     );
     let sizes = p.ok(&["platform", "vm-sizes"]);
     assert!(

@@ -376,7 +376,7 @@ async fn bad_input_is_a_clear_4xx(api: Api) {
             "/v1/tokens",
             "{\"kind\": \"god\"}",
             400,
-            "expected org, deploy, readonly or ssh",
+            "expected org, deploy, readonly, ssh or operator",
         ),
         (Method::GET, "/v1/nothing-here", "", 404, "route not found"),
     ];

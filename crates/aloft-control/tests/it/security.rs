@@ -139,3 +139,64 @@ async fn log_sinks_cannot_reach_the_host_metadata_or_private_networks() {
     );
     platform.stop().await;
 }
+
+/// The platform is the operator's: an organization's token does not create organizations,
+/// mint operator tokens, list the hosts, nor (for one app's deploy or ssh token) read the
+/// whole organization's metrics. The first start's token is the operator's and does all
+/// of it (the positive control).
+#[tokio::test]
+async fn only_the_operator_creates_organizations_and_sees_the_platform() {
+    let platform = ControlApi::start(ControlOptions::new(Backend::Sqlite)).await;
+    let operator = &platform.client;
+    assert_eq!(operator.current_token().await.unwrap().kind, "operator");
+    // The positive controls: the operator creates an organization and lists the hosts.
+    let tenant = operator.create_org("tenant", None).await.unwrap();
+    operator.platform_hosts().await.unwrap();
+    let tenant = Client::new(&platform.url, &tenant.token);
+    assert_eq!(tenant.current_token().await.unwrap().kind, "org");
+    tenant.create_app("web", None).await.unwrap();
+
+    let refused = tenant.create_org("another", None).await.unwrap_err();
+    assert_eq!(refused.status(), Some(403), "{refused}");
+    assert!(refused.to_string().contains("operator"), "{refused}");
+    let refused = tenant.platform_hosts().await.unwrap_err();
+    assert_eq!(refused.status(), Some(403), "{refused}");
+    let token = |kind: &str, app: Option<&str>| aloft_types::api::CreateTokenRequest {
+        kind: kind.to_owned(),
+        app: app.map(str::to_owned),
+        name: None,
+        expiry: None,
+    };
+    let refused = tenant
+        .create_token(&token("operator", None))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(403), "{refused}");
+    operator
+        .create_token(&token("operator", None))
+        .await
+        .unwrap();
+
+    // The organization's metrics: its org and readonly tokens, not one app's tokens.
+    let metrics = |secret: &str| {
+        reqwest::Client::new()
+            .get(format!("{}/v1/orgs/tenant/metrics", platform.url))
+            .bearer_auth(secret.to_owned())
+            .send()
+    };
+    let readonly = tenant.create_token(&token("readonly", None)).await.unwrap();
+    assert_eq!(metrics(&readonly.token).await.unwrap().status(), 200);
+    for kind in ["deploy", "ssh"] {
+        let scoped = tenant
+            .create_token(&token(kind, Some("web")))
+            .await
+            .unwrap();
+        let answer = metrics(&scoped.token).await.unwrap();
+        assert_eq!(
+            answer.status(),
+            403,
+            "a {kind} token read the org's metrics"
+        );
+    }
+    platform.stop().await;
+}

@@ -37,7 +37,8 @@ async fn certificates_follow_the_token_that_asks(api: Api) {
     api.admin.create_app("web", None).await.unwrap();
     api.admin.create_app("api", None).await.unwrap();
 
-    // An org token: the whole organization, 24 h by default, named in the key id.
+    // The operator's token (an org token too): the whole organization, 24 h by default,
+    // named in the key id.
     let issued = api
         .admin
         .ssh_certificate("personal", &request(None, None))
@@ -48,7 +49,7 @@ async fn certificates_follow_the_token_that_asks(api: Api) {
     let lifetime = certificate.valid_before() - certificate.valid_after();
     assert_eq!(lifetime, 24 * 3600 + 60, "24 h from a minute ago");
     assert!(
-        certificate.key_id().contains("org token"),
+        certificate.key_id().contains("operator token"),
         "{}",
         certificate.key_id()
     );

@@ -13,8 +13,8 @@ use crate::{Duration, Signal};
 mod platform;
 
 pub use platform::{
-    AssignIpRequest, IpAssignment, IpAssignments, Placements, PlacementsRequest, PlatformRegion,
-    PlatformRegions, RegionPlacement,
+    AssignIpRequest, IpAssignment, IpAssignments, Placements, PlacementsRequest, PlatformHost,
+    PlatformHosts, PlatformRegion, PlatformRegions, RegionPlacement,
 };
 
 /// `POST /v1/apps`.
@@ -516,7 +516,7 @@ pub struct CreatedOrg {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateTokenRequest {
-    /// `org`, `deploy`, `readonly` or `ssh`.
+    /// `org`, `deploy`, `readonly` or `ssh`; `operator` with an operator token only.
     pub kind: String,
     /// The one app a `deploy` or `ssh` token is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]

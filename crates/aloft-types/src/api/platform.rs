@@ -122,3 +122,28 @@ pub struct Placements {
     #[serde(rename = "Regions")]
     pub regions: Vec<RegionPlacement>,
 }
+
+/// One host of the platform (`GET /v1/platform/hosts`, for the operator).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlatformHost {
+    pub id: String,
+    pub region: String,
+    pub cpus: i64,
+    pub memory_mb: i64,
+    /// CPUs taken by its machines that should run (a machine without `guest` counts one).
+    pub cpus_used: i64,
+    /// Its machines that should run.
+    pub machines_started: u64,
+    /// Every machine placed on it, stopped ones included (destroyed ones not).
+    pub machines: u64,
+    /// RFC 3339: when its agent last reported.
+    pub last_heartbeat: String,
+}
+
+/// `GET /v1/platform/hosts`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlatformHosts {
+    pub hosts: Vec<PlatformHost>,
+}

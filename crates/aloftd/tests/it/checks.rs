@@ -185,8 +185,10 @@ async fn a_machine_failing_its_check_gets_no_traffic_until_it_passes_again() {
 
     // Prometheus sees the requests, the machines' load and the checks.
     let api = std::fs::read_to_string(host.data().join(aloftd::API_URL_FILE)).unwrap();
+    let operator = std::fs::read_to_string(host.data().join("admin-token")).unwrap();
     let metrics = http
         .get(format!("{}/metrics", api.trim()))
+        .bearer_auth(operator.trim())
         .send()
         .await
         .unwrap();

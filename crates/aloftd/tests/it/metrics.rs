@@ -37,8 +37,9 @@ fn free_port() -> u16 {
 }
 
 /// Starts Prometheus with the shipped scrape config pointed at `target` (scraping every
-/// second instead of every 15), with `token` for the organization's app metrics.
-fn prometheus(target: &str, token: &str) -> Prometheus {
+/// second instead of every 15), with `operator` for the platform's metrics and `token` for
+/// the organization's app metrics.
+fn prometheus(target: &str, operator: &str, token: &str) -> Prometheus {
     let shipped = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../deploy/prometheus/aloft.yml"
@@ -55,6 +56,13 @@ fn prometheus(target: &str, token: &str) -> Prometheus {
     let config = config.replace(
         "/etc/prometheus/aloft-token",
         &token_file.display().to_string(),
+    );
+    let operator_file = data.path().join("aloft-operator-token");
+    std::fs::write(&operator_file, operator).unwrap();
+    assert!(config.contains("/etc/prometheus/aloft-operator-token"));
+    let config = config.replace(
+        "/etc/prometheus/aloft-operator-token",
+        &operator_file.display().to_string(),
     );
     let path = data.path().join("prometheus.yml");
     std::fs::write(&path, config).unwrap();
@@ -173,8 +181,20 @@ async fn prometheus_scrapes_every_role_and_the_apps_metrics_with_the_shipped_con
         .await
         .unwrap();
     let target = client.base_url().trim_start_matches("http://").to_owned();
-    let token = std::fs::read_to_string(host.data().join("admin-token")).unwrap();
-    let prometheus = prometheus(&target, token.trim());
+    // The first start's token is the operator's (the platform's metrics); the apps' own
+    // metrics take a readonly token of the organization, as the shipped config says.
+    let operator = std::fs::read_to_string(host.data().join("admin-token")).unwrap();
+    let readonly = client
+        .create_token(&aloft_types::api::CreateTokenRequest {
+            kind: "readonly".to_owned(),
+            app: None,
+            name: Some("prometheus".to_owned()),
+            expiry: None,
+        })
+        .await
+        .unwrap()
+        .token;
+    let prometheus = prometheus(&target, operator.trim(), &readonly);
     let proxy = proxy_address(&host);
     let http = reqwest::Client::new();
     let rate = format!("sum(rate(aloft_proxy_requests_total{{app=\"{APP}\"}}[30s]))");
@@ -240,6 +260,28 @@ async fn prometheus_scrapes_every_role_and_the_apps_metrics_with_the_shipped_con
         .await
         .unwrap();
     assert_eq!(refused.status(), 401, "the app metrics need a token");
+
+    // The platform's metrics name every organization's apps: the operator's token only
+    // (Prometheus, with it, scraped them above: `up` is 1).
+    let platform = |token: Option<String>| {
+        let mut request = reqwest::Client::new().get(format!("{}/metrics", client.base_url()));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(platform(None).await.unwrap().status(), 401);
+    let by_org_token = platform(Some(readonly.clone())).await.unwrap();
+    assert_eq!(by_org_token.status(), 403, "an organization's token");
+    let by_operator = platform(Some(operator.trim().to_owned())).await.unwrap();
+    assert_eq!(by_operator.status(), 200);
+    assert!(
+        by_operator
+            .text()
+            .await
+            .unwrap()
+            .contains("aloft_api_requests_total")
+    );
 
     // Every metric the dashboard asks for is a family the scrape announced.
     let metadata: serde_json::Value = reqwest::Client::new()
