@@ -93,7 +93,8 @@ pub fn container_spec(
         )
     };
 
-    let guest = machine_config.guest.clone().unwrap_or_default();
+    // A machine always runs within limits: what its guest leaves out is Fly's default size.
+    let limits = aloft_types::machine::MachineGuest::limits(machine_config.guest.as_ref());
     let mut environment: BTreeMap<String, String> = machine_config.env.clone();
     let mut platform = vec![
         (env::FLY_APP_NAME, app.to_string()),
@@ -111,9 +112,7 @@ pub fn container_spec(
                 .unwrap_or_else(|| "app".to_owned()),
         ),
     ];
-    if guest.memory_mb > 0 {
-        platform.push((env::FLY_VM_MEMORY_MB, guest.memory_mb.to_string()));
-    }
+    platform.push((env::FLY_VM_MEMORY_MB, limits.memory_mb.to_string()));
     platform.push((env::FLY_PRIVATE_IP, private_ip.to_string()));
     for (name, value) in platform {
         if let Some(twin) = env::aloft_twin(name) {
@@ -224,8 +223,9 @@ pub fn container_spec(
         env: environment,
         labels,
         hostname: Some(machine.id.to_string()),
-        cpus: (guest.cpus > 0).then(|| f64::from(guest.cpus)),
-        memory_mb: (guest.memory_mb > 0).then(|| u64::from(guest.memory_mb)),
+        cpus: Some(f64::from(limits.cpus)),
+        memory_mb: Some(u64::from(limits.memory_mb)),
+        pids: Some(i64::from(limits.pids)),
         mounts,
         stop_signal: machine_config
             .stop_config

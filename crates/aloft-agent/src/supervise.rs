@@ -293,6 +293,7 @@ mod tests {
             hostname: None,
             cpus: None,
             memory_mb: None,
+            pids: None,
             mounts: Vec::new(),
             stop_signal: Signal::Term,
             tty: false,

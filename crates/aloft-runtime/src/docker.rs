@@ -383,6 +383,13 @@ impl Runtime for DockerRuntime {
             binds: Some(binds),
             nano_cpus: spec.cpus.map(|cpus| (cpus * 1e9) as i64),
             memory: spec.memory_mb.map(|mb| (mb * 1024 * 1024) as i64),
+            // The same limit for memory and swap: the machine gets no swap on top.
+            memory_swap: spec.memory_mb.map(|mb| (mb * 1024 * 1024) as i64),
+            pids_limit: spec.pids,
+            // An init as process 1 (the engine's, tini), as a Fly machine has one: it
+            // passes signals to the command and reaps orphans, whose zombies would
+            // otherwise count against the pids limit until the machine restarts.
+            init: Some(true),
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::NO),
                 maximum_retry_count: None,

@@ -22,6 +22,8 @@ pub struct ContainerSpec {
     pub cpus: Option<f64>,
     /// Memory limit in MiB.
     pub memory_mb: Option<u64>,
+    /// How many processes and threads the container may have at once.
+    pub pids: Option<i64>,
     pub mounts: Vec<BindMount>,
     /// The signal the engine would use on its own stop (the agent always passes one).
     pub stop_signal: Signal,

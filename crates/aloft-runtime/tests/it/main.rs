@@ -55,6 +55,7 @@ impl Harness {
             hostname: None,
             cpus: None,
             memory_mb: None,
+            pids: None,
             mounts: vec![],
             stop_signal: Signal::Int,
             tty: false,

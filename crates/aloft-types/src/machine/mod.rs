@@ -12,11 +12,20 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::{Duration, Signal};
 
+mod guest;
+
+pub use guest::{
+    CpuKind, DEFAULT_GPU_GUEST_PRESET, DEFAULT_GUEST_PRESET, GUEST_PRESET_NAMES, GuestLimits,
+    MAX_MEMORY_MB_PER_PERFORMANCE_CPU, MAX_MEMORY_MB_PER_SHARED_CPU,
+    MIN_MEMORY_MB_PER_PERFORMANCE_CPU, MIN_MEMORY_MB_PER_SHARED_CPU, MIN_PIDS, MachineGuest,
+    PIDS_PER_MEMORY_MB, PersistRootfs,
+};
+
 fn is_false(value: &bool) -> bool {
     !*value
 }
 
-fn is_zero(value: &u32) -> bool {
+pub(crate) fn is_zero(value: &u32) -> bool {
     *value == 0
 }
 
@@ -101,132 +110,6 @@ pub struct MachineInit {
     pub swap_size_mb: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernel_args: Vec<String>,
-}
-
-/// CPU class of a machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum CpuKind {
-    Shared,
-    Performance,
-}
-
-impl std::fmt::Display for CpuKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            CpuKind::Shared => "shared",
-            CpuKind::Performance => "performance",
-        })
-    }
-}
-
-/// Whether the root filesystem outlives a restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum PersistRootfs {
-    Never,
-    Restart,
-    Always,
-}
-
-/// CPU, memory and GPU of a machine.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct MachineGuest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_kind: Option<CpuKind>,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub cpus: u32,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub memory_mb: u32,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub max_memory_mb: u32,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub gpus: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpu_kind: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_dedication_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub persist_rootfs: Option<PersistRootfs>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub kernel_args: Vec<String>,
-}
-
-/// Memory per CPU, as Fly sizes machines.
-pub const MIN_MEMORY_MB_PER_SHARED_CPU: u32 = 256;
-pub const MAX_MEMORY_MB_PER_SHARED_CPU: u32 = 2048;
-pub const MIN_MEMORY_MB_PER_PERFORMANCE_CPU: u32 = 2048;
-pub const MAX_MEMORY_MB_PER_PERFORMANCE_CPU: u32 = 8192;
-
-/// Fly's VM size presets (`fly platform vm-sizes`).
-pub const GUEST_PRESET_NAMES: [&str; 18] = [
-    "shared-cpu-1x",
-    "shared-cpu-2x",
-    "shared-cpu-4x",
-    "shared-cpu-6x",
-    "shared-cpu-8x",
-    "performance-1x",
-    "performance-2x",
-    "performance-4x",
-    "performance-6x",
-    "performance-8x",
-    "performance-10x",
-    "performance-12x",
-    "performance-14x",
-    "performance-16x",
-    "a100-40gb",
-    "a100-80gb",
-    "l40s",
-    "a10",
-];
-
-/// The size a machine gets when nothing says otherwise.
-pub const DEFAULT_GUEST_PRESET: &str = "shared-cpu-1x";
-/// The size a GPU machine gets when only `gpu_kind` is given.
-pub const DEFAULT_GPU_GUEST_PRESET: &str = "performance-8x";
-
-impl MachineGuest {
-    /// The guest of a named preset, or `None` for an unknown name.
-    pub fn preset(name: &str) -> Option<MachineGuest> {
-        let gpu = |kind: &str| MachineGuest {
-            cpu_kind: Some(CpuKind::Performance),
-            cpus: 8,
-            memory_mb: 16 * MIN_MEMORY_MB_PER_PERFORMANCE_CPU,
-            gpus: 1,
-            gpu_kind: Some(kind.to_owned()),
-            ..MachineGuest::default()
-        };
-        match name {
-            "a100-40gb" => return Some(gpu("a100-pcie-40gb")),
-            "a100-80gb" => return Some(gpu("a100-sxm4-80gb")),
-            "l40s" => return Some(gpu("l40s")),
-            "a10" => return Some(gpu("a10")),
-            _ => {}
-        }
-        if !GUEST_PRESET_NAMES.contains(&name) {
-            return None;
-        }
-        let (kind, per_cpu, count) = if let Some(rest) = name.strip_prefix("shared-cpu-") {
-            (CpuKind::Shared, MIN_MEMORY_MB_PER_SHARED_CPU, rest)
-        } else {
-            let rest = name.strip_prefix("performance-")?;
-            (
-                CpuKind::Performance,
-                MIN_MEMORY_MB_PER_PERFORMANCE_CPU,
-                rest,
-            )
-        };
-        let cpus: u32 = count.strip_suffix('x')?.parse().ok()?;
-        Some(MachineGuest {
-            cpu_kind: Some(kind),
-            cpus,
-            memory_mb: cpus * per_cpu,
-            ..MachineGuest::default()
-        })
-    }
 }
 
 /// A volume mounted into the machine.

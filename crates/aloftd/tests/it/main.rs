@@ -12,6 +12,7 @@ mod checks;
 mod data;
 mod deploy;
 mod lifecycle;
+mod limits;
 mod logs;
 mod machines;
 mod metrics;

@@ -1,0 +1,180 @@
+//! Security: every machine runs within limits, those of its `guest` or Fly's default size
+//! (one shared CPU, 256 MB) when it has none, with a cap on its tasks; a tenant's fork bomb
+//! or memory hog stops inside its own machine.
+
+use std::time::Duration;
+
+use aloft_client::Client;
+use aloft_testkit::{BUSYBOX_IMAGE, eventually};
+use aloft_types::MachineState;
+use aloft_types::api::{MachineRequest, MachineResponse};
+use aloft_types::machine::{
+    MachineConfig, MachineGuest, MachineInit, MachineRestart, RestartPolicy,
+};
+
+use crate::{Host, Server};
+
+const APP: &str = "limits";
+
+async fn machine(
+    client: &Client,
+    name: &str,
+    script: &str,
+    guest: Option<MachineGuest>,
+) -> MachineResponse {
+    let request = MachineRequest {
+        name: Some(name.to_owned()),
+        ..MachineRequest::new(MachineConfig {
+            image: BUSYBOX_IMAGE.to_owned(),
+            init: MachineInit {
+                cmd: vec!["sh".into(), "-c".into(), script.into()],
+                ..MachineInit::default()
+            },
+            guest,
+            restart: Some(MachineRestart {
+                policy: Some(RestartPolicy::No),
+                max_retries: 0,
+            }),
+            ..MachineConfig::default()
+        })
+    };
+    client.create_machine(APP, &request).await.unwrap()
+}
+
+/// Runs `script` in the machine; its exit code, stdout and stderr.
+async fn sh(client: &Client, id: &str, script: &str) -> (i64, String, String) {
+    let done = client
+        .exec(
+            APP,
+            id,
+            vec!["sh".into(), "-c".into(), script.into()],
+            Some(60),
+        )
+        .await
+        .unwrap();
+    (done.exit_code, done.stdout, done.stderr)
+}
+
+/// The machine's last exit event: its exit code and whether the kernel killed it for
+/// memory.
+async fn last_exit(client: &Client, id: &str) -> Option<(i64, bool)> {
+    let events = client.events(APP, id).await.ok()?;
+    let exit = events.iter().find(|e| e.kind == "exit")?;
+    let event = &exit.request["exit_event"];
+    Some((
+        event["exit_code"].as_i64()?,
+        event["oom_killed"].as_bool().unwrap_or(false),
+    ))
+}
+
+/// A cgroup file of the machine (v1's or v2's path), read with the shell's own `read`,
+/// which needs no fork (none may be left).
+fn read_cgroup(v1: &str, v2: &str) -> String {
+    format!(
+        "if [ -e /sys/fs/cgroup/{v1} ]; then read n < /sys/fs/cgroup/{v1}; \
+         else read n < /sys/fs/cgroup/{v2}; fi; echo $n"
+    )
+}
+
+#[tokio::test]
+async fn a_fork_bomb_and_a_memory_hog_stay_inside_their_machine() {
+    let host = Host::new();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app(APP, None).await.unwrap();
+
+    // No `guest`: Fly's default size, and 1,024 tasks.
+    let bounded = machine(client, "bounded", "sleep 3600", None).await;
+    client
+        .wait(APP, &bounded.id, MachineState::Started, 60)
+        .await
+        .unwrap();
+    let (_, memory, _) = sh(
+        client,
+        &bounded.id,
+        &read_cgroup("memory/memory.limit_in_bytes", "memory.max"),
+    )
+    .await;
+    assert_eq!(memory.trim(), "268435456", "256 MB");
+    let (_, pids, _) = sh(
+        client,
+        &bounded.id,
+        &read_cgroup("pids/pids.max", "pids.max"),
+    )
+    .await;
+    assert_eq!(pids.trim(), "1024");
+    let (_, env, _) = sh(client, &bounded.id, "echo $FLY_VM_MEMORY_MB").await;
+    assert_eq!(env.trim(), "256");
+
+    // The fork bomb: a shell forks sleeps until the cap, and dies when fork fails (ash
+    // gives up); its parent reads the peak with builtins alone (nothing else can start).
+    // The positive control: the peak is near the cap, so the probe does see a bomb.
+    let bomb = format!(
+        "mkdir -p /tmp; sh -c 'i=0; while [ $i -lt 3000 ]; do sleep 5 & i=$((i+1)); done' \
+         2>/tmp/forks; {}",
+        read_cgroup("pids/pids.current", "pids.current")
+    );
+    let (_, peak, _) = sh(client, &bounded.id, &bomb).await;
+    let peak: u32 = peak.trim().parse().unwrap_or_else(|_| panic!("{peak:?}"));
+    assert!(
+        (900..=1024).contains(&peak),
+        "the bomb peaked at {peak} tasks (the cap is 1,024)"
+    );
+    // The machine lives on: once the sleeps end, the machine's init reaps them (no
+    // zombie keeps a slot) and it runs commands again.
+    let left = eventually(
+        "the machine to run commands again after the bomb",
+        Duration::from_secs(60),
+        || async {
+            let answer = client
+                .exec(
+                    APP,
+                    &bounded.id,
+                    vec![
+                        "sh".into(),
+                        "-c".into(),
+                        read_cgroup("pids/pids.current", "pids.current"),
+                    ],
+                    Some(10),
+                )
+                .await
+                .ok()?;
+            let tasks: u32 = answer.stdout.trim().parse().ok()?;
+            (tasks < 10).then_some(tasks)
+        },
+    )
+    .await;
+    eprintln!("after the bomb: {left} tasks");
+    let (_, failed, _) = sh(client, &bounded.id, "cat /tmp/forks").await;
+    assert!(
+        failed.contains("can't fork"),
+        "fork failed inside: {failed:?}"
+    );
+
+    // The memory hog: `tail` keeps all of a line, and /dev/zero has no newline. With 1 GB
+    // (the positive control) 300 MB fits; with the default 256 MB, 600 MB is killed.
+    let hog = "head -c 300m /dev/zero | tail > /dev/null && echo fine";
+    let roomy = machine(
+        client,
+        "roomy",
+        hog,
+        Some(MachineGuest {
+            cpus: 1,
+            memory_mb: 1024,
+            ..MachineGuest::default()
+        }),
+    )
+    .await;
+    let hungry = machine(client, "hungry", &hog.replace("300m", "600m"), None).await;
+    let roomy_exit = eventually("the roomy hog to exit", Duration::from_secs(60), || {
+        last_exit(client, &roomy.id)
+    })
+    .await;
+    assert_eq!(roomy_exit, (0, false), "300 MB fit in 1 GB");
+    let hungry_exit = eventually("the hungry hog to exit", Duration::from_secs(60), || {
+        last_exit(client, &hungry.id)
+    })
+    .await;
+    assert!(hungry_exit.1, "killed for memory: {hungry_exit:?}");
+    assert_ne!(hungry_exit.0, 0);
+}
