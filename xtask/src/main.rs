@@ -206,6 +206,11 @@ fn test(root: &Path) -> Result<()> {
     run(cargo_linted()?.args(["build", "--workspace", "--benches", "--quiet"]))?;
 
     section("Tests");
+    // The docs and the fuzz targets only compile: they build beside the tests, at the
+    // lowest CPU priority and in target directories of their own (no lock shared with the
+    // tests' cargo), on the CPU that the end-to-end tests leave idle while they wait on
+    // engines and timers. What they print is shown after the tests.
+    let beside = std::thread::spawn(build_beside_tests);
     // Doc tests first, so that the run's last test summary is nextest's, of every test.
     run(cargo_linted()?.args(["test", "--doc", "--workspace", "--quiet"]))?;
     // A snapshot that is missing or differs fails the run; it is never written by CI.
@@ -214,25 +219,66 @@ fn test(root: &Path) -> Result<()> {
         .env("INSTA_UPDATE", "no")
         .env_remove("INSTA_FORCE_PASS"))?;
 
-    section("Docs");
-    run(cargo_once()
-        .args(["doc", "--no-deps", "--workspace", "--quiet"])
-        .env("RUSTDOCFLAGS", "-D warnings"))?;
-
-    section("Fuzz targets build");
-    run(cargo_once().args([
-        "check",
-        "--quiet",
-        "--manifest-path",
-        "fuzz/Cargo.toml",
-        "--bins",
-    ]))?;
+    section("Docs and fuzz targets (built beside the tests)");
+    let printed = beside
+        .join()
+        .map_err(|_| anyhow::anyhow!("building the docs and fuzz targets panicked"))??;
+    eprint!("{printed}");
+    eprintln!("the docs (warnings denied) and the fuzz targets build");
 
     // The README's first command, end to end: a fresh platform serves the example app.
     demo::demo(root, true, cargo_once, demo::Binaries::FromTests)?;
 
     section("All checks passed.");
     Ok(())
+}
+
+/// `cargo doc` (warnings denied) and a check of the fuzz targets, each under `nice`; what
+/// they printed.
+fn build_beside_tests() -> Result<String> {
+    let mut docs = cargo_once();
+    docs.args([
+        "doc",
+        "--no-deps",
+        "--workspace",
+        "--quiet",
+        "--target-dir",
+        "target/docs",
+    ])
+    .env("RUSTDOCFLAGS", "-D warnings");
+    let mut fuzz = cargo_once();
+    fuzz.args([
+        "check",
+        "--quiet",
+        "--manifest-path",
+        "fuzz/Cargo.toml",
+        "--bins",
+    ]);
+    let mut printed = String::new();
+    for command in [docs, fuzz] {
+        let mut niced = Command::new("nice");
+        niced.args(["-n", "19"]).arg(command.get_program());
+        niced.args(command.get_args());
+        for (name, value) in command.get_envs() {
+            match value {
+                Some(value) => niced.env(name, value),
+                None => niced.env_remove(name),
+            };
+        }
+        let output = niced
+            .output()
+            .with_context(|| format!("running {}", describe(&niced)))?;
+        printed.push_str(&String::from_utf8_lossy(&output.stdout));
+        printed.push_str(&String::from_utf8_lossy(&output.stderr));
+        if !output.status.success() {
+            bail!(
+                "{} failed ({}):\n{printed}",
+                describe(&niced),
+                output.status
+            );
+        }
+    }
+    Ok(printed)
 }
 
 fn fuzz(target: &str, seconds: u64) -> Result<()> {
