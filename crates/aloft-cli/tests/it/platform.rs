@@ -1367,7 +1367,7 @@ async fn ssh_runs_commands_copies_files_forwards_ports_and_refuses_strangers() {
             && e["request"]["command"] == "cat /etc/hostname"
             && e["request"]["who"]
                 .as_str()
-                .is_some_and(|w| w.contains("org token"))),
+                .is_some_and(|w| w.contains("operator token"))),
         "{events:#?}"
     );
     assert!(
