@@ -97,6 +97,8 @@ pub struct NetworkSettings {
     pub namespace: Option<PathBuf>,
     /// MTU of bridges and machines' interfaces.
     pub mtu: u32,
+    /// What machines may reach of the host on `fdaa::3` (DNS, SSH).
+    pub served: aloft_net::firewall::Served,
 }
 
 impl Default for NetworkSettings {
@@ -104,6 +106,7 @@ impl Default for NetworkSettings {
         NetworkSettings {
             namespace: None,
             mtu: aloft_net::DEFAULT_MTU,
+            served: aloft_net::firewall::Served::default(),
         }
     }
 }
@@ -227,7 +230,13 @@ impl<R: Runtime + 'static> Agent<R> {
             return Ok(());
         };
         let host = shared.gateway.host_number(&shared.config.host_id).await?;
-        let network = HostNetwork::open(settings.namespace.clone(), host, settings.mtu).await?;
+        let network = HostNetwork::open(
+            settings.namespace.clone(),
+            host,
+            settings.mtu,
+            settings.served.clone(),
+        )
+        .await?;
         let _ = shared.network.set(network);
         Ok(())
     }
@@ -272,6 +281,12 @@ impl<R: Runtime + 'static> Agent<R> {
                 _ = interval.tick() => {
                     if let Err(error) = shared.heartbeat().await {
                         tracing::warn!(error = %error, "heartbeat failed");
+                    }
+                    // The isolation rules as they should be, whatever touched them.
+                    if let Some(network) = shared.network.get()
+                        && let Err(error) = network.enforce().await
+                    {
+                        tracing::warn!(%error, "installing the private network's rules failed");
                     }
                     shared.reconcile_all();
                 }

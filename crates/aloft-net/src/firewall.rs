@@ -1,12 +1,20 @@
-//! Isolation between private networks: one nftables table the agent owns (`inet aloft`),
-//! always replaced whole, so what is installed is exactly what [`ruleset`] renders.
+//! Isolation between private networks, and of the host from its machines: one nftables
+//! table the agent owns (`inet aloft`), always replaced whole, so what is installed is
+//! exactly what [`ruleset`] renders (the agent installs it again every reconcile
+//! interval, so a flushed table comes back).
 //!
-//! For each network with a bridge on this host, packets that arrive from its bridge are
-//! dropped when they claim a source outside the network (spoofing) or head for a 6PN
-//! address outside it (another network's machines, or the host's bridges of other
-//! networks). `fdaa::3` (DNS) stays reachable from every network. Packets that leave
-//! through a bridge from outside its network are dropped as well, so both directions hold
-//! even if one rule were missing.
+//! For each network with a bridge on this host:
+//! - a packet from its bridge must come from the network's own prefix (no spoofed source,
+//!   inside `fdaa::/16` or not) and may not head for another network's 6PN addresses;
+//! - a packet into its bridge must come from the network itself, or answer a connection
+//!   a machine made: another network, or a LAN neighbour that routes `fdaa::/16` to the
+//!   host, reaches no machine past the proxy;
+//! - to the host itself, a machine reaches only what the platform serves it on `fdaa::3`
+//!   ([`Served`]: DNS, SSH) and ping there, besides neighbour discovery and answers to
+//!   the host's own connections (the proxy, checks, metrics). The gateway, the bridges'
+//!   link-local addresses and every other service of the host are dropped.
+//!
+//! No IPv4 passes a bridge: machines have none yet.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,6 +23,32 @@ use crate::{DNS_ADDRESS, NetworkNumber, bridge_name, network_prefix};
 
 /// The table's family and name.
 pub const TABLE: &str = "inet aloft";
+
+/// What the platform serves machines on `fdaa::3`: the only ports of the host they reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    pub tcp: BTreeSet<u16>,
+    pub udp: BTreeSet<u16>,
+}
+
+impl Served {
+    /// DNS on `dns_port` (UDP and TCP) and, when it listens, SSH on `ssh_port`.
+    pub fn new(dns_port: u16, ssh_port: Option<u16>) -> Served {
+        let mut tcp = BTreeSet::from([dns_port]);
+        tcp.extend(ssh_port);
+        Served {
+            tcp,
+            udp: BTreeSet::from([dns_port]),
+        }
+    }
+}
+
+impl Default for Served {
+    /// DNS on 53 and SSH on 22, the platform's defaults.
+    fn default() -> Served {
+        Served::new(53, Some(22))
+    }
+}
 
 /// Why the rules could not be installed.
 #[derive(Debug, thiserror::Error)]
@@ -30,41 +64,79 @@ fn prefix_text(network: NetworkNumber) -> String {
     format!("{address}/{length}")
 }
 
+fn ports(ports: &BTreeSet<u16>) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The whole table for these networks, as an `nft -f` script that replaces any earlier
 /// version atomically. With no networks the script deletes the table.
-pub fn ruleset(networks: &BTreeSet<NetworkNumber>) -> String {
+pub fn ruleset(networks: &BTreeSet<NetworkNumber>, served: &Served) -> String {
+    use std::fmt::Write as _;
     // `add table` makes the `delete` valid when the table does not exist yet.
     let mut script = format!("add table {TABLE}\ndelete table {TABLE}\n");
     if networks.is_empty() {
         return script;
     }
-    script.push_str(&format!("table {TABLE} {{\n"));
-    for (chain, hook) in [("forward", "forward"), ("input", "input")] {
-        script.push_str(&format!(
-            "  chain {chain} {{\n    type filter hook {hook} priority -10; policy accept;\n"
-        ));
+    // Per bridge: a packet that passes it must be of the bridge's own network.
+    let fenced = |script: &mut String, direction: &str| {
         for network in networks {
             let bridge = bridge_name(*network);
             let own = prefix_text(*network);
-            script.push_str(&format!(
-                "    iifname \"{bridge}\" ip6 saddr fdaa::/16 ip6 saddr != {own} drop\n"
-            ));
-            if chain == "forward" {
-                script.push_str(&format!(
-                    "    iifname \"{bridge}\" ip6 daddr fdaa::/16 ip6 daddr != {own} drop\n"
-                ));
-                script.push_str(&format!(
-                    "    oifname \"{bridge}\" ip6 saddr fdaa::/16 ip6 saddr != {own} drop\n"
-                ));
-            } else {
-                script.push_str(&format!(
-                    "    iifname \"{bridge}\" ip6 daddr fdaa::/16 ip6 daddr != {{ {own}, {DNS_ADDRESS} }} drop\n"
-                ));
-            }
+            let _ = writeln!(
+                script,
+                "    {direction} \"{bridge}\" ip6 saddr != {own} drop"
+            );
         }
-        script.push_str("  }\n");
+    };
+    let _ = writeln!(script, "table {TABLE} {{");
+    // To the host itself.
+    script.push_str(
+        "  chain input {\n    type filter hook input priority -10; policy accept;\n    \
+         iifname \"alb*\" jump from_machine\n  }\n",
+    );
+    script.push_str("  chain from_machine {\n    ct state established,related accept\n");
+    script.push_str(
+        "    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept\n",
+    );
+    fenced(&mut script, "iifname");
+    if !served.udp.is_empty() {
+        let _ = writeln!(
+            script,
+            "    ip6 daddr {DNS_ADDRESS} udp dport {{ {} }} accept",
+            ports(&served.udp)
+        );
     }
-    script.push_str("}\n");
+    if !served.tcp.is_empty() {
+        let _ = writeln!(
+            script,
+            "    ip6 daddr {DNS_ADDRESS} tcp dport {{ {} }} accept",
+            ports(&served.tcp)
+        );
+    }
+    let _ = writeln!(
+        script,
+        "    ip6 daddr {DNS_ADDRESS} icmpv6 type echo-request accept\n    drop\n  }}"
+    );
+    // Through the host: between networks, and between machines and the world.
+    script
+        .push_str("  chain forward {\n    type filter hook forward priority -10; policy accept;\n");
+    fenced(&mut script, "iifname");
+    for network in networks {
+        let _ = writeln!(
+            script,
+            "    iifname \"{}\" ip6 daddr fdaa::/16 ip6 daddr != {} drop",
+            bridge_name(*network),
+            prefix_text(*network)
+        );
+    }
+    script.push_str("    iifname \"alb*\" meta nfproto ipv4 drop\n");
+    script.push_str("    oifname \"alb*\" ct state established,related accept\n");
+    fenced(&mut script, "oifname");
+    script.push_str("    oifname \"alb*\" meta nfproto ipv4 drop\n  }\n}\n");
     script
 }
 
@@ -73,8 +145,9 @@ pub fn ruleset(networks: &BTreeSet<NetworkNumber>) -> String {
 pub async fn apply(
     namespace: Option<&Path>,
     networks: &BTreeSet<NetworkNumber>,
+    served: &Served,
 ) -> Result<(), FirewallError> {
-    let script = ruleset(networks);
+    let script = ruleset(networks, served);
     let mut command = match namespace {
         Some(path) => {
             let mut command = tokio::process::Command::new("nsenter");
@@ -117,26 +190,35 @@ mod tests {
     #[test]
     fn no_networks_removes_the_table() {
         assert_eq!(
-            ruleset(&BTreeSet::new()),
+            ruleset(&BTreeSet::new(), &Served::default()),
             "add table inet aloft\ndelete table inet aloft\n"
         );
     }
 
     #[test]
-    fn each_network_is_fenced_in_both_directions() {
+    fn each_network_is_fenced_in_both_directions_and_the_host_serves_only_fdaa_3() {
         let networks = BTreeSet::from([
             NetworkNumber::new(1).unwrap(),
             NetworkNumber::new(0x1_0002).unwrap(),
         ]);
-        let script = ruleset(&networks);
-        assert!(script.contains(
-            "iifname \"alb00000001\" ip6 daddr fdaa::/16 ip6 daddr != fdaa:0:1::/48 drop"
-        ));
-        assert!(script.contains(
-            "oifname \"alb00010002\" ip6 saddr fdaa::/16 ip6 saddr != fdaa:1:2::/48 drop"
-        ));
-        assert!(script.contains(
-            "iifname \"alb00010002\" ip6 daddr fdaa::/16 ip6 daddr != { fdaa:1:2::/48, fdaa::3 } drop"
-        ));
+        let script = ruleset(&networks, &Served::new(53, Some(2222)));
+        for rule in [
+            // Spoofed sources, inside fdaa::/16 or not.
+            "iifname \"alb00000001\" ip6 saddr != fdaa:0:1::/48 drop",
+            // Other networks.
+            "iifname \"alb00000001\" ip6 daddr fdaa::/16 ip6 daddr != fdaa:0:1::/48 drop",
+            // Into a bridge from outside its network (another network, a LAN neighbour).
+            "oifname \"alb00010002\" ip6 saddr != fdaa:1:2::/48 drop",
+            // The host: what it serves on fdaa::3, and nothing else.
+            "ip6 daddr fdaa::3 udp dport { 53 } accept",
+            "ip6 daddr fdaa::3 tcp dport { 53, 2222 } accept",
+            "iifname \"alb*\" jump from_machine",
+        ] {
+            assert!(script.contains(rule), "{rule}\n{script}");
+        }
+        // The chain to the host ends in a drop after what it accepts.
+        let host = &script[script.find("chain from_machine").unwrap()..];
+        let host = &host[..host.find("}\n").unwrap()];
+        assert!(host.trim_end().ends_with("drop"), "{host}");
     }
 }

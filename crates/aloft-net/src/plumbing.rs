@@ -233,6 +233,8 @@ pub struct HostNetwork {
     handle: Handle,
     /// Networks whose bridge and rules exist (the firewall is rendered from this).
     networks: Mutex<BTreeSet<NetworkNumber>>,
+    /// What machines may reach of the host on `fdaa::3`.
+    served: firewall::Served,
     /// Attaching (shared) never overlaps pruning (exclusive), which would take a
     /// half-made veth for a leftover.
     work: tokio::sync::RwLock<()>,
@@ -246,12 +248,13 @@ pub struct HostNetwork {
 
 impl HostNetwork {
     /// Prepares the host: IPv6 forwarding (between the machines' /112s), loopback up, and
-    /// `fdaa::3` on it. `namespace` names the network namespace to work in (`None`: the
-    /// caller's own).
+    /// `fdaa::3` on it, where machines reach what `served` names and nothing else of the
+    /// host. `namespace` names the network namespace to work in (`None`: the caller's own).
     pub async fn open(
         namespace: Option<PathBuf>,
         host: HostNumber,
         mtu: u32,
+        served: firewall::Served,
     ) -> Result<HostNetwork, PlumbError> {
         netns::run_in(namespace.as_deref(), || {
             write_sysctl("net.ipv6.conf.all.forwarding", "1")?;
@@ -281,13 +284,14 @@ impl HostNetwork {
             }
         }
         // The table is rebuilt from what exists: rules of networks that vanished go.
-        firewall::apply(namespace.as_deref(), &networks).await?;
+        firewall::apply(namespace.as_deref(), &networks, &served).await?;
         Ok(HostNetwork {
             namespace,
             host,
             mtu,
             handle,
             networks: Mutex::new(networks),
+            served,
             work: tokio::sync::RwLock::new(()),
             attaching: Mutex::new(std::collections::HashMap::new()),
             touched: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -301,6 +305,15 @@ impl HostNetwork {
 
     pub fn host(&self) -> HostNumber {
         self.host
+    }
+
+    /// Installs the rules again as they should be (the table replaced whole), whatever
+    /// happened to them since: the agent calls it every reconcile interval, so a flushed
+    /// or edited table is back within one.
+    pub async fn enforce(&self) -> Result<(), PlumbError> {
+        let networks = self.networks.lock().await;
+        firewall::apply(self.namespace(), &networks, &self.served).await?;
+        Ok(())
     }
 
     /// Makes `network`'s bridge (with the gateway address) and its isolation rules exist.
@@ -338,7 +351,7 @@ impl HostNetwork {
             set_up(&self.handle, bridge.index, &name).await?;
         }
         if networks.insert(network)
-            && let Err(error) = firewall::apply(self.namespace(), &networks).await
+            && let Err(error) = firewall::apply(self.namespace(), &networks, &self.served).await
         {
             networks.remove(&network);
             return Err(error.into());
@@ -549,7 +562,7 @@ impl HostNetwork {
         let before = installed.len();
         installed.retain(|n| networks.contains(n) || self.touched_since(&bridge_name(*n), as_of));
         if installed.len() != before {
-            firewall::apply(self.namespace(), &installed).await?;
+            firewall::apply(self.namespace(), &installed, &self.served).await?;
         }
         Ok(())
     }

@@ -373,6 +373,10 @@ fn agent_of(
             network: Some(NetworkSettings {
                 namespace: config.network.namespace.clone(),
                 mtu: config.network.mtu,
+                served: aloft_net::firewall::Served::new(
+                    config.network.dns_port,
+                    config.agent.ssh_listen.map(|address| address.port()),
+                ),
             }),
             logs: Some(parts.logs.clone()),
             counters,
