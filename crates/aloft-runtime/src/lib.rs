@@ -57,12 +57,21 @@ pub enum RuntimeError {
     },
     #[error("building image {tag} failed: {message}")]
     Build { tag: String, message: String },
-    #[error("exec in container {container} did not finish within {timeout:?}")]
+    #[error("exec in container {container} did not finish within {timeout:?}; it was killed")]
     ExecTimeout {
         container: String,
         timeout: Duration,
     },
+    #[error(
+        "exec in container {container} wrote more than {limit} bytes to one stream; it was \
+         killed (stream long output with `aloft ssh console`)"
+    )]
+    ExecOutputLimit { container: String, limit: usize },
 }
+
+/// The most an exec's stdout, or its stderr, may hold: past it the command is killed, so
+/// that a command's output never fills the agent's memory.
+pub const EXEC_OUTPUT_LIMIT: usize = 1 << 20;
 
 /// Options of [`Runtime::exec`].
 #[derive(Debug, Clone, Default)]

@@ -151,6 +151,38 @@ async fn a_fork_bomb_and_a_memory_hog_stay_inside_their_machine() {
         "fork failed inside: {failed:?}"
     );
 
+    // An exec's output is held to 1 MiB per stream and its command killed past it, or
+    // past its timeout: the agent's memory and the machine's tasks are safe. The positive
+    // controls: 512 KiB comes back whole, and the probe sees a command that runs.
+    let (code, half, _) = sh(client, &bounded.id, "head -c 524288 /dev/zero | tr '\\0' x").await;
+    assert_eq!((code, half.len()), (0, 524_288));
+    let flood = client
+        .exec(APP, &bounded.id, vec!["yes".into()], Some(60))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(flood.contains("more than 1048576 bytes"), "{flood}");
+    let hung = client
+        .exec(
+            APP,
+            &bounded.id,
+            vec!["sleep".into(), "600".into()],
+            Some(1),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(hung.contains("did not finish within"), "{hung}");
+    let (_, seen, _) = sh(client, &bounded.id, "sleep 31 & ps | grep -c 'sleep 31$'").await;
+    assert_eq!(seen.trim(), "1", "the probe sees a running command");
+    let (_, left, _) = sh(
+        client,
+        &bounded.id,
+        "ps | grep -c ' yes$\\|sleep 600$' || true",
+    )
+    .await;
+    assert_eq!(left.trim(), "0", "the killed commands are gone");
+
     // The memory hog: `tail` keeps all of a line, and /dev/zero has no newline. With 1 GB
     // (the positive control) 300 MB fits; with the default 256 MB, 600 MB is killed.
     let hog = "head -c 300m /dev/zero | tail > /dev/null && echo fine";

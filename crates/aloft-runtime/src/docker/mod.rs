@@ -23,7 +23,8 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 use futures_util::stream::{self, BoxStream, StreamExt};
-use tokio::io::AsyncWriteExt;
+
+mod exec;
 
 use crate::{
     AttachOptions, AttachedExec, BuildOptions, BuildProgress, ContainerInfo, ContainerSpec,
@@ -636,68 +637,7 @@ impl Runtime for DockerRuntime {
         command: &[String],
         options: &ExecOptions,
     ) -> Result<ExecOutput, RuntimeError> {
-        let config = CreateExecOptions {
-            cmd: Some(command.to_vec()),
-            attach_stdin: Some(options.stdin.is_some()),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            tty: Some(options.tty),
-            ..CreateExecOptions::default()
-        };
-        let (exec, mut output, mut input) = self.start_exec(id, config, options.tty).await?;
-        if let Some(stdin) = &options.stdin {
-            input
-                .write_all(stdin)
-                .await
-                .map_err(|error| RuntimeError::Operation {
-                    operation: "exec stdin",
-                    container: id.to_owned(),
-                    source: Box::new(error),
-                })?;
-        }
-        drop(input.shutdown().await);
-        let collect = async {
-            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-            while let Some(chunk) = output.next().await {
-                match chunk.map_err(operation("exec output", id))? {
-                    LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
-                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                        stdout.extend_from_slice(&message)
-                    }
-                    LogOutput::StdIn { .. } => {}
-                }
-            }
-            Ok::<_, RuntimeError>((stdout, stderr))
-        };
-        let (stdout, stderr) = match options.timeout {
-            Some(timeout) => tokio::time::timeout(timeout, collect).await.map_err(|_| {
-                RuntimeError::ExecTimeout {
-                    container: id.to_owned(),
-                    timeout,
-                }
-            })??,
-            None => collect.await?,
-        };
-        // The exit code is set once the engine has noticed the process ended.
-        for _ in 0..100 {
-            let inspected = self
-                .docker
-                .inspect_exec(&exec)
-                .await
-                .map_err(operation("exec", id))?;
-            if inspected.running != Some(true) {
-                return Ok(ExecOutput {
-                    exit_code: inspected.exit_code.unwrap_or(-1),
-                    stdout,
-                    stderr,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Err(RuntimeError::ExecTimeout {
-            container: id.to_owned(),
-            timeout: Duration::from_secs(1),
-        })
+        self.exec_collected(id, command, options).await
     }
 
     fn logs(
