@@ -101,6 +101,9 @@ pub struct ControlConfig {
     pub edge: Option<EdgeAddress>,
     /// The most live machines an app, and an organization, may have.
     pub machine_caps: aloft_store::MachineCaps,
+    /// How long each machine a deploy starts must run without exiting, when the deploy
+    /// does not say (`smoke_check_seconds`).
+    pub smoke_check: std::time::Duration,
 }
 
 /// Where the edge serves apps: `https://<app>.<apps_domain>[:https_port]/`.

@@ -57,6 +57,7 @@ pub(crate) fn config(region: &str, dir: &Path) -> ControlConfig {
             .unwrap_or_else(|error| panic!("the default IPv4 pool: {error}")),
         edge: None,
         machine_caps: aloft_store::MachineCaps::NONE,
+        smoke_check: std::time::Duration::from_secs(10),
     }
 }
 

@@ -29,6 +29,24 @@ pub struct Config {
     pub proxy: ProxySettings,
     pub logs: LogsSettings,
     pub limits: LimitsSettings,
+    pub deploys: DeploySettings,
+}
+
+/// `[deploys]`: what a deploy does when it does not say.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploySettings {
+    /// How long each machine a deploy starts must run without exiting (smoke checks), when
+    /// the deploy does not say: 1 to 300 seconds.
+    pub smoke_check_seconds: u64,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        DeploySettings {
+            smoke_check_seconds: 10,
+        }
+    }
 }
 
 /// `[limits]`: how much one app or organization may run.
@@ -289,6 +307,7 @@ impl Default for Config {
             proxy: ProxySettings::default(),
             logs: LogsSettings::default(),
             limits: LimitsSettings::default(),
+            deploys: DeploySettings::default(),
         }
     }
 }
@@ -421,6 +440,16 @@ impl Config {
                 ),
             ));
         }
+        if !(1..=300).contains(&self.deploys.smoke_check_seconds) {
+            return Err(invalid(
+                "deploys.smoke_check_seconds",
+                format!(
+                    "{} is outside 1 to 300 seconds (a deploy turns smoke checks off with \
+                     smoke_checks: false)",
+                    self.deploys.smoke_check_seconds
+                ),
+            ));
+        }
         if self.agent.reconcile_interval_seconds == 0 {
             return Err(invalid(
                 "agent.reconcile_interval_seconds",
@@ -528,6 +557,14 @@ mod tests {
                 "[proxy]\nautostop_interval_seconds = 0\n",
                 "proxy.autostop_interval_seconds",
             ),
+            (
+                "[deploys]\nsmoke_check_seconds = 0\n",
+                "deploys.smoke_check_seconds",
+            ),
+            (
+                "[deploys]\nsmoke_check_seconds = 301\n",
+                "deploys.smoke_check_seconds",
+            ),
         ] {
             let config: Config = toml::from_str(text).unwrap();
             let error = config
@@ -535,6 +572,12 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(error.starts_with(&format!("c.toml: {key}:")), "{error}");
+        }
+        // The edges of the smoke-check window are taken.
+        for seconds in [1, 300] {
+            let config: Config =
+                toml::from_str(&format!("[deploys]\nsmoke_check_seconds = {seconds}\n")).unwrap();
+            config.validate(Path::new("c.toml")).unwrap();
         }
         let config: Config =
             toml::from_str("[proxy]\nregion_distances = { \"ams-fra\" = 9 }\n").unwrap();

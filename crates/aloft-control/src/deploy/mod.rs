@@ -53,9 +53,6 @@ const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(300);
 /// At most this long for one machine (one hour).
 const MAX_WAIT_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// flyctl's smoke checks: a new machine must keep running this long without an exit.
-const DEFAULT_SMOKE_CHECK: Duration = Duration::from_secs(10);
-
 /// At most this long for the smoke checks of one machine.
 const MAX_SMOKE_CHECK: Duration = Duration::from_secs(300);
 
@@ -172,7 +169,7 @@ async fn create(
     }
     let smoke_check = match (request.smoke_checks, request.smoke_check_seconds) {
         (Some(false), _) => Duration::ZERO,
-        (_, None) => DEFAULT_SMOKE_CHECK,
+        (_, None) => inner.config.smoke_check,
         (_, Some(seconds)) if seconds == 0 || seconds > MAX_SMOKE_CHECK.as_secs() => {
             return Err(ApiError::BadRequest(format!(
                 "smoke_check_seconds must be between 1 and {} seconds (turn smoke checks off with smoke_checks: false)",
@@ -297,7 +294,7 @@ async fn rollback(
                 DEFAULT_MAX_UNAVAILABLE,
                 i64::try_from(DEFAULT_WAIT_TIMEOUT.as_millis()).unwrap_or(i64::MAX),
                 2,
-                i64::try_from(DEFAULT_SMOKE_CHECK.as_millis()).unwrap_or(i64::MAX),
+                i64::try_from(inner.config.smoke_check.as_millis()).unwrap_or(i64::MAX),
             ),
         };
     let (_, deployment) = inner
