@@ -186,6 +186,19 @@ async fn only_the_operator_creates_organizations_and_sees_the_platform() {
     };
     let readonly = tenant.create_token(&token("readonly", None)).await.unwrap();
     assert_eq!(metrics(&readonly.token).await.unwrap().status(), 200);
+    // The operator reads every organization's; a tenant never another's (404).
+    assert_eq!(metrics(&platform.token).await.unwrap().status(), 200);
+    let personal = reqwest::Client::new()
+        .get(format!("{}/v1/orgs/personal/metrics", platform.url))
+        .bearer_auth(readonly.token.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        personal.status(),
+        404,
+        "a tenant read another organization's metrics"
+    );
     for kind in ["deploy", "ssh"] {
         let scoped = tenant
             .create_token(&token(kind, Some("web")))

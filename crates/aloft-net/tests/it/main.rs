@@ -21,6 +21,13 @@ fn machine(network: u64, number: u64) -> SixPn {
     }
 }
 
+/// The host side of the private network in `host`, as host number 7.
+async fn open(host: &TestNetns, served: Served) -> HostNetwork {
+    HostNetwork::open(Some(host.path()), HostNumber::new(7).unwrap(), 1420, served)
+        .await
+        .unwrap()
+}
+
 fn reaches(from: &TestNetns, to: std::net::Ipv6Addr) -> bool {
     from.exec(&[
         "busybox",
@@ -44,14 +51,7 @@ async fn machines_of_one_network_reach_each_other_and_nothing_else() {
         TestNetns::create("net-b"),
         TestNetns::create("net-c"),
     );
-    let network = HostNetwork::open(
-        Some(host.path()),
-        HostNumber::new(7).unwrap(),
-        1420,
-        Served::default(),
-    )
-    .await
-    .unwrap();
+    let network = open(&host, Served::default()).await;
     let (ma, mb, mc) = (machine(1, 1), machine(1, 2), machine(2, 3));
     network.attach(ma, &a.path()).await.unwrap();
     network.attach(mb, &b.path()).await.unwrap();
@@ -120,14 +120,7 @@ async fn a_new_agent_repairs_what_a_crashed_one_left() {
     let a = TestNetns::create("net-crash-a");
     let ma = machine(3, 9);
     {
-        let first = HostNetwork::open(
-            Some(host.path()),
-            HostNumber::new(7).unwrap(),
-            1420,
-            Served::default(),
-        )
-        .await
-        .unwrap();
+        let first = open(&host, Served::default()).await;
         first.attach(ma, &a.path()).await.unwrap();
     }
     // A half-made pair, as a crash between creating and moving it would leave.
@@ -150,14 +143,7 @@ async fn a_new_agent_repairs_what_a_crashed_one_left() {
             .success()
     );
 
-    let second = HostNetwork::open(
-        Some(host.path()),
-        HostNumber::new(7).unwrap(),
-        1420,
-        Served::default(),
-    )
-    .await
-    .unwrap();
+    let second = open(&host, Served::default()).await;
     assert!(
         host.nft_ruleset().contains(&bridge_name(ma.network)),
         "rules survive"
@@ -180,14 +166,7 @@ async fn a_new_agent_repairs_what_a_crashed_one_left() {
 async fn pruning_spares_what_was_attached_after_the_list_was_read() {
     let host = TestNetns::create("net-race");
     let a = TestNetns::create("net-race-a");
-    let network = HostNetwork::open(
-        Some(host.path()),
-        HostNumber::new(7).unwrap(),
-        1420,
-        Served::default(),
-    )
-    .await
-    .unwrap();
+    let network = open(&host, Served::default()).await;
     // The agent read its (empty) list of machines, then a machine started.
     let read_at = Instant::now();
     let ma = machine(4, 5);
@@ -280,14 +259,7 @@ async fn machines_reach_only_what_the_host_serves_and_nothing_reaches_them_from_
     let host = TestNetns::create("fw-host");
     let a = TestNetns::create("fw-a");
     let lan = TestNetns::create("fw-lan");
-    let network = HostNetwork::open(
-        Some(host.path()),
-        HostNumber::new(7).unwrap(),
-        1420,
-        Served::new(5353, Some(2222)),
-    )
-    .await
-    .unwrap();
+    let network = open(&host, Served::new(5353, Some(2222))).await;
     let ma = machine(5, 1);
     network.attach(ma, &a.path()).await.unwrap();
     let gateway = aloft_net::gateway(ma.network, ma.host);
