@@ -21,6 +21,9 @@ use std::path::Path;
 
 use crate::{DNS_ADDRESS, NetworkNumber, bridge_name, network_prefix};
 
+/// How long one `nft -f` may take.
+const NFT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The table's family and name.
 pub const TABLE: &str = "inet aloft";
 
@@ -57,6 +60,8 @@ pub enum FirewallError {
     Spawn(#[source] std::io::Error),
     #[error("nft refused the rules: {stderr}")]
     Refused { stderr: String },
+    #[error("nft did not finish within {0:?}; it was killed")]
+    Timeout(std::time::Duration),
 }
 
 fn prefix_text(network: NetworkNumber) -> String {
@@ -170,9 +175,11 @@ pub async fn apply(
             .await
             .map_err(FirewallError::Spawn)?;
     }
-    let output = child
-        .wait_with_output()
+    // The agent installs the table on every reconcile tick: a hung nft must not hold its
+    // loop (the child is killed when the wait is dropped).
+    let output = tokio::time::timeout(NFT_TIMEOUT, child.wait_with_output())
         .await
+        .map_err(|_| FirewallError::Timeout(NFT_TIMEOUT))?
         .map_err(FirewallError::Spawn)?;
     if output.status.success() {
         Ok(())

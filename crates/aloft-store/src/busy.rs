@@ -6,7 +6,7 @@
 use std::ops::{Deref, DerefMut};
 
 use aloft_agent_api::clock::Busy;
-use futures_util::{FutureExt as _, StreamExt as _, TryFutureExt as _};
+use futures_util::{FutureExt as _, StreamExt as _};
 use sqlx::any::{Any, AnyQueryResult, AnyRow, AnyStatement, AnyTypeInfo};
 use sqlx::{AnyConnection, AnyPool};
 use sqlx::{Describe, Either, Error, Execute, Executor, Transaction};
@@ -86,7 +86,10 @@ impl<'p> Executor<'p> for Pooled<'p> {
         let busy = self.busy;
         self.pool
             .prepare_with(sql, parameters)
-            .inspect_ok(move |_| drop(busy))
+            .map(move |result| {
+                drop(busy);
+                result
+            })
             .boxed()
     }
 
