@@ -16,12 +16,12 @@
 //! Every decision is re-derived from the store, so a control plane that restarts resumes
 //! its running deployments (`resume`) and finishes their rollbacks.
 
+mod act;
 mod health;
+mod plan;
 mod release_command;
-mod rollback;
 mod run;
 mod steps;
-mod strategies;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -85,13 +85,6 @@ pub(super) fn machines_in(steps: &[DeploymentStep], kind: StepKind) -> Vec<Machi
         .collect()
 }
 
-/// Whether a step of `kind` names `machine`.
-pub(super) fn logged(steps: &[DeploymentStep], kind: StepKind, machine: &MachineId) -> bool {
-    steps
-        .iter()
-        .any(|s| s.kind == kind && s.machine_id.as_ref() == Some(machine))
-}
-
 /// The config the release's machines run: the release's, with its version and id in the
 /// metadata (Fly's keys), so `aloft status` can say which release a machine runs.
 pub(super) fn target_of(release: &ReleaseRecord) -> MachineConfig {
