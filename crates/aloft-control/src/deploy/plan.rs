@@ -1,5 +1,5 @@
 //! The deployer's decisions, without IO: from a deployment's step log and the app's live
-//! machines, the one next move. The runner ([`super::run`]) loads these facts, asks for
+//! machines, the one next move. The runner (`act.rs`) loads these facts, asks for
 //! the next move, makes it (logging its step before acting) and asks again, until the
 //! deployment ends; a control plane that restarts anywhere asks again from the same
 //! facts. Everything the deployer learns that matters later is in the step log: which
