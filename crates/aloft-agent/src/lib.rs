@@ -47,6 +47,10 @@ use supervise::Ended;
 
 pub use link::RuntimeLink;
 
+/// How often the agent tells the control plane it is alive (at most its reconcile
+/// interval): well inside the control plane's `host_down_after` (10 s by default).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
 /// Settings of one host's agent.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -257,6 +261,9 @@ impl<R: Runtime + 'static> Agent<R> {
         shared.tasks.spawn(shared.clone().sample_forever());
         let mut interval = tokio::time::interval(shared.config.reconcile_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Heartbeats in a task of their own: nothing the loop below waits for (a slow
+        // firewall install, a burst of changes) delays them past `host_down_after`.
+        shared.tasks.spawn(shared.clone().heartbeat_forever());
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -279,9 +286,6 @@ impl<R: Runtime + 'static> Agent<R> {
                     }
                 }
                 _ = interval.tick() => {
-                    if let Err(error) = shared.heartbeat().await {
-                        tracing::warn!(error = %error, "heartbeat failed");
-                    }
                     // The isolation rules as they should be, whatever touched them.
                     if let Some(network) = shared.network.get()
                         && let Err(error) = network.enforce().await
@@ -300,6 +304,22 @@ impl<R: Runtime + 'static> Agent<R> {
 }
 
 impl<R: Runtime + 'static> Shared<R> {
+    /// Tells the control plane this host is alive every [`HEARTBEAT_EVERY`] (at most the
+    /// reconcile interval), until the agent stops.
+    async fn heartbeat_forever(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(self.config.reconcile_interval.min(HEARTBEAT_EVERY));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.stopping.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            if let Err(error) = self.heartbeat().await {
+                tracing::warn!(error = %error, "heartbeat failed");
+            }
+        }
+    }
+
     async fn heartbeat(&self) -> Result<(), AgentError> {
         let host = Host {
             id: self.config.host_id.clone(),

@@ -112,9 +112,13 @@ pub enum Command {
     /// Read, check and show an app's fly.toml.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
-    /// What the platform offers: its regions and machine sizes.
+    /// What the platform offers: its regions and machine sizes; its hosts, for the
+    /// operator.
     #[command(subcommand)]
     Platform(commands::platform::PlatformCommand),
+    /// The platform's regions, with the CPUs free in each (as `fly regions list`).
+    #[command(subcommand)]
+    Regions(commands::platform::RegionsCommand),
     /// Print the version of this client.
     Version,
 }
@@ -290,6 +294,9 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
         }
         Command::Platform(command) => {
             runtime()?.block_on(commands::platform::platform(command, cli.json, out))
+        }
+        Command::Regions(commands::platform::RegionsCommand::List) => {
+            runtime()?.block_on(commands::platform::regions(cli.json, out))
         }
     }
 }

@@ -600,6 +600,20 @@ impl Client {
         self.get("/v1/platform/hosts").await
     }
 
+    /// Sets a host's state (the operator's token only): `cordon` (no new machines),
+    /// `uncordon` (back to up), or `drain` (its machines move to other hosts one by one).
+    pub async fn set_host_state(
+        &self,
+        host: &str,
+        action: HostAction,
+    ) -> Result<aloft_types::api::PlatformHost, ClientError> {
+        self.post(
+            &format!("/v1/platform/hosts/{host}/{}", action.as_str()),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
     /// Where machines of a size would go, without creating any.
     pub async fn placements(
         &self,
@@ -760,5 +774,23 @@ fn api_error(status: StatusCode, text: String) -> ClientError {
     ClientError::Api {
         status: status.as_u16(),
         message,
+    }
+}
+
+/// What the operator does to a host ([`Client::set_host_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostAction {
+    Cordon,
+    Uncordon,
+    Drain,
+}
+
+impl HostAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostAction::Cordon => "cordon",
+            HostAction::Uncordon => "uncordon",
+            HostAction::Drain => "drain",
+        }
     }
 }

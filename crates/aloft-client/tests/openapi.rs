@@ -142,6 +142,13 @@ async fn call_everything(c: &Client) {
     let _ = c.release_ip(a, "203.0.113.7").await;
     let _ = c.platform_regions().await;
     let _ = c.platform_hosts().await;
+    for action in [
+        aloft_client::HostAction::Cordon,
+        aloft_client::HostAction::Uncordon,
+        aloft_client::HostAction::Drain,
+    ] {
+        let _ = c.set_host_state("0123456789abcdef", action).await;
+    }
     let _ = c
         .placements(&aloft_types::api::PlacementsRequest::default())
         .await;

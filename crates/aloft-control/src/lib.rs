@@ -21,12 +21,14 @@ mod deploy;
 mod dns;
 mod error;
 mod hosts;
+mod hostwatch;
 mod ips;
 mod json;
 mod logs;
 mod machines;
 mod metadata;
 mod orgs;
+mod placement;
 mod platform;
 mod samples;
 mod secrets;
@@ -104,6 +106,9 @@ pub struct ControlConfig {
     /// How long each machine a deploy starts must run without exiting, when the deploy
     /// does not say (`smoke_check_seconds`).
     pub smoke_check: std::time::Duration,
+    /// How long a host may go without a heartbeat before it is declared down and its
+    /// machines without volumes move to other hosts.
+    pub host_down_after: std::time::Duration,
 }
 
 /// Where the edge serves apps: `https://<app>.<apps_domain>[:https_port]/`.
@@ -300,6 +305,13 @@ impl Control {
     /// many. Call once at start, inside a Tokio runtime, after the agents are attached.
     pub async fn resume_deployments(&self) -> Result<usize, ApiError> {
         deploy::resume(&self.inner).await
+    }
+
+    /// Starts watching the hosts: one that misses its heartbeats for `host_down_after` is
+    /// declared down and its machines without volumes move elsewhere; a draining one has
+    /// its machines moved one by one. Call once at start, inside a Tokio runtime.
+    pub fn watch_hosts(&self) {
+        self.inner.tasks.spawn(hostwatch::watch(self.inner.clone()));
     }
 
     /// Refuses a caller that is not the platform operator (the platform-wide `/metrics`,

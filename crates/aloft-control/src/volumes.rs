@@ -174,7 +174,12 @@ pub(crate) async fn free_or_new(
             "volume {name}: size_gb is {size_gb}; a volume is 1 to {MAX_VOLUME_GB} GB"
         )));
     }
-    let host = crate::machines::place(inner, region).await?;
+    let host = crate::machines::place(
+        inner,
+        region,
+        crate::machines::Placing::Volume { app: &app.id },
+    )
+    .await?;
     let volume = inner
         .store
         .create_volume(NewVolume {
@@ -212,7 +217,12 @@ async fn create(
     let region: RegionCode = region
         .parse()
         .map_err(|e| ApiError::BadRequest(format!("region: {e}")))?;
-    let host = crate::machines::place(&inner, region.as_str()).await?;
+    let host = crate::machines::place(
+        &inner,
+        region.as_str(),
+        crate::machines::Placing::Volume { app: &app.id },
+    )
+    .await?;
     let volume = inner
         .store
         .create_volume(NewVolume {

@@ -78,15 +78,25 @@ pub(crate) fn check_response(check: &CheckRecord) -> CheckResponse {
     }
 }
 
+/// A machine as the API shows it; one on a host in `down` (declared down: a machine with
+/// a volume stays there until its host returns) shows state `lost` and host status
+/// `unreachable` (Fly's word for a host it cannot reach).
 pub(crate) fn machine_response(
     machine: &MachineRecord,
     events: &[MachineEvent],
     checks: &[CheckRecord],
+    down: &std::collections::BTreeSet<aloft_types::HostId>,
 ) -> MachineResponse {
+    let lost =
+        !machine.state.is_terminal() && machine.host_id.as_ref().is_some_and(|h| down.contains(h));
     MachineResponse {
         id: machine.id.to_string(),
         name: machine.name.clone(),
-        state: machine.state.to_string(),
+        state: if lost {
+            "lost".to_owned()
+        } else {
+            machine.state.to_string()
+        },
         region: machine.region.clone(),
         instance_id: machine.instance_id.clone(),
         version: machine.version.to_string(),
@@ -99,7 +109,7 @@ pub(crate) fn machine_response(
             .filter(|c| c.machine_id == machine.id)
             .map(check_response)
             .collect(),
-        host_status: "ok".to_owned(),
+        host_status: if lost { "unreachable" } else { "ok" }.to_owned(),
         cordoned: machine.cordoned,
         created_at: rfc3339(machine.created_at),
         updated_at: rfc3339(machine.updated_at),

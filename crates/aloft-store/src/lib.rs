@@ -40,7 +40,7 @@ pub use apps::App;
 pub use certificates::CertificateRecord;
 pub use checks::CheckRecord;
 pub use deployments::{DeploymentRecord, DeploymentStep, NewDeployment, ReleaseRecord};
-pub use hosts::Host;
+pub use hosts::{Host, HostRecord};
 pub use ips::IpRecord;
 pub use machines::{
     Desired, Lease, MachineCaps, MachineEvent, MachineFilter, MachineRecord, MachineVersion,

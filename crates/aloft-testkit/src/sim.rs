@@ -147,6 +147,17 @@ impl SimRuntime {
         });
     }
 
+    /// Power loss: every running container dies (killed) and is left stopped, as after a
+    /// host's reboot.
+    pub fn power_off(&self) {
+        self.with(|s| {
+            let ids: Vec<String> = s.containers.keys().cloned().collect();
+            for id in &ids {
+                end_run(s, id, ExitStatus::from_code(137, false));
+            }
+        });
+    }
+
     /// The containers of each machine that run right now.
     pub fn running_per_machine(&self) -> BTreeMap<String, usize> {
         self.with(|s| {

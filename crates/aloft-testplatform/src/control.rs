@@ -58,6 +58,7 @@ pub(crate) fn config(region: &str, dir: &Path) -> ControlConfig {
         edge: None,
         machine_caps: aloft_store::MachineCaps::NONE,
         smoke_check: std::time::Duration::from_secs(10),
+        host_down_after: std::time::Duration::from_secs(10),
     }
 }
 
@@ -115,8 +116,10 @@ impl ControlApi {
                 .upsert_host(&Host {
                     id: host,
                     region: options.region.clone(),
-                    cpus: 2,
-                    memory_mb: 2048,
+                    // No agent runs machines here: room for any test or benchmark
+                    // (placement counts what machines reserve).
+                    cpus: 1024,
+                    memory_mb: 16 * 1024 * 1024,
                     address: None,
                     last_heartbeat: aloft_store::now_ms(),
                 })

@@ -18,7 +18,10 @@ use tokio_util::sync::CancellationToken;
 /// One simulated host: its runtime (which outlives its agents) and its running agent.
 struct SimHost {
     id: HostId,
+    region: String,
     runtime: SimRuntime,
+    /// Powered off by `kill_host` (a control plane restart leaves it off).
+    killed: bool,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -43,35 +46,51 @@ fn host_id(n: usize) -> HostId {
     HostId::generate(random)
 }
 
-async fn control_of(dir: &std::path::Path) -> Control {
+async fn control_of(dir: &std::path::Path, region: &str) -> Control {
     let url = format!("sqlite://{}", dir.join("state.db").display());
     let store = Store::open(&url)
         .await
         .unwrap_or_else(|error| panic!("the store at {url}: {error}"));
     Control::new(
         store,
-        crate::control::config(REGION, dir),
+        crate::control::config(region, dir),
         aloft_control::ControlParts::default(),
     )
 }
 
+/// What each simulated host has: 4 CPUs and 4 GB.
+const HOST_CPUS: i64 = 4;
+const HOST_MEMORY_MB: i64 = 4096;
+
 impl SimPlatform {
-    /// Starts the control plane and `hosts` agents, each on its own simulated runtime.
+    /// Starts the control plane and `hosts` agents, each on its own simulated runtime, all
+    /// in region `sim`.
     pub async fn start(hosts: usize) -> SimPlatform {
+        SimPlatform::start_in(&vec![REGION; hosts]).await
+    }
+
+    /// One host in each of `regions` (a region named twice has two hosts); the first is
+    /// the control plane's default region.
+    pub async fn start_in(regions: &[&str]) -> SimPlatform {
         // In memory when the machine has a tmpfs: the store's writes need no disk.
         let dir = tempfile::tempdir_in("/dev/shm")
             .or_else(|_| tempfile::tempdir())
             .unwrap_or_else(|error| panic!("a temp dir: {error}"));
-        let control = control_of(dir.path()).await;
+        let default_region = regions.first().copied().unwrap_or(REGION).to_owned();
+        let control = control_of(dir.path(), &default_region).await;
         let token = control
             .bootstrap(dir.path())
             .await
             .unwrap_or_else(|error| panic!("bootstrap: {error}"))
             .unwrap_or_else(|| panic!("a fresh store gives an admin token"));
-        let hosts = (0..hosts)
-            .map(|n| SimHost {
+        let hosts = regions
+            .iter()
+            .enumerate()
+            .map(|(n, region)| SimHost {
                 id: host_id(n),
+                region: (*region).to_owned(),
                 runtime: SimRuntime::new(),
+                killed: false,
                 stop: CancellationToken::new(),
                 task: None,
             })
@@ -112,10 +131,10 @@ impl SimPlatform {
             Arc::new(self.control.gateway()),
             AgentConfig {
                 host_id: host.id.clone(),
-                region: REGION.to_owned(),
+                region: host.region.clone(),
                 data_dir: data,
-                cpus: 4,
-                memory_mb: 0,
+                cpus: HOST_CPUS,
+                memory_mb: HOST_MEMORY_MB,
                 reconcile_interval: Duration::from_millis(500),
                 // Simulated hosts plumb no private network (nothing of the host's
                 // own network is touched).
@@ -152,6 +171,7 @@ impl SimPlatform {
             .resume_deployments()
             .await
             .unwrap_or_else(|error| panic!("deployments resume: {error}"));
+        self.control.watch_hosts();
     }
 
     /// The API's base URL and a token of the default organization.
@@ -174,6 +194,26 @@ impl SimPlatform {
         self.start_agent(n);
     }
 
+    /// Power loss on host `n`: its agent stops without a word and its containers die
+    /// (killed, left stopped); nothing of it reaches the control plane until
+    /// [`SimPlatform::revive_host`].
+    pub async fn kill_host(&mut self, n: usize) {
+        self.stop_agent(n).await;
+        self.hosts[n].runtime.power_off();
+        self.hosts[n].killed = true;
+    }
+
+    /// Host `n` back from a power loss: a new agent on its old containers.
+    pub fn revive_host(&mut self, n: usize) {
+        self.hosts[n].killed = false;
+        self.start_agent(n);
+    }
+
+    /// Host `n`'s id.
+    pub fn host_id(&self, n: usize) -> HostId {
+        self.hosts[n].id.clone()
+    }
+
     /// Stops the API, the control plane's tasks (deployments halt at their next await
     /// point, as in a killed `aloftd`) and every agent, and closes the store; the
     /// runtimes and their containers stay.
@@ -192,9 +232,16 @@ impl SimPlatform {
     /// Halts everything but the runtimes and starts it again on the same store.
     pub async fn restart_control(&mut self) {
         self.halt().await;
-        self.control = control_of(self.dir.path()).await;
+        let region = self
+            .hosts
+            .first()
+            .map_or(REGION, |h| h.region.as_str())
+            .to_owned();
+        self.control = control_of(self.dir.path(), &region).await;
         for n in 0..self.hosts.len() {
-            self.start_agent(n);
+            if !self.hosts[n].killed {
+                self.start_agent(n);
+            }
         }
         self.serve().await;
     }

@@ -21,3 +21,18 @@ named_enum! {
         Syslog = "syslog",
     }
 }
+
+named_enum! {
+    /// A host's state as the platform shows it: what its operator set (`up`, `cordoned`,
+    /// `draining`), or `down` once it missed heartbeats for `host_down_after`.
+    pub enum HostState ("host state") {
+        /// Heartbeating and taking new machines.
+        Up = "up",
+        /// Takes no new machines; its machines run on.
+        Cordoned = "cordoned",
+        /// Takes no new machines; its machines are being moved to other hosts.
+        Draining = "draining",
+        /// Missed its heartbeats: its machines without volumes were moved elsewhere.
+        Down = "down",
+    }
+}

@@ -37,7 +37,7 @@ pub use check::{CheckStatus, UnknownCheckStatus, service_check_name};
 pub use duration::{Duration, DurationParseError};
 pub use event::EventKind;
 pub use ids::{AppId, HostId, IdError, MachineId, OrgId, TokenId, VolumeId};
-pub use kinds::{IpKind, SinkKind};
+pub use kinds::{HostState, IpKind, SinkKind};
 pub use named::UnknownName;
 pub use names::{AppName, NameError, RegionCode, https_authority, https_url, percent_encode};
 pub use signal::{Signal, UnknownSignal};

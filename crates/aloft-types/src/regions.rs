@@ -144,8 +144,35 @@ pub fn fly_region(code: &str) -> Option<&'static FlyRegion> {
     FLY_REGIONS.iter().find(|r| r.code == code)
 }
 
+/// The great-circle distance between two regions, in km.
+pub fn distance_km(a: &FlyRegion, b: &FlyRegion) -> f64 {
+    const EARTH_RADIUS_KM: f64 = 6371.0;
+    let (lat1, lon1) = (
+        f64::from(a.latitude).to_radians(),
+        f64::from(a.longitude).to_radians(),
+    );
+    let (lat2, lon2) = (
+        f64::from(b.latitude).to_radians(),
+        f64::from(b.longitude).to_radians(),
+    );
+    let h = ((lat2 - lat1) / 2.0).sin().powi(2)
+        + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_KM * h.sqrt().asin()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn distances_are_great_circles() {
+        let ams = super::fly_region("ams").unwrap();
+        let fra = super::fly_region("fra").unwrap();
+        let ord = super::fly_region("ord").unwrap();
+        let near = super::distance_km(ams, fra);
+        assert!((300.0..500.0).contains(&near), "ams-fra {near}");
+        assert!(super::distance_km(ams, ord) > 6000.0);
+        assert_eq!(super::distance_km(ams, ams), 0.0);
+    }
+
     #[test]
     fn fly_codes_are_known_and_others_are_not() {
         assert_eq!(

@@ -30,6 +30,24 @@ pub struct Config {
     pub logs: LogsSettings,
     pub limits: LimitsSettings,
     pub deploys: DeploySettings,
+    pub hosts: HostSettings,
+}
+
+/// `[hosts]`: when a host that stopped answering counts as down.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostSettings {
+    /// Seconds without a heartbeat (agents send one every 2 s) before a host is declared
+    /// down and its machines without volumes move to other hosts: 5 to 3600.
+    pub down_after_seconds: u64,
+}
+
+impl Default for HostSettings {
+    fn default() -> Self {
+        HostSettings {
+            down_after_seconds: 10,
+        }
+    }
 }
 
 /// `[deploys]`: what a deploy does when it does not say.
@@ -308,6 +326,7 @@ impl Default for Config {
             logs: LogsSettings::default(),
             limits: LimitsSettings::default(),
             deploys: DeploySettings::default(),
+            hosts: HostSettings::default(),
         }
     }
 }
@@ -450,6 +469,15 @@ impl Config {
                 ),
             ));
         }
+        if !(5..=3600).contains(&self.hosts.down_after_seconds) {
+            return Err(invalid(
+                "hosts.down_after_seconds",
+                format!(
+                    "{} is outside 5 to 3600 seconds (agents send a heartbeat every 2 s)",
+                    self.hosts.down_after_seconds
+                ),
+            ));
+        }
         if self.agent.reconcile_interval_seconds == 0 {
             return Err(invalid(
                 "agent.reconcile_interval_seconds",
@@ -565,6 +593,14 @@ mod tests {
                 "[deploys]\nsmoke_check_seconds = 301\n",
                 "deploys.smoke_check_seconds",
             ),
+            (
+                "[hosts]\ndown_after_seconds = 4\n",
+                "hosts.down_after_seconds",
+            ),
+            (
+                "[hosts]\ndown_after_seconds = 3601\n",
+                "hosts.down_after_seconds",
+            ),
         ] {
             let config: Config = toml::from_str(text).unwrap();
             let error = config
@@ -572,6 +608,11 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(error.starts_with(&format!("c.toml: {key}:")), "{error}");
+        }
+        for seconds in [5, 3600] {
+            let config: Config =
+                toml::from_str(&format!("[hosts]\ndown_after_seconds = {seconds}\n")).unwrap();
+            config.validate(Path::new("c.toml")).unwrap();
         }
         // The edges of the smoke-check window are taken.
         for seconds in [1, 300] {

@@ -329,6 +329,7 @@ fn control_of(config: &Config, host_id: &HostId, parts: &HostParts) -> anyhow::R
             }),
             machine_caps: config.limits.machine_caps(),
             smoke_check: std::time::Duration::from_secs(config.deploys.smoke_check_seconds),
+            host_down_after: std::time::Duration::from_secs(config.hosts.down_after_seconds),
         },
         ControlParts {
             dns: Some(parts.resolver.clone()),
@@ -578,6 +579,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     if resumed > 0 {
         tracing::info!(deployments = resumed, "resumed deployments");
     }
+    control.watch_hosts();
     let fast = watch_signals(&stop)?;
 
     let api_metrics = Arc::new(crate::metrics::ApiMetrics::default());

@@ -144,6 +144,36 @@ async fn the_cli_runs_machines_secrets_volumes_and_tokens() {
         hosts.contains("LAST HEARTBEAT") && hosts.contains(" local "),
         "{hosts}"
     );
+    // The operator cordons the host: nothing new is placed, and the refusal says why.
+    let listed: serde_json::Value =
+        serde_json::from_str(&p.ok(&["platform", "hosts", "list", "--json"])).unwrap();
+    assert_eq!(listed["hosts"][0]["state"], "up", "{listed}");
+    let host = listed["hosts"][0]["id"].as_str().unwrap().to_owned();
+    let cordoned = p.ok(&["platform", "hosts", "cordon", &host]);
+    assert!(
+        cordoned.contains(&format!("host {host} is cordoned")),
+        "{cordoned}"
+    );
+    p.ok(&["apps", "create", "fenced"]);
+    let refused = p.aloft(&[
+        "machine",
+        "run",
+        aloft_testkit::BUSYBOX_IMAGE,
+        "-a",
+        "fenced",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains(&format!("none is up ({host} is cordoned)")),
+        "{}",
+        text(&refused.stderr)
+    );
+    let uncordoned = p.ok(&["platform", "hosts", "uncordon", &host]);
+    assert!(
+        uncordoned.contains(&format!("host {host} is up")),
+        "{uncordoned}"
+    );
+    assert_eq!(p.ok(&["regions", "list"]), p.ok(&["platform", "regions"]));
     let sizes = p.ok(&["platform", "vm-sizes"]);
     assert!(
         sizes.contains("shared-cpu-1x") && sizes.contains("256 MB"),

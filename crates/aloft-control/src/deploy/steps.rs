@@ -6,19 +6,12 @@ use aloft_store::{DeploymentRecord, DeploymentStep, ReleaseRecord};
 use aloft_types::MachineId;
 use aloft_types::deploy::{StepKind, Strategy};
 use aloft_types::machine::{
-    METADATA_PLATFORM_VERSION, METADATA_PROCESS_GROUP, METADATA_RELEASE_ID,
-    METADATA_RELEASE_VERSION, MachineConfig,
+    METADATA_PLATFORM_VERSION, METADATA_RELEASE_ID, METADATA_RELEASE_VERSION, MachineConfig,
 };
 
 use crate::{ApiError, Inner};
 
-/// The process group a config belongs to (`app` when it names none).
-pub(super) fn group_of(config: &MachineConfig) -> &str {
-    config
-        .metadata
-        .get(METADATA_PROCESS_GROUP)
-        .map_or("app", String::as_str)
-}
+pub(super) use crate::placement::group_of;
 
 /// Whether a machine already runs `target` (the platform's own metadata aside).
 pub(super) fn runs(machine: &MachineConfig, target: &MachineConfig) -> bool {
@@ -28,6 +21,8 @@ pub(super) fn runs(machine: &MachineConfig, target: &MachineConfig) -> bool {
         // Which deployment created a machine is the machine's, not the release's.
         config.metadata.remove(METADATA_DEPLOYMENT);
         config.metadata.remove(METADATA_DEPLOYMENT_STEP);
+        // A machine that replaced one of a lost or drained host runs the same release.
+        config.metadata.remove(crate::hostwatch::METADATA_REPLACES);
         // Which volume a mount got (and its size then) is the machine's, not the release's.
         for mount in &mut config.mounts {
             mount.volume.clear();

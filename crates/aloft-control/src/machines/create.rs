@@ -11,6 +11,7 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::json;
 
+use super::placing::{Placing, place};
 use super::{notify, respond, user_event};
 use crate::access::WriteApp;
 use crate::json::Body;
@@ -81,33 +82,6 @@ pub(crate) async fn ensure_fits(
     )))
 }
 
-/// A host in `region` for a new machine: the one running the fewest machines.
-pub(crate) async fn place(inner: &Inner, region: &str) -> Result<aloft_types::HostId, ApiError> {
-    let hosts = inner.store.list_hosts().await?;
-    let mut candidates = Vec::new();
-    for host in hosts.iter().filter(|h| h.region == region) {
-        let load = inner.store.machines_on_host(&host.id).await?.len();
-        candidates.push((load, host.id.clone()));
-    }
-    candidates.sort();
-    candidates
-        .into_iter()
-        .next()
-        .map(|(_, id)| id)
-        .ok_or_else(|| {
-            let regions: std::collections::BTreeSet<&str> =
-                hosts.iter().map(|h| h.region.as_str()).collect();
-            ApiError::PreconditionFailed(format!(
-                "no host in region {region} can take the machine (regions with hosts: {})",
-                if regions.is_empty() {
-                    "none".to_owned()
-                } else {
-                    regions.into_iter().collect::<Vec<_>>().join(", ")
-                }
-            ))
-        })
-}
-
 #[utoipa::path(post, path = "/v1/apps/{app}/machines", tag = "machines", params(("app" = String, Path, description = "The app's name")), request_body = MachineRequest, responses((status = 200, body = MachineResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_create")]
 pub(super) async fn create(
     State(inner): State<Arc<Inner>>,
@@ -159,10 +133,17 @@ pub(crate) async fn create_machine_as(
     }
     let mut config = request.config;
     let volume = mounted_volume(inner, app, &mut config, region.as_str(), None).await?;
+    ensure_fits(inner, config.guest.as_ref(), Some(region.as_str())).await?;
     let host = match volume.as_ref().and_then(|v| v.host_id.clone()) {
         // A machine that mounts a volume runs where the volume is.
         Some(host) => host,
-        None => place(inner, region.as_str()).await?,
+        None => {
+            let placing = Placing::Machine {
+                app: &app.id,
+                config: &config,
+            };
+            place(inner, region.as_str(), placing).await?
+        }
     };
     config
         .metadata
@@ -176,7 +157,6 @@ pub(crate) async fn create_machine_as(
     } else {
         Desired::Started
     };
-    ensure_fits(inner, config.guest.as_ref(), Some(region.as_str())).await?;
     let machine = inner
         .store
         .insert_machine_within(NewMachine {

@@ -8,6 +8,7 @@
 
 mod create;
 mod leases;
+mod placing;
 mod power;
 
 use std::collections::HashMap;
@@ -30,7 +31,8 @@ use crate::{ApiError, Inner, Principal};
 use aloft_agent_api::{Command, MachineChange};
 use leases::check_lease;
 
-pub(crate) use create::{create_machine, create_machine_as, ensure_fits, place};
+pub(crate) use create::{create_machine, create_machine_as, ensure_fits};
+pub(crate) use placing::{Placing, place};
 pub use power::PlatformReason;
 pub(crate) use power::{destroy_forcibly, stop_machine, update_machine};
 
@@ -142,7 +144,24 @@ async fn respond(
     let events = inner.store.events(&machine.id).await?;
     let shown = &events[..events.len().min(EVENTS_SHOWN)];
     let checks = inner.store.checks_of(&machine.id).await?;
-    Ok(Json(crate::wire::machine_response(machine, shown, &checks)))
+    let down = down_hosts(inner).await?;
+    Ok(Json(crate::wire::machine_response(
+        machine, shown, &checks, &down,
+    )))
+}
+
+/// The hosts declared down: their machines show `lost`.
+pub(crate) async fn down_hosts(
+    inner: &Inner,
+) -> Result<std::collections::BTreeSet<aloft_types::HostId>, ApiError> {
+    Ok(inner
+        .store
+        .host_records()
+        .await?
+        .into_iter()
+        .filter(|h| h.down_at.is_some())
+        .map(|h| h.host.id)
+        .collect())
 }
 
 #[utoipa::path(get, path = "/v1/apps/{app}/machines", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("region" = Option<String>, Query), ("include_deleted" = Option<bool>, Query), ("state" = Option<String>, Query, description = "Only machines in these states (comma-separated)"), ("metadata.KEY" = Option<String>, Query, description = "Only machines whose metadata has KEY with this value")), responses((status = 200, body = Vec<MachineResponse>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_list")]
@@ -182,10 +201,11 @@ async fn list(
         machines.retain(|m| states.iter().any(|s| s == m.state.as_str()));
     }
     let checks = inner.store.checks_of_app(&app.id).await?;
+    let down = down_hosts(&inner).await?;
     Ok(Json(
         machines
             .iter()
-            .map(|m| crate::wire::machine_response(m, &[], &checks))
+            .map(|m| crate::wire::machine_response(m, &[], &checks, &down))
             .collect(),
     ))
 }

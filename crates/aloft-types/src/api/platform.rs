@@ -139,6 +139,20 @@ pub struct PlatformHost {
     pub machines: u64,
     /// RFC 3339: when its agent last reported.
     pub last_heartbeat: String,
+    /// `up`, `cordoned` (takes no new machines), `draining` (its machines move to other
+    /// hosts one by one) or `down` (missed its heartbeats; its machines without volumes
+    /// moved).
+    pub state: String,
+    /// Where its agent can be reached, when it said.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// CPU shares (16 to a core: a shared CPU takes 1, a performance CPU 16) of the
+    /// machines placed on it, stopped ones included (they keep their room).
+    #[serde(default)]
+    pub cpu_shares_reserved: i64,
+    /// Memory of the machines placed on it, stopped ones included.
+    #[serde(default)]
+    pub memory_reserved_mb: i64,
 }
 
 /// `GET /v1/platform/hosts`.

@@ -32,6 +32,7 @@
 )]
 
 mod flygo;
+mod hosts;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
