@@ -250,6 +250,12 @@ pub trait HostLink: Send + Sync {
         lines: usize,
     ) -> BoxFuture<'a, Result<Vec<String>, LinkError>>;
 
+    /// The processes running in `machine` (Fly's `ps`).
+    fn processes<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+    ) -> BoxFuture<'a, Result<Vec<aloft_types::api::ProcessStat>, LinkError>>;
+
     /// Serves one SSH connection that arrived through the API's tunnel for `machine`,
     /// until it ends. The host's SSH server authenticates it.
     fn ssh<'a>(

@@ -20,6 +20,7 @@ pub mod checks;
 pub mod env;
 mod link;
 mod logs;
+mod ps;
 mod reconcile;
 mod sample;
 mod spec;

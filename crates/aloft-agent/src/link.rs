@@ -76,6 +76,40 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
         })
     }
 
+    fn processes<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+    ) -> BoxFuture<'a, Result<Vec<aloft_types::api::ProcessStat>, LinkError>> {
+        Box::pin(async move {
+            let containers = self
+                .shared
+                .containers_of(&machine.id)
+                .await
+                .map_err(failed("listing the machine's containers"))?;
+            let container = containers
+                .into_iter()
+                .find(|c| {
+                    c.labels.get(LABEL_INSTANCE) == Some(&machine.instance_id)
+                        && c.state == ContainerState::Running
+                })
+                .ok_or_else(|| LinkError::NotRunning {
+                    machine: machine.id.clone(),
+                    why: "has no running container".to_owned(),
+                })?;
+            // A runtime that shows no host process (the simulated one) runs none to list.
+            let Some(main) = container.pid else {
+                return Ok(Vec::new());
+            };
+            tokio::task::spawn_blocking(move || {
+                let proc = std::path::Path::new("/proc");
+                crate::ps::read(proc, &crate::ps::pids_of(proc, main)?)
+            })
+            .await
+            .map_err(failed("reading the machine's processes"))?
+            .map_err(failed("reading the machine's processes"))
+        })
+    }
+
     fn ssh<'a>(
         &'a self,
         machine: &'a MachineRecord,

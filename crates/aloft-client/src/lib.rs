@@ -630,6 +630,15 @@ impl Client {
         self.get(&format!("/v1/apps/{app}/machines/{id}")).await
     }
 
+    /// The processes running in a started machine (Fly's `ps`).
+    pub async fn machine_processes(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<Vec<aloft_types::api::ProcessStat>, ClientError> {
+        self.get(&format!("/v1/apps/{app}/machines/{id}/ps")).await
+    }
+
     pub async fn start_machine(&self, app: &str, id: &str) -> Result<OkResponse, ClientError> {
         self.post(
             &format!("/v1/apps/{app}/machines/{id}/start"),

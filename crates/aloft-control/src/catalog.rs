@@ -68,11 +68,22 @@ pub(crate) async fn build(
                 custom,
             });
     }
+    // A machine on a host declared down answers nothing: no route, no DNS name.
+    let down: std::collections::HashSet<aloft_types::HostId> = store
+        .host_records()
+        .await?
+        .into_iter()
+        .filter(|h| h.down_at.is_some())
+        .map(|h| h.host.id)
+        .collect();
     let mut machines = Vec::new();
     for machine in store.live_machines().await? {
         let Some(app) = names.get(&machine.app_id) else {
             continue;
         };
+        if machine.host_id.as_ref().is_some_and(|h| down.contains(h)) {
+            continue;
+        }
         let checks = checks.remove(&machine.id).unwrap_or_default();
         machines.push(entry(&machine, app, checks));
     }

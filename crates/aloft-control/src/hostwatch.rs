@@ -56,6 +56,8 @@ async fn pass(inner: &Arc<Inner>, judge: bool) -> Result<(), ApiError> {
                 continue;
             }
             tracing::warn!(host = %id, region = %record.host.region, last_heartbeat = record.host.last_heartbeat, "a host missed its heartbeats; it is down and its machines without volumes move");
+            // Its machines leave the routes and DNS at once.
+            inner.catalog_dirty.notify_one();
             note_lost(inner, &record).await?;
             evacuate(inner, &record).await?;
         } else if record.down_at.is_some() {

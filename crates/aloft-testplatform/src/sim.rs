@@ -209,6 +209,14 @@ impl SimPlatform {
         self.start_agent(n);
     }
 
+    /// The catalog (routes and DNS names) as the store has it now.
+    pub async fn catalog(&self) -> aloft_types::catalog::Catalog {
+        self.control
+            .catalog_now()
+            .await
+            .unwrap_or_else(|error| panic!("the catalog: {error}"))
+    }
+
     /// Host `n`'s id.
     pub fn host_id(&self, n: usize) -> HostId {
         self.hosts[n].id.clone()

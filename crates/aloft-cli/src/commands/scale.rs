@@ -21,16 +21,24 @@ use crate::table;
 /// `aloft scale` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ScaleCommand {
-    /// Run N machines of a process group (in a region): clones of its newest machine are
-    /// created, or the extra machines (stopped ones first, then the newest) destroyed.
+    /// Run N machines of a process group across regions, as `fly scale count`: clones of
+    /// its newest machine are created, or the extra machines (stopped ones first, then
+    /// the newest) destroyed.
     Count {
-        count: u32,
+        /// N, or GROUP=N for each process group to scale (`web=2 worker=1`).
+        #[arg(required = true, value_name = "N|GROUP=N")]
+        counts: Vec<String>,
         /// The process group (default: the app's only group, else `app`).
         #[arg(long = "process-group", short = 'g', value_name = "GROUP")]
         group: Option<String>,
-        /// Count (and create) machines in this region only.
-        #[arg(long, short = 'r')]
+        /// The regions to act on, comma-separated (`ams,ord`): the N machines are counted
+        /// in these and spread evenly over them (the first gets the odd one). Default:
+        /// the regions where the group has machines (the newest machine's first).
+        #[arg(long, short = 'r', value_name = "REGIONS")]
         region: Option<String>,
+        /// At most this many machines of the group in each region.
+        #[arg(long, value_name = "M")]
+        max_per_region: Option<u32>,
         /// Ask for confirmation when more machines than this would be created or
         /// destroyed.
         #[arg(long, value_name = "N", default_value_t = 10)]
@@ -70,25 +78,47 @@ pub(crate) async fn scale(
     match command {
         ScaleCommand::Show => show(&machines, json, out),
         ScaleCommand::Count {
-            count,
+            counts,
             group,
             region,
+            max_per_region,
             confirm_above,
             yes,
         } => {
-            let group = pick_group(&machines, group)?;
-            let target = Target {
-                group: &group,
-                region: region.as_deref(),
-                count,
-            };
-            count_to(&client, app, &machines, &target, (confirm_above, yes), out).await?;
-            if json {
-                out.json(&serde_json::json!({
+            let counts = group_counts(&counts)?;
+            let regions: Vec<String> = region
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let mut done = Vec::new();
+            for (named, count) in counts {
+                let group = match named {
+                    Some(group) => group,
+                    None => pick_group(&machines, group.clone())?,
+                };
+                let target = Target {
+                    group: &group,
+                    regions: regions.clone(),
+                    max_per_region,
+                    count,
+                };
+                count_to(&client, app, &machines, &target, (confirm_above, yes), out).await?;
+                done.push(serde_json::json!({
                     "process_group": group,
                     "region": region,
+                    "max_per_region": max_per_region,
                     "count": count,
-                }))?;
+                }));
+            }
+            if json {
+                match done.as_slice() {
+                    [one] => out.json(one)?,
+                    _ => out.json(&done)?,
+                }
             }
             Ok(())
         }
@@ -130,6 +160,42 @@ pub(crate) async fn scale(
             Ok(())
         }
     }
+}
+
+/// `scale count`'s counts: one `N` (for the group `--process-group` names or the
+/// default one), or `GROUP=N` for each group, as flyctl reads them.
+fn group_counts(args: &[String]) -> anyhow::Result<Vec<(Option<String>, u32)>> {
+    let parse = |arg: &str, text: &str| {
+        text.trim().parse::<u32>().map_err(|_| {
+            anyhow::anyhow!("count {arg:?}: expected a number of machines, or GROUP=NUMBER")
+        })
+    };
+    let mut counts = Vec::new();
+    for arg in args {
+        match arg.split_once('=') {
+            Some((group, count)) if !group.trim().is_empty() => {
+                counts.push((Some(group.trim().to_owned()), parse(arg, count)?));
+            }
+            Some(_) => anyhow::bail!("count {arg:?}: the process group before `=` is missing"),
+            None => counts.push((None, parse(arg, arg)?)),
+        }
+    }
+    if counts.iter().filter(|(group, _)| group.is_none()).count() > 1
+        || (counts.len() > 1 && counts.iter().any(|(group, _)| group.is_none()))
+    {
+        anyhow::bail!(
+            "give one count (N, for --process-group or the default group) or GROUP=N for each group, not both"
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (group, _) in &counts {
+        if let Some(group) = group
+            && !seen.insert(group.clone())
+        {
+            anyhow::bail!("process group {group} is given two counts");
+        }
+    }
+    Ok(counts)
 }
 
 /// The group a command acts on: the one asked for, the only one there is, or `app`.
@@ -215,8 +281,81 @@ fn newest<'a>(machines: &[&'a MachineResponse]) -> Option<&'a MachineResponse> {
 /// What `scale count` asks for.
 struct Target<'a> {
     group: &'a str,
-    region: Option<&'a str>,
+    /// Empty: the regions where the group has machines.
+    regions: Vec<String>,
+    max_per_region: Option<u32>,
     count: u32,
+}
+
+/// How many machines to add (positive) or remove (negative) in each region so that
+/// `regions` hold `wanted` machines: regions over `max_per_region` give back their excess
+/// (as flyctl does), then each machine added goes to the region with the fewest (under
+/// the maximum; the first of equals, usually the primary), and each removed comes from
+/// the one with the most (the last of equals), so the regions end as even as they can.
+/// Regions not named are left alone.
+pub(crate) fn converge(
+    wanted: usize,
+    current: &BTreeMap<String, usize>,
+    regions: &[String],
+    max_per_region: Option<usize>,
+) -> Result<Vec<(String, i64)>, String> {
+    if regions.is_empty() {
+        return if wanted == 0 {
+            Ok(Vec::new())
+        } else {
+            Err("no region to put machines in: name one with --region".to_owned())
+        };
+    }
+    let mut counts: Vec<i64> = regions
+        .iter()
+        .map(|r| i64::try_from(current.get(r).copied().unwrap_or(0)).unwrap_or(i64::MAX))
+        .collect();
+    let start = counts.clone();
+    let wanted = i64::try_from(wanted).unwrap_or(i64::MAX);
+    if let Some(max) = max_per_region {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let room = max.saturating_mul(i64::try_from(regions.len()).unwrap_or(i64::MAX));
+        if room < wanted {
+            return Err(format!(
+                "--max-per-region {max} over {} region(s) ({}) holds at most {room} machine(s), fewer than {wanted}",
+                regions.len(),
+                regions.join(", ")
+            ));
+        }
+        for count in &mut counts {
+            *count = (*count).min(max);
+        }
+    }
+    let mut total: i64 = counts.iter().sum();
+    let cap = max_per_region.map_or(i64::MAX, |m| i64::try_from(m).unwrap_or(i64::MAX));
+    while total < wanted {
+        // The region with the fewest, under the cap; the first of equals.
+        let Some(at) = (0..counts.len())
+            .filter(|&i| counts[i] < cap)
+            .min_by_key(|&i| (counts[i], i))
+        else {
+            break;
+        };
+        counts[at] += 1;
+        total += 1;
+    }
+    while total > wanted {
+        // The region with the most; the last of equals.
+        let Some(at) = (0..counts.len())
+            .filter(|&i| counts[i] > 0)
+            .max_by_key(|&i| (counts[i], i))
+        else {
+            break;
+        };
+        counts[at] -= 1;
+        total -= 1;
+    }
+    Ok(regions
+        .iter()
+        .zip(counts.iter().zip(&start))
+        .filter(|(_, (now, before))| now != before)
+        .map(|(region, (now, before))| (region.clone(), now - before))
+        .collect())
 }
 
 async fn count_to(
@@ -227,59 +366,101 @@ async fn count_to(
     (confirm_above, yes): (u32, bool),
     out: &mut Output,
 ) -> Result<(), Failure> {
-    let Target {
-        group,
-        region,
-        count,
-    } = *target;
+    let group = target.group;
+    let wanted = target.count as usize;
     let of_group: Vec<&MachineResponse> =
         machines.iter().filter(|m| group_of(m) == group).collect();
-    let counted: Vec<&MachineResponse> = of_group
+    if of_group.is_empty() && wanted > 0 {
+        return Err(anyhow::anyhow!(
+            "process group {group} of app {app} has no machine to copy: run `aloft deploy` first"
+        )
+        .into());
+    }
+    let regions: Vec<String> = if target.regions.is_empty() {
+        // Where the group runs, the newest machine's region first.
+        let mut regions: Vec<String> = Vec::new();
+        if let Some(newest) = newest(&of_group) {
+            regions.push(newest.region.clone());
+        }
+        let others: std::collections::BTreeSet<&String> =
+            of_group.iter().map(|m| &m.region).collect();
+        regions.extend(
+            others
+                .into_iter()
+                .filter(|r| !regions.contains(r))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        regions
+    } else {
+        target.regions.clone()
+    };
+    let mut current: BTreeMap<String, usize> = BTreeMap::new();
+    for machine in &of_group {
+        *current.entry(machine.region.clone()).or_default() += 1;
+    }
+    let counted: usize = regions
         .iter()
-        .copied()
-        .filter(|m| region.is_none_or(|r| m.region == r))
-        .collect();
-    let wanted = count as usize;
-    let place = region.map_or_else(String::new, |r| format!(" in {r}"));
-    if counted.len() == wanted {
+        .map(|r| current.get(r).copied().unwrap_or(0))
+        .sum();
+    let place = if target.regions.is_empty() {
+        String::new()
+    } else {
+        format!(" in {}", regions.join(", "))
+    };
+    let plan = converge(
+        wanted,
+        &current,
+        &regions,
+        target.max_per_region.map(|m| m as usize),
+    )
+    .map_err(|why| anyhow::anyhow!("scale count {wanted}: {why}"))?;
+    if plan.is_empty() {
         out.status(&format!(
             "process group {group} already has {wanted} machine(s){place}"
         ));
         return Ok(());
     }
-    let change = counted.len().abs_diff(wanted);
+    let adding: i64 = plan.iter().map(|(_, d)| (*d).max(0)).sum();
+    let removing: i64 = plan.iter().map(|(_, d)| (-*d).max(0)).sum();
+    let change = usize::try_from(adding + removing).unwrap_or(usize::MAX);
     if change > confirm_above as usize {
-        let verb = if counted.len() < wanted {
-            "create"
-        } else {
-            "destroy"
+        let verb = match (adding > 0, removing > 0) {
+            (true, true) => "create and destroy",
+            (true, false) => "create",
+            _ => "destroy",
         };
         crate::confirm::confirm(
             &format!(
-                "Scaling process group {group} of {app} from {} to {wanted} machine(s){place} will {verb} {change}. Go ahead?",
-                counted.len()
+                "Scaling process group {group} of {app} from {counted} to {wanted} machine(s){place} will {verb} {change}. Go ahead?"
             ),
             &format!("scaling by {change} machines (more than --confirm-above {confirm_above})"),
             yes,
         )?;
     }
-    if counted.len() < wanted {
-        let template = newest(&counted).or_else(|| newest(&of_group)).ok_or_else(|| {
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let mut created = Vec::new();
+    let to_create = usize::try_from(adding).unwrap_or(usize::MAX);
+    for (region, delta) in plan.iter().filter(|(_, d)| *d > 0) {
+        let in_region: Vec<&MachineResponse> = of_group
+            .iter()
+            .copied()
+            .filter(|m| &m.region == region)
+            .collect();
+        let template = newest(&in_region).or_else(|| newest(&of_group)).ok_or_else(|| {
             anyhow::anyhow!(
                 "process group {group} of app {app} has no machine to copy: run `aloft deploy` first"
             )
         })?;
-        let mut created = Vec::new();
-        let interrupted = tokio::signal::ctrl_c();
-        tokio::pin!(interrupted);
-        for _ in counted.len()..wanted {
+        for _ in 0..*delta {
             let mut config = template.config.clone();
             // A copy gets a volume of its own: the same name, a free or new one.
             for mount in &mut config.mounts {
                 mount.volume.clear();
             }
             let mut request = MachineRequest::new(config);
-            request.region = Some(region.unwrap_or(&template.region).to_owned());
+            request.region = Some(region.clone());
             // Ctrl-C stops creating: the machine being created is finished, no other.
             let creating = client.create_machine(app, &request);
             tokio::pin!(creating);
@@ -289,9 +470,8 @@ async fn count_to(
                     let machine = creating.await;
                     let made = created.len() + usize::from(machine.is_ok());
                     out.status(&format!(
-                        "interrupted: created {made} of {} machine(s); process group {group} now has {}{place} (run `aloft scale count` again to change it)",
-                        wanted - counted.len(),
-                        counted.len() + made
+                        "interrupted: created {made} of {to_create} machine(s); process group {group} now has {}{place} (run `aloft scale count` again to change it)",
+                        counted + made
                     ));
                     return Err(Failure::Exit(130));
                 }
@@ -308,40 +488,42 @@ async fn count_to(
             ));
             created.push(machine.id);
         }
-        for id in &created {
-            tokio::select! {
-                waited = client.wait(app, id, MachineState::Started, 60) => {
-                    waited.with_context(|| format!("waiting for machine {id} to start"))?;
-                }
-                _ = &mut interrupted => {
-                    out.status(&format!(
-                        "interrupted while waiting: the {} new machine(s) go on starting",
-                        created.len()
-                    ));
-                    return Err(Failure::Exit(130));
-                }
+    }
+    for id in &created {
+        tokio::select! {
+            waited = client.wait(app, id, MachineState::Started, 60) => {
+                waited.with_context(|| format!("waiting for machine {id} to start"))?;
+            }
+            _ = &mut interrupted => {
+                out.status(&format!(
+                    "interrupted while waiting: the {} new machine(s) go on starting",
+                    created.len()
+                ));
+                return Err(Failure::Exit(130));
             }
         }
-        out.status(&format!(
-            "process group {group} has {wanted} machine(s){place}"
-        ));
-        return Ok(());
     }
-    // Stopped machines go first, then the newest.
-    let mut extra = counted.clone();
-    extra.sort_by(|a, b| {
-        let stopped = |m: &MachineResponse| m.state != "stopped";
-        (stopped(a), &b.created_at, &b.id).cmp(&(stopped(b), &a.created_at, &a.id))
-    });
-    for machine in extra.into_iter().take(counted.len() - wanted) {
-        client
-            .destroy_machine(app, &machine.id, true)
-            .await
-            .with_context(|| format!("destroying machine {}", machine.id))?;
-        out.status(&format!(
-            "destroyed machine {} in {} (process group {group})",
-            machine.id, machine.region
-        ));
+    for (region, delta) in plan.iter().filter(|(_, d)| *d < 0) {
+        // Stopped machines go first, then the newest.
+        let mut extra: Vec<&MachineResponse> = of_group
+            .iter()
+            .copied()
+            .filter(|m| &m.region == region)
+            .collect();
+        extra.sort_by(|a, b| {
+            let stopped = |m: &MachineResponse| m.state != "stopped";
+            (stopped(a), &b.created_at, &b.id).cmp(&(stopped(b), &a.created_at, &a.id))
+        });
+        for machine in extra.into_iter().take(usize::try_from(-delta).unwrap_or(0)) {
+            client
+                .destroy_machine(app, &machine.id, true)
+                .await
+                .with_context(|| format!("destroying machine {}", machine.id))?;
+            out.status(&format!(
+                "destroyed machine {} in {} (process group {group})",
+                machine.id, machine.region
+            ));
+        }
     }
     out.status(&format!(
         "process group {group} has {wanted} machine(s){place}"
@@ -409,4 +591,107 @@ pub(crate) async fn redeploy(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::{converge, group_counts};
+
+    #[test]
+    fn counts_are_a_number_or_one_per_group() {
+        let args = |list: &[&str]| list.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        assert_eq!(group_counts(&args(&["3"])).unwrap(), vec![(None, 3)]);
+        assert_eq!(
+            group_counts(&args(&["web=2", "worker=1"])).unwrap(),
+            vec![(Some("web".to_owned()), 2), (Some("worker".to_owned()), 1)]
+        );
+        assert_eq!(
+            group_counts(&args(&["web=0"])).unwrap(),
+            vec![(Some("web".to_owned()), 0)]
+        );
+        for (bad, says) in [
+            (&["three"][..], "expected a number"),
+            (&["web=x"][..], "expected a number"),
+            (&["=2"][..], "process group before `=` is missing"),
+            (&["2", "web=1"][..], "not both"),
+            (&["web=1", "web=2"][..], "two counts"),
+            (&["-1"][..], "expected a number"),
+        ] {
+            let error = group_counts(&args(bad)).unwrap_err().to_string();
+            assert!(error.contains(says), "{bad:?}: {error}");
+        }
+    }
+
+    fn regions(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    fn current(counts: &[(&str, usize)]) -> BTreeMap<String, usize> {
+        counts.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect()
+    }
+
+    #[test]
+    fn machines_spread_evenly_over_the_regions_the_first_first() {
+        let plan = converge(4, &current(&[("ams", 1)]), &regions(&["ams", "ord"]), None);
+        assert_eq!(plan, Ok(vec![("ams".to_owned(), 1), ("ord".to_owned(), 2)]));
+        let plan = converge(3, &current(&[]), &regions(&["ams", "ord"]), None);
+        assert_eq!(plan, Ok(vec![("ams".to_owned(), 2), ("ord".to_owned(), 1)]));
+        // Removing starts from the last region.
+        let plan = converge(
+            1,
+            &current(&[("ams", 2), ("ord", 2)]),
+            &regions(&["ams", "ord"]),
+            None,
+        );
+        assert_eq!(
+            plan,
+            Ok(vec![("ams".to_owned(), -1), ("ord".to_owned(), -2)])
+        );
+        // Nothing to do, and regions not named are left alone.
+        let plan = converge(
+            2,
+            &current(&[("ams", 2), ("syd", 5)]),
+            &regions(&["ams"]),
+            None,
+        );
+        assert_eq!(plan, Ok(Vec::new()));
+    }
+
+    #[test]
+    fn max_per_region_caps_each_region_and_refuses_what_cannot_fit() {
+        let plan = converge(3, &current(&[]), &regions(&["ams", "lhr", "ord"]), Some(1));
+        assert_eq!(
+            plan,
+            Ok(vec![
+                ("ams".to_owned(), 1),
+                ("lhr".to_owned(), 1),
+                ("ord".to_owned(), 1)
+            ])
+        );
+        // Over the maximum gives back, and the rest goes elsewhere.
+        let plan = converge(
+            4,
+            &current(&[("ams", 4)]),
+            &regions(&["ams", "ord"]),
+            Some(2),
+        );
+        assert_eq!(
+            plan,
+            Ok(vec![("ams".to_owned(), -2), ("ord".to_owned(), 2)])
+        );
+        let refused = converge(5, &current(&[]), &regions(&["ams", "ord"]), Some(2)).unwrap_err();
+        assert!(
+            refused.contains("holds at most 4 machine(s), fewer than 5"),
+            "{refused}"
+        );
+        // The edge: exactly as many as fit, and 0 per region only for 0 machines.
+        assert!(converge(4, &current(&[]), &regions(&["ams", "ord"]), Some(2)).is_ok());
+        assert_eq!(
+            converge(0, &current(&[]), &regions(&["ams"]), Some(0)),
+            Ok(Vec::new())
+        );
+        assert!(converge(1, &current(&[]), &regions(&["ams"]), Some(0)).is_err());
+    }
 }

@@ -10,6 +10,7 @@ mod config;
 mod errors;
 mod guards;
 mod platform;
+mod regions;
 
 use std::path::Path;
 use std::process::{Command, Output};

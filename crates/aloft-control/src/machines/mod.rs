@@ -57,6 +57,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
         .routes(routes!(power::cordon))
         .routes(routes!(power::uncordon))
         .routes(routes!(power::exec))
+        .routes(routes!(power::ps))
         .routes(routes!(events))
         .routes(routes!(versions))
         .routes(routes!(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aloft_store::{App, Desired, MachineRecord};
-use aloft_types::api::ErrorBody;
+use aloft_types::api::{ErrorBody, ProcessStat};
 use aloft_types::{EventKind, MachineId, MachineState};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -18,7 +18,7 @@ use super::create::{ensure_fits, mounted_volume, validate_request};
 use super::{
     host_link, machine_for, notify, refuse_if_gone, respond, user_event, writable_machine,
 };
-use crate::access::WriteApp;
+use crate::access::{ReadApp, WriteApp};
 use crate::json::{Body, OptionalBody};
 use crate::wire::{
     ExecRequest, ExecResponse, MachineRequest, MachineResponse, OkResponse, SignalRequest,
@@ -453,6 +453,23 @@ pub(super) async fn exec(
         )
         .await?;
     Ok(Json(output))
+}
+
+#[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}/ps", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, body = Vec<ProcessStat>, description = "The machine's processes (Fly's ProcessStat): pid in the machine, start time and run time in seconds, command, working directory, CPU time in ms, resident bytes, and the TCP ports it listens on and UDP ports it has bound"), (status = "4XX", description = "Missing or invalid token, not found, or the machine is not started (412)", body = ErrorBody)), operation_id = "Machines_ps")]
+pub(super) async fn ps(
+    State(inner): State<Arc<Inner>>,
+    Path((_, id)): Path<(String, String)>,
+    ReadApp(app): ReadApp,
+) -> Result<Json<Vec<ProcessStat>>, ApiError> {
+    let machine = machine_for(&inner, &app, &id).await?;
+    if machine.state != MachineState::Started {
+        return Err(ApiError::PreconditionFailed(format!(
+            "machine {id} is {}; only a started machine has processes",
+            machine.state
+        )));
+    }
+    let link = host_link(&inner, &machine)?;
+    Ok(Json(link.processes(&machine).await?))
 }
 
 /// Why the platform itself (not a user) starts or stops a machine.

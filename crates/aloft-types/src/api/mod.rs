@@ -167,6 +167,36 @@ pub struct ExecRequest {
     pub timeout: Option<u64>,
 }
 
+/// One process of a machine (`GET .../ps`, Fly's `ProcessStat`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProcessStat {
+    /// Its pid inside the machine.
+    pub pid: i32,
+    /// When it started, in Unix seconds.
+    pub stime: u64,
+    /// How long it has run, in seconds.
+    pub rtime: u64,
+    /// Its command line, arguments separated by spaces.
+    pub command: String,
+    /// Its working directory.
+    pub directory: String,
+    /// The CPU time it used (user and system), in milliseconds.
+    pub cpu: u64,
+    /// Its resident memory, in bytes.
+    pub rss: u64,
+    /// The TCP ports it listens on and the UDP ports it has bound.
+    pub listen_sockets: Vec<ListenSocket>,
+}
+
+/// A socket a process listens on: `tcp` or `udp`, and `address:port` (IPv6 in brackets).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ListenSocket {
+    pub proto: String,
+    pub address: String,
+}
+
 /// The result of `POST .../exec`.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

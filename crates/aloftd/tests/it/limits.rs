@@ -173,12 +173,27 @@ async fn a_fork_bomb_and_a_memory_hog_stay_inside_their_machine() {
         .unwrap_err()
         .to_string();
     assert!(hung.contains("did not finish within"), "{hung}");
-    let (_, seen, _) = sh(client, &bounded.id, "sleep 31 & ps | grep -c 'sleep 31$'").await;
-    assert_eq!(seen.trim(), "1", "the probe sees a running command");
-    let (_, left, _) = sh(
+    // The background command needs a moment to exec: the probe looks for up to 5 s.
+    let (_, seen, _) = sh(
         client,
         &bounded.id,
-        "ps | grep -c ' yes$\\|sleep 600$' || true",
+        "sleep 31 & for i in $(seq 50); do ps | grep -q 'sleep 31$' && break; sleep 0.1; done; ps | grep -c 'sleep 31$'",
+    )
+    .await;
+    assert_eq!(seen.trim(), "1", "the probe sees a running command");
+    // A killed command is gone once its parent (the engine's init) has reaped it.
+    let left = eventually(
+        "the killed commands to go",
+        Duration::from_secs(10),
+        || async {
+            let (_, left, _) = sh(
+                client,
+                &bounded.id,
+                "ps | grep -c ' yes$\\|sleep 600$' || true",
+            )
+            .await;
+            (left.trim() == "0").then_some(left)
+        },
     )
     .await;
     assert_eq!(left.trim(), "0", "the killed commands are gone");

@@ -446,3 +446,66 @@ async fn destroying_an_app_destroys_its_machines_volumes_and_secrets() {
         .expect("the name is free again");
     assert!(client.list_secrets("doomed").await.unwrap().is_empty());
 }
+
+/// Fly's `ps`: the machine's processes, read from the host's /proc, with what each
+/// listens on; a machine that is not started has none to show.
+#[tokio::test]
+async fn ps_shows_a_machines_processes_and_what_they_listen_on() {
+    let host = Host::new();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app("processes", None).await.unwrap();
+    let web = run(
+        client,
+        "processes",
+        "web",
+        "cd /bin && exec httpd -f -p 8080",
+        None,
+    )
+    .await;
+    let processes = eventually("httpd to listen", Duration::from_secs(30), || async {
+        let processes = client.machine_processes("processes", &web.id).await.ok()?;
+        processes
+            .iter()
+            .any(|p| {
+                p.listen_sockets
+                    .iter()
+                    .any(|s| s.address.ends_with(":8080"))
+            })
+            .then_some(processes)
+    })
+    .await;
+    let httpd = processes
+        .iter()
+        .find(|p| p.command.starts_with("httpd -f -p 8080"))
+        .unwrap_or_else(|| panic!("no httpd in {processes:#?}"));
+    assert_eq!(httpd.directory, "/bin", "{httpd:?}");
+    assert!(httpd.rss > 0 && httpd.stime > 0, "{httpd:?}");
+    assert!(
+        httpd
+            .listen_sockets
+            .iter()
+            .any(|s| s.proto == "tcp" && s.address.ends_with(":8080")),
+        "{httpd:?}"
+    );
+    // Pids are the machine's own (the engine's init is 1), not the host's.
+    assert!(processes.iter().any(|p| p.pid == 1), "{processes:#?}");
+    assert!(processes.iter().all(|p| p.pid < 1000), "{processes:#?}");
+    client
+        .stop_machine("processes", &web.id, None, None)
+        .await
+        .unwrap();
+    client
+        .wait("processes", &web.id, MachineState::Stopped, 30)
+        .await
+        .unwrap();
+    let refused = client
+        .machine_processes("processes", &web.id)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("only a started machine has processes"),
+        "{refused}"
+    );
+}

@@ -248,6 +248,14 @@ async fn fly_go_calls_succeed_and_their_answers_decode() {
         released.text().await.unwrap()
     );
 
+    // flaps.GetProcesses: GET .../ps, decoded as MachinePsResponse ([]ProcessStat); the
+    // simulated runtime runs no host processes, so the list is empty (the end-to-end test
+    // against Docker reads real ones).
+    let processes = raw
+        .ok(Method::GET, &machines(&format!("/{id}/ps")), None)
+        .await;
+    assert!(processes.is_array(), "{processes}");
+
     // Cordon and uncordon: POST with no body.
     raw.ok(Method::POST, &machines(&format!("/{id}/cordon")), None)
         .await;

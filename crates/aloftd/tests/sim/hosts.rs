@@ -258,6 +258,16 @@ fn a_lost_hosts_machines_run_again_elsewhere_and_it_comes_back_without_them() {
         let lost = client.machine(APP, &stateful).await.unwrap();
         assert_eq!(lost.state, "lost", "{lost:?}");
         assert_eq!(lost.host_status, "unreachable");
+        // The lost machine leaves the routes and DNS; the replacement is in them.
+        let routed: BTreeSet<String> = platform
+            .catalog()
+            .await
+            .machines
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert!(!routed.contains(&stateful), "{routed:?}");
+        assert!(routed.contains(&replaced), "{routed:?}");
         match client.machine(APP, moved.first().unwrap()).await {
             Ok(gone) => assert_eq!(gone.state, "destroyed", "{gone:?}"),
             Err(error) => assert!(error.to_string().contains("not found"), "{error}"),
@@ -285,6 +295,20 @@ fn a_lost_hosts_machines_run_again_elsewhere_and_it_comes_back_without_them() {
         .await
         .unwrap();
         assert_eq!(back.len(), 1, "{back:?}");
+        let routed = within(
+            "the machine back in the routes",
+            Duration::from_secs(30),
+            || async {
+                let catalog = platform.catalog().await;
+                catalog
+                    .machines
+                    .iter()
+                    .any(|m| m.id == stateful)
+                    .then_some(())
+            },
+        )
+        .await;
+        assert!(routed.is_ok(), "{routed:?}");
         let per_machine: usize = (0..platform.hosts())
             .map(|h| platform.runtime(h).running().len())
             .sum();
