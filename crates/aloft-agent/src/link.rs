@@ -32,6 +32,30 @@ impl<R: Runtime + 'static> std::fmt::Debug for RuntimeLink<R> {
     }
 }
 
+impl<R: Runtime + 'static> RuntimeLink<R> {
+    /// The running container of the machine's current version.
+    async fn running_container(
+        &self,
+        machine: &MachineRecord,
+    ) -> Result<aloft_runtime::ContainerInfo, LinkError> {
+        let containers = self
+            .shared
+            .containers_of(&machine.id)
+            .await
+            .map_err(failed("listing the machine's containers"))?;
+        containers
+            .into_iter()
+            .find(|c| {
+                c.labels.get(LABEL_INSTANCE) == Some(&machine.instance_id)
+                    && c.state == ContainerState::Running
+            })
+            .ok_or_else(|| LinkError::NotRunning {
+                machine: machine.id.clone(),
+                why: "has no running container".to_owned(),
+            })
+    }
+}
+
 impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
     fn exec<'a>(
         &'a self,
@@ -41,21 +65,7 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<ExecResponse, LinkError>> {
         Box::pin(async move {
-            let containers = self
-                .shared
-                .containers_of(&machine.id)
-                .await
-                .map_err(failed("listing the machine's containers"))?;
-            let container = containers
-                .into_iter()
-                .find(|c| {
-                    c.labels.get(LABEL_INSTANCE) == Some(&machine.instance_id)
-                        && c.state == ContainerState::Running
-                })
-                .ok_or_else(|| LinkError::NotRunning {
-                    machine: machine.id.clone(),
-                    why: "has no running container".to_owned(),
-                })?;
+            let container = self.running_container(machine).await?;
             let options = ExecOptions {
                 tty: false,
                 stdin,
@@ -81,21 +91,7 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
         machine: &'a MachineRecord,
     ) -> BoxFuture<'a, Result<Vec<aloft_types::api::ProcessStat>, LinkError>> {
         Box::pin(async move {
-            let containers = self
-                .shared
-                .containers_of(&machine.id)
-                .await
-                .map_err(failed("listing the machine's containers"))?;
-            let container = containers
-                .into_iter()
-                .find(|c| {
-                    c.labels.get(LABEL_INSTANCE) == Some(&machine.instance_id)
-                        && c.state == ContainerState::Running
-                })
-                .ok_or_else(|| LinkError::NotRunning {
-                    machine: machine.id.clone(),
-                    why: "has no running container".to_owned(),
-                })?;
+            let container = self.running_container(machine).await?;
             // A runtime that shows no host process (the simulated one) runs none to list.
             let Some(main) = container.pid else {
                 return Ok(Vec::new());

@@ -2,11 +2,15 @@
 //! status and message so callers can tell "not found" from "conflict" from "unreachable".
 //!
 //! Main types: [`Client`], [`ClientError`]. Apps, machines, deployments, builds and logs
-//! are here; secrets and volumes in `data`, organizations, tokens and SSH in `access`.
+//! are here; secrets and volumes in `data`, organizations, tokens and SSH in `access`,
+//! the platform's regions and hosts in `platform`.
 
 use aloft_types::percent_encode as encode;
 mod access;
 mod data;
+mod platform;
+
+pub use platform::HostAction;
 
 use std::time::Duration;
 
@@ -590,38 +594,6 @@ impl Client {
             .await
     }
 
-    /// The regions that have hosts, and the control plane's (`nearest`).
-    pub async fn platform_regions(&self) -> Result<aloft_types::api::PlatformRegions, ClientError> {
-        self.get("/v1/platform/regions").await
-    }
-
-    /// Every host of the platform (the operator's token only).
-    pub async fn platform_hosts(&self) -> Result<aloft_types::api::PlatformHosts, ClientError> {
-        self.get("/v1/platform/hosts").await
-    }
-
-    /// Sets a host's state (the operator's token only): `cordon` (no new machines),
-    /// `uncordon` (back to up), or `drain` (its machines move to other hosts one by one).
-    pub async fn set_host_state(
-        &self,
-        host: &str,
-        action: HostAction,
-    ) -> Result<aloft_types::api::PlatformHost, ClientError> {
-        self.post(
-            &format!("/v1/platform/hosts/{host}/{}", action.as_str()),
-            &serde_json::json!({}),
-        )
-        .await
-    }
-
-    /// Where machines of a size would go, without creating any.
-    pub async fn placements(
-        &self,
-        request: &aloft_types::api::PlacementsRequest,
-    ) -> Result<aloft_types::api::Placements, ClientError> {
-        self.post("/v1/platform/placements", request).await
-    }
-
     pub async fn list_machines(&self, app: &str) -> Result<Vec<MachineResponse>, ClientError> {
         self.get(&format!("/v1/apps/{app}/machines")).await
     }
@@ -783,23 +755,5 @@ fn api_error(status: StatusCode, text: String) -> ClientError {
     ClientError::Api {
         status: status.as_u16(),
         message,
-    }
-}
-
-/// What the operator does to a host ([`Client::set_host_state`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostAction {
-    Cordon,
-    Uncordon,
-    Drain,
-}
-
-impl HostAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HostAction::Cordon => "cordon",
-            HostAction::Uncordon => "uncordon",
-            HostAction::Drain => "drain",
-        }
     }
 }
