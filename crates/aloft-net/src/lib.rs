@@ -251,6 +251,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
         #[test]
         fn addresses_round_trip(network in 1u32.., host in 1u32.., machine in 1u32..) {
             let parts = pn(u64::from(network), u64::from(host), u64::from(machine));

@@ -373,6 +373,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
         #[test]
         fn display_round_trips(nanos in 0u64..10_000_000_000_000u64) {
             let duration = Duration::from(std::time::Duration::from_nanos(nanos));

@@ -11,8 +11,8 @@
 //! the agent, answered by the simulated runtime (a release can fail them).
 //!
 //! `cargo xtask soak deploys --cases N` runs N random sequences (`ALOFT_SIM_CASES`,
-//! `ALOFT_SIM_RANDOM=1`); without them, 150 from a fixed seed (about 30 s), which
-//! `cargo xtask test` runs.
+//! `ALOFT_SIM_RANDOM=1`); without them, 1,000 from fixed seeds, which `cargo xtask test`
+//! runs as four tests of 250 side by side (each about 35 s here).
 //!
 //! The suite found three bugs in the deployer, all fixed: a restart between
 //! the canary's `retire` step and its destroy left the canary running, and a restart
@@ -444,12 +444,12 @@ fn paused_runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A fixed seed unless `ALOFT_SIM_RANDOM=1` (the soak run).
-fn seed() -> proptest::test_runner::RngSeed {
+/// A fixed seed per shard unless `ALOFT_SIM_RANDOM=1` (the soak run).
+fn seed(shard: u64) -> proptest::test_runner::RngSeed {
     if std::env::var("ALOFT_SIM_RANDOM").as_deref() == Ok("1") {
         proptest::test_runner::RngSeed::Random
     } else {
-        proptest::test_runner::RngSeed::Fixed(0x00a1_0f7d_e91e)
+        proptest::test_runner::RngSeed::Fixed(0x00a1_0f7d_e91e + shard)
     }
 }
 
@@ -462,31 +462,63 @@ fn shrink_iters() -> u32 {
         .unwrap_or(64)
 }
 
+/// Cases of all the shards together (`ALOFT_SIM_CASES`).
 fn cases() -> u32 {
     std::env::var("ALOFT_SIM_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(150)
+        .unwrap_or(CASES)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(),
-        rng_seed: seed(),
+/// The cases per `cargo xtask test`.
+const CASES: u32 = 1_000;
+
+/// The suite runs as this many tests, each its share of the cases from a seed of its
+/// own, so that the test runner runs them side by side.
+const SHARDS: u32 = 4;
+
+/// One shard: random sequences, each on a fresh platform, must converge.
+fn shard(n: u64) {
+    let config = ProptestConfig {
+        cases: cases().div_ceil(SHARDS),
+        rng_seed: seed(n),
         // Failures found by the soak run are kept in the closing note and as tests here,
         // not in a regressions file written during CI.
         failure_persistence: None,
         // Each case runs a platform for seconds: shrinking is slow, a few steps show it.
         max_shrink_iters: shrink_iters(),
         ..ProptestConfig::default()
-    })]
-
-    #[test]
-    fn deploys_crashes_and_restarts_converge(ops in prop::collection::vec(op(), 1..8)) {
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let outcome = runner.run(&prop::collection::vec(op(), 1..8), |ops| {
         let runtime = paused_runtime();
         let outcome = runtime.block_on(run_case(ops));
         prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
+        Ok(())
+    });
+    if let Err(failure) = outcome {
+        panic!("shard {n}: {failure}");
     }
+}
+
+#[test]
+fn deploys_crashes_and_restarts_converge_1() {
+    shard(1);
+}
+
+#[test]
+fn deploys_crashes_and_restarts_converge_2() {
+    shard(2);
+}
+
+#[test]
+fn deploys_crashes_and_restarts_converge_3() {
+    shard(3);
+}
+
+#[test]
+fn deploys_crashes_and_restarts_converge_4() {
+    shard(4);
 }
 
 /// Found by the property above (with control restarts): a control plane restart between

@@ -143,12 +143,16 @@ pub(crate) async fn run_session(
         env.push(("LANG".to_owned(), lang));
     }
     let raw = if pty { Some(RawMode::enter()?) } else { None };
+    // Listening starts here, before the command runs: a listener made later in the task
+    // (not yet polled when a busy machine delivers the first Ctrl-C) missed the signal,
+    // and the command ran on.
+    use tokio::signal::unix::{SignalKind, signal};
+    let listeners = (
+        signal(SignalKind::window_change()),
+        signal(SignalKind::interrupt()),
+    );
     let watcher = tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut resized), Ok(mut interrupted)) = (
-            signal(SignalKind::window_change()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut resized), Ok(mut interrupted)) = listeners else {
             return;
         };
         loop {
