@@ -97,9 +97,11 @@ impl AgentGateway {
 
     async fn report_state_of(&self, id: &MachineId, state: MachineState) -> Result<(), ApiError> {
         let current = self.store.machine_by_id(id).await?;
-        if current.state != state {
-            self.store.set_machine_state(id, state).await?;
-        }
+        let current = if current.state == state {
+            current
+        } else {
+            self.store.move_machine(current, state).await?
+        };
         if state == MachineState::Destroyed {
             // Its volume is free for another machine once the machine is gone.
             for mount in &current.config.mounts {
@@ -319,4 +321,26 @@ impl Links {
     pub(crate) fn get(&self, host: &HostId) -> Option<Arc<dyn HostLink>> {
         self.hosts.read().ok()?.get(host).cloned()
     }
+}
+
+/// Waits at most `most` for a change of `machine` reported by its agent (a state, a
+/// check's status, its checks reset); missed reports (the channel lagged) count as one.
+/// Waiters on one machine are not woken by the reports of every other machine.
+pub(crate) async fn observed_change(
+    observed: &mut broadcast::Receiver<MachineId>,
+    machine: &MachineId,
+    most: std::time::Duration,
+) {
+    let _ = tokio::time::timeout(most, async {
+        loop {
+            match observed.recv().await {
+                Ok(id) if &id == machine => return,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                // Shutting down: nothing more will be reported.
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
+        }
+    })
+    .await;
 }

@@ -329,9 +329,16 @@ impl Control {
 
     /// The API's routes.
     pub fn router(&self) -> Router {
-        let (router, _) = Self::api().split_for_parts();
-        router
-            .fallback(|| async { ApiError::not_found("route") })
+        // The routes are the same for every instance; building them (with their OpenAPI
+        // document) costs milliseconds, which a test suite that starts hundreds of control
+        // planes pays once.
+        static ROUTES: std::sync::OnceLock<Router<Arc<Inner>>> = std::sync::OnceLock::new();
+        ROUTES
+            .get_or_init(|| {
+                let (router, _) = Self::api().split_for_parts();
+                router.fallback(|| async { ApiError::not_found("route") })
+            })
+            .clone()
             .with_state(self.inner.clone())
     }
 

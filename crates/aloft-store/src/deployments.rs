@@ -3,6 +3,8 @@
 //! (with the config a machine had before it was changed), so the control plane can resume
 //! or undo it after a restart.
 
+use std::collections::HashMap;
+
 use aloft_types::deploy::{DeploymentStatus, ReleaseStatus, StepKind, Strategy};
 use aloft_types::machine::MachineConfig;
 use aloft_types::{AppId, MachineId};
@@ -450,43 +452,35 @@ impl Store {
         let previous = previous_config
             .map(|c| config_text("deployment", deployment, c))
             .transpose()?;
-        // One writer per deployment (its deployer): numbering by the last step is safe.
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(number) FROM deployment_steps WHERE deployment_id = $1")
-                .bind(deployment)
-                .fetch_one(self.pool())
-                .await
-                .map_err(StoreError::database(
-                    "numbering a deployment step",
-                    "deployment",
-                    deployment,
-                ))?;
-        let step = DeploymentStep {
-            number: last.unwrap_or(0) + 1,
-            machine_id: machine.cloned(),
-            kind,
-            message: message.to_owned(),
-            previous_config: previous_config.cloned(),
-            at: now_ms(),
-        };
-        sqlx::query(
+        let at = now_ms();
+        // Numbered after the last step in the same statement: one round trip, and two
+        // writers could not take one number (the primary key would refuse the second).
+        let number: i64 = sqlx::query_scalar(
             "INSERT INTO deployment_steps (deployment_id, number, machine_id, kind, message, previous_config, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             SELECT $1, COALESCE(MAX(number), 0) + 1, $2, $3, $4, $5, $6 FROM deployment_steps \
+             WHERE deployment_id = $1 RETURNING number",
         )
         .bind(deployment)
-        .bind(step.number)
         .bind(machine.map(MachineId::as_str))
-        .bind(step.kind.as_str())
-        .bind(&step.message)
+        .bind(kind.as_str())
+        .bind(message)
         .bind(previous)
-        .bind(step.at)
-        .execute(self.pool())
+        .bind(at)
+        .fetch_one(self.pool())
         .await
         .map_err(StoreError::database(
             "recording a deployment step",
             "deployment",
             deployment,
         ))?;
+        let step = DeploymentStep {
+            number,
+            machine_id: machine.cloned(),
+            kind,
+            message: message.to_owned(),
+            previous_config: previous_config.cloned(),
+            at,
+        };
         Ok(step)
     }
 
@@ -504,33 +498,63 @@ impl Store {
             "deployment",
             deployment,
         ))?;
-        rows.iter()
-            .map(|row| {
-                let read = |e| {
-                    StoreError::database("reading a deployment step", "deployment", deployment)(e)
-                };
-                let machine: Option<String> = row.try_get(1).map_err(read)?;
-                let previous: Option<String> = row.try_get(4).map_err(read)?;
-                Ok(DeploymentStep {
-                    number: row.try_get(0).map_err(read)?,
-                    machine_id: machine
-                        .map(|m| m.parse())
-                        .transpose()
-                        .map_err(|e| StoreError::corrupt("deployment", deployment, e))?,
-                    kind: parse_name(
-                        "deployment",
-                        deployment,
-                        &row.try_get::<String, _>(2).map_err(read)?,
-                    )?,
-                    message: row.try_get(3).map_err(read)?,
-                    previous_config: previous
-                        .map(|p| parse_config("deployment", deployment, &p))
-                        .transpose()?,
-                    at: row.try_get(5).map_err(read)?,
-                })
-            })
-            .collect()
+        rows.iter().map(|row| step_from(deployment, row)).collect()
     }
+
+    /// The steps of every deployment of an app, by deployment id, each in order: one
+    /// query for a list of deployments, not one per deployment.
+    pub async fn steps_of_app(
+        &self,
+        app: &AppId,
+    ) -> Result<HashMap<String, Vec<DeploymentStep>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.number, s.machine_id, s.kind, s.message, s.previous_config, s.at, \
+             s.deployment_id FROM deployment_steps s JOIN deployments d \
+             ON d.id = s.deployment_id WHERE d.app_id = $1 ORDER BY s.deployment_id, s.number",
+        )
+        .bind(app.as_str())
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "listing deployment steps",
+            "app",
+            app.as_str(),
+        ))?;
+        let mut steps: HashMap<String, Vec<DeploymentStep>> = HashMap::new();
+        for row in &rows {
+            let deployment: String = row.try_get(6).map_err(|e| {
+                StoreError::database("reading a deployment step", "app", app.as_str())(e)
+            })?;
+            let step = step_from(&deployment, row)?;
+            steps.entry(deployment).or_default().push(step);
+        }
+        Ok(steps)
+    }
+}
+
+/// A step from a row whose first six columns are `number, machine_id, kind, message,
+/// previous_config, at`.
+fn step_from(deployment: &str, row: &sqlx::any::AnyRow) -> Result<DeploymentStep, StoreError> {
+    let read = |e| StoreError::database("reading a deployment step", "deployment", deployment)(e);
+    let machine: Option<String> = row.try_get(1).map_err(read)?;
+    let previous: Option<String> = row.try_get(4).map_err(read)?;
+    Ok(DeploymentStep {
+        number: row.try_get(0).map_err(read)?,
+        machine_id: machine
+            .map(|m| m.parse())
+            .transpose()
+            .map_err(|e| StoreError::corrupt("deployment", deployment, e))?,
+        kind: parse_name(
+            "deployment",
+            deployment,
+            &row.try_get::<String, _>(2).map_err(read)?,
+        )?,
+        message: row.try_get(3).map_err(read)?,
+        previous_config: previous
+            .map(|p| parse_config("deployment", deployment, &p))
+            .transpose()?,
+        at: row.try_get(5).map_err(read)?,
+    })
 }
 
 /// The SQL list of the statuses (fixed names, no input) that may move to a new one.

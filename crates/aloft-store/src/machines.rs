@@ -498,6 +498,18 @@ impl Store {
         next: MachineState,
     ) -> Result<MachineRecord, StoreError> {
         let current = self.machine_by_id(id).await?;
+        self.move_machine(current, next).await
+    }
+
+    /// Moves a machine just read (`current`) to `next`, if the platform allows it from
+    /// the state it was read in and nothing changed that state meanwhile (else a conflict);
+    /// `current` with its new state and time (one write, no read).
+    pub async fn move_machine(
+        &self,
+        current: MachineRecord,
+        next: MachineState,
+    ) -> Result<MachineRecord, StoreError> {
+        let id = &current.id;
         if !current.state.can_become(next) {
             return Err(StoreError::Conflict {
                 what: "machine",
@@ -505,11 +517,12 @@ impl Store {
                 reason: format!("cannot go from {} to {next}", current.state),
             });
         }
+        let at = now_ms();
         let updated = sqlx::query(
             "UPDATE machines SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
         )
         .bind(next.as_str())
-        .bind(now_ms())
+        .bind(at)
         .bind(id.as_str())
         .bind(current.state.as_str())
         .execute(self.pool())
@@ -526,7 +539,11 @@ impl Store {
                 reason: "its state changed meanwhile".to_owned(),
             });
         }
-        self.machine_by_id(id).await
+        Ok(MachineRecord {
+            state: next,
+            updated_at: at,
+            ..current
+        })
     }
 
     /// Sets what the agent should make of a machine.

@@ -300,9 +300,10 @@ pub(super) async fn healthy(
             .await?;
             return Ok(Err(why));
         }
-        // Woken by any observed change; re-checked at least every second regardless.
+        // Woken by a change of the machine; re-checked at least every second regardless.
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), observed.recv()).await;
+        crate::hosts::observed_change(&mut observed, machine, left.min(Duration::from_secs(1)))
+            .await;
     }
 }
 

@@ -23,6 +23,7 @@ mod release_command;
 mod run;
 mod steps;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,9 +94,18 @@ async fn deployment_response(
 ) -> Result<DeploymentResponse, ApiError> {
     let release = inner.store.release(&deployment.release_id).await?;
     let steps = inner.store.steps_of(&deployment.id).await?;
-    Ok(DeploymentResponse {
+    Ok(response_of(deployment, &release, &steps))
+}
+
+/// A deployment as the API shows it, from its release and steps.
+fn response_of(
+    deployment: &DeploymentRecord,
+    release: &ReleaseRecord,
+    steps: &[DeploymentStep],
+) -> DeploymentResponse {
+    DeploymentResponse {
         id: deployment.id.clone(),
-        release: release_response(&release),
+        release: release_response(release),
         strategy: deployment.strategy,
         max_unavailable: deployment.max_unavailable,
         wait_timeout: u64::try_from(deployment.wait_timeout_ms / 1000).unwrap_or(0),
@@ -105,7 +115,7 @@ async fn deployment_response(
         steps: steps.iter().map(step_response).collect(),
         created_at: rfc3339(deployment.created_at),
         updated_at: rfc3339(deployment.updated_at),
-    })
+    }
 }
 
 #[utoipa::path(post, path = "/v1/apps/{app}/deployments", tag = "deployments", params(("app" = String, Path, description = "The app's name")), request_body = DeployRequest, responses((status = 200, description = "The deployment, started; follow it with GET", body = DeploymentResponse), (status = "4XX", description = "Bad input, missing or invalid token, no such app", body = ErrorBody), (status = 409, description = "Another deployment of the app is running", body = ErrorBody)), operation_id = "Deployments_create")]
@@ -324,9 +334,24 @@ async fn list(
     State(inner): State<Arc<Inner>>,
     ReadApp(app): ReadApp,
 ) -> Result<Json<Vec<DeploymentResponse>>, ApiError> {
-    let mut shown = Vec::new();
-    for deployment in inner.store.deployments_of(&app.id).await? {
-        shown.push(deployment_response(&inner, &deployment).await?);
+    // Three queries whatever the number of deployments (clients poll this list).
+    let deployments = inner.store.deployments_of(&app.id).await?;
+    let releases: HashMap<String, ReleaseRecord> = inner
+        .store
+        .releases_of(&app.id)
+        .await?
+        .into_iter()
+        .map(|release| (release.id.clone(), release))
+        .collect();
+    let mut steps = inner.store.steps_of_app(&app.id).await?;
+    let mut shown = Vec::with_capacity(deployments.len());
+    for deployment in &deployments {
+        let release = match releases.get(&deployment.release_id) {
+            Some(release) => release,
+            None => &inner.store.release(&deployment.release_id).await?,
+        };
+        let steps = steps.remove(&deployment.id).unwrap_or_default();
+        shown.push(response_of(deployment, release, &steps));
     }
     Ok(Json(shown))
 }

@@ -114,7 +114,7 @@ pub(super) async fn release_command(
             ));
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), observed.recv()).await;
+        crate::hosts::observed_change(&mut observed, &id, left.min(Duration::from_secs(1))).await;
     };
     let machine = inner.store.machine(&app.id, &id).await?;
     let output = last_lines(inner, &machine).await;

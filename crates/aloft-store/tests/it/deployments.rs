@@ -117,6 +117,31 @@ async fn releases_are_numbered_per_app_and_deployments_log_their_steps(store: St
     assert_eq!(steps[1].number, 2);
     assert_eq!(steps[1].previous_config.as_ref(), Some(&before));
     assert_eq!(steps[0].machine_id, None);
+    // Every deployment's steps of an app in one read, numbered per deployment; another
+    // app's are not among them.
+    let other_deployment = store.deployments_of(&api.id).await.unwrap().remove(0);
+    store
+        .append_step(&other_deployment.id, None, StepKind::Note, "api", None)
+        .await
+        .unwrap();
+    store
+        .append_step(&commanded.id, None, StepKind::Note, "second", None)
+        .await
+        .unwrap();
+    let by_deployment = store.steps_of_app(&web.id).await.unwrap();
+    assert_eq!(by_deployment.len(), 2, "{by_deployment:?}");
+    assert_eq!(by_deployment[&deployment.id], steps);
+    assert_eq!(
+        by_deployment[&commanded.id]
+            .iter()
+            .map(|s| (s.number, s.message.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "second")]
+    );
+    assert_eq!(
+        store.steps_of_app(&api.id).await.unwrap()[&other_deployment.id].len(),
+        1
+    );
 
     // Only a rollback ends rolled back: a running deployment cannot skip it, and a
     // refused change leaves the deployment as it was.
