@@ -46,6 +46,38 @@ fn host_id(n: usize) -> HostId {
     HostId::generate(random)
 }
 
+/// An empty store with every migration applied (its file and write-ahead log), copied
+/// for each new platform: a process's platforms (a property suite starts hundreds)
+/// migrate once.
+static EMPTY_STORE: std::sync::OnceLock<Vec<(&'static str, Vec<u8>)>> = std::sync::OnceLock::new();
+
+/// The store's files: the database and its write-ahead log.
+const STORE_FILES: [&str; 2] = ["state.db", "state.db-wal"];
+
+/// Writes a fresh, migrated store at `dir/state.db`.
+async fn new_store(dir: &std::path::Path) {
+    if let Some(empty) = EMPTY_STORE.get() {
+        for (name, bytes) in empty {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes)
+                .unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
+        }
+        return;
+    }
+    let url = format!("sqlite://{}", dir.join(STORE_FILES[0]).display());
+    let store = Store::open(&url)
+        .await
+        .unwrap_or_else(|error| panic!("the store at {url}: {error}"));
+    store.close().await;
+    // A log that the last connection's close did not fold in is copied with the file
+    // (SQLite replays it on open).
+    let files = STORE_FILES
+        .iter()
+        .filter_map(|name| Some((*name, std::fs::read(dir.join(name)).ok()?)))
+        .collect();
+    let _ = EMPTY_STORE.set(files);
+}
+
 async fn control_of(dir: &std::path::Path, region: &str) -> Control {
     let url = format!("sqlite://{}", dir.join("state.db").display());
     let store = Store::open(&url)
@@ -77,6 +109,7 @@ impl SimPlatform {
             .or_else(|_| tempfile::tempdir())
             .unwrap_or_else(|error| panic!("a temp dir: {error}"));
         let default_region = regions.first().copied().unwrap_or(REGION).to_owned();
+        new_store(dir.path()).await;
         let control = control_of(dir.path(), &default_region).await;
         let token = control
             .bootstrap(dir.path())
@@ -135,7 +168,7 @@ impl SimPlatform {
                 data_dir: data,
                 cpus: HOST_CPUS,
                 memory_mb: HOST_MEMORY_MB,
-                reconcile_interval: Duration::from_millis(500),
+                reconcile_interval: Duration::from_secs(5),
                 // Simulated hosts plumb no private network (nothing of the host's
                 // own network is touched).
                 network: None,
