@@ -226,6 +226,21 @@ pub enum LinkError {
     },
 }
 
+/// A file that a machine serves through `[[statics]]`, opened.
+pub struct StaticFile {
+    /// Its size in bytes when it was opened.
+    pub length: u64,
+    pub body: Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>,
+}
+
+impl std::fmt::Debug for StaticFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticFile")
+            .field("length", &self.length)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A byte stream carrying SSH (the upgraded API connection).
 pub trait SshStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
 
@@ -255,6 +270,18 @@ pub trait HostLink: Send + Sync {
         &'a self,
         machine: &'a MachineRecord,
     ) -> BoxFuture<'a, Result<Vec<aloft_types::api::ProcessStat>, LinkError>>;
+
+    /// Opens `path` under `guest_path` in `machine`'s running filesystem, for
+    /// `[[statics]]`. `path` is relative, its segments already checked (none empty, `.`
+    /// or `..`). Only a regular file reached without a symbolic link on the way (in
+    /// `guest_path` too) is served; anything else is `None`, as is a runtime whose
+    /// machines have no filesystem on this host.
+    fn open_static<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+        guest_path: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StaticFile>, LinkError>>;
 
     /// Serves one SSH connection that arrived through the API's tunnel for `machine`,
     /// until it ends. The host's SSH server authenticates it.

@@ -25,6 +25,7 @@ mod reconcile;
 mod sample;
 mod spec;
 mod ssh;
+mod statics;
 
 use ssh::SshError;
 mod supervise;

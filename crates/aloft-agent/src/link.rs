@@ -1,10 +1,10 @@
 //! The host link: what the control plane asks of this host directly (exec, SSH, a
-//! container's last log lines).
+//! container's last log lines, processes, `[[statics]]` files).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aloft_agent_api::{BoxFuture, HostLink, LinkError, MachineRecord, SshStream};
+use aloft_agent_api::{BoxFuture, HostLink, LinkError, MachineRecord, SshStream, StaticFile};
 use aloft_runtime::{ContainerState, ExecOptions, Runtime};
 use aloft_types::api::ExecResponse;
 
@@ -103,6 +103,33 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
             .await
             .map_err(failed("reading the machine's processes"))?
             .map_err(failed("reading the machine's processes"))
+        })
+    }
+
+    fn open_static<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+        guest_path: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StaticFile>, LinkError>> {
+        Box::pin(async move {
+            let container = self.running_container(machine).await?;
+            // A runtime that shows no host process (the simulated one) has no files here.
+            let Some(main) = container.pid else {
+                return Ok(None);
+            };
+            let root = std::path::PathBuf::from(format!("/proc/{main}/root"));
+            let (guest_path, path) = (guest_path.to_owned(), path.to_owned());
+            let opened = tokio::task::spawn_blocking(move || {
+                crate::statics::open(&root, &guest_path, &path)
+            })
+            .await
+            .map_err(failed("opening a static file"))?
+            .map_err(failed("opening a static file"))?;
+            Ok(opened.map(|(file, length)| StaticFile {
+                length,
+                body: Box::new(tokio::fs::File::from_std(file)),
+            }))
         })
     }
 

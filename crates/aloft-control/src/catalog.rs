@@ -131,6 +131,14 @@ fn entry(machine: &MachineRecord, app: &str, checks: Vec<CatalogCheck>) -> Catal
         checks,
         autostart_disabled: machine.config.disable_machine_autostart == Some(true),
         primary_region: machine.config.env.get("PRIMARY_REGION").cloned(),
+        // A Tigris mapping has no files on the machine (the config warned of it).
+        statics: machine
+            .config
+            .statics
+            .iter()
+            .filter(|s| s.tigris_bucket.is_empty())
+            .cloned()
+            .collect(),
     }
 }
 

@@ -34,6 +34,7 @@ mod samples;
 mod secrets;
 mod sinks;
 pub mod ssh;
+mod statics;
 mod volumes;
 pub mod wire;
 

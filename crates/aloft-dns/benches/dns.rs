@@ -58,6 +58,7 @@ fn catalog() -> Catalog {
                 checks: Vec::new(),
                 autostart_disabled: false,
                 primary_region: None,
+                statics: Vec::new(),
             });
         }
     }

@@ -294,6 +294,7 @@ mod tests {
             checks: Vec::new(),
             autostart_disabled: false,
             primary_region: None,
+            statics: Vec::new(),
         }
     }
 

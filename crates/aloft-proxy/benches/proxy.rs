@@ -143,6 +143,7 @@ fn catalog(backend_port: u16) -> Catalog {
             checks: vec![],
             autostart_disabled: false,
             primary_region: None,
+            statics: Vec::new(),
         }],
     }
 }

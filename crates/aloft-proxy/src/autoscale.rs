@@ -209,6 +209,7 @@ mod tests {
             checks: vec![],
             autostart_disabled: false,
             primary_region: Some("ams".to_owned()),
+            statics: Vec::new(),
         }
     }
 

@@ -155,6 +155,7 @@ mod tests {
             soft_limit: soft,
             hard_limit: hard,
             kind: ConcurrencyKind::Requests,
+            statics: Arc::from(Vec::new()),
         }
     }
 

@@ -23,6 +23,7 @@ mod pool;
 mod proxy;
 pub mod replay;
 mod routes;
+pub mod statics;
 pub mod tcp;
 pub mod tls;
 

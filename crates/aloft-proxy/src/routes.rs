@@ -27,6 +27,8 @@ pub struct Backend {
     pub soft_limit: u32,
     pub hard_limit: u32,
     pub kind: ConcurrencyKind,
+    /// The machine's `[[statics]]`.
+    pub statics: Arc<[aloft_types::machine::Static]>,
 }
 
 /// What answers on one public port of an app.
@@ -124,6 +126,7 @@ impl RouteTable {
                                 soft_limit: limits.soft_limit.unwrap_or(DEFAULT_SOFT_LIMIT),
                                 hard_limit: limits.hard_limit.unwrap_or(DEFAULT_HARD_LIMIT),
                                 kind: limits.kind.unwrap_or(ConcurrencyKind::Connections),
+                                statics: Arc::from(machine.statics.as_slice()),
                             });
                         } else if can_wake(machine, index) {
                             route.sleepers.push(Sleeper {

@@ -100,6 +100,7 @@ fn catalog(port: u16, options: HttpOptions) -> Catalog {
             checks: vec![],
             autostart_disabled: false,
             primary_region: None,
+            statics: Vec::new(),
         }],
     }
 }

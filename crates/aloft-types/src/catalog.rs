@@ -61,6 +61,9 @@ pub struct CatalogMachine {
     pub autostart_disabled: bool,
     /// The app's primary region as the machine's env names it (`PRIMARY_REGION`).
     pub primary_region: Option<String>,
+    /// `[[statics]]`: URL prefixes the edge answers from the machine's files.
+    #[serde(default)]
+    pub statics: Vec<crate::machine::Static>,
 }
 
 impl CatalogMachine {

@@ -80,6 +80,32 @@ impl aloft_proxy::autoscale::Lifecycle for PlatformLifecycle {
     }
 }
 
+/// The proxy's way to open machines' files (`[[statics]]`): the control plane, through
+/// the host's agent.
+#[derive(Debug)]
+struct PlatformStatics(Control);
+
+impl aloft_proxy::statics::Statics for PlatformStatics {
+    fn open(
+        &self,
+        machine: String,
+        guest_path: String,
+        path: String,
+    ) -> aloft_proxy::autoscale::BoxFuture<
+        Result<Option<aloft_proxy::statics::StaticFile>, Box<dyn std::error::Error + Send + Sync>>,
+    > {
+        let control = self.0.clone();
+        Box::pin(async move {
+            let id: aloft_types::MachineId = machine.parse()?;
+            let file = control.open_static(&id, &guest_path, &path).await?;
+            Ok(file.map(|file| aloft_proxy::statics::StaticFile {
+                length: file.length,
+                body: file.body,
+            }))
+        })
+    }
+}
+
 /// The proxy's two shared listeners, bound before anything else starts so that the
 /// control plane knows the port apps' URLs carry.
 struct EdgeListeners {
@@ -132,6 +158,7 @@ async fn start_proxy(
             .map_err(|e| anyhow::anyhow!("[proxy] region_distances: {e}"))?,
     });
     proxy.attach_lifecycle(Arc::new(PlatformLifecycle(control.clone())));
+    proxy.attach_statics(Arc::new(PlatformStatics(control.clone())));
     proxy.follow(control.catalog(), stop.clone());
     proxy.run_autostop(stop.clone());
     let listener = listeners.http;

@@ -259,6 +259,30 @@ impl Validator<'_> {
             if statics.guest_path.as_deref().is_none_or(str::is_empty) {
                 self.error(at.clone(), "the static has no `guest_path`", None);
             }
+            // Fly serves such a mapping from a Tigris bucket; the edge here serves files
+            // of the machine only, and not its whole filesystem in a bucket's place.
+            if statics
+                .tigris_bucket
+                .as_deref()
+                .is_some_and(|b| !b.is_empty())
+            {
+                self.warning(
+                    at.child("tigris_bucket"),
+                    "Aloft has no Tigris buckets: this mapping is not served, and requests under its url_prefix go to the app (`--strict` refuses it)",
+                    None,
+                );
+            }
+            if statics
+                .index_document
+                .as_deref()
+                .is_some_and(|d| !d.is_empty())
+            {
+                self.warning(
+                    at.child("index_document"),
+                    "`index_document` applies to Tigris buckets only and is ignored (`--strict` refuses it)",
+                    None,
+                );
+            }
             let Some(prefix) = statics.url_prefix.as_deref().filter(|p| !p.is_empty()) else {
                 self.error(at.clone(), "the static has no `url_prefix`", None);
                 continue;

@@ -27,6 +27,7 @@ fn machine(id: &str, app: &str, state: MachineState, ip: String) -> CatalogMachi
         checks: Vec::new(),
         autostart_disabled: false,
         primary_region: None,
+        statics: Vec::new(),
     }
 }
 

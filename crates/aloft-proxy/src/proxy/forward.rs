@@ -261,6 +261,13 @@ impl Proxy {
                 );
             }
         };
+        if upgrade.is_none()
+            && let Some(response) = self
+                .static_file(request.method(), request.uri().path(), &choice)
+                .await
+        {
+            return response;
+        }
         self.forwarded_headers(request.headers_mut(), &host, client, local_port, tls);
         if let Some(protocol) = &upgrade {
             let headers = request.headers_mut();

@@ -2,6 +2,7 @@
 //! picks a machine and forwards the request over the private network with Fly's headers.
 
 mod conn;
+mod files;
 mod fly_replay;
 mod forward;
 mod headers;
@@ -125,6 +126,8 @@ pub struct Proxy {
     connector: crate::connect::Connector,
     /// Starts and stops machines (autostart, autostop); none: neither happens.
     lifecycle: std::sync::OnceLock<Arc<dyn Lifecycle>>,
+    /// Opens machines' files for `[[statics]]`; none: every request goes to the app.
+    statics: std::sync::OnceLock<Arc<dyn crate::statics::Statics>>,
     /// Per app, the machine being started for requests and since when.
     waking: Mutex<HashMap<String, (String, Instant)>>,
     /// When each started machine was first seen started (a new one is not idle yet).
@@ -159,6 +162,7 @@ impl Proxy {
             loads: Arc::new(Loads::default()),
             connector,
             lifecycle: std::sync::OnceLock::new(),
+            statics: std::sync::OnceLock::new(),
             waking: Mutex::new(HashMap::new()),
             started_at: Mutex::new(HashMap::new()),
             tls: std::sync::OnceLock::new(),
@@ -245,6 +249,11 @@ impl Proxy {
     /// Lets the proxy start and stop machines (autostart and autostop).
     pub fn attach_lifecycle(&self, lifecycle: Arc<dyn Lifecycle>) {
         let _ = self.lifecycle.set(lifecycle);
+    }
+
+    /// Lets the proxy answer `[[statics]]` from machines' files.
+    pub fn attach_statics(&self, statics: Arc<dyn crate::statics::Statics>) {
+        let _ = self.statics.set(statics);
     }
 
     /// Replaces the routes with those of `catalog`.
@@ -387,6 +396,7 @@ mod tests {
             soft_limit: 1,
             hard_limit: 1,
             kind: aloft_types::machine::ConcurrencyKind::Requests,
+            statics: Arc::from(Vec::new()),
         }
     }
 

@@ -20,6 +20,7 @@ mod network;
 mod proxy;
 mod replay;
 mod seed;
+mod statics;
 mod tcp;
 
 use std::path::{Path, PathBuf};
