@@ -159,6 +159,7 @@ impl Load {
         let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
         let first_seen = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let http = reqwest::Client::new();
+        let started = Instant::now();
         let tasks = (0..4)
             .map(|_| {
                 let (stop, ok, failed, failures, http, first_seen) = (
@@ -202,7 +203,17 @@ impl Load {
                                         response.status(),
                                         response.text().await.unwrap_or_default()
                                     ),
-                                    Err(error) => error.to_string(),
+                                    // Every cause, and when: a transport error
+                                    // ("error sending request") names nothing alone.
+                                    Err(error) => {
+                                        let mut why = error.to_string();
+                                        let mut source = std::error::Error::source(&error);
+                                        while let Some(cause) = source {
+                                            why.push_str(&format!(": {cause}"));
+                                            source = cause.source();
+                                        }
+                                        format!("{why} (at {:?})", started.elapsed())
+                                    }
                                 };
                                 failures.lock().unwrap().push(why);
                             }
