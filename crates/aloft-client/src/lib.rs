@@ -8,8 +8,10 @@
 use aloft_types::percent_encode as encode;
 mod access;
 mod data;
+mod leases;
 mod platform;
 
+pub use leases::LEASE_NONCE_HEADER;
 pub use platform::HostAction;
 
 use std::time::Duration;

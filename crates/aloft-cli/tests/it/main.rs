@@ -9,6 +9,7 @@
 mod config;
 mod errors;
 mod guards;
+mod machines;
 mod platform;
 mod regions;
 

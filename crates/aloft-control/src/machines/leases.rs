@@ -4,11 +4,10 @@
 use std::sync::Arc;
 
 use aloft_store::MachineRecord;
-use aloft_types::api::ErrorBody;
+use aloft_types::api::{ErrorBody, LeaseData, LeaseResponse};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use serde_json::json;
 
 use super::{LEASE_NONCE_HEADER, machine_for};
 use crate::access::{ReadApp, WriteApp};
@@ -49,25 +48,25 @@ pub(super) struct LeaseRequest {
     pub(super) description: Option<String>,
 }
 
-pub(super) fn lease_json(machine: &MachineRecord, lease: &aloft_store::Lease) -> serde_json::Value {
-    json!({
-        "status": "success",
-        "data": {
-            "nonce": lease.nonce,
-            "expires_at": lease.expires_at / 1000,
-            "owner": lease.owner,
-            "description": lease.description,
-            "version": machine.version.to_string(),
-        }
-    })
+pub(super) fn lease_json(machine: &MachineRecord, lease: &aloft_store::Lease) -> LeaseResponse {
+    LeaseResponse {
+        status: "success".to_owned(),
+        data: LeaseData {
+            nonce: lease.nonce.clone(),
+            expires_at: lease.expires_at / 1000,
+            owner: lease.owner.clone(),
+            description: lease.description.clone(),
+            version: machine.version.to_string(),
+        },
+    }
 }
 
-#[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}/lease", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, body = Object), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_show_lease")]
+#[utoipa::path(get, path = "/v1/apps/{app}/machines/{id}/lease", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 200, body = LeaseResponse), (status = "4XX", description = "Missing or invalid token, no such machine, or no lease on it (404)", body = ErrorBody)), operation_id = "Machines_show_lease")]
 pub(super) async fn show_lease(
     State(inner): State<Arc<Inner>>,
     Path((_, id)): Path<(String, String)>,
     ReadApp(app): ReadApp,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<LeaseResponse>, ApiError> {
     let machine = machine_for(&inner, &app, &id).await?;
     let lease = machine
         .lease
@@ -76,7 +75,7 @@ pub(super) async fn show_lease(
     Ok(Json(lease_json(&machine, lease)))
 }
 
-#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/lease", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), request_body = Option<LeaseRequest>, responses((status = 200, body = Object), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_acquire_lease")]
+#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/lease", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), request_body = Option<LeaseRequest>, responses((status = 200, body = LeaseResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Machines_acquire_lease")]
 pub(super) async fn acquire_lease(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
@@ -84,7 +83,7 @@ pub(super) async fn acquire_lease(
     WriteApp(app): WriteApp,
     headers: HeaderMap,
     OptionalBody(request): OptionalBody<LeaseRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<LeaseResponse>, ApiError> {
     let machine = machine_for(&inner, &app, &id).await?;
     let ttl = request.ttl.unwrap_or(30).clamp(1, 3600);
     let nonce = headers

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::machine::MachineConfig;
 use crate::{Duration, Signal};
 
+mod lease;
 mod platform;
 
+pub use lease::{LeaseData, LeaseResponse};
 pub use platform::{
     AssignIpRequest, IpAssignment, IpAssignments, Placements, PlacementsRequest, PlatformHost,
     PlatformHosts, PlatformRegion, PlatformRegions, RegionPlacement,
