@@ -31,6 +31,7 @@ fn zone() -> &'static Zone {
                 checks: Vec::new(),
                 autostart_disabled: false,
                 primary_region: None,
+                statics: Vec::new(),
             })
             .collect();
         let catalog = Catalog {
