@@ -99,6 +99,9 @@ pub enum Command {
     /// Shells, commands and files in an app's machines, over SSH through the API.
     #[command(subcommand)]
     Ssh(commands::ssh::SshCommand),
+    /// Copy files to and from a machine (as `aloft ssh sftp`).
+    #[command(subcommand)]
+    Sftp(commands::ssh::SftpCommand),
     /// Forward a local port to a port of one of the app's machines: `LOCAL:REMOTE`.
     Proxy(commands::proxy::ProxyArgs),
     /// Run `console_command` in a new machine of the current release, destroyed on exit.
@@ -175,6 +178,7 @@ fn json_refused(command: &Command) -> Option<&'static str> {
     match command {
         Command::Ssh(SshCommand::Console(_)) => Some("ssh console (a terminal session)"),
         Command::Ssh(SshCommand::Sftp(_)) => Some("ssh sftp (files)"),
+        Command::Sftp(_) => Some("sftp (files)"),
         Command::Proxy(_) => Some("proxy (forwarded connections)"),
         Command::Console(_) => Some("console (a terminal session)"),
         Command::Certs(CertsCommand::Ca) => Some("certs ca (a PEM certificate)"),
@@ -241,6 +245,15 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
         Command::Ssh(command) => {
             let app = app().ok();
             runtime()?.block_on(commands::ssh::ssh(command, app.as_deref(), cli.json, out))
+        }
+        Command::Sftp(command) => {
+            let app = app().ok();
+            runtime()?.block_on(commands::ssh::ssh(
+                commands::ssh::SshCommand::Sftp(command),
+                app.as_deref(),
+                cli.json,
+                out,
+            ))
         }
         Command::Proxy(args) => {
             let app = app()?;

@@ -636,8 +636,18 @@ impl Client {
     }
 
     pub async fn restart_machine(&self, app: &str, id: &str) -> Result<OkResponse, ClientError> {
+        self.restart_machine_forced(app, id, false).await
+    }
+
+    /// Restarts a machine; `force_stop` kills the old run at once instead of stopping it.
+    pub async fn restart_machine_forced(
+        &self,
+        app: &str,
+        id: &str,
+        force_stop: bool,
+    ) -> Result<OkResponse, ClientError> {
         self.post(
-            &format!("/v1/apps/{app}/machines/{id}/restart"),
+            &format!("/v1/apps/{app}/machines/{id}/restart?force_stop={force_stop}"),
             &serde_json::json!({}),
         )
         .await

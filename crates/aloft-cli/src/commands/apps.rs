@@ -29,7 +29,21 @@ pub enum AppsCommand {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Restart every started machine of an app, one at a time: each is started again
+    /// (and passes its checks) before the next goes.
+    Restart {
+        name: String,
+        /// Kill each old run at once (SIGKILL) instead of stopping it.
+        #[arg(long)]
+        force_stop: bool,
+        /// Go on to the next machine once one is started, without its checks.
+        #[arg(long)]
+        skip_health_checks: bool,
+    },
 }
+
+/// How long a restarted machine may take to start and pass its checks.
+const RESTART_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 pub(crate) async fn run(command: AppsCommand, json: bool, out: &mut Output) -> Result<(), Failure> {
     let client = client()?;
@@ -90,8 +104,66 @@ pub(crate) async fn run(command: AppsCommand, json: bool, out: &mut Output) -> R
                 &format!("Destroyed app {name}"),
             )?;
         }
+        AppsCommand::Restart {
+            name,
+            force_stop,
+            skip_health_checks,
+        } => {
+            let machines = client
+                .list_machines(&name)
+                .await
+                .map_err(anyhow::Error::from)?;
+            let started: Vec<String> = machines
+                .into_iter()
+                .filter(|m| m.state == "started")
+                .map(|m| m.id)
+                .collect();
+            for id in &started {
+                restart_one(&client, &name, id, force_stop, skip_health_checks).await?;
+                if !json {
+                    out.status(&format!("Machine {id} restarted"));
+                }
+            }
+            out.report(
+                json,
+                serde_json::json!({ "app": name, "restarted": started }),
+                &format!("Restarted {} machine(s) of app {name}", started.len()),
+            )?;
+        }
     }
     Ok(())
+}
+
+/// Restarts one machine and waits until it is started again and (unless `skip_checks`)
+/// every check of it passes.
+async fn restart_one(
+    client: &aloft_client::Client,
+    app: &str,
+    id: &str,
+    force_stop: bool,
+    skip_checks: bool,
+) -> anyhow::Result<()> {
+    client.restart_machine_forced(app, id, force_stop).await?;
+    let deadline = std::time::Instant::now() + RESTART_TIMEOUT;
+    loop {
+        let machine = client.machine(app, id).await?;
+        let passing = machine
+            .checks
+            .iter()
+            .all(|c| c.status == aloft_types::CheckStatus::Passing);
+        if machine.state == "started" && (skip_checks || passing) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            let checks = crate::commands::machine::checks_summary(&machine.checks);
+            anyhow::bail!(
+                "machine {id} is {} (checks passing: {checks}) {}s after its restart; the machines after it were not restarted",
+                machine.state,
+                RESTART_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// `aloft open [PATH]`: the app's URL (with `PATH`), printed, and opened in a browser when

@@ -1,4 +1,4 @@
-//! `aloft auth login|whoami`.
+//! `aloft auth login|logout|token|whoami`.
 
 use clap::Subcommand;
 
@@ -19,6 +19,10 @@ pub enum AuthCommand {
     },
     /// Show the token in use: its kind, name and organization.
     Whoami,
+    /// Forget the saved token (the API's URL is kept).
+    Logout,
+    /// Print the token in use (`ALOFT_API_TOKEN`, else the saved one).
+    Token,
 }
 
 pub(crate) async fn run(command: AuthCommand, json: bool, out: &mut Output) -> Result<(), Failure> {
@@ -53,6 +57,47 @@ pub(crate) async fn run(command: AuthCommand, json: bool, out: &mut Output) -> R
                 current.name,
                 path.display()
             ));
+            Ok(())
+        }
+        AuthCommand::Logout => {
+            let mut saved = load_credentials()?;
+            let had = saved.token.take().is_some();
+            if had {
+                let path = save_credentials(&saved)?;
+                out.status(&format!(
+                    "Logged out: the token is gone from {}",
+                    path.display()
+                ));
+            } else {
+                out.status("No token was saved");
+            }
+            if std::env::var_os(crate::api::ALOFT_API_TOKEN).is_some() {
+                out.status(&format!(
+                    "{} is set in the environment and is still used; unset it too",
+                    crate::api::ALOFT_API_TOKEN
+                ));
+            }
+            if json {
+                out.json(&serde_json::json!({ "logged_out": had }))?;
+            }
+            Ok(())
+        }
+        AuthCommand::Token => {
+            let token = std::env::var(crate::api::ALOFT_API_TOKEN)
+                .ok()
+                .or(load_credentials()?.token)
+                .filter(|t| !t.trim().is_empty())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no API token: run `aloft auth login --token TOKEN` or set {}",
+                        crate::api::ALOFT_API_TOKEN
+                    )
+                })?;
+            if json {
+                out.json(&serde_json::json!({ "token": token.trim() }))?;
+            } else {
+                out.data(token.trim());
+            }
             Ok(())
         }
         AuthCommand::Whoami => {

@@ -1,4 +1,5 @@
-//! `aloft machine kill|suspend|wait|leases|clone|update` (flyctl's machine commands) on
+//! flyctl's machine commands (`aloft machine kill|suspend|wait|leases|clone|update`), `apps
+//! restart`, `auth token|logout` and the top-level `sftp`; the platform ones on
 //! a platform of simulated hosts (`SimPlatform`, in real time: no Docker).
 
 use std::process::{Command, Output};
@@ -179,4 +180,141 @@ async fn flyctls_machine_commands_do_what_they_say() {
     );
     assert_eq!(client.machine(APP, &id).await.unwrap().state, "stopped");
     platform.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apps_restart_restarts_each_started_machine_and_leaves_stopped_ones() {
+    let platform = SimPlatform::start(1).await;
+    let (url, token) = platform.api();
+    let home = tempfile::tempdir().unwrap();
+    let aloft =
+        |args: &[&str]| tokio::task::block_in_place(|| run(&url, &token, home.path(), args));
+    let client = &platform.client;
+    client.create_app(APP, None).await.unwrap();
+    let first = started(&platform).await;
+    let second = started(&platform).await;
+    let stopped = started(&platform).await;
+    client
+        .stop_machine(APP, &stopped, None, None)
+        .await
+        .unwrap();
+    client
+        .wait(APP, &stopped, MachineState::Stopped, 30)
+        .await
+        .unwrap();
+    let restarts = |id: String| async move {
+        client
+            .events(APP, &id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "restart")
+            .map(|e| e.request)
+            .collect::<Vec<_>>()
+    };
+    assert!(restarts(first.clone()).await.is_empty());
+
+    let restarted = aloft(&["apps", "restart", APP, "--force-stop", "--json"]);
+    assert!(restarted.status.success(), "{}", text(&restarted.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&restarted.stdout).unwrap();
+    let mut ids: Vec<&str> = answer["restarted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut wanted = [first.as_str(), second.as_str()];
+    wanted.sort_unstable();
+    assert_eq!(ids, wanted);
+    for id in [&first, &second] {
+        assert_eq!(
+            restarts(id.clone()).await,
+            [serde_json::json!({ "force_stop": true })],
+            "{id}"
+        );
+        assert_eq!(client.machine(APP, id).await.unwrap().state, "started");
+    }
+    assert!(restarts(stopped.clone()).await.is_empty());
+    assert_eq!(
+        client.machine(APP, &stopped).await.unwrap().state,
+        "stopped"
+    );
+    platform.stop().await;
+}
+
+#[test]
+fn auth_token_prints_the_token_in_use_and_logout_forgets_it() {
+    let home = tempfile::tempdir().unwrap();
+    let aloft = |args: &[&str], env_token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_aloft"));
+        command
+            .args(args)
+            .env("ALOFT_CONFIG_DIR", home.path())
+            .env_remove("ALOFT_API_TOKEN")
+            .env("NO_COLOR", "1");
+        if let Some(token) = env_token {
+            command.env("ALOFT_API_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+    std::fs::write(
+        home.path().join("credentials.toml"),
+        "api_url = \"http://127.0.0.1:4280\"\ntoken = \"aloft_saved\"\n",
+    )
+    .unwrap();
+    let saved = aloft(&["auth", "token"], None);
+    assert!(saved.status.success(), "{}", text(&saved.stderr));
+    assert_eq!(text(&saved.stdout).trim(), "aloft_saved");
+    // The environment's token wins, as for every other command.
+    let from_env = aloft(&["auth", "token"], Some("aloft_env"));
+    assert_eq!(text(&from_env.stdout).trim(), "aloft_env");
+
+    let out = aloft(&["auth", "logout"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Logged out"),
+        "{}",
+        text(&out.stderr)
+    );
+    let kept = std::fs::read_to_string(home.path().join("credentials.toml")).unwrap();
+    assert!(
+        kept.contains("http://127.0.0.1:4280") && !kept.contains("aloft_saved"),
+        "{kept}"
+    );
+    let gone = aloft(&["auth", "token"], None);
+    assert!(!gone.status.success());
+    assert!(
+        text(&gone.stderr).contains("no API token"),
+        "{}",
+        text(&gone.stderr)
+    );
+    let again = aloft(&["auth", "logout"], Some("aloft_env"));
+    assert!(text(&again.stderr).contains("No token was saved"));
+    assert!(text(&again.stderr).contains("ALOFT_API_TOKEN is set in the environment"));
+}
+
+#[test]
+fn sftp_is_a_top_level_command_too() {
+    let home = tempfile::tempdir().unwrap();
+    let help = Command::new(env!("CARGO_BIN_EXE_aloft"))
+        .args(["sftp", "--help"])
+        .env("ALOFT_CONFIG_DIR", home.path())
+        .output()
+        .unwrap();
+    assert!(help.status.success(), "{}", text(&help.stderr));
+    let shown = text(&help.stdout);
+    for sub in ["get", "put", "shell"] {
+        assert!(shown.contains(sub), "{shown}");
+    }
+    let refused = Command::new(env!("CARGO_BIN_EXE_aloft"))
+        .args(["--json", "sftp", "shell", "-a", "web"])
+        .env("ALOFT_CONFIG_DIR", home.path())
+        .output()
+        .unwrap();
+    assert!(
+        text(&refused.stderr).contains("--json does not apply to `aloft sftp (files)`"),
+        "{}",
+        text(&refused.stderr)
+    );
 }

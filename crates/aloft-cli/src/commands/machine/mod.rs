@@ -15,6 +15,7 @@ use crate::api::client;
 use crate::output::Output;
 use launch::{RunArgs, run_machine};
 use manage::{CloneArgs, LeasesCommand, UpdateArgs};
+pub(crate) use show::checks_summary;
 use show::{describe, machines_table};
 
 /// Longest single wait the API allows; longer waits repeat it.

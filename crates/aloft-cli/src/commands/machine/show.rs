@@ -47,7 +47,7 @@ pub(super) fn machines_table(app: &str, machines: &[MachineResponse]) -> String 
     )
 }
 
-fn checks_summary(checks: &[aloft_types::api::CheckResponse]) -> String {
+pub(crate) fn checks_summary(checks: &[aloft_types::api::CheckResponse]) -> String {
     if checks.is_empty() {
         return String::new();
     }
