@@ -12,8 +12,9 @@
 //! agents reconcile every 5 s, as `aloftd`'s default: what converges must converge on the
 //! control plane's change notices, not on a fast sweep.
 //!
-//! `cargo xtask test` runs 1,000 sequences from fixed seeds, as eight tests that the test
-//! runner runs side by side (about 47 s on the two cores here, alone); `cargo xtask soak
+//! `cargo xtask test` runs 1,000 sequences from fixed seeds, as sixteen tests of 63 that
+//! the test runner runs side by side (short tests even out: at eight, one shard's longer
+//! cases ran 20 s alone at the end); `cargo xtask soak
 //! deploys --cases N` runs N random ones (`ALOFT_SIM_CASES`, `ALOFT_SIM_RANDOM=1`).
 //!
 //! The suite found three bugs in the deployer, all fixed: a restart between
@@ -477,7 +478,7 @@ const CASES: u32 = 1_000;
 
 /// The suite runs as this many tests, each its share of the cases from a seed of its
 /// own, so that the test runner runs them side by side.
-const SHARDS: u32 = 8;
+const SHARDS: u32 = 16;
 
 /// One shard: random sequences, each on a fresh platform, must converge.
 fn shard(n: u64) {
@@ -524,6 +525,14 @@ shards!(
     deploys_crashes_and_restarts_converge_6 = 6,
     deploys_crashes_and_restarts_converge_7 = 7,
     deploys_crashes_and_restarts_converge_8 = 8,
+    deploys_crashes_and_restarts_converge_9 = 9,
+    deploys_crashes_and_restarts_converge_10 = 10,
+    deploys_crashes_and_restarts_converge_11 = 11,
+    deploys_crashes_and_restarts_converge_12 = 12,
+    deploys_crashes_and_restarts_converge_13 = 13,
+    deploys_crashes_and_restarts_converge_14 = 14,
+    deploys_crashes_and_restarts_converge_15 = 15,
+    deploys_crashes_and_restarts_converge_16 = 16,
 );
 
 #[test]
