@@ -192,14 +192,6 @@ fn test(root: &Path) -> Result<()> {
     layout::check(root)?;
     eprintln!("no file over 800 lines without a reason, no module circles");
 
-    // The docs and the fuzz targets only compile: they build beside everything else, at
-    // the lowest CPU priority and in target directories of their own (no lock shared with
-    // the tests' cargo), from the start: on the CPU that the test build leaves idle while
-    // it links and waits on its last crates, and that the end-to-end tests leave idle
-    // while they wait on engines and timers. (Started with the tests, they ran 47 s past
-    // them.) What they print is shown after the tests.
-    let beside = std::thread::spawn(build_beside_tests);
-
     section("Lints, while building the tests and benchmarks");
     // Every target `cargo clippy --all-targets` lints: libraries, binaries and tests (the
     // test build), benchmarks (built as in the dev profile, not run).
@@ -214,6 +206,11 @@ fn test(root: &Path) -> Result<()> {
     run(cargo_linted()?.args(["build", "--workspace", "--benches", "--quiet"]))?;
 
     section("Tests");
+    // The docs and the fuzz targets only compile: they build beside the tests, at the
+    // lowest CPU priority and in target directories of their own (no lock shared with the
+    // tests' cargo), on the CPU that the end-to-end tests leave idle while they wait on
+    // engines and timers. What they print is shown after the tests.
+    let beside = std::thread::spawn(build_beside_tests);
     // Doc tests first, so that the run's last test summary is nextest's, of every test.
     run(cargo_linted()?.args(["test", "--doc", "--workspace", "--quiet"]))?;
     // A snapshot that is missing or differs fails the run; it is never written by CI.
@@ -222,7 +219,7 @@ fn test(root: &Path) -> Result<()> {
         .env("INSTA_UPDATE", "no")
         .env_remove("INSTA_FORCE_PASS"))?;
 
-    section("Docs and fuzz targets (built beside the test build and the tests)");
+    section("Docs and fuzz targets (built beside the tests)");
     let printed = beside
         .join()
         .map_err(|_| anyhow::anyhow!("building the docs and fuzz targets panicked"))??;
