@@ -8,14 +8,16 @@
     reason = "test code fails loudly"
 )]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aloft_proxy::{Proxy, ProxyConfig};
 use aloft_types::MachineState;
 use aloft_types::catalog::{Catalog, CatalogApp, CatalogMachine};
-use aloft_types::machine::{Handler, HttpOptions, MachinePort, MachineService, Protocol};
+use aloft_types::machine::{
+    Concurrency, ConcurrencyKind, Handler, HttpOptions, MachinePort, MachineService, Protocol,
+};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -107,6 +109,12 @@ fn catalog(port: u16, options: HttpOptions) -> Catalog {
 
 /// A proxy serving plain HTTP on a port of its own, routing to `catalog`.
 async fn proxy(catalog: Catalog) -> (std::net::SocketAddr, CancellationToken) {
+    let (_, address, stop) = serving(catalog).await;
+    (address, stop)
+}
+
+/// Like [`proxy`], with the proxy itself (to read machines' loads).
+async fn serving(catalog: Catalog) -> (Arc<Proxy>, std::net::SocketAddr, CancellationToken) {
     let proxy = Proxy::new(ProxyConfig {
         apps_domain: "aloft.localhost".into(),
         public_https_port: 443,
@@ -124,7 +132,7 @@ async fn proxy(catalog: Catalog) -> (std::net::SocketAddr, CancellationToken) {
     let address = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(proxy.clone().serve_http(listener, stop.clone()));
-    (address, stop)
+    (proxy, address, stop)
 }
 
 #[tokio::test]
@@ -213,15 +221,20 @@ async fn silent_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
 
 /// A machine that answers every request `200 answered`, over HTTP/1.1.
 async fn http1_server() -> u16 {
+    named_server("answered").await
+}
+
+/// A machine that answers every request `200` and `name`, over HTTP/1.1 with keep-alive.
+async fn named_server(name: &'static str) -> u16 {
     let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
-                    |_: http::Request<hyper::body::Incoming>| async move {
+                    move |_: http::Request<hyper::body::Incoming>| async move {
                         Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from_static(b"answered"),
+                            Bytes::from_static(name.as_bytes()),
                         )))
                     },
                 );
@@ -284,5 +297,112 @@ async fn an_idempotent_request_a_machine_drops_goes_to_another_and_a_post_does_n
         }
     }
     assert!(refused >= 1, "no POST reached the silent machine");
+    stop.cancel();
+}
+
+/// One keep-alive HTTP/1.1 connection to the proxy.
+async fn keep_alive(
+    address: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// Sends one GET on `connection` and returns the body: the name of the machine that answered.
+async fn get(
+    connection: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
+) -> String {
+    use http_body_util::BodyExt as _;
+    connection.ready().await.unwrap();
+    let request = http::Request::get("/")
+        .header("host", "grpc.aloft.localhost")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = connection.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// Two named machines ("first", "second") whose service counts `kind` with a hard limit
+/// of `hard`.
+async fn counted(kind: ConcurrencyKind, hard: u32) -> Catalog {
+    let mut catalog = two_machines(named_server("first").await, named_server("second").await);
+    for machine in &mut catalog.machines {
+        machine.services[0].concurrency = Some(Concurrency {
+            kind: Some(kind),
+            soft_limit: Some(hard),
+            hard_limit: Some(hard),
+        });
+    }
+    catalog
+}
+
+#[tokio::test]
+async fn under_connections_a_client_connection_keeps_one_machine_and_counts_one() {
+    let catalog = counted(ConcurrencyKind::Connections, 1).await;
+    let (first, second) = (
+        catalog.machines[0].id.clone(),
+        catalog.machines[1].id.clone(),
+    );
+    let (proxy, address, stop) = serving(catalog).await;
+
+    // Every request of one connection goes to the machine its first one went to, and the
+    // connection counts as one unit of that machine's load between requests too.
+    let mut one = keep_alive(address).await;
+    let pinned = get(&mut one).await;
+    for _ in 0..4 {
+        assert_eq!(get(&mut one).await, pinned);
+    }
+    let (mine, other) = if pinned == "first" {
+        (&first, &second)
+    } else {
+        (&second, &first)
+    };
+    assert_eq!((proxy.load(mine), proxy.load(other)), (1, 0));
+
+    // At the hard limit of one connection, a second connection goes to the other machine.
+    let mut two = keep_alive(address).await;
+    assert_ne!(get(&mut two).await, pinned);
+    assert_eq!((proxy.load(mine), proxy.load(other)), (1, 1));
+
+    // A third waits for a connection to close, then takes its machine.
+    let mut three = keep_alive(address).await;
+    let waiting = tokio::spawn(async move { get(&mut three).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "both machines hold a connection");
+    drop(one);
+    let answered = tokio::time::timeout(Duration::from_secs(4), waiting)
+        .await
+        .expect("served once the first connection closed")
+        .unwrap();
+    assert_eq!(answered, pinned);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn under_requests_one_connections_requests_spread_and_an_idle_one_counts_nothing() {
+    // The control for the test above: the same client and machines, counting requests.
+    let catalog = counted(ConcurrencyKind::Requests, 1).await;
+    let ids = [
+        catalog.machines[0].id.clone(),
+        catalog.machines[1].id.clone(),
+    ];
+    let (proxy, address, stop) = serving(catalog).await;
+    let mut one = keep_alive(address).await;
+    let mut answered = BTreeSet::new();
+    for _ in 0..4 {
+        answered.insert(get(&mut one).await);
+        assert_eq!(ids.each_ref().map(|id| proxy.load(id)), [0, 0]);
+    }
+    assert_eq!(answered.len(), 2, "{answered:?}");
+    // A second connection at the same time is served too: nothing is held between requests.
+    let mut two = keep_alive(address).await;
+    get(&mut two).await;
+    get(&mut one).await;
     stop.cancel();
 }

@@ -84,6 +84,8 @@ pub(crate) struct Activity {
     pub(super) limit_millis: std::sync::atomic::AtomicU64,
     /// Wakes the watchdog when the limit changes.
     pub(super) limit_changed: tokio::sync::Notify,
+    /// The machine this connection is pinned to, when its service counts connections.
+    pub(super) pinned: super::lease::Pinned,
 }
 
 impl Activity {
@@ -95,6 +97,7 @@ impl Activity {
                 u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
             ),
             limit_changed: tokio::sync::Notify::new(),
+            pinned: super::lease::Pinned::default(),
         })
     }
 

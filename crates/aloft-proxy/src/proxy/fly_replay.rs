@@ -144,7 +144,7 @@ impl Proxy {
             let queue = replay.timeout.unwrap_or(self.config.queue_timeout);
             let sent = tokio::time::timeout(
                 replay.timeout.unwrap_or(Duration::MAX),
-                self.send(&target_app, &choice, &replayed, body, queue),
+                self.send(&target_app, &choice, (&replayed, body), None, queue),
             )
             .await;
             match sent {
@@ -189,8 +189,14 @@ impl Proxy {
             preferred_instance: Some(origin.machine.to_string()),
             regions: vec![self.config.region.clone()],
         };
-        self.send(origin_app, &choice, &back, body, self.config.queue_timeout)
-            .await
-            .map_err(|failure| failure.into_response(origin_app))
+        self.send(
+            origin_app,
+            &choice,
+            (&back, body),
+            None,
+            self.config.queue_timeout,
+        )
+        .await
+        .map_err(|failure| failure.into_response(origin_app))
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aloft_types::machine::Handler;
+use aloft_types::machine::{ConcurrencyKind, Handler};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt as _;
@@ -18,9 +18,10 @@ use super::fly_replay::replay_of;
 use super::headers::{
     FLY_REQUEST_ID, HOP_BY_HOP, VIA_ALOFT, apply_response_headers, request_id_at, wants_upgrade,
 };
-use super::lease::{Held, Leased, OutgoingBody};
+use super::lease::{Held, Leased, OutgoingBody, Pinned};
 use super::pick::{Choice, Seen};
 use super::{BoxError, Proxy, ProxyBody};
+use crate::balance::Lease;
 use crate::body::{empty, text};
 use crate::replay::{MAX_REPLAY_BODY, MAX_REPLAYS};
 use crate::routes::Backend;
@@ -150,7 +151,14 @@ impl Proxy {
         };
         let mut seen = Seen::default();
         let mut response = self
-            .route(request, client, local_port, tls, fixed, &mut seen)
+            .route(
+                request,
+                client,
+                (local_port, tls),
+                fixed,
+                activity.map(|a| &a.pinned),
+                &mut seen,
+            )
             .await;
         let Seen {
             options,
@@ -178,13 +186,16 @@ impl Proxy {
         response
     }
 
+    /// Routes one request. `listener` is the local port and whether it speaks TLS;
+    /// `pinned` is the client connection's machine under `concurrency.type =
+    /// "connections"`.
     pub(super) async fn route(
         &self,
         mut request: Request<Incoming>,
         client: SocketAddr,
-        local_port: u16,
-        tls: bool,
+        (local_port, tls): (u16, bool),
         fixed: Option<(String, u16)>,
+        pinned: Option<&Pinned>,
         seen: &mut Seen,
     ) -> Response<ProxyBody> {
         let host = request
@@ -291,7 +302,13 @@ impl Proxy {
             OutgoingBody::Streaming(Some(body.map_err(BoxError::from).boxed()))
         };
         let (response, lease, backend) = match self
-            .send(&app, &choice, &parts, &mut body, self.config.queue_timeout)
+            .send(
+                &app,
+                &choice,
+                (&parts, &mut body),
+                pinned,
+                self.config.queue_timeout,
+            )
             .await
         {
             Ok(sent) => sent,
@@ -352,15 +369,16 @@ impl Proxy {
         Response::from_parts(parts, body.map_err(BoxError::from).boxed())
     }
 
-    /// Sends the request to a machine `choice` allows: least-loaded, nearest first, waiting
-    /// up to `queue` for one under its hard limit. A machine that refuses the connection
-    /// is left for another when the body can be sent again.
+    /// Sends the request to a machine `choice` allows: the connection's `pinned` one when
+    /// it has one, else the least-loaded, nearest first, waiting up to `queue` for one under
+    /// its hard limit (and pinning it when its service counts connections). A machine that
+    /// refuses the connection is left for another when the body can be sent again.
     pub(super) async fn send(
         &self,
         app: &str,
         choice: &Choice,
-        parts: &http::request::Parts,
-        body: &mut OutgoingBody,
+        (parts, body): (&http::request::Parts, &mut OutgoingBody),
+        pinned: Option<&Pinned>,
         queue: Duration,
     ) -> Result<(Response<Incoming>, Held, Backend), SendFailure> {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -371,23 +389,20 @@ impl Proxy {
             1
         };
         for attempt in 0..attempts {
-            // The clock is read only when the request has to wait.
-            let mut picked = self.pick(choice, &failed, Duration::ZERO).await;
-            let mut waited = Duration::ZERO;
-            if picked.is_none() && attempt == 0 && !queue.is_zero() {
-                let since = Instant::now();
-                picked = self.pick(choice, &failed, queue).await;
-                waited = since.elapsed();
-            }
-            if let Some((backend, _)) = &picked {
-                self.metrics.queued(app, &backend.machine, waited);
-            }
-            let Some((backend, lease)) = picked else {
-                return Err(if failed.is_empty() {
-                    SendFailure::Full(queue)
-                } else {
-                    SendFailure::Refused(failed)
-                });
+            let (backend, lease) = match pinned.and_then(|p| p.backend(choice, &failed)) {
+                Some(backend) => (backend, None),
+                None => {
+                    let (backend, lease) = self
+                        .pick_waiting(app, choice, &failed, attempt == 0, queue)
+                        .await?;
+                    match pinned {
+                        Some(pinned) if backend.kind == ConcurrencyKind::Connections => {
+                            pinned.hold(backend.machine.clone(), lease);
+                            (backend, None)
+                        }
+                        _ => (backend, Some(lease)),
+                    }
+                }
             };
             let mut outgoing = Request::new(body.take());
             *outgoing.method_mut() = parts.method.clone();
@@ -433,6 +448,11 @@ impl Proxy {
                     )
                 })
             };
+            if sent.is_err()
+                && let Some(pinned) = pinned
+            {
+                pinned.release(&backend.machine);
+            }
             match sent {
                 Ok((response, checkin)) => {
                     self.metrics.app_time(app, asked.elapsed());
@@ -468,6 +488,36 @@ impl Proxy {
             }
         }
         Err(SendFailure::Refused(failed))
+    }
+
+    /// A machine for one attempt: one with room now, else (when `may_wait`) the first to
+    /// have room within `queue`.
+    async fn pick_waiting(
+        &self,
+        app: &str,
+        choice: &Choice,
+        failed: &[Arc<str>],
+        may_wait: bool,
+        queue: Duration,
+    ) -> Result<(Backend, Lease), SendFailure> {
+        // The clock is read only when the request has to wait.
+        let mut picked = self.pick(choice, failed, Duration::ZERO).await;
+        let mut waited = Duration::ZERO;
+        if picked.is_none() && may_wait && !queue.is_zero() {
+            let since = Instant::now();
+            picked = self.pick(choice, failed, queue).await;
+            waited = since.elapsed();
+        }
+        if let Some((backend, _)) = &picked {
+            self.metrics.queued(app, &backend.machine, waited);
+        }
+        picked.ok_or_else(|| {
+            if failed.is_empty() {
+                SendFailure::Full(queue)
+            } else {
+                SendFailure::Refused(failed.to_vec())
+            }
+        })
     }
 
     /// Those of `backends` whose port accepts connections, waiting (until `deadline`) for

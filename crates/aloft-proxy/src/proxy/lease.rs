@@ -2,14 +2,17 @@
 //! and response bodies that hold the lease (and the pooled connection) until they end.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming};
 
+use super::pick::Choice;
 use crate::balance::Lease;
 use crate::body::{ProxyBody, empty};
+use crate::routes::Backend;
 
 /// A request body on its way to a machine: read whole (it can be sent again) or streamed
 /// (once).
@@ -30,11 +33,12 @@ impl OutgoingBody {
     }
 }
 
-/// A machine's lease for one request, and the connection it went over (given back to the
-/// pool when the response was read to its end).
+/// A machine's lease for one request (none when the client connection holds it, see
+/// [`Pinned`]), and the connection it went over (given back to the pool when the
+/// response was read to its end).
 #[derive(Debug)]
 pub(super) struct Held {
-    pub(super) _lease: Lease,
+    pub(super) _lease: Option<Lease>,
     pub(super) checkin: Option<crate::pool::Checkin>,
 }
 
@@ -78,5 +82,49 @@ impl Body for Leased {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Under `concurrency.type = "connections"` (Fly's default), the machine a client
+/// connection's requests go to: picked by its first request, then kept, and counted as
+/// one unit of its load, for as long as the connection lasts and the machine takes
+/// traffic. A machine that leaves the rotation (a deploy replaced it, its checks fail) or
+/// refuses a request is let go, and the next request picks again.
+#[derive(Debug, Default)]
+pub(crate) struct Pinned {
+    held: Mutex<Option<(Arc<str>, Lease)>>,
+}
+
+impl Pinned {
+    /// The pinned machine, as `choice` has it now, unless it is gone from its backends,
+    /// in `failed`, or not the instance the request prefers.
+    pub(super) fn backend(&self, choice: &Choice, failed: &[Arc<str>]) -> Option<Backend> {
+        let held = self.held.lock().ok()?;
+        let (machine, _) = held.as_ref()?;
+        let preferred = choice.preferred_instance.as_deref();
+        if failed.contains(machine) || preferred.is_some_and(|p| p != &**machine) {
+            return None;
+        }
+        choice
+            .backends
+            .iter()
+            .find(|b| b.machine == *machine)
+            .cloned()
+    }
+
+    /// Pins `machine`, whose load `lease` counts; a machine pinned before is let go.
+    pub(super) fn hold(&self, machine: Arc<str>, lease: Lease) {
+        if let Ok(mut held) = self.held.lock() {
+            *held = Some((machine, lease));
+        }
+    }
+
+    /// Lets `machine` go, when it is the one pinned.
+    pub(super) fn release(&self, machine: &str) {
+        if let Ok(mut held) = self.held.lock()
+            && held.as_ref().is_some_and(|(m, _)| &**m == machine)
+        {
+            *held = None;
+        }
     }
 }

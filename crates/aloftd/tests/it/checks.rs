@@ -101,7 +101,12 @@ async fn a_machine_failing_its_check_gets_no_traffic_until_it_passes_again() {
     }
     let (sick, well) = (&machines[0], &machines[1]);
     let proxy = proxy_address(&host);
-    let http = reqwest::Client::new();
+    // A connection per request: the service counts connections (Fly's default), so a
+    // kept-alive connection would stay on one machine.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
 
     for machine in &machines {
         let (status, output) = eventually("the check to pass", Duration::from_secs(30), || async {
@@ -186,18 +191,11 @@ async fn a_machine_failing_its_check_gets_no_traffic_until_it_passes_again() {
     // Prometheus sees the requests, the machines' load and the checks.
     let api = std::fs::read_to_string(host.data().join(aloftd::API_URL_FILE)).unwrap();
     let operator = std::fs::read_to_string(host.data().join("admin-token")).unwrap();
-    let metrics = http
-        .get(format!("{}/metrics", api.trim()))
-        .bearer_auth(operator.trim())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(metrics.status(), 200);
-    let metrics = metrics.text().await.unwrap();
-    for expected in [
+    let expected = [
         "aloft_proxy_requests_total{app=\"checked\",status=\"2xx\",handler=\"http\"} ".to_owned(),
         "aloft_proxy_request_duration_seconds_count{app=\"checked\"} ".to_owned(),
         "aloft_proxy_app_duration_seconds_bucket{app=\"checked\",le=\"+Inf\"} ".to_owned(),
+        // Every client connection has closed (the proxy sees it close moments later).
         format!("aloft_proxy_machine_concurrency{{app=\"checked\",machine=\"{well}\"}} 0"),
         format!(
             "aloft_check_status{{app=\"checked\",machine=\"{well}\",check=\"{CHECK}\",status=\"passing\"}} 1"
@@ -205,8 +203,25 @@ async fn a_machine_failing_its_check_gets_no_traffic_until_it_passes_again() {
         format!(
             "aloft_check_status{{app=\"checked\",machine=\"{well}\",check=\"sidecar\",status=\"critical\"}} 1"
         ),
-    ] {
-        assert!(metrics.contains(&expected), "{expected} in\n{metrics}");
+    ];
+    let mut metrics = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let answer = http
+            .get(format!("{}/metrics", api.trim()))
+            .bearer_auth(operator.trim())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        metrics = answer.text().await.unwrap();
+        if expected.iter().all(|e| metrics.contains(e)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for expected in &expected {
+        assert!(metrics.contains(expected), "{expected} in\n{metrics}");
     }
 
     // A stopped machine's checks are critical.

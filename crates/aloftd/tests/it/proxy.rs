@@ -187,10 +187,15 @@ async fn requests_reach_the_apps_machines_by_host_with_flys_headers() {
         assert!(body.contains(expected), "{expected:?} in {body}");
     }
 
-    // Both machines take requests.
+    // Both machines take requests. The service counts connections (Fly's default), so
+    // each request comes on a connection of its own: a kept-alive one stays on one machine.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let mut seen = BTreeSet::new();
     for _ in 0..10 {
-        let body = get(&http, proxy, "EDGE.aloft.localhost", "/")
+        let body = get(&fresh, proxy, "EDGE.aloft.localhost", "/")
             .await
             .text()
             .await
