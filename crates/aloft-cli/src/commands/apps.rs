@@ -42,9 +42,6 @@ pub enum AppsCommand {
     },
 }
 
-/// How long a restarted machine may take to start and pass its checks.
-const RESTART_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
-
 pub(crate) async fn run(command: AppsCommand, json: bool, out: &mut Output) -> Result<(), Failure> {
     let client = client()?;
     match command {
@@ -143,27 +140,17 @@ async fn restart_one(
     force_stop: bool,
     skip_checks: bool,
 ) -> anyhow::Result<()> {
+    use crate::commands::machine::{START_TIMEOUT, Until, wait_until};
     client.restart_machine_forced(app, id, force_stop).await?;
-    let deadline = std::time::Instant::now() + RESTART_TIMEOUT;
-    loop {
-        let machine = client.machine(app, id).await?;
-        let passing = machine
-            .checks
-            .iter()
-            .all(|c| c.status == aloft_types::CheckStatus::Passing);
-        if machine.state == "started" && (skip_checks || passing) {
-            return Ok(());
-        }
-        if std::time::Instant::now() >= deadline {
-            let checks = crate::commands::machine::checks_summary(&machine.checks);
-            anyhow::bail!(
-                "machine {id} is {} (checks passing: {checks}) {}s after its restart; the machines after it were not restarted",
-                machine.state,
-                RESTART_TIMEOUT.as_secs()
-            );
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+    let until = Until {
+        states: &[aloft_types::MachineState::Started],
+        label: "started",
+        checks_passing: !skip_checks,
+    };
+    wait_until(client, app, id, until, START_TIMEOUT)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}; the machines after it were not restarted"))?;
+    Ok(())
 }
 
 /// `aloft open [PATH]`: the app's URL (with `PATH`), printed, and opened in a browser when

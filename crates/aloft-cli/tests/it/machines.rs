@@ -49,16 +49,39 @@ async fn started(platform: &SimPlatform) -> String {
     machine.id
 }
 
+/// A platform of one simulated host with the app, and the CLI pointed at it.
+struct Cli {
+    platform: SimPlatform,
+    url: String,
+    token: String,
+    home: tempfile::TempDir,
+}
+
+impl Cli {
+    async fn start() -> Cli {
+        let platform = SimPlatform::start(1).await;
+        let (url, token) = platform.api();
+        platform.client.create_app(APP, None).await.unwrap();
+        Cli {
+            platform,
+            url,
+            token,
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Runs `aloft ARGS -a APP` (on a blocking thread: the platform runs on this runtime).
+    fn aloft(&self, args: &[&str]) -> Output {
+        tokio::task::block_in_place(|| run(&self.url, &self.token, self.home.path(), args))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn flyctls_machine_commands_do_what_they_say() {
-    let platform = SimPlatform::start(1).await;
-    let (url, token) = platform.api();
-    let home = tempfile::tempdir().unwrap();
-    let aloft =
-        |args: &[&str]| tokio::task::block_in_place(|| run(&url, &token, home.path(), args));
+    let cli = Cli::start().await;
+    let (platform, aloft) = (&cli.platform, |args: &[&str]| cli.aloft(args));
     let client = &platform.client;
-    client.create_app(APP, None).await.unwrap();
-    let id = started(&platform).await;
+    let id = started(platform).await;
 
     // wait: settled at once for a started machine; a state it is not in times out.
     let settled = aloft(&["machine", "wait", &id]);
@@ -179,21 +202,17 @@ async fn flyctls_machine_commands_do_what_they_say() {
         text(&suspended.stderr)
     );
     assert_eq!(client.machine(APP, &id).await.unwrap().state, "stopped");
-    platform.stop().await;
+    cli.platform.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn apps_restart_restarts_each_started_machine_and_leaves_stopped_ones() {
-    let platform = SimPlatform::start(1).await;
-    let (url, token) = platform.api();
-    let home = tempfile::tempdir().unwrap();
-    let aloft =
-        |args: &[&str]| tokio::task::block_in_place(|| run(&url, &token, home.path(), args));
+    let cli = Cli::start().await;
+    let (platform, aloft) = (&cli.platform, |args: &[&str]| cli.aloft(args));
     let client = &platform.client;
-    client.create_app(APP, None).await.unwrap();
-    let first = started(&platform).await;
-    let second = started(&platform).await;
-    let stopped = started(&platform).await;
+    let first = started(platform).await;
+    let second = started(platform).await;
+    let stopped = started(platform).await;
     client
         .stop_machine(APP, &stopped, None, None)
         .await
@@ -240,7 +259,7 @@ async fn apps_restart_restarts_each_started_machine_and_leaves_stopped_ones() {
         client.machine(APP, &stopped).await.unwrap().state,
         "stopped"
     );
-    platform.stop().await;
+    cli.platform.stop().await;
 }
 
 #[test]

@@ -121,8 +121,6 @@ pub(super) async fn run_machine(
 /// How long a started machine is watched for an exit before `machine run` calls it
 /// started (flyctl's smoke checks).
 const SMOKE_CHECK: Duration = Duration::from_secs(10);
-/// How long a new machine may take to start, an image pull included.
-const START_TIMEOUT: Duration = Duration::from_secs(300);
 /// How many of a failed machine's last log lines are shown.
 const LINES_SHOWN: usize = 20;
 
@@ -134,7 +132,7 @@ pub(super) async fn running(
     app: &str,
     id: &str,
 ) -> anyhow::Result<MachineResponse> {
-    let deadline = Instant::now() + START_TIMEOUT;
+    let deadline = Instant::now() + super::START_TIMEOUT;
     let mut started: Option<Instant> = None;
     loop {
         let machine = client.machine(app, id).await?;
@@ -182,7 +180,7 @@ pub(super) async fn running(
             bail!(
                 "machine {id} is {} and did not start within {} seconds",
                 machine.state,
-                START_TIMEOUT.as_secs()
+                super::START_TIMEOUT.as_secs()
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -110,6 +110,54 @@ pub(super) async fn wait_for(
     wait_any(client, app, id, &wanted, state, timeout).await
 }
 
+/// What a wait waits for: a machine in one of `states` (`label` names them in the error)
+/// and, with `checks_passing`, every check of it passing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Until<'a> {
+    pub(crate) states: &'a [MachineState],
+    pub(crate) label: &'a str,
+    pub(crate) checks_passing: bool,
+}
+
+/// Polls the machine until it is as `until` says, at most `timeout`; the machine then.
+pub(crate) async fn wait_until(
+    client: &Client,
+    app: &str,
+    id: &str,
+    until: Until<'_>,
+    timeout: Duration,
+) -> anyhow::Result<MachineResponse> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let machine = client.machine(app, id).await?;
+        let in_state = until.states.iter().any(|s| s.as_str() == machine.state);
+        let passing = machine
+            .checks
+            .iter()
+            .all(|c| c.status == aloft_types::CheckStatus::Passing);
+        if in_state && (passing || !until.checks_passing) {
+            return Ok(machine);
+        }
+        if Instant::now() >= deadline {
+            let checks = if until.checks_passing {
+                format!(
+                    " with its checks passing (now: {})",
+                    super::checks_summary(&machine.checks)
+                )
+            } else {
+                String::new()
+            };
+            bail!(
+                "machine {id} is {} and did not become {}{checks} within {}s",
+                machine.state,
+                until.label,
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Until the machine is in one of `wanted` (`label` names them in the error), at most
 /// `timeout`; the state it reached.
 pub(super) async fn wait_any(
@@ -120,21 +168,12 @@ pub(super) async fn wait_any(
     label: &str,
     timeout: Duration,
 ) -> anyhow::Result<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let machine = client.machine(app, id).await?;
-        if wanted.iter().any(|s| s.as_str() == machine.state) {
-            return Ok(machine.state);
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "machine {id} is {} and did not become {label} within {}s",
-                machine.state,
-                timeout.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let until = Until {
+        states: wanted,
+        label,
+        checks_passing: false,
+    };
+    Ok(wait_until(client, app, id, until, timeout).await?.state)
 }
 
 /// The machines a `leases` command is about: `ids`, or every machine of the app.
@@ -349,14 +388,11 @@ pub(super) async fn update(
     };
     let updated = client.update_machine(app, &machine.id, &request).await?;
     if !detach && machine.state == MachineState::Started.as_str() {
-        wait_for(client, app, &machine.id, "started", START_TIMEOUT).await?;
+        wait_for(client, app, &machine.id, "started", super::START_TIMEOUT).await?;
         return Ok(client.machine(app, &machine.id).await?);
     }
     Ok(updated)
 }
-
-/// How long an updated machine may take to start again, an image pull included.
-const START_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[cfg(test)]
 mod tests {

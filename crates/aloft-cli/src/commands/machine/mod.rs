@@ -15,7 +15,11 @@ use crate::api::client;
 use crate::output::Output;
 use launch::{RunArgs, run_machine};
 use manage::{CloneArgs, LeasesCommand, UpdateArgs};
+pub(crate) use manage::{Until, wait_until};
 pub(crate) use show::checks_summary;
+
+/// How long a machine may take to start (or start again), an image pull included.
+pub(crate) const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 use show::{describe, machines_table};
 
 /// Longest single wait the API allows; longer waits repeat it.
