@@ -175,6 +175,8 @@ struct Shared<R> {
     network: OnceLock<HostNetwork>,
     /// The SSH server's settings and host key, loaded on first use.
     ssh: tokio::sync::OnceCell<Arc<aloft_ssh::russh::server::Config>>,
+    /// The main process of each running instance whose static files were served.
+    roots: statics::Roots,
 }
 
 /// One host's agent.
@@ -208,6 +210,7 @@ impl<R: Runtime + 'static> Agent<R> {
             stopping: CancellationToken::new(),
             network: OnceLock::new(),
             ssh: tokio::sync::OnceCell::new(),
+            roots: statics::Roots::default(),
         });
         Agent {
             shared,

@@ -113,10 +113,19 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
         path: &'a str,
     ) -> BoxFuture<'a, Result<Option<StaticFile>, LinkError>> {
         Box::pin(async move {
-            let container = self.running_container(machine).await?;
-            // A runtime that shows no host process (the simulated one) has no files here.
-            let Some(main) = container.pid else {
-                return Ok(None);
+            let roots = &self.shared.roots;
+            let main = match roots.get(&machine.instance_id) {
+                Some(main) => main,
+                None => {
+                    let container = self.running_container(machine).await?;
+                    // A runtime that shows no host process (the simulated one) has no
+                    // files here.
+                    let Some(main) = container.pid else {
+                        return Ok(None);
+                    };
+                    roots.remember(&machine.instance_id, main);
+                    main
+                }
             };
             let root = std::path::PathBuf::from(format!("/proc/{main}/root"));
             let (guest_path, path) = (guest_path.to_owned(), path.to_owned());

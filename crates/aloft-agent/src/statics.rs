@@ -7,12 +7,61 @@
 //! statics either), and only a regular file outside the kernel's pseudo-filesystems is
 //! served.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::sync::Mutex;
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{SFlag, fstat};
+
+/// The main process of each running instance, so that a static file costs no container
+/// listing: its pid and its start time, which together name one process for good (a pid
+/// reused after the container stopped has another start time).
+#[derive(Debug, Default)]
+pub(crate) struct Roots {
+    by_instance: Mutex<HashMap<String, (u32, u64)>>,
+}
+
+/// More instances than a host runs: past it, the map starts again.
+const MAX_ROOTS: usize = 4096;
+
+impl Roots {
+    /// The instance's main process, when it is the one remembered and still runs.
+    pub(crate) fn get(&self, instance: &str) -> Option<u32> {
+        let (pid, started) = *self.by_instance.lock().ok()?.get(instance)?;
+        if start_time(Path::new("/proc"), pid) == Some(started) {
+            return Some(pid);
+        }
+        if let Ok(mut roots) = self.by_instance.lock() {
+            roots.remove(instance);
+        }
+        None
+    }
+
+    /// Remembers `pid` as the instance's main process.
+    pub(crate) fn remember(&self, instance: &str, pid: u32) {
+        let Some(started) = start_time(Path::new("/proc"), pid) else {
+            return;
+        };
+        if let Ok(mut roots) = self.by_instance.lock() {
+            if roots.len() >= MAX_ROOTS {
+                roots.clear();
+            }
+            roots.insert(instance.to_owned(), (pid, started));
+        }
+    }
+}
+
+/// When process `pid` started (field 22 of `/proc/<pid>/stat`, in clock ticks since
+/// boot), or `None` when there is no such process.
+fn start_time(proc: &Path, pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(proc.join(pid.to_string()).join("stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after its end.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
 
 /// Opens `guest_path/path` beneath `root` (a machine's `/proc/<pid>/root`): the file and
 /// its size, or `None` when it is missing, not a regular file, behind a symbolic link or
@@ -90,6 +139,46 @@ fn plain(segment: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test code fails loudly")]
+
+    #[test]
+    fn a_remembered_process_is_known_while_it_runs_and_forgotten_after() {
+        let proc = std::path::Path::new("/proc");
+        let mine = std::process::id();
+        let started = super::start_time(proc, mine).unwrap();
+        assert!(started > 0);
+        let roots = super::Roots::default();
+        roots.remember("current", mine);
+        assert_eq!(roots.get("current"), Some(mine));
+        assert_eq!(roots.get("other"), None);
+        // A process that has ended: its instance is forgotten.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        roots.remember("ended", pid);
+        child.wait().unwrap();
+        assert_eq!(roots.get("ended"), None);
+        // The same pid with another start time is another process.
+        roots
+            .by_instance
+            .lock()
+            .unwrap()
+            .insert("reused".into(), (mine, started + 1));
+        assert_eq!(roots.get("reused"), None);
+        assert!(!roots.by_instance.lock().unwrap().contains_key("reused"));
+    }
+
+    #[test]
+    fn start_time_reads_past_a_command_name_with_spaces_and_parentheses() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("42")).unwrap();
+        let fields: Vec<String> = (3..=52).map(|n| n.to_string()).collect();
+        std::fs::write(
+            dir.path().join("42/stat"),
+            format!("42 (a) b (c) {}", fields.join(" ")),
+        )
+        .unwrap();
+        assert_eq!(super::start_time(dir.path(), 42), Some(22));
+        assert_eq!(super::start_time(dir.path(), 43), None);
+    }
 
     use std::io::Read as _;
 

@@ -19,8 +19,8 @@ fn config() -> MachineConfig {
     let setup = "mkdir -p /public/css /srv \
         && printf hello > /public/hello.txt \
         && printf 'body{}' > /public/css/app.css \
-        && ln -s /etc/passwd /public/passwd \
-        && ln -s ../etc/group /public/group \
+        && ln -sf /etc/passwd /public/passwd \
+        && ln -sf ../etc/group /public/group \
         && printf '%s' \"$ECHO_SCRIPT\" > /srv/echo && chmod +x /srv/echo \
         && exec nc -ll -p 8080 -e /srv/echo";
     let mut config = MachineConfig {
@@ -125,4 +125,25 @@ async fn statics_serve_a_machines_files_and_leave_the_rest_to_the_app() {
         assert!(!answer.contains("root:"), "{climbing}: {answer}");
         assert!(answer.contains(&from_app), "{climbing}: {answer}");
     }
+
+    // Restarted, the machine runs as another process: its files are served from it (the
+    // agent's remembered process of the old run is not used).
+    client.restart_machine("files", &machine.id).await.unwrap();
+    client
+        .wait("files", &machine.id, aloft_types::MachineState::Started, 60)
+        .await
+        .unwrap();
+    eventually(
+        "the restarted machine's file",
+        Duration::from_secs(30),
+        || async {
+            let body = get(&http, proxy, HOST, "/static/hello.txt")
+                .await
+                .text()
+                .await
+                .ok()?;
+            (body == "hello").then_some(())
+        },
+    )
+    .await;
 }
