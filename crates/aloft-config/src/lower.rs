@@ -77,6 +77,16 @@ impl AppConfig {
             })
     }
 
+    /// `[deploy.release_command_vm]` as the release command machine's guest (`None`: it
+    /// runs with the release's own).
+    pub fn release_command_guest(&self) -> Result<Option<MachineGuest>, LowerError> {
+        self.deploy
+            .as_ref()
+            .and_then(|d| d.release_command_vm.as_ref())
+            .map(|vm| self.guest(vm))
+            .transpose()
+    }
+
     /// The process groups, sorted by name; `["app"]` when there is no `[processes]`.
     pub fn process_groups(&self) -> Vec<String> {
         if self.processes.is_empty() {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use aloft_types::deploy::{DeploymentStatus, ReleaseStatus, StepKind, Strategy};
-use aloft_types::machine::MachineConfig;
+use aloft_types::machine::{MachineConfig, MachineGuest};
 use aloft_types::{AppId, MachineId};
 use sqlx::Row;
 
@@ -45,6 +45,8 @@ pub struct DeploymentRecord {
     /// Run once in a temporary machine before any machine changes.
     pub release_command: Option<Vec<String>>,
     pub release_command_timeout_ms: Option<i64>,
+    /// The release command machine's guest; `None`: the release's own.
+    pub release_command_guest: Option<MachineGuest>,
     /// How long each new machine must keep running without an exit before it counts as
     /// started (smoke checks); 0 turns them off.
     pub smoke_check_ms: i64,
@@ -116,7 +118,7 @@ fn release_from(row: &sqlx::any::AnyRow) -> Result<ReleaseRecord, StoreError> {
     })
 }
 
-const DEPLOYMENT_COLUMNS: &str = "id, app_id, release_id, strategy, max_unavailable, wait_timeout_ms, initial_count, status, error, created_at, updated_at, release_command, release_command_timeout_ms, smoke_check_ms";
+const DEPLOYMENT_COLUMNS: &str = "id, app_id, release_id, strategy, max_unavailable, wait_timeout_ms, initial_count, status, error, created_at, updated_at, release_command, release_command_timeout_ms, smoke_check_ms, release_command_guest";
 
 fn deployment_from(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StoreError> {
     let id: String = row.try_get(0).map_err(StoreError::database(
@@ -128,6 +130,11 @@ fn deployment_from(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StoreErr
     let app: String = row.try_get(1).map_err(read)?;
     let release_command: Option<String> = row.try_get(11).map_err(read)?;
     let release_command = release_command
+        .map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|e| StoreError::corrupt("deployment", &id, e))?;
+    let release_command_guest: Option<String> = row.try_get(14).map_err(read)?;
+    let release_command_guest = release_command_guest
         .map(|text| serde_json::from_str(&text))
         .transpose()
         .map_err(|e| StoreError::corrupt("deployment", &id, e))?;
@@ -154,6 +161,7 @@ fn deployment_from(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StoreErr
         updated_at: row.try_get(10).map_err(read)?,
         release_command,
         release_command_timeout_ms: row.try_get(12).map_err(read)?,
+        release_command_guest,
         smoke_check_ms: row.try_get(13).map_err(read)?,
         id,
     })
@@ -173,6 +181,8 @@ pub struct NewDeployment {
     pub initial_count: i64,
     pub release_command: Option<Vec<String>>,
     pub release_command_timeout_ms: Option<i64>,
+    /// See [`DeploymentRecord::release_command_guest`].
+    pub release_command_guest: Option<MachineGuest>,
     /// See [`DeploymentRecord::smoke_check_ms`].
     pub smoke_check_ms: i64,
 }
@@ -215,6 +225,7 @@ impl Store {
                 initial_count: new.initial_count,
                 release_command: new.release_command.clone(),
                 release_command_timeout_ms: new.release_command_timeout_ms,
+                release_command_guest: new.release_command_guest.clone(),
                 smoke_check_ms: new.smoke_check_ms,
                 status: DeploymentStatus::Running,
                 error: None,
@@ -224,6 +235,12 @@ impl Store {
             let config = config_text("release", &release.id, &release.config)?;
             let release_command = deployment
                 .release_command
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::corrupt("deployment", &deployment.id, e))?;
+            let release_command_guest = deployment
+                .release_command_guest
                 .as_ref()
                 .map(serde_json::to_string)
                 .transpose()
@@ -256,7 +273,7 @@ impl Store {
                 Err(error) => return Err(error),
             }
             sqlx::query(&format!(
-                "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $12, $13)"
+                "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $12, $13, $14)"
             ))
             .bind(&deployment.id)
             .bind(app)
@@ -271,6 +288,7 @@ impl Store {
             .bind(release_command)
             .bind(deployment.release_command_timeout_ms)
             .bind(deployment.smoke_check_ms)
+            .bind(release_command_guest)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::database("recording a deployment", "app", app))?;

@@ -182,8 +182,9 @@ fn crash(code: &str) -> std::io::Result<()> {
     std::process::exit(code)
 }
 
-/// `aloft-testapp release CODE`: a release command that says what it does and exits
-/// with `CODE` (a failing migration when it is not 0). Its output is what the test reads.
+/// `aloft-testapp release CODE`: a release command that says what it does, and what it was
+/// given (`RELEASE_COMMAND`, its memory limit), and exits with `CODE` (a failing migration
+/// when it is not 0). Its output is what the test reads.
 #[allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -198,6 +199,13 @@ fn release(code: &str) -> std::io::Result<()> {
     })?;
     let version = std::env::var("TESTAPP_VERSION").unwrap_or_else(|_| "1".to_owned());
     println!("release command of version {version}: running migrations");
+    // What the platform gave the command's machine, for the test to read.
+    let marker = std::env::var("RELEASE_COMMAND").unwrap_or_default();
+    // cgroup v2's file, else v1's.
+    let memory = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .or_else(|_| std::fs::read_to_string("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .unwrap_or_default();
+    println!("RELEASE_COMMAND={marker} memory.max={}", memory.trim());
     if code != 0 {
         eprintln!("release command of version {version}: migration 3 failed, exiting {code}");
     }

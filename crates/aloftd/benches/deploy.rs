@@ -41,6 +41,7 @@ fn request(image: &str, version: usize, machines: u32, strategy: &str) -> Deploy
         description: None,
         release_command: None,
         release_command_timeout: None,
+        release_command_guest: None,
         smoke_checks: None,
         smoke_check_seconds: None,
     }

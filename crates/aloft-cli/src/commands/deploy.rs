@@ -169,6 +169,9 @@ fn requests(
     let release_command_timeout = deploy
         .release_command_timeout
         .map(|d| d.as_secs_f64().ceil() as u64);
+    let release_command_guest = config
+        .release_command_guest()
+        .with_context(|| format!("reading {}", path.display()))?;
     let mut requests = Vec::new();
     for (index, group) in config.process_groups().into_iter().enumerate() {
         let mut machine = config
@@ -194,6 +197,11 @@ fn requests(
                     None
                 },
                 release_command_timeout,
+                release_command_guest: if index == 0 {
+                    release_command_guest.clone()
+                } else {
+                    None
+                },
                 smoke_checks: (!args.smoke_checks).then_some(false),
                 smoke_check_seconds: None,
             },

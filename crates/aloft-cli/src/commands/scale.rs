@@ -574,6 +574,7 @@ pub(crate) async fn redeploy(
             description: Some(format!("{describe} (process group {group})")),
             release_command: None,
             release_command_timeout: None,
+            release_command_guest: None,
             smoke_checks: None,
             smoke_check_seconds: None,
         };

@@ -10,6 +10,7 @@ mod corpus;
 mod generated;
 mod invalid;
 mod realworld;
+mod release;
 mod seed;
 
 use std::path::{Path, PathBuf};

@@ -189,6 +189,16 @@ async fn create(
         (_, Some(seconds)) => Duration::from_secs(seconds),
     };
     crate::machines::ensure_fits(&inner, request.config.guest.as_ref(), None).await?;
+    if let Some(guest) = &request.release_command_guest {
+        crate::machines::ensure_fits(&inner, Some(guest), None)
+            .await
+            .map_err(|e| match e {
+                ApiError::Unprocessable(why) => {
+                    ApiError::Unprocessable(format!("release_command_guest: {why}"))
+                }
+                other => other,
+            })?;
+    }
     ensure_idle(&inner, &app).await?;
     // A release runs an image by its id (a content digest) when the engine has it, so a
     // tag moved later does not change what the release runs.
@@ -236,6 +246,7 @@ async fn create(
             initial_count,
             release_command,
             release_command_timeout_ms: release_command_timeout,
+            release_command_guest: request.release_command_guest,
             smoke_check_ms: i64::try_from(smoke_check.as_millis()).unwrap_or(i64::MAX),
         })
         .await?;
@@ -321,6 +332,7 @@ async fn rollback(
             initial_count,
             release_command: None,
             release_command_timeout_ms: None,
+            release_command_guest: None,
             smoke_check_ms,
         })
         .await?;

@@ -50,6 +50,13 @@ pub(super) async fn release_command(
             config.statics.clear();
             config.metrics = None;
             config.schedule = None;
+            // `[deploy.release_command_vm]`, and the variable Fly sets for the command.
+            if let Some(guest) = &deployment.release_command_guest {
+                config.guest = Some(guest.clone());
+            }
+            config
+                .env
+                .insert("RELEASE_COMMAND".to_owned(), "1".to_owned());
             config.auto_destroy = false;
             config.restart = Some(aloft_types::machine::MachineRestart {
                 policy: Some(aloft_types::machine::RestartPolicy::No),

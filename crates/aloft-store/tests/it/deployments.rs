@@ -23,6 +23,7 @@ fn deploy(app: &aloft_types::AppId, image: &str) -> NewDeployment {
         initial_count: 2,
         release_command: None,
         release_command_timeout_ms: None,
+        release_command_guest: None,
         smoke_check_ms: 10_000,
     }
 }
@@ -45,11 +46,14 @@ async fn releases_are_numbered_per_app_and_deployments_log_their_steps(store: St
     let mut with_command = deploy(&web.id, "two");
     with_command.release_command = Some(vec!["migrate".to_owned(), "--all".to_owned()]);
     with_command.release_command_timeout_ms = Some(60_000);
+    with_command.release_command_guest =
+        aloft_types::machine::MachineGuest::preset("shared-cpu-2x");
+    assert!(with_command.release_command_guest.is_some());
     let (second, commanded) = store.insert_deployment(with_command).await.unwrap();
     assert_eq!(
         store.deployment(&web.id, &commanded.id).await.unwrap(),
         commanded,
-        "the release command is kept"
+        "the release command, its timeout and its guest are kept"
     );
     let (other, _) = store
         .insert_deployment(deploy(&api.id, "three"))

@@ -676,6 +676,10 @@ pub struct DeployRequest {
     /// Seconds the release command may run (default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_command_timeout: Option<u64>,
+    /// The release command machine's size (fly.toml's `[deploy.release_command_vm]`);
+    /// without it, the release's own `config.guest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_command_guest: Option<crate::machine::MachineGuest>,
     /// Smoke checks, as flyctl runs them (default on): each new machine must keep running
     /// for `smoke_check_seconds` after it starts, without an exit; one that exits, crash
     /// loops or fails to launch fails the deployment at once, with its exit code and last

@@ -37,6 +37,7 @@ fn release(image: &str, version: &str, healthy: bool) -> DeployRequest {
         description: Some(format!("version {version}")),
         release_command: None,
         release_command_timeout: None,
+        release_command_guest: None,
         smoke_checks: None,
         // 3 s, not the 10 s default, per machine: a crash at start still shows within
         // it, and the tests' dozen of rolled machines take a minute less.
@@ -626,6 +627,10 @@ async fn a_release_command_runs_first_and_a_failing_one_changes_nothing() {
     let mut first = release(&image, "1", true);
     first.initial_count = Some(2);
     first.release_command = command("0");
+    // `[deploy.release_command_vm]`: the command's machine gets its own size.
+    let mut guest = aloft_types::machine::MachineGuest::preset("shared-cpu-1x").unwrap();
+    guest.memory_mb = 512;
+    first.release_command_guest = Some(guest);
     let first = client.deploy(APP, &first).await.unwrap();
     let first = finished(client, &first.id).await;
     assert_eq!(first.status, "succeeded", "{first:#?}");
@@ -636,6 +641,14 @@ async fn a_release_command_runs_first_and_a_failing_one_changes_nothing() {
             .message
             .contains("release command of version 1: running migrations"),
         "its output: {:?}",
+        first.steps[1].message
+    );
+    // Fly's RELEASE_COMMAND=1, and the memory limit of release_command_vm (512 MB).
+    assert!(
+        first.steps[1]
+            .message
+            .contains("RELEASE_COMMAND=1 memory.max=536870912"),
+        "its environment and size: {:?}",
         first.steps[1].message
     );
     let machines = live_count(client, 2, "the release command's machine to be gone").await;
@@ -649,6 +662,11 @@ async fn a_release_command_runs_first_and_a_failing_one_changes_nothing() {
     assert!(
         error.contains("exited with code 1") && error.contains("migration 3 failed"),
         "the exit code and the command's output: {error}"
+    );
+    // Without release_command_vm, the command's machine has the release's own size.
+    assert!(
+        error.contains("RELEASE_COMMAND=1 memory.max=") && !error.contains("memory.max=536870912"),
+        "{error}"
     );
     let steps = kinds(&second);
     assert_eq!(

@@ -163,6 +163,7 @@ async fn prometheus_scrapes_every_role_and_the_apps_metrics_with_the_shipped_con
                 description: None,
                 release_command: None,
                 release_command_timeout: None,
+                release_command_guest: None,
                 smoke_checks: None,
                 smoke_check_seconds: None,
             },

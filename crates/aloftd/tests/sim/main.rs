@@ -150,6 +150,7 @@ fn release(
         description: Some(format!("version {version}")),
         release_command: None,
         release_command_timeout: None,
+        release_command_guest: None,
         smoke_checks: Some(smoke_checks),
         smoke_check_seconds: smoke_checks.then_some(1),
     }
