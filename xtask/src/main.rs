@@ -204,18 +204,78 @@ fn test(root: &Path) -> Result<()> {
         "--no-run",
     ]))?;
     run(cargo_linted()?.args(["build", "--workspace", "--benches", "--quiet"]))?;
+    // The app the end-to-end tests run in machines (`aloft_testkit::testapp_image`), built
+    // now so that no test needs cargo (below).
+    run(cargo_linted()?.args(["build", "--package", "aloft-testapp", "--quiet"]))?;
 
     section("Tests");
-    // The docs and the fuzz targets only compile: they build beside the tests, at the
-    // lowest CPU priority and in target directories of their own (no lock shared with the
-    // tests' cargo), on the CPU that the end-to-end tests leave idle while they wait on
-    // engines and timers. What they print is shown after the tests.
-    let beside = std::thread::spawn(build_beside_tests);
-    // Doc tests first, so that the run's last test summary is nextest's, of every test.
+    // Doc tests first (they need cargo), so that the run's last test summary is
+    // nextest's, of every test.
     run(cargo_linted()?.args(["test", "--doc", "--workspace", "--quiet"]))?;
+    // What nextest needs to run the built tests without cargo: cargo's lock on the target
+    // directory is then free for the docs and fuzz-target build beside the tests. That
+    // build shares the tests' target directory, so it compiles none of the proc macros
+    // and build scripts again (seven tenths of its work in a directory of its own).
+    let nextest_dir = root.join("target").join("nextest");
+    std::fs::create_dir_all(&nextest_dir)
+        .with_context(|| format!("creating {}", nextest_dir.display()))?;
+    let binaries = nextest_dir.join("ci-binaries.json");
+    let listed = cargo_linted()?
+        .args([
+            "nextest",
+            "list",
+            "--workspace",
+            "--profile",
+            "ci",
+            "--list-type",
+            "binaries-only",
+            "--message-format",
+            "json",
+        ])
+        .output()
+        .context("listing the test binaries")?;
+    if !listed.status.success() {
+        bail!(
+            "cargo nextest list failed ({}): {}",
+            listed.status,
+            String::from_utf8_lossy(&listed.stderr)
+        );
+    }
+    std::fs::write(&binaries, &listed.stdout)
+        .with_context(|| format!("writing {}", binaries.display()))?;
+    let metadata = nextest_dir.join("ci-cargo-metadata.json");
+    let described = cargo()
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--all-features",
+            "--no-deps",
+        ])
+        .output()
+        .context("running cargo metadata")?;
+    if !described.status.success() {
+        bail!(
+            "cargo metadata failed ({}): {}",
+            described.status,
+            String::from_utf8_lossy(&described.stderr)
+        );
+    }
+    std::fs::write(&metadata, &described.stdout)
+        .with_context(|| format!("writing {}", metadata.display()))?;
+    // The docs and the fuzz targets only compile: they build beside the tests, at the
+    // lowest CPU priority, on the CPU that the end-to-end tests leave idle while they wait
+    // on engines and timers. What they print is shown after the tests.
+    let beside = std::thread::spawn(build_beside_tests);
     // A snapshot that is missing or differs fails the run; it is never written by CI.
-    run(cargo_linted()?
-        .args(["nextest", "run", "--workspace", "--profile", "ci"])
+    let testapp = root.join("target").join("debug").join("aloft-testapp");
+    run(cargo()
+        .args(["nextest", "run", "--profile", "ci"])
+        .arg("--binaries-metadata")
+        .arg(&binaries)
+        .arg("--cargo-metadata")
+        .arg(&metadata)
+        .env(aloft_testapp_variable(), &testapp)
         .env("INSTA_UPDATE", "no")
         .env_remove("INSTA_FORCE_PASS"))?;
 
@@ -233,19 +293,18 @@ fn test(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `cargo doc` (warnings denied) and a check of the fuzz targets, each under `nice`; what
-/// they printed.
+/// The variable that hands the tests a built `aloft-testapp` (see
+/// `aloft_testkit::testapp_image`).
+fn aloft_testapp_variable() -> &'static str {
+    "ALOFT_TESTAPP_BINARY"
+}
+
+/// `cargo doc` (warnings denied) and a check of the fuzz targets, each under `nice`, in
+/// the tests' target directory; what they printed, with how long each took.
 fn build_beside_tests() -> Result<String> {
     let mut docs = cargo_once();
-    docs.args([
-        "doc",
-        "--no-deps",
-        "--workspace",
-        "--quiet",
-        "--target-dir",
-        "target/docs",
-    ])
-    .env("RUSTDOCFLAGS", "-D warnings");
+    docs.args(["doc", "--no-deps", "--workspace", "--quiet"])
+        .env("RUSTDOCFLAGS", "-D warnings");
     let mut fuzz = cargo_once();
     fuzz.args([
         "check",
@@ -253,6 +312,8 @@ fn build_beside_tests() -> Result<String> {
         "--manifest-path",
         "fuzz/Cargo.toml",
         "--bins",
+        "--target-dir",
+        "target",
     ]);
     let mut printed = String::new();
     for command in [docs, fuzz] {
@@ -265,6 +326,7 @@ fn build_beside_tests() -> Result<String> {
                 None => niced.env_remove(name),
             };
         }
+        let started = std::time::Instant::now();
         let output = niced
             .output()
             .with_context(|| format!("running {}", describe(&niced)))?;
@@ -277,6 +339,11 @@ fn build_beside_tests() -> Result<String> {
                 output.status
             );
         }
+        printed.push_str(&format!(
+            "{}: {:.0?}\n",
+            describe(&niced),
+            started.elapsed()
+        ));
     }
     Ok(printed)
 }

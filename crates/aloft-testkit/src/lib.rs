@@ -339,9 +339,12 @@ impl Drop for TestNetns {
     }
 }
 
+/// The variable naming a built `aloft-testapp` binary for [`testapp_image`].
+pub const TESTAPP_BINARY_VARIABLE: &str = "ALOFT_TESTAPP_BINARY";
+
 /// Builds `aloft-testapp` (the workspace's test app: `/health`, a WebSocket echo, slow
-/// requests and a concurrency count; see its crate) with the cargo running the tests, and
-/// makes an image of it: `FROM scratch` with the binary and the shared libraries it links.
+/// requests and a concurrency count; see its crate) with the cargo running the tests
+/// (unless [`TESTAPP_BINARY_VARIABLE`] names a built one), and makes an image of it: `FROM scratch` with the binary and the shared libraries it links.
 /// The tag is the binary's digest, so a changed app makes a new image. Returns the tag.
 pub fn testapp_image() -> String {
     use sha2::Digest as _;
@@ -351,20 +354,26 @@ pub fn testapp_image() -> String {
         .and_then(Path::parent)
         .expect("the workspace root")
         .to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let built = Command::new(&cargo)
-        .args(["build", "--quiet", "--package", "aloft-testapp"])
-        .current_dir(&root)
-        .output()
-        .expect("cargo runs");
-    assert!(
-        built.status.success(),
-        "building aloft-testapp: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
-    let binary = target.join("debug").join("aloft-testapp");
+    let binary = match std::env::var_os(TESTAPP_BINARY_VARIABLE) {
+        // Built already (`cargo xtask test` does, so that no test waits on cargo's lock).
+        Some(path) => std::path::PathBuf::from(path),
+        None => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let built = Command::new(&cargo)
+                .args(["build", "--quiet", "--package", "aloft-testapp"])
+                .current_dir(&root)
+                .output()
+                .expect("cargo runs");
+            assert!(
+                built.status.success(),
+                "building aloft-testapp: {}",
+                String::from_utf8_lossy(&built.stderr)
+            );
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+            target.join("debug").join("aloft-testapp")
+        }
+    };
     let bytes = std::fs::read(&binary).expect("reading the aloft-testapp binary");
     let digest = sha2::Sha256::digest(&bytes);
     let tag: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
