@@ -57,6 +57,63 @@ pub struct Replay {
     pub timeout: Option<Duration>,
     pub fallback: Option<Fallback>,
     pub transform: Transform,
+    /// What the replay asks of the replay cache (path-based caching).
+    pub cache: Option<CacheDirective>,
+}
+
+/// What a replay asks of the replay cache: Fly's `fly-replay-cache` headers, or the JSON
+/// form's `cache` object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheDirective {
+    /// Send requests under `prefix` (`[host]/path`, implicitly ending in `/*`) straight to
+    /// this replay's target for `ttl`.
+    Store {
+        prefix: String,
+        ttl: Duration,
+        allow_bypass: bool,
+    },
+    /// Forget the cached replay that brought this request here.
+    Invalidate,
+}
+
+/// The response headers of path-based replay caching.
+pub const REPLAY_CACHE: &str = "fly-replay-cache";
+pub const REPLAY_CACHE_TTL: &str = "fly-replay-cache-ttl-secs";
+pub const REPLAY_CACHE_ALLOW_BYPASS: &str = "fly-replay-cache-allow-bypass";
+
+/// Reads the `fly-replay-cache` headers: `invalidate`, or a prefix with its TTL (whole
+/// seconds, at least 1) and whether clients may skip it (`yes`).
+pub fn cache_directive(
+    cache: Option<&str>,
+    ttl: Option<&str>,
+    allow_bypass: Option<&str>,
+) -> Result<Option<CacheDirective>, ReplayError> {
+    let Some(cache) = cache.map(str::trim).filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
+    if cache.eq_ignore_ascii_case("invalidate") {
+        return Ok(Some(CacheDirective::Invalidate));
+    }
+    let ttl = ttl.ok_or_else(|| {
+        ReplayError::Cache(format!(
+            "{REPLAY_CACHE}: {cache} without {REPLAY_CACHE_TTL}"
+        ))
+    })?;
+    let seconds = ttl
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(|| {
+            ReplayError::Cache(format!(
+                "{REPLAY_CACHE_TTL}: {ttl:?} is not a whole number of seconds above 0"
+            ))
+        })?;
+    Ok(Some(CacheDirective::Store {
+        prefix: cache.to_owned(),
+        ttl: Duration::from_secs(seconds),
+        allow_bypass: allow_bypass.is_some_and(|v| v.trim().eq_ignore_ascii_case("yes")),
+    }))
 }
 
 /// Region groups Fly accepts in `region`.
@@ -108,6 +165,8 @@ pub enum ReplayError {
     NotText,
     #[error("reading the replay body: {0}")]
     Body(String),
+    #[error("{0}")]
+    Cache(String),
 }
 
 fn regions(list: &str) -> Result<Vec<String>, ReplayError> {
@@ -205,7 +264,8 @@ pub fn parse_header(text: &str) -> Result<Replay, ReplayError> {
             }
             "timeout" => replay.timeout = Some(duration(&value)?),
             "fallback" => replay.fallback = Some(fallback(&value)?),
-            // Replay caching is not supported; its fields are accepted and ignored.
+            // Replay caching has headers of its own (`fly-replay-cache`, read with the
+            // response); fields named so in this one are accepted and ignored.
             other if other.starts_with("cache") => {}
             other => return Err(ReplayError::UnknownField(other.to_owned())),
         }
@@ -235,8 +295,21 @@ struct JsonReplay {
     #[serde(default)]
     transform: Option<Transform>,
     #[serde(default)]
-    #[allow(dead_code, reason = "replay caching is accepted and not supported")]
-    cache: Option<serde_json::Value>,
+    cache: Option<JsonCache>,
+}
+
+/// The JSON form's `cache` object.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonCache {
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    ttl: Option<u64>,
+    #[serde(default)]
+    allow_bypass: bool,
+    #[serde(default)]
+    invalidate: bool,
 }
 
 /// Reads an `application/vnd.fly.replay+json` body.
@@ -258,6 +331,21 @@ pub fn parse_json(body: &[u8]) -> Result<Replay, ReplayError> {
         timeout: json.timeout.as_deref().map(duration).transpose()?,
         fallback: json.fallback,
         transform: json.transform.unwrap_or_default(),
+        cache: match json.cache {
+            None => None,
+            Some(cache) if cache.invalidate => Some(CacheDirective::Invalidate),
+            // Caching is an optimisation: a cache object that cannot be read leaves the
+            // replay itself standing.
+            Some(cache) => cache_directive(
+                cache.prefix.as_deref(),
+                cache.ttl.map(|t| t.to_string()).as_deref(),
+                cache.allow_bypass.then_some("yes"),
+            )
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "a replay's cache object is ignored");
+                None
+            }),
+        },
     })
 }
 

@@ -17,6 +17,7 @@ use aloft_types::MachineState;
 use aloft_types::catalog::{Catalog, CatalogApp, CatalogMachine};
 use aloft_types::machine::{
     Concurrency, ConcurrencyKind, Handler, HttpOptions, MachinePort, MachineService, Protocol,
+    ReplayCache, ReplayCacheKind,
 };
 use bytes::Bytes;
 use http_body_util::Full;
@@ -404,5 +405,157 @@ async fn under_requests_one_connections_requests_spread_and_an_idle_one_counts_n
     let mut two = keep_alive(address).await;
     get(&mut two).await;
     get(&mut one).await;
+    stop.cancel();
+}
+
+/// A machine's answer: headers to add and the body.
+type Answer = (Vec<(&'static str, &'static str)>, String);
+
+/// A machine that answers with `answer(path, headers)` (status 200, extra headers, body)
+/// and counts its requests.
+async fn scripted(
+    answer: fn(&str, &http::HeaderMap) -> Answer,
+) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let (headers, body) = answer(request.uri().path(), request.headers());
+                        async move {
+                            let mut response = http::Response::new(Full::new(Bytes::from(body)));
+                            for (name, value) in headers {
+                                response.headers_mut().insert(name, value.parse().unwrap());
+                            }
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (port, asked)
+}
+
+#[tokio::test]
+async fn replays_are_cached_per_session_and_path_skipped_and_invalidated() {
+    // The origin replays everything to the target, and asks for /cached to be cached by
+    // path; a request it gets back from the target is its own to answer.
+    let (origin_port, origin_asked) = scripted(|path, headers| {
+        if headers.contains_key("fly-replay-src") {
+            return (Vec::new(), "origin".to_owned());
+        }
+        let mut replay = vec![("fly-replay", "app=target")];
+        if path.starts_with("/cached") {
+            replay.push(("fly-replay-cache", "/cached/*"));
+            replay.push(("fly-replay-cache-ttl-secs", "60"));
+        }
+        (replay, String::new())
+    })
+    .await;
+    // The target says how the request came; on /invalidate it sends it back, forgetting.
+    let (target_port, _) = scripted(|path, headers| {
+        if path == "/invalidate" {
+            return (
+                vec![
+                    ("fly-replay", "app=origin"),
+                    ("fly-replay-cache", "invalidate"),
+                ],
+                String::new(),
+            );
+        }
+        let status = headers
+            .get("fly-replay-cache-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        (Vec::new(), format!("target {status}"))
+    })
+    .await;
+    let mut catalog = two_machines(origin_port, target_port);
+    catalog.apps.push(CatalogApp {
+        name: "target".into(),
+        ..catalog.apps[0].clone()
+    });
+    catalog.apps[0].name = "origin".into();
+    catalog.machines[0].app = "origin".into();
+    catalog.machines[1].app = "target".into();
+    catalog.machines[0].services[0].ports[0].http_options = Some(HttpOptions {
+        replay_cache: vec![ReplayCache {
+            path_prefix: "/".into(),
+            ttl_seconds: 60,
+            kind: ReplayCacheKind::Cookie,
+            name: "session".into(),
+            allow_bypass: true,
+        }],
+        ..HttpOptions::default()
+    });
+    let (address, stop) = proxy(catalog).await;
+    let http = reqwest::Client::new();
+    let asked = || origin_asked.load(std::sync::atomic::Ordering::SeqCst);
+    let get = |path: &'static str, headers: &'static [(&'static str, &'static str)]| {
+        let mut request = http
+            .get(format!("http://{address}{path}"))
+            .header("host", "origin.aloft.localhost");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+
+    // What only the proxy says about replays, a client cannot say: the origin does not
+    // see this fly-replay-src (it answers requests that came back with one itself).
+    const SPOOFED: [(&str, &str); 2] = [
+        ("fly-replay-src", "instance=x;region=ams;t=1"),
+        ("fly-replay-cache-status", "hit"),
+    ];
+    assert_eq!(get("/", &SPOOFED).await, "target miss");
+    assert_eq!(asked(), 1);
+    // A session's first request asks the origin; its next ones go straight to the target.
+    assert_eq!(get("/", &[("cookie", "session=a")]).await, "target miss");
+    assert_eq!(asked(), 2);
+    assert_eq!(
+        get("/x", &[("cookie", "x=1; session=a")]).await,
+        "target hit"
+    );
+    assert_eq!(asked(), 2);
+    // Another session, and no session at all, are not the first one's.
+    assert_eq!(get("/", &[("cookie", "session=b")]).await, "target miss");
+    assert_eq!(get("/", &[]).await, "target miss");
+    assert_eq!(get("/", &[]).await, "target miss");
+    assert_eq!(asked(), 5);
+    // The rule allows skipping: the origin is asked, and the entry stays.
+    const SKIP: [(&str, &str); 2] = [
+        ("cookie", "session=a"),
+        ("fly-replay-cache-control", "skip"),
+    ];
+    assert_eq!(get("/", &SKIP).await, "target bypass");
+    assert_eq!(asked(), 6);
+    assert_eq!(get("/", &[("cookie", "session=a")]).await, "target hit");
+    assert_eq!(asked(), 6);
+
+    // Path-based: the origin's fly-replay-cache covers /cached/ for everyone.
+    assert_eq!(get("/cached/1", &[]).await, "target miss");
+    assert_eq!(get("/cached/2", &[]).await, "target hit");
+    assert_eq!(get("/elsewhere", &[]).await, "target miss");
+    assert_eq!(asked(), 8);
+
+    // The target sends a cached session back with `invalidate`: the origin answers, and
+    // the session's next request asks the origin again.
+    assert_eq!(
+        get("/invalidate", &[("cookie", "session=a")]).await,
+        "origin"
+    );
+    assert_eq!(asked(), 9);
+    assert_eq!(get("/", &[("cookie", "session=a")]).await, "target miss");
+    assert_eq!(asked(), 10);
     stop.cancel();
 }

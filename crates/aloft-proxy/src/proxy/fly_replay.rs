@@ -14,8 +14,9 @@ use super::pick::Choice;
 use super::{Proxy, ProxyBody};
 use crate::body::text;
 use crate::replay::{
-    FailReason, Fallback, MAX_REPLAY_BODY, REPLAY_JSON, Replay, ReplayError, Transform,
-    failed_header, parse_header, parse_json, source_header,
+    FailReason, Fallback, MAX_REPLAY_BODY, REPLAY_CACHE, REPLAY_CACHE_ALLOW_BYPASS,
+    REPLAY_CACHE_TTL, REPLAY_JSON, Replay, ReplayError, Transform, cache_directive, failed_header,
+    parse_header, parse_json, source_header,
 };
 use crate::routes::{Backend, Route};
 
@@ -26,7 +27,19 @@ pub(super) async fn replay_of(
 ) -> Result<Result<Replay, Response<Incoming>>, ReplayError> {
     if let Some(value) = response.headers().get(FLY_REPLAY) {
         let value = value.to_str().map_err(|_| ReplayError::NotText)?;
-        return parse_header(value).map(Ok);
+        let mut replay = parse_header(value)?;
+        let named = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+        // Caching is an optimisation: headers that cannot be read leave the replay standing.
+        replay.cache = cache_directive(
+            named(REPLAY_CACHE),
+            named(REPLAY_CACHE_TTL),
+            named(REPLAY_CACHE_ALLOW_BYPASS),
+        )
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "a replay's cache headers are ignored");
+            None
+        });
+        return Ok(Ok(replay));
     }
     let json = response
         .headers()

@@ -20,6 +20,7 @@ use super::headers::{
 };
 use super::lease::{Held, Leased, OutgoingBody, Pinned};
 use super::pick::{Choice, Seen};
+use super::replay_cache::CACHE_STATUS;
 use super::{BoxError, Proxy, ProxyBody};
 use crate::balance::Lease;
 use crate::body::{empty, text};
@@ -301,18 +302,31 @@ impl Proxy {
         } else {
             OutgoingBody::Streaming(Some(body.map_err(BoxError::from).boxed()))
         };
-        let (response, lease, backend) = match self
-            .send(
-                &app,
-                &choice,
-                (&parts, &mut body),
-                pinned,
-                self.config.queue_timeout,
-            )
-            .await
-        {
-            Ok(sent) => sent,
-            Err(failure) => return failure.into_response(&app),
+        // A replay remembered for this request goes straight to its target.
+        let caching = self.replay_caching(&app, &host, route, &parts, &body);
+        let hit = match &caching {
+            Some(caching) => {
+                self.cached_replay(&app, public_port, caching, &parts, &mut body)
+                    .await
+            }
+            None => None,
+        };
+        let from_cache = hit.is_some();
+        let (response, lease, backend) = match hit {
+            Some(sent) => sent,
+            None => match self
+                .send(
+                    &app,
+                    &choice,
+                    (&parts, &mut body),
+                    pinned,
+                    self.config.queue_timeout,
+                )
+                .await
+            {
+                Ok(sent) => sent,
+                Err(failure) => return failure.into_response(&app),
+            },
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             return tunnel(response, client_upgrade, lease, backend.machine);
@@ -320,7 +334,7 @@ impl Proxy {
         let mut response = response;
         let mut lease = lease;
         let mut backend = backend;
-        for _ in 0..MAX_REPLAYS {
+        for round in 0..MAX_REPLAYS {
             let replay = match replay_of(response).await {
                 Ok(Ok(replay)) => replay,
                 Ok(Err(answered)) => {
@@ -347,8 +361,15 @@ impl Proxy {
                 );
             };
             drop(lease);
+            let mut replayed = parts.clone();
+            if let Some(caching) = &caching {
+                self.learn_replay(&app, caching, &replay, &backend, round == 0 && !from_cache);
+                replayed
+                    .headers
+                    .insert(CACHE_STATUS, caching.status(from_cache));
+            }
             match self
-                .replay(&app, public_port, &backend, &replay, &parts, &mut body)
+                .replay(&app, public_port, &backend, &replay, &replayed, &mut body)
                 .await
             {
                 Ok((next, next_lease, next_backend)) => {

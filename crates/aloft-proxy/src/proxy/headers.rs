@@ -42,6 +42,12 @@ pub(super) const FLY_FORCE_REGION: HeaderName = HeaderName::from_static("fly-for
 
 pub(super) const FLY_PREFER_REGION: HeaderName = HeaderName::from_static("fly-prefer-region");
 
+/// Request headers only the proxy sets (on replays); a client's are removed.
+const SET_BY_THE_PROXY: [&str; 3] = [
+    "fly-replay-src",
+    "fly-replay-failed",
+    "fly-replay-cache-status",
+];
 pub(super) const FLY_REPLAY: HeaderName = HeaderName::from_static("fly-replay");
 
 pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -202,6 +208,10 @@ impl Proxy {
         }
         headers.remove(FLY_FORCE_INSTANCE_ID);
         headers.remove(FLY_PREFER_INSTANCE_ID);
+        // What only the proxy says about a replay: a client's own would be believed.
+        for name in SET_BY_THE_PROXY {
+            headers.remove(name);
+        }
         let client_ip = client.ip().to_canonical();
         let client_ip_value =
             HeaderValue::from_maybe_shared(Bytes::from(client_ip.to_string())).ok();

@@ -8,6 +8,7 @@ mod forward;
 mod headers;
 mod lease;
 mod pick;
+mod replay_cache;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -143,6 +144,8 @@ pub struct Proxy {
     served_names: Mutex<HashMap<String, Option<(String, String)>>>,
     /// TLS settings made for ports' `tls_options`, by ALPN list and versions.
     tls_variants: Mutex<HashMap<TlsKey, Arc<rustls::ServerConfig>>>,
+    /// Replay decisions remembered (`replay_cache`, `fly-replay-cache`).
+    replay_caches: replay_cache::ReplayCaches,
 }
 
 type TlsKey = (Vec<String>, Vec<TlsVersion>);
@@ -171,6 +174,7 @@ impl Proxy {
             tls_variants: Mutex::new(HashMap::new()),
             certificates: std::sync::OnceLock::new(),
             served_names: Mutex::new(HashMap::new()),
+            replay_caches: replay_cache::ReplayCaches::default(),
         })
     }
 
