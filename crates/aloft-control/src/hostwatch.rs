@@ -7,14 +7,16 @@
 //! naming the host and the replacement. A machine with a volume stays where its data is,
 //! shown `lost` until its host comes back. A host that comes back runs none of the
 //! moved machines: their records are destroyed, so its agent removes their containers as
-//! orphans at its first sweep.
+//! orphans at its first sweep. A machine that others stand by for (their `standbys`) is
+//! not replaced: its standbys are started instead, as Fly does.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aloft_store::{Desired, HostRecord, MachineRecord};
 use aloft_types::api::MachineRequest;
-use aloft_types::{EventKind, HostState, MachineState};
+use aloft_types::{EventKind, HostState, MachineId, MachineState};
 use serde_json::json;
 
 use crate::{ApiError, Inner};
@@ -58,10 +60,14 @@ async fn pass(inner: &Arc<Inner>, judge: bool) -> Result<(), ApiError> {
             tracing::warn!(host = %id, region = %record.host.region, last_heartbeat = record.host.last_heartbeat, "a host missed its heartbeats; it is down and its machines without volumes move");
             // Its machines leave the routes and DNS at once.
             inner.catalog_dirty.notify_one();
-            note_lost(inner, &record).await?;
-            evacuate(inner, &record).await?;
+            let standbys = standbys_of(inner, &record).await?;
+            note_lost(inner, &record, &standbys).await?;
+            wake_standbys(inner, &record, &standbys).await?;
+            evacuate(inner, &record, &standbys).await?;
         } else if record.down_at.is_some() {
-            evacuate(inner, &record).await?;
+            let standbys = standbys_of(inner, &record).await?;
+            wake_standbys(inner, &record, &standbys).await?;
+            evacuate(inner, &record, &standbys).await?;
         } else if record.host.last_heartbeat < cutoff {
             // Not judged yet (the control plane just started): neither down nor drained.
         } else if record.set == HostState::Draining {
@@ -71,20 +77,36 @@ async fn pass(inner: &Arc<Inner>, judge: bool) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Says why each machine with a volume on a host just declared down is `lost` (an
-/// event, once, when the host is declared down).
-async fn note_lost(inner: &Arc<Inner>, host: &HostRecord) -> Result<(), ApiError> {
+/// Says why each machine with a volume or a standby on a host just declared down is
+/// `lost` (an event, once, when the host is declared down).
+async fn note_lost(
+    inner: &Arc<Inner>,
+    host: &HostRecord,
+    standbys: &HashMap<MachineId, Vec<MachineRecord>>,
+) -> Result<(), ApiError> {
     for machine in inner.store.machines_on_host(&host.host.id).await? {
+        let standing_by = standbys.get(&machine.id);
         if machine.desired == Desired::Destroyed
             || machine.state.is_terminal()
-            || machine.config.mounts.is_empty()
+            || (machine.config.mounts.is_empty() && standing_by.is_none())
         {
             continue;
         }
-        let reason = format!(
-            "host {} missed its heartbeats; the machine's volume is on it, so it stays there, lost, until the host returns",
-            host.host.id
-        );
+        let reason = match standing_by {
+            Some(standing) => format!(
+                "host {} missed its heartbeats; the machine stays there, lost, until the host returns, and its standby {} starts",
+                host.host.id,
+                standing
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => format!(
+                "host {} missed its heartbeats; the machine's volume is on it, so it stays there, lost, until the host returns",
+                host.host.id
+            ),
+        };
         inner
             .store
             .append_event(
@@ -100,13 +122,88 @@ async fn note_lost(inner: &Arc<Inner>, host: &HostRecord) -> Result<(), ApiError
     Ok(())
 }
 
-/// Replaces every machine of a down host that has no volume (again after a restart:
-/// each step is idempotent).
-async fn evacuate(inner: &Arc<Inner>, host: &HostRecord) -> Result<(), ApiError> {
+/// The machines of `host` that others stand by for (config `standbys`), each with its
+/// standbys elsewhere.
+async fn standbys_of(
+    inner: &Arc<Inner>,
+    host: &HostRecord,
+) -> Result<HashMap<MachineId, Vec<MachineRecord>>, ApiError> {
+    let on_host: Vec<MachineId> = inner
+        .store
+        .machines_on_host(&host.host.id)
+        .await?
+        .into_iter()
+        .filter(|m| m.desired != Desired::Destroyed && !m.state.is_terminal())
+        .map(|m| m.id)
+        .collect();
+    let mut standbys: HashMap<MachineId, Vec<MachineRecord>> = HashMap::new();
+    if on_host.is_empty() {
+        return Ok(standbys);
+    }
+    for machine in inner.store.live_machines().await? {
+        if machine.host_id.as_ref() == Some(&host.host.id) || machine.desired == Desired::Destroyed
+        {
+            continue;
+        }
+        for watched in &on_host {
+            if machine
+                .config
+                .standbys
+                .iter()
+                .any(|id| id == watched.as_str())
+            {
+                standbys
+                    .entry(watched.clone())
+                    .or_default()
+                    .push(machine.clone());
+            }
+        }
+    }
+    Ok(standbys)
+}
+
+/// Starts the standbys of a down host's machines (Fly's `standbys`: started when the
+/// host of the machine they stand by for fails); each once, as the platform.
+async fn wake_standbys(
+    inner: &Arc<Inner>,
+    host: &HostRecord,
+    standbys: &HashMap<MachineId, Vec<MachineRecord>>,
+) -> Result<(), ApiError> {
+    for (watched, standing) in standbys {
+        for standby in standing {
+            if standby.desired == Desired::Started {
+                continue;
+            }
+            let text = format!(
+                "host {} of machine {watched} is down: its standby {} starts",
+                host.host.id, standby.id
+            );
+            tracing::warn!("{text}");
+            crate::machines::platform_power(
+                inner,
+                &standby.id,
+                true,
+                crate::machines::PlatformReason::Standby,
+            )
+            .await?;
+            crate::logs::platform_line(inner.logs.as_ref(), &inner.store, &standby.id, text).await;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces every machine of a down host that has no volume and no standby (again after
+/// a restart: each step is idempotent).
+async fn evacuate(
+    inner: &Arc<Inner>,
+    host: &HostRecord,
+    standbys: &HashMap<MachineId, Vec<MachineRecord>>,
+) -> Result<(), ApiError> {
     for machine in inner.store.machines_on_host(&host.host.id).await? {
         if machine.desired == Desired::Destroyed
             || machine.state.is_terminal()
             || !machine.config.mounts.is_empty()
+            || standbys.contains_key(&machine.id)
         {
             continue;
         }

@@ -31,6 +31,7 @@ mod orgs;
 mod placement;
 mod platform;
 mod samples;
+mod schedule;
 mod secrets;
 mod sinks;
 pub mod ssh;
@@ -313,6 +314,13 @@ impl Control {
     /// its machines moved one by one. Call once at start, inside a Tokio runtime.
     pub fn watch_hosts(&self) {
         self.inner.tasks.spawn(hostwatch::watch(self.inner.clone()));
+    }
+
+    /// Starts the scheduler of scheduled machines (`schedule`): a resting one starts
+    /// again once its period has passed since its last start. Call once at start, inside
+    /// a Tokio runtime.
+    pub fn run_schedules(&self) {
+        self.inner.tasks.spawn(schedule::watch(self.inner.clone()));
     }
 
     /// Refuses a caller that is not the platform operator (the platform-wide `/metrics`,

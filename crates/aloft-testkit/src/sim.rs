@@ -51,6 +51,8 @@ struct State {
     calls: BTreeMap<&'static str, u64>,
     /// The last timestamp given, in nanoseconds.
     last_ns: i64,
+    /// Runs started, by machine (label).
+    runs: BTreeMap<String, usize>,
 }
 
 /// The simulated runtime (cheap to clone; clones share their containers).
@@ -158,6 +160,11 @@ impl SimRuntime {
         });
     }
 
+    /// How many runs each machine (by label) has started, its containers' together.
+    pub fn runs(&self) -> BTreeMap<String, usize> {
+        self.with(|s| s.runs.clone())
+    }
+
     /// The containers of each machine that run right now.
     pub fn running_per_machine(&self) -> BTreeMap<String, usize> {
         self.with(|s| {
@@ -261,6 +268,9 @@ impl Runtime for SimRuntime {
                 return Ok((None, None));
             }
             container.run += 1;
+            if let Some(machine) = container.info.labels.get(LABEL_MACHINE) {
+                *s.runs.entry(machine.clone()).or_default() += 1;
+            }
             container.info.state = ContainerState::Running;
             container.info.exit = None;
             container.info.started_at = started_at.clone();

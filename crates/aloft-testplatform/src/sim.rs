@@ -205,6 +205,7 @@ impl SimPlatform {
             .await
             .unwrap_or_else(|error| panic!("deployments resume: {error}"));
         self.control.watch_hosts();
+        self.control.run_schedules();
     }
 
     /// The API's base URL and a token of the default organization.

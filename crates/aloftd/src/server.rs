@@ -607,6 +607,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
         tracing::info!(deployments = resumed, "resumed deployments");
     }
     control.watch_hosts();
+    control.run_schedules();
     let fast = watch_signals(&stop)?;
 
     let api_metrics = Arc::new(crate::metrics::ApiMetrics::default());

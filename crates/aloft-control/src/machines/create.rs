@@ -45,7 +45,7 @@ pub(super) fn validate_request(request: &MachineRequest) -> Result<(), ApiError>
             )));
         }
     }
-    Ok(())
+    crate::schedule::validate(request.config.schedule.as_deref())
 }
 
 /// Refuses a guest that no host (in `region`, when given) can hold: more CPUs or memory

@@ -34,7 +34,7 @@ use leases::check_lease;
 pub(crate) use create::{create_machine, create_machine_as, ensure_fits};
 pub(crate) use placing::{Placing, place};
 pub use power::PlatformReason;
-pub(crate) use power::{destroy_forcibly, stop_machine, update_machine};
+pub(crate) use power::{destroy_forcibly, platform_power, stop_machine, update_machine};
 
 /// The longest `wait` Fly allows.
 const MAX_WAIT: Duration = Duration::from_secs(60);

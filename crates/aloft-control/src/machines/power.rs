@@ -479,6 +479,10 @@ pub enum PlatformReason {
     Autostart,
     /// The proxy stops an idle machine (`auto_stop_machines`).
     Autostop,
+    /// A scheduled machine's period has passed (`schedule`).
+    Schedule,
+    /// The host of the machine this one stands by for is down (`standbys`).
+    Standby,
 }
 
 impl PlatformReason {
@@ -486,6 +490,8 @@ impl PlatformReason {
         match self {
             PlatformReason::Autostart => "autostart",
             PlatformReason::Autostop => "autostop",
+            PlatformReason::Schedule => "schedule",
+            PlatformReason::Standby => "standby",
         }
     }
 }
@@ -500,37 +506,46 @@ impl crate::Control {
         start: bool,
         reason: PlatformReason,
     ) -> Result<(), ApiError> {
-        let inner = &self.inner;
-        let machine = inner.store.machine_by_id(id).await?;
-        refuse_if_gone(&machine)?;
-        let (desired, kind, command) = if start {
-            (Desired::Started, EventKind::Start, Command::Converge)
-        } else {
-            (
-                Desired::Stopped,
-                EventKind::Stop,
-                Command::Stop {
-                    signal: None,
-                    timeout: None,
-                },
-            )
-        };
-        if machine.desired == desired {
-            return Ok(());
-        }
-        inner.store.set_desired(&machine.id, desired).await?;
-        inner
-            .store
-            .append_event(
-                &machine.id,
-                kind,
-                "requested",
-                "flyd",
-                &json!({ "reason": reason.as_str() }),
-            )
-            .await?;
-        tracing::info!(machine = %machine.id, reason = reason.as_str(), action = %kind, "the platform powers a machine");
-        notify(inner, &machine, command);
-        Ok(())
+        platform_power(&self.inner, id, start, reason).await
     }
+}
+
+/// See [`crate::Control::platform_power`].
+pub(crate) async fn platform_power(
+    inner: &Inner,
+    id: &MachineId,
+    start: bool,
+    reason: PlatformReason,
+) -> Result<(), ApiError> {
+    let machine = inner.store.machine_by_id(id).await?;
+    refuse_if_gone(&machine)?;
+    let (desired, kind, command) = if start {
+        (Desired::Started, EventKind::Start, Command::Converge)
+    } else {
+        (
+            Desired::Stopped,
+            EventKind::Stop,
+            Command::Stop {
+                signal: None,
+                timeout: None,
+            },
+        )
+    };
+    if machine.desired == desired {
+        return Ok(());
+    }
+    inner.store.set_desired(&machine.id, desired).await?;
+    inner
+        .store
+        .append_event(
+            &machine.id,
+            kind,
+            "requested",
+            "flyd",
+            &json!({ "reason": reason.as_str() }),
+        )
+        .await?;
+    tracing::info!(machine = %machine.id, reason = reason.as_str(), action = %kind, "the platform powers a machine");
+    notify(inner, &machine, command);
+    Ok(())
 }

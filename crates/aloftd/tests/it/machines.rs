@@ -514,3 +514,35 @@ async fn ps_shows_a_machines_processes_and_what_they_listen_on() {
         "{refused}"
     );
 }
+
+/// A scheduled machine runs when it is created and rests after a clean exit (the
+/// scheduler starts it again a period later: `tests/sim/schedule.rs` shows that in
+/// virtual time); a schedule Fly does not know is refused, naming the field.
+#[tokio::test]
+async fn a_scheduled_machine_runs_at_once_then_rests_and_a_bad_schedule_is_refused() {
+    let host = Host::new();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app("scheduled", None).await.unwrap();
+    let mut nightly = request("nightly", "echo ran; exit 0", None);
+    nightly.config.schedule = Some("daily".to_owned());
+    let machine = client.create_machine("scheduled", &nightly).await.unwrap();
+    client
+        .wait("scheduled", &machine.id, MachineState::Stopped, 60)
+        .await
+        .unwrap();
+    assert_eq!(exit_codes(client, "scheduled", &machine.id).await, vec![0]);
+    let shown = client.machine("scheduled", &machine.id).await.unwrap();
+    assert_eq!(shown.config.schedule.as_deref(), Some("daily"));
+
+    let mut bad = request("bad", "true", None);
+    bad.config.schedule = Some("every minute".to_owned());
+    let refused = client.create_machine("scheduled", &bad).await.unwrap_err();
+    assert_eq!(refused.status(), Some(400));
+    assert!(
+        refused
+            .to_string()
+            .contains("config.schedule \"every minute\" is not a schedule"),
+        "{refused}"
+    );
+}

@@ -316,3 +316,51 @@ fn a_lost_hosts_machines_run_again_elsewhere_and_it_comes_back_without_them() {
         platform.stop().await;
     });
 }
+
+/// Fly's `standbys`: a stopped machine that stands by for another is started when that
+/// one's host is lost, and the lost machine is not replaced as well; a stopped machine
+/// that stands by for nothing stays stopped.
+#[test]
+fn a_standby_starts_when_the_host_of_its_machine_is_lost() {
+    paused_runtime().block_on(async {
+        let mut platform = SimPlatform::start_in(&["ams", "ord"]).await;
+        let client = platform.client.clone();
+        client.create_app(APP, None).await.unwrap();
+        let watched = client
+            .create_machine(APP, &request("ams"))
+            .await
+            .unwrap()
+            .id;
+        let mut standing_by = request("ord");
+        standing_by.config.standbys = vec![watched.clone()];
+        standing_by.skip_launch = true;
+        let standby = client.create_machine(APP, &standing_by).await.unwrap().id;
+        let mut idle = request("ord");
+        idle.skip_launch = true;
+        let idle = client.create_machine(APP, &idle).await.unwrap().id;
+        let placed = running(&platform, &BTreeSet::from([watched.clone()]))
+            .await
+            .unwrap();
+        assert_eq!(placed.len(), 1, "only the watched machine runs: {placed:?}");
+
+        platform.kill_host(placed[&watched]).await;
+        within("the standby to run", Duration::from_secs(60), || async {
+            placement(&platform).contains_key(&standby).then_some(())
+        })
+        .await
+        .unwrap();
+        let events = client.events(APP, &standby).await.unwrap();
+        assert!(
+            events.iter().any(|e| e.kind == "start"
+                && e.source == "flyd"
+                && e.request.get("reason").and_then(|r| r.as_str()) == Some("standby")),
+            "{events:?}"
+        );
+        // Its standby is its replacement: no other machine was made, the idle one rests.
+        assert_eq!(
+            live(&client).await,
+            BTreeSet::from([watched.clone(), standby.clone(), idle.clone()])
+        );
+        assert!(!placement(&platform).contains_key(&idle));
+    });
+}

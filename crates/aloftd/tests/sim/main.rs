@@ -36,6 +36,7 @@
 
 mod flygo;
 mod hosts;
+mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
