@@ -1,4 +1,4 @@
-//! flyctl's machine commands (`aloft machine kill|suspend|wait|leases|clone|update`), `apps
+//! flyctl's machine commands (`aloft machine run|kill|suspend|wait|leases|clone|update`), `apps
 //! restart`, `auth token|logout` and the top-level `sftp`; the platform ones on
 //! a platform of simulated hosts (`SimPlatform`, in real time: no Docker).
 
@@ -202,6 +202,118 @@ async fn flyctls_machine_commands_do_what_they_say() {
         text(&suspended.stderr)
     );
     assert_eq!(client.machine(APP, &id).await.unwrap().state, "stopped");
+    cli.platform.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn machine_run_takes_flyctls_flags() {
+    let cli = Cli::start().await;
+    let (platform, aloft) = (&cli.platform, |args: &[&str]| cli.aloft(args));
+    let client = &platform.client;
+    let ran = aloft(&[
+        "machine",
+        "run",
+        "sim/app:1",
+        "--detach",
+        "--json",
+        "-p",
+        "80:8080/tcp:http",
+        "-p",
+        "443:8080/tcp:tls:http",
+        "-p",
+        "53/udp",
+        "--autostop",
+        "--autostart=false",
+        "--metadata",
+        "role=worker",
+        "-m",
+        "tier=2",
+        "--entrypoint",
+        "/bin/tini --",
+        "--rm",
+        "--vm-size",
+        "shared-cpu-2x",
+        "--memory",
+        "1024",
+        "--schedule",
+        "daily",
+    ]);
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    let made: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    let id = made["id"].as_str().unwrap().to_owned();
+    let config = client.machine(APP, &id).await.unwrap().config;
+    assert_eq!(config.services.len(), 2, "{:?}", config.services);
+    let web = &config.services[0];
+    assert_eq!(web.internal_port, 8080);
+    assert_eq!(
+        web.ports.iter().map(|p| p.port).collect::<Vec<_>>(),
+        [Some(80), Some(443)]
+    );
+    assert_eq!(web.autostop.map(|a| a.as_str()), Some("stop"));
+    assert_eq!(web.autostart, Some(false));
+    assert_eq!(config.services[1].internal_port, 53);
+    assert_eq!(config.metadata["role"], "worker");
+    assert_eq!(config.metadata["tier"], "2");
+    assert_eq!(config.init.entrypoint, ["/bin/tini", "--"]);
+    assert!(config.auto_destroy);
+    let guest = config.guest.unwrap();
+    assert_eq!((guest.cpus, guest.memory_mb), (2, 1024));
+    assert_eq!(config.schedule.as_deref(), Some("daily"));
+
+    // A standby is made stopped, standing by for the machines named.
+    let standby = aloft(&[
+        "machine",
+        "run",
+        "sim/app:1",
+        "--standby-for",
+        &id,
+        "--json",
+    ]);
+    assert!(standby.status.success(), "{}", text(&standby.stderr));
+    let made: serde_json::Value = serde_json::from_slice(&standby.stdout).unwrap();
+    let standby = client
+        .machine(APP, made["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(standby.config.standbys, [id]);
+    assert!(
+        matches!(standby.state.as_str(), "created" | "stopped"),
+        "{standby:?}"
+    );
+
+    // Flags that cannot be read say which and why.
+    for (args, says) in [
+        (
+            vec!["-p", "80/tcp:h3"],
+            "--port \"80/tcp:h3\": unknown handler \"h3\"",
+        ),
+        (
+            vec!["--vm-size", "huge"],
+            "--vm-size \"huge\" is not a size",
+        ),
+        (
+            vec!["--autostop=sometimes", "-p", "80"],
+            "--autostop \"sometimes\"",
+        ),
+        (
+            vec!["--autostop"],
+            "--autostop and --autostart apply to services",
+        ),
+        (
+            vec!["--metadata", "novalue"],
+            "--metadata \"novalue\" is not KEY=VALUE",
+        ),
+    ] {
+        let mut full = vec!["machine", "run", "sim/app:1", "--detach"];
+        full.extend(args);
+        let refused = aloft(&full);
+        assert!(!refused.status.success());
+        assert!(
+            text(&refused.stderr).contains(says),
+            "{says}: {}",
+            text(&refused.stderr)
+        );
+    }
     cli.platform.stop().await;
 }
 

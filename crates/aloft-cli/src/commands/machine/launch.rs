@@ -6,7 +6,8 @@ use aloft_client::Client;
 use aloft_types::MachineState;
 use aloft_types::api::{MachineRequest, MachineResponse};
 use aloft_types::machine::{
-    MachineConfig, MachineGuest, MachineInit, MachineMount, MachineRestart, RestartPolicy,
+    Autostop, Handler, MachineConfig, MachineGuest, MachineInit, MachineMount, MachinePort,
+    MachineRestart, MachineService, Protocol, RestartPolicy,
 };
 use anyhow::{Context as _, bail};
 use clap::Args;
@@ -39,9 +40,117 @@ pub struct RunArgs {
     memory: Option<u32>,
     #[arg(long)]
     cpus: Option<u32>,
+    /// A size preset (`aloft platform vm-sizes`); --memory and --cpus change it.
+    #[arg(long, value_name = "NAME")]
+    vm_size: Option<String>,
+    /// A public port, as flyctl reads it: PORT[:MACHINE_PORT][/PROTOCOL[:HANDLER...]],
+    /// e.g. 80/tcp:http or 443:8080/tcp:tls:http; repeatable.
+    #[arg(long = "port", short = 'p', value_name = "PORT")]
+    ports: Vec<String>,
+    /// Stop the machine when the proxy sees it idle: stop (the flag alone), suspend or
+    /// off (the default).
+    #[arg(long, value_name = "stop|suspend|off", num_args = 0..=1, default_missing_value = "stop")]
+    autostop: Option<String>,
+    /// Start the stopped machine for a request (the default); --autostart=false turns
+    /// it off.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    autostart: Option<bool>,
+    /// The command that runs the machine's command (the image's ENTRYPOINT), split into
+    /// words.
+    #[arg(long, value_name = "COMMAND")]
+    entrypoint: Option<String>,
+    /// KEY=VALUE, repeatable: the machine's metadata.
+    #[arg(long = "metadata", short = 'm', value_name = "KEY=VALUE")]
+    metadata: Vec<String>,
+    /// Destroy the machine when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Run on a schedule: hourly, daily, weekly or monthly.
+    #[arg(long, value_name = "SCHEDULE")]
+    schedule: Option<String>,
+    /// Machine ids (comma-separated) this one stands by for: it is made stopped and
+    /// started when their host is lost.
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    standby_for: Vec<String>,
     /// Return once created, without waiting for it to start.
     #[arg(long)]
     pub(super) detach: bool,
+}
+
+/// One `-p` value as flyctl reads it: PORT[:MACHINE_PORT][/PROTOCOL[:HANDLER...]].
+fn port_service(spec: &str) -> anyhow::Result<MachineService> {
+    let wrong = |why: &str| {
+        anyhow::anyhow!(
+            "--port {spec:?}: {why}; expected PORT[:MACHINE_PORT][/PROTOCOL[:HANDLER...]], e.g. 80/tcp:http"
+        )
+    };
+    let (ports, rest) = spec.split_once('/').unwrap_or((spec, "tcp"));
+    let (public, internal) = ports.split_once(':').unwrap_or((ports, ports));
+    let public: u16 = public
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| wrong("the port is not a number from 1 to 65535"))?;
+    let internal: u16 = internal
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| wrong("the machine's port is not a number from 1 to 65535"))?;
+    let mut words = rest.split(':');
+    let protocol = match words.next().unwrap_or("tcp") {
+        "tcp" | "" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        other => return Err(wrong(&format!("unknown protocol {other:?} (tcp or udp)"))),
+    };
+    let mut handlers = Vec::new();
+    for word in words {
+        handlers.push(match word {
+            "http" => Handler::Http,
+            "tls" => Handler::Tls,
+            "pg_tls" => Handler::PgTls,
+            "proxy_proto" => Handler::ProxyProto,
+            other => {
+                return Err(wrong(&format!(
+                    "unknown handler {other:?} (http, tls, pg_tls or proxy_proto)"
+                )));
+            }
+        });
+    }
+    if protocol == Protocol::Udp && !handlers.is_empty() {
+        return Err(wrong("a udp port takes no handlers"));
+    }
+    Ok(MachineService {
+        protocol,
+        internal_port: internal,
+        autostop: None,
+        autostart: None,
+        min_machines_running: None,
+        ports: vec![MachinePort {
+            port: Some(public),
+            handlers,
+            ..MachinePort::default()
+        }],
+        checks: Vec::new(),
+        concurrency: None,
+        force_instance_key: None,
+        force_instance_description: None,
+    })
+}
+
+/// `-p` values as services: one per machine port and protocol, with its public ports.
+fn port_services(specs: &[String]) -> anyhow::Result<Vec<MachineService>> {
+    let mut services: Vec<MachineService> = Vec::new();
+    for spec in specs {
+        let service = port_service(spec)?;
+        match services
+            .iter_mut()
+            .find(|s| s.internal_port == service.internal_port && s.protocol == service.protocol)
+        {
+            Some(existing) => existing.ports.extend(service.ports),
+            None => services.push(service),
+        }
+    }
+    Ok(services)
 }
 
 pub(super) async fn run_machine(
@@ -95,9 +204,43 @@ pub(super) async fn run_machine(
             max_retries: args.max_retries.unwrap_or(0),
         });
     }
-    if args.memory.is_some() || args.cpus.is_some() {
-        let mut guest =
-            MachineGuest::preset(aloft_types::machine::DEFAULT_GUEST_PRESET).unwrap_or_default();
+    if let Some(entrypoint) = &args.entrypoint {
+        config.init.entrypoint = shlex::split(entrypoint)
+            .filter(|words| !words.is_empty())
+            .with_context(|| format!("--entrypoint {entrypoint:?} cannot be split into words"))?;
+    }
+    for pair in &args.metadata {
+        let (key, value) = pair
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .with_context(|| format!("--metadata {pair:?} is not KEY=VALUE"))?;
+        config.metadata.insert(key.to_owned(), value.to_owned());
+    }
+    config.services = port_services(&args.ports)?;
+    let autostop = match args.autostop.as_deref() {
+        None | Some("off" | "false") => None,
+        Some("stop" | "true") => Some(Autostop::Stop),
+        Some("suspend") => Some(Autostop::Suspend),
+        Some(other) => bail!("--autostop {other:?}: use stop, suspend or off"),
+    };
+    for service in &mut config.services {
+        service.autostop = autostop.or(Some(Autostop::Off));
+        service.autostart = Some(args.autostart.unwrap_or(true));
+    }
+    if config.services.is_empty() && (autostop.is_some() || args.autostart == Some(false)) {
+        bail!("--autostop and --autostart apply to services: give the machine one with --port");
+    }
+    config.auto_destroy = args.rm;
+    config.schedule = args.schedule.clone();
+    config.standbys = args.standby_for.clone();
+    if args.vm_size.is_some() || args.memory.is_some() || args.cpus.is_some() {
+        let size = args
+            .vm_size
+            .as_deref()
+            .unwrap_or(aloft_types::machine::DEFAULT_GUEST_PRESET);
+        let mut guest = MachineGuest::preset(size).with_context(|| {
+            format!("--vm-size {size:?} is not a size: see `aloft platform vm-sizes`")
+        })?;
         if let Some(memory) = args.memory {
             guest.memory_mb = memory;
         }
@@ -106,13 +249,16 @@ pub(super) async fn run_machine(
         }
         config.guest = Some(guest);
     }
+    // A standby waits stopped until the host of a machine it stands by for is lost.
+    let standby = !config.standbys.is_empty();
     let request = MachineRequest {
         region: args.region,
         name: args.name,
+        skip_launch: standby,
         ..MachineRequest::new(config)
     };
     let machine = client.create_machine(app, &request).await?;
-    if !args.detach {
+    if !args.detach && !standby {
         return running(client, app, &machine.id).await;
     }
     Ok(machine)
@@ -213,4 +359,49 @@ pub(super) async fn last_lines(client: &Client, app: &str, id: &str) -> String {
         text.push_str(&line.message);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code fails loudly")]
+
+    use super::*;
+
+    #[test]
+    fn ports_are_read_as_flyctl_reads_them() {
+        let web = port_service("80/tcp:http").unwrap();
+        assert_eq!(
+            (web.internal_port, web.ports[0].port, web.protocol),
+            (80, Some(80), Protocol::Tcp)
+        );
+        assert_eq!(web.ports[0].handlers, [Handler::Http]);
+        let tls = port_service("443:8080/tcp:tls:http").unwrap();
+        assert_eq!((tls.internal_port, tls.ports[0].port), (8080, Some(443)));
+        assert_eq!(tls.ports[0].handlers, [Handler::Tls, Handler::Http]);
+        let raw = port_service("5432").unwrap();
+        assert!(raw.ports[0].handlers.is_empty());
+        assert_eq!(port_service("53/udp").unwrap().protocol, Protocol::Udp);
+        for (wrong, says) in [
+            ("http", "the port is not a number"),
+            ("0/tcp", "the port is not a number"),
+            ("80:x", "the machine's port"),
+            ("80/sctp", "unknown protocol \"sctp\""),
+            ("80/tcp:h3", "unknown handler \"h3\""),
+            ("53/udp:http", "a udp port takes no handlers"),
+        ] {
+            let error = port_service(wrong).unwrap_err().to_string();
+            assert!(
+                error.contains(says) && error.contains(wrong),
+                "{wrong}: {error}"
+            );
+        }
+        // Two public ports of one machine port are one service.
+        let services = port_services(&[
+            "80:8080/tcp:http".to_owned(),
+            "443:8080/tcp:tls:http".to_owned(),
+        ])
+        .unwrap();
+        assert_eq!(services.len(), 1);
+        assert_eq!(services[0].ports.len(), 2);
+    }
 }
