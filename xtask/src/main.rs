@@ -220,8 +220,8 @@ fn test(root: &Path) -> Result<()> {
     std::fs::create_dir_all(&nextest_dir)
         .with_context(|| format!("creating {}", nextest_dir.display()))?;
     let binaries = nextest_dir.join("ci-binaries.json");
-    let listed = cargo_linted()?
-        .args([
+    write_output_of(
+        cargo_linted()?.args([
             "nextest",
             "list",
             "--workspace",
@@ -231,38 +231,20 @@ fn test(root: &Path) -> Result<()> {
             "binaries-only",
             "--message-format",
             "json",
-        ])
-        .output()
-        .context("listing the test binaries")?;
-    if !listed.status.success() {
-        bail!(
-            "cargo nextest list failed ({}): {}",
-            listed.status,
-            String::from_utf8_lossy(&listed.stderr)
-        );
-    }
-    std::fs::write(&binaries, &listed.stdout)
-        .with_context(|| format!("writing {}", binaries.display()))?;
+        ]),
+        &binaries,
+    )?;
     let metadata = nextest_dir.join("ci-cargo-metadata.json");
-    let described = cargo()
-        .args([
+    write_output_of(
+        cargo().args([
             "metadata",
             "--format-version",
             "1",
             "--all-features",
             "--no-deps",
-        ])
-        .output()
-        .context("running cargo metadata")?;
-    if !described.status.success() {
-        bail!(
-            "cargo metadata failed ({}): {}",
-            described.status,
-            String::from_utf8_lossy(&described.stderr)
-        );
-    }
-    std::fs::write(&metadata, &described.stdout)
-        .with_context(|| format!("writing {}", metadata.display()))?;
+        ]),
+        &metadata,
+    )?;
     // The docs and the fuzz targets only compile: they build beside the tests, at the
     // lowest CPU priority, on the CPU that the end-to-end tests leave idle while they wait
     // on engines and timers. What they print is shown after the tests.
@@ -291,6 +273,22 @@ fn test(root: &Path) -> Result<()> {
 
     section("All checks passed.");
     Ok(())
+}
+
+/// Runs `command` and writes what it prints to `path`; its error output on failure.
+fn write_output_of(command: &mut Command, path: &Path) -> Result<()> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {}", describe(command)))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            describe(command),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    std::fs::write(path, &output.stdout).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The variable that hands the tests a built `aloft-testapp` (see

@@ -32,18 +32,11 @@ const EVERY: Duration = Duration::from_secs(1);
 /// a kill) were lost, not missed.
 pub(crate) async fn watch(inner: Arc<Inner>) {
     let started = tokio::time::Instant::now();
-    let mut ticks = tokio::time::interval(EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = inner.stopping.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    crate::periodic::every(inner, EVERY, "watching the hosts", |inner| async move {
         let judge = started.elapsed() >= inner.config.host_down_after;
-        if let Err(error) = pass(&inner, judge).await {
-            tracing::warn!(%error, "watching the hosts failed; will retry");
-        }
-    }
+        pass(&inner, judge).await
+    })
+    .await;
 }
 
 /// One look at every host; `judge`: whether a host may be declared down.

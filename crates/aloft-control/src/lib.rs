@@ -28,6 +28,7 @@ mod logs;
 mod machines;
 mod metadata;
 mod orgs;
+mod periodic;
 mod placement;
 mod platform;
 mod samples;

@@ -46,17 +46,13 @@ pub(crate) fn validate(schedule: Option<&str>) -> Result<(), ApiError> {
 
 /// Starts scheduled machines whose time has come, until the control plane stops.
 pub(crate) async fn watch(inner: Arc<Inner>) {
-    let mut ticks = tokio::time::interval(EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = inner.stopping.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        if let Err(error) = pass(&inner).await {
-            tracing::warn!(%error, "starting scheduled machines failed; will retry");
-        }
-    }
+    crate::periodic::every(
+        inner,
+        EVERY,
+        "starting scheduled machines",
+        |inner| async move { pass(&inner).await },
+    )
+    .await;
 }
 
 /// When `machine` last started (its latest start request, else its creation), in Unix
