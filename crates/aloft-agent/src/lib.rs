@@ -48,6 +48,7 @@ pub use spec::{LABEL_HOST, LABEL_INSTANCE, LABEL_MACHINE, LABEL_MANAGED, contain
 use supervise::Ended;
 
 pub use link::RuntimeLink;
+pub use ssh::SshLimits;
 
 /// How often the agent tells the control plane it is alive (at most its reconcile
 /// interval): well inside the control plane's `host_down_after` (10 s by default).
@@ -76,6 +77,8 @@ pub struct AgentConfig {
     /// Where the SSH server listens on the host's private-network side (inside the
     /// network's namespace), e.g. `[fdaa::3]:22`; none: only through the API's tunnel.
     pub ssh_listen: Option<std::net::SocketAddr>,
+    /// Caps on connections logging in to the SSH server, and how long they may take.
+    pub ssh_limits: SshLimits,
 }
 
 /// What the agent counts, for metrics.

@@ -161,6 +161,7 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
                 config,
                 stream,
                 ssh::Via::Tunnel(Box::new(machine.clone())),
+                None,
             )
             .await
             .map_err(|error| LinkError::Failed {

@@ -307,6 +307,7 @@ impl Case {
                 counters: Arc::new(AgentCounters::default()),
                 helper: None,
                 ssh_listen: None,
+                ssh_limits: aloft_agent::SshLimits::default(),
             },
         );
         self.stop = CancellationToken::new();

@@ -176,6 +176,7 @@ impl SimPlatform {
                 counters: Arc::new(AgentCounters::default()),
                 helper: None,
                 ssh_listen: None,
+                ssh_limits: aloft_agent::SshLimits::default(),
             },
         );
         self.control.register_host(host.id.clone(), agent.link());

@@ -295,6 +295,14 @@ pub struct AgentSettings {
     /// The `aloftd` binary the agent runs as `aloftd sftp-server` for SFTP sessions
     /// (default: the running one).
     pub helper: Option<PathBuf>,
+    /// Seconds an SSH connection may take to log in before it is closed (OpenSSH's
+    /// `LoginGraceTime`).
+    pub ssh_login_grace_seconds: u64,
+    /// SSH connections not logged in yet allowed from one source address on the private
+    /// network; more are closed at once.
+    pub ssh_max_startups_per_source: usize,
+    /// SSH connections not logged in yet allowed from everywhere on the private network.
+    pub ssh_max_startups: usize,
 }
 
 /// The address the SSH server listens on in the private network by default.
@@ -356,6 +364,9 @@ impl Default for AgentSettings {
         AgentSettings {
             reconcile_interval_seconds: 5,
             ssh_listen: DEFAULT_SSH_LISTEN.parse().ok(),
+            ssh_login_grace_seconds: 30,
+            ssh_max_startups_per_source: 10,
+            ssh_max_startups: 100,
             helper: None,
         }
     }
@@ -483,6 +494,21 @@ impl Config {
                 "agent.reconcile_interval_seconds",
                 "must be at least 1".to_owned(),
             ));
+        }
+        for (key, value) in [
+            (
+                "agent.ssh_login_grace_seconds",
+                usize::try_from(self.agent.ssh_login_grace_seconds).unwrap_or(usize::MAX),
+            ),
+            (
+                "agent.ssh_max_startups_per_source",
+                self.agent.ssh_max_startups_per_source,
+            ),
+            ("agent.ssh_max_startups", self.agent.ssh_max_startups),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".to_owned()));
+            }
         }
         if let Err(error) = self.logs.sink_reach() {
             return Err(invalid("logs.sink_allowed_networks", error.to_string()));

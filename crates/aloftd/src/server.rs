@@ -415,6 +415,11 @@ fn agent_of(
                 .clone()
                 .or_else(|| std::env::current_exe().ok()),
             ssh_listen: config.agent.ssh_listen,
+            ssh_limits: aloft_agent::SshLimits {
+                login_grace: Duration::from_secs(config.agent.ssh_login_grace_seconds),
+                startups_per_source: config.agent.ssh_max_startups_per_source,
+                startups: config.agent.ssh_max_startups,
+            },
         },
     );
     control.register_host(host_id.clone(), agent.link());

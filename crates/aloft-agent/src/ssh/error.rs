@@ -16,6 +16,8 @@ pub(crate) enum SshError {
         #[source]
         source: std::io::Error,
     },
+    #[error("no login within {0:?}")]
+    LoginGrace(std::time::Duration),
     #[error("login {0:?} names no machine: log in as MACHINE or USER+MACHINE")]
     Login(String),
     #[error("no machine {0}")]

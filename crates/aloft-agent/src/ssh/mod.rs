@@ -1,4 +1,3 @@
-// Over 800 lines: one russh Handler impl (auth, channels, exec, SFTP, forwards) that the trait keeps together; its helpers already live apart (session, relay in aloft-ssh).
 //! The host's SSH server: sessions into this host's machines.
 //!
 //! Connections arrive through the API's tunnel (`GET /v1/apps/{app}/machines/{id}/ssh`,
@@ -23,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aloft_agent_api::{MachineRecord, SshStream, SshTrust, TOKEN_EXTENSION};
+use aloft_agent_api::{MachineRecord, SshTrust, TOKEN_EXTENSION};
 use aloft_runtime::{AttachOptions, ContainerState, ExecChunk, Runtime};
 use aloft_ssh::ca;
 use aloft_ssh::russh::keys::Certificate;
@@ -38,8 +37,11 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::{LABEL_INSTANCE, Shared, error_chain};
 
+mod accept;
 mod error;
 
+pub use accept::SshLimits;
+pub(crate) use accept::{listen, serve};
 pub(crate) use error::SshError;
 
 /// Where the host key is kept in the agent's data directory.
@@ -130,6 +132,8 @@ pub(crate) struct Connection<R: Runtime + 'static> {
     via: Via,
     authorized: Option<Authorized>,
     outcome: Arc<std::sync::Mutex<Outcome>>,
+    /// Its place among the connections logging in, given back at its login.
+    startup: Option<accept::Startup>,
 }
 
 impl<R: Runtime + 'static> Connection<R> {
@@ -137,12 +141,14 @@ impl<R: Runtime + 'static> Connection<R> {
         shared: Arc<Shared<R>>,
         via: Via,
         outcome: Arc<std::sync::Mutex<Outcome>>,
+        startup: Option<accept::Startup>,
     ) -> Connection<R> {
         Connection {
             shared,
             via,
             authorized: None,
             outcome,
+            startup,
         }
     }
 
@@ -290,6 +296,7 @@ impl<R: Runtime + 'static> server::Handler for Connection<R> {
             Ok(who) => {
                 tracing::info!(machine = %machine.id, %who, user, peer = %self.peer(), "SSH login");
                 self.set_outcome(Outcome::Accepted);
+                self.startup = None;
                 self.authorized = Some(Authorized {
                     machine,
                     who,
@@ -448,63 +455,6 @@ impl<R: Runtime + 'static> server::Handler for Connection<R> {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         Ok(())
-    }
-}
-
-/// Serves one connection until it ends.
-pub(crate) async fn serve<R: Runtime + 'static>(
-    shared: Arc<Shared<R>>,
-    config: Arc<server::Config>,
-    stream: Box<dyn SshStream>,
-    via: Via,
-) -> Result<(), SshError> {
-    let outcome = Arc::new(std::sync::Mutex::new(Outcome::Unseen));
-    let connection = Connection::new(shared.clone(), via.clone(), outcome.clone());
-    let ended = match server::run_stream(config, stream, connection).await {
-        Ok(running) => running.await.map_err(|e| SshError::Protocol(e.to_string())),
-        Err(error) => Err(SshError::Protocol(error.to_string())),
-    };
-    let unseen = outcome
-        .lock()
-        .map(|o| *o == Outcome::Unseen)
-        .unwrap_or(false);
-    if unseen {
-        // The SSH library checks a certificate's validity window and signature before
-        // the handler sees it: such a refusal is recorded here.
-        let reason = "no certificate was accepted: none offered, or one that is expired, not yet valid or badly signed";
-        let refusal = Connection::new(shared, via, outcome);
-        let machine = match &refusal.via {
-            Via::Tunnel(machine) => Some(machine.as_ref().clone()),
-            Via::Private(_) => None,
-        };
-        refusal.refuse(machine.as_ref(), "", "", reason).await;
-    }
-    ended
-}
-
-/// Listens for SSH on the host's private-network side.
-pub(crate) async fn listen<R: Runtime + 'static>(
-    shared: Arc<Shared<R>>,
-    config: Arc<server::Config>,
-    listener: tokio::net::TcpListener,
-) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accepting an SSH connection");
-                    continue;
-                }
-            },
-            () = shared.stopping.cancelled() => return,
-        };
-        let (shared, config) = (shared.clone(), config.clone());
-        tokio::spawn(async move {
-            if let Err(error) = serve(shared, config, Box::new(stream), Via::Private(peer)).await {
-                tracing::debug!(%peer, %error, "SSH connection ended");
-            }
-        });
     }
 }
 

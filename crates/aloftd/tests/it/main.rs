@@ -20,6 +20,7 @@ mod network;
 mod proxy;
 mod replay;
 mod seed;
+mod ssh;
 mod statics;
 mod tcp;
 
