@@ -20,7 +20,7 @@ use super::headers::{
 };
 use super::lease::{Held, Leased, OutgoingBody, Pinned};
 use super::pick::{Choice, Seen};
-use super::replay_cache::CACHE_STATUS;
+use super::replay_cache::{CACHE_STATUS, Caching};
 use super::{BoxError, Proxy, ProxyBody};
 use crate::balance::Lease;
 use crate::body::{empty, text};
@@ -303,7 +303,7 @@ impl Proxy {
             OutgoingBody::Streaming(Some(body.map_err(BoxError::from).boxed()))
         };
         // A replay remembered for this request goes straight to its target.
-        let caching = self.replay_caching(&app, &host, route, &parts, &body);
+        let mut caching = self.replay_caching(&app, &host, route, &parts, &body);
         let hit = match &caching {
             Some(caching) => {
                 self.cached_replay(&app, public_port, caching, &parts, &mut body)
@@ -362,12 +362,15 @@ impl Proxy {
             };
             drop(lease);
             let mut replayed = parts.clone();
+            if caching.is_none() && replay.cache.is_some() {
+                caching = Some(Caching::bare(&host, &parts));
+            }
             if let Some(caching) = &caching {
                 self.learn_replay(&app, caching, &replay, &backend, round == 0 && !from_cache);
-                replayed
-                    .headers
-                    .insert(CACHE_STATUS, caching.status(from_cache));
             }
+            replayed
+                .headers
+                .insert(CACHE_STATUS, Caching::status(caching.as_ref(), from_cache));
             match self
                 .replay(&app, public_port, &backend, &replay, &replayed, &mut body)
                 .await

@@ -34,9 +34,11 @@ use crate::routes::{Backend, Route};
 pub(super) const CACHE_CONTROL: HeaderName = HeaderName::from_static("fly-replay-cache-control");
 /// The header that tells the replay's target how the request came.
 pub(super) const CACHE_STATUS: HeaderName = HeaderName::from_static("fly-replay-cache-status");
-/// More entries than any sane use: past it, expired ones are dropped and, if still full,
-/// nothing new is remembered.
+/// More session entries than any sane use: past it, expired ones are dropped and, if
+/// still full, nothing new is remembered.
 const MAX_ENTRIES: usize = 100_000;
+/// Path-based entries per app and hostname, at most (each request looks at them all).
+const MAX_PATHS_PER_HOST: usize = 64;
 
 /// One cached decision's place: the app and hostname, the prefix, and (session-based) the
 /// cookie or header value.
@@ -66,10 +68,16 @@ pub(super) struct Session {
     allow_bypass: bool,
 }
 
+/// One app's path-based entries by hostname (few per hostname), each with its key.
+type HostPaths = HashMap<String, Vec<(Key, Cached)>>;
+
 /// The replay cache of one proxy.
 #[derive(Debug, Default)]
 pub(crate) struct ReplayCaches {
-    entries: Mutex<HashMap<Key, Cached>>,
+    /// Session-based entries, by their whole key.
+    sessions: Mutex<HashMap<Key, Cached>>,
+    /// Path-based entries, by app, then hostname.
+    paths: Mutex<HashMap<String, HostPaths>>,
 }
 
 /// `prefix` (`[host]/path`, `*` and a final `/` optional) split into its host (lowercase,
@@ -155,6 +163,11 @@ pub(super) fn asks_to_skip(headers: &HeaderMap) -> bool {
 }
 
 impl ReplayCaches {
+    /// Whether `app` has path-based entries (so a request without session rules may hit).
+    pub(super) fn has_paths(&self, app: &str) -> bool {
+        self.paths.lock().is_ok_and(|paths| paths.contains_key(app))
+    }
+
     /// The cached replay for a request: its session's, else the longest path-based one of
     /// its app and host.
     pub(super) fn lookup(
@@ -164,40 +177,53 @@ impl ReplayCaches {
         path: &str,
         session: Option<&Session>,
     ) -> Option<(Key, Cached, bool)> {
-        let mut entries = self.entries.lock().ok()?;
         let now = Instant::now();
-        if let Some(session) = session {
-            match entries.get(&session.key) {
+        if let Some(session) = session
+            && let Ok(mut sessions) = self.sessions.lock()
+        {
+            match sessions.get(&session.key) {
                 Some(cached) if cached.expires > now => {
                     return Some((session.key.clone(), cached.clone(), cached.allow_bypass));
                 }
                 Some(_) => {
-                    entries.remove(&session.key);
+                    sessions.remove(&session.key);
                 }
                 None => {}
             }
         }
-        let (key, cached) = entries
+        let mut paths = self.paths.lock().ok()?;
+        let hosts = paths.get_mut(app)?;
+        let entries = hosts.get_mut(host)?;
+        entries.retain(|(_, cached)| cached.expires > now);
+        let found = entries
             .iter()
-            .filter(|(key, cached)| {
-                key.session.is_none()
-                    && key.app == app
-                    && key.host == host
-                    && cached.expires > now
-                    && matches(&key.prefix, host, path).is_some()
-            })
-            .max_by_key(|(key, _)| key.prefix.len())?;
-        Some((key.clone(), cached.clone(), cached.allow_bypass))
+            .filter(|(key, _)| matches(&key.prefix, host, path).is_some())
+            .max_by_key(|(key, _)| key.prefix.len())
+            .map(|(key, cached)| (key.clone(), cached.clone(), cached.allow_bypass));
+        if entries.is_empty() {
+            hosts.remove(host);
+            if hosts.is_empty() {
+                paths.remove(app);
+            }
+        }
+        found
     }
 
     /// Remembers `replay` (asked for by `origin`) for a session.
     pub(super) fn remember_session(&self, session: &Session, replay: &Replay, origin: &Backend) {
-        self.insert(
+        let Ok(mut sessions) = self.sessions.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if sessions.len() >= MAX_ENTRIES {
+            sessions.retain(|_, cached| cached.expires > now);
+            if sessions.len() >= MAX_ENTRIES {
+                return;
+            }
+        }
+        sessions.insert(
             session.key.clone(),
-            replay,
-            origin,
-            session.ttl,
-            session.allow_bypass,
+            entry(replay, origin, now + session.ttl, session.allow_bypass),
         );
     }
 
@@ -222,48 +248,49 @@ impl ReplayCaches {
             prefix: split_prefix(prefix).1,
             session: None,
         };
-        self.insert(key, replay, origin, ttl, allow_bypass);
-    }
-
-    fn insert(
-        &self,
-        key: Key,
-        replay: &Replay,
-        origin: &Backend,
-        ttl: Duration,
-        allow_bypass: bool,
-    ) {
-        let Ok(mut entries) = self.entries.lock() else {
+        let Ok(mut paths) = self.paths.lock() else {
             return;
         };
         let now = Instant::now();
-        if entries.len() >= MAX_ENTRIES {
-            entries.retain(|_, cached| cached.expires > now);
-            if entries.len() >= MAX_ENTRIES {
-                return;
-            }
+        let entries = paths
+            .entry(app.to_owned())
+            .or_default()
+            .entry(host.to_owned())
+            .or_default();
+        entries.retain(|(k, cached)| cached.expires > now && *k != key);
+        if entries.len() >= MAX_PATHS_PER_HOST {
+            return;
         }
-        // The entry replays without a fallback of its own: a cached target that fails is
-        // forgotten and the request goes to the app.
-        let mut replay = replay.clone();
-        replay.fallback = None;
-        replay.cache = None;
-        entries.insert(
-            key,
-            Cached {
-                replay,
-                origin: origin.clone(),
-                expires: now + ttl,
-                allow_bypass,
-            },
-        );
+        entries.push((key, entry(replay, origin, now + ttl, allow_bypass)));
     }
 
     /// Forgets one cached replay.
     pub(super) fn forget(&self, key: &Key) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(key);
+        if key.session.is_some() {
+            if let Ok(mut sessions) = self.sessions.lock() {
+                sessions.remove(key);
+            }
+        } else if let Ok(mut paths) = self.paths.lock()
+            && let Some(entries) = paths
+                .get_mut(&key.app)
+                .and_then(|hosts| hosts.get_mut(&key.host))
+        {
+            entries.retain(|(k, _)| k != key);
         }
+    }
+}
+
+/// A cache entry for `replay`: without a fallback of its own (a cached target that fails
+/// is forgotten and the request goes to the app) and without its cache directive.
+fn entry(replay: &Replay, origin: &Backend, expires: Instant, allow_bypass: bool) -> Cached {
+    let mut replay = replay.clone();
+    replay.fallback = None;
+    replay.cache = None;
+    Cached {
+        replay,
+        origin: origin.clone(),
+        expires,
+        allow_bypass,
     }
 }
 
@@ -280,9 +307,22 @@ pub(super) struct Caching {
 }
 
 impl Caching {
+    /// A request's caching when nothing is cached for it and no session rule applies: what
+    /// a replay's own `fly-replay-cache` needs to be remembered.
+    pub(super) fn bare(host: &str, parts: &http::request::Parts) -> Caching {
+        Caching {
+            host: hostname(host),
+            path: parts.uri.path().to_owned(),
+            session: None,
+            cached: None,
+            bypassed: false,
+        }
+    }
+
     /// `fly-replay-cache-status` for the replayed request.
-    pub(super) fn status(&self, hit: bool) -> HeaderValue {
-        HeaderValue::from_static(match (hit, self.bypassed) {
+    pub(super) fn status(caching: Option<&Caching>, hit: bool) -> HeaderValue {
+        let bypassed = caching.is_some_and(|c| c.bypassed);
+        HeaderValue::from_static(match (hit, bypassed) {
             (true, _) => "hit",
             (false, true) => "bypass",
             (false, false) => "miss",
@@ -313,12 +353,16 @@ impl Proxy {
         let OutgoingBody::Buffered(_) = body else {
             return None;
         };
-        let host = hostname(host);
-        let path = parts.uri.path().to_owned();
         let rules = route
             .http_options
             .as_ref()
             .map_or(&[][..], |o| &o.replay_cache[..]);
+        // Nothing to look up (the common case): no work per request.
+        if rules.is_empty() && !self.replay_caches.has_paths(app) {
+            return None;
+        }
+        let host = hostname(host);
+        let path = parts.uri.path().to_owned();
         let session = session(rules, app, &host, &path, &parts.headers);
         let mut cached = self
             .replay_caches
@@ -350,7 +394,8 @@ impl Proxy {
     ) -> Option<(Response<Incoming>, Held, Backend)> {
         let (key, cached) = caching.cached.as_ref()?;
         let mut hit = parts.clone();
-        hit.headers.insert(CACHE_STATUS, caching.status(true));
+        hit.headers
+            .insert(CACHE_STATUS, Caching::status(Some(caching), true));
         match self
             .replay(app, public_port, &cached.origin, &cached.replay, &hit, body)
             .await
