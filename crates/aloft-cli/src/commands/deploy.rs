@@ -19,7 +19,7 @@ pub struct DeployArgs {
     /// The image to run (default: fly.toml's `[build] image`, else an image built from the
     /// Dockerfile). It must be in the Docker Engine of the hosts or in a registry they can
     /// pull from.
-    #[arg(long, value_name = "REF")]
+    #[arg(long, short = 'i', value_name = "REF")]
     pub image: Option<String>,
     /// `rolling`, `immediate`, `canary` or `bluegreen` (default: `[deploy] strategy`, else
     /// rolling).
@@ -56,6 +56,64 @@ pub struct DeployArgs {
     /// (warnings otherwise, as flyctl).
     #[arg(long)]
     pub strict: bool,
+    /// The Dockerfile to build, relative to fly.toml's directory (over `[build]
+    /// dockerfile`).
+    #[arg(long, value_name = "PATH")]
+    pub dockerfile: Option<String>,
+    /// Build the image and print it; deploy nothing.
+    #[arg(long)]
+    pub build_only: bool,
+    /// How many machines a rolling or canary deploy replaces at once: from 1 a count,
+    /// below 1 a fraction (over `[deploy] max_unavailable`).
+    #[arg(long, value_name = "N")]
+    pub max_unavailable: Option<f64>,
+    /// Deploy only these process groups (comma-separated).
+    #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
+    pub process_groups: Vec<String>,
+    /// The machines' size preset (`aloft platform vm-sizes`), for every group.
+    #[arg(long, value_name = "NAME")]
+    pub vm_size: Option<String>,
+    /// On an app's first deploy, 2 machines per group with services (the default, as
+    /// flyctl); `--ha=false` makes 1.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub ha: bool,
+    /// Do not run `[deploy] release_command` this time.
+    #[arg(long)]
+    pub skip_release_command: bool,
+    /// How long the release command may run: `90s`, `10m` (over `[deploy]
+    /// release_command_timeout`).
+    #[arg(long, value_name = "DURATION")]
+    pub release_command_timeout: Option<String>,
+    /// Answer yes to every question (a deploy asks none; accepted as flyctl's).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+impl Default for DeployArgs {
+    /// A plain `aloft deploy`: the flags' defaults (smoke checks on, `--ha`).
+    fn default() -> Self {
+        DeployArgs {
+            image: None,
+            strategy: None,
+            wait_timeout: None,
+            smoke_checks: true,
+            detach: false,
+            env: Vec::new(),
+            build_args: Vec::new(),
+            build_target: None,
+            build_secrets: Vec::new(),
+            strict: false,
+            dockerfile: None,
+            build_only: false,
+            max_unavailable: None,
+            process_groups: Vec::new(),
+            vm_size: None,
+            ha: true,
+            skip_release_command: false,
+            release_command_timeout: None,
+            yes: false,
+        }
+    }
 }
 
 /// Splits `KEY=VALUE` (`flag` names the option in the error).
@@ -85,7 +143,18 @@ async fn build(
 ) -> Result<(String, String), Failure> {
     let settings = config.build.clone().unwrap_or_default();
     let base = base_of(path);
-    let dockerfile = crate::context::dockerfile(base, settings.dockerfile.as_deref())
+    let wanted = args
+        .dockerfile
+        .as_deref()
+        .or(settings.dockerfile.as_deref());
+    if let Some(named) = args.dockerfile.as_deref()
+        && !base.join(named).is_file()
+    {
+        return Err(
+            anyhow::anyhow!("--dockerfile {named}: no such file in {}", base.display()).into(),
+        );
+    }
+    let dockerfile = crate::context::dockerfile(base, wanted)
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "no image to deploy: pass --image REF, set [build] image in {}, or add a Dockerfile next to it",
@@ -163,22 +232,53 @@ fn requests(
         .map(|text| pair(text, "-e"))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let base = base_of(path);
-    let release_command = config
-        .release_command()
-        .with_context(|| format!("reading {}", path.display()))?;
-    let release_command_timeout = deploy
-        .release_command_timeout
-        .map(|d| d.as_secs_f64().ceil() as u64);
+    let release_command = if args.skip_release_command {
+        None
+    } else {
+        config
+            .release_command()
+            .with_context(|| format!("reading {}", path.display()))?
+    };
+    let release_command_timeout = match &args.release_command_timeout {
+        Some(text) => Some(seconds(text, "--release-command-timeout")?),
+        None => deploy
+            .release_command_timeout
+            .map(|d| d.as_secs_f64().ceil() as u64),
+    };
+    let max_unavailable = args.max_unavailable.or(deploy.max_unavailable);
+    let guest = match &args.vm_size {
+        Some(size) => Some(
+            aloft_types::machine::MachineGuest::preset(size).ok_or_else(|| {
+                anyhow::anyhow!("--vm-size {size:?} is not a size: see `aloft platform vm-sizes`")
+            })?,
+        ),
+        None => None,
+    };
+    let groups = config.process_groups();
+    if let Some(unknown) = args.process_groups.iter().find(|g| !groups.contains(g)) {
+        return Err(anyhow::anyhow!(
+            "--process-groups: {} has no process group {unknown:?} (it has {})",
+            path.display(),
+            groups.join(", ")
+        )
+        .into());
+    }
     let release_command_guest = config
         .release_command_guest()
         .with_context(|| format!("reading {}", path.display()))?;
     let mut requests = Vec::new();
-    for (index, group) in config.process_groups().into_iter().enumerate() {
+    let chosen = groups
+        .into_iter()
+        .filter(|g| args.process_groups.is_empty() || args.process_groups.contains(g));
+    for (index, group) in chosen.enumerate() {
         let mut machine = config
             .to_machine_config(&group, base, Some(&image))
             .with_context(|| format!("lowering {} for process group `{group}`", path.display()))?;
         for (key, value) in &env {
             machine.env.insert(key.clone(), value.clone());
+        }
+        if let Some(guest) = &guest {
+            machine.guest = Some(guest.clone());
         }
         requests.push((
             group.clone(),
@@ -186,9 +286,10 @@ fn requests(
                 image: image.clone(),
                 config: machine,
                 strategy: strategy.clone(),
-                max_unavailable: deploy.max_unavailable,
+                max_unavailable,
                 wait_timeout,
-                initial_count: None,
+                // flyctl's --ha=false: one machine per group on the first deploy.
+                initial_count: (!args.ha).then_some(1),
                 description: Some(format!("deploy {label} (process group {group})")),
                 // Once per deploy, with the first group's deployment (Fly runs it once).
                 release_command: if index == 0 {
@@ -329,10 +430,26 @@ pub(crate) async fn deploy(
             configured.as_deref().unwrap_or_default()
         )));
     }
+    if args.build_only && configured.is_some() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--build-only builds the Dockerfile, and this deploy runs an image ({}) without building",
+            configured.as_deref().unwrap_or_default()
+        )));
+    }
     let (image, label) = match configured {
         Some(image) => (image.clone(), image),
         None => build(&client, &app, &path, &config, &args, out).await?,
     };
+    if args.build_only {
+        if json {
+            out.json(
+                &serde_json::json!({ "image": image, "tag": label.trim_start_matches("build ") }),
+            )?;
+        } else {
+            out.data(&image);
+        }
+        return Ok(());
+    }
     let mut results = Vec::new();
     let requests = requests(&path, &config, &args, &image, &label)?;
     let serves_https = requests

@@ -182,18 +182,7 @@ pub(crate) async fn launch(
         }
         return Ok(());
     }
-    let deploy = crate::commands::deploy::DeployArgs {
-        image: None,
-        strategy: None,
-        wait_timeout: None,
-        smoke_checks: true,
-        detach: false,
-        env: Vec::new(),
-        build_args: Vec::new(),
-        build_target: None,
-        build_secrets: Vec::new(),
-        strict: false,
-    };
+    let deploy = crate::commands::deploy::DeployArgs::default();
     crate::commands::deploy::deploy(deploy, &Some(path), None, json, out).await
 }
 

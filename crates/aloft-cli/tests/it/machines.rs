@@ -1,6 +1,6 @@
-//! flyctl's machine commands (`aloft machine run|kill|suspend|wait|leases|clone|update`), `apps
-//! restart`, `auth token|logout` and the top-level `sftp`; the platform ones on
-//! a platform of simulated hosts (`SimPlatform`, in real time: no Docker).
+//! flyctl's machine commands (`aloft machine run|kill|suspend|wait|leases|clone|update`),
+//! deploy's flags, `apps restart`, `auth token|logout` and the top-level `sftp`; the
+//! platform ones on a platform of simulated hosts (`SimPlatform`, in real time: no Docker).
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -305,6 +305,96 @@ async fn machine_run_takes_flyctls_flags() {
         ),
     ] {
         let mut full = vec!["machine", "run", "sim/app:1", "--detach"];
+        full.extend(args);
+        let refused = aloft(&full);
+        assert!(!refused.status.success());
+        assert!(
+            text(&refused.stderr).contains(says),
+            "{says}: {}",
+            text(&refused.stderr)
+        );
+    }
+    cli.platform.stop().await;
+}
+
+/// Two process groups, `web` with the HTTP service; a release command.
+const GROUPS_TOML: &str = r#"app = "machines"
+[processes]
+web = "serve"
+worker = "work"
+[deploy]
+release_command = "migrate"
+[http_service]
+internal_port = 8080
+processes = ["web"]
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_takes_flyctls_flags() {
+    let cli = Cli::start().await;
+    let (platform, aloft) = (&cli.platform, |args: &[&str]| cli.aloft(args));
+    let client = &platform.client;
+    std::fs::write(cli.home.path().join("fly.toml"), GROUPS_TOML).unwrap();
+    let deployed = aloft(&[
+        "deploy",
+        "-i",
+        "sim/app:1",
+        "--process-groups",
+        "web",
+        "--ha=false",
+        "--skip-release-command",
+        "--vm-size",
+        "shared-cpu-2x",
+        "--max-unavailable",
+        "2",
+        "--smoke-checks=false",
+        "-y",
+        "--json",
+    ]);
+    assert!(deployed.status.success(), "{}", text(&deployed.stderr));
+    let results: Vec<aloft_types::api::DeploymentResponse> =
+        serde_json::from_slice(&deployed.stdout).unwrap();
+    assert_eq!(results.len(), 1, "only the web group");
+    assert_eq!(results[0].max_unavailable, 2.0);
+    let kinds: Vec<&str> = results[0].steps.iter().map(|s| s.kind.as_str()).collect();
+    assert!(!kinds.contains(&"release_command"), "{kinds:?}");
+    let machines = client.list_machines(APP).await.unwrap();
+    assert_eq!(machines.len(), 1, "--ha=false: one web machine, no worker");
+    let machine = &machines[0];
+    assert_eq!(machine.config.metadata["fly_process_group"], "web");
+    assert_eq!(machine.config.guest.as_ref().map(|g| g.cpus), Some(2));
+
+    // The release command runs when not skipped, for as long as --release-command-timeout
+    // lets it (a simulated one never ends).
+    let timed = aloft(&[
+        "deploy",
+        "-i",
+        "sim/app:1",
+        "--process-groups",
+        "web",
+        "--release-command-timeout",
+        "1s",
+        "--smoke-checks=false",
+    ]);
+    assert!(!timed.status.success());
+    assert!(
+        text(&timed.stderr).contains("did not finish within 1s (release_command_timeout)"),
+        "{}",
+        text(&timed.stderr)
+    );
+
+    for (args, says) in [
+        (
+            vec!["--process-groups", "nope"],
+            "has no process group \"nope\" (it has web, worker)",
+        ),
+        (
+            vec!["--vm-size", "huge"],
+            "--vm-size \"huge\" is not a size",
+        ),
+        (vec!["--build-only"], "--build-only builds the Dockerfile"),
+    ] {
+        let mut full = vec!["deploy", "-i", "sim/app:1"];
         full.extend(args);
         let refused = aloft(&full);
         assert!(!refused.status.success());
