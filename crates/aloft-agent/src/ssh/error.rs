@@ -30,6 +30,10 @@ pub(crate) enum SshError {
     NoAuthority,
     #[error("{0}")]
     Certificate(String),
+    /// A certificate not from the machine's organization (another CA, a forged
+    /// signature): its holder is a stranger to the machine.
+    #[error("{0}")]
+    Stranger(String),
     #[error("the certificate names no token ({TOKEN_EXTENSION})")]
     NoToken,
     #[error("checking the certificate's token: {0}")]

@@ -27,9 +27,7 @@ use aloft_runtime::{AttachOptions, ContainerState, ExecChunk, Runtime};
 use aloft_ssh::ca;
 use aloft_ssh::russh::keys::Certificate;
 use aloft_ssh::russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
-use aloft_ssh::russh::{
-    self, Channel, ChannelId, ChannelMsg, ChannelOpenFailure, MethodKind, MethodSet, Sig,
-};
+use aloft_ssh::russh::{self, Channel, ChannelId, ChannelMsg, ChannelOpenFailure, Sig};
 use aloft_types::{EventKind, MachineId};
 use futures_util::StreamExt as _;
 use serde_json::json;
@@ -39,63 +37,12 @@ use crate::{LABEL_INSTANCE, Shared, error_chain};
 
 mod accept;
 mod error;
+mod host_key;
 
 pub use accept::SshLimits;
 pub(crate) use accept::{listen, serve};
 pub(crate) use error::SshError;
-
-/// Where the host key is kept in the agent's data directory.
-pub(crate) const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
-
-/// The server's settings, with the host key (made on first use, kept in the data dir).
-pub(crate) fn server_config(data_dir: &std::path::Path) -> Result<Arc<server::Config>, SshError> {
-    let path = data_dir.join(HOST_KEY_FILE);
-    let key = match std::fs::read_to_string(&path) {
-        Ok(text) => ca::private_from_openssh(&text).map_err(|e| SshError::HostKey {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let seed: [u8; 32] = crate::random();
-            let key = ca::ed25519_from_seed(&seed);
-            let text = ca::private_to_openssh(&key).map_err(|e| SshError::HostKey {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            write_private(&path, &text).map_err(|source| SshError::HostKeyFile {
-                path: path.clone(),
-                source,
-            })?;
-            key
-        }
-        Err(source) => return Err(SshError::HostKeyFile { path, source }),
-    };
-    let mut methods = MethodSet::empty();
-    methods.push(MethodKind::PublicKey);
-    Ok(Arc::new(server::Config {
-        server_id: russh::SshId::Standard("SSH-2.0-aloft".into()),
-        methods,
-        keys: vec![key],
-        auth_rejection_time: Duration::from_millis(500),
-        auth_rejection_time_initial: Some(Duration::ZERO),
-        inactivity_timeout: Some(Duration::from_secs(3600)),
-        keepalive_interval: Some(Duration::from_secs(30)),
-        nodelay: true,
-        channel_buffer_size: aloft_ssh::CHANNEL_QUEUE,
-        ..server::Config::default()
-    }))
-}
-
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())
-}
+pub(crate) use host_key::server_config;
 
 /// How a connection reached the server.
 #[derive(Debug, Clone)]
@@ -207,7 +154,12 @@ impl<R: Runtime + 'static> Connection<R> {
             return Err(SshError::NoAuthority);
         }
         ca::check_certificate(certificate, &authorities, &trust.principals, ca::unix_now())
-            .map_err(|refusal| SshError::Certificate(refusal.to_string()))?;
+            .map_err(|refusal| match refusal {
+                ca::Refusal::UnknownAuthority | ca::Refusal::BadSignature => {
+                    SshError::Stranger(refusal.to_string())
+                }
+                other => SshError::Certificate(other.to_string()),
+            })?;
         let token = certificate
             .extensions()
             .get(TOKEN_EXTENSION)
@@ -222,6 +174,20 @@ impl<R: Runtime + 'static> Connection<R> {
             return Err(SshError::TokenInactive(token.clone()));
         }
         Ok(certificate.key_id().to_owned())
+    }
+
+    /// Whether a refusal (for `reason`; `None`: a plain key) goes into the machine's
+    /// events: always through the API's tunnel, whose caller holds a token for the
+    /// machine; on the private network only for a certificate of the machine's
+    /// organization, so that a stranger cannot write into any machine's events.
+    fn records(&self, reason: Option<&SshError>) -> bool {
+        match &self.via {
+            Via::Tunnel(_) => true,
+            Via::Private(_) => !matches!(
+                reason,
+                None | Some(SshError::Stranger(_) | SshError::NoAuthority)
+            ),
+        }
     }
 
     fn peer(&self) -> String {
@@ -270,7 +236,11 @@ impl<R: Runtime + 'static> server::Handler for Connection<R> {
         user: &str,
         key: server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        let machine = self.target(user).await.ok().map(|(m, _)| m);
+        let machine = if self.records(None) {
+            self.target(user).await.ok().map(|(m, _)| m)
+        } else {
+            None
+        };
         let reason = format!(
             "a plain key ({}) is not accepted: use a certificate from `aloft ssh issue`",
             key.algorithm
@@ -309,13 +279,9 @@ impl<R: Runtime + 'static> server::Handler for Connection<R> {
                 Ok(Auth::Accept)
             }
             Err(reason) => {
-                self.refuse(
-                    Some(&machine),
-                    user,
-                    certificate.key_id(),
-                    &reason.to_string(),
-                )
-                .await;
+                let recorded = self.records(Some(&reason)).then_some(&machine);
+                self.refuse(recorded, user, certificate.key_id(), &reason.to_string())
+                    .await;
                 Ok(Auth::reject())
             }
         }

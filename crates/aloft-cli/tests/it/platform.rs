@@ -1914,6 +1914,55 @@ async fn openssh_uses_an_issued_certificate_on_the_private_network() {
     let output = ssh("cat /etc/hostname; exit 7");
     assert_eq!(output.status.code(), Some(7), "{}", text(&output.stderr));
     assert_eq!(text(&output.stdout).trim(), id);
+    // The session is in the machine's events (the probe below can see events)...
+    assert!(
+        ssh_events(p, "plain", &id)
+            .iter()
+            .any(|e| e["status"] == "started")
+    );
+    // ...and a stranger's refused key is not: on the private network anyone can knock,
+    // and a knock must not write into a machine's events (it is logged instead).
+    let stranger = keys.path().join("stranger");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let knocked = p.netns().exec(&[
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-i",
+        stranger.to_str().unwrap(),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=10",
+        "-l",
+        &id,
+        "fdaa::3",
+        "true",
+    ]);
+    assert!(!knocked.status.success());
+    assert!(
+        text(&knocked.stderr).contains("Permission denied"),
+        "{}",
+        text(&knocked.stderr)
+    );
+    assert!(
+        !ssh_events(p, "plain", &id)
+            .iter()
+            .any(|e| e["status"] == "refused"),
+        "{:#?}",
+        ssh_events(p, "plain", &id)
+    );
 
     // `--agent` hands the key and certificate to a running ssh-agent.
     let agent_dir = tempfile::tempdir().unwrap();
