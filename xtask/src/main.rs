@@ -192,9 +192,9 @@ fn test(root: &Path) -> Result<()> {
     layout::check(root)?;
     eprintln!("no file over 800 lines without a reason, no module circles");
 
-    section("Lints, while building the tests");
-    // Every target `cargo clippy --all-targets` lints: libraries, binaries and tests here
-    // (the test build), benchmarks beside the tests (below).
+    section("Lints, while building the tests and benchmarks");
+    // Every target `cargo clippy --all-targets` lints: libraries, binaries and tests (the
+    // test build), benchmarks (built as in the dev profile, not run).
     run(cargo_linted()?.args([
         "nextest",
         "run",
@@ -203,6 +203,7 @@ fn test(root: &Path) -> Result<()> {
         "ci",
         "--no-run",
     ]))?;
+    run(cargo_linted()?.args(["build", "--workspace", "--benches", "--quiet"]))?;
     // The app the end-to-end tests run in machines (`aloft_testkit::testapp_image`), built
     // now so that no test needs cargo (below).
     run(cargo_linted()?.args(["build", "--package", "aloft-testapp", "--quiet"]))?;
@@ -260,12 +261,12 @@ fn test(root: &Path) -> Result<()> {
         .env("INSTA_UPDATE", "no")
         .env_remove("INSTA_FORCE_PASS"))?;
 
-    section("Benchmarks, docs and fuzz targets (built beside the tests)");
+    section("Docs and fuzz targets (built beside the tests)");
     let printed = beside
         .join()
         .map_err(|_| anyhow::anyhow!("building the docs and fuzz targets panicked"))??;
     eprint!("{printed}");
-    eprintln!("the benchmarks (linted), the docs (warnings denied) and the fuzz targets build");
+    eprintln!("the docs (warnings denied) and the fuzz targets build");
 
     // The README's first command, end to end: a fresh platform serves the example app.
     demo::demo(root, true, cargo_once, demo::Binaries::FromTests)?;
@@ -296,14 +297,9 @@ fn aloft_testapp_variable() -> &'static str {
     "ALOFT_TESTAPP_BINARY"
 }
 
-/// The benchmarks' build (linted), `cargo doc` (warnings denied) and a check of the fuzz
-/// targets, each under `nice`, in the tests' target directory; what they printed, with
-/// how long each took.
+/// `cargo doc` (warnings denied) and a check of the fuzz targets, each under `nice`, in
+/// the tests' target directory; what they printed, with how long each took.
 fn build_beside_tests() -> Result<String> {
-    // The benchmarks (built as in the dev profile, linted, not run): they share the
-    // tests' dependencies, so only their own targets compile here.
-    let mut benches = cargo_linted()?;
-    benches.args(["build", "--workspace", "--benches", "--quiet"]);
     let mut docs = cargo_once();
     docs.args(["doc", "--no-deps", "--workspace", "--quiet"])
         .env("RUSTDOCFLAGS", "-D warnings");
@@ -318,7 +314,7 @@ fn build_beside_tests() -> Result<String> {
         "target",
     ]);
     let mut printed = String::new();
-    for command in [benches, docs, fuzz] {
+    for command in [docs, fuzz] {
         let mut niced = Command::new("nice");
         niced.args(["-n", "19"]).arg(command.get_program());
         niced.args(command.get_args());
