@@ -45,7 +45,8 @@ impl<R: Runtime + 'static> Shared<R> {
             let remaining = self.gateway.machines(&self.config.host_id).await?;
             let others: Vec<MachineRecord> =
                 remaining.into_iter().filter(|m| &m.id != id).collect();
-            self.prune_network(&others, as_of).await?;
+            let housed = crate::sweep::housed(&self.runtime.list(&self.ours()).await?);
+            self.prune_network(&others, &housed, as_of).await?;
             if machine.state != MachineState::Destroyed {
                 if machine.state != MachineState::Destroying {
                     self.gateway

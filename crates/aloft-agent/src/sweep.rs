@@ -2,7 +2,7 @@
 //! container the agent owns with the machines of this host; adopt the current ones,
 //! remove orphans, and re-plumb the private network.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use aloft_agent_api::{Command, Desired, MachineRecord};
@@ -28,8 +28,9 @@ impl<R: Runtime + 'static> Shared<R> {
         let machines = self.gateway.machines(&self.config.host_id).await?;
         let known: HashMap<String, &MachineRecord> =
             machines.iter().map(|m| (m.id.to_string(), m)).collect();
-        let ours = BTreeMap::from([(LABEL_HOST.to_owned(), self.config.host_id.to_string())]);
-        for container in self.runtime.list(&ours).await? {
+        let containers = self.runtime.list(&self.ours()).await?;
+        let housed = housed(&containers);
+        for container in containers {
             let machine = container.labels.get(LABEL_MACHINE);
             let current = machine
                 .and_then(|m| known.get(m))
@@ -55,25 +56,28 @@ impl<R: Runtime + 'static> Shared<R> {
         for machine in &machines {
             self.spawn(machine.id.clone(), Command::Converge);
         }
-        self.prune_network(&machines, as_of).await?;
+        self.prune_network(&machines, &housed, as_of).await?;
         Ok(())
     }
 
-    /// Removes the private network's links and rules that no machine of this host needs.
+    /// The labels every container this agent owns carries.
+    pub(super) fn ours(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(LABEL_HOST.to_owned(), self.config.host_id.to_string())])
+    }
+
+    /// Removes the private network's links and rules that no machine of this host needs:
+    /// `housed` names the machines that still have a container here, whose links stay
+    /// even when they are being destroyed.
     pub(super) async fn prune_network(
         &self,
         machines: &[MachineRecord],
+        housed: &HashSet<String>,
         as_of: std::time::Instant,
     ) -> Result<(), AgentError> {
         let Some(network) = self.network.get() else {
             return Ok(());
         };
-        let addresses: Vec<SixPn> = machines
-            .iter()
-            .filter(|m| m.desired != Desired::Destroyed)
-            .filter_map(|m| m.private_ip.as_deref()?.parse().ok())
-            .filter_map(SixPn::parse)
-            .collect();
+        let addresses = networked(machines, housed);
         network
             .prune(
                 &addresses.iter().map(|a| a.network).collect(),
@@ -112,5 +116,71 @@ impl<R: Runtime + 'static> Shared<R> {
             .attach(address, &aloft_net::netns::of_process(pid))
             .await?;
         Ok(())
+    }
+}
+
+/// The machines named by the labels of `containers`.
+pub(super) fn housed(containers: &[ContainerInfo]) -> HashSet<String> {
+    containers
+        .iter()
+        .filter_map(|c| c.labels.get(LABEL_MACHINE).cloned())
+        .collect()
+}
+
+/// The 6PN addresses whose links must stay: every machine not being destroyed, and every
+/// one being destroyed whose container is still here. A machine marked destroyed may still
+/// run (a deploy retires several blue machines at once, and each stops in turn), and its
+/// link carries the requests in flight to it and the connection's last packets; taken
+/// away early, a request on its way hangs with no answer and no reset.
+fn networked(machines: &[MachineRecord], housed: &HashSet<String>) -> Vec<SixPn> {
+    machines
+        .iter()
+        .filter(|m| m.desired != Desired::Destroyed || housed.contains(m.id.as_str()))
+        .filter_map(|m| m.private_ip.as_deref()?.parse().ok())
+        .filter_map(SixPn::parse)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(number: u8, desired: Desired) -> MachineRecord {
+        MachineRecord {
+            id: aloft_types::MachineId::generate([0, 0, 0, 0, 0, 0, number]),
+            app_id: aloft_types::AppId::generate([0; 16]),
+            name: format!("m{number}"),
+            region: "sim".to_owned(),
+            host_id: None,
+            state: aloft_types::MachineState::Started,
+            desired,
+            version: 1,
+            instance_id: format!("i{number}"),
+            private_ip: Some(format!("fdaa:0:1:0:1:0:{number:x}:2")),
+            config: aloft_types::machine::MachineConfig::default(),
+            cordoned: false,
+            lease: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    /// A machine marked destroyed keeps its link while its container is here: a deploy
+    /// marks several blue machines at once and they stop one after another.
+    #[test]
+    fn a_machine_being_destroyed_keeps_its_link_until_its_container_is_gone() {
+        let machines = [
+            machine(1, Desired::Started),
+            machine(2, Desired::Destroyed),
+            machine(3, Desired::Destroyed),
+        ];
+        let housed = HashSet::from([machines[1].id.to_string()]);
+        let kept: Vec<u32> = networked(&machines, &housed)
+            .iter()
+            .map(|a| a.machine.get())
+            .collect();
+        assert_eq!(kept, [1, 2], "m3's container is gone, m2's is not");
+        let none = networked(&machines, &HashSet::new());
+        assert_eq!(none.len(), 1, "{none:?}");
     }
 }
