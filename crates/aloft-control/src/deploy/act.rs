@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aloft_store::{App, DeploymentRecord, DeploymentStep, MachineRecord, ReleaseRecord};
+use aloft_store::{App, DeploymentRecord, DeploymentStep, Desired, MachineRecord, ReleaseRecord};
 use aloft_types::api::MachineRequest;
 use aloft_types::deploy::{DeploymentStatus, ReleaseStatus, StepKind};
 use aloft_types::machine::MachineConfig;
-use aloft_types::{MachineId, MachineState};
+use aloft_types::{EventKind, MachineId, MachineState};
+use serde_json::json;
 
 use super::health::{Smoke, healthy};
 use super::plan::{Facts, Machine, Next, Note, Wait};
@@ -18,6 +19,21 @@ use super::steps::{
     target_of,
 };
 use crate::{ApiError, Inner};
+
+/// Whether a machine in `state` has no process left to stop.
+fn at_rest(state: MachineState) -> bool {
+    use MachineState::*;
+    matches!(
+        state,
+        Created | Stopped | Suspended | Failed | LaunchFailed | Destroying
+    ) || state.is_terminal()
+}
+
+/// The kill timeout of a machine whose config names none (Fly's default, and the agent's).
+const RETIRE_KILL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long past its kill timeout a retired machine may take to be seen stopped (the
+/// runtime's own stop, the agent's report) before it is destroyed anyway.
+const RETIRE_MARGIN: Duration = Duration::from_secs(10);
 
 /// The app's live machines, oldest first: as the plan sees them, and as stored.
 pub(super) async fn machines(
@@ -208,7 +224,7 @@ pub(super) async fn run(
                     )
                     .await?;
                 }
-                moves.destroy(id, false).await?;
+                moves.retire(id).await?;
             }
             Next::Done => {
                 moves
@@ -393,6 +409,52 @@ impl Moves<'_> {
             return Ok(());
         }
         crate::machines::destroy_forcibly(self.inner, &machine, force).await
+    }
+
+    /// Retires a machine the deployment replaced (a blue one, a passed canary): stopped
+    /// first, as `aloft machine stop` does (out of the proxy's rotation once it stops, its
+    /// kill signal, then up to its kill timeout for the requests in flight to finish), then
+    /// destroyed. A destroy alone would give a running machine one second. Run again after
+    /// a restart, it carries on from whatever state the machine reached.
+    async fn retire(&self, id: &MachineId) -> Result<(), ApiError> {
+        let inner = self.inner;
+        let mut observed = inner.observed.subscribe();
+        let machine = inner.store.machine(&self.app.id, id).await?;
+        if machine.state.is_terminal() || machine.desired == Desired::Destroyed {
+            return Ok(());
+        }
+        if machine.desired != Desired::Stopped {
+            let _stopping = crate::machines::stop_machine(
+                inner,
+                &machine,
+                (
+                    EventKind::Stop,
+                    json!({ "reason": "retired by a deployment" }),
+                ),
+                None,
+                None,
+            )
+            .await?;
+        }
+        let kill_timeout = machine
+            .config
+            .stop_config
+            .as_ref()
+            .and_then(|s| s.timeout)
+            .map_or(RETIRE_KILL_TIMEOUT, |t| t.as_std());
+        let deadline = tokio::time::Instant::now() + kill_timeout + RETIRE_MARGIN;
+        loop {
+            let current = inner.store.machine(&self.app.id, id).await?;
+            if at_rest(current.state) || tokio::time::Instant::now() >= deadline {
+                if !at_rest(current.state) {
+                    tracing::warn!(machine = %id, "a retired machine did not stop within its kill timeout; destroying it");
+                }
+                return self.destroy(id, false).await;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            crate::hosts::observed_change(&mut observed, id, left.min(Duration::from_secs(1)))
+                .await;
+        }
     }
 
     async fn end(

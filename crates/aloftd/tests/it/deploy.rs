@@ -280,8 +280,143 @@ async fn deploy_under_load(
     (deployment, took, ok)
 }
 
-/// A bluegreen deploy under load, checked as [`deploy_under_load`] does, and also that
-/// no request reached a green machine before the switch: the switch step is watched
+/// One slow request per blue machine at a time (`POST /slow`, forced to that machine:
+/// the proxy cannot send it again elsewhere), from before a deploy until stopped.
+struct SlowProbes {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<SlowProbe>>>,
+}
+
+/// One slow request: its machine, when it was sent and answered (Unix ms), and how.
+#[derive(Debug)]
+struct SlowProbe {
+    machine: String,
+    sent_ms: i64,
+    done_ms: i64,
+    outcome: Result<u16, String>,
+}
+
+fn unix_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+impl SlowProbes {
+    fn start(proxy: std::net::SocketAddr, machines: &[String]) -> SlowProbes {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = machines
+            .iter()
+            .map(|machine| {
+                let (stop, machine, http) = (stop.clone(), machine.clone(), reqwest::Client::new());
+                tokio::spawn(async move {
+                    let mut probes = Vec::new();
+                    while !stop.load(Ordering::SeqCst) {
+                        let sent_ms = unix_ms();
+                        let outcome = http
+                            .post(format!("http://{proxy}/slow?ms=3000"))
+                            .header("host", format!("{APP}.aloft.localhost"))
+                            .header("fly-force-instance-id", &machine)
+                            .timeout(Duration::from_secs(30))
+                            .send()
+                            .await;
+                        let outcome = match outcome {
+                            Ok(r) if matches!(r.status().as_u16(), 200 | 503) => {
+                                Ok(r.status().as_u16())
+                            }
+                            Ok(r) => Err(format!(
+                                "{} {}",
+                                r.status(),
+                                r.text().await.unwrap_or_default()
+                            )),
+                            Err(e) => Err(format!("{e:?}")),
+                        };
+                        let gone = outcome == Ok(503);
+                        probes.push(SlowProbe {
+                            machine: machine.clone(),
+                            sent_ms,
+                            done_ms: unix_ms(),
+                            outcome,
+                        });
+                        if gone {
+                            // Out of the rotation: nothing more to learn from this one.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                    probes
+                })
+            })
+            .collect();
+        SlowProbes { stop, tasks }
+    }
+
+    async fn finish(self) -> Vec<SlowProbe> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut all = Vec::new();
+        for task in self.tasks {
+            all.extend(task.await.unwrap());
+        }
+        all
+    }
+}
+
+/// Every slow request sent to a blue machine before it began to leave was answered (a
+/// stopping machine finishes what it has, within its kill timeout, before it is
+/// destroyed); those sent later may be refused (503, or 502 when the machine stopped
+/// listening before the proxy heard of it), as a request forced to a stopping machine is.
+/// Positive control: slow requests were in flight on blue machines as they began to leave.
+async fn blue_finished_its_requests(
+    client: &Client,
+    blue: &[String],
+    probes: &[SlowProbe],
+) -> String {
+    let mut leaving = std::collections::HashMap::new();
+    let mut events = Vec::new();
+    for machine in blue {
+        let mut first = None;
+        for e in client.events(APP, machine).await.unwrap() {
+            if (e.kind == "stop" && e.status == "requested")
+                || (e.kind == "destroy" && e.status == "destroying")
+            {
+                first = Some(first.map_or(e.timestamp, |f: i64| f.min(e.timestamp)));
+            }
+            events.push(format!(
+                "{machine} {} {} {} {}",
+                e.timestamp, e.kind, e.status, e.request
+            ));
+        }
+        let first = first.unwrap_or_else(|| panic!("machine {machine} never left: {events:#?}"));
+        leaving.insert(machine.clone(), first);
+    }
+    let bad: Vec<&SlowProbe> = probes
+        .iter()
+        .filter(|p| p.outcome.is_err() && p.sent_ms < leaving[&p.machine])
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "slow requests lost by blue machines: {bad:#?}\ntheir events: {events:#?}"
+    );
+    let overlapping = probes
+        .iter()
+        .filter(|p| p.sent_ms < leaving[&p.machine] && p.done_ms > leaving[&p.machine])
+        .count();
+    assert!(
+        overlapping >= 2,
+        "too few slow requests were in flight as blue machines left ({overlapping}): the probe cannot tell"
+    );
+    format!(
+        "{} slow requests to blue machines, {overlapping} in flight as their machine began to leave, none lost",
+        probes.len()
+    )
+}
+
+/// A bluegreen deploy under load, checked as [`deploy_under_load`] does, with slow
+/// requests to each blue machine ([`blue_finished_its_requests`]), and also that no
+/// request reached a green machine before the switch: the switch step is watched
 /// every 20 ms, so a green answer well before it was seen (by more than the watch's
 /// own delay) came before the switch.
 async fn bluegreen_under_load(
@@ -289,9 +424,12 @@ async fn bluegreen_under_load(
     proxy: std::net::SocketAddr,
     request: &DeployRequest,
     version: &str,
-) -> DeploymentResponse {
+) -> (DeploymentResponse, String) {
+    let blue = live_machines(client).await;
+    let slow = SlowProbes::start(proxy, &blue);
     let load = Load::start(proxy);
     let first_seen = load.first_seen.clone();
+    let started = Instant::now();
     let deployment = client.deploy(APP, request).await.unwrap();
     let switch_seen = eventually("the switch to green", Duration::from_secs(240), || async {
         let current = client.deployment(APP, &deployment.id).await.ok()?;
@@ -308,9 +446,11 @@ async fn bluegreen_under_load(
     .await;
     let early = first_seen.lock().unwrap().get(version).copied();
     let deployment = finished(client, &deployment.id).await;
+    let took = started.elapsed();
     let (ok, failed, failures) = load.finish().await;
     assert_eq!(failed, 0, "failed requests: {failures:?}");
     assert!(ok > 0);
+    let slow = blue_finished_its_requests(client, &blue, &slow.finish().await).await;
     if let Some(first) = early {
         assert!(
             first + Duration::from_millis(300) >= switch_seen,
@@ -323,7 +463,7 @@ async fn bluegreen_under_load(
         first_seen.lock().unwrap().contains_key(version),
         "no answer from green at all: the probe cannot tell"
     );
-    deployment
+    (deployment, format!("{took:?}, {ok} requests, none failed; {slow}"))
 }
 
 async fn served_version(proxy: std::net::SocketAddr) -> Option<String> {
@@ -555,7 +695,8 @@ async fn canary_and_bluegreen_deploys_lose_no_request_and_a_failing_canary_chang
     // switches at once (`max_unavailable` does not apply: green comes whole).
     let bluegreen =
         with_max_unavailable(with_strategy(release(&image, "3", true), "bluegreen"), 1.0);
-    let third = bluegreen_under_load(client, proxy, &bluegreen, "3").await;
+    let (third, slow) = bluegreen_under_load(client, proxy, &bluegreen, "3").await;
+    eprintln!("bluegreen deploy of 3 machines: {slow}");
     assert_eq!(third.status, "succeeded", "{third:#?}");
     let steps = kinds(&third);
     assert_eq!(
