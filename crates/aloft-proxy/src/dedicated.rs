@@ -23,7 +23,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::connect::CONNECT_TIMEOUT;
 use crate::proxy::{Choice, Proxy};
 use crate::tcp::{PG_SSL_REQUEST, proxy_v1, proxy_v2};
 
@@ -189,16 +188,12 @@ impl Proxy {
         self.metrics.queued(app, &backend.machine, waited.elapsed());
         self.metrics.tcp_connection(app);
         let target = SocketAddr::new(IpAddr::V6(backend.address), backend.port);
-        let mut upstream = aloft_net::netns::connect_tcp(
-            self.config.namespace.as_deref(),
-            target,
-            CONNECT_TIMEOUT,
-        )
-        .await
-        .map_err(|source| PassError::Connect {
-            machine: backend.machine.to_string(),
-            source,
-        })?;
+        let mut upstream = crate::connect::machine_stream(self.config.namespace.as_deref(), target)
+            .await
+            .map_err(|source| PassError::Connect {
+                machine: backend.machine.to_string(),
+                source,
+            })?;
         if handlers.contains(&Handler::ProxyProto) {
             let header = match route.proxy_proto {
                 Some(ProxyProtoVersion::V2) => proxy_v2(client, local),

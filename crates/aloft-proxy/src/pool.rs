@@ -18,7 +18,6 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use crate::body::ProxyBody;
-use crate::connect::CONNECT_TIMEOUT;
 
 /// How long an unused connection is kept: under the idle timeouts of common servers, so
 /// a kept connection is rarely one the machine is closing.
@@ -116,7 +115,7 @@ async fn connect(
     namespace: Option<&Path>,
     address: SocketAddr,
 ) -> Result<SendRequest<ProxyBody>, SendError> {
-    let stream = aloft_net::netns::connect_tcp(namespace, address, CONNECT_TIMEOUT)
+    let stream = crate::connect::machine_stream(namespace, address)
         .await
         .map_err(SendError::Connect)?;
     let _ = stream.set_nodelay(true);

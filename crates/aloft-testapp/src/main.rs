@@ -4,7 +4,7 @@
 //! - `GET /health`: `200 ok`, or `500` with a line and an HTML page when
 //!   `TESTAPP_HEALTH=fail` (a release that fails its checks);
 //! - `GET /`: a greeting naming the machine (`FLY_MACHINE_ID`) and `TESTAPP_VERSION`;
-//! - `GET /slow?ms=N`: answers after N milliseconds (at most 60 s);
+//! - `GET /slow?ms=N`: answers after N milliseconds (at most 60 s), naming the machine;
 //! - `GET /stats`: `{"in_flight":N,"max_in_flight":M}` over every request but this one;
 //! - `GET /metrics`: `testapp_requests_total`, in Prometheus' text format;
 //! - `GET /ws`: a WebSocket that echoes every text and binary message.
@@ -153,7 +153,13 @@ async fn answer(request: Request<Incoming>, stats: Arc<Stats>) -> Response<Full<
                 .unwrap_or(1000)
                 .min(60_000);
             tokio::time::sleep(Duration::from_millis(millis)).await;
-            text(StatusCode::OK, format!("slept {millis} ms\n"))
+            text(
+                StatusCode::OK,
+                format!(
+                    "slept {millis} ms on machine {}\n",
+                    std::env::var("FLY_MACHINE_ID").unwrap_or_else(|_| "unknown".to_owned())
+                ),
+            )
         }
         "/" => text(
             StatusCode::OK,

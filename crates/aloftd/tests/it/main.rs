@@ -9,6 +9,7 @@
 
 mod autoscale;
 mod checks;
+mod cutoff;
 mod data;
 mod deploy;
 mod lifecycle;
@@ -165,9 +166,29 @@ impl Server {
     }
 }
 
+/// How many lines of its log a failing test's server shows.
+const LOG_TAIL: usize = 80;
+
 impl Drop for Server {
+    #[allow(
+        clippy::print_stderr,
+        reason = "a failed test shows what the daemon said; CI keeps nothing else"
+    )]
     fn drop(&mut self) {
         self.kill();
+        // A failing test's server shows its log's last lines: the temporary directory
+        // with the whole log is gone with the test.
+        if std::thread::panicking()
+            && let Ok(log) = std::fs::read_to_string(self.data_dir.with_extension("log"))
+        {
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            eprintln!(
+                "--- the last {} lines of aloftd's log ---\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
         // Everything this host's agent created goes, passing or failing.
         if let Some(host) = read_trimmed(&self.data_dir.join("host-id")) {
             aloft_testkit::remove_containers_labelled("dev.aloft.host", &host);
