@@ -74,6 +74,21 @@ impl Cli {
     fn aloft(&self, args: &[&str]) -> Output {
         tokio::task::block_in_place(|| run(&self.url, &self.token, self.home.path(), args))
     }
+
+    /// `aloft BASE ARGS` fails for each `(ARGS, message)` of `cases`, saying `message`.
+    fn refuses(&self, base: &[&str], cases: &[(Vec<&str>, &str)]) {
+        for (args, says) in cases {
+            let mut full = base.to_vec();
+            full.extend(args);
+            let refused = self.aloft(&full);
+            assert!(!refused.status.success(), "{full:?} was taken");
+            assert!(
+                text(&refused.stderr).contains(says),
+                "{says}: {}",
+                text(&refused.stderr)
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -282,38 +297,31 @@ async fn machine_run_takes_flyctls_flags() {
     );
 
     // Flags that cannot be read say which and why.
-    for (args, says) in [
-        (
-            vec!["-p", "80/tcp:h3"],
-            "--port \"80/tcp:h3\": unknown handler \"h3\"",
-        ),
-        (
-            vec!["--vm-size", "huge"],
-            "--vm-size \"huge\" is not a size",
-        ),
-        (
-            vec!["--autostop=sometimes", "-p", "80"],
-            "--autostop \"sometimes\"",
-        ),
-        (
-            vec!["--autostop"],
-            "--autostop and --autostart apply to services",
-        ),
-        (
-            vec!["--metadata", "novalue"],
-            "--metadata \"novalue\" is not KEY=VALUE",
-        ),
-    ] {
-        let mut full = vec!["machine", "run", "sim/app:1", "--detach"];
-        full.extend(args);
-        let refused = aloft(&full);
-        assert!(!refused.status.success());
-        assert!(
-            text(&refused.stderr).contains(says),
-            "{says}: {}",
-            text(&refused.stderr)
-        );
-    }
+    cli.refuses(
+        &["machine", "run", "sim/app:1", "--detach"],
+        &[
+            (
+                vec!["-p", "80/tcp:h3"],
+                "--port \"80/tcp:h3\": unknown handler \"h3\"",
+            ),
+            (
+                vec!["--vm-size", "huge"],
+                "--vm-size \"huge\" is not a size",
+            ),
+            (
+                vec!["--autostop=sometimes", "-p", "80"],
+                "--autostop \"sometimes\"",
+            ),
+            (
+                vec!["--autostop"],
+                "--autostop and --autostart apply to services",
+            ),
+            (
+                vec!["--metadata", "novalue"],
+                "--metadata \"novalue\" is not KEY=VALUE",
+            ),
+        ],
+    );
     cli.platform.stop().await;
 }
 
@@ -383,27 +391,20 @@ async fn deploy_takes_flyctls_flags() {
         text(&timed.stderr)
     );
 
-    for (args, says) in [
-        (
-            vec!["--process-groups", "nope"],
-            "has no process group \"nope\" (it has web, worker)",
-        ),
-        (
-            vec!["--vm-size", "huge"],
-            "--vm-size \"huge\" is not a size",
-        ),
-        (vec!["--build-only"], "--build-only builds the Dockerfile"),
-    ] {
-        let mut full = vec!["deploy", "-i", "sim/app:1"];
-        full.extend(args);
-        let refused = aloft(&full);
-        assert!(!refused.status.success());
-        assert!(
-            text(&refused.stderr).contains(says),
-            "{says}: {}",
-            text(&refused.stderr)
-        );
-    }
+    cli.refuses(
+        &["deploy", "-i", "sim/app:1"],
+        &[
+            (
+                vec!["--process-groups", "nope"],
+                "has no process group \"nope\" (it has web, worker)",
+            ),
+            (
+                vec!["--vm-size", "huge"],
+                "--vm-size \"huge\" is not a size",
+            ),
+            (vec!["--build-only"], "--build-only builds the Dockerfile"),
+        ],
+    );
     cli.platform.stop().await;
 }
 

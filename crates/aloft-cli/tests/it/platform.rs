@@ -1887,16 +1887,17 @@ async fn openssh_uses_an_issued_certificate_on_the_private_network() {
     assert!(described.contains("org:personal"), "{described}");
     assert!(described.contains("aloft-token@aloft.dev"), "{described}");
 
-    // OpenSSH's own client, from the private network's side, logs in as the machine.
-    let ssh = |command: &str| {
+    // OpenSSH's own client, from the private network's side, logs in as the machine
+    // with `identity` (a key file and the options that go with it).
+    let openssh = |identity: &Path, options: &str, command: &str| {
         p.netns().exec(&[
             "ssh",
             "-F",
             "/dev/null",
             "-i",
-            key.to_str().unwrap(),
+            identity.to_str().unwrap(),
             "-o",
-            &format!("CertificateFile={}", certificate.display()),
+            options,
             "-o",
             "StrictHostKeyChecking=no",
             "-o",
@@ -1911,6 +1912,8 @@ async fn openssh_uses_an_issued_certificate_on_the_private_network() {
             command,
         ])
     };
+    let with_certificate = format!("CertificateFile={}", certificate.display());
+    let ssh = |command: &str| openssh(&key, &with_certificate, command);
     let output = ssh("cat /etc/hostname; exit 7");
     assert_eq!(output.status.code(), Some(7), "{}", text(&output.stderr));
     assert_eq!(text(&output.stdout).trim(), id);
@@ -1929,27 +1932,7 @@ async fn openssh_uses_an_issued_certificate_on_the_private_network() {
         .output()
         .unwrap();
     assert!(made.status.success(), "{}", text(&made.stderr));
-    let knocked = p.netns().exec(&[
-        "ssh",
-        "-F",
-        "/dev/null",
-        "-i",
-        stranger.to_str().unwrap(),
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "ConnectTimeout=10",
-        "-l",
-        &id,
-        "fdaa::3",
-        "true",
-    ]);
+    let knocked = openssh(&stranger, "IdentitiesOnly=yes", "true");
     assert!(!knocked.status.success());
     assert!(
         text(&knocked.stderr).contains("Permission denied"),
