@@ -172,8 +172,14 @@ pub trait ControlPlane: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, Result<(), ControlError>>;
 
     /// A machine whose process ended and that policy does not restart rests: its desired
-    /// state becomes stopped until someone starts it.
-    fn rest<'a>(&'a self, id: &'a MachineId) -> BoxFuture<'a, Result<(), ControlError>>;
+    /// state becomes stopped until someone starts it. Only when it is still wanted
+    /// started and still has `instance` (the config of the run that ended): a machine
+    /// updated meanwhile stays wanted started. Whether it rests now.
+    fn rest<'a>(
+        &'a self,
+        id: &'a MachineId,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<bool, ControlError>>;
 
     /// Records an event the platform caused (`source: flyd`, Fly's spelling).
     fn record_event<'a>(

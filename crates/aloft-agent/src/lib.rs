@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use aloft_agent_api::{Command, ControlError, ControlPlane, Host, HostLink};
 use aloft_net::HostNetwork;
-use aloft_runtime::{ContainerInfo, ExitStatus, Runtime, RuntimeError};
+use aloft_runtime::{ContainerInfo, Runtime, RuntimeError};
 use aloft_types::{HostId, MachineId};
 use tokio::sync::{Mutex, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -170,7 +170,7 @@ struct Shared<R> {
     requested_stops: StdMutex<HashSet<String>>,
     /// The latest runs whose exit was seen: a run in a stale listing is not watched again.
     ended: StdMutex<Ended>,
-    exits: mpsc::UnboundedSender<(MachineId, String, ExitStatus)>,
+    exits: mpsc::UnboundedSender<supervise::Exited>,
     tasks: TaskTracker,
     /// Cancelled when the agent stops: waits on containers end (the containers do not).
     stopping: CancellationToken,
@@ -185,7 +185,7 @@ struct Shared<R> {
 /// One host's agent.
 pub struct Agent<R: Runtime + 'static> {
     shared: Arc<Shared<R>>,
-    exits: mpsc::UnboundedReceiver<(MachineId, String, ExitStatus)>,
+    exits: mpsc::UnboundedReceiver<supervise::Exited>,
 }
 
 impl<R: Runtime + 'static> std::fmt::Debug for Agent<R> {
@@ -286,11 +286,11 @@ impl<R: Runtime + 'static> Agent<R> {
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
-                Some((machine, run, exit)) = self.exits.recv() => {
-                    shared.unwatch(&run);
-                    let requested = shared.requested_stops.lock().map(|mut r| r.remove(&run)).unwrap_or(false);
+                Some(exited) = self.exits.recv() => {
+                    shared.unwatch(&exited.run);
+                    let requested = shared.requested_stops.lock().map(|mut r| r.remove(&exited.run)).unwrap_or(false);
                     if !requested {
-                        shared.clone().on_exit(machine, run, exit);
+                        shared.clone().on_exit(exited);
                     }
                 }
                 _ = interval.tick() => {

@@ -150,8 +150,7 @@ impl<R: Runtime + 'static> Shared<R> {
                             .report_state(id, MachineState::Restarting)
                             .await?;
                         self.start_current(&machine).await?;
-                    } else {
-                        self.gateway.rest(id).await?;
+                    } else if self.gateway.rest(id, &machine.instance_id).await? {
                         self.gateway.report_state(id, MachineState::Stopped).await?;
                     }
                 } else {

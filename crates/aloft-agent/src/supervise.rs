@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{AgentError, DEFAULT_MAX_RETRIES, DEFAULT_STOP_TIMEOUT, Shared, now_ms};
-use crate::{checks, error_chain, logs};
+use crate::{LABEL_INSTANCE, checks, error_chain, logs};
 
 /// How the run of container `id` that started at `started_at` ended, or `None` when the
 /// container is in a later run (the run was seen in a stale listing, or started again
@@ -72,6 +72,16 @@ pub(super) fn exit_json(
             "exited_at": aloft_types::time::rfc3339(now_ms()),
         }
     })
+}
+
+/// A run of a machine's container that ended: the run, the config (instance) it ran,
+/// and how it ended.
+#[derive(Debug)]
+pub(crate) struct Exited {
+    pub(crate) machine: MachineId,
+    pub(crate) run: String,
+    pub(crate) instance: String,
+    pub(crate) exit: ExitStatus,
 }
 
 impl<R: Runtime + 'static> Shared<R> {
@@ -138,6 +148,11 @@ impl<R: Runtime + 'static> Shared<R> {
             ));
         }
         let machine = machine.id.clone();
+        let instance = container
+            .labels
+            .get(LABEL_INSTANCE)
+            .cloned()
+            .unwrap_or_default();
         let shared = self.clone();
         let id = container.id.clone();
         let started_at = container.started_at.clone();
@@ -148,7 +163,12 @@ impl<R: Runtime + 'static> Shared<R> {
             };
             match waited {
                 Ok(Some(exit)) => {
-                    let _ = shared.exits.send((machine, run, exit));
+                    let _ = shared.exits.send(Exited {
+                        machine,
+                        run,
+                        instance,
+                        exit,
+                    });
                 }
                 Ok(None) => {
                     // A stale listing's run: the container has started again since, and
@@ -180,7 +200,13 @@ impl<R: Runtime + 'static> Shared<R> {
     }
 
     /// A container exited on its own: record it, then let policy decide.
-    pub(super) fn on_exit(self: Arc<Self>, machine_id: MachineId, run: String, exit: ExitStatus) {
+    pub(super) fn on_exit(self: Arc<Self>, exited: Exited) {
+        let Exited {
+            machine: machine_id,
+            run,
+            instance,
+            exit,
+        } = exited;
         let shared = self.clone();
         self.tasks.spawn(async move {
             let lock = shared.lock(&machine_id);
@@ -190,6 +216,12 @@ impl<R: Runtime + 'static> Shared<R> {
                 // An exit of an earlier run: the container has been started again since.
                 let current = shared.containers_of(&machine_id).await?;
                 if current.iter().any(|c| c.state == ContainerState::Running && c.run_key() != run) {
+                    return Ok(());
+                }
+                // A run of a config the machine no longer has (updated while it was
+                // starting: a rollback restoring it while the failed release crashed):
+                // its replacement is the machine's own reconcile's to start.
+                if instance != machine.instance_id {
                     return Ok(());
                 }
                 if machine.desired != Desired::Started || matches!(machine.state, MachineState::Stopping | MachineState::Restarting | MachineState::Destroying) {
@@ -205,10 +237,10 @@ impl<R: Runtime + 'static> Shared<R> {
                     shared.bump_restarts(&machine.instance_id);
                     shared.gateway.report_state(&machine.id, MachineState::Restarting).await?;
                     shared.start_current(&machine).await?;
-                } else {
-                    // It rests until someone starts it again, as on Fly.
-                    shared.gateway.rest(&machine.id).await?;
-                    // Its exit code is in the event; the machine itself is stopped, as on Fly.
+                } else if shared.gateway.rest(&machine.id, &instance).await? {
+                    // It rests until someone starts it again, as on Fly; its exit code is
+                    // in the event, and the machine itself is stopped, as on Fly. (Given a
+                    // new config meanwhile, it does not rest: that config starts.)
                     shared.gateway.report_state(&machine.id, MachineState::Stopped).await?;
                 }
                 Ok(())

@@ -171,15 +171,21 @@ impl ControlPlane for Plane {
         }))
     }
 
-    /// As the store's `rest_machine`: only a machine wanted started comes to rest.
-    fn rest<'a>(&'a self, id: &'a MachineId) -> BoxFuture<'a, Result<(), ControlError>> {
+    /// As the store's `rest_machine`: only a machine wanted started, on `instance`,
+    /// comes to rest.
+    fn rest<'a>(
+        &'a self,
+        id: &'a MachineId,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<bool, ControlError>> {
         self.note(id, "rest".to_owned());
         ready(self.with(|m| match m.get_mut(id) {
             Some(record) => {
-                if record.desired == Desired::Started {
+                let rests = record.desired == Desired::Started && record.instance_id == instance;
+                if rests {
                     record.desired = Desired::Stopped;
                 }
-                Ok(())
+                Ok(rests)
             }
             None => Err(not_found(id)),
         }))
@@ -496,6 +502,35 @@ async fn apply(case: &mut Case, op: &Op) {
 }
 
 async fn run_case(ops: Vec<Op>) -> Result<(), String> {
+    let mut case = new_case();
+    case.start_agent();
+    for op in &ops {
+        apply(&mut case, op).await;
+        case.runs_once().await?;
+    }
+    let outcome = converged(&case).await;
+    case.stop_agent().await;
+    outcome
+}
+
+/// Waits (virtual time) until the host matches the desired state, or says what differs.
+async fn converged(case: &Case) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + CONVERGE_WITHIN;
+    loop {
+        case.runs_once().await?;
+        match case.difference().await {
+            None => return Ok(()),
+            Some(difference) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!(
+                    "not converged after {CONVERGE_WITHIN:?}: {difference}"
+                ));
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn new_case() -> Case {
     let host = HostId::generate([0xa9, 0, 0, 0, 0, 0, 0, 1]);
     let app = AppId::generate([7; 16]);
     let (changes, _) = broadcast::channel(1024);
@@ -512,33 +547,59 @@ async fn run_case(ops: Vec<Op>) -> Result<(), String> {
         changes,
         history: Mutex::default(),
     });
-    let mut case = Case {
+    Case {
         plane,
         runtime: SimRuntime::new(),
         data: tempfile::tempdir().unwrap(),
         stop: CancellationToken::new(),
         agent: None,
-    };
-    case.start_agent();
-    for op in &ops {
-        apply(&mut case, op).await;
-        case.runs_once().await?;
     }
-    let deadline = tokio::time::Instant::now() + CONVERGE_WITHIN;
-    let outcome = loop {
-        case.runs_once().await?;
-        match case.difference().await {
-            None => break Ok(()),
-            Some(difference) if tokio::time::Instant::now() >= deadline => {
-                break Err(format!(
-                    "not converged after {CONVERGE_WITHIN:?}: {difference}"
-                ));
-            }
-            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
-    case.stop_agent().await;
-    outcome
+}
+
+/// The run of a config the machine no longer has ends on its own (exit 0, which policy
+/// does not restart) after the machine was given a new one (a deploy's rollback
+/// restoring it while the failed release's run exits): the machine does not come to
+/// rest; its new config starts. It used to rest, and the rollback ended `failed` with the
+/// machine stopped.
+#[test]
+fn the_exit_of_a_replaced_config_does_not_rest_the_machine() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut case = new_case();
+        case.start_agent();
+        converged(&case).await.unwrap();
+        let id = case.ids()[0].clone();
+        // Positive control: an exit 0 of the machine's own config rests it.
+        assert!(case.runtime.crash_machine(id.as_str(), 0));
+        converged(&case).await.unwrap();
+        assert_eq!(
+            case.plane.with(|m| m[&id].desired),
+            Desired::Stopped,
+            "the control"
+        );
+        apply(&mut case, &Op::Start(0)).await;
+        converged(&case).await.unwrap();
+
+        // A new config is written (the agent is not told yet), then the old run exits.
+        case.plane.with(|m| {
+            let record = m.get_mut(&id).unwrap();
+            record.version += 1;
+            record.instance_id = format!("{}v{}", record.name, record.version);
+            record.state = MachineState::Updating;
+        });
+        assert!(case.runtime.crash_machine(id.as_str(), 0));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        case.plane.tell(&id, Command::Converge);
+        converged(&case).await.unwrap();
+        let record = case.plane.with(|m| m[&id].clone());
+        assert_eq!(record.desired, Desired::Started, "{record:#?}");
+        assert_eq!(case.running().await[id.as_str()], [record.instance_id]);
+        case.stop_agent().await;
+    });
 }
 
 fn cases() -> u32 {

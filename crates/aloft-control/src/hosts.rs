@@ -264,8 +264,12 @@ impl ControlPlane for AgentGateway {
         call(self.report_state_of(id, state))
     }
 
-    fn rest<'a>(&'a self, id: &'a MachineId) -> BoxFuture<'a, Result<(), ControlError>> {
-        call(async move { Ok(self.store.rest_machine(id).await?) })
+    fn rest<'a>(
+        &'a self,
+        id: &'a MachineId,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<bool, ControlError>> {
+        call(async move { Ok(self.store.rest_machine(id, instance).await?) })
     }
 
     fn record_event<'a>(

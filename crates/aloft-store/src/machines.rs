@@ -568,15 +568,19 @@ impl Store {
 
     /// A machine whose process ended and that its policy does not restart rests: wanted
     /// started, it is now wanted stopped. Wanted stopped or destroyed meanwhile (a destroy
-    /// that raced the exit), it stays as it is: a rest never brings a machine back.
-    pub async fn rest_machine(&self, id: &MachineId) -> Result<(), StoreError> {
+    /// that raced the exit), it stays as it is: a rest never brings a machine back. Only
+    /// the run of `instance` (the config the exited process ran) rests it: a machine given
+    /// a new config meanwhile (a rollback restoring it while the failed release's run
+    /// crashed) stays wanted started. Whether it rests now.
+    pub async fn rest_machine(&self, id: &MachineId, instance: &str) -> Result<bool, StoreError> {
         let updated = sqlx::query(
-            "UPDATE machines SET desired = $1, updated_at = $2 WHERE id = $3 AND desired = $4",
+            "UPDATE machines SET desired = $1, updated_at = $2 WHERE id = $3 AND desired = $4 AND instance_id = $5",
         )
         .bind(Desired::Stopped.as_str())
         .bind(now_ms())
         .bind(id.as_str())
         .bind(Desired::Started.as_str())
+        .bind(instance)
         .execute(self.pool())
         .await
         .map_err(StoreError::database(
@@ -585,10 +589,11 @@ impl Store {
             id.as_str(),
         ))?;
         if updated.rows_affected() == 0 {
-            // Not there at all, or no longer wanted started (fine).
+            // Not there at all, or no longer wanted started or on that config (fine).
             self.machine_by_id(id).await?;
+            return Ok(false);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Places a machine on a host (or takes it off one), with its private address.

@@ -379,7 +379,7 @@ async fn machine_caps_count_live_machines_of_the_app_and_the_org(store: Store) {
 
 /// An exit that policy does not restart rests the machine: wanted started, it is now
 /// wanted stopped; a machine wanted destroyed meanwhile (a destroy that raced the exit)
-/// stays destroyed.
+/// stays destroyed, and one given a new config meanwhile stays started.
 async fn a_rest_stops_a_started_machine_and_never_brings_one_back(store: Store) {
     use aloft_store::Desired;
     let app = app(&store).await;
@@ -387,9 +387,36 @@ async fn a_rest_stops_a_started_machine_and_never_brings_one_back(store: Store) 
         .insert_machine(new_machine(&app, "one", "ams", "web"))
         .await
         .unwrap();
-    store.rest_machine(&resting.id).await.unwrap();
+    assert!(
+        store
+            .rest_machine(&resting.id, &resting.instance_id)
+            .await
+            .unwrap()
+    );
     let rested = store.machine_by_id(&resting.id).await.unwrap();
     assert_eq!(rested.desired, Desired::Stopped, "the positive control");
+
+    // The exit of a config the machine no longer has (a rollback restored it while the
+    // failed release's run crashed) does not rest it.
+    let updated = store
+        .insert_machine(new_machine(&app, "three", "ams", "web"))
+        .await
+        .unwrap();
+    let restored = store
+        .update_machine_config(&app.id, &updated.id, &config("busybox:2", "web"), None)
+        .await
+        .unwrap();
+    assert_ne!(restored.instance_id, updated.instance_id);
+    assert!(
+        !store
+            .rest_machine(&updated.id, &updated.instance_id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.machine_by_id(&updated.id).await.unwrap().desired,
+        Desired::Started
+    );
 
     let destroyed = store
         .insert_machine(new_machine(&app, "two", "ams", "web"))
@@ -399,14 +426,19 @@ async fn a_rest_stops_a_started_machine_and_never_brings_one_back(store: Store) 
         .set_desired(&destroyed.id, Desired::Destroyed)
         .await
         .unwrap();
-    store.rest_machine(&destroyed.id).await.unwrap();
+    assert!(
+        !store
+            .rest_machine(&destroyed.id, &destroyed.instance_id)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.machine_by_id(&destroyed.id).await.unwrap().desired,
         Desired::Destroyed
     );
     let unknown: aloft_types::MachineId = "148e21ea7d2e89".parse().unwrap();
     assert!(matches!(
-        store.rest_machine(&unknown).await,
+        store.rest_machine(&unknown, "i").await,
         Err(StoreError::NotFound { .. })
     ));
 }

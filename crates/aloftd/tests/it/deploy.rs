@@ -463,7 +463,10 @@ async fn bluegreen_under_load(
         first_seen.lock().unwrap().contains_key(version),
         "no answer from green at all: the probe cannot tell"
     );
-    (deployment, format!("{took:?}, {ok} requests, none failed; {slow}"))
+    (
+        deployment,
+        format!("{took:?}, {ok} requests, none failed; {slow}"),
+    )
 }
 
 async fn served_version(proxy: std::net::SocketAddr) -> Option<String> {
