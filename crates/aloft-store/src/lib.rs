@@ -22,6 +22,7 @@ mod deployments;
 mod hosts;
 mod ips;
 mod leases;
+mod machine_history;
 mod machines;
 mod networks;
 mod orgs;
@@ -42,10 +43,8 @@ pub use checks::CheckRecord;
 pub use deployments::{DeploymentRecord, DeploymentStep, NewDeployment, ReleaseRecord};
 pub use hosts::{Host, HostRecord};
 pub use ips::IpRecord;
-pub use machines::{
-    Desired, Lease, MachineCaps, MachineEvent, MachineFilter, MachineRecord, MachineVersion,
-    NewMachine,
-};
+pub use machine_history::{MachineEvent, MachineVersion};
+pub use machines::{Desired, Lease, MachineCaps, MachineFilter, MachineRecord, NewMachine};
 pub use networks::{AppNetwork, Network};
 pub use orgs::{Org, Token, TokenKind};
 pub use secrets::SecretRecord;
