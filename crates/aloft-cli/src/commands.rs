@@ -7,6 +7,7 @@ pub(crate) mod checks;
 pub(crate) mod config;
 pub(crate) mod console;
 pub(crate) mod deploy;
+pub(crate) mod deploy_scope;
 pub(crate) mod dig;
 pub(crate) mod ips;
 pub(crate) mod launch;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use aloft_types::deploy::{DeploymentStatus, ReleaseStatus, StepKind, Strategy};
+use aloft_types::deploy::{DeployScope, DeploymentStatus, ReleaseStatus, StepKind, Strategy};
 use aloft_types::machine::{MachineConfig, MachineGuest};
 use aloft_types::{AppId, MachineId};
 use sqlx::Row;
@@ -50,6 +50,8 @@ pub struct DeploymentRecord {
     /// How long each new machine must keep running without an exit before it counts as
     /// started (smoke checks); 0 turns them off.
     pub smoke_check_ms: i64,
+    /// The machines of the group it changes; `None`: all of them.
+    pub scope: Option<DeployScope>,
     pub status: DeploymentStatus,
     pub error: Option<String>,
     pub created_at: i64,
@@ -118,7 +120,7 @@ fn release_from(row: &sqlx::any::AnyRow) -> Result<ReleaseRecord, StoreError> {
     })
 }
 
-const DEPLOYMENT_COLUMNS: &str = "id, app_id, release_id, strategy, max_unavailable, wait_timeout_ms, initial_count, status, error, created_at, updated_at, release_command, release_command_timeout_ms, smoke_check_ms, release_command_guest";
+const DEPLOYMENT_COLUMNS: &str = "id, app_id, release_id, strategy, max_unavailable, wait_timeout_ms, initial_count, status, error, created_at, updated_at, release_command, release_command_timeout_ms, smoke_check_ms, release_command_guest, scope";
 
 fn deployment_from(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StoreError> {
     let id: String = row.try_get(0).map_err(StoreError::database(
@@ -138,7 +140,13 @@ fn deployment_from(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StoreErr
         .map(|text| serde_json::from_str(&text))
         .transpose()
         .map_err(|e| StoreError::corrupt("deployment", &id, e))?;
+    let scope: Option<String> = row.try_get(15).map_err(read)?;
+    let scope = scope
+        .map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|e| StoreError::corrupt("deployment", &id, e))?;
     Ok(DeploymentRecord {
+        scope,
         app_id: app
             .parse()
             .map_err(|e| StoreError::corrupt("deployment", &id, e))?,
@@ -185,6 +193,8 @@ pub struct NewDeployment {
     pub release_command_guest: Option<MachineGuest>,
     /// See [`DeploymentRecord::smoke_check_ms`].
     pub smoke_check_ms: i64,
+    /// See [`DeploymentRecord::scope`].
+    pub scope: Option<DeployScope>,
 }
 
 impl Store {
@@ -227,6 +237,7 @@ impl Store {
                 release_command_timeout_ms: new.release_command_timeout_ms,
                 release_command_guest: new.release_command_guest.clone(),
                 smoke_check_ms: new.smoke_check_ms,
+                scope: new.scope.clone(),
                 status: DeploymentStatus::Running,
                 error: None,
                 created_at: now,
@@ -241,6 +252,12 @@ impl Store {
                 .map_err(|e| StoreError::corrupt("deployment", &deployment.id, e))?;
             let release_command_guest = deployment
                 .release_command_guest
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::corrupt("deployment", &deployment.id, e))?;
+            let scope = deployment
+                .scope
                 .as_ref()
                 .map(serde_json::to_string)
                 .transpose()
@@ -273,7 +290,7 @@ impl Store {
                 Err(error) => return Err(error),
             }
             sqlx::query(&format!(
-                "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $12, $13, $14)"
+                "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $12, $13, $14, $15)"
             ))
             .bind(&deployment.id)
             .bind(app)
@@ -289,6 +306,7 @@ impl Store {
             .bind(deployment.release_command_timeout_ms)
             .bind(deployment.smoke_check_ms)
             .bind(release_command_guest)
+            .bind(scope)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::database("recording a deployment", "app", app))?;

@@ -137,6 +137,34 @@ impl StepKind {
     ];
 }
 
+/// Which machines of its process group a deployment changes (flyctl's
+/// `--only-machines` and `--regions`): those named, and those in the regions; an empty
+/// list does not narrow. The others keep their release, and such a deployment creates no
+/// machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeployScope {
+    /// Only these machines (ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub machines: Vec<String>,
+    /// Only machines in these regions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+}
+
+impl DeployScope {
+    /// Whether it narrows nothing.
+    pub fn is_all(&self) -> bool {
+        self.machines.is_empty() && self.regions.is_empty()
+    }
+
+    /// Whether the machine `id` in `region` is in it.
+    pub fn admits(&self, id: &str, region: &str) -> bool {
+        (self.machines.is_empty() || self.machines.iter().any(|m| m == id))
+            && (self.regions.is_empty() || self.regions.iter().any(|r| r == region))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,8 @@ fn request(image: &str, version: usize, machines: u32, strategy: &str) -> Deploy
         release_command_guest: None,
         smoke_checks: None,
         smoke_check_seconds: None,
+        only_machines: None,
+        regions: None,
     }
 }
 

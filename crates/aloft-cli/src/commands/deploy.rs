@@ -87,6 +87,14 @@ pub struct DeployArgs {
     /// Answer yes to every question (a deploy asks none; accepted as flyctl's).
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Deploy only to these machines (ids, comma-separated), as flyctl's: the others keep
+    /// their release. Rolling and immediate deploys only.
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    pub only_machines: Vec<String>,
+    /// Deploy only to the machines in these regions (comma-separated), as flyctl's.
+    /// Rolling and immediate deploys only.
+    #[arg(long, value_name = "REGIONS", value_delimiter = ',')]
+    pub regions: Vec<String>,
 }
 
 impl Default for DeployArgs {
@@ -112,6 +120,8 @@ impl Default for DeployArgs {
             skip_release_command: false,
             release_command_timeout: None,
             yes: false,
+            only_machines: Vec::new(),
+            regions: Vec::new(),
         }
     }
 }
@@ -305,6 +315,8 @@ fn requests(
                 },
                 smoke_checks: (!args.smoke_checks).then_some(false),
                 smoke_check_seconds: None,
+                only_machines: None,
+                regions: None,
             },
         ));
     }
@@ -452,6 +464,7 @@ pub(crate) async fn deploy(
     }
     let mut results = Vec::new();
     let requests = requests(&path, &config, &args, &image, &label)?;
+    let requests = super::deploy_scope::narrow(&client, &app, requests, &args, out).await?;
     let serves_https = requests
         .iter()
         .any(|(_, request)| serves_https(&request.config));
@@ -670,6 +683,7 @@ mod tests {
             max_unavailable: 0.33,
             wait_timeout: 300,
             smoke_check_seconds: 10,
+            scope: None,
             status,
             error: error.map(str::to_owned),
             steps,

@@ -577,6 +577,8 @@ pub(crate) async fn redeploy(
             release_command_guest: None,
             smoke_checks: None,
             smoke_check_seconds: None,
+            only_machines: None,
+            regions: None,
         };
         let started = client
             .deploy(app, &request)

@@ -59,7 +59,12 @@ struct Cli {
 
 impl Cli {
     async fn start() -> Cli {
-        let platform = SimPlatform::start(1).await;
+        Cli::start_in(&["sim"]).await
+    }
+
+    /// One simulated host in each of `regions` (the first is the default one).
+    async fn start_in(regions: &[&str]) -> Cli {
+        let platform = SimPlatform::start_in(regions).await;
         let (url, token) = platform.api();
         platform.client.create_app(APP, None).await.unwrap();
         Cli {
@@ -336,6 +341,90 @@ release_command = "migrate"
 internal_port = 8080
 processes = ["web"]
 "#;
+
+/// flyctl's `--only-machines` and `--regions`: only those machines get the release, the
+/// others keep theirs; names that match nothing, and strategies that create machines, are
+/// refused with what is wrong.
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_only_machines_and_regions_change_only_those() {
+    let cli = Cli::start_in(&["ams", "fra"]).await;
+    let (platform, aloft) = (&cli.platform, |args: &[&str]| cli.aloft(args));
+    let client = &platform.client;
+    std::fs::write(
+        cli.home.path().join("fly.toml"),
+        format!("app = \"{APP}\"\n\n[http_service]\n  internal_port = 8080\n"),
+    )
+    .unwrap();
+    let deploy = |image: &str, extra: &[&str]| {
+        let mut args = vec!["deploy", "-i", image, "--smoke-checks=false", "--json"];
+        args.extend(extra);
+        aloft(&args)
+    };
+    let first = deploy("sim/app:1", &[]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let ams = client.list_machines(APP).await.unwrap();
+    assert_eq!(ams.len(), 2, "the first deploy's two machines, in ams");
+    // A third machine of the group, in fra, on the same release.
+    let mut request = MachineRequest::new(ams[0].config.clone());
+    request.region = Some("fra".to_owned());
+    let fra = client.create_machine(APP, &request).await.unwrap();
+    client
+        .wait(APP, &fra.id, MachineState::Started, 30)
+        .await
+        .unwrap();
+    let images = || async {
+        let mut images: Vec<(String, String)> = client
+            .list_machines(APP)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.id, m.config.image))
+            .collect();
+        images.sort();
+        images
+    };
+    let image_of = |images: &[(String, String)], id: &str| {
+        images.iter().find(|(m, _)| m == id).unwrap().1.clone()
+    };
+
+    let only = deploy("sim/app:2", &["--only-machines", &ams[0].id]);
+    assert!(only.status.success(), "{}", text(&only.stderr));
+    let results: Vec<aloft_types::api::DeploymentResponse> =
+        serde_json::from_slice(&only.stdout).unwrap();
+    let scope = results[0].scope.clone().unwrap();
+    assert_eq!(scope.machines, [ams[0].id.clone()]);
+    let now = images().await;
+    assert_eq!(image_of(&now, &ams[0].id), "sim/app:2");
+    assert_eq!(image_of(&now, &ams[1].id), "sim/app:1", "not named: kept");
+    assert_eq!(image_of(&now, &fra.id), "sim/app:1");
+
+    let region = deploy("sim/app:3", &["--regions", "fra"]);
+    assert!(region.status.success(), "{}", text(&region.stderr));
+    let now = images().await;
+    assert_eq!(image_of(&now, &fra.id), "sim/app:3");
+    assert_eq!(image_of(&now, &ams[0].id), "sim/app:2", "not in fra: kept");
+    assert_eq!(now.len(), 3, "a scoped deploy creates no machine");
+
+    cli.refuses(
+        &["deploy", "-i", "sim/app:4", "--smoke-checks=false"],
+        &[
+            (
+                vec!["--only-machines", "148e21ea7d2e89"],
+                "--only-machines: app machines has no machine 148e21ea7d2e89",
+            ),
+            (
+                vec!["--regions", "syd"],
+                "nothing to deploy: no machine of app machines is in --only-machines/--regions",
+            ),
+            (
+                vec!["--regions", "fra", "--strategy", "canary"],
+                "only_machines and regions apply to rolling and immediate deployments",
+            ),
+        ],
+    );
+    assert_eq!(images().await, now, "nothing refused changed a machine");
+    cli.platform.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_takes_flyctls_flags() {

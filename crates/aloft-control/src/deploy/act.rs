@@ -60,7 +60,11 @@ pub(super) async fn machines(
         .iter()
         .map(|m| Machine {
             id: m.id.clone(),
-            in_group: group_of(&m.config) == group,
+            in_group: group_of(&m.config) == group
+                && deployment
+                    .scope
+                    .as_ref()
+                    .is_none_or(|s| s.admits(m.id.as_str(), &m.region)),
             on_target: runs(&m.config, target),
             on_previous: previous_config(steps, &m.id).is_some_and(|p| runs(&m.config, p)),
             cordoned: m.cordoned,
@@ -110,6 +114,7 @@ pub(super) async fn run(
             initial_count: usize::try_from(deployment.initial_count).unwrap_or(1),
             rolling_back: deployment.status == DeploymentStatus::RollingBack,
             release_command: deployment.release_command.is_some(),
+            scoped: deployment.scope.is_some(),
             steps: &steps,
             machines: &seen,
         };

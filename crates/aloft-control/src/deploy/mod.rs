@@ -21,6 +21,7 @@ mod health;
 mod plan;
 mod release_command;
 mod run;
+mod scope;
 mod steps;
 
 use std::collections::HashMap;
@@ -112,6 +113,7 @@ fn response_of(
         smoke_check_seconds: u64::try_from(deployment.smoke_check_ms / 1000).unwrap_or(0),
         status: deployment.status,
         error: deployment.error.clone(),
+        scope: deployment.scope.clone(),
         steps: steps.iter().map(step_response).collect(),
         created_at: rfc3339(deployment.created_at),
         updated_at: rfc3339(deployment.updated_at),
@@ -229,6 +231,15 @@ async fn create(
             "strategy \"{strategy}\" cannot be used with volumes (config.mounts): its new machines would need volumes of their own; use \"rolling\" or \"immediate\""
         )));
     }
+    let scope = scope::of(
+        &inner,
+        &app,
+        &config,
+        strategy,
+        request.only_machines,
+        request.regions,
+    )
+    .await?;
     let description = request
         .description
         .unwrap_or_else(|| format!("deploy image {requested}"));
@@ -248,6 +259,7 @@ async fn create(
             release_command_timeout_ms: release_command_timeout,
             release_command_guest: request.release_command_guest,
             smoke_check_ms: i64::try_from(smoke_check.as_millis()).unwrap_or(i64::MAX),
+            scope,
         })
         .await?;
     tracing::info!(app = %app.name, deployment = %deployment.id, %strategy, "deployment started");
@@ -334,6 +346,7 @@ async fn rollback(
             release_command_timeout_ms: None,
             release_command_guest: None,
             smoke_check_ms,
+            scope: None,
         })
         .await?;
     tracing::info!(app = %app.name, deployment = %deployment.id, version, "rollback started");

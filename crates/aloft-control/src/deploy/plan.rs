@@ -38,6 +38,9 @@ pub(super) struct Facts<'a> {
     pub initial_count: usize,
     pub rolling_back: bool,
     pub release_command: bool,
+    /// The deployment changes only some of the group's machines (`--only-machines`,
+    /// `--regions`): those are the ones `in_group`, and it creates none.
+    pub scoped: bool,
     pub steps: &'a [DeploymentStep],
     /// The app's live machines, oldest first.
     pub machines: &'a [Machine],
@@ -215,6 +218,11 @@ pub(super) fn next(facts: &Facts<'_>) -> Next {
         )
     });
     if !created.is_empty() || (facts.group_but(&[]).is_empty() && !replacing) {
+        if facts.scoped {
+            // Its machines are gone (destroyed meanwhile): nothing is left to change, and
+            // a scoped deployment makes no machines.
+            return Next::Done;
+        }
         return first_machines(facts, &created);
     }
     if facts.strategy == Strategy::Bluegreen {

@@ -223,6 +223,7 @@ impl World {
                 initial_count: self.case.initial_count,
                 rolling_back: self.status == Status::RollingBack,
                 release_command: self.case.release_command.is_some(),
+                scoped: false,
                 steps: &self.steps,
                 machines: &machines,
             };
@@ -597,4 +598,50 @@ fn batches_follow_max_unavailable_as_counts_and_fractions() {
         batches(&deploy(Strategy::Bluegreen, 1.0, 3)).is_empty(),
         "bluegreen updates nothing"
     );
+}
+
+/// Rolling facts of a deployment that has noted its plan.
+fn noted<'a>(steps: &'a [DeploymentStep], machines: &'a [Machine], scoped: bool) -> Facts<'a> {
+    Facts {
+        strategy: Strategy::Rolling,
+        max_unavailable: 1.0,
+        initial_count: 2,
+        rolling_back: false,
+        release_command: false,
+        scoped,
+        steps,
+        machines,
+    }
+}
+
+/// A scoped deployment (`--only-machines`, `--regions`): the machines out of its scope are
+/// not in its group as the plan sees them; it updates only the others, and when none is
+/// left it ends without creating any (an unscoped one would make the group's first).
+#[test]
+fn a_scoped_deployment_changes_only_its_machines_and_creates_none() {
+    let machine = |n: usize, in_group: bool| Machine {
+        id: id(n),
+        in_group,
+        on_target: false,
+        on_previous: false,
+        cordoned: false,
+        created_as: None,
+    };
+    let steps = [DeploymentStep {
+        number: 1,
+        kind: StepKind::Note,
+        machine_id: None,
+        message: String::new(),
+        previous_config: None,
+        at: 1,
+    }];
+    let both = [machine(0, true), machine(1, false)];
+    assert_eq!(next(&noted(&steps, &both, true)), Next::Update(vec![id(0)]));
+    let outside = [machine(1, false)];
+    assert_eq!(next(&noted(&steps, &outside, true)), Next::Done);
+    // The control: unscoped, a group with no machine gets its first ones.
+    assert!(matches!(
+        next(&noted(&steps, &outside, false)),
+        Next::Create { .. }
+    ));
 }

@@ -25,6 +25,7 @@ fn deploy(app: &aloft_types::AppId, image: &str) -> NewDeployment {
         release_command_timeout_ms: None,
         release_command_guest: None,
         smoke_check_ms: 10_000,
+        scope: None,
     }
 }
 
@@ -49,11 +50,15 @@ async fn releases_are_numbered_per_app_and_deployments_log_their_steps(store: St
     with_command.release_command_guest =
         aloft_types::machine::MachineGuest::preset("shared-cpu-2x");
     assert!(with_command.release_command_guest.is_some());
+    with_command.scope = Some(aloft_types::deploy::DeployScope {
+        machines: vec!["d8e0f1a2b3c4d5".to_owned()],
+        regions: vec!["ams".to_owned()],
+    });
     let (second, commanded) = store.insert_deployment(with_command).await.unwrap();
     assert_eq!(
         store.deployment(&web.id, &commanded.id).await.unwrap(),
         commanded,
-        "the release command, its timeout and its guest are kept"
+        "the release command, its timeout and its guest, and the scope, are kept"
     );
     let (other, _) = store
         .insert_deployment(deploy(&api.id, "three"))

@@ -690,6 +690,15 @@ pub struct DeployRequest {
     /// (default 10, as flyctl).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smoke_check_seconds: Option<u64>,
+    /// Only these machines of the group change (flyctl's `--only-machines`, by id); the
+    /// others keep their release. Each must be a live machine of the group. Rolling and
+    /// immediate deploys only; no machine is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_machines: Option<Vec<String>>,
+    /// Only the group's machines in these regions change (flyctl's `--regions`); at
+    /// least one must be there. Rolling and immediate deploys only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<String>>,
 }
 
 /// One line of a build's NDJSON output (`POST /v1/apps/{app}/builds`): the builder's
@@ -757,6 +766,9 @@ pub struct DeploymentResponse {
     pub status: crate::deploy::DeploymentStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The machines it changes, when it does not change the whole group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<crate::deploy::DeployScope>,
     pub steps: Vec<DeploymentStepResponse>,
     /// RFC 3339.
     pub created_at: String,

@@ -42,6 +42,8 @@ fn release(image: &str, version: &str, healthy: bool) -> DeployRequest {
         // 3 s, not the 10 s default, per machine: a crash at start still shows within
         // it, and the tests' dozen of rolled machines take a minute less.
         smoke_check_seconds: Some(3),
+        only_machines: None,
+        regions: None,
     }
 }
 

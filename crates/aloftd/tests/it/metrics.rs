@@ -166,6 +166,8 @@ async fn prometheus_scrapes_every_role_and_the_apps_metrics_with_the_shipped_con
                 release_command_guest: None,
                 smoke_checks: None,
                 smoke_check_seconds: None,
+                only_machines: None,
+                regions: None,
             },
         )
         .await

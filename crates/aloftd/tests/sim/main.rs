@@ -154,6 +154,8 @@ fn release(
         release_command_guest: None,
         smoke_checks: Some(smoke_checks),
         smoke_check_seconds: smoke_checks.then_some(1),
+        only_machines: None,
+        regions: None,
     }
 }
 
