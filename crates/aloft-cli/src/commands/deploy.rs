@@ -464,7 +464,14 @@ pub(crate) async fn deploy(
     }
     let mut results = Vec::new();
     let requests = requests(&path, &config, &args, &image, &label)?;
-    let requests = super::deploy_scope::narrow(&client, &app, requests, &args, out).await?;
+    let requests = super::deploy_scope::narrow(
+        &client,
+        &app,
+        requests,
+        (&args.only_machines, &args.regions),
+        out,
+    )
+    .await?;
     let serves_https = requests
         .iter()
         .any(|(_, request)| serves_https(&request.config));

@@ -4,20 +4,19 @@
 
 use aloft_types::api::DeployRequest;
 
-use super::deploy::DeployArgs;
 use crate::Failure;
 use crate::output::Output;
 
-/// `requests` (one per process group) narrowed to the machines `args` names, by id and
-/// by region; all of them unchanged when it names none.
+/// `requests` (one per process group) narrowed to the machines `only_machines` names and
+/// those in `regions`; all of them unchanged when both are empty.
 pub(crate) async fn narrow(
     client: &aloft_client::Client,
     app: &str,
     requests: Vec<(String, DeployRequest)>,
-    args: &DeployArgs,
+    (only_machines, regions): (&[String], &[String]),
     out: &mut Output,
 ) -> Result<Vec<(String, DeployRequest)>, Failure> {
-    if args.only_machines.is_empty() && args.regions.is_empty() {
+    if only_machines.is_empty() && regions.is_empty() {
         return Ok(requests);
     }
     let machines: Vec<_> = client
@@ -27,18 +26,17 @@ pub(crate) async fn narrow(
         .into_iter()
         .filter(|m| !matches!(m.state.as_str(), "destroyed" | "destroying"))
         .collect();
-    if let Some(unknown) = args
-        .only_machines
+    if let Some(unknown) = only_machines
         .iter()
-        .find(|id| !machines.iter().any(|m| &&m.id == id))
+        .find(|id| !machines.iter().any(|m| &m.id == *id))
     {
         return Err(Failure::Usage(anyhow::anyhow!(
             "--only-machines: app {app} has no machine {unknown} (see `aloft machine list`)"
         )));
     }
     let in_scope = |m: &&aloft_types::api::MachineResponse| {
-        (args.only_machines.is_empty() || args.only_machines.contains(&m.id))
-            && (args.regions.is_empty() || args.regions.contains(&m.region))
+        (only_machines.is_empty() || only_machines.contains(&m.id))
+            && (regions.is_empty() || regions.contains(&m.region))
     };
     let mut narrowed = Vec::new();
     for (group, mut request) in requests {
@@ -54,11 +52,11 @@ pub(crate) async fn narrow(
             ));
             continue;
         }
-        if !args.only_machines.is_empty() {
+        if !only_machines.is_empty() {
             request.only_machines = Some(of_group.iter().map(|id| (*id).to_owned()).collect());
         }
-        if !args.regions.is_empty() {
-            request.regions = Some(args.regions.clone());
+        if !regions.is_empty() {
+            request.regions = Some(regions.to_vec());
         }
         narrowed.push((group, request));
     }
