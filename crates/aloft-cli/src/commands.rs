@@ -5,6 +5,7 @@ pub(crate) mod auth;
 pub(crate) mod certs;
 pub(crate) mod checks;
 pub(crate) mod config;
+pub(crate) mod config_env;
 pub(crate) mod console;
 pub(crate) mod deploy;
 pub(crate) mod deploy_scope;

@@ -24,6 +24,10 @@ pub enum ConfigCommand {
     /// Print the config after legacy forms are rewritten, or the Machines API config of a
     /// process group with --machine-config.
     Show(ShowArgs),
+    /// The app's runtime environment, as its machines run it (flyctl's `config env`): its
+    /// secrets (names and digests, never values), then the environment variables of its
+    /// config (fly.toml's `[env]`, `-e` at deploy) per process group.
+    Env,
 }
 
 #[derive(Debug, Args)]
@@ -101,10 +105,21 @@ pub(crate) fn run(
     json: bool,
     out: &mut Output,
 ) -> Result<(), Failure> {
-    let path = config_path(config)?;
     match command {
-        ConfigCommand::Validate { strict } => validate(&path, strictness(strict), json, out),
+        ConfigCommand::Env => {
+            // The app's, from the API: `-a` alone will do, with no fly.toml at hand.
+            let app = crate::api::app_name(app, config).map_err(Failure::Usage)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(super::config_env::env(&app, json, out))
+        }
+        ConfigCommand::Validate { strict } => {
+            validate(&config_path(config)?, strictness(strict), json, out)
+        }
         ConfigCommand::Show(args) => {
+            let path = config_path(config)?;
             let parsed = read(&path, out)?;
             let config = with_app(&parsed, app)?;
             if args.machine_config {

@@ -342,6 +342,37 @@ internal_port = 8080
 processes = ["web"]
 "#;
 
+/// `config env`, as flyctl's: the app's secrets by name and digest (never their values),
+/// then its config's variables as its machines run them.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_env_shows_secret_names_and_the_configs_variables() {
+    let cli = Cli::start().await;
+    let aloft = |args: &[&str]| cli.aloft(args);
+    std::fs::write(
+        cli.home.path().join("fly.toml"),
+        format!("app = \"{APP}\"\n\n[env]\n  GREETING = \"hello\"\n\n[http_service]\n  internal_port = 8080\n"),
+    )
+    .unwrap();
+    let set = aloft(&["secrets", "set", "API_KEY=s3cr3t-value", "--stage"]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    let deployed = aloft(&["deploy", "-i", "sim/app:1", "--smoke-checks=false"]);
+    assert!(deployed.status.success(), "{}", text(&deployed.stderr));
+
+    let shown = aloft(&["config", "env"]);
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let shown = text(&shown.stdout);
+    assert!(shown.contains("Secrets") && shown.contains("API_KEY"), "{shown}");
+    assert!(shown.contains("GREETING") && shown.contains("hello"), "{shown}");
+    assert!(!shown.contains("s3cr3t-value"), "a secret's value is never shown: {shown}");
+
+    let json = aloft(&["config", "env", "--json"]);
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["secrets"][0]["name"], "API_KEY");
+    assert_eq!(json["env"]["app"]["GREETING"], "hello");
+    cli.platform.stop().await;
+}
+
 /// flyctl's `--only-machines` and `--regions`: only those machines get the release, the
 /// others keep theirs; names that match nothing, and strategies that create machines, are
 /// refused with what is wrong.
