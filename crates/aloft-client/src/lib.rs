@@ -121,6 +121,8 @@ pub struct BuildRequest {
     /// Build secrets by id (`RUN --mount=type=secret,id=ID`); sent in headers, never
     /// stored.
     pub secrets: std::collections::BTreeMap<String, String>,
+    /// Run every step again, none from the builder's cache.
+    pub no_cache: bool,
 }
 
 impl std::fmt::Debug for BuildRequest {
@@ -130,6 +132,7 @@ impl std::fmt::Debug for BuildRequest {
             .field("target", &self.target)
             .field("args", &self.args)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("no_cache", &self.no_cache)
             .finish()
     }
 }
@@ -417,6 +420,9 @@ impl Client {
                 "args",
                 serde_json::to_string(&options.args).unwrap_or_default(),
             ));
+        }
+        if options.no_cache {
+            query.push(("no_cache", "true".to_owned()));
         }
         let mut request = self
             .request(Method::POST, &path)

@@ -68,6 +68,8 @@ pub(crate) struct BuildQuery {
     target: Option<String>,
     /// `ARG` values, as a JSON object of strings.
     args: Option<String>,
+    /// Run every step again, none from the builder's cache (deploy's `--no-cache`).
+    no_cache: Option<bool>,
 }
 
 use aloft_types::api::BUILD_SECRET_HEADER;
@@ -149,6 +151,7 @@ async fn build(
         args,
         labels: BTreeMap::from([("dev.aloft.app".to_owned(), app.name.to_string())]),
         secrets,
+        no_cache: query.no_cache.unwrap_or(false),
     };
     tracing::info!(app = %app.name, %tag, bytes = context.len(), "building an image");
     let app_name = app.name.to_string();

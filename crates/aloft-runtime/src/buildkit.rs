@@ -175,6 +175,9 @@ fn query(options: &BuildOptions) -> String {
     if let Some(target) = &options.target {
         pairs.push(("target", target.clone()));
     }
+    if options.no_cache {
+        pairs.push(("nocache", "1".to_owned()));
+    }
     pairs
         .into_iter()
         .map(|(key, value)| format!("{key}={}", aloft_types::percent_encode(&value)))
@@ -310,8 +313,15 @@ mod tests {
             args: [("A".to_owned(), "1 2".to_owned())].into(),
             labels: Default::default(),
             secrets: Default::default(),
+            no_cache: false,
         };
         let query = query(&options);
+        assert!(!query.contains("nocache"), "{query}");
+        let fresh = super::query(&BuildOptions {
+            no_cache: true,
+            ..options.clone()
+        });
+        assert!(fresh.ends_with("&nocache=1"), "{fresh}");
         assert!(
             query.starts_with("version=2&dockerfile=docker%2FDockerfile&t=aloft%2Fweb%3Abuild-1"),
             "{query}"

@@ -18,6 +18,8 @@ pub struct BuildOptions {
     /// Build secrets by id, for `RUN --mount=type=secret,id=ID` (never in the image,
     /// never in a log: `Debug` shows their ids only).
     pub secrets: BTreeMap<String, String>,
+    /// Run every step again, none from the builder's cache (`docker build --no-cache`).
+    pub no_cache: bool,
 }
 
 impl std::fmt::Debug for BuildOptions {
@@ -29,6 +31,7 @@ impl std::fmt::Debug for BuildOptions {
             .field("args", &self.args)
             .field("labels", &self.labels)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("no_cache", &self.no_cache)
             .finish()
     }
 }

@@ -95,6 +95,9 @@ pub struct DeployArgs {
     /// Rolling and immediate deploys only.
     #[arg(long, value_name = "REGIONS", value_delimiter = ',')]
     pub regions: Vec<String>,
+    /// Build every Dockerfile step again, none from the builder's cache.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 impl Default for DeployArgs {
@@ -122,6 +125,7 @@ impl Default for DeployArgs {
             yes: false,
             only_machines: Vec::new(),
             regions: Vec::new(),
+            no_cache: false,
         }
     }
 }
@@ -189,6 +193,7 @@ async fn build(
         target: args.build_target.clone().or(settings.build_target.clone()),
         args: build_args,
         secrets,
+        no_cache: args.no_cache,
     };
     out.status(&format!(
         "building {} with {} ({} file(s), {} KiB of context)",

@@ -361,9 +361,18 @@ async fn config_env_shows_secret_names_and_the_configs_variables() {
     let shown = aloft(&["config", "env"]);
     assert!(shown.status.success(), "{}", text(&shown.stderr));
     let shown = text(&shown.stdout);
-    assert!(shown.contains("Secrets") && shown.contains("API_KEY"), "{shown}");
-    assert!(shown.contains("GREETING") && shown.contains("hello"), "{shown}");
-    assert!(!shown.contains("s3cr3t-value"), "a secret's value is never shown: {shown}");
+    assert!(
+        shown.contains("Secrets") && shown.contains("API_KEY"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("GREETING") && shown.contains("hello"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("s3cr3t-value"),
+        "a secret's value is never shown: {shown}"
+    );
 
     let json = aloft(&["config", "env", "--json"]);
     assert!(json.status.success(), "{}", text(&json.stderr));

@@ -200,6 +200,7 @@ impl DockerRuntime {
             labels: options.labels.clone().into_iter().collect(),
             rm: true,
             forcerm: true,
+            nocache: options.no_cache,
             ..BuildImageOptions::default()
         };
         let docker = self.docker.clone();

@@ -334,6 +334,19 @@ async fn build_with_secrets(
     args: &[(&str, &str)],
     secrets: &[(&str, &str)],
 ) -> (String, Result<String, RuntimeError>) {
+    build_as(runtime, dockerfile, tag, (args, secrets), false).await
+}
+
+/// `KEY=VALUE` pairs (build args, secrets).
+type Pairs<'a> = &'a [(&'a str, &'a str)];
+
+async fn build_as(
+    runtime: &DockerRuntime,
+    dockerfile: &str,
+    tag: &str,
+    (args, secrets): (Pairs<'_>, Pairs<'_>),
+    no_cache: bool,
+) -> (String, Result<String, RuntimeError>) {
     let options = aloft_runtime::BuildOptions {
         dockerfile: "Dockerfile".to_owned(),
         tag: tag.to_owned(),
@@ -347,6 +360,7 @@ async fn build_with_secrets(
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
+        no_cache,
     };
     let mut output = String::new();
     let mut stream = runtime.build_image(context_with(dockerfile), &options);
@@ -364,6 +378,29 @@ async fn build_with_secrets(
             message: "the stream ended without an outcome".to_owned(),
         }),
     )
+}
+
+/// A build again of the same Dockerfile takes its steps from the builder's cache (the
+/// control: the same image); with `no_cache` every step runs again (a `RUN` that writes
+/// the time makes another image).
+#[tokio::test]
+async fn a_build_without_the_cache_runs_every_step_again() {
+    let harness = Harness::new().await;
+    let runtime = &harness.runtime;
+    let tag = format!("aloft-test-nocache:{}", std::process::id());
+    let _cleanup = ImageCleanup(tag.clone());
+    let dockerfile = format!("FROM {}\nRUN date +%s%N > /built-at\n", busybox_image());
+    let (output, first) = build(runtime, &dockerfile, &tag, &[]).await;
+    let first = first.unwrap_or_else(|e| panic!("{e}: {output}"));
+    let (output, cached) = build(runtime, &dockerfile, &tag, &[]).await;
+    let cached = cached.unwrap_or_else(|e| panic!("{e}: {output}"));
+    assert_eq!(
+        cached, first,
+        "the control: a second build comes from the cache"
+    );
+    let (output, fresh) = build_as(runtime, &dockerfile, &tag, (&[], &[]), true).await;
+    let fresh = fresh.unwrap_or_else(|e| panic!("{e}: {output}"));
+    assert_ne!(fresh, first, "no_cache ran the RUN step again: {output}");
 }
 
 #[tokio::test]
