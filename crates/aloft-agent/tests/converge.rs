@@ -563,12 +563,7 @@ fn new_case() -> Case {
 /// machine stopped.
 #[test]
 fn the_exit_of_a_replaced_config_does_not_rest_the_machine() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    paused().block_on(async {
         let mut case = new_case();
         case.start_agent();
         converged(&case).await.unwrap();
@@ -602,6 +597,15 @@ fn the_exit_of_a_replaced_config_does_not_rest_the_machine() {
     });
 }
 
+/// A runtime in virtual time (Tokio's paused clock).
+fn paused() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
 fn cases() -> u32 {
     std::env::var("ALOFT_AGENT_CASES")
         .ok()
@@ -627,12 +631,7 @@ proptest! {
 
     #[test]
     fn desired_states_crashes_and_agent_restarts_converge(ops in prop::collection::vec(op(), 1..12)) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        let outcome = runtime.block_on(run_case(ops));
+        let outcome = paused().block_on(run_case(ops));
         prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
     }
 }
