@@ -120,6 +120,27 @@ fn release_from(row: &sqlx::any::AnyRow) -> Result<ReleaseRecord, StoreError> {
     })
 }
 
+/// An optional JSON column of deployment `id`, read.
+fn parse_json<T: serde::de::DeserializeOwned>(
+    text: Option<String>,
+    id: &str,
+) -> Result<Option<T>, StoreError> {
+    text.map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|e| StoreError::corrupt("deployment", id, e))
+}
+
+/// An optional value of deployment `id` as its JSON column.
+fn json_text<T: serde::Serialize>(
+    value: Option<&T>,
+    id: &str,
+) -> Result<Option<String>, StoreError> {
+    value
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::corrupt("deployment", id, e))
+}
+
 const DEPLOYMENT_COLUMNS: &str = "id, app_id, release_id, strategy, max_unavailable, wait_timeout_ms, initial_count, status, error, created_at, updated_at, release_command, release_command_timeout_ms, smoke_check_ms, release_command_guest, scope";
 
 fn deployment_from(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StoreError> {
@@ -130,21 +151,12 @@ fn deployment_from(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StoreErr
     ))?;
     let read = |e| StoreError::database("reading a deployment", "deployment", &id)(e);
     let app: String = row.try_get(1).map_err(read)?;
-    let release_command: Option<String> = row.try_get(11).map_err(read)?;
-    let release_command = release_command
-        .map(|text| serde_json::from_str(&text))
-        .transpose()
-        .map_err(|e| StoreError::corrupt("deployment", &id, e))?;
-    let release_command_guest: Option<String> = row.try_get(14).map_err(read)?;
-    let release_command_guest = release_command_guest
-        .map(|text| serde_json::from_str(&text))
-        .transpose()
-        .map_err(|e| StoreError::corrupt("deployment", &id, e))?;
-    let scope: Option<String> = row.try_get(15).map_err(read)?;
-    let scope = scope
-        .map(|text| serde_json::from_str(&text))
-        .transpose()
-        .map_err(|e| StoreError::corrupt("deployment", &id, e))?;
+    // The optional JSON columns: the release command, its guest, the scope.
+    let json =
+        |index: usize| -> Result<Option<String>, StoreError> { row.try_get(index).map_err(read) };
+    let release_command = parse_json(json(11)?, &id)?;
+    let release_command_guest = parse_json(json(14)?, &id)?;
+    let scope = parse_json(json(15)?, &id)?;
     Ok(DeploymentRecord {
         scope,
         app_id: app
@@ -244,24 +256,10 @@ impl Store {
                 updated_at: now,
             };
             let config = config_text("release", &release.id, &release.config)?;
-            let release_command = deployment
-                .release_command
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(|e| StoreError::corrupt("deployment", &deployment.id, e))?;
-            let release_command_guest = deployment
-                .release_command_guest
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(|e| StoreError::corrupt("deployment", &deployment.id, e))?;
-            let scope = deployment
-                .scope
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(|e| StoreError::corrupt("deployment", &deployment.id, e))?;
+            let release_command = json_text(deployment.release_command.as_ref(), &deployment.id)?;
+            let release_command_guest =
+                json_text(deployment.release_command_guest.as_ref(), &deployment.id)?;
+            let scope = json_text(deployment.scope.as_ref(), &deployment.id)?;
             let mut tx = self.pool().begin().await.map_err(StoreError::database(
                 "starting a transaction",
                 "app",
