@@ -248,7 +248,8 @@ pub(crate) fn demo(
     println!(
         "\nThe example app is live and answers 200 at:\n\n  {app_url}\n\nTry it:\n\n  curl {}\n\n\
          Use the CLI against this platform:\n\n  export ALOFT_API_URL={url} ALOFT_API_TOKEN={token}\n  \
-         target/debug/aloft status -a {APP}\n",
+         target/debug/aloft status -a {APP}\n\n\
+         Or the dashboard: open {url}/ and sign in with the token above.\n",
         curl_args.join(" ")
     );
     if check {

@@ -61,7 +61,7 @@ enum Task {
         #[arg(long, default_value_t = 200)]
         cases: u32,
     },
-    /// Run a benchmark suite: `config`, `machines`, `dns`, `proxy`, `deploy` or `logs`.
+    /// Run a benchmark suite: `config`, `machines`, `dns`, `proxy`, `deploy`, `logs`, `ssh` or `web`.
     Bench {
         /// The suite: `config` (fly.toml reading), `machines` (machine latency, API listing),
         /// `dns` (dnsperf against Aloft's DNS and unbound), `proxy` (against nginx and
@@ -411,6 +411,7 @@ fn bench(suite: &str) -> Result<()> {
             run(cargo().args(["bench", "--package", "aloft-dns", "--bench", "dns"]))
         }
         "logs" => run(cargo().args(["bench", "--package", "aloft-logs", "--bench", "logs"])),
+        "web" => run(cargo().args(["bench", "--package", "aloft-web", "--bench", "render"])),
         "deploy" => {
             tools::ensure_test_tools()?;
             run(cargo().args(["bench", "--package", "aloftd", "--bench", "deploy"]))
@@ -434,7 +435,7 @@ fn bench(suite: &str) -> Result<()> {
         }
         other => {
             bail!(
-                "unknown benchmark suite {other:?}; the suites are: config, machines, dns, proxy, deploy, logs, ssh"
+                "unknown benchmark suite {other:?}; the suites are: config, machines, dns, proxy, deploy, logs, ssh, web"
             )
         }
     }

@@ -25,7 +25,15 @@ const TEST_APT_PACKAGES: &[&str] = &[
     // one checks certificates with OpenSSH's ssh-keygen and ssh-add.
     "tmux",
     "openssh-client",
+    // The dashboard's browser test drives Debian's Chromium through its ChromeDriver.
+    "chromium",
+    "chromium-driver",
 ];
+
+/// axe-core, which the dashboard's browser test runs on every page (accessibility), from
+/// the npm registry into `target/tools` (the test reads it from there).
+const AXE_CORE: &str = "axe-core@4.14.1";
+const AXE_CORE_FILE: &str = "target/tools/node_modules/axe-core/axe.min.js";
 
 /// What `cargo xtask demo` needs on the machine: the engine machines run on, the
 /// private network's tools, and curl to show the app answering.
@@ -130,7 +138,27 @@ pub(crate) fn ensure_test_tools() -> Result<()> {
         }
     }
     ensure_docker_running()?;
-    ensure_postgres_running()
+    ensure_postgres_running()?;
+    ensure_axe_core()
+}
+
+/// Installs axe-core with the machine's npm (Debian's when there is none).
+fn ensure_axe_core() -> Result<()> {
+    if std::path::Path::new(AXE_CORE_FILE).is_file() {
+        return Ok(());
+    }
+    if !succeeds(Command::new("npm").arg("--version")) {
+        ensure_apt_packages(&["npm"])?;
+    }
+    std::fs::create_dir_all("target/tools").context("creating target/tools")?;
+    run(Command::new("npm").args([
+        "install",
+        "--prefix",
+        "target/tools",
+        "--no-audit",
+        "--no-fund",
+        AXE_CORE,
+    ]))
 }
 
 /// Starts Debian's PostgreSQL cluster when it is down, and lets root connect over the

@@ -223,6 +223,16 @@ async fn main() -> std::io::Result<()> {
     run().await
 }
 
+/// `aloft-testapp say TEXT` (run with `machine exec`): writes a line to the machine's own
+/// output (its PID 1's stdout), which is what its logs collect.
+fn say(line: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut output = std::fs::OpenOptions::new()
+        .append(true)
+        .open("/proc/1/fd/1")?;
+    writeln!(output, "{line}")
+}
+
 /// Echoes every connection's bytes back until the peer closes it.
 #[allow(clippy::print_stdout, reason = "the log lines tests read")]
 async fn tcp_echo(listener: tokio::net::TcpListener) {
@@ -242,6 +252,11 @@ async fn run() -> std::io::Result<()> {
         && command == "release"
     {
         return release(code);
+    }
+    if let [command, words @ ..] = args.as_slice()
+        && command == "say"
+    {
+        return say(&words.join(" "));
     }
     if let Ok(code) = std::env::var("TESTAPP_CRASH") {
         return crash(&code);

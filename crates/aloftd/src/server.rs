@@ -22,6 +22,8 @@ use crate::config::{Config, LogConfig, LogFormat};
 pub const HOST_ID_FILE: &str = "host-id";
 /// Where the API's URL is written once it listens.
 pub const API_URL_FILE: &str = "api-url";
+/// The dashboard's session key (sessions outlive a restart).
+const WEB_KEY_FILE: &str = "web-session.key";
 /// Where the operators' DNS address is written once it listens.
 pub const DNS_ADDR_FILE: &str = "dns-addr";
 /// Where the proxy's plain-HTTP address is written once it listens.
@@ -468,6 +470,7 @@ fn watch_signals(stop: &CancellationToken) -> anyhow::Result<Arc<tokio::sync::No
 /// The API's router with every role's Prometheus metrics at `/metrics`, for the platform
 /// operator's token only (they name every organization's apps, machines and sinks).
 fn api_router(
+    web: aloft_web::Web,
     control: &Control,
     metrics: crate::metrics::Metrics,
     api: Arc<crate::metrics::ApiMetrics>,
@@ -476,6 +479,7 @@ fn api_router(
     let gate = control.clone();
     control
         .router()
+        .merge(web.router())
         .route_layer(axum::middleware::from_fn_with_state(
             api,
             crate::metrics::track,
@@ -616,7 +620,10 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     let fast = watch_signals(&stop)?;
 
     let api_metrics = Arc::new(crate::metrics::ApiMetrics::default());
+    let web_key = aloft_web::SessionKey::load_or_create(&config.data_dir.join(WEB_KEY_FILE))
+        .context("reading the dashboard's session key")?;
     let router = api_router(
+        aloft_web::Web::new(&url, web_key),
         &control,
         crate::metrics::Metrics {
             api: api_metrics.clone(),

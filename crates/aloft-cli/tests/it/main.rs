@@ -6,7 +6,9 @@
     reason = "test code fails loudly"
 )]
 
+mod browser;
 mod config;
+mod dashboard;
 mod errors;
 mod guards;
 mod machines;

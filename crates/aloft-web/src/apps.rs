@@ -1,0 +1,260 @@
+//! The apps list, an app's overview and what its forms change, and the platform page.
+
+use std::collections::BTreeMap;
+
+use aloft_types::api::{AppResponse, CertificateResponse, IpResponse, SecretInfo, VolumeResponse};
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::response::{Html, Redirect};
+use serde::Deserialize;
+
+use crate::view::{Chrome, DeploymentFragment, MachinesFragment, ReleaseRow};
+use crate::{Signed, Web, WebError};
+
+#[derive(Template)]
+#[template(path = "apps.html")]
+struct AppsPage {
+    chrome: Chrome,
+    apps: Vec<AppResponse>,
+}
+
+/// `GET /apps`.
+pub(crate) async fn list(signed: Signed) -> Result<Html<String>, WebError> {
+    let mut apps = signed.client.list_apps().await?.apps;
+    apps.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Html(
+        AppsPage {
+            chrome: signed.chrome(),
+            apps,
+        }
+        .render()?,
+    ))
+}
+
+#[derive(Template, Debug)]
+#[template(path = "app.html")]
+pub struct AppPage {
+    pub chrome: Chrome,
+    pub app: AppResponse,
+    pub notice: Option<&'static str>,
+    pub regions: Vec<(String, usize)>,
+    pub groups: Vec<(String, usize)>,
+    pub machines: MachinesFragment,
+    pub deployment: DeploymentFragment,
+    pub releases: Vec<ReleaseRow>,
+    pub secrets: Vec<SecretInfo>,
+    pub volumes: Vec<VolumeResponse>,
+    pub ips: Vec<IpResponse>,
+    pub certificates: Vec<CertificateResponse>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Notice {
+    pub(crate) done: Option<String>,
+}
+
+/// What a form's redirect says it did (a fixed set: nothing from the query is shown).
+pub(crate) fn notice(done: Option<&str>) -> Option<&'static str> {
+    Some(match done? {
+        "secret-set" => {
+            "Secret set. It is staged: the machines get it at the next deploy (`aloft secrets deploy` or `aloft deploy`)."
+        }
+        "secret-unset" => "Secret removed. Staged until the next deploy.",
+        "rollback" => "Rollback started: its steps show below.",
+        "started" => "Start asked.",
+        "stopped" => "Stop asked.",
+        "restarted" => "Restart asked.",
+        "cordoned" => "Cordoned: the proxy sends it no new requests.",
+        "uncordoned" => "Uncordoned: the proxy sends it requests again.",
+        _ => return None,
+    })
+}
+
+/// `GET /apps/{app}`.
+pub(crate) async fn overview(
+    signed: Signed,
+    Path(name): Path<String>,
+    Query(query): Query<Notice>,
+) -> Result<Html<String>, WebError> {
+    let client = &signed.client;
+    let (app, machines, deployments, releases, secrets, volumes, ips, certificates) = tokio::join!(
+        client.app(&name),
+        client.list_machines(&name),
+        client.deployments(&name),
+        client.releases(&name),
+        client.list_secrets(&name),
+        client.list_volumes(&name),
+        client.list_ips(&name),
+        client.list_certificates(&name),
+    );
+    let app = app?;
+    let machines = machines?;
+    let page = AppPage::new(
+        signed.chrome(),
+        app,
+        notice(query.done.as_deref()),
+        &machines,
+        &deployments?,
+        &releases?,
+        secrets.unwrap_or_default(),
+        volumes.unwrap_or_default(),
+        ips.unwrap_or_default(),
+        certificates.unwrap_or_default(),
+    );
+    Ok(Html(page.render()?))
+}
+
+impl AppPage {
+    /// The page from the API's answers (also what the render benchmark builds).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        chrome: Chrome,
+        app: AppResponse,
+        notice: Option<&'static str>,
+        machines: &[aloft_types::api::MachineResponse],
+        deployments: &[aloft_types::api::DeploymentResponse],
+        releases: &[aloft_types::api::ReleaseResponse],
+        secrets: Vec<SecretInfo>,
+        volumes: Vec<VolumeResponse>,
+        ips: Vec<IpResponse>,
+        certificates: Vec<CertificateResponse>,
+    ) -> AppPage {
+        let machines = MachinesFragment::of(&app.name, machines);
+        let mut regions = BTreeMap::new();
+        let mut groups = BTreeMap::new();
+        for row in &machines.rows {
+            *regions.entry(row.region.clone()).or_insert(0) += 1;
+            *groups.entry(row.group.clone()).or_insert(0) += 1;
+        }
+        AppPage {
+            chrome,
+            notice,
+            regions: regions.into_iter().collect(),
+            groups: groups.into_iter().collect(),
+            machines,
+            deployment: DeploymentFragment::of(deployments.first()),
+            releases: ReleaseRow::all(releases),
+            secrets,
+            volumes,
+            ips,
+            certificates,
+            app,
+        }
+    }
+
+    /// The page's HTML.
+    pub fn html(&self) -> Result<String, askama::Error> {
+        self.render()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SetSecret {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    value: String,
+}
+
+/// `POST /apps/{app}/secrets`: sets one secret (staged, as Fly's dashboard does).
+pub(crate) async fn set_secret(
+    State(web): State<Web>,
+    signed: Signed,
+    Path(app): Path<String>,
+    axum::Form(form): axum::Form<SetSecret>,
+) -> Result<Redirect, WebError> {
+    signed.check(&web, &form.csrf)?;
+    let name = form.name.trim();
+    if name.is_empty() {
+        return Err(WebError::BadInput("a secret needs a name".to_owned()));
+    }
+    signed
+        .client
+        .update_secrets(&app, BTreeMap::from([(name.to_owned(), Some(form.value))]))
+        .await?;
+    Ok(Redirect::to(&format!(
+        "/apps/{app}?done=secret-set#secrets"
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct UnsetSecret {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+}
+
+/// `POST /apps/{app}/secrets/unset`.
+pub(crate) async fn unset_secret(
+    State(web): State<Web>,
+    signed: Signed,
+    Path(app): Path<String>,
+    axum::Form(form): axum::Form<UnsetSecret>,
+) -> Result<Redirect, WebError> {
+    signed.check(&web, &form.csrf)?;
+    signed
+        .client
+        .update_secrets(&app, BTreeMap::from([(form.name, None)]))
+        .await?;
+    Ok(Redirect::to(&format!(
+        "/apps/{app}?done=secret-unset#secrets"
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Csrf {
+    #[serde(default)]
+    pub(crate) csrf: String,
+}
+
+/// `POST /apps/{app}/releases/{version}/rollback`: a deployment of that release's image,
+/// whose steps the page then follows.
+pub(crate) async fn rollback(
+    State(web): State<Web>,
+    signed: Signed,
+    Path((app, version)): Path<(String, i64)>,
+    axum::Form(form): axum::Form<Csrf>,
+) -> Result<Redirect, WebError> {
+    signed.check(&web, &form.csrf)?;
+    signed.client.rollback(&app, version).await?;
+    Ok(Redirect::to(&format!(
+        "/apps/{app}?done=rollback#deployment"
+    )))
+}
+
+#[derive(Template)]
+#[template(path = "platform.html")]
+struct PlatformPage {
+    chrome: Chrome,
+    hosts: Vec<aloft_types::api::PlatformHost>,
+    regions: aloft_types::api::PlatformRegions,
+}
+
+/// `GET /platform`: the hosts and regions (the operator's token only; the API says so to
+/// anyone else).
+pub(crate) async fn platform(signed: Signed) -> Result<Html<String>, WebError> {
+    let (hosts, regions) = tokio::join!(
+        signed.client.platform_hosts(),
+        signed.client.platform_regions()
+    );
+    Ok(Html(
+        PlatformPage {
+            chrome: signed.chrome(),
+            hosts: hosts?.hosts,
+            regions: regions?,
+        }
+        .render()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_notices_are_shown() {
+        assert!(notice(Some("secret-set")).is_some());
+        assert_eq!(notice(Some("<script>alert(1)</script>")), None);
+        assert_eq!(notice(None), None);
+    }
+}
