@@ -10,6 +10,7 @@ mod access;
 mod data;
 mod leases;
 mod platform;
+pub mod scale;
 
 pub use leases::LEASE_NONCE_HEADER;
 pub use platform::HostAction;
@@ -608,6 +609,20 @@ impl Client {
 
     pub async fn machine(&self, app: &str, id: &str) -> Result<MachineResponse, ClientError> {
         self.get(&format!("/v1/apps/{app}/machines/{id}")).await
+    }
+
+    /// The app's short history (`range`: `1h` or `24h`): requests, latency, and its
+    /// machines' CPU, memory and network, oldest first.
+    pub async fn metrics_history(
+        &self,
+        app: &str,
+        range: aloft_types::history::HistoryRange,
+    ) -> Result<aloft_types::history::MetricsHistory, ClientError> {
+        self.get(&format!(
+            "/v1/apps/{app}/metrics/history?range={}",
+            range.as_str()
+        ))
+        .await
     }
 
     /// The processes running in a started machine (Fly's `ps`).

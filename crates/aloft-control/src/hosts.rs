@@ -30,6 +30,7 @@ pub struct AgentGateway {
     pub(crate) observed: broadcast::Sender<MachineId>,
     pub(crate) logs: Option<aloft_logs::LogStore>,
     pub(crate) samples: Arc<crate::samples::Samples>,
+    pub(crate) history: Arc<crate::history::History>,
 }
 
 impl std::fmt::Debug for AgentGateway {
@@ -161,6 +162,11 @@ impl AgentGateway {
                 sample,
             });
         }
+        let pairs: Vec<(String, MachineSample)> = labelled
+            .iter()
+            .map(|l| (l.app.clone(), l.sample.clone()))
+            .collect();
+        self.history.sampled(aloft_store::now_ms(), &pairs);
         self.samples.replace(host, labelled);
         Ok(())
     }

@@ -20,6 +20,7 @@ mod certs;
 mod deploy;
 mod dns;
 mod error;
+mod history;
 mod hosts;
 mod hostwatch;
 mod ips;
@@ -200,6 +201,8 @@ pub(crate) struct Inner {
     pub(crate) shippers: sinks::Shippers,
     /// Every host's latest resource samples and apps' metrics pages.
     pub(crate) samples: Arc<samples::Samples>,
+    /// Every app's short history of numbers (the dashboard's graphs).
+    pub(crate) history: Arc<history::History>,
     /// How far back each organization's logs go.
     pub(crate) log_retention: LogRetention,
     /// Where log sinks may connect besides global addresses.
@@ -257,6 +260,7 @@ impl Control {
                 log_host,
                 shippers: std::sync::Mutex::new(std::collections::HashMap::new()),
                 samples: Arc::default(),
+                history: Arc::default(),
                 log_retention: parts.log_retention,
                 sink_reach: parts.sink_reach,
                 tasks: tokio_util::task::TaskTracker::new(),
@@ -288,6 +292,7 @@ impl Control {
     fn api() -> OpenApiRouter<Arc<Inner>> {
         OpenApiRouter::with_openapi(ApiDoc::openapi())
             .merge(apps::routes())
+            .merge(history::routes())
             .merge(machines::routes())
             .merge(metadata::routes())
             .merge(orgs::routes())
@@ -387,7 +392,18 @@ impl Control {
             observed: self.inner.observed.clone(),
             logs: self.inner.logs.clone(),
             samples: self.inner.samples.clone(),
+            history: self.inner.history.clone(),
         }
+    }
+
+    /// Ends a step of the apps' short history (the dashboard's graphs, served at
+    /// `/v1/apps/{app}/metrics/history`) with the edge's counters per app as they are
+    /// now; `aloftd` calls it every `[api] history_step_seconds`.
+    pub fn history_step(
+        &self,
+        edge: &std::collections::BTreeMap<String, aloft_types::history::EdgeCounters>,
+    ) {
+        self.inner.history.step(aloft_store::now_ms(), edge);
     }
 
     /// Ships the log store's lines ([`ControlParts::logs`]) to every sink in the store

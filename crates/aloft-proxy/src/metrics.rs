@@ -22,10 +22,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+/// Upper bounds of the latency buckets, in seconds (the apps' short history reads them).
+use aloft_types::history::LATENCY_BUCKETS as BUCKETS;
+use aloft_types::history::{EdgeCounters, STATUS_CLASSES};
 
 /// A latency histogram with the proxy's buckets (also used for the API's latency).
 #[derive(Debug, Clone, Default)]
@@ -123,6 +122,26 @@ impl ProxyMetrics {
                 .or_default() += 1;
             stats.edge.observe(took);
         });
+    }
+
+    /// Each app's counters as they are now (requests by status class over every
+    /// listener, and the edge's latency buckets), for the apps' short history.
+    pub fn edge_counters(&self) -> BTreeMap<String, EdgeCounters> {
+        let Ok(apps) = self.apps.lock() else {
+            return BTreeMap::new();
+        };
+        apps.iter()
+            .map(|(app, stats)| {
+                let mut counters = EdgeCounters::default();
+                for ((class, _), count) in &stats.requests {
+                    if let Some(at) = STATUS_CLASSES.iter().position(|c| c == class) {
+                        counters.requests[at] += count;
+                    }
+                }
+                counters.latency = stats.edge.buckets;
+                (app.clone(), counters)
+            })
+            .collect()
     }
 
     /// The time a machine took to answer a request's headers.

@@ -23,6 +23,7 @@ pub mod deploy;
 pub mod dig;
 mod duration;
 mod event;
+pub mod history;
 mod ids;
 mod kinds;
 pub mod machine;

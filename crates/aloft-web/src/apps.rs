@@ -61,6 +61,9 @@ pub(crate) fn notice(done: Option<&str>) -> Option<&'static str> {
         }
         "secret-unset" => "Secret removed. Staged until the next deploy.",
         "rollback" => "Rollback started: its steps show below.",
+        "scaled" => {
+            "Scaled: new machines start (copies of the group's newest), extra ones are destroyed."
+        }
         "started" => "Start asked.",
         "stopped" => "Stop asked.",
         "restarted" => "Restart asked.",
@@ -220,6 +223,83 @@ pub(crate) async fn rollback(
     Ok(Redirect::to(&format!(
         "/apps/{app}?done=rollback#deployment"
     )))
+}
+
+/// The most machines one form asks a group for (the API's `[limits]` may allow fewer).
+const MAX_SCALE: usize = 100;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Scale {
+    #[serde(default)]
+    csrf: String,
+    group: String,
+    count: String,
+}
+
+/// `POST /apps/{app}/scale`: a process group to a count, as `aloft scale count` does it
+/// (copies of the group's newest machine, spread over the regions it runs in; stopped
+/// machines, then the newest, go first).
+pub(crate) async fn scale(
+    State(web): State<Web>,
+    signed: Signed,
+    Path(app): Path<String>,
+    axum::Form(form): axum::Form<Scale>,
+) -> Result<Redirect, WebError> {
+    use aloft_client::scale::{
+        converge, copy_request, group_of, group_regions, newest, removal_order,
+    };
+    signed.check(&web, &form.csrf)?;
+    let count: usize =
+        form.count.trim().parse().map_err(|_| {
+            WebError::BadInput(format!("count {:?} is not a whole number", form.count))
+        })?;
+    if count > MAX_SCALE {
+        return Err(WebError::BadInput(format!(
+            "count {count}: at most {MAX_SCALE} from here (`aloft scale count` takes more)"
+        )));
+    }
+    let client = &signed.client;
+    let machines = client.list_machines(&app).await?;
+    let of_group: Vec<&aloft_types::api::MachineResponse> = machines
+        .iter()
+        .filter(|m| !matches!(m.state.as_str(), "destroyed" | "destroying"))
+        .filter(|m| group_of(m) == form.group)
+        .collect();
+    if of_group.is_empty() {
+        return Err(WebError::BadInput(format!(
+            "process group {} of app {app} has no machine to copy: deploy it first",
+            form.group
+        )));
+    }
+    let regions = group_regions(&of_group);
+    let mut current = BTreeMap::new();
+    for machine in &of_group {
+        *current.entry(machine.region.clone()).or_insert(0) += 1;
+    }
+    let plan = converge(count, &current, &regions, None).map_err(WebError::BadInput)?;
+    for (region, delta) in plan.iter().filter(|(_, d)| *d > 0) {
+        let in_region: Vec<&aloft_types::api::MachineResponse> = of_group
+            .iter()
+            .copied()
+            .filter(|m| &m.region == region)
+            .collect();
+        let Some(template) = newest(&in_region).or_else(|| newest(&of_group)) else {
+            continue;
+        };
+        for _ in 0..*delta {
+            client
+                .create_machine(&app, &copy_request(template, region))
+                .await?;
+        }
+    }
+    for (region, delta) in plan.iter().filter(|(_, d)| *d < 0) {
+        let take = usize::try_from(-delta).unwrap_or(0);
+        for machine in removal_order(&of_group, region).into_iter().take(take) {
+            client.destroy_machine(&app, &machine.id, true).await?;
+        }
+    }
+    tracing::info!(%app, group = %form.group, count, "scaled from the dashboard");
+    Ok(Redirect::to(&format!("/apps/{app}?done=scaled#scale")))
 }
 
 #[derive(Template)]

@@ -12,6 +12,7 @@ mod error;
 mod live;
 mod logs;
 mod machine;
+pub mod metrics;
 pub mod session;
 mod signin;
 pub mod view;
@@ -66,6 +67,7 @@ impl Web {
             .route("/apps", get(apps::list))
             .route("/apps/{app}", get(apps::overview))
             .route("/apps/{app}/secrets", post(apps::set_secret))
+            .route("/apps/{app}/scale", post(apps::scale))
             .route("/apps/{app}/secrets/unset", post(apps::unset_secret))
             .route(
                 "/apps/{app}/releases/{version}/rollback",
@@ -74,6 +76,7 @@ impl Web {
             .route("/apps/{app}/machines/{id}", get(machine::page))
             .route("/apps/{app}/machines/{id}/{action}", post(machine::act))
             .route("/apps/{app}/logs", get(logs::page))
+            .route("/apps/{app}/metrics", get(metrics::page))
             .route("/apps/{app}/live/machines", get(live::machines))
             .route("/apps/{app}/live/deployment", get(live::deployment))
             .route("/apps/{app}/live/logs", get(live::logs))

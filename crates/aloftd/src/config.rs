@@ -255,6 +255,9 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Seconds to finish requests in flight after SIGTERM.
     pub shutdown_grace_seconds: u64,
+    /// Seconds between steps of the apps' short history (the dashboard's graphs: the last
+    /// 360 steps, and a day in minutes), 1 to 60.
+    pub history_step_seconds: u64,
 }
 
 /// `[database]`.
@@ -346,6 +349,7 @@ impl Default for ApiConfig {
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 4280))),
             shutdown_grace_seconds: 30,
+            history_step_seconds: 10,
         }
     }
 }
@@ -486,6 +490,15 @@ impl Config {
                 format!(
                     "{} is outside 5 to 3600 seconds (agents send a heartbeat every 2 s)",
                     self.hosts.down_after_seconds
+                ),
+            ));
+        }
+        if !(1..=60).contains(&self.api.history_step_seconds) {
+            return Err(invalid(
+                "api.history_step_seconds",
+                format!(
+                    "{} is outside 1 to 60 seconds",
+                    self.api.history_step_seconds
                 ),
             ));
         }

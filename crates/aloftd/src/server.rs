@@ -449,6 +449,26 @@ fn announce(config: &Config, url: &str, host_id: &HostId, first_token: Option<St
     }
 }
 
+/// Steps the apps' short history every `seconds` with the edge's counters, until `stop`.
+fn spawn_history(
+    control: &Control,
+    edge: &Arc<aloft_proxy::Proxy>,
+    seconds: u64,
+    stop: &CancellationToken,
+) {
+    let (control, edge, stop) = (control.clone(), edge.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(seconds.max(1)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => control.history_step(&edge.edge_counters()),
+            }
+        }
+    });
+}
+
 /// SIGTERM cancels `stop` (a graceful drain); SIGINT notifies the returned `Notify` (exit
 /// at once).
 fn watch_signals(stop: &CancellationToken) -> anyhow::Result<Arc<tokio::sync::Notify>> {
@@ -617,6 +637,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     }
     control.watch_hosts();
     control.run_schedules();
+    spawn_history(&control, &edge, config.api.history_step_seconds, &stop);
     let fast = watch_signals(&stop)?;
 
     let api_metrics = Arc::new(crate::metrics::ApiMetrics::default());

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use aloft_types::MachineState;
-use aloft_types::api::{DeployRequest, MachineRequest, MachineResponse};
+use aloft_types::api::{DeployRequest, MachineResponse};
 use aloft_types::machine::{
     DEFAULT_PROCESS_GROUP, METADATA_RELEASE_ID, METADATA_RELEASE_VERSION, MachineConfig,
     MachineGuest,
@@ -11,6 +11,8 @@ use aloft_types::machine::{
 use anyhow::Context as _;
 use clap::Subcommand;
 use serde::Serialize;
+
+use aloft_client::scale::{converge, copy_request, group_regions, newest, removal_order};
 
 use super::status::{group_of, live_machines};
 use crate::Failure;
@@ -270,14 +272,6 @@ fn show(machines: &[MachineResponse], json: bool, out: &mut Output) -> Result<()
     Ok(())
 }
 
-/// The newest machine of a group (the template for new ones).
-fn newest<'a>(machines: &[&'a MachineResponse]) -> Option<&'a MachineResponse> {
-    machines
-        .iter()
-        .max_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)))
-        .copied()
-}
-
 /// What `scale count` asks for.
 struct Target<'a> {
     group: &'a str,
@@ -285,77 +279,6 @@ struct Target<'a> {
     regions: Vec<String>,
     max_per_region: Option<u32>,
     count: u32,
-}
-
-/// How many machines to add (positive) or remove (negative) in each region so that
-/// `regions` hold `wanted` machines: regions over `max_per_region` give back their excess
-/// (as flyctl does), then each machine added goes to the region with the fewest (under
-/// the maximum; the first of equals, usually the primary), and each removed comes from
-/// the one with the most (the last of equals), so the regions end as even as they can.
-/// Regions not named are left alone.
-pub(crate) fn converge(
-    wanted: usize,
-    current: &BTreeMap<String, usize>,
-    regions: &[String],
-    max_per_region: Option<usize>,
-) -> Result<Vec<(String, i64)>, String> {
-    if regions.is_empty() {
-        return if wanted == 0 {
-            Ok(Vec::new())
-        } else {
-            Err("no region to put machines in: name one with --region".to_owned())
-        };
-    }
-    let mut counts: Vec<i64> = regions
-        .iter()
-        .map(|r| i64::try_from(current.get(r).copied().unwrap_or(0)).unwrap_or(i64::MAX))
-        .collect();
-    let start = counts.clone();
-    let wanted = i64::try_from(wanted).unwrap_or(i64::MAX);
-    if let Some(max) = max_per_region {
-        let max = i64::try_from(max).unwrap_or(i64::MAX);
-        let room = max.saturating_mul(i64::try_from(regions.len()).unwrap_or(i64::MAX));
-        if room < wanted {
-            return Err(format!(
-                "--max-per-region {max} over {} region(s) ({}) holds at most {room} machine(s), fewer than {wanted}",
-                regions.len(),
-                regions.join(", ")
-            ));
-        }
-        for count in &mut counts {
-            *count = (*count).min(max);
-        }
-    }
-    let mut total: i64 = counts.iter().sum();
-    let cap = max_per_region.map_or(i64::MAX, |m| i64::try_from(m).unwrap_or(i64::MAX));
-    while total < wanted {
-        // The region with the fewest, under the cap; the first of equals.
-        let Some(at) = (0..counts.len())
-            .filter(|&i| counts[i] < cap)
-            .min_by_key(|&i| (counts[i], i))
-        else {
-            break;
-        };
-        counts[at] += 1;
-        total += 1;
-    }
-    while total > wanted {
-        // The region with the most; the last of equals.
-        let Some(at) = (0..counts.len())
-            .filter(|&i| counts[i] > 0)
-            .max_by_key(|&i| (counts[i], i))
-        else {
-            break;
-        };
-        counts[at] -= 1;
-        total -= 1;
-    }
-    Ok(regions
-        .iter()
-        .zip(counts.iter().zip(&start))
-        .filter(|(_, (now, before))| now != before)
-        .map(|(region, (now, before))| (region.clone(), now - before))
-        .collect())
 }
 
 async fn count_to(
@@ -378,20 +301,7 @@ async fn count_to(
     }
     let regions: Vec<String> = if target.regions.is_empty() {
         // Where the group runs, the newest machine's region first.
-        let mut regions: Vec<String> = Vec::new();
-        if let Some(newest) = newest(&of_group) {
-            regions.push(newest.region.clone());
-        }
-        let others: std::collections::BTreeSet<&String> =
-            of_group.iter().map(|m| &m.region).collect();
-        regions.extend(
-            others
-                .into_iter()
-                .filter(|r| !regions.contains(r))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
-        regions
+        group_regions(&of_group)
     } else {
         target.regions.clone()
     };
@@ -454,13 +364,7 @@ async fn count_to(
             )
         })?;
         for _ in 0..*delta {
-            let mut config = template.config.clone();
-            // A copy gets a volume of its own: the same name, a free or new one.
-            for mount in &mut config.mounts {
-                mount.volume.clear();
-            }
-            let mut request = MachineRequest::new(config);
-            request.region = Some(region.clone());
+            let request = copy_request(template, region);
             // Ctrl-C stops creating: the machine being created is finished, no other.
             let creating = client.create_machine(app, &request);
             tokio::pin!(creating);
@@ -505,16 +409,10 @@ async fn count_to(
     }
     for (region, delta) in plan.iter().filter(|(_, d)| *d < 0) {
         // Stopped machines go first, then the newest.
-        let mut extra: Vec<&MachineResponse> = of_group
-            .iter()
-            .copied()
-            .filter(|m| &m.region == region)
-            .collect();
-        extra.sort_by(|a, b| {
-            let stopped = |m: &MachineResponse| m.state != "stopped";
-            (stopped(a), &b.created_at, &b.id).cmp(&(stopped(b), &a.created_at, &a.id))
-        });
-        for machine in extra.into_iter().take(usize::try_from(-delta).unwrap_or(0)) {
+        for machine in removal_order(&of_group, region)
+            .into_iter()
+            .take(usize::try_from(-delta).unwrap_or(0))
+        {
             client
                 .destroy_machine(app, &machine.id, true)
                 .await
@@ -598,9 +496,7 @@ pub(crate) async fn redeploy(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use super::{converge, group_counts};
+    use super::group_counts;
 
     #[test]
     fn counts_are_a_number_or_one_per_group() {
@@ -625,76 +521,5 @@ mod tests {
             let error = group_counts(&args(bad)).unwrap_err().to_string();
             assert!(error.contains(says), "{bad:?}: {error}");
         }
-    }
-
-    fn regions(names: &[&str]) -> Vec<String> {
-        names.iter().map(|n| (*n).to_owned()).collect()
-    }
-
-    fn current(counts: &[(&str, usize)]) -> BTreeMap<String, usize> {
-        counts.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect()
-    }
-
-    #[test]
-    fn machines_spread_evenly_over_the_regions_the_first_first() {
-        let plan = converge(4, &current(&[("ams", 1)]), &regions(&["ams", "ord"]), None);
-        assert_eq!(plan, Ok(vec![("ams".to_owned(), 1), ("ord".to_owned(), 2)]));
-        let plan = converge(3, &current(&[]), &regions(&["ams", "ord"]), None);
-        assert_eq!(plan, Ok(vec![("ams".to_owned(), 2), ("ord".to_owned(), 1)]));
-        // Removing starts from the last region.
-        let plan = converge(
-            1,
-            &current(&[("ams", 2), ("ord", 2)]),
-            &regions(&["ams", "ord"]),
-            None,
-        );
-        assert_eq!(
-            plan,
-            Ok(vec![("ams".to_owned(), -1), ("ord".to_owned(), -2)])
-        );
-        // Nothing to do, and regions not named are left alone.
-        let plan = converge(
-            2,
-            &current(&[("ams", 2), ("syd", 5)]),
-            &regions(&["ams"]),
-            None,
-        );
-        assert_eq!(plan, Ok(Vec::new()));
-    }
-
-    #[test]
-    fn max_per_region_caps_each_region_and_refuses_what_cannot_fit() {
-        let plan = converge(3, &current(&[]), &regions(&["ams", "lhr", "ord"]), Some(1));
-        assert_eq!(
-            plan,
-            Ok(vec![
-                ("ams".to_owned(), 1),
-                ("lhr".to_owned(), 1),
-                ("ord".to_owned(), 1)
-            ])
-        );
-        // Over the maximum gives back, and the rest goes elsewhere.
-        let plan = converge(
-            4,
-            &current(&[("ams", 4)]),
-            &regions(&["ams", "ord"]),
-            Some(2),
-        );
-        assert_eq!(
-            plan,
-            Ok(vec![("ams".to_owned(), -2), ("ord".to_owned(), 2)])
-        );
-        let refused = converge(5, &current(&[]), &regions(&["ams", "ord"]), Some(2)).unwrap_err();
-        assert!(
-            refused.contains("holds at most 4 machine(s), fewer than 5"),
-            "{refused}"
-        );
-        // The edge: exactly as many as fit, and 0 per region only for 0 machines.
-        assert!(converge(4, &current(&[]), &regions(&["ams", "ord"]), Some(2)).is_ok());
-        assert_eq!(
-            converge(0, &current(&[]), &regions(&["ams"]), Some(0)),
-            Ok(Vec::new())
-        );
-        assert!(converge(1, &current(&[]), &regions(&["ams"]), Some(0)).is_err());
     }
 }

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use aloft_types::CheckStatus;
 use aloft_types::api::{MachineResponse, ReleaseResponse};
-use aloft_types::machine::{
-    DEFAULT_PROCESS_GROUP, METADATA_PROCESS_GROUP, METADATA_RELEASE_VERSION,
-};
+use aloft_types::machine::METADATA_RELEASE_VERSION;
 use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
@@ -54,14 +52,7 @@ struct Status {
     machines: Vec<MachineRow>,
 }
 
-pub(crate) fn group_of(machine: &MachineResponse) -> String {
-    machine
-        .config
-        .metadata
-        .get(METADATA_PROCESS_GROUP)
-        .cloned()
-        .unwrap_or_else(|| DEFAULT_PROCESS_GROUP.to_owned())
-}
+pub(crate) use aloft_client::scale::group_of;
 
 fn live(machine: &MachineResponse) -> bool {
     !matches!(machine.state.as_str(), "destroyed" | "destroying")

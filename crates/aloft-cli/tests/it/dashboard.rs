@@ -34,7 +34,8 @@ async fn streamed(url: &str, path: &str, cookie: &str, within: Duration) -> Stri
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_follows_an_app_in_a_real_browser_and_shows_no_other_organization() {
     let image = aloft_testkit::testapp_image();
-    let platform = Platform::start().await;
+    // The apps' short history takes a step a second, not ten: the graphs fill quickly.
+    let platform = Platform::start_with(|config| config.api.history_step_seconds = 1).await;
     let p = &platform;
     p.ok(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
     std::fs::write(
@@ -247,6 +248,113 @@ async fn the_dashboard_follows_an_app_in_a_real_browser_and_shows_no_other_organ
         );
     }
 
+    // Scaled from the page: three machines of the group, then one; the table follows.
+    let live = || async {
+        p.client
+            .list_machines(APP)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| !matches!(m.state.as_str(), "destroyed" | "destroying"))
+            .collect::<Vec<_>>()
+    };
+    b.client
+        .goto(&format!("{}/apps/{APP}", p.url))
+        .await
+        .unwrap();
+    b.fill("#scale-app", "3").await;
+    b.click("#scale-app-submit").await;
+    assert!(b.text().await.contains("Scaled"), "{}", b.text().await);
+    b.until(
+        "three started machines in the table",
+        Duration::from_secs(60),
+        "const rows = document.querySelectorAll('#machines tr');
+         return rows.length === 3 && [...rows].every(r => r.textContent.includes('started'));",
+    )
+    .await;
+    assert_eq!(live().await.len(), 3);
+    b.fill("#scale-app", "1").await;
+    b.click("#scale-app-submit").await;
+    b.until(
+        "one machine in the table",
+        Duration::from_secs(60),
+        "return document.querySelectorAll('#machines tr').length === 1",
+    )
+    .await;
+    assert_eq!(live().await.len(), 1);
+    let id = live().await[0].id.clone();
+
+    // Requests through the edge show in the graphs, with the machine's memory.
+    let http: std::net::SocketAddr =
+        std::fs::read_to_string(p.data.path().join(aloftd::HTTP_ADDR_FILE))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    let edge = reqwest::Client::new();
+    for _ in 0..20 {
+        let answer = edge
+            .get(format!("http://{http}/"))
+            .header("host", format!("{APP}.aloft.localhost"))
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{}", answer.status());
+    }
+    // The history counts them within a few steps (a step a second here)...
+    let started = Instant::now();
+    loop {
+        let history = p
+            .client
+            .metrics_history(APP, aloft_types::history::HistoryRange::Hour)
+            .await
+            .unwrap();
+        #[allow(clippy::cast_precision_loss, reason = "a step's seconds")]
+        let answered: f64 = history
+            .points
+            .iter()
+            .map(|point| point.requests_per_second["2xx"] * history.step_seconds as f64)
+            .sum();
+        let memory = history
+            .points
+            .iter()
+            .any(|point| point.machines.iter().any(|m| m.memory_mb > 0.0));
+        if answered >= 15.0 && memory {
+            assert!(
+                answered <= 25.0,
+                "the 20 requests in the history (counted {answered})"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "the 20 requests and the machine's memory in the history: {answered} requests, memory {memory}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // ...and the page draws them: the 2xx line peaks at a rate, memory has a value.
+    b.client
+        .goto(&format!("{}/apps/{APP}/metrics", p.url))
+        .await
+        .unwrap();
+    let shown = b
+        .eval(
+            "const first = sel => (document.querySelector(sel) || {}).textContent || 'none';
+             return [parseFloat(first('#chart-requests .legend .peak')),
+                     first('#chart-memory .legend .latest'),
+                     document.querySelectorAll('#chart-requests path.line').length];",
+        )
+        .await;
+    assert!(
+        shown[0].as_f64().is_some_and(|peak| peak >= 1.0)
+            && shown[1] != "none"
+            && shown[2].as_u64() > Some(0),
+        "the graphs: {shown}\n{}",
+        b.text().await
+    );
+    b.accessible("metrics").await;
+    b.screenshots("metrics").await;
+
     // The logs page finds the line by its text.
     b.client
         .goto(&format!("{}/apps/{APP}/logs?text={mark}", p.url))
@@ -272,6 +380,20 @@ async fn the_dashboard_follows_an_app_in_a_real_browser_and_shows_no_other_organ
     let machines_path = format!("/apps/{APP}/live/machines");
     let shown = streamed(&p.url, &machines_path, &owner, Duration::from_secs(2)).await;
     assert!(shown.contains(&id), "the owner's stream: {shown}");
+    // The page reads without JavaScript: its first HTML has the machines and the steps.
+    let first_html = reqwest::Client::new()
+        .get(format!("{}/apps/{APP}", p.url))
+        .header("cookie", format!("aloft_session={owner}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        first_html.contains(&id) && first_html.contains("id=\"deployment-steps\""),
+        "{first_html}"
+    );
     let other_token = p.ok(&["orgs", "create", "globex"]).trim().to_owned();
     b.click("form[action='/sign-out'] button").await;
     assert_eq!(b.client.current_url().await.unwrap().path(), "/sign-in");

@@ -316,6 +316,13 @@ impl Proxy {
         })
     }
 
+    /// Each app's requests by status class and latency buckets, counted since start.
+    pub fn edge_counters(
+        &self,
+    ) -> std::collections::BTreeMap<String, aloft_types::history::EdgeCounters> {
+        self.metrics.edge_counters()
+    }
+
     /// The proxy's metrics in Prometheus' text format, with each machine's load and each
     /// check's status as they are now.
     pub fn render_metrics(&self) -> String {
