@@ -151,6 +151,9 @@ async fn call_everything(c: &Client) {
     let _ = c.list_machines(a).await;
     let _ = c.machine(a, m).await;
     let _ = c.machine_processes(a, m).await;
+    let _ = c
+        .metrics_history(a, aloft_types::history::HistoryRange::Day)
+        .await;
     let _ = c.start_machine(a, m).await;
     let _ = c.stop_machine(a, m, Some(Signal::Term), None).await;
     let _ = c.restart_machine(a, m).await;

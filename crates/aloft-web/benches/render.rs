@@ -125,6 +125,8 @@ fn chrome() -> Chrome {
     Chrome {
         name: "admin".to_owned(),
         kind: "org".to_owned(),
+        org: "personal".to_owned(),
+        orgs: vec!["personal".to_owned()],
         operator: false,
         can_change: true,
         csrf: "x".repeat(43),

@@ -15,17 +15,52 @@ use crate::{Signed, Web, WebError};
 #[template(path = "apps.html")]
 struct AppsPage {
     chrome: Chrome,
-    apps: Vec<AppResponse>,
+    apps: Vec<AppRow>,
+}
+
+/// An app in the list: its current release and where its machines run.
+struct AppRow {
+    app: AppResponse,
+    release: Option<i64>,
+    regions: Vec<(String, usize)>,
 }
 
 /// `GET /apps`.
 pub(crate) async fn list(signed: Signed) -> Result<Html<String>, WebError> {
+    use futures_util::StreamExt as _;
     let mut apps = signed.client.list_apps().await?.apps;
     apps.sort_by(|a, b| a.name.cmp(&b.name));
+    let client = &signed.client;
+    // Each app's machines and releases, a few apps at a time.
+    let rows: Vec<AppRow> = futures_util::stream::iter(apps)
+        .map(|app| async move {
+            let (machines, releases) =
+                tokio::join!(client.list_machines(&app.name), client.releases(&app.name));
+            let mut regions = BTreeMap::new();
+            for machine in machines.unwrap_or_default() {
+                if !matches!(machine.state.as_str(), "destroyed" | "destroying") {
+                    *regions.entry(machine.region).or_insert(0) += 1;
+                }
+            }
+            let release = releases.ok().and_then(|releases| {
+                releases
+                    .iter()
+                    .find(|r| r.status == aloft_types::deploy::ReleaseStatus::Complete)
+                    .map(|r| r.version)
+            });
+            AppRow {
+                app,
+                release,
+                regions: regions.into_iter().collect(),
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await;
     Ok(Html(
         AppsPage {
             chrome: signed.chrome(),
-            apps,
+            apps: rows,
         }
         .render()?,
     ))
@@ -40,6 +75,7 @@ pub struct AppPage {
     pub regions: Vec<(String, usize)>,
     pub groups: Vec<(String, usize)>,
     pub machines: MachinesFragment,
+    pub services: Vec<crate::view::ServiceRow>,
     pub deployment: DeploymentFragment,
     pub releases: Vec<ReleaseRow>,
     pub secrets: Vec<SecretInfo>,
@@ -122,6 +158,7 @@ impl AppPage {
         ips: Vec<IpResponse>,
         certificates: Vec<CertificateResponse>,
     ) -> AppPage {
+        let services = crate::view::ServiceRow::all(machines);
         let machines = MachinesFragment::of(&app.name, machines);
         let mut regions = BTreeMap::new();
         let mut groups = BTreeMap::new();
@@ -135,6 +172,7 @@ impl AppPage {
             regions: regions.into_iter().collect(),
             groups: groups.into_iter().collect(),
             machines,
+            services,
             deployment: DeploymentFragment::of(deployments.first()),
             releases: ReleaseRow::all(releases),
             secrets,
@@ -152,11 +190,12 @@ impl AppPage {
 }
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct SetSecret {
+pub(crate) struct SecretForm {
     #[serde(default)]
     csrf: String,
     name: String,
-    value: String,
+    /// Absent when removing.
+    value: Option<String>,
 }
 
 /// `POST /apps/{app}/secrets`: sets one secret (staged, as Fly's dashboard does).
@@ -164,27 +203,10 @@ pub(crate) async fn set_secret(
     State(web): State<Web>,
     signed: Signed,
     Path(app): Path<String>,
-    axum::Form(form): axum::Form<SetSecret>,
+    axum::Form(form): axum::Form<SecretForm>,
 ) -> Result<Redirect, WebError> {
-    signed.check(&web, &form.csrf)?;
-    let name = form.name.trim();
-    if name.is_empty() {
-        return Err(WebError::BadInput("a secret needs a name".to_owned()));
-    }
-    signed
-        .client
-        .update_secrets(&app, BTreeMap::from([(name.to_owned(), Some(form.value))]))
-        .await?;
-    Ok(Redirect::to(&format!(
-        "/apps/{app}?done=secret-set#secrets"
-    )))
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct UnsetSecret {
-    #[serde(default)]
-    csrf: String,
-    name: String,
+    let value = Some(form.value.clone().unwrap_or_default());
+    change_secret(&web, &signed, &app, form, value, "secret-set").await
 }
 
 /// `POST /apps/{app}/secrets/unset`.
@@ -192,16 +214,29 @@ pub(crate) async fn unset_secret(
     State(web): State<Web>,
     signed: Signed,
     Path(app): Path<String>,
-    axum::Form(form): axum::Form<UnsetSecret>,
+    axum::Form(form): axum::Form<SecretForm>,
 ) -> Result<Redirect, WebError> {
-    signed.check(&web, &form.csrf)?;
+    change_secret(&web, &signed, &app, form, None, "secret-unset").await
+}
+
+async fn change_secret(
+    web: &Web,
+    signed: &Signed,
+    app: &str,
+    form: SecretForm,
+    value: Option<String>,
+    done: &str,
+) -> Result<Redirect, WebError> {
+    signed.check(web, &form.csrf)?;
+    let name = form.name.trim();
+    if name.is_empty() {
+        return Err(WebError::BadInput("a secret needs a name".to_owned()));
+    }
     signed
         .client
-        .update_secrets(&app, BTreeMap::from([(form.name, None)]))
+        .update_secrets(app, BTreeMap::from([(name.to_owned(), value)]))
         .await?;
-    Ok(Redirect::to(&format!(
-        "/apps/{app}?done=secret-unset#secrets"
-    )))
+    Ok(Redirect::to(&format!("/apps/{app}?done={done}#secrets")))
 }
 
 #[derive(Debug, Deserialize)]

@@ -64,6 +64,7 @@ impl Web {
             .route("/", get(home))
             .route("/sign-in", get(signin::form).post(signin::submit))
             .route("/sign-out", post(signin::sign_out))
+            .route("/switch", post(signin::switch))
             .route("/apps", get(apps::list))
             .route("/apps/{app}", get(apps::overview))
             .route("/apps/{app}/secrets", post(apps::set_secret))
@@ -93,6 +94,8 @@ impl Web {
 #[derive(Debug)]
 pub(crate) struct Signed {
     pub(crate) session: Session,
+    /// The token the pages use now (the session's current organization).
+    pub(crate) held: session::Held,
     pub(crate) csrf: String,
     pub(crate) cookie: String,
     pub(crate) client: aloft_client::Client,
@@ -114,10 +117,17 @@ impl Signed {
     /// What every page's header shows.
     pub(crate) fn chrome(&self) -> view::Chrome {
         view::Chrome {
-            name: self.session.name.clone(),
-            kind: self.session.kind.clone(),
-            operator: self.session.is_operator(),
-            can_change: self.session.can_change(),
+            name: self.held.name.clone(),
+            kind: self.held.kind.clone(),
+            org: self.held.org.clone(),
+            orgs: self
+                .session
+                .tokens
+                .iter()
+                .map(|held| held.org.clone())
+                .collect(),
+            operator: self.held.is_operator(),
+            can_change: self.held.can_change(),
             csrf: self.csrf.clone(),
         }
     }
@@ -136,8 +146,10 @@ impl FromRequestParts<Web> for Signed {
             .ok_or(WebError::SignIn)?
             .to_owned();
         let session = web.inner.key.open(&cookie, now()).ok_or(WebError::SignIn)?;
+        let held = session.held().cloned().ok_or(WebError::SignIn)?;
         Ok(Signed {
-            client: web.client(&session.token),
+            client: web.client(&held.token),
+            held,
             csrf: web.inner.key.csrf(&cookie),
             cookie,
             session,

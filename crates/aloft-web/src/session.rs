@@ -32,20 +32,71 @@ impl std::fmt::Debug for SessionKey {
     }
 }
 
-/// What a session holds.
+/// Organizations one session may hold a token of (the cookie stays small).
+pub const MOST_ORGANIZATIONS: usize = 8;
+
+/// A token the session holds: one per organization signed in to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Session {
+pub struct Held {
     /// The API token the pages act with.
     pub token: String,
     /// The token's name, shown in the header.
     pub name: String,
     /// The token's kind (`operator`, `org`, `readonly`, ...).
     pub kind: String,
+    /// The organization's slug.
+    pub org: String,
+}
+
+/// What a session holds: a token per organization signed in to, and which one the pages
+/// use now (the organization switcher changes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub tokens: Vec<Held>,
+    pub current: usize,
     /// When the session began (Unix seconds).
     pub issued_at: u64,
 }
 
 impl Session {
+    /// A session of one token.
+    pub fn of(held: Held, issued_at: u64) -> Session {
+        Session {
+            tokens: vec![held],
+            current: 0,
+            issued_at,
+        }
+    }
+
+    /// The token the pages use now.
+    pub fn held(&self) -> Option<&Held> {
+        self.tokens.get(self.current)
+    }
+
+    /// Adds a token (replacing the one it holds of the same organization) and makes it
+    /// the current one; the oldest goes past [`MOST_ORGANIZATIONS`].
+    pub fn add(&mut self, held: Held) {
+        self.tokens.retain(|other| other.org != held.org);
+        self.tokens.push(held);
+        while self.tokens.len() > MOST_ORGANIZATIONS {
+            self.tokens.remove(0);
+        }
+        self.current = self.tokens.len() - 1;
+    }
+
+    /// Makes `org`'s token the current one; false when the session holds none of it.
+    pub fn switch(&mut self, org: &str) -> bool {
+        match self.tokens.iter().position(|held| held.org == org) {
+            Some(at) => {
+                self.current = at;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Held {
     pub fn is_operator(&self) -> bool {
         self.kind == "operator"
     }
@@ -133,7 +184,8 @@ impl SessionKey {
         let plain = cipher.decrypt(Nonce::from_slice(nonce), sealed).ok()?;
         let session: Session = serde_json::from_slice(&plain).ok()?;
         let expires = session.issued_at.checked_add(SESSION_SECONDS)?;
-        (now < expires && session.issued_at <= now + 300).then_some(session)
+        let fresh = now < expires && session.issued_at <= now + 300;
+        (fresh && session.held().is_some()).then_some(session)
     }
 
     /// The CSRF token of the session whose cookie value is `cookie`.
@@ -184,13 +236,44 @@ pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
-    fn session(issued_at: u64) -> Session {
-        Session {
-            token: "aloft_secret".to_owned(),
+    fn held(org: &str) -> Held {
+        Held {
+            token: format!("aloft_secret_{org}"),
             name: "admin".to_owned(),
             kind: "operator".to_owned(),
-            issued_at,
+            org: org.to_owned(),
         }
+    }
+
+    fn session(issued_at: u64) -> Session {
+        Session::of(held("personal"), issued_at)
+    }
+
+    #[test]
+    fn a_session_holds_a_token_per_organization_and_switches_between_them() {
+        let mut session = session(1);
+        session.add(held("globex"));
+        assert_eq!(
+            session.held().unwrap().org,
+            "globex",
+            "the added one is current"
+        );
+        assert!(session.switch("personal"));
+        assert_eq!(session.held().unwrap().token, "aloft_secret_personal");
+        assert!(!session.switch("initech"), "no token of it");
+        assert_eq!(session.held().unwrap().org, "personal");
+        // Signing in to an organization again replaces its token.
+        let mut again = held("globex");
+        again.token = "aloft_newer".to_owned();
+        session.add(again);
+        assert_eq!(session.tokens.len(), 2);
+        assert_eq!(session.held().unwrap().token, "aloft_newer");
+        for n in 0..10 {
+            session.add(held(&format!("org{n}")));
+        }
+        assert_eq!(session.tokens.len(), MOST_ORGANIZATIONS);
+        assert_eq!(session.held().unwrap().org, "org9");
+        assert!(!session.switch("personal"), "the oldest went");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use crate::session::{self, SESSION_COOKIE, SESSION_SECONDS, SIGN_IN_COOKIE, Session};
+use crate::session::{self, Held, SESSION_COOKIE, SESSION_SECONDS, SIGN_IN_COOKIE, Session};
 use crate::{Signed, Web, WebError};
 
 #[derive(Template)]
@@ -14,9 +14,35 @@ use crate::{Signed, Web, WebError};
 struct SignInPage {
     nonce: String,
     error: Option<String>,
+    /// Signed in already: this adds an organization to the session.
+    adding: bool,
 }
 
-fn page(headers: &HeaderMap, error: Option<String>, status: StatusCode) -> Response {
+/// The session the request's cookie carries, if any and still good.
+fn current(web: &Web, headers: &HeaderMap) -> Option<Session> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(|header| session::cookie(header, SESSION_COOKIE))
+        .and_then(|cookie| web.inner.key.open(cookie, crate::now()))
+}
+
+/// The `Set-Cookie` value that carries `session`.
+fn session_cookie(web: &Web, session: &Session, headers: &HeaderMap) -> Option<HeaderValue> {
+    let sealed = web.inner.key.seal(session);
+    let secure = if crate::over_https(headers) {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={sealed}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_SECONDS}{secure}"
+    ))
+    .ok()
+}
+
+fn page(web: &Web, headers: &HeaderMap, error: Option<String>, status: StatusCode) -> Response {
     let nonce = session::sign_in_nonce();
     let secure = if crate::over_https(headers) {
         "; Secure"
@@ -26,15 +52,22 @@ fn page(headers: &HeaderMap, error: Option<String>, status: StatusCode) -> Respo
     let cookie = format!(
         "{SIGN_IN_COOKIE}={nonce}; Path=/sign-in; HttpOnly; SameSite=Strict; Max-Age=3600{secure}"
     );
-    match (SignInPage { nonce, error }).render() {
+    let adding = current(web, headers).is_some();
+    match (SignInPage {
+        nonce,
+        error,
+        adding,
+    })
+    .render()
+    {
         Ok(html) => (status, [(header::SET_COOKIE, cookie)], Html(html)).into_response(),
         Err(error) => WebError::from(error).into_response(),
     }
 }
 
 /// `GET /sign-in`.
-pub(crate) async fn form(headers: HeaderMap) -> Response {
-    page(&headers, None, StatusCode::OK)
+pub(crate) async fn form(State(web): State<Web>, headers: HeaderMap) -> Response {
+    page(&web, &headers, None, StatusCode::OK)
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,6 +90,7 @@ pub(crate) async fn submit(
         .find_map(|header| session::cookie(header, SIGN_IN_COOKIE));
     if !kept.is_some_and(|kept| session::equal(kept.as_bytes(), form.nonce.as_bytes())) {
         return page(
+            &web,
             &headers,
             Some("the sign-in form expired: try again".to_owned()),
             StatusCode::FORBIDDEN,
@@ -65,6 +99,7 @@ pub(crate) async fn submit(
     let token = form.token.trim();
     if token.is_empty() {
         return page(
+            &web,
             &headers,
             Some("paste an API token (`aloft auth token` prints yours)".to_owned()),
             StatusCode::BAD_REQUEST,
@@ -74,6 +109,7 @@ pub(crate) async fn submit(
         Ok(known) => known,
         Err(aloft_client::ClientError::Api { status: 401, .. }) => {
             return page(
+                &web,
                 &headers,
                 Some("the API does not accept this token (unknown, revoked or expired)".to_owned()),
                 StatusCode::UNAUTHORIZED,
@@ -81,32 +117,71 @@ pub(crate) async fn submit(
         }
         Err(error) => return WebError::from(error).into_response(),
     };
-    tracing::info!(token = %known.id, kind = %known.kind, "dashboard sign-in");
-    let session = Session {
+    let client = web.client(token);
+    let org = match client.list_orgs().await {
+        Ok(orgs) => orgs
+            .into_iter()
+            .next()
+            .map(|org| org.slug)
+            .unwrap_or_default(),
+        Err(error) => return WebError::from(error).into_response(),
+    };
+    tracing::info!(token = %known.id, kind = %known.kind, %org, "dashboard sign-in");
+    let held = Held {
         token: token.to_owned(),
         name: known.name,
         kind: known.kind,
-        issued_at: crate::now(),
+        org,
     };
-    let sealed = web.inner.key.seal(&session);
-    let secure = if crate::over_https(&headers) {
-        "; Secure"
-    } else {
-        ""
+    // Signed in already: the organization joins the session (the switcher shows it).
+    let session = match current(&web, &headers) {
+        Some(mut session) => {
+            session.add(held);
+            session
+        }
+        None => Session::of(held, crate::now()),
     };
     let mut response = Redirect::to("/apps").into_response();
     let cookies = response.headers_mut();
-    for cookie in [
-        format!(
-            "{SESSION_COOKIE}={sealed}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_SECONDS}{secure}"
-        ),
-        format!("{SIGN_IN_COOKIE}=; Path=/sign-in; HttpOnly; SameSite=Strict; Max-Age=0"),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            cookies.append(header::SET_COOKIE, value);
-        }
+    if let Some(value) = session_cookie(&web, &session, &headers) {
+        cookies.append(header::SET_COOKIE, value);
     }
+    cookies.append(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "aloft_sign_in=; Path=/sign-in; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    );
     response
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Switch {
+    #[serde(default)]
+    csrf: String,
+    org: String,
+}
+
+/// `POST /switch`: the pages show another organization the session holds a token of.
+pub(crate) async fn switch(
+    State(web): State<Web>,
+    signed: Signed,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<Switch>,
+) -> Result<Response, WebError> {
+    signed.check(&web, &form.csrf)?;
+    let mut session = signed.session;
+    if !session.switch(&form.org) {
+        return Err(WebError::Forbidden(format!(
+            "this session holds no token of organization {:?}: sign in with one",
+            form.org
+        )));
+    }
+    let mut response = Redirect::to("/apps").into_response();
+    if let Some(value) = session_cookie(&web, &session, &headers) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,8 +190,8 @@ pub(crate) struct SignOut {
     csrf: String,
 }
 
-/// `POST /sign-out`: the session cookie is cleared (the token itself stays valid: revoke it
-/// with `aloft tokens revoke` to end it everywhere).
+/// `POST /sign-out`: the session cookie is cleared, with every organization's token it
+/// held (the tokens themselves stay valid: `aloft tokens revoke` ends one everywhere).
 pub(crate) async fn sign_out(
     State(web): State<Web>,
     signed: Option<Signed>,

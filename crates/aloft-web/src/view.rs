@@ -11,6 +11,9 @@ use askama::Template;
 pub struct Chrome {
     pub name: String,
     pub kind: String,
+    /// The organization the pages show, and every one the session holds a token of.
+    pub org: String,
+    pub orgs: Vec<String>,
     pub operator: bool,
     pub can_change: bool,
     pub csrf: String,
@@ -328,6 +331,103 @@ impl LogLine {
             stream: entry.stream.clone(),
             message: entry.message.clone(),
         }
+    }
+}
+
+/// A service of a process group, as its newest machine's config has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceRow {
+    pub group: String,
+    pub protocol: String,
+    pub internal_port: u16,
+    /// `80 (http, force https), 443 (tls, http)`.
+    pub ports: String,
+    pub concurrency: String,
+    pub autostop: String,
+    pub checks: usize,
+}
+
+/// A value's name as the API writes it (`pg_tls`).
+fn wire_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+impl ServiceRow {
+    /// Each group's services, from the group's newest machine.
+    pub fn all(machines: &[MachineResponse]) -> Vec<ServiceRow> {
+        use aloft_client::scale::{group_of, newest};
+        let live: Vec<&MachineResponse> = machines
+            .iter()
+            .filter(|m| !matches!(m.state.as_str(), "destroyed" | "destroying"))
+            .collect();
+        let mut groups: Vec<String> = live.iter().map(|m| group_of(m)).collect();
+        groups.sort();
+        groups.dedup();
+        let mut rows = Vec::new();
+        for group in groups {
+            let of_group: Vec<&MachineResponse> = live
+                .iter()
+                .copied()
+                .filter(|m| group_of(m) == group)
+                .collect();
+            let Some(machine) = newest(&of_group) else {
+                continue;
+            };
+            for service in &machine.config.services {
+                let ports = service
+                    .ports
+                    .iter()
+                    .map(|port| {
+                        let number = match (port.port, port.start_port, port.end_port) {
+                            (Some(port), _, _) => port.to_string(),
+                            (None, Some(start), Some(end)) => format!("{start}-{end}"),
+                            _ => "?".to_owned(),
+                        };
+                        let mut how: Vec<String> = port.handlers.iter().map(wire_name).collect();
+                        if port.force_https {
+                            how.push("force https".to_owned());
+                        }
+                        if how.is_empty() {
+                            number
+                        } else {
+                            format!("{number} ({})", how.join(", "))
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let concurrency = service.concurrency.as_ref().map_or(String::new(), |c| {
+                    let kind = c.kind.as_ref().map_or("connections".to_owned(), wire_name);
+                    let mut text = kind;
+                    if let Some(soft) = c.soft_limit {
+                        text.push_str(&format!(", soft {soft}"));
+                    }
+                    if let Some(hard) = c.hard_limit {
+                        text.push_str(&format!(", hard {hard}"));
+                    }
+                    text
+                });
+                rows.push(ServiceRow {
+                    group: group.clone(),
+                    protocol: wire_name(&service.protocol),
+                    internal_port: service.internal_port,
+                    ports: if ports.is_empty() {
+                        "private only".to_owned()
+                    } else {
+                        ports
+                    },
+                    concurrency,
+                    autostop: service
+                        .autostop
+                        .as_ref()
+                        .map_or("off".to_owned(), wire_name),
+                    checks: service.checks.len(),
+                });
+            }
+        }
+        rows
     }
 }
 

@@ -70,7 +70,11 @@ async fn the_dashboard_follows_an_app_in_a_real_browser_and_shows_no_other_organ
     b.fill("#token", &p.token).await;
     b.click("form button[type=submit]").await;
     assert_eq!(b.client.current_url().await.unwrap().path(), "/apps");
-    assert!(b.text().await.contains(APP), "{}", b.text().await);
+    let apps = b.text().await;
+    assert!(
+        apps.contains(APP) && apps.contains("v1") && apps.contains("local: 2"),
+        "the app, its release and its machines by region: {apps}"
+    );
     b.accessible("apps").await;
     b.screenshots("apps").await;
 
@@ -80,6 +84,14 @@ async fn the_dashboard_follows_an_app_in_a_real_browser_and_shows_no_other_organ
         .await
         .unwrap();
     b.accessible("app").await;
+    let services = b
+        .eval("return document.querySelector('#services').textContent")
+        .await;
+    let services = services.as_str().unwrap_or_default();
+    assert!(
+        services.contains("8080") && services.contains("443 (tls, http)"),
+        "the [http_service] as its ports: {services}"
+    );
     b.eval("window.aloftKept = true; return true").await;
     b.until(
         "the deployment's live view connects",
@@ -395,10 +407,15 @@ async fn the_dashboard_follows_an_app_in_a_real_browser_and_shows_no_other_organ
         "{first_html}"
     );
     let other_token = p.ok(&["orgs", "create", "globex"]).trim().to_owned();
-    b.click("form[action='/sign-out'] button").await;
-    assert_eq!(b.client.current_url().await.unwrap().path(), "/sign-in");
+    // Another organization joins the session; the switcher shows it.
+    b.client.goto(&format!("{}/sign-in", p.url)).await.unwrap();
+    assert!(
+        b.text().await.contains("Add an organization"),
+        "{}",
+        b.text().await
+    );
     b.fill("#token", &other_token).await;
-    b.click("form button[type=submit]").await;
+    b.click("main form button[type=submit]").await;
     let apps = b.text().await;
     assert!(
         apps.contains("No apps yet") && !apps.contains(APP),
@@ -422,6 +439,21 @@ async fn the_dashboard_follows_an_app_in_a_real_browser_and_shows_no_other_organ
         !shown.contains(&id),
         "another organization's stream: {shown}"
     );
+    // Back to the first organization with the switcher, then signed out of both.
+    b.client.goto(&format!("{}/apps", p.url)).await.unwrap();
+    b.client
+        .find(fantoccini::Locator::Css("#org-switch"))
+        .await
+        .unwrap()
+        .select_by_value("personal")
+        .await
+        .unwrap();
+    b.click("form[action='/switch'] button").await;
+    assert!(b.text().await.contains(APP), "{}", b.text().await);
+    b.accessible("apps, with the organization switcher").await;
+    b.click("form[action='/sign-out'] button").await;
+    b.client.goto(&format!("{}/apps", p.url)).await.unwrap();
+    assert_eq!(b.client.current_url().await.unwrap().path(), "/sign-in");
     // A form posted from another site is refused before it does anything.
     let forged = reqwest::Client::new()
         .post(format!("{}/apps/{APP}/secrets", p.url))
