@@ -29,6 +29,10 @@ use crate::{ApiError, Inner};
 const MINUTES: usize = 24 * 60;
 /// Steps the fine series keeps.
 const FINE_STEPS: usize = 360;
+/// Machines of one app whose rates a step keeps (the first by id, so that lines stay the
+/// same machines from step to step): a step of a thousand machines would hold a thousand,
+/// and the charts draw six.
+const MACHINES_PER_APP: usize = 16;
 
 /// A machine's rates, computed when its host's samples arrive (every 15 s).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -206,6 +210,12 @@ impl History {
                 .insert(id.clone(), seen.rates);
         }
         for (app, mut step) in steps {
+            if step.machines.len() > MACHINES_PER_APP {
+                step.machines = std::mem::take(&mut step.machines)
+                    .into_iter()
+                    .take(MACHINES_PER_APP)
+                    .collect();
+            }
             step.end_ms = now_ms;
             step.seconds = seconds;
             step.folded = 1;
@@ -361,6 +371,25 @@ mod tests {
         assert_eq!(points.len(), 2);
         assert_eq!(points[1].latency_ms, None);
         assert_eq!(points[1].requests_per_second["2xx"], 0.0);
+    }
+
+    #[test]
+    fn a_step_keeps_the_first_machines_of_a_big_app() {
+        let history = History::default();
+        history.step(0, &edge(0));
+        let samples: Vec<(String, MachineSample)> = (0..40)
+            .map(|n| sample(&format!("{n:014x}"), 0, 1_048_576))
+            .collect();
+        history.sampled(0, &samples);
+        history.step(10_000, &edge(0));
+        let points = history.of("web", 0, HistoryRange::Hour).points;
+        let ids: Vec<&str> = points[0].machines.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids.len(), MACHINES_PER_APP);
+        assert_eq!(ids[0], "00000000000000");
+        assert_eq!(
+            ids[MACHINES_PER_APP - 1],
+            format!("{:014x}", MACHINES_PER_APP - 1)
+        );
     }
 
     #[test]
