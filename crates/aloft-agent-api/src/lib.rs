@@ -232,6 +232,15 @@ pub enum LinkError {
     },
 }
 
+/// A volume snapshot a host wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotTaken {
+    /// Bytes of its archive.
+    pub size: u64,
+    /// `sha256:<hex>` of its archive.
+    pub digest: String,
+}
+
 /// A file that a machine serves through `[[statics]]`, opened.
 pub struct StaticFile {
     /// Its size in bytes when it was opened.
@@ -288,6 +297,49 @@ pub trait HostLink: Send + Sync {
         guest_path: &'a str,
         path: &'a str,
     ) -> BoxFuture<'a, Result<Option<StaticFile>, LinkError>>;
+
+    /// The memory limit, in MB, of `machine`'s running container.
+    fn memory_limit<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+    ) -> BoxFuture<'a, Result<u64, LinkError>>;
+
+    /// Changes the memory limit of `machine`'s running container in place (until it next
+    /// starts, when its config's size applies again).
+    fn set_memory_limit<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+        memory_mb: u64,
+    ) -> BoxFuture<'a, Result<(), LinkError>>;
+
+    /// Writes a snapshot of `volume`'s files on this host as `snapshot` (an archive kept
+    /// on the host). Taking the same snapshot again rewrites it: retries are safe.
+    fn snapshot_volume<'a>(
+        &'a self,
+        volume: &'a aloft_types::VolumeId,
+        snapshot: &'a aloft_types::SnapshotId,
+    ) -> BoxFuture<'a, Result<SnapshotTaken, LinkError>>;
+
+    /// Fills `volume` (new, mounted by nothing) with `snapshot`'s files. Its files appear
+    /// all at once when the whole snapshot is in place: retries are safe.
+    fn restore_volume<'a>(
+        &'a self,
+        snapshot: &'a aloft_types::SnapshotId,
+        volume: &'a aloft_types::VolumeId,
+    ) -> BoxFuture<'a, Result<(), LinkError>>;
+
+    /// Deletes `volume`'s files (it is being destroyed; nothing mounts it). A volume
+    /// with no files here is no error.
+    fn delete_volume<'a>(
+        &'a self,
+        volume: &'a aloft_types::VolumeId,
+    ) -> BoxFuture<'a, Result<(), LinkError>>;
+
+    /// Deletes `snapshot`'s archive; one already gone is no error.
+    fn delete_snapshot<'a>(
+        &'a self,
+        snapshot: &'a aloft_types::SnapshotId,
+    ) -> BoxFuture<'a, Result<(), LinkError>>;
 
     /// Serves one SSH connection that arrived through the API's tunnel for `machine`,
     /// until it ends. The host's SSH server authenticates it.

@@ -23,6 +23,7 @@ mod logs;
 mod ps;
 mod reconcile;
 mod sample;
+mod snapshots;
 mod spec;
 mod ssh;
 mod statics;

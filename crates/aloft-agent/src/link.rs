@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aloft_agent_api::{BoxFuture, HostLink, LinkError, MachineRecord, SshStream, StaticFile};
+use aloft_agent_api::{
+    BoxFuture, HostLink, LinkError, MachineRecord, SnapshotTaken, SshStream, StaticFile,
+};
 use aloft_runtime::{ContainerState, ExecOptions, Runtime};
 use aloft_types::api::ExecResponse;
 
@@ -17,6 +19,20 @@ pub(super) fn failed<E: std::error::Error>(operation: &'static str) -> impl Fn(E
         operation,
         message: error_chain(&error),
     }
+}
+
+/// Runs file work off the async threads, its failure as the contract's error.
+async fn blocking<T: Send + 'static>(
+    operation: &'static str,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, LinkError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| LinkError::Failed {
+            operation,
+            message: error.to_string(),
+        })?
+        .map_err(failed(operation))
 }
 
 /// The control plane's way into this host: runs commands in machines.
@@ -140,6 +156,89 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
                 body: Box::new(tokio::fs::File::from_std(file)),
             }))
         })
+    }
+
+    fn memory_limit<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+    ) -> BoxFuture<'a, Result<u64, LinkError>> {
+        Box::pin(async move {
+            let container = self.running_container(machine).await?;
+            let usage = self
+                .shared
+                .runtime
+                .usage(&container.id)
+                .await
+                .map_err(failed("reading the machine's memory"))?;
+            Ok(usage.memory_limit_bytes / (1024 * 1024))
+        })
+    }
+
+    fn set_memory_limit<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+        memory_mb: u64,
+    ) -> BoxFuture<'a, Result<(), LinkError>> {
+        Box::pin(async move {
+            let container = self.running_container(machine).await?;
+            self.shared
+                .runtime
+                .set_memory_limit(&container.id, memory_mb)
+                .await
+                .map_err(failed("changing the machine's memory limit"))?;
+            tracing::info!(machine = %machine.id, memory_mb, "changed a machine's memory limit");
+            Ok(())
+        })
+    }
+
+    fn snapshot_volume<'a>(
+        &'a self,
+        volume: &'a aloft_types::VolumeId,
+        snapshot: &'a aloft_types::SnapshotId,
+    ) -> BoxFuture<'a, Result<SnapshotTaken, LinkError>> {
+        let data_dir = self.shared.config.data_dir.clone();
+        let (volume, snapshot) = (volume.to_string(), snapshot.to_string());
+        Box::pin(async move {
+            let (size, digest) = blocking("writing the snapshot", move || {
+                crate::snapshots::take(&data_dir, &volume, &snapshot)
+            })
+            .await?;
+            Ok(SnapshotTaken { size, digest })
+        })
+    }
+
+    fn restore_volume<'a>(
+        &'a self,
+        snapshot: &'a aloft_types::SnapshotId,
+        volume: &'a aloft_types::VolumeId,
+    ) -> BoxFuture<'a, Result<(), LinkError>> {
+        let data_dir = self.shared.config.data_dir.clone();
+        let (volume, snapshot) = (volume.to_string(), snapshot.to_string());
+        Box::pin(blocking("restoring the snapshot", move || {
+            crate::snapshots::restore(&data_dir, &snapshot, &volume)
+        }))
+    }
+
+    fn delete_volume<'a>(
+        &'a self,
+        volume: &'a aloft_types::VolumeId,
+    ) -> BoxFuture<'a, Result<(), LinkError>> {
+        let data_dir = self.shared.config.data_dir.clone();
+        let volume = volume.to_string();
+        Box::pin(blocking("deleting the volume's files", move || {
+            crate::snapshots::delete_volume(&data_dir, &volume)
+        }))
+    }
+
+    fn delete_snapshot<'a>(
+        &'a self,
+        snapshot: &'a aloft_types::SnapshotId,
+    ) -> BoxFuture<'a, Result<(), LinkError>> {
+        let data_dir = self.shared.config.data_dir.clone();
+        let snapshot = snapshot.to_string();
+        Box::pin(blocking("deleting the snapshot", move || {
+            crate::snapshots::delete(&data_dir, &snapshot)
+        }))
     }
 
     fn ssh<'a>(

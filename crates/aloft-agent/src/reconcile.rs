@@ -222,7 +222,17 @@ impl<R: Runtime + 'static> Shared<R> {
             .into_iter()
             .find(|c| c.labels.get(LABEL_INSTANCE) == Some(&machine.instance_id));
         let container_id = match existing {
-            Some(container) => container.id,
+            Some(container) => {
+                // A limit changed in place (`PUT .../memory`) lasts until the next start:
+                // the machine starts again under its size.
+                let size =
+                    aloft_types::machine::MachineGuest::limits(machine.config.guest.as_ref())
+                        .memory_mb;
+                self.runtime
+                    .set_memory_limit(&container.id, u64::from(size))
+                    .await?;
+                container.id
+            }
             None => {
                 match self.runtime.ensure_image(&machine.config.image).await {
                     Ok(pulled) => {

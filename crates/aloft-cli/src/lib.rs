@@ -112,6 +112,13 @@ pub enum Command {
         /// A path on the app, such as `/admin`.
         path: Option<String>,
     },
+    /// Print the web dashboard's page of the app (served by the API this CLI uses) and
+    /// open it in a browser when there is one; `metrics` opens its graphs.
+    #[command(visible_alias = "dash")]
+    Dashboard {
+        #[command(subcommand)]
+        page: Option<commands::apps::DashboardPage>,
+    },
     /// Read, check and show an app's fly.toml.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -288,6 +295,10 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
         Command::Open { path } => {
             let app = app()?;
             runtime()?.block_on(commands::apps::open(&app, path.as_deref(), cli.json, out))
+        }
+        Command::Dashboard { page } => {
+            let app = app()?;
+            runtime()?.block_on(commands::apps::dashboard(&app, page, cli.json, out))
         }
         Command::Certs(command) => {
             let app = if commands::certs::certs_need_app(&command) {

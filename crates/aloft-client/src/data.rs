@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use aloft_types::api::{
     CreateVolumeRequest, ExtendResponse, ExtendVolumeRequest, SecretInfo, SecretsUpdate,
-    SecretsVersion, VolumeResponse,
+    SecretsVersion, VolumeResponse, VolumeSnapshotResponse,
 };
 
 use reqwest::Method;
@@ -65,8 +65,8 @@ impl Client {
         .await
     }
 
-    /// Fly's volume update: snapshot retention (and `auto_backup_enabled`, which Aloft
-    /// refuses when true).
+    /// Fly's volume update: snapshot retention and daily snapshots
+    /// (`auto_backup_enabled`).
     pub async fn update_volume(
         &self,
         app: &str,
@@ -77,6 +77,34 @@ impl Client {
             Method::PUT,
             &format!("/v1/apps/{app}/volumes/{id}"),
             Some(request),
+        )
+        .await
+    }
+
+    /// A volume's snapshots, oldest first.
+    pub async fn volume_snapshots(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<Vec<VolumeSnapshotResponse>, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/apps/{app}/volumes/{id}/snapshots"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Takes a snapshot of a volume now; answers when its host has written it.
+    pub async fn create_volume_snapshot(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<VolumeSnapshotResponse, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/apps/{app}/volumes/{id}/snapshots"),
+            None::<&()>,
         )
         .await
     }

@@ -9,6 +9,7 @@ use aloft_types::percent_encode as encode;
 mod access;
 mod data;
 mod leases;
+mod memory;
 mod platform;
 pub mod scale;
 
@@ -18,8 +19,9 @@ pub use platform::HostAction;
 use std::time::Duration;
 
 use aloft_types::api::{
-    AppList, AppResponse, CreateAppRequest, EventResponse, ExecRequest, ExecResponse,
-    MachineRequest, MachineResponse, OkResponse, SignalRequest, StopRequest, VersionResponse,
+    AppConfigResponse, AppList, AppResponse, CreateAppRequest, EventResponse, ExecRequest,
+    ExecResponse, MachineRequest, MachineResponse, OkResponse, SignalRequest, StopRequest,
+    VersionResponse,
 };
 use aloft_types::{MachineState, Signal};
 use reqwest::{Method, StatusCode};
@@ -312,6 +314,11 @@ impl Client {
 
     pub async fn app(&self, name: &str) -> Result<AppResponse, ClientError> {
         self.get(&format!("/v1/apps/{name}")).await
+    }
+
+    /// The fly.toml the app's current release was deployed from.
+    pub async fn app_config(&self, name: &str) -> Result<AppConfigResponse, ClientError> {
+        self.get(&format!("/v1/apps/{name}/config")).await
     }
 
     pub async fn delete_app(&self, name: &str) -> Result<(), ClientError> {

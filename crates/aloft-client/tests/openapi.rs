@@ -22,12 +22,17 @@ use serde_json::json;
 
 /// Operations no client method sends: Fly's Machines API, for Fly's own clients; the
 /// `flygo` contract test of `aloftd`'s sim suite sends each one as fly-go does.
-const FLY_ONLY: [&str; 8] = [
+const FLY_ONLY: [&str; 13] = [
     "Machines_metadata_get",
     "Machines_metadata_set",
     "Machines_metadata_delete",
+    "Machines_metadata_get_key",
+    "Machines_metadata_update_put",
+    "Machines_metadata_update",
+    "Machines_reclaim_memory",
     "Secrets_set_one",
     "Secrets_unset_one",
+    "Secrets_show_one",
     // Fly's shape of `/ips`, which the CLI uses.
     "IpAssignments_list",
     "IpAssignments_create",
@@ -100,6 +105,7 @@ async fn call_everything(c: &Client) {
         .await;
     let _ = c.list_apps().await;
     let _ = c.app(a).await;
+    let _ = c.app_config(a).await;
     let _ = c.delete_app(a).await;
     let _ = c.create_machine(a, &machine).await;
     let _ = c.update_machine(a, m, &machine).await;
@@ -161,6 +167,8 @@ async fn call_everything(c: &Client) {
     let _ = c.destroy_machine(a, m, true).await;
     let _ = c.cordon_machine(a, m, true).await;
     let _ = c.cordon_machine(a, m, false).await;
+    let _ = c.machine_memory(a, m).await;
+    let _ = c.set_machine_memory(a, m, 128).await;
     let _ = c.exec(a, m, vec!["true".to_owned()], None).await;
     let _ = c.wait(a, m, MachineState::Started, 1).await;
     let _ = c.acquire_lease(a, m, 60, "test").await;
@@ -193,6 +201,8 @@ async fn call_everything(c: &Client) {
     let _ = c.volume(a, "vol_1").await;
     let _ = c.extend_volume(a, "vol_1", 2).await;
     let _ = c.update_volume(a, "vol_1", &Default::default()).await;
+    let _ = c.volume_snapshots(a, "vol_1").await;
+    let _ = c.create_volume_snapshot(a, "vol_1").await;
     let _ = c.destroy_volume(a, "vol_1").await;
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use aloft_store::{App, MachineFilter};
 use aloft_types::AppName;
-use aloft_types::api::ErrorBody;
+use aloft_types::api::{AppConfigResponse, ErrorBody};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -24,6 +24,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(show, delete))
+        .routes(routes!(config))
 }
 
 /// Whether `given` (a request's `org_slug`) names the token's organization `slug`: its
@@ -168,6 +169,7 @@ async fn delete(
         }
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), observed.recv()).await;
     }
+    crate::snapshots::delete_app_files(&inner, &app).await?;
     inner.store.delete_app(&app.id).await?;
     inner.catalog_dirty.notify_one();
     // Its builds go too: nothing can run them any more. A failure leaves them behind
@@ -182,4 +184,18 @@ async fn delete(
         }
     }
     Ok(StatusCode::ACCEPTED)
+}
+
+#[utoipa::path(get, path = "/v1/apps/{app}/config", tag = "apps", params(("app" = String, Path, description = "The app's name")), responses((status = 200, description = "The fly.toml of the app's newest complete release (else of its newest), as it was deployed", body = AppConfigResponse), (status = "4XX", description = "Missing or invalid token, no such app, or no release deployed with its fly.toml", body = ErrorBody)), operation_id = "Apps_config")]
+async fn config(
+    State(inner): State<Arc<Inner>>,
+    crate::access::ReadApp(app): crate::access::ReadApp,
+) -> Result<Json<AppConfigResponse>, ApiError> {
+    let (release, fly_toml) = inner.store.app_fly_toml(&app.id).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "a fly.toml of app {} (no release was deployed with one; `aloft deploy` sends it)",
+            app.name
+        ))
+    })?;
+    Ok(Json(AppConfigResponse { release, fly_toml }))
 }

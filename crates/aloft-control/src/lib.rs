@@ -27,6 +27,7 @@ mod ips;
 mod json;
 mod logs;
 mod machines;
+mod memory;
 mod metadata;
 mod orgs;
 mod periodic;
@@ -36,6 +37,7 @@ mod samples;
 mod schedule;
 mod secrets;
 mod sinks;
+mod snapshots;
 pub mod ssh;
 mod statics;
 mod volumes;
@@ -295,6 +297,7 @@ impl Control {
             .merge(history::routes())
             .merge(machines::routes())
             .merge(metadata::routes())
+            .merge(memory::routes())
             .merge(orgs::routes())
             .merge(platform::routes())
             .merge(secrets::routes())
@@ -327,6 +330,15 @@ impl Control {
     /// a Tokio runtime.
     pub fn run_schedules(&self) {
         self.inner.tasks.spawn(schedule::watch(self.inner.clone()));
+    }
+
+    /// Starts the keeper of volume snapshots: each volume gets one a day, each snapshot
+    /// is deleted after its volume's `snapshot_retention` days, and what a previous run
+    /// left half done is settled first. Call once at start, inside a Tokio runtime.
+    pub fn keep_snapshots(&self) {
+        self.inner
+            .tasks
+            .spawn(snapshots::keeper(self.inner.clone()));
     }
 
     /// Refuses a caller that is not the platform operator (the platform-wide `/metrics`,

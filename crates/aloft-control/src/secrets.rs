@@ -8,7 +8,7 @@ use std::sync::Arc;
 use aloft_types::api::ErrorBody;
 use aloft_types::api::{SecretInfo, SecretList, SecretsUpdate, SecretsVersion};
 use axum::Json;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -136,7 +136,46 @@ impl SecretsKey {
 pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
     OpenApiRouter::new()
         .routes(routes!(list, update))
-        .routes(routes!(set_one, unset_one))
+        .routes(routes!(show_one, set_one, unset_one))
+}
+
+/// The query Fly's clients send to read secrets: `version` or `min_version` (the answer
+/// must reflect at least this secrets version) and `show_secrets` (values in the clear, which Aloft never
+/// gives: a value is readable only inside the app's machines).
+fn check_read_query(
+    query: &std::collections::HashMap<String, String>,
+    app: &aloft_store::App,
+) -> Result<(), ApiError> {
+    if let Some(show) = query.get("show_secrets") {
+        match show.as_str() {
+            "false" | "0" | "" => {}
+            "true" | "1" => {
+                return Err(ApiError::Forbidden(
+                    "show_secrets: Aloft never returns a secret's value; it is readable only inside the app's machines (aloft ssh console, then printenv NAME)".to_owned(),
+                ));
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "show_secrets is {other:?}; say true or false"
+                )));
+            }
+        }
+    }
+    // fly-go sends `version`; Fly's OpenAPI document names it `min_version`.
+    if let Some(version) = query.get("min_version").or_else(|| query.get("version")) {
+        let version: i64 = version.parse().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "version is {version:?}; a secrets version is a number"
+            ))
+        })?;
+        if version > app.secrets_version {
+            return Err(ApiError::Conflict(format!(
+                "secrets of {} are at version {}; version {version} has not been written",
+                app.name, app.secrets_version
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `POST /v1/apps/{app}/secrets/{name}`.
@@ -166,16 +205,35 @@ pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(get, path = "/v1/apps/{app}/secrets", tag = "secrets", params(("app" = String, Path, description = "The app's name")), responses((status = 200, body = SecretList), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Secrets_list")]
+#[utoipa::path(get, path = "/v1/apps/{app}/secrets", tag = "secrets", params(("app" = String, Path, description = "The app's name"), ("version" = Option<i64>, Query, description = "The answer reflects at least this secrets version (409 when it has not been written)"), ("show_secrets" = Option<bool>, Query, description = "true is refused: values are never returned")), responses((status = 200, body = SecretList), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Secrets_list")]
 async fn list(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
     UrlPath(app): UrlPath<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<SecretList>, ApiError> {
     let app = app_for(&inner, &principal, &app, false).await?;
+    check_read_query(&query, &app)?;
     Ok(Json(SecretList {
         secrets: secrets_of(&inner, &app).await?,
     }))
+}
+
+#[utoipa::path(get, path = "/v1/apps/{app}/secrets/{name}", tag = "secrets", params(("app" = String, Path, description = "The app's name"), ("name" = String, Path), ("version" = Option<i64>, Query, description = "The answer reflects at least this secrets version (409 when it has not been written)"), ("show_secrets" = Option<bool>, Query, description = "true is refused: values are never returned")), responses((status = 200, body = SecretInfo), (status = "4XX", description = "Bad input, missing or invalid token, no such app or secret", body = ErrorBody)), operation_id = "Secrets_show_one")]
+async fn show_one(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    UrlPath((app, name)): UrlPath<(String, String)>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<SecretInfo>, ApiError> {
+    let app = app_for(&inner, &principal, &app, false).await?;
+    check_read_query(&query, &app)?;
+    secrets_of(&inner, &app)
+        .await?
+        .into_iter()
+        .find(|secret| secret.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("secret {name} of {}", app.name)))
 }
 
 async fn secrets_of(inner: &Inner, app: &aloft_store::App) -> Result<Vec<SecretInfo>, ApiError> {
@@ -252,25 +310,28 @@ async fn update(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/apps/{app}/secrets/{name}", tag = "secrets", params(("app" = String, Path, description = "The app's name"), ("name" = String, Path)), request_body = SetRequest, responses((status = 200, body = SecretsVersion), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Secrets_set_one")]
+#[utoipa::path(post, path = "/v1/apps/{app}/secrets/{name}", tag = "secrets", params(("app" = String, Path, description = "The app's name"), ("name" = String, Path)), request_body = SetRequest, responses((status = 200, body = SecretInfo), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Secrets_set_one")]
 async fn set_one(
     State(inner): State<Arc<Inner>>,
     principal: Principal,
     UrlPath((app, name)): UrlPath<(String, String)>,
     Body(request): Body<SetRequest>,
-) -> Result<Json<SecretsVersion>, ApiError> {
+) -> Result<Json<SecretInfo>, ApiError> {
     let app = app_for(&inner, &principal, &app, true).await?;
     let version = apply(
         &inner,
         &app,
-        BTreeMap::from([(name, Some(request.value))]),
+        BTreeMap::from([(name.clone(), Some(request.value))]),
         false,
     )
     .await?;
-    Ok(Json(SecretsVersion {
-        version,
-        secrets: Vec::new(),
-    }))
+    // Fly answers with the secret (name, digest, dates) and the secrets version.
+    let secret = secrets_of(&inner, &app)
+        .await?
+        .into_iter()
+        .find(|secret| secret.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("secret {name} of {}", app.name)))?;
+    Ok(Json(SecretInfo { version, ..secret }))
 }
 
 #[utoipa::path(delete, path = "/v1/apps/{app}/secrets/{name}", tag = "secrets", params(("app" = String, Path, description = "The app's name"), ("name" = String, Path)), responses((status = 200, body = SecretsVersion), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Secrets_unset_one")]

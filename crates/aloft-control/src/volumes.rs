@@ -7,6 +7,7 @@ use aloft_store::{NewVolume, VolumeRecord};
 use aloft_types::api::ErrorBody;
 use aloft_types::api::{
     CreateVolumeRequest, ExtendResponse, ExtendVolumeRequest, UpdateVolumeRequest, VolumeResponse,
+    VolumeSnapshotResponse,
 };
 use aloft_types::{RegionCode, VolumeId};
 use axum::Json;
@@ -26,6 +27,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
         .routes(routes!(list, create))
         .routes(routes!(show, update, destroy))
         .routes(routes!(extend))
+        .routes(routes!(list_snapshots, create_snapshot))
 }
 
 fn check_retention(days: i64) -> Result<i64, ApiError> {
@@ -38,16 +40,7 @@ fn check_retention(days: i64) -> Result<i64, ApiError> {
     }
 }
 
-fn refuse_backups(asked: Option<bool>) -> Result<(), ApiError> {
-    if asked == Some(true) {
-        return Err(ApiError::Unprocessable(
-            "auto_backup_enabled: Aloft takes no volume backups; back the data up from the machine (pg_dump, say) and leave this unset or false".to_owned(),
-        ));
-    }
-    Ok(())
-}
-
-#[utoipa::path(put, path = "/v1/apps/{app}/volumes/{id}", tag = "volumes", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The volume's id")), request_body = UpdateVolumeRequest, responses((status = 200, body = VolumeResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found", body = ErrorBody), (status = 422, description = "auto_backup_enabled asked for (Aloft takes no backups)", body = ErrorBody)), operation_id = "Volumes_update")]
+#[utoipa::path(put, path = "/v1/apps/{app}/volumes/{id}", tag = "volumes", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The volume's id")), request_body = UpdateVolumeRequest, responses((status = 200, body = VolumeResponse), (status = "4XX", description = "Bad input, missing or invalid token, not found", body = ErrorBody), (status = 422, description = "A volume setting Aloft cannot honour", body = ErrorBody)), operation_id = "Volumes_update")]
 async fn update(
     State(inner): State<Arc<Inner>>,
     Path((_, id)): Path<(String, String)>,
@@ -55,16 +48,14 @@ async fn update(
     Body(request): Body<UpdateVolumeRequest>,
 ) -> Result<Json<VolumeResponse>, ApiError> {
     let volume = volume_for(&inner, &app, &id).await?;
-    refuse_backups(request.auto_backup_enabled)?;
-    let volume = match request.snapshot_retention {
-        Some(days) => {
-            inner
-                .store
-                .set_volume_retention(&app.id, &volume.id, check_retention(days)?)
-                .await?
-        }
-        None => volume,
-    };
+    let retention = request
+        .snapshot_retention
+        .map(check_retention)
+        .transpose()?;
+    let volume = inner
+        .store
+        .update_volume_settings(&app.id, &volume.id, retention, request.auto_backup_enabled)
+        .await?;
     Ok(Json(response(&volume)))
 }
 
@@ -72,15 +63,9 @@ async fn update(
 /// (fly-go sends each of these as `null`, which is fine).
 fn refuse_unsupported(request: &CreateVolumeRequest) -> Result<(), ApiError> {
     let refused = |what: String| Err(ApiError::Unprocessable(what));
-    refuse_backups(request.auto_backup_enabled)?;
     if let Some(fstype) = request.fstype.as_deref().filter(|f| *f != "ext4") {
         return refused(format!(
             "fstype {fstype:?}: a volume is a directory on the host's filesystem here; only \"ext4\" is supported"
-        ));
-    }
-    if let Some(snapshot) = &request.snapshot_id {
-        return refused(format!(
-            "snapshot_id {snapshot:?}: Aloft keeps no volume snapshots to restore from"
         ));
     }
     if let Some(source) = &request.source_volume_id {
@@ -109,7 +94,7 @@ pub(crate) fn response(volume: &VolumeRecord) -> VolumeResponse {
         snapshot_retention: volume.snapshot_retention,
         host_status: "ok".to_owned(),
         created_at: aloft_types::time::rfc3339(volume.created_at),
-        auto_backup_enabled: false,
+        auto_backup_enabled: volume.auto_backup_enabled,
         fstype: "ext4".to_owned(),
         host_dedication_id: String::new(),
     }
@@ -163,7 +148,7 @@ pub(crate) async fn free_or_new(
             v.name == name
                 && v.region == region
                 && v.attached_machine_id.is_none()
-                && v.state != aloft_store::VolumeState::Destroyed
+                && v.state == aloft_store::VolumeState::Created
         })
     {
         return Ok(free);
@@ -190,6 +175,7 @@ pub(crate) async fn free_or_new(
             size_gb,
             encrypted: true,
             snapshot_retention: 5,
+            auto_backup_enabled: true,
         })
         .await?;
     tracing::info!(app = %app.name, volume = %volume.id, name, region, size_gb, "created a volume for a mount");
@@ -204,10 +190,21 @@ async fn create(
 ) -> Result<Json<VolumeResponse>, ApiError> {
     check_volume_name(&request.name)?;
     refuse_unsupported(&request)?;
-    let size_gb = request.size_gb.unwrap_or(1);
+    let source = match request.snapshot_id.as_deref().filter(|s| !s.is_empty()) {
+        Some(id) => Some(crate::snapshots::source_of(&inner, &app, id).await?),
+        None => None,
+    };
+    // Restored, a volume is at least as big as the one the snapshot was taken of.
+    let smallest = source.as_ref().map_or(1, |s| s.volume_size.max(1));
+    let size_gb = request.size_gb.unwrap_or(smallest);
     if !(1..=MAX_VOLUME_GB).contains(&size_gb) {
         return Err(ApiError::BadRequest(format!(
             "size_gb is {size_gb}; a volume is 1 to {MAX_VOLUME_GB} GB"
+        )));
+    }
+    if size_gb < smallest {
+        return Err(ApiError::BadRequest(format!(
+            "size_gb is {size_gb}; the snapshot is of a {smallest} GB volume, so its copy needs at least {smallest} GB"
         )));
     }
     let retention = check_retention(request.snapshot_retention.unwrap_or(5))?;
@@ -217,12 +214,18 @@ async fn create(
     let region: RegionCode = region
         .parse()
         .map_err(|e| ApiError::BadRequest(format!("region: {e}")))?;
-    let host = crate::machines::place(
-        &inner,
-        region.as_str(),
-        crate::machines::Placing::Volume { app: &app.id },
-    )
-    .await?;
+    let host = match &source {
+        // A snapshot is kept on its volume's host: its copy is made there.
+        Some(snapshot) => restore_host(&inner, snapshot, region.as_str()).await?,
+        None => {
+            crate::machines::place(
+                &inner,
+                region.as_str(),
+                crate::machines::Placing::Volume { app: &app.id },
+            )
+            .await?
+        }
+    };
     let volume = inner
         .store
         .create_volume(NewVolume {
@@ -233,9 +236,52 @@ async fn create(
             size_gb,
             encrypted: request.encrypted.unwrap_or(true),
             snapshot_retention: retention,
+            auto_backup_enabled: request.auto_backup_enabled.unwrap_or(true),
         })
         .await?;
+    let volume = match &source {
+        Some(snapshot) => {
+            let restoring = inner
+                .store
+                .set_volume_state(&app.id, &volume.id, aloft_store::VolumeState::Restoring)
+                .await?;
+            crate::snapshots::restore(&inner, snapshot, &restoring).await?
+        }
+        None => volume,
+    };
     Ok(Json(response(&volume)))
+}
+
+/// The host a volume restored from `snapshot` goes on: the snapshot's, which must be in
+/// `region` and connected.
+async fn restore_host(
+    inner: &Inner,
+    snapshot: &aloft_store::SnapshotRecord,
+    region: &str,
+) -> Result<aloft_types::HostId, ApiError> {
+    let id = &snapshot.id;
+    let host = snapshot
+        .host_id
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable(format!("snapshot {id} is kept on no host")))?;
+    let record = inner
+        .store
+        .list_hosts()
+        .await?
+        .into_iter()
+        .find(|h| h.id == host)
+        .ok_or_else(|| {
+            ApiError::Unavailable(format!(
+                "snapshot {id} is kept on host {host}, which is gone"
+            ))
+        })?;
+    if record.region != region {
+        return Err(ApiError::BadRequest(format!(
+            "region is {region}; snapshot {id} is kept in {}, where its copy must be made",
+            record.region
+        )));
+    }
+    Ok(host)
 }
 
 #[utoipa::path(get, path = "/v1/apps/{app}/volumes", tag = "volumes", params(("app" = String, Path, description = "The app's name")), responses((status = 200, body = Vec<VolumeResponse>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Volumes_list")]
@@ -305,6 +351,47 @@ async fn destroy(
             "volume {id} is attached to machine {machine}; destroy the machine first"
         )));
     }
+    // The files go first (the host must be reachable: a destroyed volume's data is not
+    // left behind on a disk); deleting them again on a retry is harmless.
+    if let Some(host) = &volume.host_id {
+        let link = inner.links.get(host).ok_or_else(|| {
+            ApiError::Unavailable(format!(
+                "the host of volume {id} ({host}) is not connected; its files cannot be deleted now, try again"
+            ))
+        })?;
+        link.delete_volume(&volume.id).await?;
+    }
     let volume = inner.store.destroy_volume(&app.id, &volume.id).await?;
+    tracing::info!(app = %app.name, volume = %volume.id, "destroyed a volume and its files");
     Ok(Json(response(&volume)))
+}
+
+#[utoipa::path(get, path = "/v1/apps/{app}/volumes/{id}/snapshots", tag = "volumes", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The volume's id")), responses((status = 200, body = Vec<VolumeSnapshotResponse>), (status = "4XX", description = "Missing or invalid token, no such app or volume", body = ErrorBody)), operation_id = "Volumes_list_snapshots")]
+async fn list_snapshots(
+    State(inner): State<Arc<Inner>>,
+    Path((_, id)): Path<(String, String)>,
+    ReadApp(app): ReadApp,
+) -> Result<Json<Vec<VolumeSnapshotResponse>>, ApiError> {
+    let volume = volume_for(&inner, &app, &id).await?;
+    let snapshots = inner.store.snapshots_of_volume(&volume.id).await?;
+    Ok(Json(
+        snapshots.iter().map(crate::snapshots::response).collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/apps/{app}/volumes/{id}/snapshots", tag = "volumes", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The volume's id")), responses((status = 200, body = VolumeSnapshotResponse), (status = "4XX", description = "Missing or invalid token, no such app or volume", body = ErrorBody), (status = 503, description = "The volume's host is not connected or could not write the snapshot", body = ErrorBody)), operation_id = "Volumes_create_snapshot")]
+async fn create_snapshot(
+    State(inner): State<Arc<Inner>>,
+    Path((_, id)): Path<(String, String)>,
+    WriteApp(app): WriteApp,
+) -> Result<Json<VolumeSnapshotResponse>, ApiError> {
+    let volume = volume_for(&inner, &app, &id).await?;
+    if volume.state == aloft_store::VolumeState::Restoring {
+        return Err(ApiError::Conflict(format!(
+            "volume {id} is still being restored from a snapshot"
+        )));
+    }
+    Ok(Json(crate::snapshots::response(
+        &crate::snapshots::take(&inner, &volume).await?,
+    )))
 }

@@ -114,6 +114,7 @@ pub(crate) fn machine_response(
         created_at: rfc3339(machine.created_at),
         updated_at: rfc3339(machine.updated_at),
         nonce: None,
+        host: machine.host_id.as_ref().map(ToString::to_string),
     }
 }
 

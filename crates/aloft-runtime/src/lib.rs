@@ -235,6 +235,14 @@ pub trait Runtime: Send + Sync {
         since_seconds: Option<i64>,
     ) -> futures_util::stream::BoxStream<'static, Result<LogLine, RuntimeError>>;
 
+    /// Changes a running container's memory limit in place (no restart), for as long as
+    /// the container lives.
+    fn set_memory_limit(
+        &self,
+        id: &str,
+        memory_mb: u64,
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+
     /// CPU and memory use right now.
     fn usage(
         &self,

@@ -136,6 +136,15 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(failed("recording an app's deletion"))?;
+        // What only the app's releases and volumes refer to (the hosts have deleted the
+        // snapshots' archives first).
+        for table in ["release_configs", "volume_snapshots"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE app_id = $1"))
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("deleting an app's records"))?;
+        }
         let deleted = sqlx::query("DELETE FROM apps WHERE id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)

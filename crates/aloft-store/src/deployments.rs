@@ -207,6 +207,8 @@ pub struct NewDeployment {
     pub smoke_check_ms: i64,
     /// See [`DeploymentRecord::scope`].
     pub scope: Option<DeployScope>,
+    /// The fly.toml the release is deployed from, when the client sent it.
+    pub fly_toml: Option<String>,
 }
 
 impl Store {
@@ -308,6 +310,9 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::database("recording a deployment", "app", app))?;
+            if let Some(text) = &new.fly_toml {
+                crate::release_configs::insert(&mut tx, &release.id, app, text, now).await?;
+            }
             tx.commit().await.map_err(StoreError::database(
                 "recording a deployment",
                 "app",

@@ -26,8 +26,10 @@ mod machine_history;
 mod machines;
 mod networks;
 mod orgs;
+mod release_configs;
 mod secrets;
 mod sinks;
+mod snapshots;
 mod ssh;
 mod volumes;
 
@@ -49,6 +51,7 @@ pub use networks::{AppNetwork, Network};
 pub use orgs::{Org, Token, TokenKind};
 pub use secrets::SecretRecord;
 pub use sinks::SinkRecord;
+pub use snapshots::{SnapshotRecord, SnapshotStatus};
 pub use ssh::SshAuthority;
 pub use volumes::{NewVolume, VolumeRecord, VolumeState};
 

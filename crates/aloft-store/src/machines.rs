@@ -340,6 +340,19 @@ impl Store {
         key: &str,
         value: Option<&str>,
     ) -> Result<MachineRecord, StoreError> {
+        self.change_machine_metadata(app_id, id, &[(key, value)], None)
+            .await
+    }
+
+    /// Sets (`Some`) and removes (`None`) metadata keys of a machine at once, in place (no
+    /// new version). With `expected_version`, only while the machine is at that version.
+    pub async fn change_machine_metadata(
+        &self,
+        app_id: &AppId,
+        id: &MachineId,
+        changes: &[(&str, Option<&str>)],
+        expected_version: Option<i64>,
+    ) -> Result<MachineRecord, StoreError> {
         let mut current = self.machine(app_id, id).await?;
         if current.state.is_terminal() {
             return Err(StoreError::Conflict {
@@ -348,15 +361,24 @@ impl Store {
                 reason: format!("it is {}", current.state),
             });
         }
-        match value {
-            Some(value) => {
-                current
-                    .config
-                    .metadata
-                    .insert(key.to_owned(), value.to_owned());
-            }
-            None => {
-                current.config.metadata.remove(key);
+        if let Some(expected) = expected_version.filter(|v| *v != current.version) {
+            return Err(StoreError::Conflict {
+                what: "machine",
+                id: id.to_string(),
+                reason: format!("it is at version {}, not {expected}", current.version),
+            });
+        }
+        for (key, value) in changes {
+            match value {
+                Some(value) => {
+                    current
+                        .config
+                        .metadata
+                        .insert((*key).to_owned(), (*value).to_owned());
+                }
+                None => {
+                    current.config.metadata.remove(*key);
+                }
             }
         }
         let json = config_json(id, &current.config)?;

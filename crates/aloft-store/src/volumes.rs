@@ -11,6 +11,8 @@ pub enum VolumeState {
     Creating,
     Created,
     Extending,
+    /// Being filled from a snapshot: no machine may mount it yet.
+    Restoring,
     PendingDestroy,
     Destroyed,
 }
@@ -21,6 +23,7 @@ impl VolumeState {
             VolumeState::Creating => "creating",
             VolumeState::Created => "created",
             VolumeState::Extending => "extending",
+            VolumeState::Restoring => "restoring",
             VolumeState::PendingDestroy => "pending_destroy",
             VolumeState::Destroyed => "destroyed",
         }
@@ -35,6 +38,7 @@ impl std::str::FromStr for VolumeState {
             VolumeState::Creating,
             VolumeState::Created,
             VolumeState::Extending,
+            VolumeState::Restoring,
             VolumeState::PendingDestroy,
             VolumeState::Destroyed,
         ]
@@ -54,6 +58,8 @@ pub struct NewVolume {
     pub size_gb: i64,
     pub encrypted: bool,
     pub snapshot_retention: i64,
+    /// Daily snapshots (Fly's `auto_backup_enabled`).
+    pub auto_backup_enabled: bool,
 }
 
 /// A volume as stored.
@@ -69,12 +75,14 @@ pub struct VolumeRecord {
     pub attached_machine_id: Option<MachineId>,
     pub encrypted: bool,
     pub snapshot_retention: i64,
+    /// Daily snapshots (Fly's `auto_backup_enabled`).
+    pub auto_backup_enabled: bool,
     pub created_at: i64,
 }
 
-const COLUMNS: &str = "id, app_id, name, region, host_id, size_gb, state, attached_machine_id, encrypted, snapshot_retention, created_at";
+pub(crate) const COLUMNS: &str = "id, app_id, name, region, host_id, size_gb, state, attached_machine_id, encrypted, snapshot_retention, auto_backup_enabled, created_at";
 
-fn volume_from(row: &AnyRow) -> Result<VolumeRecord, StoreError> {
+pub(crate) fn volume_from(row: &AnyRow) -> Result<VolumeRecord, StoreError> {
     const WHAT: &str = "volume";
     let host: Option<String> = column(row, WHAT, "host_id")?;
     let machine: Option<String> = column(row, WHAT, "attached_machine_id")?;
@@ -91,6 +99,7 @@ fn volume_from(row: &AnyRow) -> Result<VolumeRecord, StoreError> {
             .transpose()?,
         encrypted: column::<i64>(row, WHAT, "encrypted")? != 0,
         snapshot_retention: column(row, WHAT, "snapshot_retention")?,
+        auto_backup_enabled: column::<i64>(row, WHAT, "auto_backup_enabled")? != 0,
         created_at: column(row, WHAT, "created_at")?,
     })
 }
@@ -115,10 +124,11 @@ impl Store {
             attached_machine_id: None,
             encrypted: new.encrypted,
             snapshot_retention: new.snapshot_retention,
+            auto_backup_enabled: new.auto_backup_enabled,
             created_at: now_ms(),
         };
         sqlx::query(&format!(
-            "INSERT INTO volumes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10)"
+            "INSERT INTO volumes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11)"
         ))
         .bind(volume.id.as_str())
         .bind(volume.app_id.as_str())
@@ -129,6 +139,7 @@ impl Store {
         .bind(volume.state.as_str())
         .bind(i64::from(volume.encrypted))
         .bind(volume.snapshot_retention)
+        .bind(i64::from(volume.auto_backup_enabled))
         .bind(volume.created_at)
         .execute(self.pool())
         .await
@@ -201,31 +212,53 @@ impl Store {
         self.volume(app_id, id).await
     }
 
-    /// Sets how many days a volume's snapshots are kept.
-    pub async fn set_volume_retention(
+    /// Moves a volume between `created` and `restoring` (filled from a snapshot).
+    pub async fn set_volume_state(
         &self,
         app_id: &AppId,
         id: &VolumeId,
-        days: i64,
+        state: VolumeState,
     ) -> Result<VolumeRecord, StoreError> {
-        let updated =
-            sqlx::query("UPDATE volumes SET snapshot_retention = $1 WHERE id = $2 AND app_id = $3")
-                .bind(days)
-                .bind(id.as_str())
-                .bind(app_id.as_str())
-                .execute(self.pool())
-                .await
-                .map_err(StoreError::database(
-                    "updating a volume",
-                    "volume",
-                    id.as_str(),
-                ))?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: "volume",
-                id: id.to_string(),
-            });
-        }
+        sqlx::query(
+            "UPDATE volumes SET state = $1 WHERE id = $2 AND app_id = $3 AND state <> 'destroyed'",
+        )
+        .bind(state.as_str())
+        .bind(id.as_str())
+        .bind(app_id.as_str())
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "changing a volume's state",
+            "volume",
+            id.as_str(),
+        ))?;
+        self.volume(app_id, id).await
+    }
+
+    /// Changes a volume's snapshot settings (Fly's volume update): how many days its
+    /// snapshots are kept, and whether it gets one a day; `None` leaves one as it is.
+    pub async fn update_volume_settings(
+        &self,
+        app_id: &AppId,
+        id: &VolumeId,
+        retention_days: Option<i64>,
+        daily_snapshots: Option<bool>,
+    ) -> Result<VolumeRecord, StoreError> {
+        let current = self.volume(app_id, id).await?;
+        sqlx::query(
+            "UPDATE volumes SET snapshot_retention = $1, auto_backup_enabled = $2 WHERE id = $3 AND app_id = $4",
+        )
+        .bind(retention_days.unwrap_or(current.snapshot_retention))
+        .bind(i64::from(daily_snapshots.unwrap_or(current.auto_backup_enabled)))
+        .bind(id.as_str())
+        .bind(app_id.as_str())
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "updating a volume",
+            "volume",
+            id.as_str(),
+        ))?;
         self.volume(app_id, id).await
     }
 
@@ -237,7 +270,7 @@ impl Store {
         machine: &MachineId,
     ) -> Result<(), StoreError> {
         let updated = sqlx::query(
-            "UPDATE volumes SET attached_machine_id = $1 WHERE id = $2 AND app_id = $3 AND state <> 'destroyed' \
+            "UPDATE volumes SET attached_machine_id = $1 WHERE id = $2 AND app_id = $3 AND state NOT IN ('destroyed', 'restoring') \
              AND (attached_machine_id IS NULL OR attached_machine_id = $1)",
         )
         .bind(machine.as_str())
@@ -248,6 +281,13 @@ impl Store {
         .map_err(StoreError::database("attaching a volume", "volume", id.as_str()))?;
         if updated.rows_affected() == 0 {
             let volume = self.volume(app_id, id).await?;
+            if volume.state == VolumeState::Restoring {
+                return Err(StoreError::Conflict {
+                    what: "volume",
+                    id: id.to_string(),
+                    reason: "it is still being restored from a snapshot".to_owned(),
+                });
+            }
             let holder = volume
                 .attached_machine_id
                 .map_or_else(|| "nothing".to_owned(), |m| m.to_string());

@@ -362,6 +362,18 @@ impl Runtime for SimRuntime {
         })
     }
 
+    async fn set_memory_limit(&self, id: &str, memory_mb: u64) -> Result<(), RuntimeError> {
+        self.count("set_memory_limit");
+        // As Docker's update: a stopped container takes the limit for its next run.
+        self.with(|s| match s.containers.get_mut(id) {
+            Some(container) => {
+                container.spec.memory_mb = Some(memory_mb);
+                Ok(())
+            }
+            None => Err(not_found(id)),
+        })
+    }
+
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.count("remove");
         self.with(|s| {
@@ -467,8 +479,15 @@ impl Runtime for SimRuntime {
         ))
     }
 
-    async fn usage(&self, _id: &str) -> Result<ResourceUsage, RuntimeError> {
-        Ok(ResourceUsage::default())
+    async fn usage(&self, id: &str) -> Result<ResourceUsage, RuntimeError> {
+        // No process uses anything here; the limit is the container's.
+        self.with(|s| {
+            let container = s.containers.get(id).ok_or_else(|| not_found(id))?;
+            Ok(ResourceUsage {
+                memory_limit_bytes: container.spec.memory_mb.unwrap_or(0) * 1024 * 1024,
+                ..ResourceUsage::default()
+            })
+        })
     }
 
     fn direct_ports(&self, id: &str) -> Option<DirectPorts> {

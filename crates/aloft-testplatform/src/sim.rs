@@ -207,6 +207,7 @@ impl SimPlatform {
             .unwrap_or_else(|error| panic!("deployments resume: {error}"));
         self.control.watch_hosts();
         self.control.run_schedules();
+        self.control.keep_snapshots();
     }
 
     /// The API's base URL and a token of the default organization.

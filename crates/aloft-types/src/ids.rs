@@ -95,6 +95,10 @@ id_type!(
     VolumeId, "volume id", "`vol_` followed by 16 lowercase letters or digits", |s| is_prefixed_base36(s, "vol_", 16)
 );
 id_type!(
+    /// A volume snapshot's id: `vs_` and 16 lowercase letters or digits, as Fly's.
+    SnapshotId, "snapshot id", "`vs_` followed by 16 lowercase letters or digits", |s| is_prefixed_base36(s, "vs_", 16)
+);
+id_type!(
     /// An organization's internal id: `org_` and 16 lowercase letters or digits.
     OrgId, "organization id", "`org_` followed by 16 lowercase letters or digits", |s| is_prefixed_base36(s, "org_", 16)
 );
@@ -136,6 +140,7 @@ macro_rules! generate_base36 {
     };
 }
 generate_base36!(VolumeId, "vol_");
+generate_base36!(SnapshotId, "vs_");
 generate_base36!(OrgId, "org_");
 generate_base36!(AppId, "app_");
 generate_base36!(TokenId, "tok_");
@@ -151,6 +156,13 @@ mod tests {
         assert_eq!(machine.as_str().parse::<MachineId>(), Ok(machine.clone()));
         let volume = VolumeId::generate([200; 16]);
         assert_eq!(volume.as_str().parse::<VolumeId>(), Ok(volume.clone()));
+        let snapshot = SnapshotId::generate([7; 16]);
+        assert!(snapshot.as_str().starts_with("vs_"), "{snapshot}");
+        assert_eq!(
+            snapshot.as_str().parse::<SnapshotId>(),
+            Ok(snapshot.clone())
+        );
+        assert!("vol_aaaaaaaaaaaaaaaa".parse::<SnapshotId>().is_err());
         let host = HostId::generate([9; 8]);
         assert_eq!(host.as_str().parse::<HostId>(), Ok(host.clone()));
     }

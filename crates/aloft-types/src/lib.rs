@@ -37,7 +37,7 @@ pub mod time;
 pub use check::{CheckStatus, UnknownCheckStatus, service_check_name};
 pub use duration::{Duration, DurationParseError};
 pub use event::EventKind;
-pub use ids::{AppId, HostId, IdError, MachineId, OrgId, TokenId, VolumeId};
+pub use ids::{AppId, HostId, IdError, MachineId, OrgId, SnapshotId, TokenId, VolumeId};
 pub use kinds::{HostState, IpKind, SinkKind};
 pub use named::UnknownName;
 pub use names::{AppName, NameError, RegionCode, https_authority, https_url, percent_encode};

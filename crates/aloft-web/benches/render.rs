@@ -55,6 +55,7 @@ fn machine(n: usize) -> MachineResponse {
         created_at: "2026-12-07T09:00:00Z".to_owned(),
         updated_at: "2026-12-07T10:00:00Z".to_owned(),
         nonce: None,
+        host: Some("01jhost0000000000000000000".to_owned()),
     }
 }
 

@@ -18,6 +18,8 @@ struct MachinePage {
     state: MachineStateFragment,
     private_ip: String,
     instance_id: String,
+    region: String,
+    host: String,
     created_at: String,
     config: String,
 }
@@ -37,6 +39,8 @@ pub(crate) async fn page(
             state: MachineStateFragment::of(&machine),
             private_ip: machine.private_ip,
             instance_id: machine.instance_id,
+            region: machine.region,
+            host: machine.host.unwrap_or_else(|| "not placed".to_owned()),
             created_at: machine.created_at,
             config,
             app,

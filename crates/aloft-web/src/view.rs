@@ -35,6 +35,10 @@ pub struct MachineRow {
     pub checks_tone: &'static str,
     pub image: String,
     pub version: String,
+    /// The release that made it (`v3`), when a deploy did.
+    pub release: Option<String>,
+    /// The host it is placed on, short (as the platform page's first column starts).
+    pub host: Option<String>,
     pub cordoned: bool,
     pub host_status: String,
     pub updated_at: String,
@@ -69,11 +73,23 @@ impl MachineRow {
             checks_tone,
             image: short_image(&machine.config.image),
             version: machine.version.clone(),
+            release: machine
+                .config
+                .metadata
+                .get(aloft_types::machine::METADATA_RELEASE_VERSION)
+                .map(|v| format!("v{v}")),
+            host: machine.host.as_deref().map(short_host),
             cordoned: machine.cordoned,
             host_status: machine.host_status.clone(),
             updated_at: machine.updated_at.clone(),
         }
     }
+}
+
+/// A host id as tables show it: its first 8 characters, enough to tell hosts apart and to
+/// find the host on the platform page.
+pub fn short_host(id: &str) -> String {
+    id.chars().take(8).collect()
 }
 
 /// An image as a table shows it: a bare digest cut to 12 hex digits (as `docker images`

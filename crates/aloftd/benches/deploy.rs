@@ -46,6 +46,7 @@ fn request(image: &str, version: usize, machines: u32, strategy: &str) -> Deploy
         smoke_check_seconds: None,
         only_machines: None,
         regions: None,
+        fly_toml: None,
     }
 }
 

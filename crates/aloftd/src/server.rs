@@ -637,6 +637,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     }
     control.watch_hosts();
     control.run_schedules();
+    control.keep_snapshots();
     spawn_history(&control, &edge, config.api.history_step_seconds, &stop);
     let fast = watch_signals(&stop)?;
 

@@ -177,15 +177,49 @@ pub(crate) async fn open(
         ),
         None => base,
     };
+    show_and_open(&url, json, out)
+}
+
+/// Which dashboard page `aloft dashboard` opens.
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum DashboardPage {
+    /// The app's graphs: requests, latency, CPU, memory and network.
+    Metrics,
+}
+
+/// `aloft dashboard [metrics]` (flyctl's): the web dashboard's page of the app, served
+/// by the API the CLI talks to, printed and opened in a browser when there is one.
+pub(crate) async fn dashboard(
+    app: &str,
+    page: Option<DashboardPage>,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let client = client()?;
+    // The app must be one the token sees: a page of another would only say not found.
+    client
+        .app(app)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading app {app}: {e}"))?;
+    let base = client.base_url().trim_end_matches('/');
+    let url = match page {
+        None => format!("{base}/apps/{app}"),
+        Some(DashboardPage::Metrics) => format!("{base}/apps/{app}/metrics"),
+    };
+    show_and_open(&url, json, out)
+}
+
+/// Prints `url` (or `{url}` as JSON) and opens it in a browser when there is one.
+fn show_and_open(url: &str, json: bool, out: &mut Output) -> Result<(), Failure> {
     if json {
         out.json(&serde_json::json!({ "url": url }))?;
     } else {
-        out.data(&url);
+        out.data(url);
     }
     match browser() {
         Some(program) => {
             let status = std::process::Command::new(&program)
-                .arg(&url)
+                .arg(url)
                 .stdin(std::process::Stdio::null())
                 .status()
                 .map_err(|e| anyhow::anyhow!("running the browser {program:?}: {e}"))?;

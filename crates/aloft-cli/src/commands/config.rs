@@ -28,6 +28,13 @@ pub enum ConfigCommand {
     /// secrets (names and digests, never values), then the environment variables of its
     /// config (fly.toml's `[env]`, `-e` at deploy) per process group.
     Env,
+    /// Write the fly.toml the app's current release was deployed from (flyctl's `config
+    /// save`), to `-c PATH` or `./fly.toml`; replacing a file asks first.
+    Save {
+        /// Replace an existing file without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +121,19 @@ pub(crate) fn run(
                 .build()
                 .context("starting the async runtime")?;
             runtime.block_on(super::config_env::env(&app, json, out))
+        }
+        ConfigCommand::Save { yes } => {
+            let app = crate::api::app_name(app, config).map_err(Failure::Usage)?;
+            let path = match config {
+                Some(path) if path.is_dir() => path.join("fly.toml"),
+                Some(path) => path.clone(),
+                None => PathBuf::from("fly.toml"),
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(super::config_env::save(&app, &path, yes, json, out))
         }
         ConfigCommand::Validate { strict } => {
             validate(&config_path(config)?, strictness(strict), json, out)

@@ -1,4 +1,6 @@
-//! `aloft config env`: the secrets and environment variables an app's machines run with.
+//! `aloft config env` and `config save`: an app's config as the platform has it (the
+//! secrets and environment variables its machines run with; the fly.toml its release was
+//! deployed from).
 
 use std::collections::BTreeMap;
 
@@ -64,6 +66,46 @@ pub(crate) async fn env(app: &str, json: bool, out: &mut Output) -> Result<(), F
     if machines.is_empty() {
         out.status(&format!(
             "app {app} has no machines yet: its config's variables show once it is deployed"
+        ));
+    }
+    Ok(())
+}
+
+/// Writes the fly.toml the app's current release was deployed from to `path` (flyctl's
+/// `config save`); an existing file is replaced only when confirmed (`yes`).
+pub(crate) async fn save(
+    app: &str,
+    path: &std::path::Path,
+    yes: bool,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let client = crate::api::client()?;
+    let saved = client
+        .app_config(app)
+        .await
+        .with_context(|| format!("reading the config of {app}"))?;
+    if path.exists() {
+        crate::confirm::confirm(
+            &format!(
+                "{} exists. Replace it with the config of {app}?",
+                path.display()
+            ),
+            &format!("replacing {}", path.display()),
+            yes,
+        )?;
+    }
+    std::fs::write(path, &saved.fly_toml).with_context(|| format!("writing {}", path.display()))?;
+    if json {
+        out.json(&serde_json::json!({
+            "path": path.display().to_string(),
+            "release": saved.release,
+        }))?;
+    } else {
+        out.status(&format!(
+            "Wrote the config of {app} (release v{}) to {}",
+            saved.release,
+            path.display()
         ));
     }
     Ok(())

@@ -322,6 +322,7 @@ fn requests(
                 smoke_check_seconds: None,
                 only_machines: None,
                 regions: None,
+                fly_toml: None,
             },
         ));
     }
@@ -480,7 +481,11 @@ pub(crate) async fn deploy(
     let serves_https = requests
         .iter()
         .any(|(_, request)| serves_https(&request.config));
-    for (group, request) in requests {
+    // The file itself goes with each release, so `aloft config save` can write it back.
+    let fly_toml =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    for (group, mut request) in requests {
+        request.fly_toml = Some(fly_toml.clone());
         let started = client
             .deploy(&app, &request)
             .await

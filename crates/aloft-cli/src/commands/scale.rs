@@ -477,6 +477,7 @@ pub(crate) async fn redeploy(
             smoke_check_seconds: None,
             only_machines: None,
             regions: None,
+            fly_toml: None,
         };
         let started = client
             .deploy(app, &request)

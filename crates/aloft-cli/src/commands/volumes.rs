@@ -21,9 +21,13 @@ pub enum VolumesCommand {
         /// Days snapshots are kept (1 to 60; default 5).
         #[arg(long)]
         snapshot_retention: Option<i64>,
-        /// Daily automatic snapshots (flyctl's flag; Aloft takes none, so `true` is refused).
+        /// Daily automatic snapshots (on unless `false`).
         #[arg(long)]
         scheduled_snapshots: Option<bool>,
+        /// Fill the volume from this snapshot (`volumes snapshots list`); it is made on the
+        /// snapshot's host, at least as big as the volume the snapshot was taken of.
+        #[arg(long)]
+        snapshot_id: Option<String>,
         /// Keep the data unencrypted.
         #[arg(long)]
         no_encryption: bool,
@@ -37,10 +41,13 @@ pub enum VolumesCommand {
         /// Days snapshots are kept (1 to 60).
         #[arg(long)]
         snapshot_retention: Option<i64>,
-        /// Daily automatic snapshots (Aloft takes none, so `true` is refused).
+        /// Daily automatic snapshots on or off.
         #[arg(long)]
         scheduled_snapshots: Option<bool>,
     },
+    /// A volume's snapshots: list them, or take one now.
+    #[command(subcommand)]
+    Snapshots(SnapshotsCommand),
     /// List volumes.
     List,
     /// Show a volume.
@@ -61,6 +68,82 @@ pub enum VolumesCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum SnapshotsCommand {
+    /// List a volume's snapshots, oldest first.
+    #[command(visible_alias = "ls")]
+    List { volume: String },
+    /// Take a snapshot of a volume now (it also gets one a day while daily snapshots are
+    /// on).
+    Create { volume: String },
+}
+
+/// Bytes as flyctl shows sizes (`1.5 MiB`).
+fn bytes(size: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = size as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{size} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+async fn snapshots(
+    client: &aloft_client::Client,
+    command: SnapshotsCommand,
+    app: &str,
+    json: bool,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let shown = match command {
+        SnapshotsCommand::List { volume } => client
+            .volume_snapshots(app, &volume)
+            .await
+            .map_err(anyhow::Error::from)?,
+        SnapshotsCommand::Create { volume } => {
+            let snapshot = client
+                .create_volume_snapshot(app, &volume)
+                .await
+                .map_err(anyhow::Error::from)?;
+            if !json {
+                out.status(&format!(
+                    "Took snapshot {} of volume {volume} ({})",
+                    snapshot.id,
+                    bytes(snapshot.size)
+                ));
+            }
+            vec![snapshot]
+        }
+    };
+    if json {
+        out.json(&shown)?;
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = shown
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                s.status.clone(),
+                bytes(s.size),
+                s.created_at.clone(),
+                s.retention_days.map(|d| d.to_string()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.data(&table::render(
+        &["ID", "STATUS", "SIZE", "CREATED AT", "RETENTION DAYS"],
+        &rows,
+    ));
+    Ok(())
+}
+
 pub(crate) async fn volumes(
     command: VolumesCommand,
     app: &str,
@@ -69,6 +152,9 @@ pub(crate) async fn volumes(
 ) -> Result<(), Failure> {
     let client = client()?;
     let volume = match command {
+        VolumesCommand::Snapshots(command) => {
+            return snapshots(&client, command, app, json, out).await;
+        }
         VolumesCommand::List => {
             let volumes = client
                 .list_volumes(app)
@@ -114,6 +200,7 @@ pub(crate) async fn volumes(
             region,
             snapshot_retention,
             scheduled_snapshots,
+            snapshot_id,
             no_encryption,
             require_unique_zone,
         } => client
@@ -126,6 +213,7 @@ pub(crate) async fn volumes(
                     snapshot_retention,
                     require_unique_zone: require_unique_zone.then_some(true),
                     auto_backup_enabled: scheduled_snapshots,
+                    snapshot_id,
                     ..CreateVolumeRequest::named(name)
                 },
             )
@@ -138,7 +226,7 @@ pub(crate) async fn volumes(
         } => {
             if snapshot_retention.is_none() && scheduled_snapshots.is_none() {
                 return Err(Failure::Usage(anyhow::anyhow!(
-                    "nothing to update: pass --snapshot-retention DAYS"
+                    "nothing to update: pass --snapshot-retention DAYS or --scheduled-snapshots true|false"
                 )));
             }
             client

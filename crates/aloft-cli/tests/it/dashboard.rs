@@ -92,6 +92,29 @@ async fn the_dashboard_follows_an_app_in_a_real_browser_and_shows_no_other_organ
         services.contains("8080") && services.contains("443 (tls, http)"),
         "the [http_service] as its ports: {services}"
     );
+    // Each machine with the host it runs on (as `platform hosts` names it) and its release.
+    let hosts: Value =
+        serde_json::from_str(&p.ok(&["platform", "hosts", "--json"])).expect("hosts as JSON");
+    let host = hosts["hosts"][0]["id"]
+        .as_str()
+        .expect("one host")
+        .to_owned();
+    let rows = b
+        .eval("return [...document.querySelectorAll('#machines tr')].map(r => r.textContent)")
+        .await;
+    let rows: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for row in &rows {
+        assert!(
+            row.contains(&host[..8]) && row.contains("v1"),
+            "a machine row names its host {host} and release v1: {row:?}"
+        );
+    }
     b.eval("window.aloftKept = true; return true").await;
     b.until(
         "the deployment's live view connects",

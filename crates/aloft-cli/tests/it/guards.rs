@@ -110,8 +110,8 @@ async fn big_and_destructive_changes_need_confirmation_and_stop_at_the_caps() {
     ]))
     .unwrap();
     let volume = volume["id"].as_str().unwrap();
-    // flyctl's `volumes update`: retention changes; backups Aloft cannot take are
-    // refused with the server's reason; nothing to change is a usage error.
+    // flyctl's `volumes update`: retention and daily snapshots change; nothing to change
+    // is a usage error.
     let updated: serde_json::Value = serde_json::from_str(&p.ok(&[
         "volumes",
         "update",
@@ -124,21 +124,69 @@ async fn big_and_destructive_changes_need_confirmation_and_stop_at_the_caps() {
     ]))
     .unwrap();
     assert_eq!(updated["snapshot_retention"], 10, "{updated}");
-    let backups = p.aloft(&[
+    assert_eq!(updated["auto_backup_enabled"], true, "{updated}");
+    let off: serde_json::Value = serde_json::from_str(&p.ok(&[
         "volumes",
         "update",
         volume,
         "--scheduled-snapshots",
-        "true",
+        "false",
         "-a",
         "guarded",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(off["auto_backup_enabled"], false, "{off}");
+    assert_eq!(off["snapshot_retention"], 10, "{off}");
+    // `volumes snapshots create|list` (flyctl's), then a volume made from the snapshot.
+    let none = p.ok(&[
+        "volumes",
+        "snapshots",
+        "list",
+        volume,
+        "-a",
+        "guarded",
+        "--json",
     ]);
-    assert_eq!(backups.status.code(), Some(3), "{}", text(&backups.stderr));
+    assert_eq!(none.trim(), "[]", "{none}");
+    let took = p.aloft(&["volumes", "snapshots", "create", volume, "-a", "guarded"]);
+    assert!(took.status.success(), "{}", text(&took.stderr));
     assert!(
-        text(&backups.stderr).contains("auto_backup_enabled: Aloft takes no volume backups"),
-        "{}",
-        text(&backups.stderr)
+        text(&took.stderr).contains("Took snapshot vs_") || text(&took.stdout).contains("vs_"),
+        "{}{}",
+        text(&took.stdout),
+        text(&took.stderr)
     );
+    let listed = p.ok(&["volumes", "snapshots", "list", volume, "-a", "guarded"]);
+    assert!(
+        listed.contains("RETENTION DAYS") && listed.contains("created") && listed.contains(" 10"),
+        "{listed}"
+    );
+    let snapshots: serde_json::Value = serde_json::from_str(&p.ok(&[
+        "volumes",
+        "snapshots",
+        "list",
+        volume,
+        "-a",
+        "guarded",
+        "--json",
+    ]))
+    .unwrap();
+    let snapshot = snapshots[0]["id"].as_str().unwrap();
+    let copy: serde_json::Value = serde_json::from_str(&p.ok(&[
+        "volumes",
+        "create",
+        "copy",
+        "--snapshot-id",
+        snapshot,
+        "-a",
+        "guarded",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(copy["state"], "created", "{copy}");
+    let copy = copy["id"].as_str().unwrap().to_owned();
+    p.ok(&["volumes", "destroy", &copy, "-y", "-a", "guarded"]);
     let nothing = p.aloft(&["volumes", "update", volume, "-a", "guarded"]);
     assert_eq!(nothing.status.code(), Some(2), "{}", text(&nothing.stderr));
     let kept = p.aloft(&["volumes", "destroy", volume, "-a", "guarded"]);

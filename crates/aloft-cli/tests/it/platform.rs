@@ -1087,6 +1087,42 @@ async fn launch_makes_an_app_of_a_directory() {
         "{}",
         text(&printed.stderr)
     );
+    // `dashboard` (and `dashboard metrics`): the web dashboard's page of the app, at the
+    // API's address; without a session the page sends the browser to sign in.
+    for (args, path) in [
+        (&["dashboard"][..], "/apps/my-site"),
+        (&["dashboard", "metrics"][..], "/apps/my-site/metrics"),
+    ] {
+        let opened = p
+            .command(&dir, args)
+            .env("BROWSER", &browser)
+            .output()
+            .unwrap();
+        assert!(opened.status.success(), "{}", text(&opened.stderr));
+        let page = format!("{}{path}", p.url.trim_end_matches('/'));
+        assert_eq!(text(&opened.stdout), format!("{page}\n"));
+        assert_eq!(
+            std::fs::read_to_string(&opened_file).unwrap(),
+            format!("{page}\n")
+        );
+        let answer = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(&page)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 303, "{page}");
+        assert_eq!(answer.headers()["location"], "/sign-in", "{page}");
+    }
+    let unknown = p.aloft_in(&dir, &["dashboard", "-a", "no-such-app"]);
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown.stderr).contains("no-such-app"),
+        "{}",
+        text(&unknown.stderr)
+    );
 
     // A release command that fails stops the deploy with its output, before any machine.
     let mut config = written.clone();
@@ -1100,6 +1136,35 @@ async fn launch_makes_an_app_of_a_directory() {
         "the command's exit code and output: {said}"
     );
     std::fs::write(dir.join("fly.toml"), &written).unwrap();
+
+    // `config save`: the fly.toml of the app's running release (v1's, not the failed
+    // deploy's), written where there is none; an existing file is replaced only with -y.
+    let elsewhere = p.home.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let saved = p.aloft_in(&elsewhere, &["config", "save", "-a", "my-site"]);
+    assert!(saved.status.success(), "{}", text(&saved.stderr));
+    assert!(
+        text(&saved.stderr).contains("release v1"),
+        "{}",
+        text(&saved.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(elsewhere.join("fly.toml")).unwrap(),
+        written
+    );
+    std::fs::write(elsewhere.join("fly.toml"), "# mine\n").unwrap();
+    let kept = p.aloft_in(&elsewhere, &["config", "save", "-a", "my-site"]);
+    assert_eq!(kept.status.code(), Some(2), "{}", text(&kept.stderr));
+    assert_eq!(
+        std::fs::read_to_string(elsewhere.join("fly.toml")).unwrap(),
+        "# mine\n"
+    );
+    let replaced = p.aloft_in(&elsewhere, &["config", "save", "-a", "my-site", "-y"]);
+    assert!(replaced.status.success(), "{}", text(&replaced.stderr));
+    assert_eq!(
+        std::fs::read_to_string(elsewhere.join("fly.toml")).unwrap(),
+        written
+    );
 
     let again = p.aloft_in(&dir, &["launch"]);
     assert!(!again.status.success());

@@ -57,6 +57,8 @@ const MAX_WAIT_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// At most this long for the smoke checks of one machine.
 const MAX_SMOKE_CHECK: Duration = Duration::from_secs(300);
+/// The largest fly.toml kept with a release.
+const MAX_FLY_TOML: usize = 256 * 1024;
 
 pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
     OpenApiRouter::new()
@@ -240,6 +242,15 @@ async fn create(
         request.regions,
     )
     .await?;
+    let fly_toml = request.fly_toml.filter(|text| !text.trim().is_empty());
+    if let Some(text) = &fly_toml
+        && text.len() > MAX_FLY_TOML
+    {
+        return Err(ApiError::BadRequest(format!(
+            "fly_toml is {} bytes; at most {MAX_FLY_TOML} are kept",
+            text.len()
+        )));
+    }
     let description = request
         .description
         .unwrap_or_else(|| format!("deploy image {requested}"));
@@ -260,6 +271,7 @@ async fn create(
             release_command_guest: request.release_command_guest,
             smoke_check_ms: i64::try_from(smoke_check.as_millis()).unwrap_or(i64::MAX),
             scope,
+            fly_toml,
         })
         .await?;
     tracing::info!(app = %app.name, deployment = %deployment.id, %strategy, "deployment started");
@@ -347,6 +359,8 @@ async fn rollback(
             release_command_guest: None,
             smoke_check_ms,
             scope: None,
+            // The file of the release rolled back to is the app's again.
+            fly_toml: inner.store.release_fly_toml(&release.id).await?,
         })
         .await?;
     tracing::info!(app = %app.name, deployment = %deployment.id, version, "rollback started");

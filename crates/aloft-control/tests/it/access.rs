@@ -311,9 +311,16 @@ async fn bad_input_is_a_clear_4xx(api: Api) {
         (
             Method::POST,
             "/v1/apps/web/volumes",
-            "{\"name\": \"data\", \"auto_backup_enabled\": true}",
-            422,
-            "auto_backup_enabled: Aloft takes no volume backups",
+            "{\"name\": \"data\", \"snapshot_id\": \"vol_x\"}",
+            404,
+            "snapshot vol_x not found",
+        ),
+        (
+            Method::GET,
+            "/v1/apps/web/volumes/vol_1/snapshots",
+            "",
+            404,
+            "volume vol_1",
         ),
         (
             Method::PUT,
@@ -332,9 +339,9 @@ async fn bad_input_is_a_clear_4xx(api: Api) {
         (
             Method::POST,
             "/v1/apps/web/volumes",
-            "{\"name\": \"data\", \"snapshot_id\": \"vs_1\"}",
-            422,
-            "no volume snapshots",
+            "{\"name\": \"data\", \"snapshot_id\": \"vs_aaaaaaaaaaaaaaaa\"}",
+            404,
+            "snapshot vs_aaaaaaaaaaaaaaaa not found",
         ),
         (
             Method::POST,

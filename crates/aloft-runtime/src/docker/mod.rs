@@ -485,6 +485,20 @@ impl Runtime for DockerRuntime {
             .map_err(operation("signal", id))
     }
 
+    async fn set_memory_limit(&self, id: &str, memory_mb: u64) -> Result<(), RuntimeError> {
+        let bytes = i64::try_from(memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
+        // Swap moves with it, as at creation: the machine gets no swap on top.
+        let options = bollard::container::UpdateContainerOptions::<String> {
+            memory: Some(bytes),
+            memory_swap: Some(bytes),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(id, options)
+            .await
+            .map_err(operation("update", id))
+    }
+
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let options = RemoveContainerOptions {
             force: true,

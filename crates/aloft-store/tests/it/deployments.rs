@@ -26,6 +26,7 @@ fn deploy(app: &aloft_types::AppId, image: &str) -> NewDeployment {
         release_command_guest: None,
         smoke_check_ms: 10_000,
         scope: None,
+        fly_toml: Some(format!("app = \"x\"\n# {image}\n")),
     }
 }
 
@@ -73,8 +74,27 @@ async fn releases_are_numbered_per_app_and_deployments_log_their_steps(store: St
         "newest first"
     );
     assert_eq!(store.release(&first.id).await.unwrap(), first);
+    // Each release keeps the fly.toml it was deployed from; with none complete, the app's
+    // is its newest release's.
+    assert_eq!(
+        store.release_fly_toml(&first.id).await.unwrap().as_deref(),
+        Some("app = \"x\"\n# one\n")
+    );
+    assert_eq!(
+        store.app_fly_toml(&web.id).await.unwrap(),
+        Some((2, "app = \"x\"\n# two\n".to_owned()))
+    );
+    let mut bare = deploy(&api.id, "four");
+    bare.fly_toml = None;
+    let (unsent, _) = store.insert_deployment(bare).await.unwrap();
+    assert_eq!(store.release_fly_toml(&unsent.id).await.unwrap(), None);
+    assert_eq!(
+        store.app_fly_toml(&api.id).await.unwrap(),
+        Some((1, "app = \"x\"\n# three\n".to_owned())),
+        "a release deployed without its file leaves the last one sent"
+    );
 
-    assert_eq!(store.active_deployments().await.unwrap().len(), 3);
+    assert_eq!(store.active_deployments().await.unwrap().len(), 4);
     let read = store.deployment(&web.id, &deployment.id).await.unwrap();
     assert_eq!(read, deployment);
     assert!(read.is_active());
@@ -205,6 +225,20 @@ async fn releases_are_numbered_per_app_and_deployments_log_their_steps(store: St
     assert_eq!(done.status, "rolled_back");
     assert_eq!(done.error.as_deref(), Some("machine x failed"));
     assert!(!done.is_active());
-    assert_eq!(store.active_deployments().await.unwrap().len(), 2);
+    assert_eq!(store.active_deployments().await.unwrap().len(), 3);
     assert_eq!(store.release(&first.id).await.unwrap().status, "failed");
+
+    // A complete release's file wins over a newer one still deploying (or failed).
+    store
+        .set_release_status(&second.id, ReleaseStatus::Complete)
+        .await
+        .unwrap();
+    store
+        .insert_deployment(deploy(&web.id, "five"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.app_fly_toml(&web.id).await.unwrap(),
+        Some((2, "app = \"x\"\n# two\n".to_owned()))
+    );
 }

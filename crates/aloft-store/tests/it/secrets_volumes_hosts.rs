@@ -1,4 +1,4 @@
-use aloft_store::{Host, NewVolume, Store, StoreError, VolumeState, now_ms};
+use aloft_store::{Host, NewVolume, SnapshotStatus, Store, StoreError, VolumeState, now_ms};
 use aloft_types::machine::MachineConfig;
 use aloft_types::{HostId, MachineState};
 
@@ -7,6 +7,7 @@ use crate::on_both_backends;
 on_both_backends!(
     secrets_are_versioned,
     volumes_attach_to_one_machine,
+    snapshots_are_recorded_before_they_are_taken,
     hosts_register_and_heartbeat
 );
 
@@ -88,6 +89,7 @@ async fn volumes_attach_to_one_machine(store: Store) {
             size_gb: 1,
             encrypted: true,
             snapshot_retention: 5,
+            auto_backup_enabled: true,
         })
         .await
         .unwrap();
@@ -149,6 +151,133 @@ async fn volumes_attach_to_one_machine(store: Store) {
         VolumeState::Destroyed
     );
     assert!(store.list_volumes(&app.id).await.unwrap().is_empty());
+}
+
+async fn snapshots_are_recorded_before_they_are_taken(store: Store) {
+    let org = store.create_org("acme", "Acme").await.unwrap();
+    let app = store
+        .create_app(&"web".parse().unwrap(), &org.id, "default")
+        .await
+        .unwrap();
+    let new = |name: &str, backups: bool| NewVolume {
+        app_id: app.id.clone(),
+        name: name.into(),
+        region: "ams".into(),
+        host_id: Some(HostId::generate([3; 8])),
+        size_gb: 2,
+        encrypted: true,
+        snapshot_retention: 7,
+        auto_backup_enabled: backups,
+    };
+    let volume = store.create_volume(new("data", true)).await.unwrap();
+    let quiet = store.create_volume(new("quiet", false)).await.unwrap();
+    assert!(volume.auto_backup_enabled && !quiet.auto_backup_enabled);
+
+    // Due a daily snapshot: only volumes with them on, made by the day's start.
+    let start = volume.created_at.max(quiet.created_at);
+    let due = store.volumes_due_snapshot(start).await.unwrap();
+    assert_eq!(
+        due.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+        ["data"]
+    );
+    assert!(
+        store.volumes_due_snapshot(-1).await.unwrap().is_empty(),
+        "a volume newer than the day's start is not due"
+    );
+
+    let first = store.begin_snapshot(&volume).await.unwrap();
+    assert_eq!(first.status, SnapshotStatus::Creating);
+    assert_eq!((first.volume_size, first.retention_days), (2, 7));
+    assert_eq!(first.host_id, volume.host_id);
+    store
+        .finish_snapshot(&first.id, 4096, "sha256:ab")
+        .await
+        .unwrap();
+    let done = store.snapshot(&app.id, &first.id).await.unwrap();
+    assert_eq!(
+        (done.status, done.size, done.digest.as_str()),
+        (SnapshotStatus::Created, 4096, "sha256:ab")
+    );
+    assert_eq!(done.expires_at(), done.created_at + 7 * 24 * 3600 * 1000);
+    assert!(
+        store
+            .volumes_due_snapshot(done.created_at)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a snapshot since the day's start satisfies it"
+    );
+
+    // One left `creating` by a control plane that died is failed at the next start.
+    let second = store.begin_snapshot(&volume).await.unwrap();
+    assert_eq!(
+        store.fail_unfinished_snapshots(now_ms() + 1).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.snapshot(&app.id, &second.id).await.unwrap().status,
+        SnapshotStatus::Failed
+    );
+    let listed = store.snapshots_of_volume(&volume.id).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(store.all_snapshots().await.unwrap().len(), 2);
+    store.delete_snapshot(&second.id).await.unwrap();
+    assert_eq!(
+        store.snapshots_of_volume(&volume.id).await.unwrap(),
+        vec![done]
+    );
+
+    // A volume left `restoring` is destroyed at the next start; restoring refuses mounts.
+    let copy = store.create_volume(new("copy", true)).await.unwrap();
+    store
+        .set_volume_state(&app.id, &copy.id, VolumeState::Restoring)
+        .await
+        .unwrap();
+    let machine = store
+        .insert_machine(aloft_store::NewMachine {
+            app_id: app.id.clone(),
+            name: "m".into(),
+            region: "ams".into(),
+            host_id: None,
+            private_ip: None,
+            config: MachineConfig::default(),
+            state: MachineState::Created,
+            desired: aloft_store::Desired::Started,
+        })
+        .await
+        .unwrap();
+    let refused = store
+        .attach_volume(&app.id, &copy.id, &machine.id)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("restored"), "{refused}");
+    assert_eq!(store.abandon_restoring_volumes().await.unwrap(), 1);
+    assert_eq!(
+        store.volume(&app.id, &copy.id).await.unwrap().state,
+        VolumeState::Destroyed
+    );
+    // Fly's volume update: each setting alone, the other kept.
+    let on = store
+        .update_volume_settings(&app.id, &quiet.id, None, Some(true))
+        .await
+        .unwrap();
+    assert!(on.auto_backup_enabled);
+    assert_eq!(on.snapshot_retention, 7);
+    let longer = store
+        .update_volume_settings(&app.id, &quiet.id, Some(30), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (longer.snapshot_retention, longer.auto_backup_enabled),
+        (30, true)
+    );
+    let missing = aloft_types::VolumeId::generate([9; 16]);
+    assert!(matches!(
+        store
+            .update_volume_settings(&app.id, &missing, Some(3), None)
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
 }
 
 async fn hosts_register_and_heartbeat(store: Store) {

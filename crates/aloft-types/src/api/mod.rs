@@ -12,11 +12,16 @@ use crate::{Duration, Signal};
 
 mod lease;
 mod platform;
+mod volumes;
 
 pub use lease::{LeaseData, LeaseResponse};
 pub use platform::{
     AssignIpRequest, IpAssignment, IpAssignments, Placements, PlacementsRequest, PlatformHost,
     PlatformHosts, PlatformRegion, PlatformRegions, RegionPlacement,
+};
+pub use volumes::{
+    CreateVolumeRequest, ExtendResponse, ExtendVolumeRequest, UpdateVolumeRequest, VolumeResponse,
+    VolumeSnapshotResponse,
 };
 
 /// `POST /v1/apps`.
@@ -304,6 +309,10 @@ pub struct MachineResponse {
     pub updated_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// Aloft's: the id of the host the machine is placed on (`aloft platform hosts`
+    /// lists them); Fly's clients ignore it. Absent before placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// A hostname an app answers at, with its certificate's source (`aloft certs list`).
@@ -415,106 +424,31 @@ pub struct SecretsVersion {
     pub secrets: Vec<SecretInfo>,
 }
 
-/// `POST /v1/apps/{app}/volumes`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct CreateVolumeRequest {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size_gb: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub encrypted: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot_retention: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub require_unique_zone: Option<bool>,
-    /// Fly's daily backups; Aloft takes none, so only `false` (or nothing) is accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auto_backup_enabled: Option<bool>,
-    /// `ext4` (the default) only: a volume is a directory on the host's filesystem here,
-    /// so `raw` block volumes are refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fstype: Option<String>,
-    /// Restoring a snapshot: refused (Aloft keeps no volume snapshots).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot_id: Option<String>,
-    /// Forking another volume: refused (not supported).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_volume_id: Option<String>,
-}
-
-impl CreateVolumeRequest {
-    /// A volume named `name`, everything else as the API defaults it.
-    pub fn named(name: impl Into<String>) -> CreateVolumeRequest {
-        CreateVolumeRequest {
-            name: name.into(),
-            region: None,
-            size_gb: None,
-            encrypted: None,
-            snapshot_retention: None,
-            require_unique_zone: None,
-            auto_backup_enabled: None,
-            fstype: None,
-            snapshot_id: None,
-            source_volume_id: None,
-        }
-    }
-}
-
-/// `PUT /v1/apps/{app}/volumes/{id}`: Fly's volume update.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct UpdateVolumeRequest {
-    /// Days snapshots are kept (1 to 60).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot_retention: Option<i64>,
-    /// Only `false` (or nothing): Aloft takes no volume backups.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auto_backup_enabled: Option<bool>,
-}
-
-/// `PUT /v1/apps/{app}/volumes/{id}/extend`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ExtendVolumeRequest {
-    pub size_gb: i64,
-}
-
-/// A volume as the API shows it (Fly's fields).
+/// `GET /v1/apps/{app}/config`: the fly.toml an app's release was deployed from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct VolumeResponse {
-    pub id: String,
-    pub name: String,
-    pub state: String,
-    pub size_gb: i64,
-    pub region: String,
-    pub zone: String,
-    pub encrypted: bool,
-    pub attached_machine_id: Option<String>,
-    pub attached_alloc_id: Option<String>,
-    pub snapshot_retention: i64,
-    pub host_status: String,
-    pub created_at: String,
-    /// Always `false`: Aloft takes no volume backups.
-    #[serde(default)]
-    pub auto_backup_enabled: bool,
-    /// Always `ext4`.
-    #[serde(default)]
-    pub fstype: String,
-    /// Always empty (no dedicated hosts).
-    #[serde(default)]
-    pub host_dedication_id: String,
+pub struct AppConfigResponse {
+    /// The release's version.
+    pub release: i64,
+    /// The file, as it was deployed.
+    pub fly_toml: String,
 }
 
-/// The answer to an extend.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A running machine's memory (Fly's `main.memoryResponse`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ExtendResponse {
-    pub volume: VolumeResponse,
-    pub needs_restart: bool,
+pub struct MemoryResponse {
+    /// The limit it runs under now, in MB.
+    pub limit_mb: u64,
+    /// The most the limit may be set to: the machine's size (`guest.memory_mb`).
+    pub available_mb: u64,
+}
+
+/// `PUT /v1/apps/{app}/machines/{id}/memory` (Fly's `main.setMemoryLimitRequest`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SetMemoryLimitRequest {
+    pub limit_mb: Option<u64>,
 }
 
 /// An organization as the API shows it.
@@ -699,6 +633,10 @@ pub struct DeployRequest {
     /// least one must be there. Rolling and immediate deploys only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regions: Option<Vec<String>>,
+    /// The fly.toml the release is deployed from, as written (`aloft config save` writes
+    /// it back later); at most 256 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fly_toml: Option<String>,
 }
 
 /// One line of a build's NDJSON output (`POST /v1/apps/{app}/builds`): the builder's

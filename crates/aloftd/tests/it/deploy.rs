@@ -44,6 +44,7 @@ fn release(image: &str, version: &str, healthy: bool) -> DeployRequest {
         smoke_check_seconds: Some(3),
         only_machines: None,
         regions: None,
+        fly_toml: None,
     }
 }
 

@@ -225,3 +225,65 @@ async fn a_fork_bomb_and_a_memory_hog_stay_inside_their_machine() {
     assert!(hungry_exit.1, "killed for memory: {hungry_exit:?}");
     assert_ne!(hungry_exit.0, 0);
 }
+
+#[tokio::test]
+async fn a_running_machine_memory_limit_changes_in_place_until_it_starts_again() {
+    let host = Host::new();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app(APP, None).await.unwrap();
+    let m = machine(client, "elastic", "sleep 3600", None).await;
+    client
+        .wait(APP, &m.id, MachineState::Started, 60)
+        .await
+        .unwrap();
+    let cgroup_limit = || async {
+        let (_, limit, _) = sh(
+            client,
+            &m.id,
+            &read_cgroup("memory/memory.limit_in_bytes", "memory.max"),
+        )
+        .await;
+        limit.trim().to_owned()
+    };
+    // The positive control: the probe reads the machine's size first.
+    assert_eq!(cgroup_limit().await, "268435456");
+    let memory = client.machine_memory(APP, &m.id).await.unwrap();
+    assert_eq!((memory.limit_mb, memory.available_mb), (256, 256));
+
+    let lowered = client.set_machine_memory(APP, &m.id, 128).await.unwrap();
+    assert_eq!((lowered.limit_mb, lowered.available_mb), (128, 256));
+    assert_eq!(
+        cgroup_limit().await,
+        "134217728",
+        "128 MB in the kernel's limit"
+    );
+    let same = client.machine(APP, &m.id).await.unwrap();
+    assert_eq!(
+        same.instance_id, m.instance_id,
+        "no restart, no new version"
+    );
+
+    let refused = client
+        .set_machine_memory(APP, &m.id, 512)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(400), "{refused}");
+    assert!(refused.to_string().contains("64 to 256 MB"), "{refused}");
+
+    // Started again, it runs under its size.
+    client.restart_machine(APP, &m.id).await.unwrap();
+    eventually(
+        "the machine's size to apply again after a restart",
+        Duration::from_secs(60),
+        || async {
+            match client.machine_memory(APP, &m.id).await {
+                Ok(memory) if memory.limit_mb == 256 => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    assert_eq!(cgroup_limit().await, "268435456");
+    client.destroy_machine(APP, &m.id, true).await.unwrap();
+}

@@ -168,6 +168,7 @@ async fn prometheus_scrapes_every_role_and_the_apps_metrics_with_the_shipped_con
                 smoke_check_seconds: None,
                 only_machines: None,
                 regions: None,
+                fly_toml: None,
             },
         )
         .await

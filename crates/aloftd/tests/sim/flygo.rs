@@ -393,6 +393,117 @@ async fn fly_go_calls_succeed_and_their_answers_decode() {
         .ok(Method::GET, &machines(&format!("/{id}/metadata")), None)
         .await;
     assert!(metadata.get("role").is_none(), "{metadata}");
+    // Fly's OpenAPI document: PATCH (and PUT) .../metadata sets and removes several keys
+    // ({metadata, machine_version}; null or "" removes), 412 on another version; GET
+    // .../metadata/{key} answers {value}.
+    let version = after["version"].as_str().unwrap().to_owned();
+    for method in [Method::PATCH, Method::PUT] {
+        let (status, _) = raw
+            .call(
+                method.clone(),
+                &machines(&format!("/{id}/metadata")),
+                Some(json!({
+                    "metadata": {"tier": "gold", "zone": "a", "fly_process_group": "app"},
+                    "machine_version": version,
+                })),
+            )
+            .await;
+        assert_eq!(status, 204, "{method}");
+    }
+    let one = raw
+        .ok(
+            Method::GET,
+            &machines(&format!("/{id}/metadata/tier")),
+            None,
+        )
+        .await;
+    assert_eq!(one, json!({"value": "gold"}));
+    let (status, stale) = raw
+        .call(
+            Method::PATCH,
+            &machines(&format!("/{id}/metadata")),
+            Some(json!({"metadata": {"tier": "lead"}, "machine_version": "999"})),
+        )
+        .await;
+    assert_eq!(status, 412, "{stale}");
+    raw.ok(
+        Method::PATCH,
+        &machines(&format!("/{id}/metadata")),
+        Some(json!({"metadata": {"tier": null, "zone": ""}})),
+    )
+    .await;
+    let metadata = raw
+        .ok(Method::GET, &machines(&format!("/{id}/metadata")), None)
+        .await;
+    assert!(
+        metadata.get("tier").is_none() && metadata.get("zone").is_none(),
+        "removed by null and by an empty value: {metadata}"
+    );
+    assert_eq!(metadata["fly_process_group"], "app", "{metadata}");
+    let (status, _) = raw
+        .call(
+            Method::GET,
+            &machines(&format!("/{id}/metadata/tier")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let unchanged = raw
+        .ok(Method::GET, &machines(&format!("/{id}")), None)
+        .await;
+    assert_eq!(
+        unchanged["instance_id"], before["instance_id"],
+        "no new version"
+    );
+
+    // Fly's OpenAPI document: GET .../memory {limit_mb, available_mb}; PUT {limit_mb}
+    // changes the running machine's limit in place, within its size; reclaim is refused
+    // (a container has no balloon).
+    let memory = raw
+        .ok(Method::GET, &machines(&format!("/{id}/memory")), None)
+        .await;
+    assert_eq!(memory, json!({"limit_mb": 256, "available_mb": 256}));
+    let lowered = raw
+        .ok(
+            Method::PUT,
+            &machines(&format!("/{id}/memory")),
+            Some(json!({"limit_mb": 128})),
+        )
+        .await;
+    assert_eq!(lowered, json!({"limit_mb": 128, "available_mb": 256}));
+    let memory = raw
+        .ok(Method::GET, &machines(&format!("/{id}/memory")), None)
+        .await;
+    assert_eq!(memory["limit_mb"], 128, "{memory}");
+    for too in [1024, 16] {
+        let (status, refused) = raw
+            .call(
+                Method::PUT,
+                &machines(&format!("/{id}/memory")),
+                Some(json!({"limit_mb": too})),
+            )
+            .await;
+        assert_eq!(status, 400, "{refused}");
+        assert!(
+            refused["error"].as_str().unwrap().contains("64 to 256 MB"),
+            "{refused}"
+        );
+    }
+    let (status, refused) = raw
+        .call(
+            Method::POST,
+            &machines(&format!("/{id}/memory/reclaim")),
+            Some(json!({"amount_mb": 64})),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    let unchanged = raw
+        .ok(Method::GET, &machines(&format!("/{id}")), None)
+        .await;
+    assert_eq!(
+        unchanged["instance_id"], before["instance_id"],
+        "no new version"
+    );
 
     // flaps.Suspend: a container cannot be suspended; it stops, and the event says so.
     raw.ok(Method::POST, &machines(&format!("/{id}/suspend")), None)
@@ -424,6 +535,11 @@ async fn fly_go_calls_succeed_and_their_answers_decode() {
         None,
     )
     .await;
+    // Started again, the machine runs under its size again.
+    let memory = raw
+        .ok(Method::GET, &machines(&format!("/{id}/memory")), None)
+        .await;
+    assert_eq!(memory["limit_mb"], 256, "{memory}");
 
     // flaps.Restart with force_stop=true kills the old run at once: a machine that
     // ignores its stop signal (with a 60 s kill timeout) is back within 10 s.
@@ -510,22 +626,110 @@ async fn fly_go_calls_succeed_and_their_answers_decode() {
         .await;
     decodes("Volume", &updated, VOLUME_FIELDS);
     assert_eq!(updated["snapshot_retention"], 10, "{updated}");
-    // Backups Aloft cannot take are refused, not ignored.
-    let (status, refused) = raw
-        .call(
+    let volume_id = volume["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        updated["auto_backup_enabled"], true,
+        "daily snapshots are on by default: {updated}"
+    );
+    // auto_backup_enabled (flyctl's --scheduled-snapshots) turns daily snapshots off and on.
+    let off = raw
+        .ok(
             Method::PUT,
-            &format!("/apps/gofly/volumes/{}", volume["id"].as_str().unwrap()),
-            Some(json!({ "snapshot_retention": null, "auto_backup_enabled": true })),
+            &format!("/apps/gofly/volumes/{volume_id}"),
+            Some(json!({ "snapshot_retention": null, "auto_backup_enabled": false })),
         )
         .await;
-    assert_eq!(status, 422, "{refused}");
-    assert!(
-        refused["error"]
-            .as_str()
-            .unwrap()
-            .contains("auto_backup_enabled"),
-        "{refused}"
+    assert_eq!(off["auto_backup_enabled"], false, "{off}");
+    assert_eq!(
+        off["snapshot_retention"], 10,
+        "a null leaves the retention: {off}"
     );
+    raw.ok(
+        Method::PUT,
+        &format!("/apps/gofly/volumes/{volume_id}"),
+        Some(json!({ "snapshot_retention": null, "auto_backup_enabled": true })),
+    )
+    .await;
+
+    // flaps.GetVolumeSnapshots (none yet), flaps.CreateVolumeSnapshot (POST, no body; the
+    // answer is ignored by fly-go), then the list as fly.VolumeSnapshot.
+    let snapshots = format!("/apps/gofly/volumes/{volume_id}/snapshots");
+    let none = raw.ok(Method::GET, &snapshots, None).await;
+    assert_eq!(none, json!([]), "{none}");
+    raw.ok(Method::POST, &snapshots, None).await;
+    let listed = raw.ok(Method::GET, &snapshots, None).await;
+    let snapshot = &listed[0];
+    decodes(
+        "VolumeSnapshot",
+        snapshot,
+        &[
+            ("id", 's'),
+            ("size", 'n'),
+            ("volume_size", 'n'),
+            ("digest", 's'),
+            ("created_at", 's'),
+            ("status", 's'),
+            ("retention_days", 'n'),
+        ],
+    );
+    assert_eq!(snapshot["status"], "created", "{listed}");
+    assert_eq!(snapshot["volume_size"], 1, "{listed}");
+    assert_eq!(snapshot["retention_days"], 10, "{listed}");
+    assert!(
+        snapshot["id"].as_str().unwrap().starts_with("vs_"),
+        "{listed}"
+    );
+    assert!(
+        snapshot["digest"].as_str().unwrap().starts_with("sha256:"),
+        "{listed}"
+    );
+    // flaps.CreateVolume with snapshot_id: a new volume from it, on the snapshot's host.
+    let restored = raw
+        .ok(
+            Method::POST,
+            "/apps/gofly/volumes",
+            Some(json!({
+                "name": "data_copy", "region": "sim", "size_gb": null, "encrypted": null,
+                "require_unique_zone": null, "unique_zone_app_wide": null,
+                "snapshot_retention": null, "auto_backup_enabled": null, "fstype": null,
+                "snapshot_id": snapshot["id"], "source_volume_id": null, "compute": null
+            })),
+        )
+        .await;
+    decodes("Volume", &restored, VOLUME_FIELDS);
+    assert_eq!(restored["state"], "created", "{restored}");
+    assert_eq!(restored["size_gb"], 1, "{restored}");
+    assert_eq!(restored["zone"], volume["zone"], "{restored}");
+    let (status, unknown) = raw
+        .call(
+            Method::POST,
+            "/apps/gofly/volumes",
+            Some(json!({"name": "nope", "snapshot_id": "vs_aaaaaaaaaaaaaaaa"})),
+        )
+        .await;
+    assert_eq!(status, 404, "{unknown}");
+    // flaps.ExtendVolume ({size_gb} → {volume, needs_restart}), flaps.DeleteVolume.
+    let extended = raw
+        .ok(
+            Method::PUT,
+            &format!(
+                "/apps/gofly/volumes/{}/extend",
+                restored["id"].as_str().unwrap()
+            ),
+            Some(json!({"size_gb": 2})),
+        )
+        .await;
+    decodes("Volume", &extended["volume"], VOLUME_FIELDS);
+    assert_eq!(extended["volume"]["size_gb"], 2, "{extended}");
+    assert_eq!(extended["needs_restart"], false, "{extended}");
+    let destroyed = raw
+        .ok(
+            Method::DELETE,
+            &format!("/apps/gofly/volumes/{}", restored["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    decodes("Volume", &destroyed, VOLUME_FIELDS);
     let volumes = raw.ok(Method::GET, "/apps/gofly/volumes", None).await;
     decodes("Volume", &volumes[0], VOLUME_FIELDS);
     let app = raw.ok(Method::GET, "/apps/gofly", None).await;
@@ -575,6 +779,45 @@ async fn fly_go_calls_succeed_and_their_answers_decode() {
         );
         assert!(secret.get("value").is_none(), "values are never shown");
     }
+    // flaps.GetAppSecrets: GET .../secrets/TOKEN?version=N (the answer reflects at least
+    // that version); show_secrets=true is refused, never answered with the value.
+    let version = set["version"].as_i64().unwrap();
+    let one = raw
+        .ok(
+            Method::GET,
+            &format!("/apps/gofly/secrets/TOKEN?version={version}"),
+            None,
+        )
+        .await;
+    decodes(
+        "AppSecret",
+        &one,
+        &[("name", 's'), ("digest", 's'), ("created_at", 's')],
+    );
+    assert_eq!(one["name"], "TOKEN", "{one}");
+    assert_eq!(one["digest"], set["digest"], "{one}");
+    assert!(one.get("value").is_none(), "{one}");
+    let (status, refused) = raw
+        .call(
+            Method::GET,
+            "/apps/gofly/secrets/TOKEN?show_secrets=true",
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(refused.get("value").is_none(), "{refused}");
+    let (status, ahead) = raw
+        .call(
+            Method::GET,
+            &format!("/apps/gofly/secrets?version={}", version + 1),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{ahead}");
+    let (status, _) = raw
+        .call(Method::GET, "/apps/gofly/secrets/NOPE", None)
+        .await;
+    assert_eq!(status, 404);
     let deleted = raw
         .ok(Method::DELETE, "/apps/gofly/secrets/TOKEN", None)
         .await;

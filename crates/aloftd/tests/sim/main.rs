@@ -156,6 +156,7 @@ fn release(
         smoke_check_seconds: smoke_checks.then_some(1),
         only_machines: None,
         regions: None,
+        fly_toml: None,
     }
 }
 

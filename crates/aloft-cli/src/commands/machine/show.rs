@@ -202,6 +202,7 @@ mod tests {
             created_at: "2026-12-06T09:00:00Z".to_owned(),
             updated_at: "2026-12-06T10:01:02Z".to_owned(),
             nonce: None,
+            host: None,
         }
     }
 
