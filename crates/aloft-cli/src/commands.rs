@@ -10,6 +10,7 @@ pub(crate) mod console;
 pub(crate) mod deploy;
 pub(crate) mod deploy_scope;
 pub(crate) mod dig;
+pub(crate) mod doctor;
 pub(crate) mod ips;
 pub(crate) mod launch;
 pub(crate) mod logs;

@@ -112,6 +112,9 @@ pub enum Command {
         /// A path on the app, such as `/admin`.
         path: Option<String>,
     },
+    /// Check what the other commands need: the API token, the API answering it, the
+    /// fly.toml here and the app's machines; one line each, exit 3 when one fails.
+    Doctor,
     /// Print the web dashboard's page of the app (served by the API this CLI uses) and
     /// open it in a browser when there is one; `metrics` opens its graphs.
     #[command(visible_alias = "dash")]
@@ -296,6 +299,12 @@ fn run(cli: Cli, out: &mut output::Output) -> Result<(), Failure> {
             let app = app()?;
             runtime()?.block_on(commands::apps::open(&app, path.as_deref(), cli.json, out))
         }
+        Command::Doctor => runtime()?.block_on(commands::doctor::doctor(
+            &cli.config,
+            cli.app.as_deref(),
+            cli.json,
+            out,
+        )),
         Command::Dashboard { page } => {
             let app = app()?;
             runtime()?.block_on(commands::apps::dashboard(&app, page, cli.json, out))

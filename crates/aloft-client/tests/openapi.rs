@@ -22,7 +22,7 @@ use serde_json::json;
 
 /// Operations no client method sends: Fly's Machines API, for Fly's own clients; the
 /// `flygo` contract test of `aloftd`'s sim suite sends each one as fly-go does.
-const FLY_ONLY: [&str; 13] = [
+const FLY_ONLY: [&str; 16] = [
     "Machines_metadata_get",
     "Machines_metadata_set",
     "Machines_metadata_delete",
@@ -30,6 +30,9 @@ const FLY_ONLY: [&str; 13] = [
     "Machines_metadata_update_put",
     "Machines_metadata_update",
     "Machines_reclaim_memory",
+    "Machines_org_list",
+    "Volumes_org_list",
+    "Apps_create_deploy_token",
     "Secrets_set_one",
     "Secrets_unset_one",
     "Secrets_show_one",

@@ -29,6 +29,7 @@ mod logs;
 mod machines;
 mod memory;
 mod metadata;
+mod org_lists;
 mod orgs;
 mod periodic;
 mod placement;
@@ -299,6 +300,7 @@ impl Control {
             .merge(metadata::routes())
             .merge(memory::routes())
             .merge(orgs::routes())
+            .merge(org_lists::routes())
             .merge(platform::routes())
             .merge(secrets::routes())
             .merge(volumes::routes())

@@ -25,6 +25,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Inner>> {
         .routes(routes!(show_org, delete_org))
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(current_token))
+        .routes(routes!(deploy_token))
         .routes(routes!(revoke_token))
         .routes(routes!(app_metrics))
 }
@@ -210,7 +211,65 @@ async fn create_token(
     principal: Principal,
     Body(request): Body<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    require_org_token(&principal, "creating tokens")?;
+    Ok((
+        StatusCode::CREATED,
+        Json(issue(&inner, &principal, request).await?),
+    ))
+}
+
+/// `POST /v1/apps/{app}/deploy_token` (Fly's `CreateAppDeployTokenRequest`).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+struct DeployTokenRequest {
+    /// How long the token lives (`"720h"`); Fly's default when absent: 20 years.
+    #[serde(default)]
+    expiry: Option<String>,
+}
+
+/// Fly's `CreateAppResponse`: the new token's secret, shown once.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct DeployTokenResponse {
+    token: String,
+}
+
+/// Fly's default life of a deploy token.
+const DEPLOY_TOKEN_LIFE: std::time::Duration = std::time::Duration::from_secs(20 * 365 * 24 * 3600);
+
+#[utoipa::path(post, path = "/v1/apps/{app}/deploy_token", tag = "tokens", params(("app" = String, Path, description = "The app's name")), request_body = DeployTokenRequest, responses((status = 200, body = DeployTokenResponse), (status = "4XX", description = "Bad expiry, missing or invalid token, no such app", body = ErrorBody)), operation_id = "Apps_create_deploy_token")]
+async fn deploy_token(
+    State(inner): State<Arc<Inner>>,
+    principal: Principal,
+    Path(app): Path<String>,
+    Body(request): Body<DeployTokenRequest>,
+) -> Result<Json<DeployTokenResponse>, ApiError> {
+    let expiry = match request.expiry.as_deref().filter(|e| !e.is_empty()) {
+        Some(text) => text.parse::<aloft_types::Duration>().map_err(|e| {
+            ApiError::BadRequest(format!("expiry {text:?}: {e} (say \"720h\", say)"))
+        })?,
+        None => aloft_types::Duration::from(DEPLOY_TOKEN_LIFE),
+    };
+    let created = issue(
+        &inner,
+        &principal,
+        CreateTokenRequest {
+            kind: TokenKind::Deploy.as_str().to_owned(),
+            name: Some(format!("deploy token for {app}")),
+            app: Some(app),
+            expiry: Some(expiry),
+        },
+    )
+    .await?;
+    Ok(Json(DeployTokenResponse {
+        token: created.token,
+    }))
+}
+
+/// Makes a token as `request` says, for `principal`'s organization.
+async fn issue(
+    inner: &Inner,
+    principal: &Principal,
+    request: CreateTokenRequest,
+) -> Result<CreatedToken, ApiError> {
+    require_org_token(principal, "creating tokens")?;
     let kind: TokenKind = request.kind.parse().map_err(|_| {
         ApiError::BadRequest(format!(
             "kind {:?}: expected org, deploy, readonly, ssh or operator",
@@ -228,7 +287,7 @@ async fn create_token(
             )));
         }
         (TokenKind::Deploy | TokenKind::Ssh, Some(app)) => {
-            let found = crate::access::app_for(&inner, &principal, &app, true).await?;
+            let found = crate::access::app_for(inner, principal, &app, true).await?;
             Some(found.name.to_string())
         }
         (_, Some(app)) => {
@@ -265,13 +324,10 @@ async fn create_token(
             expires_at,
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedToken {
-            record: token_response(&token),
-            token: secret,
-        }),
-    ))
+    Ok(CreatedToken {
+        record: token_response(&token),
+        token: secret,
+    })
 }
 
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path, description = "The token's id")), responses((status = 204, description = "Revoked"), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Tokens_revoke_token")]

@@ -288,15 +288,17 @@ impl Store {
     /// Destroys every volume still `restoring` (its restorer died with the control plane
     /// that was filling it; the create never answered). Returns how many.
     pub async fn abandon_restoring_volumes(&self) -> Result<u64, StoreError> {
-        let updated =
-            sqlx::query("UPDATE volumes SET state = 'destroyed' WHERE state = 'restoring'")
-                .execute(self.pool())
-                .await
-                .map_err(StoreError::database(
-                    "abandoning unfinished restores",
-                    "volume",
-                    "all",
-                ))?;
+        let updated = sqlx::query(
+            "UPDATE volumes SET state = 'destroyed', updated_at = $1 WHERE state = 'restoring'",
+        )
+        .bind(now_ms())
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "abandoning unfinished restores",
+            "volume",
+            "all",
+        ))?;
         Ok(updated.rows_affected())
     }
 

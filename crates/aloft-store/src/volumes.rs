@@ -78,14 +78,17 @@ pub struct VolumeRecord {
     /// Daily snapshots (Fly's `auto_backup_enabled`).
     pub auto_backup_enabled: bool,
     pub created_at: i64,
+    /// When it last changed (its creation when it never did).
+    pub updated_at: i64,
 }
 
-pub(crate) const COLUMNS: &str = "id, app_id, name, region, host_id, size_gb, state, attached_machine_id, encrypted, snapshot_retention, auto_backup_enabled, created_at";
+pub(crate) const COLUMNS: &str = "id, app_id, name, region, host_id, size_gb, state, attached_machine_id, encrypted, snapshot_retention, auto_backup_enabled, created_at, updated_at";
 
 pub(crate) fn volume_from(row: &AnyRow) -> Result<VolumeRecord, StoreError> {
     const WHAT: &str = "volume";
     let host: Option<String> = column(row, WHAT, "host_id")?;
     let machine: Option<String> = column(row, WHAT, "attached_machine_id")?;
+    let created_at = column(row, WHAT, "created_at")?;
     Ok(VolumeRecord {
         id: typed(row, WHAT, "id")?,
         app_id: typed(row, WHAT, "app_id")?,
@@ -100,7 +103,11 @@ pub(crate) fn volume_from(row: &AnyRow) -> Result<VolumeRecord, StoreError> {
         encrypted: column::<i64>(row, WHAT, "encrypted")? != 0,
         snapshot_retention: column(row, WHAT, "snapshot_retention")?,
         auto_backup_enabled: column::<i64>(row, WHAT, "auto_backup_enabled")? != 0,
-        created_at: column(row, WHAT, "created_at")?,
+        created_at,
+        updated_at: match column::<i64>(row, WHAT, "updated_at")? {
+            0 => created_at,
+            at => at,
+        },
     })
 }
 
@@ -113,6 +120,7 @@ fn not_found(id: &VolumeId) -> StoreError {
 
 impl Store {
     pub async fn create_volume(&self, new: NewVolume) -> Result<VolumeRecord, StoreError> {
+        let now = now_ms();
         let volume = VolumeRecord {
             id: VolumeId::generate(random()),
             app_id: new.app_id,
@@ -125,10 +133,11 @@ impl Store {
             encrypted: new.encrypted,
             snapshot_retention: new.snapshot_retention,
             auto_backup_enabled: new.auto_backup_enabled,
-            created_at: now_ms(),
+            created_at: now,
+            updated_at: now,
         };
         sqlx::query(&format!(
-            "INSERT INTO volumes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11)"
+            "INSERT INTO volumes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11, $12)"
         ))
         .bind(volume.id.as_str())
         .bind(volume.app_id.as_str())
@@ -141,6 +150,7 @@ impl Store {
         .bind(volume.snapshot_retention)
         .bind(i64::from(volume.auto_backup_enabled))
         .bind(volume.created_at)
+        .bind(volume.updated_at)
         .execute(self.pool())
         .await
         .map_err(StoreError::database(
@@ -168,6 +178,25 @@ impl Store {
             .map(volume_from)
             .transpose()?
             .ok_or_else(|| not_found(id))
+    }
+
+    /// The app's volumes, destroyed ones too, oldest first.
+    pub async fn list_volumes_with_destroyed(
+        &self,
+        app_id: &AppId,
+    ) -> Result<Vec<VolumeRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM volumes WHERE app_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(app_id.as_str())
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "listing volumes",
+            "app",
+            app_id.as_str(),
+        ))?;
+        rows.iter().map(volume_from).collect()
     }
 
     /// The app's volumes that are not destroyed, oldest first.
@@ -198,17 +227,20 @@ impl Store {
                 ),
             });
         }
-        sqlx::query("UPDATE volumes SET size_gb = $1 WHERE id = $2 AND app_id = $3")
-            .bind(size_gb)
-            .bind(id.as_str())
-            .bind(app_id.as_str())
-            .execute(self.pool())
-            .await
-            .map_err(StoreError::database(
-                "extending a volume",
-                "volume",
-                id.as_str(),
-            ))?;
+        sqlx::query(
+            "UPDATE volumes SET size_gb = $1, updated_at = $4 WHERE id = $2 AND app_id = $3",
+        )
+        .bind(size_gb)
+        .bind(id.as_str())
+        .bind(app_id.as_str())
+        .bind(now_ms())
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::database(
+            "extending a volume",
+            "volume",
+            id.as_str(),
+        ))?;
         self.volume(app_id, id).await
     }
 
@@ -220,11 +252,12 @@ impl Store {
         state: VolumeState,
     ) -> Result<VolumeRecord, StoreError> {
         sqlx::query(
-            "UPDATE volumes SET state = $1 WHERE id = $2 AND app_id = $3 AND state <> 'destroyed'",
+            "UPDATE volumes SET state = $1, updated_at = $4 WHERE id = $2 AND app_id = $3 AND state <> 'destroyed'",
         )
         .bind(state.as_str())
         .bind(id.as_str())
         .bind(app_id.as_str())
+        .bind(now_ms())
         .execute(self.pool())
         .await
         .map_err(StoreError::database(
@@ -246,12 +279,13 @@ impl Store {
     ) -> Result<VolumeRecord, StoreError> {
         let current = self.volume(app_id, id).await?;
         sqlx::query(
-            "UPDATE volumes SET snapshot_retention = $1, auto_backup_enabled = $2 WHERE id = $3 AND app_id = $4",
+            "UPDATE volumes SET snapshot_retention = $1, auto_backup_enabled = $2, updated_at = $5 WHERE id = $3 AND app_id = $4",
         )
         .bind(retention_days.unwrap_or(current.snapshot_retention))
         .bind(i64::from(daily_snapshots.unwrap_or(current.auto_backup_enabled)))
         .bind(id.as_str())
         .bind(app_id.as_str())
+        .bind(now_ms())
         .execute(self.pool())
         .await
         .map_err(StoreError::database(
@@ -270,12 +304,13 @@ impl Store {
         machine: &MachineId,
     ) -> Result<(), StoreError> {
         let updated = sqlx::query(
-            "UPDATE volumes SET attached_machine_id = $1 WHERE id = $2 AND app_id = $3 AND state NOT IN ('destroyed', 'restoring') \
+            "UPDATE volumes SET attached_machine_id = $1, updated_at = $4 WHERE id = $2 AND app_id = $3 AND state NOT IN ('destroyed', 'restoring') \
              AND (attached_machine_id IS NULL OR attached_machine_id = $1)",
         )
         .bind(machine.as_str())
         .bind(id.as_str())
         .bind(app_id.as_str())
+        .bind(now_ms())
         .execute(self.pool())
         .await
         .map_err(StoreError::database("attaching a volume", "volume", id.as_str()))?;
@@ -302,9 +337,10 @@ impl Store {
 
     /// Detaches a volume from whatever machine holds it.
     pub async fn detach_volume(&self, app_id: &AppId, id: &VolumeId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE volumes SET attached_machine_id = NULL WHERE id = $1 AND app_id = $2")
+        sqlx::query("UPDATE volumes SET attached_machine_id = NULL, updated_at = $3 WHERE id = $1 AND app_id = $2")
             .bind(id.as_str())
             .bind(app_id.as_str())
+            .bind(now_ms())
             .execute(self.pool())
             .await
             .map_err(StoreError::database(
@@ -331,9 +367,10 @@ impl Store {
                 ),
             });
         }
-        sqlx::query("UPDATE volumes SET state = 'destroyed' WHERE id = $1 AND app_id = $2 AND attached_machine_id IS NULL")
+        sqlx::query("UPDATE volumes SET state = 'destroyed', updated_at = $3 WHERE id = $1 AND app_id = $2 AND attached_machine_id IS NULL")
             .bind(id.as_str())
             .bind(app_id.as_str())
+            .bind(now_ms())
             .execute(self.pool())
             .await
             .map_err(StoreError::database("destroying a volume", "volume", id.as_str()))?;

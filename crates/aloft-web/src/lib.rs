@@ -41,6 +41,9 @@ pub struct Web {
 struct Inner {
     api: String,
     key: SessionKey,
+    /// The operator's Grafana (`[api] grafana_url`), where the metrics page links to the
+    /// app's dashboard (`deploy/grafana/aloft-app.json`, uid `aloft-app`).
+    grafana: Option<String>,
 }
 
 impl Web {
@@ -50,8 +53,29 @@ impl Web {
             inner: Arc::new(Inner {
                 api: api.trim_end_matches('/').to_owned(),
                 key,
+                grafana: None,
             }),
         }
+    }
+
+    /// The same dashboard, linking each app's metrics to its dashboard in the Grafana at
+    /// `grafana` (its base URL), where `deploy/grafana/aloft-app.json` is imported.
+    pub fn with_grafana(self, grafana: Option<&str>) -> Web {
+        Web {
+            inner: Arc::new(Inner {
+                api: self.inner.api.clone(),
+                key: self.inner.key.clone(),
+                grafana: grafana.map(|g| g.trim_end_matches('/').to_owned()),
+            }),
+        }
+    }
+
+    /// The app's dashboard in the operator's Grafana, when there is one.
+    fn grafana_of(&self, app: &str) -> Option<String> {
+        self.inner
+            .grafana
+            .as_ref()
+            .map(|base| format!("{base}/d/aloft-app/aloft-app?var-app={app}"))
     }
 
     fn client(&self, token: &str) -> aloft_client::Client {

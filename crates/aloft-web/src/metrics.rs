@@ -6,12 +6,12 @@ use std::fmt::Write as _;
 
 use aloft_types::history::{HistoryRange, MetricsHistory};
 use askama::Template;
-use axum::extract::{Path, Query};
+use axum::extract::{Path, Query, State};
 use axum::response::Html;
 use serde::Deserialize;
 
 use crate::view::Chrome;
-use crate::{Signed, WebError};
+use crate::{Signed, Web, WebError};
 
 /// Lines one chart draws (the machines with the highest peaks when there are more).
 const MOST_LINES: usize = 6;
@@ -288,10 +288,13 @@ struct MetricsPage {
     step_seconds: u64,
     points: usize,
     charts: Vec<Chart>,
+    /// The app's dashboard in the operator's Grafana, when one is configured.
+    grafana: Option<String>,
 }
 
 /// `GET /apps/{app}/metrics?range=1h|24h`.
 pub(crate) async fn page(
+    State(web): State<Web>,
     signed: Signed,
     Path(app): Path<String>,
     Query(query): Query<RangeQuery>,
@@ -309,6 +312,7 @@ pub(crate) async fn page(
             step_seconds: history.step_seconds,
             points: history.points.len(),
             charts: charts(&history),
+            grafana: web.grafana_of(&app),
             app,
         }
         .render()?,

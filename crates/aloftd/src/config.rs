@@ -258,6 +258,9 @@ pub struct ApiConfig {
     /// Seconds between steps of the apps' short history (the dashboard's graphs: the last
     /// 360 steps, and a day in minutes), 1 to 60.
     pub history_step_seconds: u64,
+    /// The operator's Grafana (its base URL, `https://grafana.example.com`), with
+    /// `deploy/grafana/aloft-app.json` imported: the dashboard's metrics pages link to it.
+    pub grafana_url: Option<String>,
 }
 
 /// `[database]`.
@@ -350,6 +353,7 @@ impl Default for ApiConfig {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 4280))),
             shutdown_grace_seconds: 30,
             history_step_seconds: 10,
+            grafana_url: None,
         }
     }
 }
@@ -502,6 +506,17 @@ impl Config {
                 ),
             ));
         }
+        if let Some(url) = &self.api.grafana_url {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if !rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/')) {
+                return Err(invalid(
+                    "api.grafana_url",
+                    format!("{url:?} is not an http:// or https:// URL with a host"),
+                ));
+            }
+        }
         if self.agent.reconcile_interval_seconds == 0 {
             return Err(invalid(
                 "agent.reconcile_interval_seconds",
@@ -603,6 +618,13 @@ mod tests {
     }
 
     #[test]
+    fn a_grafana_url_with_a_host_is_taken() {
+        let config: Config =
+            toml::from_str("[api]\ngrafana_url = \"https://grafana.example.com/\"\n").unwrap();
+        config.validate(Path::new("c.toml")).unwrap();
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let error = toml::from_str::<Config>("[api]\nlisten_on = \"x\"\n")
             .unwrap_err()
@@ -640,6 +662,8 @@ mod tests {
                 "[hosts]\ndown_after_seconds = 3601\n",
                 "hosts.down_after_seconds",
             ),
+            ("[api]\ngrafana_url = \"grafana:3000\"\n", "api.grafana_url"),
+            ("[api]\ngrafana_url = \"https://\"\n", "api.grafana_url"),
         ] {
             let config: Config = toml::from_str(text).unwrap();
             let error = config

@@ -645,7 +645,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     let web_key = aloft_web::SessionKey::load_or_create(&config.data_dir.join(WEB_KEY_FILE))
         .context("reading the dashboard's session key")?;
     let router = api_router(
-        aloft_web::Web::new(&url, web_key),
+        aloft_web::Web::new(&url, web_key).with_grafana(config.api.grafana_url.as_deref()),
         &control,
         crate::metrics::Metrics {
             api: api_metrics.clone(),

@@ -35,7 +35,11 @@ async fn streamed(url: &str, path: &str, cookie: &str, within: Duration) -> Stri
 async fn the_dashboard_follows_an_app_in_a_real_browser_and_shows_no_other_organization() {
     let image = aloft_testkit::testapp_image();
     // The apps' short history takes a step a second, not ten: the graphs fill quickly.
-    let platform = Platform::start_with(|config| config.api.history_step_seconds = 1).await;
+    let platform = Platform::start_with(|config| {
+        config.api.history_step_seconds = 1;
+        config.api.grafana_url = Some("http://grafana.test/".to_owned());
+    })
+    .await;
     let p = &platform;
     p.ok(&["auth", "login", "--token", &p.token, "--api-url", &p.url]);
     std::fs::write(
@@ -386,6 +390,14 @@ async fn the_dashboard_follows_an_app_in_a_real_browser_and_shows_no_other_organ
             && shown[2].as_u64() > Some(0),
         "the graphs: {shown}\n{}",
         b.text().await
+    );
+    // The operator's Grafana (`[api] grafana_url`): the app's dashboard there.
+    let grafana = b
+        .eval("return (document.querySelector('#grafana') || {}).href || 'none'")
+        .await;
+    assert_eq!(
+        grafana, "http://grafana.test/d/aloft-app/aloft-app?var-app=dash",
+        "{grafana}"
     );
     b.accessible("metrics").await;
     b.screenshots("metrics").await;

@@ -1166,6 +1166,46 @@ async fn launch_makes_an_app_of_a_directory() {
         written
     );
 
+    // `doctor`: every check passes here; a refused token and an API that is not there
+    // fail it, each saying so.
+    let healthy = p.aloft_in(&dir, &["doctor"]);
+    let said = text(&healthy.stdout);
+    assert!(healthy.status.success(), "{said}{}", text(&healthy.stderr));
+    for line in [
+        "Testing API token... PASSED",
+        "Testing API... PASSED",
+        "Testing config file... PASSED",
+        "Testing app... PASSED (my-site:",
+    ] {
+        assert!(said.contains(line), "{line:?} in:\n{said}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&p.ok(&["doctor", "--json", "-a", "my-site"])).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    let refused = p
+        .command(&dir, &["doctor"])
+        .env("ALOFT_API_TOKEN", "aloft_not_a_token")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(
+        text(&refused.stdout).contains("Testing API... FAILED")
+            && text(&refused.stdout).contains("refuses the token"),
+        "{}",
+        text(&refused.stdout)
+    );
+    let absent = p
+        .command(&dir, &["doctor"])
+        .env("ALOFT_API_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert_eq!(absent.status.code(), Some(3));
+    assert!(
+        text(&absent.stdout).contains("cannot be reached"),
+        "{}",
+        text(&absent.stdout)
+    );
+
     let again = p.aloft_in(&dir, &["launch"]);
     assert!(!again.status.success());
     assert!(

@@ -11,10 +11,12 @@ use crate::machine::MachineConfig;
 use crate::{Duration, Signal};
 
 mod lease;
+mod orgs;
 mod platform;
 mod volumes;
 
 pub use lease::{LeaseData, LeaseResponse};
+pub use orgs::{OrgMachine, OrgMachineConfig, OrgMachinesResponse, OrgVolume, OrgVolumesResponse};
 pub use platform::{
     AssignIpRequest, IpAssignment, IpAssignments, Placements, PlacementsRequest, PlatformHost,
     PlatformHosts, PlatformRegion, PlatformRegions, RegionPlacement,

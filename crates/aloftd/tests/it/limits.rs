@@ -277,8 +277,12 @@ async fn a_running_machine_memory_limit_changes_in_place_until_it_starts_again()
         "the machine's size to apply again after a restart",
         Duration::from_secs(60),
         || async {
+            let started = client
+                .machine(APP, &m.id)
+                .await
+                .is_ok_and(|now| now.state == "started");
             match client.machine_memory(APP, &m.id).await {
-                Ok(memory) if memory.limit_mb == 256 => Some(()),
+                Ok(memory) if started && memory.limit_mb == 256 => Some(()),
                 _ => None,
             }
         },

@@ -36,6 +36,7 @@
 
 mod flygo;
 mod hosts;
+mod org_lists;
 mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
