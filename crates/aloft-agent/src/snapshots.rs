@@ -39,8 +39,52 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// The share of the disk a snapshot must leave free, in percent.
+const KEEP_FREE_PERCENT: u64 = 5;
+
+/// Bytes the files under `dir` take (what their archive needs, headers aside); a missing
+/// directory takes none. Symbolic links are not followed.
+fn size_of_tree(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        let entries = match std::fs::read_dir(&next) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Refuses a snapshot of `needed` bytes on a disk with `free` of `total` bytes left when
+/// it would leave less than [`KEEP_FREE_PERCENT`] of the disk free: a snapshot must never
+/// fill the disk the machines' volumes live on.
+fn room_for(needed: u64, free: u64, total: u64) -> std::io::Result<()> {
+    let keep = total / 100 * KEEP_FREE_PERCENT;
+    if needed.saturating_add(keep) > free {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!(
+                "the snapshot needs {needed} bytes and the host's disk has {free} free, of which {keep} ({KEEP_FREE_PERCENT}% of the disk) stay free"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Writes `volume`'s snapshot; returns its size and `sha256:` digest. A volume no machine
-/// has mounted yet has no files: its snapshot is an empty archive.
+/// has mounted yet has no files: its snapshot is an empty archive. Refused when it would
+/// leave the disk nearly full.
 pub(crate) fn take(
     data_dir: &Path,
     volume: &str,
@@ -50,6 +94,14 @@ pub(crate) fn take(
     let path = archive_path(data_dir, snapshot);
     let dir = path.parent().unwrap_or(data_dir);
     std::fs::create_dir_all(dir)?;
+    let disk = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
+    let unit: u64 = disk.fragment_size();
+    let (available, blocks): (u64, u64) = (disk.blocks_available(), disk.blocks());
+    room_for(
+        size_of_tree(&source)?,
+        available.saturating_mul(unit),
+        blocks.saturating_mul(unit),
+    )?;
     let partial = path.with_extension("tar.partial");
     let file = std::fs::File::create(&partial)?;
     let mut builder = tar::Builder::new(Hashing {
@@ -179,6 +231,24 @@ mod tests {
             "another volume is untouched"
         );
         assert!(restore(data.path(), "vs_one", "vol_c").is_err());
+    }
+
+    #[test]
+    fn a_snapshot_that_would_nearly_fill_the_disk_is_refused() {
+        // 1,000 bytes of disk: 50 stay free.
+        room_for(900, 950, 1000).unwrap();
+        let refused = room_for(901, 950, 1000).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::StorageFull);
+        assert!(refused.to_string().contains("901 bytes"), "{refused}");
+        room_for(0, 0, 0).unwrap();
+
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("tree");
+        std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        std::fs::write(dir.join("a/one"), [0; 10]).unwrap();
+        std::fs::write(dir.join("a/b/two"), [0; 32]).unwrap();
+        assert_eq!(size_of_tree(&dir).unwrap(), 42);
+        assert_eq!(size_of_tree(&data.path().join("none")).unwrap(), 0);
     }
 
     #[test]

@@ -99,6 +99,13 @@ pub(crate) async fn restore(
                 .await?)
         }
         Err(error) => {
+            // What the host may have unpacked goes too (it may not be reachable: then
+            // nothing was unpacked by this attempt).
+            if let Ok(link) = link_of(inner, volume.host_id.as_ref(), "the volume")
+                && let Err(cleanup) = link.delete_volume(&volume.id).await
+            {
+                tracing::warn!(volume = %volume.id, %cleanup, "could not delete a failed restore's files");
+            }
             inner
                 .store
                 .destroy_volume(&volume.app_id, &volume.id)
@@ -108,8 +115,7 @@ pub(crate) async fn restore(
     }
 }
 
-/// The snapshot a new volume is to be restored from: the app's, created, and no bigger
-/// than the volume asked for.
+/// The snapshot a new volume is to be restored from: one of the app's, and created.
 pub(crate) async fn source_of(
     inner: &Inner,
     app: &aloft_store::App,

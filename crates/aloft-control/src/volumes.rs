@@ -208,16 +208,30 @@ async fn create(
         )));
     }
     let retention = check_retention(request.snapshot_retention.unwrap_or(5))?;
+    // A snapshot is kept on its volume's host: its copy is made there, in its region.
+    let kept = match &source {
+        Some(snapshot) => Some(snapshot_host(&inner, snapshot).await?),
+        None => None,
+    };
     let region = request
         .region
+        .filter(|r| !r.is_empty())
+        .or_else(|| kept.as_ref().map(|(_, region)| region.clone()))
         .unwrap_or_else(|| inner.config.default_region.clone());
     let region: RegionCode = region
         .parse()
         .map_err(|e| ApiError::BadRequest(format!("region: {e}")))?;
-    let host = match &source {
-        // A snapshot is kept on its volume's host: its copy is made there.
-        Some(snapshot) => restore_host(&inner, snapshot, region.as_str()).await?,
-        None => {
+    let host = match (&source, kept) {
+        (Some(snapshot), Some((host, kept_in))) => {
+            if kept_in != region.as_str() {
+                return Err(ApiError::BadRequest(format!(
+                    "region is {region}; snapshot {} is kept in {kept_in}, where its copy must be made",
+                    snapshot.id
+                )));
+            }
+            host
+        }
+        _ => {
             crate::machines::place(
                 &inner,
                 region.as_str(),
@@ -252,13 +266,12 @@ async fn create(
     Ok(Json(response(&volume)))
 }
 
-/// The host a volume restored from `snapshot` goes on: the snapshot's, which must be in
-/// `region` and connected.
-async fn restore_host(
+/// The host that keeps `snapshot`, with its region: a volume restored from it is made
+/// there.
+async fn snapshot_host(
     inner: &Inner,
     snapshot: &aloft_store::SnapshotRecord,
-    region: &str,
-) -> Result<aloft_types::HostId, ApiError> {
+) -> Result<(aloft_types::HostId, String), ApiError> {
     let id = &snapshot.id;
     let host = snapshot
         .host_id
@@ -275,13 +288,7 @@ async fn restore_host(
                 "snapshot {id} is kept on host {host}, which is gone"
             ))
         })?;
-    if record.region != region {
-        return Err(ApiError::BadRequest(format!(
-            "region is {region}; snapshot {id} is kept in {}, where its copy must be made",
-            record.region
-        )));
-    }
-    Ok(host)
+    Ok((host, record.region))
 }
 
 #[utoipa::path(get, path = "/v1/apps/{app}/volumes", tag = "volumes", params(("app" = String, Path, description = "The app's name")), responses((status = 200, body = Vec<VolumeResponse>), (status = "4XX", description = "Bad input, missing or invalid token, not found, or a conflict", body = ErrorBody)), operation_id = "Volumes_list")]

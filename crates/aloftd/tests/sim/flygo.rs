@@ -708,6 +708,19 @@ async fn fly_go_calls_succeed_and_their_answers_decode() {
         )
         .await;
     assert_eq!(status, 404, "{unknown}");
+    // Its copy is made where it is kept: another region is refused, saying which.
+    let (status, elsewhere) = raw
+        .call(
+            Method::POST,
+            "/apps/gofly/volumes",
+            Some(json!({"name": "far", "region": "ams", "snapshot_id": snapshot["id"]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{elsewhere}");
+    assert!(
+        elsewhere["error"].as_str().unwrap().contains("kept in sim"),
+        "{elsewhere}"
+    );
     // flaps.ExtendVolume ({size_gb} → {volume, needs_restart}), flaps.DeleteVolume.
     let extended = raw
         .ok(
