@@ -242,6 +242,8 @@ impl AppConfig {
                 extend_threshold_percent: m.auto_extend_size_threshold.unwrap_or(0),
                 add_size_gb: gb(m.auto_extend_size_increment),
                 size_gb_limit: gb(m.auto_extend_size_limit),
+                snapshot_retention: m.snapshot_retention.unwrap_or(0),
+                scheduled_snapshots: m.scheduled_snapshots,
                 ..MachineMount::default()
             })
             .collect();

@@ -129,15 +129,21 @@ pub(crate) async fn volume_for(
     }
 }
 
-/// A volume of the app named `name` in `region` that no machine uses, or a new one of
-/// `size_gb` (1 when 0), on a host of the region.
+/// A volume of the app named as `mount` names it, in `region`, that no machine uses, or a
+/// new one of the mount's `size_gb` (1 when 0) and snapshot settings, on a host of the
+/// region.
 pub(crate) async fn free_or_new(
     inner: &Inner,
     app: &aloft_store::App,
-    name: &str,
+    mount: &aloft_types::machine::MachineMount,
     region: &str,
-    size_gb: u32,
 ) -> Result<VolumeRecord, ApiError> {
+    let (name, size_gb) = (mount.name.as_str(), mount.size_gb);
+    let retention = match mount.snapshot_retention {
+        0 => 5,
+        days => check_retention(i64::from(days))
+            .map_err(|e| ApiError::BadRequest(format!("config.mounts[0].{e}")))?,
+    };
     check_volume_name(name)?;
     if let Some(free) = inner
         .store
@@ -174,8 +180,8 @@ pub(crate) async fn free_or_new(
             host_id: Some(host),
             size_gb,
             encrypted: true,
-            snapshot_retention: 5,
-            auto_backup_enabled: true,
+            snapshot_retention: retention,
+            auto_backup_enabled: mount.scheduled_snapshots.unwrap_or(true),
         })
         .await?;
     tracing::info!(app = %app.name, volume = %volume.id, name, region, size_gb, "created a volume for a mount");

@@ -881,7 +881,7 @@ async fn process_groups_get_their_own_machines_and_mounts_their_volumes() {
     std::fs::write(
         p.home.path().join("fly.toml"),
         "app = \"groups\"\n\n[processes]\nweb = \"/aloft-testapp\"\nworker = \"/aloft-testapp\"\n\n\
-         [[mounts]]\nsource = \"data\"\ndestination = \"/data\"\ninitial_size = \"2gb\"\nprocesses = [\"worker\"]\n\n\
+         [[mounts]]\nsource = \"data\"\ndestination = \"/data\"\ninitial_size = \"2gb\"\nsnapshot_retention = 10\nscheduled_snapshots = false\nprocesses = [\"worker\"]\n\n\
          [http_service]\ninternal_port = 8080\nprocesses = [\"web\"]\n\n[[http_service.checks]]\n\
          interval = \"1s\"\ngrace_period = \"1s\"\ntimeout = \"1s\"\nmethod = \"GET\"\npath = \"/health\"\n",
     )
@@ -917,6 +917,14 @@ async fn process_groups_get_their_own_machines_and_mounts_their_volumes() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["name"], "data");
     assert_eq!(listed[0]["size_gb"], 2, "initial_size: {listed:?}");
+    assert_eq!(
+        (
+            &listed[0]["snapshot_retention"],
+            &listed[0]["auto_backup_enabled"]
+        ),
+        (&serde_json::json!(10), &serde_json::json!(false)),
+        "[mounts] snapshot_retention and scheduled_snapshots: {listed:?}"
+    );
     let worker = &first[2].1;
     assert_eq!(listed[0]["attached_machine_id"], worker.as_str());
 

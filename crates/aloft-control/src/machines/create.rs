@@ -252,7 +252,7 @@ pub(super) async fn mounted_volume(
         {
             Some(current) => current.volume.clone(),
             None if !mount.name.is_empty() => {
-                crate::volumes::free_or_new(inner, app, &mount.name, region, mount.size_gb)
+                crate::volumes::free_or_new(inner, app, mount, region)
                     .await?
                     .id
                     .to_string()

@@ -132,6 +132,14 @@ pub struct MachineMount {
     pub add_size_gb: u32,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub size_gb_limit: u32,
+    /// Aloft's: for the volume a mount by `name` creates, the days its snapshots are kept
+    /// (fly.toml's `[mounts] snapshot_retention`; 0: the default, 5).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub snapshot_retention: u32,
+    /// Aloft's: for the volume a mount by `name` creates, whether it gets a snapshot a day
+    /// (fly.toml's `[mounts] scheduled_snapshots`; absent: yes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_snapshots: Option<bool>,
 }
 
 /// Transport protocol of a service.
