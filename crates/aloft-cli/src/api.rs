@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub(crate) const ALOFT_API_URL: &str = "ALOFT_API_URL";
 /// The API token, overriding what `aloft auth login` saved.
 pub(crate) const ALOFT_API_TOKEN: &str = "ALOFT_API_TOKEN";
+/// A PEM file of the CA to trust for an `https://` API, overriding the one `aloft auth
+/// login` pinned.
+pub(crate) const ALOFT_API_CA: &str = "ALOFT_API_CA";
 /// Where the CLI keeps its settings (default: `$XDG_CONFIG_HOME/aloft` or `~/.config/aloft`).
 pub(crate) const ALOFT_CONFIG_DIR: &str = "ALOFT_CONFIG_DIR";
 /// The API URL when nothing else says: `aloftd server`'s default.
@@ -20,6 +23,27 @@ pub(crate) const DEFAULT_API_URL: &str = "http://127.0.0.1:4280";
 pub(crate) struct Credentials {
     pub(crate) api_url: Option<String>,
     pub(crate) token: Option<String>,
+    /// The platform's CA (PEM), pinned at login for an `https://` API whose certificate
+    /// no public CA signed: then only certificates it issued are trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ca_cert: Option<String>,
+}
+
+impl Credentials {
+    /// Whose certificates an `https://` API may present: `ALOFT_API_CA`'s file, else the
+    /// CA pinned at login, else the public CAs.
+    pub(crate) fn trust(&self) -> anyhow::Result<aloft_client::Trust> {
+        if let Some(path) = std::env::var_os(ALOFT_API_CA) {
+            let pem = std::fs::read_to_string(&path).with_context(|| {
+                format!("reading {ALOFT_API_CA}={}", PathBuf::from(&path).display())
+            })?;
+            return Ok(aloft_client::Trust::Ca(pem));
+        }
+        Ok(match &self.ca_cert {
+            Some(pem) => aloft_client::Trust::Ca(pem.clone()),
+            None => aloft_client::Trust::Public,
+        })
+    }
 }
 
 pub(crate) fn config_dir() -> anyhow::Result<PathBuf> {
@@ -72,14 +96,15 @@ pub(crate) fn client() -> anyhow::Result<Client> {
     let saved = load_credentials()?;
     let url = std::env::var(ALOFT_API_URL)
         .ok()
-        .or(saved.api_url)
+        .or(saved.api_url.clone())
         .unwrap_or_else(|| DEFAULT_API_URL.to_owned());
-    let token = std::env::var(ALOFT_API_TOKEN).ok().or(saved.token);
+    let token = std::env::var(ALOFT_API_TOKEN).ok().or(saved.token.clone());
     let Some(token) = token.filter(|t| !t.trim().is_empty()) else {
         bail!("no API token: run `aloft auth login --token TOKEN` or set {ALOFT_API_TOKEN}");
     };
     check_url(&url)?;
-    Ok(Client::new(&url, token.trim()))
+    let trust = saved.trust()?;
+    Client::with_trust(&url, token.trim(), &trust).context("the API's TLS settings")
 }
 
 /// Refuses an API URL that is not `http://...` or `https://...` with a host.

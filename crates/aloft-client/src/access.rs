@@ -32,7 +32,7 @@ impl Client {
         machine: &str,
     ) -> Result<reqwest::Upgraded, ClientError> {
         // No overall timeout: the tunnel lives as long as the session.
-        let http = reqwest::Client::builder()
+        let http = Client::builder(self.tls.as_deref())
             .http1_only()
             .connect_timeout(Duration::from_secs(10))
             .build()

@@ -8,13 +8,17 @@
 use aloft_types::percent_encode as encode;
 mod access;
 mod data;
+mod deploys;
 mod leases;
 mod memory;
 mod platform;
 pub mod scale;
+pub mod tls;
 
+pub use deploys::{BuildRequest, LogsRequest};
 pub use leases::LEASE_NONCE_HEADER;
 pub use platform::HostAction;
+pub use tls::Trust;
 
 use std::time::Duration;
 
@@ -42,6 +46,14 @@ pub enum ClientError {
         "cannot reach the Aloft API at {url}: {cause}. Is aloftd running there? Set the API's URL with `aloft auth login --api-url URL` or ALOFT_API_URL"
     )]
     Unreachable { url: String, cause: String },
+    /// The API answered over TLS with a certificate this client does not trust.
+    #[error(
+        "refused the Aloft API at {url}: {cause}. If the platform's CA changed, log in again with `aloft auth login --api-url {url} --ca-fingerprint sha256:...` (aloftd prints the fingerprint at its first start)"
+    )]
+    Untrusted { url: String, cause: String },
+    /// The trust setting could not be used (a CA file that is not a certificate).
+    #[error(transparent)]
+    Trust(#[from] tls::TrustError),
     #[error("the API's answer to {what} could not be read")]
     Decode {
         what: String,
@@ -66,6 +78,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// The TLS settings of `https://` APIs (for the SSH tunnel's own connection too).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Longest time any single call may take (exec and wait bring their own, shorter, limits).
@@ -73,77 +87,25 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest time a build may take.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Filters of [`Client::logs`] and [`Client::follow_logs`] (see the API's `LogsQuery`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LogsRequest {
-    pub since: Option<String>,
-    pub until: Option<String>,
-    pub machine: Option<String>,
-    pub region: Option<String>,
-    pub text: Option<String>,
-    pub limit: Option<usize>,
-    pub cursor: Option<String>,
-    pub newest: Option<bool>,
-}
-
-impl LogsRequest {
-    fn query(&self) -> Vec<(&'static str, String)> {
-        let mut query = Vec::new();
-        let fields = [
-            ("since", &self.since),
-            ("until", &self.until),
-            ("machine", &self.machine),
-            ("region", &self.region),
-            ("text", &self.text),
-            ("cursor", &self.cursor),
-        ];
-        for (key, value) in fields {
-            if let Some(value) = value {
-                query.push((key, value.clone()));
-            }
-        }
-        if let Some(limit) = self.limit {
-            query.push(("limit", limit.to_string()));
-        }
-        if let Some(newest) = self.newest {
-            query.push(("newest", newest.to_string()));
-        }
-        query
-    }
-}
-
-/// How to build an image ([`Client::build`]). `Debug` shows secrets' names only.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct BuildRequest {
-    /// The Dockerfile's path inside the context.
-    pub dockerfile: String,
-    /// The stage to build (default: the last).
-    pub target: Option<String>,
-    /// `ARG` values.
-    pub args: std::collections::BTreeMap<String, String>,
-    /// Build secrets by id (`RUN --mount=type=secret,id=ID`); sent in headers, never
-    /// stored.
-    pub secrets: std::collections::BTreeMap<String, String>,
-    /// Run every step again, none from the builder's cache.
-    pub no_cache: bool,
-}
-
-impl std::fmt::Debug for BuildRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BuildRequest")
-            .field("dockerfile", &self.dockerfile)
-            .field("target", &self.target)
-            .field("args", &self.args)
-            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
-            .field("no_cache", &self.no_cache)
-            .finish()
-    }
-}
-
 impl Client {
-    /// `base_url` such as `http://127.0.0.1:4280`.
+    /// `base_url` such as `http://127.0.0.1:4280`; an `https://` API must have a
+    /// certificate from a public CA (see [`Client::with_trust`]).
     pub fn new(base_url: &str, token: &str) -> Client {
-        let http = reqwest::Client::builder()
+        // The public roots with ring's safe protocol versions always make a configuration.
+        Client::with_config(base_url, token, tls::client_config(&Trust::Public).ok())
+    }
+
+    /// A client that trusts `trust`'s certificates for an `https://` API.
+    pub fn with_trust(base_url: &str, token: &str, trust: &Trust) -> Result<Client, ClientError> {
+        Ok(Client::with_config(
+            base_url,
+            token,
+            Some(tls::client_config(trust)?),
+        ))
+    }
+
+    fn with_config(base_url: &str, token: &str, tls: Option<rustls::ClientConfig>) -> Client {
+        let http = Client::builder(tls.as_ref())
             .timeout(REQUEST_TIMEOUT)
             .build()
             .unwrap_or_default();
@@ -151,6 +113,22 @@ impl Client {
             http,
             base: base_url.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
+            tls: tls.map(std::sync::Arc::new),
+        }
+    }
+
+    /// A reqwest builder with `tls` (ring's, which is also installed as the process's
+    /// default: reqwest has no crypto provider of its own here).
+    fn builder(tls: Option<&rustls::ClientConfig>) -> reqwest::ClientBuilder {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the one place that builds the API's clients, with ring installed"
+        )]
+        let builder = reqwest::Client::builder();
+        match tls {
+            Some(tls) => builder.tls_backend_preconfigured(tls.clone()),
+            None => builder,
         }
     }
 
@@ -166,6 +144,12 @@ impl Client {
     }
 
     fn unreachable(&self, error: reqwest::Error) -> ClientError {
+        if let Some(cause) = tls::certificate_problem(&error) {
+            return ClientError::Untrusted {
+                url: self.base.clone(),
+                cause,
+            };
+        }
         let cause = if error.is_timeout() {
             "no answer in time".to_owned()
         } else {
@@ -347,171 +331,6 @@ impl Client {
     }
 
     // Deployments and releases.
-
-    pub async fn create_log_sink(
-        &self,
-        request: &aloft_types::api::CreateLogSinkRequest,
-    ) -> Result<aloft_types::api::LogSinkResponse, ClientError> {
-        self.post("/v1/log_sinks", request).await
-    }
-
-    pub async fn log_sinks(&self) -> Result<Vec<aloft_types::api::LogSinkResponse>, ClientError> {
-        self.get("/v1/log_sinks").await
-    }
-
-    pub async fn remove_log_sink(&self, id: &str) -> Result<(), ClientError> {
-        self.delete(&format!("/v1/log_sinks/{id}")).await
-    }
-
-    /// A page of the app's log lines.
-    pub async fn logs(
-        &self,
-        app: &str,
-        request: &LogsRequest,
-    ) -> Result<aloft_types::api::LogsResponse, ClientError> {
-        let path = format!("/v1/apps/{app}/logs");
-        let response = self
-            .send(self.request(Method::GET, &path).query(&request.query()))
-            .await?;
-        response.json().await.map_err(|source| ClientError::Decode {
-            what: format!("GET {path}"),
-            source,
-        })
-    }
-
-    /// Follows the app's log lines as they are stored (after `request.cursor`, else from
-    /// now), calling `each` with every line until it returns `false` or the server ends
-    /// the stream; returns the server's reason when it gave one (shutting down, the app
-    /// destroyed).
-    pub async fn follow_logs(
-        &self,
-        app: &str,
-        request: &LogsRequest,
-        mut each: impl FnMut(aloft_types::api::LogEntryResponse) -> bool,
-    ) -> Result<Option<aloft_types::api::StreamEnd>, ClientError> {
-        let path = format!("/v1/apps/{app}/logs/stream");
-        let response = self
-            .send(
-                self.request(Method::GET, &path)
-                    .query(&request.query())
-                    .timeout(Duration::from_secs(365 * 86_400)),
-            )
-            .await?;
-        let mut ended = None;
-        self.ndjson_lines(response, |line| match line {
-            aloft_types::api::LogStreamLine::Entry(entry) => Ok(each(entry)),
-            aloft_types::api::LogStreamLine::End(end) => {
-                ended = Some(end);
-                Ok(false)
-            }
-        })
-        .await?;
-        Ok(ended)
-    }
-
-    /// Builds an image from `context` (a tar archive) on the server, calling `output` with
-    /// the builder's output as it comes; returns the built image's id.
-    pub async fn build(
-        &self,
-        app: &str,
-        context: Vec<u8>,
-        options: &BuildRequest,
-        mut output: impl FnMut(&str),
-    ) -> Result<aloft_types::api::BuildEvent, ClientError> {
-        let path = format!("/v1/apps/{app}/builds");
-        let mut query: Vec<(&str, String)> = vec![("dockerfile", options.dockerfile.clone())];
-        if let Some(target) = &options.target {
-            query.push(("target", target.clone()));
-        }
-        if !options.args.is_empty() {
-            query.push((
-                "args",
-                serde_json::to_string(&options.args).unwrap_or_default(),
-            ));
-        }
-        if options.no_cache {
-            query.push(("no_cache", "true".to_owned()));
-        }
-        let mut request = self
-            .request(Method::POST, &path)
-            .query(&query)
-            .header("content-type", "application/x-tar")
-            .timeout(BUILD_TIMEOUT);
-        for (id, value) in &options.secrets {
-            use base64::Engine as _;
-            let encoded = base64::engine::general_purpose::STANDARD.encode(value);
-            request = request.header(
-                aloft_types::api::BUILD_SECRET_HEADER,
-                format!("{id}={encoded}"),
-            );
-        }
-        let response = self.send(request.body(context)).await?;
-        let mut last = None;
-        self.ndjson_lines(response, |event: aloft_types::api::BuildEvent| {
-            if let Some(text) = &event.output {
-                output(text);
-            }
-            if event.image.is_some() || event.error.is_some() {
-                last = Some(event);
-            }
-            Ok(true)
-        })
-        .await?;
-        match last {
-            Some(event) if event.image.is_some() => Ok(event),
-            Some(event) => Err(ClientError::Build(event.error.unwrap_or_default())),
-            None => Err(ClientError::Build(
-                "the build ended without naming an image".to_owned(),
-            )),
-        }
-    }
-
-    /// Starts a server-side deployment of a new release; follow it with [`Client::deployment`].
-    pub async fn deploy(
-        &self,
-        app: &str,
-        request: &aloft_types::api::DeployRequest,
-    ) -> Result<aloft_types::api::DeploymentResponse, ClientError> {
-        self.post(&format!("/v1/apps/{app}/deployments"), request)
-            .await
-    }
-
-    /// Starts a deployment of a new release with release `version`'s image and config.
-    pub async fn rollback(
-        &self,
-        app: &str,
-        version: i64,
-    ) -> Result<aloft_types::api::DeploymentResponse, ClientError> {
-        self.post(
-            &format!("/v1/apps/{app}/releases/{version}/rollback"),
-            &serde_json::json!({}),
-        )
-        .await
-    }
-
-    pub async fn deployment(
-        &self,
-        app: &str,
-        id: &str,
-    ) -> Result<aloft_types::api::DeploymentResponse, ClientError> {
-        self.get(&format!("/v1/apps/{app}/deployments/{id}")).await
-    }
-
-    /// The app's deployments, newest first.
-    pub async fn deployments(
-        &self,
-        app: &str,
-    ) -> Result<Vec<aloft_types::api::DeploymentResponse>, ClientError> {
-        self.get(&format!("/v1/apps/{app}/deployments")).await
-    }
-
-    /// The app's releases, newest first.
-    pub async fn releases(
-        &self,
-        app: &str,
-    ) -> Result<Vec<aloft_types::api::ReleaseResponse>, ClientError> {
-        self.get(&format!("/v1/apps/{app}/releases")).await
-    }
 
     /// The edge's local CA certificate, PEM.
     pub async fn local_ca(&self) -> Result<String, ClientError> {

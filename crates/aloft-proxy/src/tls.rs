@@ -109,6 +109,16 @@ impl LocalCa {
 
     /// A certificate for `names` (wildcards allowed), valid until the end of next year.
     pub fn issue(&self, names: &[String]) -> Result<Arc<CertifiedKey>, TlsError> {
+        self.issue_leaf(names, false)
+    }
+
+    /// As [`LocalCa::issue`], with the CA's own certificate after the leaf in the chain:
+    /// a client that pins the CA by its fingerprint finds it in the handshake.
+    pub fn issue_chained(&self, names: &[String]) -> Result<Arc<CertifiedKey>, TlsError> {
+        self.issue_leaf(names, true)
+    }
+
+    fn issue_leaf(&self, names: &[String], chained: bool) -> Result<Arc<CertifiedKey>, TlsError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(names.to_vec())?;
         params.distinguished_name.push(
@@ -124,10 +134,15 @@ impl LocalCa {
         let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let signing =
             rustls::crypto::ring::sign::any_supported_type(&private).map_err(TlsError::Key)?;
-        Ok(Arc::new(CertifiedKey::new(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            signing,
-        )))
+        let mut chain = vec![CertificateDer::from(cert.der().to_vec())];
+        if chained {
+            use rustls::pki_types::pem::PemObject as _;
+            chain.push(
+                CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+                    .map_err(|e| TlsError::Pem(format!("the CA's certificate: {e}")))?,
+            );
+        }
+        Ok(Arc::new(CertifiedKey::new(chain, signing)))
     }
 }
 

@@ -263,7 +263,7 @@ async fn an_idempotent_request_a_machine_drops_goes_to_another_and_a_post_does_n
     let (silent, taken) = silent_server().await;
     let answering = http1_server().await;
     let (address, stop) = proxy(two_machines(silent, answering)).await;
-    let http = reqwest::Client::builder()
+    let http = aloft_testkit::http_builder()
         .http1_only()
         .pool_max_idle_per_host(0)
         .build()
@@ -499,7 +499,7 @@ async fn replays_are_cached_per_session_and_path_skipped_and_invalidated() {
         ..HttpOptions::default()
     });
     let (address, stop) = proxy(catalog).await;
-    let http = reqwest::Client::new();
+    let http = aloft_testkit::http();
     let asked = || origin_asked.load(std::sync::atomic::Ordering::SeqCst);
     let get = |path: &'static str, headers: &'static [(&'static str, &'static str)]| {
         let mut request = http

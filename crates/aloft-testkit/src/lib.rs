@@ -272,6 +272,46 @@ impl TestNetns {
         Path::new("/run/netns").join(&self.name)
     }
 
+    /// Joins the namespace to this host's network with a veth pair: `host` (an address
+    /// with its prefix, `192.0.2.1/30`) on this host's end, `inside` on the namespace's.
+    /// Deleting the namespace deletes its end and so the pair. Returns the host end's name.
+    /// Panics, changing nothing, when this host already routes either address other than
+    /// by its default route: the test must not take an address of the host's own network.
+    pub fn link_to_host(&self, host: &str, inside: &str) -> String {
+        for address in [host, inside] {
+            let ip = address.split('/').next().unwrap_or(address);
+            let route = Command::new("ip")
+                .args(["-o", "route", "get", ip])
+                .output()
+                .expect("running ip route get");
+            let route = String::from_utf8_lossy(&route.stdout).into_owned();
+            let via_default = Command::new("ip")
+                .args(["-o", "route", "show", "default"])
+                .output()
+                .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+                .unwrap_or_default();
+            let gateway = via_default.split_whitespace().nth(2).unwrap_or("");
+            // Unroutable, or only through the default gateway: nothing of the host's.
+            assert!(
+                route.is_empty()
+                    || (!gateway.is_empty() && route.contains(&format!(" via {gateway} "))),
+                "{ip} is on a network this host already uses ({}): pick another range for the test",
+                route.trim()
+            );
+        }
+        let serial = NETNS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let outer = format!("avh{}x{serial}", std::process::id() % 100_000);
+        let inner = format!("avn{}x{serial}", std::process::id() % 100_000);
+        run_ip(&[
+            "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", &self.name,
+        ]);
+        run_ip(&["addr", "add", host, "dev", &outer]);
+        run_ip(&["link", "set", &outer, "up"]);
+        run_ip(&["-n", &self.name, "addr", "add", inside, "dev", &inner]);
+        run_ip(&["-n", &self.name, "link", "set", &inner, "up"]);
+        outer
+    }
+
     /// Runs a command inside the namespace (`ip netns exec`) and returns its output.
     pub fn exec(&self, command: &[&str]) -> std::process::Output {
         Command::new("ip")
@@ -441,4 +481,23 @@ pub fn checked_service() -> aloft_types::machine::MachineService {
         force_instance_key: None,
         force_instance_description: None,
     }
+}
+
+/// A plain `reqwest` client for tests. reqwest is built without a TLS crypto provider of
+/// its own (Aloft uses ring's), so a client built with `reqwest::Client::new()` panics
+/// unless ring is installed as the process's default first: this does both.
+pub fn http() -> reqwest::Client {
+    http_builder()
+        .build()
+        .unwrap_or_else(|error| panic!("an HTTP client: {error}"))
+}
+
+/// [`http`]'s builder, for a test that sets timeouts or redirects.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the tests' one builder, with ring installed just above"
+    )]
+    reqwest::Client::builder()
 }

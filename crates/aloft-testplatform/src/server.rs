@@ -51,8 +51,18 @@ impl ServerPlatform {
             .unwrap_or_else(|error| panic!("the admin token: {error}"))
             .trim()
             .to_owned();
+        // An API that serves HTTPS has a certificate from the platform's CA.
+        let client = if url.starts_with("https://") {
+            let ca = data.path().join(aloftd::PLATFORM_CA_DIR).join("ca.crt");
+            let pem = std::fs::read_to_string(&ca)
+                .unwrap_or_else(|error| panic!("{}: {error}", ca.display()));
+            Client::with_trust(&url, &token, &aloft_client::Trust::Ca(pem))
+                .unwrap_or_else(|error| panic!("a client of {url}: {error}"))
+        } else {
+            Client::new(&url, &token)
+        };
         ServerPlatform {
-            client: Client::new(&url, &token),
+            client,
             url,
             token,
             data,

@@ -44,6 +44,9 @@ struct Inner {
     /// The operator's Grafana (`[api] grafana_url`), where the metrics page links to the
     /// app's dashboard (`deploy/grafana/aloft-app.json`, uid `aloft-app`).
     grafana: Option<String>,
+    /// The certificate the API's listener serves (DER) when it speaks HTTPS itself: pages
+    /// reach the API trusting exactly it, and cookies are `Secure`.
+    https: Option<Vec<u8>>,
 }
 
 impl Web {
@@ -54,6 +57,7 @@ impl Web {
                 api: api.trim_end_matches('/').to_owned(),
                 key,
                 grafana: None,
+                https: None,
             }),
         }
     }
@@ -66,8 +70,28 @@ impl Web {
                 api: self.inner.api.clone(),
                 key: self.inner.key.clone(),
                 grafana: grafana.map(|g| g.trim_end_matches('/').to_owned()),
+                https: self.inner.https.clone(),
             }),
         }
+    }
+
+    /// The same dashboard on a listener that serves HTTPS with `certificate` (DER): its
+    /// pages call the API trusting exactly that certificate, and its cookies are `Secure`.
+    pub fn over_https(self, certificate: Vec<u8>) -> Web {
+        Web {
+            inner: Arc::new(Inner {
+                api: self.inner.api.clone(),
+                key: self.inner.key.clone(),
+                grafana: self.inner.grafana.clone(),
+                https: Some(certificate),
+            }),
+        }
+    }
+
+    /// Whether the visitor came over HTTPS: to this listener, or through a proxy that
+    /// says so.
+    pub(crate) fn over_https_for(&self, headers: &HeaderMap) -> bool {
+        self.inner.https.is_some() || over_https(headers)
     }
 
     /// The app's dashboard in the operator's Grafana, when there is one.
@@ -79,7 +103,15 @@ impl Web {
     }
 
     fn client(&self, token: &str) -> aloft_client::Client {
-        aloft_client::Client::new(&self.inner.api, token)
+        match &self.inner.https {
+            Some(certificate) => aloft_client::Client::with_trust(
+                &self.inner.api,
+                token,
+                &aloft_client::Trust::Exactly(certificate.clone()),
+            )
+            .unwrap_or_else(|_| aloft_client::Client::new(&self.inner.api, token)),
+            None => aloft_client::Client::new(&self.inner.api, token),
+        }
     }
 
     /// The dashboard's routes, to merge beside the API's.

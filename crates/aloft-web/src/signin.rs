@@ -31,7 +31,7 @@ fn current(web: &Web, headers: &HeaderMap) -> Option<Session> {
 /// The `Set-Cookie` value that carries `session`.
 fn session_cookie(web: &Web, session: &Session, headers: &HeaderMap) -> Option<HeaderValue> {
     let sealed = web.inner.key.seal(session);
-    let secure = if crate::over_https(headers) {
+    let secure = if web.over_https_for(headers) {
         "; Secure"
     } else {
         ""
@@ -44,7 +44,7 @@ fn session_cookie(web: &Web, session: &Session, headers: &HeaderMap) -> Option<H
 
 fn page(web: &Web, headers: &HeaderMap, error: Option<String>, status: StatusCode) -> Response {
     let nonce = session::sign_in_nonce();
-    let secure = if crate::over_https(headers) {
+    let secure = if web.over_https_for(headers) {
         "; Secure"
     } else {
         ""

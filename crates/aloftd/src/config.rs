@@ -1,7 +1,7 @@
 //! `aloftd`'s configuration file (TOML), with documented defaults. Every role reads the
 //! same file; command-line flags override it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -261,6 +261,91 @@ pub struct ApiConfig {
     /// The operator's Grafana (its base URL, `https://grafana.example.com`), with
     /// `deploy/grafana/aloft-app.json` imported: the dashboard's metrics pages link to it.
     pub grafana_url: Option<String>,
+    /// HTTPS: `"auto"` (plain HTTP on a loopback `listen` only, HTTPS anywhere else),
+    /// `"on"`, or `"off"` (plain HTTP anywhere: only behind a proxy that terminates TLS).
+    pub tls: ApiTlsMode,
+    /// A certificate chain (PEM) to serve instead of one from the platform's CA.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Names and addresses clients reach the API at, for the certificate from the
+    /// platform's CA (which always covers the listening address, loopback and the host's
+    /// name); the first is the host of the URL printed at the first start.
+    pub tls_names: Vec<String>,
+}
+
+/// `[api] tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiTlsMode {
+    /// HTTPS unless the API listens on a loopback address.
+    #[default]
+    Auto,
+    /// HTTPS always.
+    On,
+    /// Plain HTTP on any address (only behind a proxy that terminates TLS).
+    Off,
+}
+
+impl ApiConfig {
+    /// Whether the API serves HTTPS.
+    pub fn serves_tls(&self) -> bool {
+        match self.tls {
+            ApiTlsMode::On => true,
+            ApiTlsMode::Off => false,
+            ApiTlsMode::Auto => !self.listen.ip().is_loopback(),
+        }
+    }
+
+    /// Checks the TLS settings: the key that is wrong and why.
+    pub(crate) fn check_tls(&self) -> Result<(), (&'static str, String)> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err((
+                    "api.tls_key",
+                    "api.tls_cert is set: give its private key too".to_owned(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "api.tls_cert",
+                    "api.tls_key is set: give its certificate too".to_owned(),
+                ));
+            }
+            _ => {}
+        }
+        if self.tls == ApiTlsMode::Off && self.tls_cert.is_some() {
+            return Err((
+                "api.tls",
+                "\"off\" with api.tls_cert: a certificate is only used with \"auto\" or \"on\""
+                    .to_owned(),
+            ));
+        }
+        if let Some(name) = self.tls_names.iter().find(|name| !valid_name(name)) {
+            return Err((
+                "api.tls_names",
+                format!("{name:?} is neither a DNS name nor an IP address"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A DNS name (letters, digits, `-`, dots; a leading `*.` allowed) or an IP address.
+pub(crate) fn valid_name(name: &str) -> bool {
+    if name.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 /// `[database]`.
@@ -354,6 +439,10 @@ impl Default for ApiConfig {
             shutdown_grace_seconds: 30,
             history_step_seconds: 10,
             grafana_url: None,
+            tls: ApiTlsMode::Auto,
+            tls_cert: None,
+            tls_key: None,
+            tls_names: Vec::new(),
         }
     }
 }
@@ -516,6 +605,9 @@ impl Config {
                     format!("{url:?} is not an http:// or https:// URL with a host"),
                 ));
             }
+        }
+        if let Err((key, message)) = self.api.check_tls() {
+            return Err(invalid(key, message));
         }
         if self.agent.reconcile_interval_seconds == 0 {
             return Err(invalid(

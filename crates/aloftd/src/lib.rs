@@ -8,6 +8,7 @@
 //!
 //! Exit codes: 0 success, 2 usage error, 78 invalid configuration, 1 any other failure.
 
+mod api_tls;
 pub mod config;
 mod metrics;
 mod server;
@@ -17,7 +18,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use config::Config;
+pub use api_tls::{CA_FINGERPRINT_FILE, PLATFORM_CA_DIR};
+pub use config::{ApiTlsMode, Config};
 pub use server::{
     API_URL_FILE, DNS_ADDR_FILE, HOST_ID_FILE, HTTP_ADDR_FILE, HTTPS_ADDR_FILE, ServerOptions,
     TLS_DIR, run as run_server,

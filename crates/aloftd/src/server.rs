@@ -429,16 +429,35 @@ fn agent_of(
 }
 
 /// Says where the API is; on the first start, with the command that logs in to it.
-fn announce(config: &Config, url: &str, host_id: &HostId, first_token: Option<String>) {
-    tracing::info!(%url, host = %host_id, region = %config.region, "aloftd server is up");
+fn announce(
+    config: &Config,
+    url: &str,
+    tls: Option<&crate::api_tls::ApiTls>,
+    host_id: &HostId,
+    first_token: Option<String>,
+) {
+    let ca = tls.and_then(|tls| tls.ca.as_ref());
+    match ca {
+        Some((_, fingerprint)) => tracing::info!(
+            %url, host = %host_id, region = %config.region, ca = %fingerprint,
+            ca_file = %crate::api_tls::ca_file(&config.data_dir).display(),
+            "aloftd server is up"
+        ),
+        None => {
+            tracing::info!(%url, host = %host_id, region = %config.region, "aloftd server is up")
+        }
+    }
     if let Some(token) = first_token {
+        let pin = ca.map_or(String::new(), |(_, fingerprint)| {
+            format!(" \\\n      --ca-fingerprint {fingerprint}")
+        });
         #[allow(
             clippy::print_stdout,
             reason = "the admin token is shown once, on the first start"
         )]
         {
             println!(
-                "Created organization `{}` and the platform operator's token (also saved to {}). Log in with:\n\n  aloft auth login --token {token} --api-url {url}\n",
+                "Created organization `{}` and the platform operator's token (also saved to {}). Log in with:\n\n  aloft auth login --token {token} --api-url {url}{pin}\n",
                 aloft_control::DEFAULT_ORG,
                 config
                     .data_dir
@@ -447,6 +466,12 @@ fn announce(config: &Config, url: &str, host_id: &HostId, first_token: Option<St
             );
         }
     }
+}
+
+/// The dashboard's session key (sessions outlive a restart).
+fn web_key_of(config: &Config) -> anyhow::Result<aloft_web::SessionKey> {
+    aloft_web::SessionKey::load_or_create(&config.data_dir.join(WEB_KEY_FILE))
+        .context("reading the dashboard's session key")
 }
 
 /// Steps the apps' short history every `seconds` with the edge's counters, until `stop`.
@@ -617,14 +642,33 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     }
     let (edge, proxy) = start_proxy(&config, &control, edge_listeners, ca, &proxy_stop).await?;
 
-    let listener = tokio::net::TcpListener::bind(config.api.listen)
+    let tls = crate::api_tls::setup(&config).context("HTTPS on the API ([api] tls)")?;
+    let tcp = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("listening on {}", config.api.listen))?;
-    let address = listener.local_addr().context("reading the bound address")?;
-    let url = format!("http://{address}");
+    let address = tcp.local_addr().context("reading the bound address")?;
+    let (url, local_url) = match &tls {
+        None => (format!("http://{address}"), format!("http://{address}")),
+        Some(tls) => (
+            format!("https://{}:{}", tls.url_host, address.port()),
+            format!(
+                "https://{}:{}",
+                crate::api_tls::local_host(address),
+                address.port()
+            ),
+        ),
+    };
     std::fs::write(config.data_dir.join(API_URL_FILE), format!("{url}\n"))
         .context("writing the API URL")?;
-    announce(&config, &url, &host_id, first_token);
+    announce(&config, &url, tls.as_ref(), &host_id, first_token);
+    let web = match &tls {
+        None => aloft_web::Web::new(&local_url, web_key_of(&config)?),
+        Some(tls) => {
+            aloft_web::Web::new(&local_url, web_key_of(&config)?).over_https(tls.leaf.clone())
+        }
+    };
+    let listener = crate::api_tls::ApiListener::new(tcp, tls.map(|tls| tls.server))
+        .context("the API's listener")?;
 
     let agent_stop = CancellationToken::new();
     let agent_task = tokio::spawn(agent.run(agent_stop.clone()));
@@ -642,10 +686,8 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     let fast = watch_signals(&stop)?;
 
     let api_metrics = Arc::new(crate::metrics::ApiMetrics::default());
-    let web_key = aloft_web::SessionKey::load_or_create(&config.data_dir.join(WEB_KEY_FILE))
-        .context("reading the dashboard's session key")?;
     let router = api_router(
-        aloft_web::Web::new(&url, web_key).with_grafana(config.api.grafana_url.as_deref()),
+        web.with_grafana(config.api.grafana_url.as_deref()),
         &control,
         crate::metrics::Metrics {
             api: api_metrics.clone(),

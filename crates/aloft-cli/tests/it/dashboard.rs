@@ -14,7 +14,7 @@ const APP: &str = "dash";
 
 /// What the dashboard streams at `path` in `within`, asked with the session `cookie`.
 async fn streamed(url: &str, path: &str, cookie: &str, within: Duration) -> String {
-    let response = reqwest::Client::new()
+    let response = aloft_testkit::http()
         .get(format!("{url}{path}"))
         .header("cookie", format!("aloft_session={cookie}"))
         .send()
@@ -330,7 +330,7 @@ async fn the_dashboard_follows_an_app_in_a_real_browser_and_shows_no_other_organ
             .trim()
             .parse()
             .unwrap();
-    let edge = reqwest::Client::new();
+    let edge = aloft_testkit::http();
     for _ in 0..20 {
         let answer = edge
             .get(format!("http://{http}/"))
@@ -428,7 +428,7 @@ async fn the_dashboard_follows_an_app_in_a_real_browser_and_shows_no_other_organ
     let shown = streamed(&p.url, &machines_path, &owner, Duration::from_secs(2)).await;
     assert!(shown.contains(&id), "the owner's stream: {shown}");
     // The page reads without JavaScript: its first HTML has the machines and the steps.
-    let first_html = reqwest::Client::new()
+    let first_html = aloft_testkit::http()
         .get(format!("{}/apps/{APP}", p.url))
         .header("cookie", format!("aloft_session={owner}"))
         .send()
@@ -490,7 +490,7 @@ async fn the_dashboard_follows_an_app_in_a_real_browser_and_shows_no_other_organ
     b.client.goto(&format!("{}/apps", p.url)).await.unwrap();
     assert_eq!(b.client.current_url().await.unwrap().path(), "/sign-in");
     // A form posted from another site is refused before it does anything.
-    let forged = reqwest::Client::new()
+    let forged = aloft_testkit::http()
         .post(format!("{}/apps/{APP}/secrets", p.url))
         .header("cookie", format!("aloft_session={owner}"))
         .header("origin", "http://evil.example")
@@ -500,7 +500,7 @@ async fn the_dashboard_follows_an_app_in_a_real_browser_and_shows_no_other_organ
         .await
         .unwrap();
     assert_eq!(forged.status(), 403);
-    let forged = reqwest::Client::new()
+    let forged = aloft_testkit::http()
         .post(format!("{}/apps/{APP}/secrets", p.url))
         .header("cookie", format!("aloft_session={owner}"))
         .header("content-type", "application/x-www-form-urlencoded")

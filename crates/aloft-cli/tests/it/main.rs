@@ -11,6 +11,7 @@ mod config;
 mod dashboard;
 mod errors;
 mod guards;
+mod https;
 mod machines;
 mod platform;
 mod regions;

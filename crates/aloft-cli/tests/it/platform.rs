@@ -1113,7 +1113,7 @@ async fn launch_makes_an_app_of_a_directory() {
             std::fs::read_to_string(&opened_file).unwrap(),
             format!("{page}\n")
         );
-        let answer = reqwest::Client::builder()
+        let answer = aloft_testkit::http_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap()
@@ -1360,7 +1360,7 @@ async fn logs_are_shown_searched_and_followed() {
 }
 
 /// Where `aloftd` (the SFTP helper) is: beside the `aloft` binary.
-fn aloftd_binary() -> std::path::PathBuf {
+pub(crate) fn aloftd_binary() -> std::path::PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_aloft")).with_file_name("aloftd");
     assert!(
         path.exists(),
@@ -1372,7 +1372,7 @@ fn aloftd_binary() -> std::path::PathBuf {
 
 /// A machine of `app` running a TCP echo server on port 5432 (busybox `nc`, which logs
 /// `tcp echo: open` and `tcp echo: closed` on stderr).
-fn echo_machine(p: &Platform, app: &str) -> String {
+pub(crate) fn echo_machine(p: &Platform, app: &str) -> String {
     p.ok(&[
         "machine",
         "run",

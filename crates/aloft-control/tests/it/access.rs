@@ -467,7 +467,7 @@ async fn a_held_lease_guards_mutations(api: Api) {
         .await;
     assert_eq!(status, 409, "a second lease is refused while one is held");
 
-    let http = reqwest::Client::new();
+    let http = aloft_testkit::http();
     let with_nonce = |method: Method, url: String| {
         http.request(method, url)
             .bearer_auth(&api.token)

@@ -39,7 +39,7 @@ impl Api {
         token: Option<&str>,
         body: Option<&str>,
     ) -> (u16, String) {
-        let http = reqwest::Client::new();
+        let http = aloft_testkit::http();
         let mut request = http.request(method, format!("{}{path}", self.url));
         if let Some(token) = token {
             request = request.bearer_auth(token);

@@ -179,7 +179,7 @@ async fn only_the_operator_creates_organizations_and_sees_the_platform() {
 
     // The organization's metrics: its org and readonly tokens, not one app's tokens.
     let metrics = |secret: &str| {
-        reqwest::Client::new()
+        aloft_testkit::http()
             .get(format!("{}/v1/orgs/tenant/metrics", platform.url))
             .bearer_auth(secret.to_owned())
             .send()
@@ -188,7 +188,7 @@ async fn only_the_operator_creates_organizations_and_sees_the_platform() {
     assert_eq!(metrics(&readonly.token).await.unwrap().status(), 200);
     // The operator reads every organization's; a tenant never another's (404).
     assert_eq!(metrics(&platform.token).await.unwrap().status(), 200);
-    let personal = reqwest::Client::new()
+    let personal = aloft_testkit::http()
         .get(format!("{}/v1/orgs/personal/metrics", platform.url))
         .bearer_auth(readonly.token.clone())
         .send()

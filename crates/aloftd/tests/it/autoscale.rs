@@ -42,7 +42,7 @@ async fn idle_machines_stop_and_a_request_starts_one_again() {
     let first = serve(client, "sleepy", ECHO, sleepy_service(true)).await;
     let second = serve(client, "sleepy", ECHO, sleepy_service(true)).await;
     let proxy = proxy_address(&host);
-    let http = reqwest::Client::new();
+    let http = aloft_testkit::http();
 
     // Idle: one machine stops per look (excess), then the lone one (idle).
     for machine in [&first.id, &second.id] {
@@ -106,7 +106,7 @@ async fn a_service_without_autostart_stays_stopped_and_says_so() {
         .await
         .unwrap();
     let proxy = proxy_address(&host);
-    let http = reqwest::Client::new();
+    let http = aloft_testkit::http();
     // The catalog reaches the proxy within moments; until then it may still route.
     let response = eventually(
         "a 503 for a stopped app",

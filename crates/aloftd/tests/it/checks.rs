@@ -103,7 +103,7 @@ async fn a_machine_failing_its_check_gets_no_traffic_until_it_passes_again() {
     let proxy = proxy_address(&host);
     // A connection per request: the service counts connections (Fly's default), so a
     // kept-alive connection would stay on one machine.
-    let http = reqwest::Client::builder()
+    let http = aloft_testkit::http_builder()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();

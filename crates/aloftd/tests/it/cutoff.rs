@@ -65,7 +65,7 @@ async fn a_request_to_a_machine_cut_off_mid_answer_goes_to_another_machine() {
     let doomed = start(client, APP, config.clone()).await;
     let other = start(client, APP, config).await;
     let proxy = proxy_address(&host);
-    let http = reqwest::Client::new();
+    let http = aloft_testkit::http();
     let forced = |machine: &str, path: &str| {
         http.get(format!("http://{proxy}{path}"))
             .header("host", format!("{APP}.aloft.localhost"))

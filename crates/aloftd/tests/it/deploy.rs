@@ -162,7 +162,7 @@ impl Load {
         let failed = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
         let first_seen = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
-        let http = reqwest::Client::new();
+        let http = aloft_testkit::http();
         let started = Instant::now();
         let tasks = (0..4)
             .map(|_| {
@@ -315,7 +315,7 @@ impl SlowProbes {
         let tasks = machines
             .iter()
             .map(|machine| {
-                let (stop, machine, http) = (stop.clone(), machine.clone(), reqwest::Client::new());
+                let (stop, machine, http) = (stop.clone(), machine.clone(), aloft_testkit::http());
                 tokio::spawn(async move {
                     let mut probes = Vec::new();
                     while !stop.load(Ordering::SeqCst) {
@@ -473,7 +473,7 @@ async fn bluegreen_under_load(
 }
 
 async fn served_version(proxy: std::net::SocketAddr) -> Option<String> {
-    let body = reqwest::Client::new()
+    let body = aloft_testkit::http()
         .get(format!("http://{proxy}/"))
         .header("host", format!("{APP}.aloft.localhost"))
         .send()

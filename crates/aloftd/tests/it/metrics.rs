@@ -87,7 +87,7 @@ fn prometheus(target: &str, operator: &str, token: &str) -> Prometheus {
 
 /// The result vector of an instant PromQL query, when it has samples.
 async fn query(prometheus: &Prometheus, promql: &str) -> Option<Vec<serde_json::Value>> {
-    let answer: serde_json::Value = reqwest::Client::new()
+    let answer: serde_json::Value = aloft_testkit::http()
         .get(format!("{}/api/v1/query", prometheus.url))
         .query(&[("query", promql)])
         .send()
@@ -200,7 +200,7 @@ async fn prometheus_scrapes_every_role_and_the_apps_metrics_with_the_shipped_con
         .token;
     let prometheus = prometheus(&target, operator.trim(), &readonly);
     let proxy = proxy_address(&host);
-    let http = reqwest::Client::new();
+    let http = aloft_testkit::http();
     let rate = format!("sum(rate(aloft_proxy_requests_total{{app=\"{APP}\"}}[30s]))");
     let requests = eventually(
         "the app's request rate in Prometheus",
@@ -258,7 +258,7 @@ async fn prometheus_scrapes_every_role_and_the_apps_metrics_with_the_shipped_con
     .await;
     assert_eq!(served[0]["metric"]["job"], "aloft-apps", "{served:?}");
     assert_eq!(served[0]["metric"]["region"], "local", "{served:?}");
-    let refused = reqwest::Client::new()
+    let refused = aloft_testkit::http()
         .get(format!("{}/v1/orgs/personal/metrics", client.base_url()))
         .send()
         .await
@@ -268,7 +268,7 @@ async fn prometheus_scrapes_every_role_and_the_apps_metrics_with_the_shipped_con
     // The platform's metrics name every organization's apps: the operator's token only
     // (Prometheus, with it, scraped them above: `up` is 1).
     let platform = |token: Option<String>| {
-        let mut request = reqwest::Client::new().get(format!("{}/metrics", client.base_url()));
+        let mut request = aloft_testkit::http().get(format!("{}/metrics", client.base_url()));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -288,7 +288,7 @@ async fn prometheus_scrapes_every_role_and_the_apps_metrics_with_the_shipped_con
     );
 
     // Every metric the dashboard asks for is a family the scrape announced.
-    let metadata: serde_json::Value = reqwest::Client::new()
+    let metadata: serde_json::Value = aloft_testkit::http()
         .get(format!("{}/api/v1/targets/metadata", prometheus.url))
         .query(&[("match_target", "{job=\"aloft\"}")])
         .send()

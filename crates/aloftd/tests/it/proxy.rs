@@ -150,7 +150,7 @@ async fn requests_reach_the_apps_machines_by_host_with_flys_headers() {
     let first = echo(client, "edge", false).await;
     let second = echo(client, "edge", false).await;
     let proxy = proxy_address(&host);
-    let http = reqwest::Client::builder()
+    let http = aloft_testkit::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -197,7 +197,7 @@ async fn requests_reach_the_apps_machines_by_host_with_flys_headers() {
             .map(str::to_owned)
             .unwrap_or(body)
     };
-    let fresh = reqwest::Client::builder()
+    let fresh = aloft_testkit::http_builder()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
@@ -332,7 +332,7 @@ async fn force_https_redirects_plain_http() {
     client.create_app("secure", None).await.unwrap();
     echo(client, "secure", true).await;
     let proxy = proxy_address(&host);
-    let http = reqwest::Client::builder()
+    let http = aloft_testkit::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -359,7 +359,7 @@ async fn upgraded_connections_become_tunnels_to_the_machine() {
     client.create_app("ws", None).await.unwrap();
     serve(client, "ws", UPGRADE, service(false)).await;
     let proxy = proxy_address(&host);
-    let http = reqwest::Client::new();
+    let http = aloft_testkit::http();
     eventually(
         "the proxy to route to the app",
         Duration::from_secs(30),
@@ -428,7 +428,7 @@ async fn websockets_echo_through_the_proxy() {
     };
     start(client, "wsecho", config).await;
     let proxy = proxy_address(&host);
-    let http = reqwest::Client::new();
+    let http = aloft_testkit::http();
     eventually(
         "the proxy to route to the app",
         Duration::from_secs(30),
@@ -578,7 +578,7 @@ async fn response_rules_and_pristine_apply() {
     });
     serve(client, "shaped", ECHO, service).await;
     let proxy = proxy_address(&host);
-    let http = reqwest::Client::new();
+    let http = aloft_testkit::http();
     let response = eventually("the app to answer", Duration::from_secs(30), || async {
         let response = get(&http, proxy, "shaped.aloft.localhost", "/").await;
         (response.status() == 200).then_some(response)
@@ -612,7 +612,7 @@ async fn sigterm_lets_requests_in_flight_finish() {
     client.create_app("drain", None).await.unwrap();
     let machine = serve(&client, "drain", SLOW, service(false)).await;
     let proxy = proxy_address(&host);
-    let http = reqwest::Client::new();
+    let http = aloft_testkit::http();
     eventually("the app to answer", Duration::from_secs(30), || async {
         let response = get(&http, proxy, "drain.aloft.localhost", "/").await;
         (response.status() == 200).then_some(())
@@ -723,7 +723,7 @@ async fn apps_answer_at_their_own_hostnames_with_issued_or_imported_certificates
     client.create_app("other", None).await.unwrap();
     let machine = echo(client, "branded", false).await;
     let proxy = proxy_address(&host);
-    let http = reqwest::Client::new();
+    let http = aloft_testkit::http();
     let ca = host.data().join(aloftd::TLS_DIR).join("ca.crt");
     let ca = ca.to_str().unwrap();
 

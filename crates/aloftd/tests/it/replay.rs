@@ -56,7 +56,7 @@ async fn replays_reach_other_apps_and_machines_and_fail_back_to_the_origin() {
     let second = serve(client, "origin", ROUTER, service(false)).await;
     let target = serve(client, "target", ECHO, service(false)).await;
     let proxy = proxy_address(&host);
-    let http = reqwest::Client::new();
+    let http = aloft_testkit::http();
     eventually(
         "both apps to be routed",
         Duration::from_secs(30),

@@ -96,7 +96,7 @@ async fn the_seeds_services_redirect_serve_https_and_hold_the_hard_limit() {
     let second = start(client, app, config).await;
     let proxy = proxy_address(&host);
     let host_name = format!("{app}.aloft.localhost");
-    let http = reqwest::Client::builder()
+    let http = aloft_testkit::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(0)
         .build()

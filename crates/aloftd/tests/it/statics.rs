@@ -60,7 +60,7 @@ async fn statics_serve_a_machines_files_and_leave_the_rest_to_the_app() {
     client.create_app("files", None).await.unwrap();
     let machine = start(client, "files", config()).await;
     let proxy = proxy_address(&host);
-    let http = reqwest::Client::new();
+    let http = aloft_testkit::http();
     let from_app = format!("machine={}", machine.id);
     // The app answers first (the route is up), which the files are then told apart from.
     eventually("the app to be routed", Duration::from_secs(30), || async {

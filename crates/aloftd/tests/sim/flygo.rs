@@ -117,7 +117,7 @@ async fn fly_go_calls_succeed_and_their_answers_decode() {
     let platform = SimPlatform::start(1).await;
     let (base, token) = platform.api();
     let raw = Raw {
-        http: reqwest::Client::new(),
+        http: aloft_testkit::http(),
         base,
         token,
     };

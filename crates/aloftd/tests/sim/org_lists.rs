@@ -10,7 +10,7 @@ use aloft_types::machine::MachineConfig;
 use serde_json::Value;
 
 async fn get(base: &str, token: &str, path: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = aloft_testkit::http()
         .get(format!("{base}/v1{path}"))
         .bearer_auth(token)
         .send()
@@ -215,7 +215,7 @@ async fn a_deploy_token_is_for_its_app_alone() {
         client.create_app(app, None).await.unwrap();
     }
     let post = |path: &str, body: Value| {
-        reqwest::Client::new()
+        aloft_testkit::http()
             .post(format!("{base}/v1{path}"))
             .bearer_auth(&token)
             .json(&body)
