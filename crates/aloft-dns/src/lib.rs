@@ -14,12 +14,14 @@
 //! Main types: [`Resolver`], [`Sockets`], [`Zone`].
 
 pub mod answer;
+mod limits;
 mod server;
 pub mod zone;
 
 pub use answer::{Listener, Reply, TTL, Transport, respond};
 pub use server::{
-    DigAnswer, DigError, DigRecord, DnsError, MAX_FORWARDS, MAX_TCP_CLIENTS, Resolver, Sockets,
-    TCP_IDLE_TIMEOUT, UPSTREAM_TIMEOUT, upstream_from_resolv_conf,
+    DigAnswer, DigError, DigRecord, DnsError, MAX_FORWARDS, MAX_FORWARDS_PER_SOURCE,
+    MAX_TCP_CLIENTS, MAX_TCP_CLIENTS_PER_SOURCE, Resolver, Sockets, TCP_IDLE_TIMEOUT,
+    UPSTREAM_TIMEOUT, upstream_from_resolv_conf,
 };
 pub use zone::{Records, Scope, Zone};

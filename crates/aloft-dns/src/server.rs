@@ -24,6 +24,10 @@ pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_FORWARDS: usize = 512;
 /// TCP clients served at once; more wait in the kernel's accept queue.
 pub const MAX_TCP_CLIENTS: usize = 1024;
+/// TCP clients of one source address at once; its next connection is closed at once.
+pub const MAX_TCP_CLIENTS_PER_SOURCE: usize = 16;
+/// Forwarded queries in flight of one source address; beyond it, SERVFAIL at once.
+pub const MAX_FORWARDS_PER_SOURCE: usize = 32;
 /// The largest UDP datagram read.
 const UDP_BUFFER: usize = 4096;
 
@@ -49,6 +53,8 @@ pub struct Resolver {
     /// Forwarded queries in flight; beyond the limit new ones get SERVFAIL at once, so a
     /// slow upstream cannot pile up tasks and sockets.
     forwarding: Arc<tokio::sync::Semaphore>,
+    /// Forwarded queries in flight by source: one machine cannot take the whole pool.
+    forwarding_by_source: Arc<crate::limits::PerSource>,
     /// Queries by (type, how they were handled), and responses by rcode, for metrics.
     queries: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     responses: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
@@ -148,6 +154,7 @@ impl Resolver {
             region: region.into(),
             upstream,
             forwarding: Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS)),
+            forwarding_by_source: crate::limits::PerSource::new(MAX_FORWARDS_PER_SOURCE),
             queries: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             responses: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         })
@@ -208,7 +215,7 @@ impl Resolver {
             Reply::Drop => ("dropped", None),
             Reply::Forward => (
                 "forwarded",
-                match self.forward(query, transport).await {
+                match self.forward(query, source, transport).await {
                     Some(bytes) => Some(bytes),
                     None => match servfail(query) {
                         Reply::Send(bytes) => Some(bytes),
@@ -222,8 +229,12 @@ impl Resolver {
     }
 
     /// Asks each upstream resolver in turn; the first answer with the query's id wins.
-    async fn forward(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    async fn forward(&self, query: &[u8], source: IpAddr, transport: Transport) -> Option<Vec<u8>> {
         let id = query.get(..2)?;
+        let Some(_slot) = self.forwarding_by_source.take(source) else {
+            tracing::debug!(%source, "this source has too many forwarded queries in flight; answering SERVFAIL");
+            return None;
+        };
         let Ok(_permit) = self.forwarding.clone().try_acquire_owned() else {
             tracing::debug!("too many forwarded queries in flight; answering SERVFAIL");
             return None;
@@ -408,6 +419,7 @@ async fn serve_tcp(
     stop: CancellationToken,
 ) {
     let clients = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CLIENTS));
+    let by_source = crate::limits::PerSource::new(MAX_TCP_CLIENTS_PER_SOURCE);
     loop {
         let permit = tokio::select! {
             () = stop.cancelled() => return,
@@ -421,9 +433,15 @@ async fn serve_tcp(
         let Ok((mut stream, peer)) = accepted else {
             continue;
         };
+        // One source holds at most its share of the slots: the next is closed at once.
+        let Some(slot) = by_source.take(peer.ip()) else {
+            tracing::debug!(%peer, "too many DNS-over-TCP clients from this source: closed");
+            continue;
+        };
         let (resolver, stop) = (resolver.clone(), stop.clone());
         tokio::spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             loop {
                 let frame = tokio::select! {
                     () = stop.cancelled() => return,

@@ -310,3 +310,134 @@ async fn dig_asks_as_a_member_of_a_network() {
         "no upstream to forward to"
     );
 }
+
+/// A query for `name` (type A) with `id`, as a machine would send it.
+fn query(id: u16, name: &str) -> Vec<u8> {
+    let mut packet = id.to_be_bytes().to_vec();
+    packet.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        packet.push(u8::try_from(label.len()).unwrap());
+        packet.extend_from_slice(label.as_bytes());
+    }
+    packet.extend_from_slice(&[0, 0, 1, 0, 1]);
+    packet
+}
+
+/// Whether a TCP connection to `server` from `source` gets an answer to a query.
+async fn tcp_answers(stream: &mut tokio::net::TcpStream, id: u16) -> bool {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let packet = query(id, "web.internal");
+    let mut framed = u16::try_from(packet.len()).unwrap().to_be_bytes().to_vec();
+    framed.extend_from_slice(&packet);
+    if stream.write_all(&framed).await.is_err() {
+        return false;
+    }
+    let mut length = [0u8; 2];
+    matches!(
+        tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            stream.read_exact(&mut length)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+async fn connect_from(source: &str, server: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(source.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+#[tokio::test]
+async fn one_source_gets_only_its_share_of_tcp_clients_and_forwarded_queries() {
+    let resolver = Resolver::new("ams", Vec::new());
+    resolver.set_catalog(&catalog(1));
+    let server = start(resolver, Listener::Operator);
+    // One source holds its share of TCP clients; each of them is served.
+    let mut held = Vec::new();
+    for n in 0..aloft_dns::MAX_TCP_CLIENTS_PER_SOURCE {
+        let mut stream = connect_from("127.0.0.1", server.address).await;
+        assert!(
+            tcp_answers(&mut stream, u16::try_from(n).unwrap()).await,
+            "client {n}"
+        );
+        held.push(stream);
+    }
+    // Its next connection is closed unanswered; another source is served meanwhile.
+    let mut refused = connect_from("127.0.0.1", server.address).await;
+    assert!(!tcp_answers(&mut refused, 900).await, "one past the share");
+    let mut other = connect_from("127.0.0.2", server.address).await;
+    assert!(tcp_answers(&mut other, 901).await, "another source");
+    // Its slots come back when its clients leave.
+    held.clear();
+    let mut again = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let mut stream = connect_from("127.0.0.1", server.address).await;
+            if tcp_answers(&mut stream, 902).await {
+                return stream;
+            }
+        }
+    })
+    .await
+    .expect("the source is served again once its clients left");
+    assert!(tcp_answers(&mut again, 903).await);
+
+    // Forwarding: an upstream that receives queries and never answers them.
+    let upstream = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let resolver = Resolver::new("ams", vec![upstream.local_addr().unwrap()]);
+    let server = start(resolver, Listener::Operator);
+    let sender = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let many = aloft_dns::MAX_FORWARDS_PER_SOURCE + 8;
+    for n in 0..many {
+        let id = u16::try_from(n).unwrap();
+        sender
+            .send_to(&query(id, &format!("q{n}.example.com")), server.address)
+            .await
+            .unwrap();
+    }
+    // The ones past the share are answered SERVFAIL at once, before the upstream times out.
+    let mut buffer = vec![0u8; 512];
+    for _ in 0..8 {
+        let (length, _) = tokio::time::timeout(
+            std::time::Duration::from_millis(1500),
+            sender.recv_from(&mut buffer),
+        )
+        .await
+        .expect("SERVFAIL at once")
+        .unwrap();
+        assert_eq!(buffer[3] & 0x0f, 2, "SERVFAIL: {:?}", &buffer[..length]);
+    }
+    // The upstream got exactly the share, and then another source's query.
+    let mut received = std::collections::BTreeSet::new();
+    let mut inbound = vec![0u8; 512];
+    while let Ok(Ok((length, _))) = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        upstream.recv_from(&mut inbound),
+    )
+    .await
+    {
+        received.insert(inbound[..length].to_vec());
+    }
+    assert_eq!(received.len(), aloft_dns::MAX_FORWARDS_PER_SOURCE);
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    stranger
+        .send_to(&query(7777, "other.example.com"), server.address)
+        .await
+        .unwrap();
+    let (length, _) = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        upstream.recv_from(&mut inbound),
+    )
+    .await
+    .expect("another source's query is forwarded")
+    .unwrap();
+    assert_eq!(
+        &inbound[..2],
+        &7777u16.to_be_bytes(),
+        "{:?}",
+        &inbound[..length]
+    );
+}
