@@ -109,6 +109,8 @@ pub struct NetworkSettings {
     pub mtu: u32,
     /// What machines may reach of the host on `fdaa::3` (DNS, SSH).
     pub served: aloft_net::firewall::Served,
+    /// Machines' way to the internet; `None`: 6PN only.
+    pub egress: Option<aloft_net::Egress>,
 }
 
 impl Default for NetworkSettings {
@@ -117,6 +119,7 @@ impl Default for NetworkSettings {
             namespace: None,
             mtu: aloft_net::DEFAULT_MTU,
             served: aloft_net::firewall::Served::default(),
+            egress: None,
         }
     }
 }
@@ -248,6 +251,7 @@ impl<R: Runtime + 'static> Agent<R> {
             host,
             settings.mtu,
             settings.served.clone(),
+            settings.egress.clone(),
         )
         .await?;
         let _ = shared.network.set(network);

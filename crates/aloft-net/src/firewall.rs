@@ -14,11 +14,16 @@
 //!   the host's own connections (the proxy, checks, metrics). The gateway, the bridges'
 //!   link-local addresses and every other service of the host are dropped.
 //!
-//! No IPv4 passes a bridge: machines have none yet.
+//! With [`Egress`] (the default in `aloftd`), machines also reach the world: IPv4 from
+//! their own address only (strict reverse-path check: another machine's address is routed
+//! to another bridge), to anything but [`Egress::denied`] and the machines' block, and
+//! IPv6 to anything outside `fdaa::/16` but the denied networks; both are masqueraded
+//! behind the host's addresses. Without it no IPv4 passes a bridge.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::egress::Egress;
 use crate::{DNS_ADDRESS, NetworkNumber, bridge_name, network_prefix};
 
 /// How long one `nft -f` may take.
@@ -77,9 +82,24 @@ fn ports(ports: &BTreeSet<u16>) -> String {
         .join(", ")
 }
 
+/// The denied networks of one family, as an nft set's elements.
+fn denied(egress: &Egress, v4: bool) -> Option<String> {
+    let networks: Vec<String> = egress
+        .denied
+        .iter()
+        .filter(|cidr| cidr.address.is_ipv4() == v4)
+        .map(ToString::to_string)
+        .collect();
+    (!networks.is_empty()).then(|| networks.join(", "))
+}
+
 /// The whole table for these networks, as an `nft -f` script that replaces any earlier
 /// version atomically. With no networks the script deletes the table.
-pub fn ruleset(networks: &BTreeSet<NetworkNumber>, served: &Served) -> String {
+pub fn ruleset(
+    networks: &BTreeSet<NetworkNumber>,
+    served: &Served,
+    egress: Option<&Egress>,
+) -> String {
     use std::fmt::Write as _;
     // `add table` makes the `delete` valid when the table does not exist yet.
     let mut script = format!("add table {TABLE}\ndelete table {TABLE}\n");
@@ -138,10 +158,45 @@ pub fn ruleset(networks: &BTreeSet<NetworkNumber>, served: &Served) -> String {
             prefix_text(*network)
         );
     }
-    script.push_str("    iifname \"alb*\" meta nfproto ipv4 drop\n");
+    match egress {
+        Some(egress) => {
+            if let Some(v6) = denied(egress, false) {
+                let _ = writeln!(
+                    script,
+                    "    iifname \"alb*\" ip6 daddr != fdaa::/16 ip6 daddr {{ {v6} }} drop"
+                );
+            }
+            let _ = writeln!(
+                script,
+                "    iifname \"alb*\" ip saddr != {block} drop\n    iifname \"alb*\" ip daddr {block} drop",
+                block = egress.ipv4
+            );
+            if let Some(v4) = denied(egress, true) {
+                let _ = writeln!(script, "    iifname \"alb*\" ip daddr {{ {v4} }} drop");
+            }
+        }
+        None => script.push_str("    iifname \"alb*\" meta nfproto ipv4 drop\n"),
+    }
     script.push_str("    oifname \"alb*\" ct state established,related accept\n");
     fenced(&mut script, "oifname");
-    script.push_str("    oifname \"alb*\" meta nfproto ipv4 drop\n  }\n}\n");
+    script.push_str("    oifname \"alb*\" meta nfproto ipv4 drop\n  }\n");
+    if let Some(egress) = egress {
+        // A machine's IPv4 source must route back to the bridge it came from: its own
+        // /32 route does, another machine's leads to that machine's bridge, and any
+        // other address to the host's uplink.
+        script.push_str(
+            "  chain prerouting {\n    type filter hook prerouting priority -150; policy accept;\n    \
+             iifname \"alb*\" meta nfproto ipv4 fib saddr . iif oif missing drop\n  }\n",
+        );
+        let _ = writeln!(
+            script,
+            "  chain postrouting {{\n    type nat hook postrouting priority 100; policy accept;\n    \
+             ip saddr {block} oifname != \"alb*\" masquerade\n    \
+             ip6 saddr fdaa::/16 ip6 daddr != fdaa::/16 oifname != \"alb*\" masquerade\n  }}",
+            block = egress.ipv4
+        );
+    }
+    script.push_str("}\n");
     script
 }
 
@@ -151,8 +206,9 @@ pub async fn apply(
     namespace: Option<&Path>,
     networks: &BTreeSet<NetworkNumber>,
     served: &Served,
+    egress: Option<&Egress>,
 ) -> Result<(), FirewallError> {
-    let script = ruleset(networks, served);
+    let script = ruleset(networks, served, egress);
     let mut command = match namespace {
         Some(path) => {
             let mut command = tokio::process::Command::new("nsenter");
@@ -197,7 +253,7 @@ mod tests {
     #[test]
     fn no_networks_removes_the_table() {
         assert_eq!(
-            ruleset(&BTreeSet::new(), &Served::default()),
+            ruleset(&BTreeSet::new(), &Served::default(), None),
             "add table inet aloft\ndelete table inet aloft\n"
         );
     }
@@ -208,7 +264,7 @@ mod tests {
             NetworkNumber::new(1).unwrap(),
             NetworkNumber::new(0x1_0002).unwrap(),
         ]);
-        let script = ruleset(&networks, &Served::new(53, Some(2222)));
+        let script = ruleset(&networks, &Served::new(53, Some(2222)), None);
         for rule in [
             // Spoofed sources, inside fdaa::/16 or not.
             "iifname \"alb00000001\" ip6 saddr != fdaa:0:1::/48 drop",
@@ -227,5 +283,35 @@ mod tests {
         let host = &script[script.find("chain from_machine").unwrap()..];
         let host = &host[..host.find("}\n").unwrap()];
         assert!(host.trim_end().ends_with("drop"), "{host}");
+    }
+
+    #[test]
+    fn egress_masquerades_checks_sources_and_denies_the_hosts_neighbourhood() {
+        let networks = BTreeSet::from([NetworkNumber::new(1).unwrap()]);
+        let closed = ruleset(&networks, &Served::default(), None);
+        assert!(closed.contains("iifname \"alb*\" meta nfproto ipv4 drop"));
+        assert!(!closed.contains("masquerade"));
+        let egress = Egress::new("172.20.0.0/14".parse().unwrap());
+        let open = ruleset(&networks, &Served::default(), Some(&egress));
+        for rule in [
+            "iifname \"alb*\" ip saddr != 172.20.0.0/14 drop",
+            "iifname \"alb*\" ip daddr 172.20.0.0/14 drop",
+            "169.254.0.0/16",
+            "fib saddr . iif oif missing drop",
+            "ip saddr 172.20.0.0/14 oifname != \"alb*\" masquerade",
+            "ip6 saddr fdaa::/16 ip6 daddr != fdaa::/16 oifname != \"alb*\" masquerade",
+            "ip6 daddr != fdaa::/16 ip6 daddr { ::1/128, fc00::/7",
+        ] {
+            assert!(open.contains(rule), "{rule}\n{open}");
+        }
+        assert!(
+            !open.contains("iifname \"alb*\" meta nfproto ipv4 drop"),
+            "{open}"
+        );
+        // Into a bridge, IPv4 still only answers what a machine started.
+        assert!(
+            open.contains("oifname \"alb*\" meta nfproto ipv4 drop"),
+            "{open}"
+        );
     }
 }

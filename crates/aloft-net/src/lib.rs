@@ -23,6 +23,7 @@
 //! Main types: [`NetworkNumber`], [`HostNumber`], [`MachineNumber`], [`SixPn`],
 //! [`HostNetwork`].
 
+pub mod egress;
 pub mod firewall;
 pub mod netns;
 mod plumbing;
@@ -31,6 +32,7 @@ mod pool;
 use std::fmt;
 use std::net::Ipv6Addr;
 
+pub use egress::{Egress, Ipv4Block};
 pub use plumbing::{
     DEFAULT_MTU, HostNetwork, Link, MACHINE_INTERFACE, PlumbError, bridge_name, veth_name,
 };

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,9 +24,11 @@ use std::time::Instant;
 use futures_util::TryStreamExt as _;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::route::RouteScope;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use tokio::sync::Mutex;
 
+use crate::egress::{Egress, IPV4_GATEWAY};
 use crate::netns::{self, NetnsError};
 use crate::{
     DNS_ADDRESS, HOST_PREFIX_LEN, HostNumber, MACHINE_PREFIX_LEN, MachineNumber, NetworkNumber,
@@ -200,7 +202,24 @@ async fn add_address(
     existing_is_fine(request.execute().await).map_err(netlink(format!("adding {address}")))
 }
 
-async fn has_address(handle: &Handle, index: u32, address: Ipv6Addr) -> Result<bool, PlumbError> {
+/// Adds an IPv4 `address/prefix` to a link, unless it is there already.
+async fn add_address_v4(
+    handle: &Handle,
+    index: u32,
+    address: Ipv4Addr,
+    prefix: u8,
+) -> Result<(), PlumbError> {
+    existing_is_fine(
+        handle
+            .address()
+            .add(index, IpAddr::V4(address), prefix)
+            .execute()
+            .await,
+    )
+    .map_err(netlink(format!("adding {address}")))
+}
+
+async fn has_address(handle: &Handle, index: u32, address: IpAddr) -> Result<bool, PlumbError> {
     let addresses: Vec<_> = handle
         .address()
         .get()
@@ -210,9 +229,9 @@ async fn has_address(handle: &Handle, index: u32, address: Ipv6Addr) -> Result<b
         .await
         .map_err(netlink("listing addresses"))?;
     Ok(addresses.iter().any(|message| {
-        message.attributes.iter().any(|attribute| {
-            matches!(attribute, AddressAttribute::Address(IpAddr::V6(found)) if *found == address)
-        })
+        message.attributes.iter().any(
+            |attribute| matches!(attribute, AddressAttribute::Address(found) if *found == address),
+        )
     }))
 }
 
@@ -235,6 +254,8 @@ pub struct HostNetwork {
     networks: Mutex<BTreeSet<NetworkNumber>>,
     /// What machines may reach of the host on `fdaa::3`.
     served: firewall::Served,
+    /// Machines' way to the internet (IPv4 addresses, masquerading); `None`: none.
+    egress: Option<Egress>,
     /// Attaching (shared) never overlaps pruning (exclusive), which would take a
     /// half-made veth for a leftover.
     work: tokio::sync::RwLock<()>,
@@ -255,9 +276,15 @@ impl HostNetwork {
         host: HostNumber,
         mtu: u32,
         served: firewall::Served,
+        egress: Option<Egress>,
     ) -> Result<HostNetwork, PlumbError> {
-        netns::run_in(namespace.as_deref(), || {
+        let ipv4 = egress.is_some();
+        netns::run_in(namespace.as_deref(), move || {
             write_sysctl("net.ipv6.conf.all.forwarding", "1")?;
+            if ipv4 {
+                // Machines' IPv4 to the world, masqueraded.
+                write_sysctl("net.ipv4.ip_forward", "1")?;
+            }
             // Addresses here are unique by construction: no duplicate detection, whose
             // delay would drop a new machine's first packets.
             write_sysctl("net.ipv6.conf.default.accept_dad", "0")
@@ -284,7 +311,7 @@ impl HostNetwork {
             }
         }
         // The table is rebuilt from what exists: rules of networks that vanished go.
-        firewall::apply(namespace.as_deref(), &networks, &served).await?;
+        firewall::apply(namespace.as_deref(), &networks, &served, egress.as_ref()).await?;
         Ok(HostNetwork {
             namespace,
             host,
@@ -292,6 +319,7 @@ impl HostNetwork {
             handle,
             networks: Mutex::new(networks),
             served,
+            egress,
             work: tokio::sync::RwLock::new(()),
             attaching: Mutex::new(std::collections::HashMap::new()),
             touched: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -312,7 +340,13 @@ impl HostNetwork {
     /// or edited table is back within one.
     pub async fn enforce(&self) -> Result<(), PlumbError> {
         let networks = self.networks.lock().await;
-        firewall::apply(self.namespace(), &networks, &self.served).await?;
+        firewall::apply(
+            self.namespace(),
+            &networks,
+            &self.served,
+            self.egress.as_ref(),
+        )
+        .await?;
         Ok(())
     }
 
@@ -347,11 +381,21 @@ impl HostNetwork {
             HOST_PREFIX_LEN,
         )
         .await?;
+        if self.egress.is_some() {
+            // Every bridge holds the machines' IPv4 gateway (a /32: no subnet is shared).
+            add_address_v4(&self.handle, bridge.index, IPV4_GATEWAY, 32).await?;
+        }
         if !bridge.up {
             set_up(&self.handle, bridge.index, &name).await?;
         }
         if networks.insert(network)
-            && let Err(error) = firewall::apply(self.namespace(), &networks, &self.served).await
+            && let Err(error) = firewall::apply(
+                self.namespace(),
+                &networks,
+                &self.served,
+                self.egress.as_ref(),
+            )
+            .await
         {
             networks.remove(&network);
             return Err(error.into());
@@ -385,8 +429,18 @@ impl HostNetwork {
         ) && outer.controller == Some(bridge)
             && outer.up
             && eth0.up
-            && has_address(&inner, eth0.index, address).await?
+            && has_address(&inner, eth0.index, IpAddr::V6(address)).await?
+            && match &self.egress {
+                Some(egress) => {
+                    let own = egress.ipv4.address_of(machine.machine);
+                    has_address(&inner, eth0.index, IpAddr::V4(own)).await?
+                }
+                None => true,
+            }
         {
+            if let Some(egress) = &self.egress {
+                self.route_ipv4(machine, egress, bridge).await?;
+            }
             return Ok(());
         }
 
@@ -517,7 +571,53 @@ impl HostNetwork {
                 .await,
         )
         .map_err(netlink("adding the default route in the machine"))?;
+        if let Some(egress) = &self.egress {
+            let own = egress.ipv4.address_of(machine.machine);
+            add_address_v4(&inner, inside.index, own, 32).await?;
+            for (destination, length, via) in [
+                (IPV4_GATEWAY, 32, None),
+                (Ipv4Addr::UNSPECIFIED, 0, Some(IPV4_GATEWAY)),
+            ] {
+                let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(destination, length)
+                    .output_interface(inside.index);
+                route = match via {
+                    Some(via) => route.gateway(via),
+                    // On the link: what makes the gateway usable as one.
+                    None => route.scope(RouteScope::Link),
+                };
+                existing_is_fine(inner.route().add(route.build()).execute().await)
+                    .map_err(netlink("adding the machine's IPv4 routes"))?;
+            }
+            self.route_ipv4(machine, egress, bridge).await?;
+        }
         Ok(())
+    }
+
+    /// The host's route to a machine's IPv4 address, through its network's bridge (made
+    /// again if it points elsewhere: the address of a machine long gone whose number
+    /// wrapped onto this one).
+    async fn route_ipv4(
+        &self,
+        machine: SixPn,
+        egress: &Egress,
+        bridge: u32,
+    ) -> Result<(), PlumbError> {
+        let own = egress.ipv4.address_of(machine.machine);
+        self.handle
+            .route()
+            .add(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(own, 32)
+                    .output_interface(bridge)
+                    .scope(RouteScope::Link)
+                    .pref_source(IPV4_GATEWAY)
+                    .build(),
+            )
+            .replace()
+            .execute()
+            .await
+            .map_err(netlink(format!("routing {own} to its bridge")))
     }
 
     fn touch(&self, link: &str) {
@@ -562,7 +662,13 @@ impl HostNetwork {
         let before = installed.len();
         installed.retain(|n| networks.contains(n) || self.touched_since(&bridge_name(*n), as_of));
         if installed.len() != before {
-            firewall::apply(self.namespace(), &installed, &self.served).await?;
+            firewall::apply(
+                self.namespace(),
+                &installed,
+                &self.served,
+                self.egress.as_ref(),
+            )
+            .await?;
         }
         Ok(())
     }

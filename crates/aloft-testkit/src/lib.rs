@@ -312,6 +312,40 @@ impl TestNetns {
         outer
     }
 
+    /// Joins this namespace to `other` with a veth pair: `here` are this end's addresses
+    /// (with prefixes), `there` the other end's; IPv6 ones skip duplicate detection.
+    pub fn link_to(&self, other: &TestNetns, here: &[&str], there: &[&str]) {
+        let serial = NETNS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (a, b) = (
+            format!("avl{}x{serial}", std::process::id() % 100_000),
+            format!("avr{}x{serial}", std::process::id() % 100_000),
+        );
+        run_ip(&[
+            "-n",
+            &self.name,
+            "link",
+            "add",
+            &a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+            "netns",
+            &other.name,
+        ]);
+        for (namespace, link, addresses) in [(&self.name, &a, here), (&other.name, &b, there)] {
+            for address in addresses {
+                let mut args = vec!["-n", namespace, "addr", "add", address, "dev", link];
+                if address.contains(':') {
+                    args.push("nodad");
+                }
+                run_ip(&args);
+            }
+            run_ip(&["-n", namespace, "link", "set", link, "up"]);
+        }
+    }
+
     /// Runs a command inside the namespace (`ip netns exec`) and returns its output.
     pub fn exec(&self, command: &[&str]) -> std::process::Output {
         Command::new("ip")

@@ -231,6 +231,31 @@ pub struct NetworkConfig {
     /// Resolvers for names outside `.internal`; default: the name servers of
     /// `/etc/resolv.conf`.
     pub dns_upstream: Option<Vec<SocketAddr>>,
+    /// Machines reach the internet: an IPv4 address each from `machine_ipv4`, and both
+    /// families masqueraded behind the host's addresses. `false`: 6PN only.
+    pub egress: bool,
+    /// The block machines' IPv4 addresses come from (`a.b.c.d/N`, N from 8 to 24), one
+    /// per machine by its number on the host; it must not be a network the host uses.
+    pub machine_ipv4: String,
+    /// Destinations machines never reach (the host's LAN, link-local and metadata
+    /// addresses...), IPv4 and IPv6 networks in CIDR form.
+    pub egress_denied_networks: Vec<String>,
+}
+
+impl NetworkConfig {
+    /// The agent's egress settings, or `None` when machines have none.
+    pub fn egress(&self) -> Result<Option<aloft_net::Egress>, aloft_net::egress::EgressError> {
+        if !self.egress {
+            return Ok(None);
+        }
+        let mut egress = aloft_net::Egress::new(self.machine_ipv4.parse()?);
+        egress.denied = self
+            .egress_denied_networks
+            .iter()
+            .map(|network| network.parse())
+            .collect::<Result<_, _>>()?;
+        Ok(Some(egress))
+    }
 }
 
 impl Default for NetworkConfig {
@@ -243,6 +268,12 @@ impl Default for NetworkConfig {
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8053))),
             dns_upstream: None,
+            egress: true,
+            machine_ipv4: aloft_net::egress::DEFAULT_MACHINE_IPV4.to_owned(),
+            egress_denied_networks: aloft_net::egress::DEFAULT_DENIED
+                .iter()
+                .map(|network| (*network).to_owned())
+                .collect(),
         }
     }
 }
@@ -635,6 +666,17 @@ impl Config {
         }
         if let Err(error) = self.proxy.region_distances() {
             return Err(invalid("proxy.region_distances", error.to_string()));
+        }
+        if let Err(error) = self.network.machine_ipv4.parse::<aloft_net::Ipv4Block>() {
+            return Err(invalid("network.machine_ipv4", error.to_string()));
+        }
+        if let Some(error) = self
+            .network
+            .egress_denied_networks
+            .iter()
+            .find_map(|network| network.parse::<aloft_net::egress::Cidr>().err())
+        {
+            return Err(invalid("network.egress_denied_networks", error.to_string()));
         }
         if let Err(error) = self.proxy.ipv4_pool.parse::<aloft_net::Ipv4Pool>() {
             return Err(invalid("proxy.ipv4_pool", error.to_string()));

@@ -11,7 +11,6 @@ use aloft_proxy::autoscale::LifecycleError;
 use aloft_runtime::DockerRuntime;
 use aloft_store::Store;
 use aloft_types::HostId;
-use aloft_types::build::BuilderError;
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -363,7 +362,9 @@ fn control_of(config: &Config, host_id: &HostId, parts: &HostParts) -> anyhow::R
         ControlParts {
             dns: Some(parts.resolver.clone()),
             local_ca: Some(parts.ca.cert_pem().to_owned()),
-            builder: Some(Arc::new(EngineBuilder(parts.runtime.clone()))),
+            builder: Some(Arc::new(crate::builder::EngineBuilder(
+                parts.runtime.clone(),
+            ))),
             logs: Some((host_id.clone(), parts.logs.clone())),
             log_retention: LogRetention {
                 default: Some(days(config.logs.max_age_days)),
@@ -408,6 +409,8 @@ fn agent_of(
                     config.network.dns_port,
                     config.agent.ssh_listen.map(|address| address.port()),
                 ),
+                // Checked when the configuration was read.
+                egress: config.network.egress().ok().flatten(),
             }),
             logs: Some(parts.logs.clone()),
             counters,
@@ -759,42 +762,4 @@ fn host_memory_mb() -> i64 {
                 })
         })
         .map_or(0, |kb| kb / 1024)
-}
-
-/// Builds images with the Docker Engine of this host.
-#[derive(Debug)]
-struct EngineBuilder(DockerRuntime);
-
-impl aloft_control::ImageBuilder for EngineBuilder {
-    fn build(
-        &self,
-        context: bytes::Bytes,
-        options: aloft_runtime::BuildOptions,
-    ) -> futures_util::stream::BoxStream<'static, Result<aloft_runtime::BuildProgress, BuilderError>>
-    {
-        use futures_util::StreamExt as _;
-        self.0
-            .build_image(context, &options)
-            .map(|progress| progress.map_err(BuilderError::new))
-            .boxed()
-    }
-
-    fn resolve<'a>(
-        &'a self,
-        image: &'a str,
-    ) -> aloft_control::BoxFuture<'a, Result<Option<String>, BuilderError>> {
-        Box::pin(async move { self.0.image_id(image).await.map_err(BuilderError::new) })
-    }
-
-    fn remove_repository<'a>(
-        &'a self,
-        repository: &'a str,
-    ) -> aloft_control::BoxFuture<'a, Result<usize, BuilderError>> {
-        Box::pin(async move {
-            self.0
-                .remove_repository(repository)
-                .await
-                .map_err(BuilderError::new)
-        })
-    }
 }

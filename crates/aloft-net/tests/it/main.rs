@@ -13,7 +13,9 @@ use aloft_net::{
 };
 use aloft_testkit::TestNetns;
 
-fn machine(network: u64, number: u64) -> SixPn {
+mod egress;
+
+pub(crate) fn machine(network: u64, number: u64) -> SixPn {
     SixPn {
         network: NetworkNumber::new(network).unwrap(),
         host: HostNumber::new(7).unwrap(),
@@ -23,9 +25,15 @@ fn machine(network: u64, number: u64) -> SixPn {
 
 /// The host side of the private network in `host`, as host number 7.
 async fn open(host: &TestNetns, served: Served) -> HostNetwork {
-    HostNetwork::open(Some(host.path()), HostNumber::new(7).unwrap(), 1420, served)
-        .await
-        .unwrap()
+    HostNetwork::open(
+        Some(host.path()),
+        HostNumber::new(7).unwrap(),
+        1420,
+        served,
+        None,
+    )
+    .await
+    .unwrap()
 }
 
 fn reaches(from: &TestNetns, to: std::net::Ipv6Addr) -> bool {

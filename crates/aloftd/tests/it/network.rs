@@ -340,3 +340,133 @@ async fn nothing_stale_is_left_after_a_crash_a_restart_and_destroying_everything
     )
     .await;
 }
+
+/// `python3 -m http.server PORT` (both families) inside `netns`, serving a directory with
+/// `hello.txt`; killed when dropped.
+struct WebServer {
+    process: std::process::Child,
+    /// The served directory, removed after the server.
+    _site: tempfile::TempDir,
+}
+
+impl WebServer {
+    fn start(netns: &aloft_testkit::TestNetns, port: u16) -> WebServer {
+        let site = tempfile::tempdir().unwrap();
+        std::fs::write(site.path().join("hello.txt"), "from the internet\n").unwrap();
+        let child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                netns.name(),
+                "python3",
+                "-m",
+                "http.server",
+            ])
+            .args([&port.to_string(), "--bind", "::", "--directory"])
+            .arg(site.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = WebServer {
+            process: child,
+            _site: site,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = format!("http://127.0.0.1:{port}/hello.txt");
+        while !netns
+            .exec(&["curl", "-sf", "-m", "2", "-o", "/dev/null", &url])
+            .status
+            .success()
+        {
+            assert!(Instant::now() < deadline, "the HTTP server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// A shell line that GETs `/hello.txt` from `address` port 8000 and prints the answer.
+fn get(address: &str) -> String {
+    format!("printf 'GET /hello.txt HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {address} 8000")
+}
+
+#[tokio::test]
+async fn machines_fetch_from_the_internet_and_reach_nothing_of_the_host() {
+    let host = Host::new();
+    // "The internet": a namespace behind the host's uplink, documentation addresses.
+    let internet = aloft_testkit::TestNetns::create("internet");
+    host.netns.link_to(
+        &internet,
+        &["198.51.100.2/24", "2001:db8::2/64"],
+        &["198.51.100.1/24", "2001:db8::1/64"],
+    );
+    for route in [
+        &["ip", "route", "add", "default", "via", "198.51.100.1"][..],
+        &["ip", "-6", "route", "add", "default", "via", "2001:db8::1"][..],
+    ] {
+        assert!(host.netns.exec(route).status.success(), "{route:?}");
+    }
+    let _world = WebServer::start(&internet, 8000);
+    // A service of the host on every address, as aloftd, sshd or PostgreSQL would be.
+    let _hosted = WebServer::start(&host.netns, 8001);
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app("outward", None).await.unwrap();
+    let machine = web(client, "outward", "out").await;
+
+    // Both families out, answers back (so the host masqueraded: the internet has no
+    // route to the machines' addresses).
+    // busybox's wget (static, glibc) crashes in its name service lookups: a raw GET.
+    let fetch = get("198.51.100.1");
+    let address = ok(client, "outward", &machine.id, "ip -4 -o addr show eth0").await;
+    assert!(address.contains("inet 172.2"), "{address}");
+    let got = eventually(
+        "the machine's IPv4 egress",
+        Duration::from_secs(20),
+        || async {
+            let (code, output) = sh(client, "outward", &machine.id, &fetch).await;
+            (code == 0 && output.contains("from the internet")).then_some(output)
+        },
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.0 200"), "{got}");
+    let six = ok(client, "outward", &machine.id, &get("2001:db8::1")).await;
+    assert!(six.contains("from the internet"), "{six}");
+    // Nothing of the host, on any of its addresses, though its service answers there.
+    assert!(
+        host.netns
+            .exec(&[
+                "curl",
+                "-sf",
+                "-m",
+                "2",
+                "-o",
+                "/dev/null",
+                "http://198.51.100.2:8001/hello.txt"
+            ])
+            .status
+            .success()
+    );
+    for address in ["198.51.100.2", "169.254.0.1", "2001:db8::2", "fdaa::3"] {
+        let (_, output) = sh(
+            client,
+            "outward",
+            &machine.id,
+            &get(address).replace(" 8000", " 8001"),
+        )
+        .await;
+        assert!(
+            !output.contains("200 OK"),
+            "{address} from a machine: {output}"
+        );
+    }
+    drop(server);
+}

@@ -1,0 +1,176 @@
+//! Machines reaching the internet, against the real kernel: a namespace plays the host,
+//! another "the internet" (documentation addresses, a small HTTP server), others play
+//! machines.
+
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aloft_net::egress::IPV4_GATEWAY;
+use aloft_net::firewall::Served;
+use aloft_net::{Egress, HostNetwork, HostNumber, Ipv4Block};
+use aloft_testkit::TestNetns;
+
+use crate::machine;
+
+/// `python3 -m http.server` on `port` (both families) in `netns`, serving `dir`; killed
+/// when dropped.
+struct Server(Child);
+
+impl Server {
+    fn start(netns: &TestNetns, port: u16, dir: &std::path::Path) -> Server {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                netns.name(),
+                "python3",
+                "-m",
+                "http.server",
+            ])
+            .args([&port.to_string(), "--bind", "::", "--directory"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        let server = Server(child);
+        // Up once it answers inside its own namespace.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while fetch(netns, &format!("http://127.0.0.1:{port}/")).is_none() {
+            assert!(Instant::now() < deadline, "the HTTP server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What `url` answers from inside `netns` (curl, 2 s), or `None`.
+fn fetch(netns: &TestNetns, url: &str) -> Option<String> {
+    let output = netns.exec(&["curl", "-sfg", "-m", "2", url]);
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Connects from `source` (bound to it) to `to` inside `netns` and reads the answer to
+/// a GET: whether it came.
+fn fetch_from(netns: &TestNetns, source: Ipv4Addr, to: &str, port: u16) -> bool {
+    let script = format!(
+        "import socket\ns=socket.socket()\ns.settimeout(2)\ns.bind(('{source}',0))\n\
+         s.connect(('{to}',{port}))\ns.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n\
+         assert s.recv(100).startswith(b'HTTP/')"
+    );
+    netns.exec(&["python3", "-c", &script]).status.success()
+}
+
+#[tokio::test]
+async fn machines_reach_the_internet_over_both_families_and_nothing_of_the_host() {
+    let host = TestNetns::create("egress-host");
+    let internet = TestNetns::create("egress-world");
+    // The host's uplink, and "the internet" behind it (with a metadata-like address).
+    host.link_to(
+        &internet,
+        &["198.51.100.2/24", "2001:db8::2/64"],
+        &["198.51.100.1/24", "2001:db8::1/64", "169.254.169.254/32"],
+    );
+    for route in [
+        vec!["route", "add", "default", "via", "198.51.100.1"],
+        vec!["-6", "route", "add", "default", "via", "2001:db8::1"],
+        vec!["route", "add", "169.254.169.254/32", "via", "198.51.100.1"],
+    ] {
+        let mut args = vec!["ip"];
+        args.extend(route);
+        let done = host.exec(&args);
+        assert!(done.status.success(), "{args:?}: {:?}", done);
+    }
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("hello.txt"), "from the internet\n").unwrap();
+    let _world = Server::start(&internet, 8000, site.path());
+    // A service of the host's own, on every address (as aloftd, sshd or PostgreSQL).
+    let _hosted = Server::start(&host, 8001, site.path());
+
+    let block: Ipv4Block = "172.20.0.0/14".parse().unwrap();
+    let network = HostNetwork::open(
+        Some(host.path()),
+        HostNumber::new(7).unwrap(),
+        1420,
+        Served::default(),
+        Some(Egress::new(block)),
+    )
+    .await
+    .unwrap();
+    let (a, c) = (TestNetns::create("egress-a"), TestNetns::create("egress-c"));
+    let (ma, mc) = (machine(1, 1), machine(2, 3));
+    network.attach(ma, &a.path()).await.unwrap();
+    network.attach(mc, &c.path()).await.unwrap();
+    // Attaching again changes nothing.
+    network.attach(ma, &a.path()).await.unwrap();
+    let (a4, c4) = (block.address_of(ma.machine), block.address_of(mc.machine));
+    let inside = a.exec(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+    let inside = String::from_utf8_lossy(&inside.stdout).into_owned();
+    assert!(inside.contains(&format!("inet {a4}/32")), "{inside}");
+
+    // The internet, over IPv4 and IPv6: the answers come back, so the host masqueraded
+    // (the internet has no route to 172.20.0.0/14 or fdaa::/16).
+    assert_eq!(
+        fetch(&a, "http://198.51.100.1:8000/hello.txt").as_deref(),
+        Some("from the internet\n")
+    );
+    assert_eq!(
+        fetch(&a, "http://[2001:db8::1]:8000/hello.txt").as_deref(),
+        Some("from the internet\n")
+    );
+    assert!(fetch(&c, "http://198.51.100.1:8000/hello.txt").is_some());
+
+    // Nothing of the host, on any of its addresses, though the service is up there.
+    assert!(fetch(&host, "http://198.51.100.2:8001/").is_some());
+    let gateway6 = aloft_net::gateway(ma.network, ma.host);
+    for url in [
+        "http://198.51.100.2:8001/".to_owned(),
+        format!("http://{IPV4_GATEWAY}:8001/"),
+        "http://[2001:db8::2]:8001/".to_owned(),
+        format!("http://[{gateway6}]:8001/"),
+        "http://[fdaa::3]:8001/".to_owned(),
+    ] {
+        assert_eq!(fetch(&a, &url), None, "{url} from a machine");
+    }
+    // Metadata and link-local addresses are never reached, though the host reaches it.
+    assert!(fetch(&host, "http://169.254.169.254:8000/hello.txt").is_some());
+    assert_eq!(fetch(&a, "http://169.254.169.254:8000/hello.txt"), None);
+
+    // Another organization's machine, by its IPv4 address: the host reaches it, a does not.
+    let _other = Server::start(&c, 8002, site.path());
+    assert!(fetch(&host, &format!("http://{c4}:8002/hello.txt")).is_some());
+    assert_eq!(fetch(&a, &format!("http://{c4}:8002/hello.txt")), None);
+
+    // A machine posing as another: its packets carry c's address and are dropped; with
+    // its own, the same probe goes through.
+    assert!(fetch_from(&a, a4, "198.51.100.1", 8000));
+    let spoof = a.exec(&["ip", "addr", "add", &format!("{c4}/32"), "dev", "eth0"]);
+    assert!(spoof.status.success());
+    assert!(!fetch_from(&a, c4, "198.51.100.1", 8000));
+
+    // Without egress, the same machine reaches nothing outside (the positive control
+    // above shows the probe works).
+    let closed = HostNetwork::open(
+        Some(host.path()),
+        HostNumber::new(7).unwrap(),
+        1420,
+        Served::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    closed.enforce().await.unwrap();
+    assert_eq!(fetch(&a, "http://198.51.100.1:8000/hello.txt"), None);
+    network.close().await.unwrap();
+}
