@@ -109,6 +109,7 @@ async fn create(
             "network {network:?} must be 1 to 63 letters, digits, `-` or `_`"
         )));
     }
+    let quota = crate::quotas::check(&inner, &org, crate::quotas::Ask::App).await?;
     // The network gets its number (its /48 of the private network) with its first app.
     inner.store.network(&org.id, &network).await?;
     let app = inner
@@ -121,6 +122,7 @@ async fn create(
             }
             other => other.into(),
         })?;
+    drop(quota);
     inner.catalog_dirty.notify_one();
     Ok((StatusCode::CREATED, Json(response(&inner, &app).await?)))
 }

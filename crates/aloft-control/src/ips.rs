@@ -76,6 +76,7 @@ async fn allocate_v4(
         None => inner.config.default_region.clone(),
     };
     let pool = inner.config.ipv4_pool;
+    let quota = crate::quotas::check_app(inner, app, crate::quotas::Ask::Ip).await?;
     let record = inner
         .store
         .allocate_ip(
@@ -85,6 +86,7 @@ async fn allocate_v4(
             pool.addresses().map(|a| a.to_string()),
         )
         .await?;
+    drop(quota);
     inner.catalog_dirty.notify_one();
     tracing::info!(app = %app.name, address = %record.address, "allocated an IPv4 address");
     Ok(record)

@@ -34,6 +34,7 @@ mod orgs;
 mod periodic;
 mod placement;
 mod platform;
+mod quotas;
 mod samples;
 mod schedule;
 mod secrets;
@@ -64,6 +65,7 @@ pub use builds::ImageBuilder;
 pub use error::ApiError;
 pub use hosts::AgentGateway;
 pub use machines::PlatformReason;
+pub use quotas::{Quota, Quotas, Usage};
 pub use secrets::{SECRETS_KEY_FILE, SecretsKey};
 
 /// The document's fixed parts; the paths come from the handlers.
@@ -116,6 +118,8 @@ pub struct ControlConfig {
     /// How long a host may go without a heartbeat before it is declared down and its
     /// machines without volumes move to other hosts.
     pub host_down_after: std::time::Duration,
+    /// What each organization may use (apps, CPUs, memory, volume GB, IPs).
+    pub quotas: quotas::Quotas,
 }
 
 /// Where the edge serves apps: `https://<app>.<apps_domain>[:https_port]/`.
@@ -219,6 +223,8 @@ pub(crate) struct Inner {
     /// Cancelled when the server starts draining: streams (log followers) end with a
     /// last line saying so, rather than holding the shutdown up.
     pub(crate) draining: tokio_util::sync::CancellationToken,
+    /// Each organization's lock over a quota check and the change it allows.
+    pub(crate) quota_locks: quotas::Locks,
 }
 
 /// The control plane. Cheap to clone.
@@ -269,6 +275,7 @@ impl Control {
                 tasks: tokio_util::task::TaskTracker::new(),
                 stopping: tokio_util::sync::CancellationToken::new(),
                 draining: tokio_util::sync::CancellationToken::new(),
+                quota_locks: quotas::Locks::default(),
             }),
         }
     }

@@ -165,6 +165,9 @@ pub(crate) async fn free_or_new(
             "volume {name}: size_gb is {size_gb}; a volume is 1 to {MAX_VOLUME_GB} GB"
         )));
     }
+    // The machine's create or update holds the organization's quota lock.
+    let org = inner.store.org(&app.org_id).await?;
+    crate::quotas::fits(inner, &org, crate::quotas::Ask::VolumeGb(size_gb)).await?;
     let host = crate::machines::place(
         inner,
         region,
@@ -214,6 +217,8 @@ async fn create(
         )));
     }
     let retention = check_retention(request.snapshot_retention.unwrap_or(5))?;
+    let quota =
+        crate::quotas::check_app(&inner, &app, crate::quotas::Ask::VolumeGb(size_gb)).await?;
     // A snapshot is kept on its volume's host: its copy is made there, in its region.
     let kept = match &source {
         Some(snapshot) => Some(snapshot_host(&inner, snapshot).await?),
@@ -259,6 +264,7 @@ async fn create(
             auto_backup_enabled: request.auto_backup_enabled.unwrap_or(true),
         })
         .await?;
+    drop(quota);
     let volume = match &source {
         Some(snapshot) => {
             let restoring = inner
@@ -342,10 +348,17 @@ async fn extend(
             volume.size_gb, request.size_gb
         )));
     }
+    let quota = crate::quotas::check_app(
+        &inner,
+        &app,
+        crate::quotas::Ask::VolumeGb(request.size_gb - volume.size_gb),
+    )
+    .await?;
     let volume = inner
         .store
         .extend_volume(&app.id, &volume.id, request.size_gb)
         .await?;
+    drop(quota);
     Ok(Json(ExtendResponse {
         volume: response(&volume),
         needs_restart: false,

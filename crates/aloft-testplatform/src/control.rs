@@ -31,6 +31,8 @@ pub struct ControlOptions {
     pub region: String,
     /// Where the edge serves apps (their URLs, the reserved apps domain); none by default.
     pub edge: Option<aloft_control::EdgeAddress>,
+    /// Organizations' quotas; none (unlimited) by default.
+    pub quotas: Option<aloft_control::Quotas>,
 }
 
 impl ControlOptions {
@@ -42,6 +44,7 @@ impl ControlOptions {
             host: Some(HostId::generate([1; 8])),
             region: "local".to_owned(),
             edge: None,
+            quotas: None,
         }
     }
 }
@@ -59,6 +62,17 @@ pub(crate) fn config(region: &str, dir: &Path) -> ControlConfig {
         machine_caps: aloft_store::MachineCaps::NONE,
         smoke_check: std::time::Duration::from_secs(10),
         host_down_after: std::time::Duration::from_secs(10),
+        // Tests that are not about quotas run with room for anything.
+        quotas: aloft_control::Quotas {
+            default: aloft_control::Quota {
+                apps: i64::MAX,
+                cpus: i64::MAX,
+                memory_mb: i64::MAX,
+                volume_gb: i64::MAX,
+                ips: i64::MAX,
+            },
+            by_org: std::collections::BTreeMap::new(),
+        },
     }
 }
 
@@ -128,9 +142,13 @@ impl ControlApi {
         }
         let control = Control::new(
             store.clone(),
-            ControlConfig {
-                edge: options.edge,
-                ..config(&options.region, dir.path())
+            {
+                let mut config = config(&options.region, dir.path());
+                config.edge = options.edge;
+                if let Some(quotas) = options.quotas {
+                    config.quotas = quotas;
+                }
+                config
             },
             options.parts,
         );

@@ -28,6 +28,7 @@ pub struct Config {
     pub network: NetworkConfig,
     pub proxy: ProxySettings,
     pub logs: LogsSettings,
+    pub quotas: crate::quota_config::QuotaSettings,
     pub limits: LimitsSettings,
     pub deploys: DeploySettings,
     pub hosts: HostSettings,
@@ -454,6 +455,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             proxy: ProxySettings::default(),
             logs: LogsSettings::default(),
+            quotas: crate::quota_config::QuotaSettings::default(),
             limits: LimitsSettings::default(),
             deploys: DeploySettings::default(),
             hosts: HostSettings::default(),
@@ -582,6 +584,13 @@ impl Config {
                 "logs.segment_mb",
                 "a segment is 1 to 1024 MiB".to_owned(),
             ));
+        }
+        if let Err((key, message)) = self.quotas.check() {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: "quotas",
+                message: format!("{key}: {message}"),
+            });
         }
         if self.limits.machines_per_app == 0 {
             return Err(invalid(

@@ -12,6 +12,7 @@ mod api_tls;
 mod builder;
 pub mod config;
 mod metrics;
+pub mod quota_config;
 mod server;
 
 use std::path::PathBuf;

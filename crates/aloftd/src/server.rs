@@ -356,6 +356,7 @@ fn control_of(config: &Config, host_id: &HostId, parts: &HostParts) -> anyhow::R
                 https_port: parts.edge_listeners.public_https_port,
             }),
             machine_caps: config.limits.machine_caps(),
+            quotas: config.quotas.quotas(),
             smoke_check: std::time::Duration::from_secs(config.deploys.smoke_check_seconds),
             host_down_after: std::time::Duration::from_secs(config.hosts.down_after_seconds),
         },

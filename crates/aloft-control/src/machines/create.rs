@@ -132,6 +132,16 @@ pub(crate) async fn create_machine_as(
         )));
     }
     let mut config = request.config;
+    // Held until the machine is stored: another request of the organization waits.
+    let quota = crate::quotas::check_app(
+        inner,
+        app,
+        crate::quotas::Ask::Machine {
+            guest: config.guest.as_ref(),
+            replacing: None,
+        },
+    )
+    .await?;
     let volume = mounted_volume(inner, app, &mut config, region.as_str(), None).await?;
     ensure_fits(inner, config.guest.as_ref(), Some(region.as_str())).await?;
     let host = match volume.as_ref().and_then(|v| v.host_id.clone()) {
@@ -187,6 +197,7 @@ pub(crate) async fn create_machine_as(
             }
             other => other.into(),
         })?;
+    drop(quota);
     if let Some(volume) = &volume {
         inner
             .store

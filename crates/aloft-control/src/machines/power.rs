@@ -75,6 +75,16 @@ pub(crate) async fn update_machine(
     skip_launch: bool,
     expected: Option<i64>,
 ) -> Result<MachineRecord, ApiError> {
+    // A bigger size counts against the organization's quota (the old one is given back).
+    let quota = crate::quotas::check_app(
+        inner,
+        app,
+        crate::quotas::Ask::Machine {
+            guest: config.guest.as_ref(),
+            replacing: Some(machine.config.guest.as_ref()),
+        },
+    )
+    .await?;
     mounted_volume(inner, app, &mut config, &machine.region, Some(machine)).await?;
     config
         .metadata
@@ -84,6 +94,7 @@ pub(crate) async fn update_machine(
         .store
         .update_machine_config(&app.id, &machine.id, &config, expected)
         .await?;
+    drop(quota);
     inner
         .store
         .set_desired(

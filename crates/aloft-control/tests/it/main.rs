@@ -12,6 +12,7 @@ mod access;
 mod bodies;
 mod logs;
 mod openapi;
+mod quotas;
 mod security;
 mod ssh;
 
