@@ -8,6 +8,7 @@
     reason = "a developer tool that reports progress"
 )]
 
+mod api_fuzz;
 mod demo;
 mod layout;
 mod tools;
@@ -52,12 +53,13 @@ enum Task {
     /// Regenerate the checked-in OpenAPI document (openapi/aloft.json) from the code.
     Openapi,
     /// Run a long campaign whose short version `test` runs: `deploys` (random deploys,
-    /// crashes and restarts against the simulated runtime) or `agents` (random desired
-    /// states, crashes and agent restarts, in virtual time).
+    /// crashes and restarts against the simulated runtime), `agents` (random desired
+    /// states, crashes and agent restarts, in virtual time) or `api` (schemathesis over
+    /// every operation of the API, `--cases` seconds per pass).
     Soak {
-        /// The campaign: `deploys` or `agents`.
+        /// The campaign: `deploys`, `agents` or `api`.
         name: String,
-        /// How many random sequences to run.
+        /// How many random sequences to run (for `api`: seconds per pass).
         #[arg(long, default_value_t = 200)]
         cases: u32,
     },
@@ -261,6 +263,10 @@ fn test(root: &Path) -> Result<()> {
         .env("INSTA_UPDATE", "no")
         .env_remove("INSTA_FORCE_PASS"))?;
 
+    section("The API fuzzed from its OpenAPI document (schemathesis)");
+    let requests = api_fuzz::fuzz(root, API_FUZZ_SECONDS)?;
+    eprintln!("{requests} requests: no server error, every answer as the document says");
+
     section("Docs and fuzz targets (built beside the tests)");
     let printed = beside
         .join()
@@ -366,8 +372,18 @@ fn fuzz(target: &str, seconds: u64) -> Result<()> {
         .env("RUSTC_BOOTSTRAP", "1"))
 }
 
+/// Seconds of each schemathesis pass in `cargo xtask test` (`soak api` takes longer).
+const API_FUZZ_SECONDS: u64 = 20;
+
 fn soak(name: &str, cases: u32) -> Result<()> {
     match name {
+        "api" => {
+            let root = workspace_root()?;
+            run(cargo().args(["build", "--package", "aloftd", "--quiet"]))?;
+            let requests = api_fuzz::fuzz(&root, u64::from(cases))?;
+            eprintln!("{requests} requests: no server error, every answer as the document says");
+            Ok(())
+        }
         "deploys" => run(cargo()
             .args([
                 "test",
@@ -395,7 +411,9 @@ fn soak(name: &str, cases: u32) -> Result<()> {
             ])
             .env("ALOFT_AGENT_CASES", cases.to_string())
             .env("ALOFT_SIM_RANDOM", "1")),
-        other => bail!("unknown soak campaign {other:?}; the campaigns are: deploys, agents"),
+        other => {
+            bail!("unknown soak campaign {other:?}; the campaigns are: deploys, agents, api")
+        }
     }
 }
 

@@ -93,3 +93,46 @@ mod bytes_body {
         Ok(bytes.to_vec())
     }
 }
+
+/// Every client error of the API in its JSON shape (`{"error": "..."}`), as the OpenAPI
+/// document says: axum's own rejections (a path or query parameter that does not parse,
+/// say) are plain text, so they are rewrapped here with their message.
+pub(crate) async fn json_rejections(
+    response: axum::response::Response,
+) -> axum::response::Response {
+    use axum::http::header::CONTENT_TYPE;
+    use axum::response::IntoResponse as _;
+    let plain = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|kind| kind.as_bytes().starts_with(b"text/plain"));
+    if !(response.status().is_client_error() && plain) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let error = if text.is_empty() {
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("bad request")
+            .to_owned()
+    } else {
+        text
+    };
+    let mut json = (
+        parts.status,
+        axum::Json(aloft_types::api::ErrorBody { error }),
+    )
+        .into_response();
+    // What else the rejection said (an `Allow` list, say) stays.
+    for (name, value) in &parts.headers {
+        if name != CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            json.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    json
+}

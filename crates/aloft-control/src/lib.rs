@@ -372,7 +372,9 @@ impl Control {
         ROUTES
             .get_or_init(|| {
                 let (router, _) = Self::api().split_for_parts();
-                router.fallback(|| async { ApiError::not_found("route") })
+                router
+                    .fallback(|| async { ApiError::not_found("route") })
+                    .layer(axum::middleware::map_response(json::json_rejections))
             })
             .clone()
             .with_state(self.inner.clone())

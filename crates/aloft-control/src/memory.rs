@@ -74,7 +74,7 @@ async fn set(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/memory/reclaim", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 422, description = "Refused: a container has no balloon; its unused memory is already the host's", body = ErrorBody)), operation_id = "Machines_reclaim_memory")]
+#[utoipa::path(post, path = "/v1/apps/{app}/machines/{id}/memory/reclaim", tag = "machines", params(("app" = String, Path, description = "The app's name"), ("id" = String, Path, description = "The machine's id")), responses((status = 422, description = "Refused: a container has no balloon; its unused memory is already the host's", body = ErrorBody), (status = "4XX", description = "Missing or invalid token, or no such app or machine", body = ErrorBody)), operation_id = "Machines_reclaim_memory")]
 async fn reclaim(
     State(inner): State<Arc<Inner>>,
     principal: Principal,

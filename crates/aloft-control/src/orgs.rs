@@ -179,6 +179,25 @@ async fn delete_org(
 ) -> Result<StatusCode, ApiError> {
     let org = own_org(&inner, &principal, &slug).await?;
     require_org_token(&principal, "deleting an organization")?;
+    // Deleting it would delete the platform's operator tokens with it: nobody could
+    // create organizations or see the hosts again.
+    if inner
+        .store
+        .list_tokens(&org.id)
+        .await?
+        .iter()
+        .any(|token| token.kind == TokenKind::Operator && token.revoked_at.is_none())
+    {
+        return Err(ApiError::Conflict(format!(
+            "organization {slug} holds the platform operator's tokens; it cannot be deleted"
+        )));
+    }
+    let apps = inner.store.list_apps(&org.id).await?.len();
+    if apps > 0 {
+        return Err(ApiError::Conflict(format!(
+            "organization {slug} still has {apps} app(s): delete them first (`aloft apps destroy`), so their machines and volumes go too"
+        )));
+    }
     inner.store.delete_org(&org.id).await?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -340,6 +359,17 @@ async fn revoke_token(
     let id: TokenId = id
         .parse()
         .map_err(|_| ApiError::not_found(format!("token {id}")))?;
+    // The platform's last operator token stays: without it nobody could administer it.
+    let tokens = inner.store.list_tokens(principal.org_id()).await?;
+    let operators: Vec<_> = tokens
+        .iter()
+        .filter(|token| token.kind == TokenKind::Operator && token.revoked_at.is_none())
+        .collect();
+    if operators.len() == 1 && operators.iter().any(|token| token.id == id) {
+        return Err(ApiError::Conflict(format!(
+            "token {id} is the platform's last operator token; create another operator token first"
+        )));
+    }
     inner.store.revoke_token(principal.org_id(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

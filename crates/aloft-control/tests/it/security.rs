@@ -213,3 +213,80 @@ async fn only_the_operator_creates_organizations_and_sees_the_platform() {
     }
     platform.stop().await;
 }
+
+/// Nobody locks the platform out: the operator's organization cannot be deleted (its
+/// tokens would go with it), nor the last operator token revoked; an organization with
+/// apps is not deleted under them. Each refusal beside the same call that goes through
+/// once the reason is gone.
+#[tokio::test]
+async fn the_operator_cannot_be_locked_out_and_apps_are_not_orphaned() {
+    let platform = ControlApi::start(ControlOptions::new(Backend::Sqlite)).await;
+    let operator = &platform.client;
+    let refused = operator.delete_org("personal").await.unwrap_err();
+    assert_eq!(refused.status(), Some(409), "{refused}");
+    assert!(refused.to_string().contains("operator"), "{refused}");
+    let own = operator.current_token().await.unwrap();
+    let refused = operator.revoke_token(&own.id).await.unwrap_err();
+    assert_eq!(refused.status(), Some(409), "{refused}");
+    assert!(
+        refused.to_string().contains("last operator token"),
+        "{refused}"
+    );
+    // With a second operator token, the first may go.
+    let second = operator
+        .create_token(&aloft_types::api::CreateTokenRequest {
+            kind: "operator".to_owned(),
+            app: None,
+            name: Some("second".to_owned()),
+            expiry: None,
+        })
+        .await
+        .unwrap();
+    operator.revoke_token(&own.id).await.unwrap();
+    let operator = Client::new(&platform.url, &second.token);
+    assert_eq!(operator.current_token().await.unwrap().kind, "operator");
+
+    // A tenant with an app: refused until the app is gone.
+    let tenant = operator.create_org("tenant", None).await.unwrap();
+    let tenant = Client::new(&platform.url, &tenant.token);
+    tenant.create_app("web", None).await.unwrap();
+    let refused = tenant.delete_org("tenant").await.unwrap_err();
+    assert_eq!(refused.status(), Some(409), "{refused}");
+    assert!(refused.to_string().contains("1 app"), "{refused}");
+    tenant.delete_app("web").await.unwrap();
+    tenant.delete_org("tenant").await.unwrap();
+    platform.stop().await;
+}
+
+/// A path parameter that does not parse (a release number past i64) is a 400 in the
+/// API's JSON shape, as the OpenAPI document says, not axum's plain text.
+#[tokio::test]
+async fn rejections_of_the_framework_are_json_too() {
+    let platform = ControlApi::start(ControlOptions::new(Backend::Sqlite)).await;
+    platform.client.create_app("web", None).await.unwrap();
+    let answer = aloft_testkit::http()
+        .post(format!(
+            "{}/v1/apps/web/releases/9223372036854775808/rollback",
+            platform.url
+        ))
+        .bearer_auth(platform.token.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    assert!(
+        answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("9223372036854775808"),
+        "{body}"
+    );
+    platform.stop().await;
+}
