@@ -221,13 +221,12 @@ pub(crate) fn fuzz(root: &Path, seconds: u64) -> Result<u64> {
             eprintln!("{text}{}", String::from_utf8_lossy(&output.stderr));
             bail!("schemathesis found failures ({pass}): see above");
         }
-        let summary = text
-            .lines()
-            .rfind(|line| line.contains("generated") || line.contains(" in "))
-            .unwrap_or("")
-            .trim()
-            .to_owned();
-        eprintln!("  {summary}");
+        // "Tested: 88" (operations), "N generated, N passed" (requests), the verdict.
+        for line in text.lines().filter(|line| {
+            line.contains("Tested:") || line.contains(" generated,") || line.starts_with("===")
+        }) {
+            eprintln!("  {}", line.trim());
+        }
     }
     Ok(requests)
 }
