@@ -49,6 +49,17 @@ pub(crate) fn machine_dir(data_dir: &Path, machine: &MachineId) -> PathBuf {
     data_dir.join("machines").join(machine.as_str())
 }
 
+/// Sets `path`'s permission bits to `mode`, whatever the umask made them.
+fn private(path: &Path, mode: u32) -> Result<(), SpecError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        SpecError::Write {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
 /// A machine's `/etc/resolv.conf`: `fdaa::3`, unless its config names other servers.
 pub(crate) fn resolv_conf(dns: Option<&DnsConfig>) -> String {
     let mut text = String::new();
@@ -161,11 +172,17 @@ pub fn container_spec(
             path: files_dir.clone(),
             source,
         })?;
+        // Only the machine reads its files (secrets among them): nobody else on the host.
+        for dir in [files_dir.parent().unwrap_or(&files_dir), &files_dir] {
+            private(dir, 0o700)?;
+        }
         let path = files_dir.join(index.to_string());
         std::fs::write(&path, content).map_err(|source| SpecError::Write {
             path: path.clone(),
             source,
         })?;
+        // Its mode in the machine: the config's (`chmod`'s bits), else 0644.
+        private(&path, file.mode.map_or(0o644, |mode| mode & 0o7777))?;
         mounts.push(BindMount {
             source: path,
             target: file.guest_path.clone(),

@@ -605,6 +605,12 @@ impl Running {
 pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    // Keys, tokens, state, volumes and machines' files: the host's root only.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (0700)", config.data_dir.display()))?;
+    }
     let host_id = host_id(&config.data_dir)?;
     let parts = HostParts::open(&config).await?;
     let control = control_of(&config, &host_id, &parts)?;

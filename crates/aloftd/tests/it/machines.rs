@@ -546,3 +546,70 @@ async fn a_scheduled_machine_runs_at_once_then_rests_and_a_bad_schedule_is_refus
         "{refused}"
     );
 }
+
+/// `[[files]]`: a raw file and a secret's, at their guest paths with the config's modes
+/// (0644 without one), and on the host only the root reads them: the data directory and
+/// the machine's files are 0700.
+#[tokio::test]
+async fn files_land_with_their_modes_and_stay_private_on_the_host() {
+    use base64::Engine as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let host = Host::new();
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app("filed", None).await.unwrap();
+    let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    client
+        .update_secrets(
+            "filed",
+            std::collections::BTreeMap::from([("KEY".to_owned(), Some(encode("secret key\n")))]),
+        )
+        .await
+        .unwrap();
+    let mut request = request("files", "while true; do sleep 1; done", None);
+    request.config.files = vec![
+        aloft_types::machine::MachineFile {
+            guest_path: "/etc/app/plain.conf".to_owned(),
+            raw_value: Some(encode("plain\n")),
+            secret_name: None,
+            image_config: None,
+            mode: None,
+        },
+        aloft_types::machine::MachineFile {
+            guest_path: "/etc/app/key.pem".to_owned(),
+            raw_value: None,
+            secret_name: Some("KEY".to_owned()),
+            image_config: None,
+            mode: Some(0o440),
+        },
+    ];
+    let machine = client.create_machine("filed", &request).await.unwrap();
+    client
+        .wait("filed", &machine.id, MachineState::Started, 60)
+        .await
+        .unwrap();
+    let shown = client
+        .exec(
+            "filed",
+            &machine.id,
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "cat /etc/app/plain.conf /etc/app/key.pem; stat -c %a /etc/app/plain.conf /etc/app/key.pem".into(),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown.stdout, "plain\nsecret key\n644\n440\n", "{shown:?}");
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&host.data()), 0o700);
+    let files = host.data().join("machines").join(&machine.id).join("files");
+    assert_eq!(mode(&files), 0o700);
+}
