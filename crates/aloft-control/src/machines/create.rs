@@ -132,6 +132,8 @@ pub(crate) async fn create_machine_as(
         )));
     }
     let mut config = request.config;
+    // A size no host can hold is refused as such, before any quota is counted.
+    ensure_fits(inner, config.guest.as_ref(), Some(region.as_str())).await?;
     // Held until the machine is stored: another request of the organization waits.
     let quota = crate::quotas::check_app(
         inner,
@@ -143,7 +145,6 @@ pub(crate) async fn create_machine_as(
     )
     .await?;
     let volume = mounted_volume(inner, app, &mut config, region.as_str(), None).await?;
-    ensure_fits(inner, config.guest.as_ref(), Some(region.as_str())).await?;
     let host = match volume.as_ref().and_then(|v| v.host_id.clone()) {
         // A machine that mounts a volume runs where the volume is.
         Some(host) => host,
