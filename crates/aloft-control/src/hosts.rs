@@ -47,6 +47,7 @@ fn contract(error: ApiError) -> ControlError {
         | ApiError::Conflict(why)
         | ApiError::PreconditionFailed(why)
         | ApiError::Unprocessable(why)
+        | ApiError::TooLarge(why)
         | ApiError::Forbidden(why)
         | ApiError::Unauthorized(why) => ControlError::Refused(why),
         ApiError::Timeout(why) | ApiError::Unavailable(why) => ControlError::Unavailable(why),

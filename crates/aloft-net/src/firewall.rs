@@ -83,7 +83,7 @@ fn ports(ports: &BTreeSet<u16>) -> String {
 }
 
 /// The denied networks of one family, as an nft set's elements.
-fn denied(egress: &Egress, v4: bool) -> Option<String> {
+pub(crate) fn denied(egress: &Egress, v4: bool) -> Option<String> {
     let networks: Vec<String> = egress
         .denied
         .iter()
@@ -208,7 +208,12 @@ pub async fn apply(
     served: &Served,
     egress: Option<&Egress>,
 ) -> Result<(), FirewallError> {
-    let script = ruleset(networks, served, egress);
+    run_nft(namespace, &ruleset(networks, served, egress)).await
+}
+
+/// Runs `nft -f -` with `script` in the namespace at `namespace` (the caller's own when
+/// `None`), killed after [`NFT_TIMEOUT`].
+pub(crate) async fn run_nft(namespace: Option<&Path>, script: &str) -> Result<(), FirewallError> {
     let mut command = match namespace {
         Some(path) => {
             let mut command = tokio::process::Command::new("nsenter");

@@ -23,6 +23,7 @@
 //! Main types: [`NetworkNumber`], [`HostNumber`], [`MachineNumber`], [`SixPn`],
 //! [`HostNetwork`].
 
+pub mod build_fence;
 pub mod egress;
 pub mod firewall;
 pub mod netns;

@@ -1,21 +1,23 @@
-//! Builds with the engine's BuildKit (`POST /build?version=2`, the context uploaded as a
-//! tar in the request body, which the engine accepts without a client session). bollard
-//! cannot read BuildKit's progress (`moby.buildkit.trace` lines carry a base64 protobuf
+//! Builds with the engine's `POST /build`: BuildKit (`version=2`, the context uploaded as a
+//! tar in the request body, which the engine accepts without a client session), or the
+//! classic builder (`version=1`) where the engine has no BuildKit. bollard cannot read
+//! BuildKit's progress (`moby.buildkit.trace` lines carry a base64 protobuf
 //! `StatusResponse` where it expects an object), so this speaks the endpoint itself over
 //! the engine's Unix socket and turns the trace into lines like `docker build
-//! --progress=plain` prints.
+//! --progress=plain` prints. The context is streamed from its file, never held whole in
+//! memory, and the output goes through a bounded channel: a reader that does not keep up
+//! slows the engine down instead of filling memory.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use base64::Engine as _;
-use bytes::Bytes;
 use http_body_util::BodyExt as _;
 
 use crate::protobuf::{Value, fields};
 use crate::{BuildOptions, BuildProgress, RuntimeError};
 
-/// What became of a BuildKit build.
+/// What became of a build.
 pub(crate) enum Outcome {
     /// It ran (the sender got its output and its end, success or failure).
     Done,
@@ -23,31 +25,56 @@ pub(crate) enum Outcome {
     Unsupported(String),
 }
 
-type Sender = tokio::sync::mpsc::UnboundedSender<Result<BuildProgress, RuntimeError>>;
+/// Which of the engine's builders runs a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Builder {
+    BuildKit,
+    Classic,
+}
 
-/// Builds `context` with BuildKit on the engine at `socket` (API `version`, such as
-/// `1.41`), sending the output as it comes and then the image's id, or the failure.
+/// The most output lines (or trace messages) waiting for a reader before the engine's
+/// answer is read no further.
+pub(crate) const OUTPUT_BACKLOG: usize = 64;
+
+/// The longest line the engine may send before the build is failed (its lines are JSON
+/// messages of a few kilobytes; a step's output is cut into many).
+const MAX_LINE_BYTES: usize = 8 << 20;
+
+pub(crate) type Sender = tokio::sync::mpsc::Sender<Result<BuildProgress, RuntimeError>>;
+
+/// Builds the context in the file `context` (a tar archive) on the engine at `socket`
+/// (API `version`, such as `1.41`) with `builder`, sending the output as it comes and
+/// then the image's id, or the failure.
 pub(crate) async fn build(
     socket: &Path,
     version: &str,
-    context: Bytes,
+    builder: Builder,
+    context: &Path,
     options: &BuildOptions,
     sender: &Sender,
 ) -> Outcome {
-    let fail = |message: String| {
-        let _ = sender.send(Err(RuntimeError::Build {
-            tag: options.tag.clone(),
-            message,
-        }));
+    let fail = |message: String| async move {
+        let _ = sender
+            .send(Err(RuntimeError::Build {
+                tag: options.tag.clone(),
+                message,
+            }))
+            .await;
         Outcome::Done
     };
+    let file = match tokio::fs::File::open(context).await {
+        Ok(file) => file,
+        Err(error) => {
+            return fail(format!("the build context {}: {error}", context.display())).await;
+        }
+    };
     // Secrets travel in a session the build names; without one BuildKit has none.
-    let session = if options.secrets.is_empty() {
+    let session = if options.secrets.is_empty() || builder == Builder::Classic {
         None
     } else {
         match crate::session::open(socket, version, options.secrets.clone()).await {
             Ok(session) => Some(session),
-            Err(error) => return fail(format!("build secrets: {error}")),
+            Err(error) => return fail(format!("build secrets: {error}")).await,
         }
     };
     let stream = match tokio::net::UnixStream::connect(socket).await {
@@ -60,21 +87,25 @@ pub(crate) async fn build(
             Err(error) => return Outcome::Unsupported(format!("talking to the engine: {error}")),
         };
     let driver = tokio::spawn(connection);
-    let mut query = query(options);
+    let mut query = query(options, builder);
     if let Some(session) = &session {
         query.push_str(&format!("&session={}", session.id));
     }
+    use futures_util::StreamExt as _;
+    let body = http_body_util::StreamBody::new(
+        tokio_util::io::ReaderStream::new(file).map(|chunk| chunk.map(hyper::body::Frame::data)),
+    );
     let request = hyper::Request::post(format!("/v{version}/build?{query}"))
         .header(hyper::header::HOST, "docker")
         .header(hyper::header::CONTENT_TYPE, "application/x-tar")
-        .body(http_body_util::Full::new(context));
+        .body(body);
     let request = match request {
         Ok(request) => request,
-        Err(error) => return fail(format!("the build request: {error}")),
+        Err(error) => return fail(format!("the build request: {error}")).await,
     };
     let response = match request_sender.send_request(request).await {
         Ok(response) => response,
-        Err(error) => return fail(format!("sending the build to the engine: {error}")),
+        Err(error) => return fail(format!("sending the build to the engine: {error}")).await,
     };
     let status = response.status();
     let mut body = response.into_body();
@@ -90,12 +121,13 @@ pub(crate) async fn build(
         driver.abort();
         // An engine without BuildKit (or one that refuses version 2) builds the old way;
         // any other refusal is the build's.
-        return if status == hyper::StatusCode::BAD_REQUEST
+        return if builder == Builder::BuildKit
+            && status == hyper::StatusCode::BAD_REQUEST
             && message.to_ascii_lowercase().contains("buildkit")
         {
             Outcome::Unsupported(message)
         } else {
-            fail(message)
+            fail(message).await
         };
     }
     let mut progress = Progress::default();
@@ -104,28 +136,47 @@ pub(crate) async fn build(
     loop {
         let frame = match body.frame().await {
             Some(Ok(frame)) => frame,
-            Some(Err(error)) => return fail(format!("reading the engine's answer: {error}")),
+            Some(Err(error)) => {
+                return fail(format!("reading the engine's answer: {error}")).await;
+            }
             None => break,
         };
         let Ok(data) = frame.into_data() else {
             continue;
         };
         pending.extend_from_slice(&data);
+        if pending.len() > MAX_LINE_BYTES && !pending.contains(&b'\n') {
+            driver.abort();
+            return fail(format!(
+                "the engine sent a line longer than {} MiB",
+                MAX_LINE_BYTES >> 20
+            ))
+            .await;
+        }
         while let Some(at) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=at).collect();
             let Ok(message) = serde_json::from_slice::<serde_json::Value>(&line) else {
                 continue;
             };
             if let Some(error) = message.get("error").and_then(|e| e.as_str()) {
-                return fail(error.trim().to_owned());
+                driver.abort();
+                return fail(error.trim().to_owned()).await;
             }
             if let Some(text) = message.get("stream").and_then(|s| s.as_str())
                 && !text.is_empty()
+                && sender
+                    .send(Ok(BuildProgress::Output(text.to_owned())))
+                    .await
+                    .is_err()
             {
-                let _ = sender.send(Ok(BuildProgress::Output(text.to_owned())));
+                // Nobody reads any more: the engine's build goes with the connection.
+                driver.abort();
+                return Outcome::Done;
             }
             match message.get("id").and_then(|i| i.as_str()) {
-                Some("moby.image.id") => {
+                // BuildKit names the image in `moby.image.id`, the classic builder in
+                // an `aux` without an id.
+                Some("moby.image.id") | None if message.pointer("/aux/ID").is_some() => {
                     built = message
                         .pointer("/aux/ID")
                         .and_then(|i| i.as_str())
@@ -139,8 +190,11 @@ pub(crate) async fn build(
                         continue;
                     };
                     let text = progress.render(&bytes);
-                    if !text.is_empty() {
-                        let _ = sender.send(Ok(BuildProgress::Output(text)));
+                    if !text.is_empty()
+                        && sender.send(Ok(BuildProgress::Output(text))).await.is_err()
+                    {
+                        driver.abort();
+                        return Outcome::Done;
                     }
                 }
                 _ => {}
@@ -151,20 +205,27 @@ pub(crate) async fn build(
     drop(session);
     match built {
         Some(id) => {
-            let _ = sender.send(Ok(BuildProgress::Built { id }));
+            let _ = sender.send(Ok(BuildProgress::Built { id })).await;
             Outcome::Done
         }
-        None => fail("the engine reported no image".to_owned()),
+        None => fail("the engine reported no image".to_owned()).await,
     }
 }
 
-/// The query of `POST /build`: BuildKit, the Dockerfile, tag, target, args and labels.
-fn query(options: &BuildOptions) -> String {
+/// The query of `POST /build`: the builder, the Dockerfile, tag, target, args and labels.
+fn query(options: &BuildOptions, builder: Builder) -> String {
     let json = |map: &std::collections::BTreeMap<String, String>| {
         serde_json::to_string(map).unwrap_or_else(|_| "{}".to_owned())
     };
     let mut pairs = vec![
-        ("version", "2".to_owned()),
+        (
+            "version",
+            match builder {
+                Builder::BuildKit => "2",
+                Builder::Classic => "1",
+            }
+            .to_owned(),
+        ),
         ("dockerfile", options.dockerfile.clone()),
         ("t", options.tag.clone()),
         ("rm", "1".to_owned()),
@@ -315,12 +376,16 @@ mod tests {
             secrets: Default::default(),
             no_cache: false,
         };
-        let query = query(&options);
+        let query = query(&options, Builder::BuildKit);
         assert!(!query.contains("nocache"), "{query}");
-        let fresh = super::query(&BuildOptions {
-            no_cache: true,
-            ..options.clone()
-        });
+        let fresh = super::query(
+            &BuildOptions {
+                no_cache: true,
+                ..options.clone()
+            },
+            Builder::Classic,
+        );
+        assert!(fresh.starts_with("version=1&"), "{fresh}");
         assert!(fresh.ends_with("&nocache=1"), "{fresh}");
         assert!(
             query.starts_with("version=2&dockerfile=docker%2FDockerfile&t=aloft%2Fweb%3Abuild-1"),

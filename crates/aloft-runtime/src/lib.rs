@@ -25,7 +25,9 @@ use std::time::Duration;
 
 use aloft_types::Signal;
 
-pub use docker::{DOCKER_SOCKET, DockerRuntime};
+pub use docker::{
+    BuildHost, BuildLimits, BuildLimitsError, DOCKER_SOCKET, DockerRuntime, apply_build_limits,
+};
 pub use spec::{
     BindMount, BuildOptions, BuildProgress, ContainerInfo, ContainerSpec, ContainerState,
     ExecOutput, ExitStatus, LogLine, LogStream, ResourceUsage,

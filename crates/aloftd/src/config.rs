@@ -29,6 +29,7 @@ pub struct Config {
     pub proxy: ProxySettings,
     pub logs: LogsSettings,
     pub quotas: crate::quota_config::QuotaSettings,
+    pub build: crate::build_config::BuildSettings,
     pub limits: LimitsSettings,
     pub deploys: DeploySettings,
     pub hosts: HostSettings,
@@ -249,13 +250,18 @@ impl NetworkConfig {
         if !self.egress {
             return Ok(None);
         }
+        self.fence().map(Some)
+    }
+
+    /// What machines (and builds) may not reach, whether or not machines have egress.
+    pub fn fence(&self) -> Result<aloft_net::Egress, aloft_net::egress::EgressError> {
         let mut egress = aloft_net::Egress::new(self.machine_ipv4.parse()?);
         egress.denied = self
             .egress_denied_networks
             .iter()
             .map(|network| network.parse())
             .collect::<Result<_, _>>()?;
-        Ok(Some(egress))
+        Ok(egress)
     }
 }
 
@@ -456,6 +462,7 @@ impl Default for Config {
             proxy: ProxySettings::default(),
             logs: LogsSettings::default(),
             quotas: crate::quota_config::QuotaSettings::default(),
+            build: crate::build_config::BuildSettings::default(),
             limits: LimitsSettings::default(),
             deploys: DeploySettings::default(),
             hosts: HostSettings::default(),
@@ -521,6 +528,9 @@ pub enum ConfigError {
     },
 }
 
+/// The build memory of [`Config::loopback`] platforms (and of every other test server).
+pub const LOOPBACK_BUILD_MEMORY_MB: u64 = 512;
+
 impl Config {
     /// Defaults with the data in `data_dir`, every listener on loopback port 0 and no
     /// upstream resolvers: a platform that runs beside others on one machine and reaches
@@ -538,6 +548,9 @@ impl Config {
         config.network.dns_upstream = Some(Vec::new());
         // Tests' collectors listen on loopback.
         config.logs.sink_allowed_networks = vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()];
+        // Every platform on a host shares the engine's one build cgroup: one value for
+        // all of them, so that none undoes another's (the build sandbox test needs it).
+        config.build.memory_mb = Some(LOOPBACK_BUILD_MEMORY_MB);
         config
     }
 
@@ -584,6 +597,9 @@ impl Config {
                 "logs.segment_mb",
                 "a segment is 1 to 1024 MiB".to_owned(),
             ));
+        }
+        if let Err((key, message)) = self.build.check() {
+            return Err(invalid(key, message));
         }
         if let Err((key, message)) = self.quotas.check() {
             return Err(ConfigError::Invalid {

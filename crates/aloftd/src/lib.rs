@@ -9,6 +9,7 @@
 //! Exit codes: 0 success, 2 usage error, 78 invalid configuration, 1 any other failure.
 
 mod api_tls;
+mod build_config;
 mod builder;
 pub mod config;
 mod metrics;

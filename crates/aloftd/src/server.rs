@@ -340,7 +340,12 @@ impl HostParts {
 }
 
 /// The control plane, built whole from the host's parts.
-fn control_of(config: &Config, host_id: &HostId, parts: &HostParts) -> anyhow::Result<Control> {
+fn control_of(
+    config: &Config,
+    host_id: &HostId,
+    parts: &HostParts,
+    builder: Arc<crate::builder::EngineBuilder>,
+) -> anyhow::Result<Control> {
     Ok(Control::new(
         parts.store.clone(),
         ControlConfig {
@@ -363,9 +368,7 @@ fn control_of(config: &Config, host_id: &HostId, parts: &HostParts) -> anyhow::R
         ControlParts {
             dns: Some(parts.resolver.clone()),
             local_ca: Some(parts.ca.cert_pem().to_owned()),
-            builder: Some(Arc::new(crate::builder::EngineBuilder(
-                parts.runtime.clone(),
-            ))),
+            builder: Some(builder),
             logs: Some((host_id.clone(), parts.logs.clone())),
             log_retention: LogRetention {
                 default: Some(days(config.logs.max_age_days)),
@@ -613,7 +616,13 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     }
     let host_id = host_id(&config.data_dir)?;
     let parts = HostParts::open(&config).await?;
-    let control = control_of(&config, &host_id, &parts)?;
+    let builder = Arc::new(crate::builder::EngineBuilder::of(
+        &config,
+        parts.runtime.clone(),
+        u64::try_from(host_memory_mb()).unwrap_or(0),
+    )?);
+    builder.prepare().await?;
+    let control = control_of(&config, &host_id, &parts, builder)?;
     // Shown once the API listens, with the command that logs in to it.
     let first_token = control
         .bootstrap(&config.data_dir)

@@ -10,6 +10,7 @@
 
 mod access;
 mod bodies;
+mod builds;
 mod logs;
 mod openapi;
 mod quotas;

@@ -17,14 +17,17 @@ use bollard::container::{
 };
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::image::{BuildImageOptions, CreateImageOptions};
+use bollard::image::CreateImageOptions;
 use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, RestartPolicy,
     RestartPolicyNameEnum,
 };
 use futures_util::stream::{self, BoxStream, StreamExt};
 
+mod build_limits;
 mod exec;
+
+pub use build_limits::{BuildHost, BuildLimits, BuildLimitsError, apply_build_limits};
 
 use crate::{
     AttachOptions, AttachedExec, BuildOptions, BuildProgress, ContainerInfo, ContainerSpec,
@@ -184,102 +187,69 @@ impl DockerRuntime {
 }
 
 impl DockerRuntime {
-    /// Builds an image from `context` (a tar archive) with the engine's BuildKit, or its
-    /// classic builder where it has none, streaming the output; the last item is the
-    /// built image's id.
+    /// Builds an image from `context` (a file holding a tar archive, streamed to the
+    /// engine) with the engine's BuildKit, or its classic builder where it has none,
+    /// streaming the output; the last item is the built image's id. The stream holds at
+    /// most [`crate::buildkit::OUTPUT_BACKLOG`] items its reader has not taken.
     pub fn build_image(
         &self,
-        context: bytes::Bytes,
+        context: std::path::PathBuf,
         options: &BuildOptions,
     ) -> BoxStream<'static, Result<BuildProgress, RuntimeError>> {
-        let request = BuildImageOptions::<String> {
-            dockerfile: options.dockerfile.clone(),
-            t: options.tag.clone(),
-            target: options.target.clone().unwrap_or_default(),
-            buildargs: options.args.clone().into_iter().collect(),
-            labels: options.labels.clone().into_iter().collect(),
-            rm: true,
-            forcerm: true,
-            nocache: options.no_cache,
-            ..BuildImageOptions::default()
-        };
-        let docker = self.docker.clone();
-        let tag = options.tag.clone();
-        let buildkit_options = options.clone();
+        use crate::buildkit::{Builder, Outcome};
+        let version = self.docker.client_version();
+        let version = format!("{}.{}", version.major_version, version.minor_version);
+        let options = options.clone();
         let stream = async_stream(move |sender| async move {
-            // BuildKit first (cache mounts, heredocs, parallel stages), over the socket;
-            // the classic builder when the engine has no BuildKit or is not local.
-            if let Some(socket) = local_socket() {
-                let version = docker.client_version();
-                let version = format!("{}.{}", version.major_version, version.minor_version);
-                match crate::buildkit::build(
-                    &socket,
-                    &version,
-                    context.clone(),
-                    &buildkit_options,
-                    &sender,
-                )
-                .await
-                {
-                    crate::buildkit::Outcome::Done => return,
-                    crate::buildkit::Outcome::Unsupported(why)
-                        if !buildkit_options.secrets.is_empty() =>
-                    {
-                        let _ = sender.send(Err(RuntimeError::Build {
-                            tag,
-                            message: format!("build secrets need BuildKit, which the engine does not offer: {why}"),
-                        }));
-                        return;
-                    }
-                    crate::buildkit::Outcome::Unsupported(why) => {
-                        tracing::info!(%why, "no BuildKit: building with the classic builder");
-                        let _ = sender.send(Ok(BuildProgress::Output(format!(
-                            "(the engine has no BuildKit: {why}; using the classic builder)\n"
-                        ))));
-                    }
-                }
-            }
-            let mut built = None;
-            let mut build = docker.build_image(request, None, Some(context));
-            while let Some(info) = build.next().await {
-                let info = match info {
-                    Ok(info) => info,
-                    Err(error) => {
-                        let message = match error {
-                            DockerError::DockerStreamError { error } => error,
-                            DockerError::DockerResponseServerError { message, .. } => message,
-                            other => other.to_string(),
-                        };
-                        let _ = sender.send(Err(RuntimeError::Build { tag, message }));
-                        return;
-                    }
-                };
-                if let Some(error) = info.error {
-                    let _ = sender.send(Err(RuntimeError::Build {
-                        tag,
-                        message: error.trim().to_owned(),
-                    }));
-                    return;
-                }
-                if let Some(text) = info.stream.filter(|t| !t.is_empty()) {
-                    let _ = sender.send(Ok(BuildProgress::Output(text)));
-                }
-                if let Some(id) = info.aux.and_then(|aux| aux.id) {
-                    built = Some(id);
-                }
-            }
-            // The classic builder names the image in `aux`; inspect the tag otherwise.
-            let id = match built {
-                Some(id) => Some(id),
-                None => docker.inspect_image(&tag).await.ok().and_then(|i| i.id),
+            // The engine's own endpoint over its socket: BuildKit first (cache mounts,
+            // heredocs, parallel stages, secrets), the classic builder without it.
+            let Some(socket) = local_socket() else {
+                let _ = sender
+                    .send(Err(RuntimeError::Build {
+                        tag: options.tag.clone(),
+                        message: "builds need the engine's Unix socket; DOCKER_HOST names another transport".to_owned(),
+                    }))
+                    .await;
+                return;
             };
-            let _ = sender.send(match id {
-                Some(id) => Ok(BuildProgress::Built { id }),
-                None => Err(RuntimeError::Build {
-                    tag,
-                    message: "the engine reported no image".to_owned(),
-                }),
-            });
+            let buildkit = crate::buildkit::build(
+                &socket,
+                &version,
+                Builder::BuildKit,
+                &context,
+                &options,
+                &sender,
+            )
+            .await;
+            let Outcome::Unsupported(why) = buildkit else {
+                return;
+            };
+            if !options.secrets.is_empty() {
+                let _ = sender
+                    .send(Err(RuntimeError::Build {
+                        tag: options.tag.clone(),
+                        message: format!(
+                            "build secrets need BuildKit, which the engine does not offer: {why}"
+                        ),
+                    }))
+                    .await;
+                return;
+            }
+            tracing::info!(%why, "no BuildKit: building with the classic builder");
+            let _ = sender
+                .send(Ok(BuildProgress::Output(format!(
+                    "(the engine has no BuildKit: {why}; using the classic builder)\n"
+                ))))
+                .await;
+            crate::buildkit::build(
+                &socket,
+                &version,
+                Builder::Classic,
+                &context,
+                &options,
+                &sender,
+            )
+            .await;
         });
         stream.boxed()
     }
@@ -326,7 +296,6 @@ impl DockerRuntime {
     }
 }
 
-/// A stream fed by a task through an unbounded channel (ends when the task does).
 /// The engine's Unix socket, when the engine is local: `DOCKER_HOST=unix://...`, else
 /// [`DOCKER_SOCKET`]; `None` for an engine over TCP.
 fn local_socket() -> Option<std::path::PathBuf> {
@@ -336,13 +305,15 @@ fn local_socket() -> Option<std::path::PathBuf> {
     }
 }
 
+/// A stream fed by a task through a bounded channel (ends when the task does; the task
+/// waits while [`crate::buildkit::OUTPUT_BACKLOG`] items are unread).
 fn async_stream<T, F, Fut>(task: F) -> impl futures_util::Stream<Item = T>
 where
     T: Send + 'static,
-    F: FnOnce(tokio::sync::mpsc::UnboundedSender<T>) -> Fut,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let (sender, mut receiver) = tokio::sync::mpsc::channel(crate::buildkit::OUTPUT_BACKLOG);
     tokio::spawn(task(sender));
     stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }

@@ -294,8 +294,8 @@ async fn missing_containers_and_images_are_clear_errors() {
     );
 }
 
-/// A tar archive holding one Dockerfile.
-fn context_with(dockerfile: &str) -> bytes::Bytes {
+/// A file holding a tar archive of one Dockerfile (removed when dropped).
+fn context_with(dockerfile: &str) -> tempfile::NamedTempFile {
     let mut archive = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     header.set_size(dockerfile.len() as u64);
@@ -304,7 +304,9 @@ fn context_with(dockerfile: &str) -> bytes::Bytes {
     archive
         .append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
         .unwrap();
-    bytes::Bytes::from(archive.into_inner().unwrap())
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), archive.into_inner().unwrap()).unwrap();
+    file
 }
 
 /// Removes an image tag when dropped, passing or failing.
@@ -363,7 +365,8 @@ async fn build_as(
         no_cache,
     };
     let mut output = String::new();
-    let mut stream = runtime.build_image(context_with(dockerfile), &options);
+    let context = context_with(dockerfile);
+    let mut stream = runtime.build_image(context.path().to_path_buf(), &options);
     while let Some(item) = stream.next().await {
         match item {
             Ok(aloft_runtime::BuildProgress::Output(text)) => output.push_str(&text),

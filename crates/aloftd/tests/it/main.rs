@@ -8,6 +8,7 @@
 )]
 
 mod autoscale;
+mod builds;
 mod checks;
 mod cutoff;
 mod data;
@@ -66,8 +67,9 @@ impl Host {
         std::fs::write(
             &path,
             format!(
-                "[network]\nnamespace = \"{}\"\ndns_listen = \"127.0.0.1:0\"\ndns_upstream = []\n[logs]\n# The tests' log collectors listen on loopback.\nsink_allowed_networks = [\"127.0.0.0/8\", \"::1/128\"]\n[proxy]\nhttp_listen = \"127.0.0.1:0\"\nhttps_listen = \"127.0.0.1:0\"\n{}\n",
+                "[network]\nnamespace = \"{}\"\ndns_listen = \"127.0.0.1:0\"\ndns_upstream = []\n[logs]\n# The tests' log collectors listen on loopback.\nsink_allowed_networks = [\"127.0.0.0/8\", \"::1/128\"]\n# Every test server shares the engine's build cgroup: one value for all.\n[build]\nmemory_mb = {}\n[proxy]\nhttp_listen = \"127.0.0.1:0\"\nhttps_listen = \"127.0.0.1:0\"\n{}\n",
                 self.netns.path().display(),
+                aloftd::config::LOOPBACK_BUILD_MEMORY_MB,
                 self.proxy
             ),
         )
