@@ -24,6 +24,7 @@
 //! [`HostNetwork`].
 
 pub mod build_fence;
+pub mod docker_forward;
 pub mod egress;
 pub mod firewall;
 pub mod netns;

@@ -312,6 +312,7 @@ impl HostNetwork {
         }
         // The table is rebuilt from what exists: rules of networks that vanished go.
         firewall::apply(namespace.as_deref(), &networks, &served, egress.as_ref()).await?;
+        crate::docker_forward::open_docker_forward(namespace.as_deref()).await?;
         Ok(HostNetwork {
             namespace,
             host,
@@ -335,9 +336,9 @@ impl HostNetwork {
         self.host
     }
 
-    /// Installs the rules again as they should be (the table replaced whole), whatever
-    /// happened to them since: the agent calls it every reconcile interval, so a flushed
-    /// or edited table is back within one.
+    /// Installs the rules again as they should be (the table replaced whole, Docker's
+    /// `FORWARD` chains opened to machines), whatever happened to them since: the agent
+    /// calls it every reconcile interval, so a flushed or edited table is back within one.
     pub async fn enforce(&self) -> Result<(), PlumbError> {
         let networks = self.networks.lock().await;
         firewall::apply(
@@ -347,6 +348,7 @@ impl HostNetwork {
             self.egress.as_ref(),
         )
         .await?;
+        crate::docker_forward::open_docker_forward(self.namespace()).await?;
         Ok(())
     }
 

@@ -174,3 +174,96 @@ async fn machines_reach_the_internet_over_both_families_and_nothing_of_the_host(
     assert_eq!(fetch(&a, "http://198.51.100.1:8000/hello.txt"), None);
     network.close().await.unwrap();
 }
+
+/// Runs `tool args` (iptables or ip6tables) in `netns`; whether it succeeded.
+fn tables(netns: &TestNetns, tool: &str, args: &[&str]) -> bool {
+    let mut command = vec![tool, "-w", "5"];
+    command.extend(args);
+    netns.exec(&command).status.success()
+}
+
+/// On a Docker host the private network shares a namespace with Docker Engine, which sets
+/// the FORWARD policy to DROP: machines' traffic through the host must still pass
+/// (Aloft opens Docker's DOCKER-USER chain to its bridges), and comes back when someone
+/// takes the rules out.
+#[tokio::test]
+async fn machines_get_through_a_docker_hosts_forward_drop_policy() {
+    let host = TestNetns::create("dockerish-host");
+    let internet = TestNetns::create("dockerish-world");
+    host.link_to(
+        &internet,
+        &["198.51.100.2/24", "2001:db8::2/64"],
+        &["198.51.100.1/24", "2001:db8::1/64"],
+    );
+    for route in [
+        vec!["ip", "route", "add", "default", "via", "198.51.100.1"],
+        vec!["ip", "-6", "route", "add", "default", "via", "2001:db8::1"],
+    ] {
+        assert!(host.exec(&route).status.success(), "{route:?}");
+    }
+    // What Docker Engine does to a host's FORWARD chains (ip6tables with its IPv6 on).
+    for tool in ["iptables", "ip6tables"] {
+        for args in [
+            &["-N", "DOCKER-USER"][..],
+            &["-A", "DOCKER-USER", "-j", "RETURN"],
+            &["-A", "FORWARD", "-j", "DOCKER-USER"],
+            &["-P", "FORWARD", "DROP"],
+        ] {
+            assert!(tables(&host, tool, args), "{tool} {args:?}");
+        }
+    }
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("hello.txt"), "from the internet\n").unwrap();
+    let _world = Server::start(&internet, 8000, site.path());
+    let network = HostNetwork::open(
+        Some(host.path()),
+        // The host `machine` numbers its machines' addresses on.
+        HostNumber::new(7).unwrap(),
+        1420,
+        Served::default(),
+        Some(Egress::new("172.20.0.0/14".parse().unwrap())),
+    )
+    .await
+    .unwrap();
+    let machine_ns = TestNetns::create("dockerish-m");
+    network
+        .attach(machine(4, 1), &machine_ns.path())
+        .await
+        .unwrap();
+    let urls = [
+        "http://198.51.100.1:8000/hello.txt",
+        "http://[2001:db8::1]:8000/hello.txt",
+    ];
+    for url in urls {
+        assert_eq!(
+            fetch(&machine_ns, url).as_deref(),
+            Some("from the internet\n"),
+            "{url} through the DROP policy"
+        );
+    }
+    // Opening again adds nothing: one rule of each, in both families.
+    network.enforce().await.unwrap();
+    for tool in ["iptables", "ip6tables"] {
+        let listed = host.exec(&[tool, "-w", "5", "-S", "DOCKER-USER"]);
+        let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+        assert_eq!(listed.matches("-i alb+ -j ACCEPT").count(), 1, "{listed}");
+        assert_eq!(listed.matches("-o alb+").count(), 1, "{listed}");
+    }
+    // The negative control: without Aloft's rules the policy drops the same fetch...
+    for tool in ["iptables", "ip6tables"] {
+        assert!(tables(
+            &host,
+            tool,
+            &["-D", "DOCKER-USER", "-i", "alb+", "-j", "ACCEPT"]
+        ));
+    }
+    for url in urls {
+        assert_eq!(fetch(&machine_ns, url), None, "{url} with the policy alone");
+    }
+    // ...and the next enforcement (every reconcile interval) puts them back.
+    network.enforce().await.unwrap();
+    for url in urls {
+        assert!(fetch(&machine_ns, url).is_some(), "{url} after enforce");
+    }
+    network.close().await.unwrap();
+}
