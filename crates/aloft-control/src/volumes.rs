@@ -19,6 +19,10 @@ use crate::access::{ReadApp, WriteApp};
 use crate::json::Body;
 use crate::{ApiError, Inner};
 
+/// Whether volumes are encrypted at rest: they are directories on their host's disk, so
+/// not (yet). Every volume reports this, whatever its request or an older row says.
+pub(crate) const ENCRYPTED_AT_REST: bool = false;
+
 /// Largest volume, in GB (Fly's limit).
 pub(crate) const MAX_VOLUME_GB: i64 = 500;
 
@@ -88,7 +92,7 @@ pub(crate) fn response(volume: &VolumeRecord) -> VolumeResponse {
             .as_ref()
             .map(|h| h.as_str()[..4].to_owned())
             .unwrap_or_default(),
-        encrypted: volume.encrypted,
+        encrypted: ENCRYPTED_AT_REST,
         attached_machine_id: volume.attached_machine_id.as_ref().map(ToString::to_string),
         attached_alloc_id: volume.attached_machine_id.as_ref().map(ToString::to_string),
         snapshot_retention: volume.snapshot_retention,
@@ -182,7 +186,7 @@ pub(crate) async fn free_or_new(
             region: region.to_owned(),
             host_id: Some(host),
             size_gb,
-            encrypted: true,
+            encrypted: ENCRYPTED_AT_REST,
             snapshot_retention: retention,
             auto_backup_enabled: mount.scheduled_snapshots.unwrap_or(true),
         })
@@ -259,7 +263,8 @@ async fn create(
             region: region.to_string(),
             host_id: Some(host),
             size_gb,
-            encrypted: request.encrypted.unwrap_or(true),
+            // Fly's clients ask for encryption by default; the volume says what it is.
+            encrypted: ENCRYPTED_AT_REST,
             snapshot_retention: retention,
             auto_backup_enabled: request.auto_backup_enabled.unwrap_or(true),
         })

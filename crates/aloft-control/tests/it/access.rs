@@ -111,11 +111,20 @@ async fn organizations_see_only_their_own(api: Api) {
         .create_machine("mine", &machine("one"))
         .await
         .unwrap();
+    // Asked for encryption as Fly's clients ask by default, a volume (a directory on its
+    // host) says it is not encrypted rather than claiming it.
     let volume = api
         .admin
-        .create_volume("mine", &CreateVolumeRequest::named("data"))
+        .create_volume(
+            "mine",
+            &CreateVolumeRequest {
+                encrypted: Some(true),
+                ..CreateVolumeRequest::named("data")
+            },
+        )
         .await
         .unwrap();
+    assert!(!volume.encrypted, "{volume:?}");
 
     let other = api
         .admin

@@ -11,6 +11,8 @@ pub struct CreateVolumeRequest {
     pub region: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_gb: Option<i64>,
+    /// Taken as Fly's clients send it (`true` by default); Aloft's volumes are not
+    /// encrypted at rest yet, and the volume's `encrypted` says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypted: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,6 +82,8 @@ pub struct VolumeResponse {
     pub size_gb: i64,
     pub region: String,
     pub zone: String,
+    /// Whether the volume is encrypted at rest: `false` for every Aloft volume (a
+    /// directory on its host's disk) until encryption comes.
     pub encrypted: bool,
     pub attached_machine_id: Option<String>,
     pub attached_alloc_id: Option<String>,
