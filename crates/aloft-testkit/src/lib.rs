@@ -11,7 +11,10 @@
     reason = "test support: failing loudly is how it reports a broken environment"
 )]
 
+mod http_server;
 pub mod sim;
+
+pub use http_server::HttpServer;
 
 use std::path::Path;
 use std::process::Command;

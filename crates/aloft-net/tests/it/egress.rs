@@ -3,54 +3,13 @@
 //! machines.
 
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use aloft_net::egress::IPV4_GATEWAY;
 use aloft_net::firewall::Served;
 use aloft_net::{Egress, HostNetwork, HostNumber, Ipv4Block};
-use aloft_testkit::TestNetns;
+use aloft_testkit::{HttpServer, TestNetns};
 
 use crate::machine;
-
-/// `python3 -m http.server` on `port` (both families) in `netns`, serving `dir`; killed
-/// when dropped.
-struct Server(Child);
-
-impl Server {
-    fn start(netns: &TestNetns, port: u16, dir: &std::path::Path) -> Server {
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                netns.name(),
-                "python3",
-                "-m",
-                "http.server",
-            ])
-            .args([&port.to_string(), "--bind", "::", "--directory"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs");
-        let server = Server(child);
-        // Up once it answers inside its own namespace.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while fetch(netns, &format!("http://127.0.0.1:{port}/")).is_none() {
-            assert!(Instant::now() < deadline, "the HTTP server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// What `url` answers from inside `netns` (curl, 2 s), or `None`.
 fn fetch(netns: &TestNetns, url: &str) -> Option<String> {
@@ -94,9 +53,9 @@ async fn machines_reach_the_internet_over_both_families_and_nothing_of_the_host(
     }
     let site = tempfile::tempdir().unwrap();
     std::fs::write(site.path().join("hello.txt"), "from the internet\n").unwrap();
-    let _world = Server::start(&internet, 8000, site.path());
+    let _world = HttpServer::serve(Some(&internet), 8000, site.path());
     // A service of the host's own, on every address (as aloftd, sshd or PostgreSQL).
-    let _hosted = Server::start(&host, 8001, site.path());
+    let _hosted = HttpServer::serve(Some(&host), 8001, site.path());
 
     let block: Ipv4Block = "172.20.0.0/14".parse().unwrap();
     let network = HostNetwork::open(
@@ -148,7 +107,7 @@ async fn machines_reach_the_internet_over_both_families_and_nothing_of_the_host(
     assert_eq!(fetch(&a, "http://169.254.169.254:8000/hello.txt"), None);
 
     // Another organization's machine, by its IPv4 address: the host reaches it, a does not.
-    let _other = Server::start(&c, 8002, site.path());
+    let _other = HttpServer::serve(Some(&c), 8002, site.path());
     assert!(fetch(&host, &format!("http://{c4}:8002/hello.txt")).is_some());
     assert_eq!(fetch(&a, &format!("http://{c4}:8002/hello.txt")), None);
 
@@ -214,7 +173,7 @@ async fn machines_get_through_a_docker_hosts_forward_drop_policy() {
     }
     let site = tempfile::tempdir().unwrap();
     std::fs::write(site.path().join("hello.txt"), "from the internet\n").unwrap();
-    let _world = Server::start(&internet, 8000, site.path());
+    let _world = HttpServer::serve(Some(&internet), 8000, site.path());
     let network = HostNetwork::open(
         Some(host.path()),
         // The host `machine` numbers its machines' addresses on.

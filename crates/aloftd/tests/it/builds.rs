@@ -2,10 +2,9 @@
 //! and a step past the builds' memory is killed alone.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use aloft_client::{Client, ClientError};
-use aloft_testkit::busybox_image;
+use aloft_testkit::{HttpServer, busybox_image};
 
 use crate::{Host, Server};
 
@@ -43,54 +42,6 @@ async fn build(client: &Client, app: &str, dockerfile: &str) -> (String, Result<
         Err(other) => panic!("the build request failed: {other}"),
     };
     (output, outcome)
-}
-
-/// `python3 -m http.server` on `[::]:port` (every address of its namespace) in the
-/// namespace `netns` (this host's own with `None`), serving `hello.txt`; killed when
-/// dropped.
-struct WebServer {
-    process: std::process::Child,
-    _site: tempfile::TempDir,
-}
-
-impl WebServer {
-    fn start(netns: Option<&aloft_testkit::TestNetns>, port: u16, probe: &str) -> WebServer {
-        let site = tempfile::tempdir().unwrap();
-        std::fs::write(site.path().join("hello.txt"), "from the server\n").unwrap();
-        let mut command = match netns {
-            Some(netns) => {
-                let mut command = Command::new("ip");
-                command.args(["netns", "exec", netns.name(), "python3"]);
-                command
-            }
-            None => Command::new("python3"),
-        };
-        let process = command
-            .args(["-m", "http.server", &port.to_string(), "--bind", "::"])
-            .arg("--directory")
-            .arg(site.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = WebServer {
-            process,
-            _site: site,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !fetches(probe) {
-            assert!(Instant::now() < deadline, "{probe} did not start answering");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-}
-
-impl Drop for WebServer {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
 }
 
 /// Whether this host gets `hello.txt` from `address` (`a.b.c.d:port`).
@@ -182,14 +133,10 @@ async fn build_steps_reach_the_internet_and_nothing_of_the_host_and_a_memory_hog
         .unwrap();
     assert!(routed.success());
     let world_port = free_port();
-    let _world = WebServer::start(
-        Some(&internet),
-        world_port,
-        &format!("198.51.100.202:{world_port}"),
-    );
+    let _world = HttpServer::hello(Some(&internet), world_port, "from the server\n");
     // A service of this host on every address, as aloftd, sshd or PostgreSQL would be.
     let host_port = free_port();
-    let _hosted = WebServer::start(None, host_port, &format!("127.0.0.1:{host_port}"));
+    let _hosted = HttpServer::hello(None, host_port, "from the server\n");
     let mut forbidden: Vec<String> = host_addresses(&uplink)
         .into_iter()
         .map(|address| format!("{address}:{host_port}"))

@@ -341,58 +341,6 @@ async fn nothing_stale_is_left_after_a_crash_a_restart_and_destroying_everything
     .await;
 }
 
-/// `python3 -m http.server PORT` (both families) inside `netns`, serving a directory with
-/// `hello.txt`; killed when dropped.
-struct WebServer {
-    process: std::process::Child,
-    /// The served directory, removed after the server.
-    _site: tempfile::TempDir,
-}
-
-impl WebServer {
-    fn start(netns: &aloft_testkit::TestNetns, port: u16) -> WebServer {
-        let site = tempfile::tempdir().unwrap();
-        std::fs::write(site.path().join("hello.txt"), "from the internet\n").unwrap();
-        let child = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                netns.name(),
-                "python3",
-                "-m",
-                "http.server",
-            ])
-            .args([&port.to_string(), "--bind", "::", "--directory"])
-            .arg(site.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = WebServer {
-            process: child,
-            _site: site,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let url = format!("http://127.0.0.1:{port}/hello.txt");
-        while !netns
-            .exec(&["curl", "-sf", "-m", "2", "-o", "/dev/null", &url])
-            .status
-            .success()
-        {
-            assert!(Instant::now() < deadline, "the HTTP server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-}
-
-impl Drop for WebServer {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
 /// A shell line that GETs `/hello.txt` from `address` port 8000 and prints the answer.
 fn get(address: &str) -> String {
     format!("printf 'GET /hello.txt HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {address} 8000")
@@ -414,9 +362,9 @@ async fn machines_fetch_from_the_internet_and_reach_nothing_of_the_host() {
     ] {
         assert!(host.netns.exec(route).status.success(), "{route:?}");
     }
-    let _world = WebServer::start(&internet, 8000);
+    let _world = aloft_testkit::HttpServer::hello(Some(&internet), 8000, "from the internet\n");
     // A service of the host on every address, as aloftd, sshd or PostgreSQL would be.
-    let _hosted = WebServer::start(&host.netns, 8001);
+    let _hosted = aloft_testkit::HttpServer::hello(Some(&host.netns), 8001, "from the internet\n");
     let server = Server::start(&host).await;
     let client = &server.client;
     client.create_app("outward", None).await.unwrap();
