@@ -164,6 +164,14 @@ pub trait ControlPlane: Send + Sync + std::fmt::Debug {
         machine: &'a MachineRecord,
     ) -> BoxFuture<'a, Result<BTreeMap<String, String>, ControlError>>;
 
+    /// The sizes (GB) of the machine's volumes now, by volume id: a volume extended since
+    /// the machine was configured is bigger than its mount says. A volume left out (gone)
+    /// keeps its mount's size.
+    fn volume_sizes<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, u64>, ControlError>>;
+
     /// Records the state the agent observed; the same state again is a no-op.
     fn report_state<'a>(
         &'a self,

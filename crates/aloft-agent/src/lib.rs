@@ -31,6 +31,7 @@ mod statics;
 use ssh::SshError;
 mod supervise;
 mod sweep;
+mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -50,6 +51,7 @@ use supervise::Ended;
 
 pub use link::RuntimeLink;
 pub use ssh::SshLimits;
+pub use volumes::VolumeBacking;
 
 /// How often the agent tells the control plane it is alive (at most its reconcile
 /// interval): well inside the control plane's `host_down_after` (10 s by default).
@@ -80,6 +82,8 @@ pub struct AgentConfig {
     pub ssh_listen: Option<std::net::SocketAddr>,
     /// Caps on connections logging in to the SSH server, and how long they may take.
     pub ssh_limits: SshLimits,
+    /// How volumes are kept: filesystems of their size (`aloftd`), or plain directories.
+    pub volumes: VolumeBacking,
 }
 
 /// What the agent counts, for metrics.

@@ -217,6 +217,43 @@ impl<R: Runtime + 'static> Shared<R> {
             // The network's bridge and isolation rules exist before the machine runs.
             network.ensure_network(address.network).await?;
         }
+        // Its volumes' filesystems made, grown and mounted, before any container (new or
+        // old: a host that restarted has them unmounted) binds them.
+        let (backing, data_dir) = (self.config.volumes, self.config.data_dir.clone());
+        let sizes = if machine.config.mounts.is_empty() {
+            Default::default()
+        } else {
+            self.gateway.volume_sizes(machine).await?
+        };
+        let volumes: Vec<(String, u64)> = machine
+            .config
+            .mounts
+            .iter()
+            .map(|m| {
+                let now = sizes.get(&m.volume).copied().unwrap_or(0);
+                (m.volume.clone(), now.max(u64::from(m.size_gb)))
+            })
+            .collect();
+        let ready = tokio::task::spawn_blocking(move || {
+            volumes.iter().try_for_each(|(volume, size_gb)| {
+                let data = crate::spec::volume_dir(&data_dir, volume);
+                crate::volumes::ensure(backing, &data, volume, *size_gb)
+            })
+        })
+        .await;
+        let failure = match ready {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(error) => Some(error.to_string()),
+        };
+        if let Some(why) = failure {
+            let error = RuntimeError::Operation {
+                operation: "prepare the volumes of",
+                container: id.to_string(),
+                source: why.into(),
+            };
+            return Err(self.launch_failed(id, error).await);
+        }
         let containers = self.containers_of(id).await?;
         let existing = containers
             .into_iter()

@@ -91,6 +91,8 @@ pub(crate) fn take(
     snapshot: &str,
 ) -> std::io::Result<(u64, String)> {
     let source = volume_dir(data_dir, volume);
+    // A volume's filesystem not mounted since the host started: what it holds is there.
+    crate::volumes::mount_if_made(&source).map_err(std::io::Error::other)?;
     let path = archive_path(data_dir, snapshot);
     let dir = path.parent().unwrap_or(data_dir);
     std::fs::create_dir_all(dir)?;
@@ -156,14 +158,10 @@ pub(crate) fn restore(data_dir: &Path, snapshot: &str, volume: &str) -> std::io:
     std::fs::rename(&staging, &target)
 }
 
-/// Deletes `volume`'s files (its whole directory); a volume with none here is fine.
+/// Deletes `volume`'s files (its filesystem unmounted, its whole directory); a volume
+/// with none here is fine.
 pub(crate) fn delete_volume(data_dir: &Path, volume: &str) -> std::io::Result<()> {
-    let data = volume_dir(data_dir, volume);
-    let dir = data.parent().unwrap_or(&data);
-    match std::fs::remove_dir_all(dir) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
-        _ => Ok(()),
-    }
+    crate::volumes::delete(&volume_dir(data_dir, volume)).map_err(std::io::Error::other)
 }
 
 /// Deletes `snapshot`'s archive; one already gone is fine.

@@ -150,6 +150,18 @@ impl ControlPlane for Plane {
         ready(Ok(BTreeMap::new()))
     }
 
+    fn volume_sizes<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, u64>, ControlError>> {
+        ready(Ok(machine
+            .config
+            .mounts
+            .iter()
+            .map(|m| (m.volume.clone(), u64::from(m.size_gb)))
+            .collect()))
+    }
+
     fn report_state<'a>(
         &'a self,
         id: &'a MachineId,
@@ -314,6 +326,7 @@ impl Case {
                 helper: None,
                 ssh_listen: None,
                 ssh_limits: aloft_agent::SshLimits::default(),
+                volumes: aloft_agent::VolumeBacking::Directory,
             },
         );
         self.stop = CancellationToken::new();

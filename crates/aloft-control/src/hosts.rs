@@ -263,6 +263,31 @@ impl ControlPlane for AgentGateway {
         call(self.secrets_of(machine))
     }
 
+    fn volume_sizes<'a>(
+        &'a self,
+        machine: &'a MachineRecord,
+    ) -> BoxFuture<'a, Result<std::collections::BTreeMap<String, u64>, ControlError>> {
+        call(async move {
+            let mut sizes = std::collections::BTreeMap::new();
+            for mount in &machine.config.mounts {
+                let Ok(id) = mount.volume.parse() else {
+                    continue;
+                };
+                match self.store.volume(&machine.app_id, &id).await {
+                    Ok(volume) => {
+                        sizes.insert(
+                            mount.volume.clone(),
+                            u64::try_from(volume.size_gb).unwrap_or(0),
+                        );
+                    }
+                    Err(aloft_store::StoreError::NotFound { .. }) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            Ok(sizes)
+        })
+    }
+
     fn report_state<'a>(
         &'a self,
         id: &'a MachineId,

@@ -19,8 +19,8 @@ use crate::access::{ReadApp, WriteApp};
 use crate::json::Body;
 use crate::{ApiError, Inner};
 
-/// Whether volumes are encrypted at rest: they are directories on their host's disk, so
-/// not (yet). Every volume reports this, whatever its request or an older row says.
+/// Whether volumes are encrypted at rest: they are plain ext4 filesystems on their
+/// host's disk, so not (yet). Every volume reports this, whatever its request or an older row says.
 pub(crate) const ENCRYPTED_AT_REST: bool = false;
 
 /// Largest volume, in GB (Fly's limit).
@@ -364,9 +364,18 @@ async fn extend(
         .extend_volume(&app.id, &volume.id, request.size_gb)
         .await?;
     drop(quota);
+    // The filesystem grows when its machine next starts (the agent grows it, online,
+    // before binding it): a machine running on it now needs a restart to see the room.
+    let needs_restart = match &volume.attached_machine_id {
+        Some(machine) => matches!(
+            inner.store.machine_by_id(machine).await.map(|m| m.state),
+            Ok(aloft_types::MachineState::Started | aloft_types::MachineState::Starting)
+        ),
+        None => false,
+    };
     Ok(Json(ExtendResponse {
         volume: response(&volume),
-        needs_restart: false,
+        needs_restart,
     }))
 }
 

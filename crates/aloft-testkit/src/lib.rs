@@ -12,9 +12,11 @@
 )]
 
 mod http_server;
+mod mounts;
 pub mod sim;
 
 pub use http_server::HttpServer;
+pub use mounts::unmount_under;
 
 use std::path::Path;
 use std::process::Command;

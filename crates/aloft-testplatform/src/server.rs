@@ -85,6 +85,7 @@ impl ServerPlatform {
             let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
         }
         remove_host_containers(self.data.path());
+        aloft_testkit::unmount_under(self.data.path());
     }
 }
 
@@ -103,6 +104,7 @@ impl Drop for ServerPlatform {
                 });
             });
             remove_host_containers(self.data.path());
+            aloft_testkit::unmount_under(self.data.path());
         }
     }
 }

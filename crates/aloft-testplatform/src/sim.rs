@@ -177,6 +177,7 @@ impl SimPlatform {
                 helper: None,
                 ssh_listen: None,
                 ssh_limits: aloft_agent::SshLimits::default(),
+                volumes: aloft_agent::VolumeBacking::Directory,
             },
         );
         self.control.register_host(host.id.clone(), agent.link());

@@ -432,6 +432,17 @@ pub struct AgentSettings {
     pub ssh_max_startups_per_source: usize,
     /// SSH connections not logged in yet allowed from everywhere on the private network.
     pub ssh_max_startups: usize,
+    /// How volumes are kept: `ext4` (a loop-mounted filesystem of the volume's size, so a
+    /// full volume stops at its size) or `directory` (plain directories, no limit).
+    pub volumes: VolumeSetting,
+}
+
+/// `[agent] volumes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeSetting {
+    Ext4,
+    Directory,
 }
 
 /// The address the SSH server listens on in the private network by default.
@@ -505,6 +516,7 @@ impl Default for AgentSettings {
             ssh_max_startups_per_source: 10,
             ssh_max_startups: 100,
             helper: None,
+            volumes: VolumeSetting::Ext4,
         }
     }
 }

@@ -429,6 +429,10 @@ fn agent_of(
                 startups_per_source: config.agent.ssh_max_startups_per_source,
                 startups: config.agent.ssh_max_startups,
             },
+            volumes: match config.agent.volumes {
+                crate::config::VolumeSetting::Ext4 => aloft_agent::VolumeBacking::Ext4,
+                crate::config::VolumeSetting::Directory => aloft_agent::VolumeBacking::Directory,
+            },
         },
     );
     control.register_host(host_id.clone(), agent.link());

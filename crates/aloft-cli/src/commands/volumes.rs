@@ -246,11 +246,16 @@ pub(crate) async fn volumes(
             client.volume(app, &id).await.map_err(anyhow::Error::from)?
         }
         VolumesCommand::Extend { id, size } => {
-            client
+            let extended = client
                 .extend_volume(app, &id, size)
                 .await
-                .map_err(anyhow::Error::from)?
-                .volume
+                .map_err(anyhow::Error::from)?;
+            if extended.needs_restart {
+                out.status(
+                    "Its machine runs on it: restart the machine (aloft machine restart) for the filesystem to grow.",
+                );
+            }
+            extended.volume
         }
         VolumesCommand::Destroy { id, yes } => {
             crate::confirm::confirm(

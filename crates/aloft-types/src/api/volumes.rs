@@ -82,8 +82,8 @@ pub struct VolumeResponse {
     pub size_gb: i64,
     pub region: String,
     pub zone: String,
-    /// Whether the volume is encrypted at rest: `false` for every Aloft volume (a
-    /// directory on its host's disk) until encryption comes.
+    /// Whether the volume is encrypted at rest: `false` for every Aloft volume (a plain
+    /// ext4 filesystem on its host) until encryption comes.
     pub encrypted: bool,
     pub attached_machine_id: Option<String>,
     pub attached_alloc_id: Option<String>,

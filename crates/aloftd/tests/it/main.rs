@@ -25,6 +25,7 @@ mod seed;
 mod ssh;
 mod statics;
 mod tcp;
+mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -195,6 +196,9 @@ impl Drop for Server {
         if let Some(host) = read_trimmed(&self.data_dir.join("host-id")) {
             aloft_testkit::remove_containers_labelled("dev.aloft.host", &host);
         }
+        // And the volumes' filesystems it mounted (none for a server killed to be
+        // started again: its data directory is cleared).
+        aloft_testkit::unmount_under(&self.data_dir);
     }
 }
 

@@ -60,10 +60,14 @@ async fn two_thousand_idle_ssh_connections_are_capped_and_timed_out() {
             (None, _) => silent += 1,
         }
     }
-    assert_eq!(
-        (let_in, closed, silent),
-        (10, 1990, 0),
-        "let in, closed at once, neither"
+    // Ten at a time: the first ten let in hold their places for the 3 s grace, so a
+    // flood that outlasts the grace (a loaded machine) sees ten more per grace gone by.
+    let graces = 1 + usize::try_from(flooded.elapsed().as_secs() / 3).unwrap_or(0);
+    assert!(
+        (10..=10 * graces).contains(&let_in) && let_in + closed == 2000 && silent == 0,
+        "let in {let_in} (10 per 3 s grace; the flood took {:?}), closed at once {closed}, \
+         neither {silent}",
+        flooded.elapsed()
     );
     // Those let in are closed once the grace has passed, not before.
     for mut stream in held {
