@@ -190,7 +190,7 @@ impl DockerRuntime {
     /// Builds an image from `context` (a file holding a tar archive, streamed to the
     /// engine) with the engine's BuildKit, or its classic builder where it has none,
     /// streaming the output; the last item is the built image's id. The stream holds at
-    /// most [`crate::buildkit::OUTPUT_BACKLOG`] items its reader has not taken.
+    /// most 64 items (`buildkit::OUTPUT_BACKLOG`) its reader has not taken.
     pub fn build_image(
         &self,
         context: std::path::PathBuf,
