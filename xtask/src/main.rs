@@ -411,8 +411,33 @@ fn soak(name: &str, cases: u32) -> Result<()> {
             ])
             .env("ALOFT_AGENT_CASES", cases.to_string())
             .env("ALOFT_SIM_RANDOM", "1")),
+        // `aloftd` killed at every time every failpoint is reached (`cargo xtask test`
+        // kills at a sample of them); `--cases` is not used: the traces set the count.
+        "crashes" => {
+            tools::ensure_test_tools()?;
+            run(cargo().args(["build", "--package", "aloft-testapp", "--quiet"]))?;
+            let root = workspace_root()?;
+            let testapp = root.join("target").join("debug").join("aloft-testapp");
+            run(cargo()
+                .args([
+                    "test",
+                    "--package",
+                    "aloftd",
+                    "--test",
+                    "it",
+                    "crashes::",
+                    "--",
+                    "--nocapture",
+                    "--test-threads",
+                    "2",
+                ])
+                .env(aloft_testapp_variable(), &testapp)
+                .env("ALOFT_CRASH_ALL", "1"))
+        }
         other => {
-            bail!("unknown soak campaign {other:?}; the campaigns are: deploys, agents, api")
+            bail!(
+                "unknown soak campaign {other:?}; the campaigns are: deploys, agents, api, crashes"
+            )
         }
     }
 }

@@ -143,6 +143,12 @@ pub enum AgentError {
     Runtime(#[source] RuntimeError),
     #[error("the private network")]
     Network(#[source] aloft_net::PlumbError),
+    #[error("recording a container's start in {}", path.display())]
+    StartIntent {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<aloft_net::PlumbError> for AgentError {
@@ -178,6 +184,8 @@ struct Shared<R> {
     requested_stops: StdMutex<HashSet<String>>,
     /// The latest runs whose exit was seen: a run in a stale listing is not watched again.
     ended: StdMutex<Ended>,
+    /// Runs whose exit `on_exit` is handling: a reconcile meanwhile leaves them to it.
+    handling: StdMutex<HashSet<String>>,
     exits: mpsc::UnboundedSender<supervise::Exited>,
     tasks: TaskTracker,
     /// Cancelled when the agent stops: waits on containers end (the containers do not).
@@ -216,6 +224,7 @@ impl<R: Runtime + 'static> Agent<R> {
             watched: StdMutex::new(HashMap::new()),
             requested_stops: StdMutex::new(HashSet::new()),
             ended: StdMutex::new(Ended::default()),
+            handling: StdMutex::new(HashSet::new()),
             exits,
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),

@@ -132,6 +132,11 @@ impl<R: Runtime + 'static> Shared<R> {
                 } else if let Some(container) = running {
                     self.watch(&machine, None, container);
                     if machine.state != MachineState::Started {
+                        // A run started and not reported (the agent died in between): its
+                        // start is recorded now, which a deployment waits for.
+                        self.gateway
+                            .record_event(id, EventKind::Start, "started", json!({}))
+                            .await?;
                         self.gateway.report_state(id, MachineState::Started).await?;
                     }
                 } else if current.is_none() && machine.state == MachineState::Started {
@@ -153,6 +158,30 @@ impl<R: Runtime + 'static> Shared<R> {
                     } else if self.gateway.rest(id, &machine.instance_id).await? {
                         self.gateway.report_state(id, MachineState::Stopped).await?;
                     }
+                } else if let Some((container, handling)) = current
+                    .as_ref()
+                    .and_then(|c| Some((c, self.exit_of(&machine, c)?)))
+                {
+                    // It ran and exited: its exit is handled by the restart policy, by
+                    // `on_exit` (already at it, or handed it now: the exit came while no
+                    // agent watched, between a start and its report or during the run).
+                    // Starting it again here would run a release command, or any run-once
+                    // machine, twice.
+                    if handling {
+                        return Ok(());
+                    }
+                    let run = container.run_key();
+                    self.unwatch(&run);
+                    self.clone().on_exit(crate::supervise::Exited {
+                        machine: id.clone(),
+                        run,
+                        instance: machine.instance_id.clone(),
+                        exit: container.exit.unwrap_or(ExitStatus {
+                            exit_code: -1,
+                            signal: None,
+                            oom_killed: false,
+                        }),
+                    });
                 } else {
                     self.start_current(&machine).await?;
                 }
@@ -299,12 +328,17 @@ impl<R: Runtime + 'static> Shared<R> {
                         })
                     })?;
                 match self.runtime.create(&spec).await {
-                    Ok(created) => created,
+                    Ok(created) => {
+                        aloft_crash::reach(aloft_crash::Point::ContainerCreated);
+                        created
+                    }
                     Err(error) => return Err(self.launch_failed(id, error).await),
                 }
             }
         };
+        self.intend_start(id, &container_id).await?;
         self.runtime.start(&container_id).await?;
+        aloft_crash::reach(aloft_crash::Point::ContainerStarted);
         if let Some(info) = self.runtime.inspect(&container_id).await? {
             if let Err(error) = self.plumb(machine, &info).await
                 && !self.exited(&info).await
@@ -326,10 +360,11 @@ impl<R: Runtime + 'static> Shared<R> {
             }
             self.watch(machine, Some(address.address()), &info);
         }
-        self.gateway.report_state(id, MachineState::Started).await?;
+        // The event first: a machine reported started always has its start recorded.
         self.gateway
             .record_event(id, EventKind::Start, "started", json!({}))
             .await?;
+        self.gateway.report_state(id, MachineState::Started).await?;
         Ok(())
     }
 }

@@ -17,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 use super::{AgentError, DEFAULT_MAX_RETRIES, DEFAULT_STOP_TIMEOUT, Shared, now_ms};
 use crate::{LABEL_INSTANCE, checks, error_chain, logs};
 
+/// The file in a machine's directory naming the run its container was in before the
+/// agent's last start of it ([`Shared::intend_start`]).
+const START_INTENT_FILE: &str = "start.intent";
+
 /// How the run of container `id` that started at `started_at` ended, or `None` when the
 /// container is in a later run (the run was seen in a stale listing, or started again
 /// while the wait began): a wait on a later run would report that run's exit as this
@@ -207,6 +211,9 @@ impl<R: Runtime + 'static> Shared<R> {
             instance,
             exit,
         } = exited;
+        if let Ok(mut handling) = self.handling.lock() {
+            handling.insert(run.clone());
+        }
         let shared = self.clone();
         self.tasks.spawn(async move {
             let lock = shared.lock(&machine_id);
@@ -249,7 +256,69 @@ impl<R: Runtime + 'static> Shared<R> {
             if let Err(error) = outcome {
                 tracing::warn!(machine = %machine_id, error = %error_chain(&error), "handling an exit failed");
             }
+            // Done, or failed: a later reconcile that finds the exit unhandled hands it
+            // over again.
+            if let Ok(mut handling) = shared.handling.lock() {
+                handling.remove(&run);
+            }
         });
+    }
+
+    /// Records, before a container is started, which run it was in (its run key, or
+    /// none yet): a run key that differs later proves the start happened, even when the
+    /// agent died before it could report it.
+    pub(super) async fn intend_start(
+        &self,
+        machine: &MachineId,
+        container: &str,
+    ) -> Result<(), AgentError> {
+        let before = match self.runtime.inspect(container).await? {
+            Some(info) => info.run_key(),
+            None => format!("{container}@"),
+        };
+        let dir = crate::spec::machine_dir(&self.config.data_dir, machine);
+        let path = dir.join(START_INTENT_FILE);
+        let written = path.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            aloft_crash::write_file(&written, before.as_bytes(), 0o600)
+        })
+        .await
+        .unwrap_or_else(|joined| Err(std::io::Error::other(joined)));
+        outcome.map_err(|source| AgentError::StartIntent { path, source })
+    }
+
+    /// What to do with the machine's current container when it is not running and the
+    /// machine is wanted started: whether it ran and exited with its exit not handled
+    /// (`Some(false)`: hand it to [`Self::on_exit`]), is being handled (`Some(true)`:
+    /// leave it), or has not run since the agent's last start of it (`None`: start it).
+    /// It ran when the store says the machine is started (an exit is handled under the
+    /// machine's lock and changes that), or says starting and the container has run
+    /// since [`Self::intend_start`] recorded its run.
+    pub(super) fn exit_of(
+        &self,
+        machine: &MachineRecord,
+        container: &ContainerInfo,
+    ) -> Option<bool> {
+        if container.state == ContainerState::Running || container.exit.is_none() {
+            return None;
+        }
+        let run = container.run_key();
+        let ran = match machine.state {
+            MachineState::Started => true,
+            MachineState::Starting => {
+                let path = crate::spec::machine_dir(&self.config.data_dir, &machine.id)
+                    .join(START_INTENT_FILE);
+                std::fs::read_to_string(path).is_ok_and(|before| {
+                    before
+                        .split_once('@')
+                        .is_some_and(|(id, _)| id == container.id)
+                        && before != run
+                })
+            }
+            _ => false,
+        };
+        ran.then(|| self.handling.lock().is_ok_and(|h| h.contains(&run)))
     }
 
     pub(super) fn restarts_of(&self, instance: &str) -> u32 {

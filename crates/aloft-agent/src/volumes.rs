@@ -273,8 +273,10 @@ fn make(root: &Path, data: &Path, volume: &str, size_gb: u64) -> Result<(), Volu
         }
         let _ = std::fs::remove_dir(&adopting);
     }
+    aloft_crash::reach(aloft_crash::Point::VolumeMade);
     // The commit: from here the image holds the volume's files.
     std::fs::rename(&partial, root.join("disk.ext4")).map_err(io(&partial))?;
+    aloft_crash::reach(aloft_crash::Point::VolumeCommitted);
     tracing::info!(%volume, size_gb, "made a volume's filesystem");
     Ok(())
 }

@@ -610,6 +610,44 @@ fn the_exit_of_a_replaced_config_does_not_rest_the_machine() {
     });
 }
 
+/// A run-once machine (restart policy `no`: a release command) whose process exits while
+/// converges for it keep coming (a deployment's, the periodic pass's) is not started
+/// again by one of them before its exit is handled: it rests, having run once. It used to
+/// start again when a converge took the machine's lock before the exit's handling did,
+/// and a release command ran twice.
+#[test]
+fn a_run_once_machine_that_exits_among_converges_runs_once() {
+    paused().block_on(async {
+        let mut case = new_case();
+        let id = case.ids()[0].clone();
+        case.plane.with(|m| {
+            m.get_mut(&id).unwrap().config.restart = Some(aloft_types::machine::MachineRestart {
+                policy: Some(aloft_types::machine::RestartPolicy::No),
+                max_retries: 0,
+            });
+        });
+        case.start_agent();
+        converged(&case).await.unwrap();
+        let before = case.runtime.runs()[id.as_str()];
+        // Positive control: a converge of a machine that is wanted started and has not
+        // run starts it (the count moves when a start happens).
+        assert_eq!(before, 1, "the machine ran once to begin with");
+        for _ in 0..50 {
+            case.plane.tell(&id, Command::Converge);
+        }
+        assert!(case.runtime.crash_machine(id.as_str(), 0));
+        for _ in 0..50 {
+            case.plane.tell(&id, Command::Converge);
+            tokio::task::yield_now().await;
+        }
+        converged(&case).await.unwrap();
+        let record = case.plane.with(|m| m[&id].clone());
+        assert_eq!(record.desired, Desired::Stopped, "it rests: {record:#?}");
+        assert_eq!(case.runtime.runs()[id.as_str()], 1, "it ran once");
+        case.stop_agent().await;
+    });
+}
+
 /// A runtime in virtual time (Tokio's paused clock).
 fn paused() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -23,6 +23,12 @@ pub fn new_secret() -> String {
     )
 }
 
+/// Whether `text` has the shape of a secret [`new_secret`] makes.
+pub(crate) fn is_secret(text: &str) -> bool {
+    text.strip_prefix(TOKEN_PREFIX)
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// What the store keeps of a secret.
 pub fn hash_secret(secret: &str) -> String {
     Sha256::digest(secret.as_bytes())

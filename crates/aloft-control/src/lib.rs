@@ -475,30 +475,51 @@ impl Control {
     /// On a fresh store: creates the `personal` organization and the platform operator's
     /// token (`admin`, of kind `operator`), writes the token to `<data_dir>/admin-token`
     /// (mode 0600) and returns it, once. Later calls return `None`.
+    ///
+    /// Crash-safe: the secret is written to its file first (the intent), and the
+    /// organization and the token are stored in one transaction; a first start killed in
+    /// between finds the file at its next start and stores that same secret, so the token
+    /// in the file is always the one that works.
     pub async fn bootstrap(&self, data_dir: &Path) -> Result<Option<String>, BootstrapError> {
-        let org = match self.inner.store.create_org(DEFAULT_ORG, "Personal").await {
-            Ok(org) => org,
-            Err(StoreError::Conflict { .. }) => return Ok(None),
+        match self.inner.store.org_by_slug(DEFAULT_ORG).await {
+            Ok(_) => return Ok(None),
+            Err(StoreError::NotFound { .. }) => {}
             Err(error) => return Err(BootstrapError::Store(error)),
+        }
+        let path = data_dir.join(ADMIN_TOKEN_FILE);
+        let secret = match std::fs::read_to_string(&path) {
+            // A first start that was cut short wrote it and stored nothing.
+            Ok(text) if auth::is_secret(text.trim()) => text.trim().to_owned(),
+            _ => {
+                let secret = new_secret();
+                write_private(&path, &format!("{secret}\n")).map_err(|source| {
+                    BootstrapError::Write {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                secret
+            }
         };
-        let secret = new_secret();
-        self.inner
+        aloft_crash::reach(aloft_crash::Point::BootstrapTokenWritten);
+        match self
+            .inner
             .store
-            .create_token(
-                &org.id,
+            .create_org_with_token(
+                DEFAULT_ORG,
+                "Personal",
                 TokenKind::Operator,
-                None,
                 "admin",
                 &hash_secret(&secret),
-                None,
             )
             .await
-            .map_err(BootstrapError::Store)?;
-        let path = data_dir.join(ADMIN_TOKEN_FILE);
-        write_private(&path, &format!("{secret}\n")).map_err(|source| BootstrapError::Write {
-            path: path.clone(),
-            source,
-        })?;
+        {
+            Ok(_) => {}
+            // Another start of the same store got there first.
+            Err(StoreError::Conflict { .. }) => return Ok(None),
+            Err(error) => return Err(BootstrapError::Store(error)),
+        }
+        aloft_crash::reach(aloft_crash::Point::BootstrapStored);
         Ok(Some(secret))
     }
 }
@@ -516,15 +537,7 @@ pub enum BootstrapError {
     },
 }
 
-/// Writes a file only its owner can read.
+/// Writes a file only its owner can read, whole or not at all.
 pub(crate) fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(content.as_bytes())
+    aloft_crash::write_file(path, content.as_bytes(), 0o600)
 }

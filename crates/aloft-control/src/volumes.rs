@@ -192,6 +192,7 @@ pub(crate) async fn free_or_new(
         })
         .await?;
     tracing::info!(app = %app.name, volume = %volume.id, name, region, size_gb, "created a volume for a mount");
+    aloft_crash::reach(aloft_crash::Point::VolumeStored);
     Ok(volume)
 }
 

@@ -95,7 +95,8 @@ impl LocalCa {
         let key = KeyPair::generate()?;
         let cert = ca_params().self_signed(&key)?;
         write_private(&key_path, &key.serialize_pem())?;
-        std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
+        aloft_crash::write_file(&cert_path, cert.pem().as_bytes(), 0o644)
+            .map_err(io(&cert_path))?;
         Ok(LocalCa {
             cert_pem: cert.pem(),
             key,
@@ -146,17 +147,10 @@ impl LocalCa {
     }
 }
 
+/// The CA's files, each whole or not at all (a crash between the two leaves no
+/// certificate, so the next start makes both again).
 fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path))?;
-    file.write_all(text.as_bytes()).map_err(io(path))
+    aloft_crash::write_file(path, text.as_bytes(), 0o600).map_err(io(path))
 }
 
 /// A certificate and key given in PEM (an imported certificate).

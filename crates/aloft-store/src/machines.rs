@@ -2,7 +2,7 @@
 //! versions are read in `machine_history.rs`, leases in `leases.rs`).
 
 use aloft_types::machine::MachineConfig;
-use aloft_types::{AppId, HostId, MachineId, MachineState};
+use aloft_types::{AppId, HostId, MachineId, MachineState, VolumeId};
 use sqlx::any::AnyRow;
 
 use crate::{Store, StoreError, column, now_ms, random, typed};
@@ -20,6 +20,10 @@ pub struct NewMachine {
     pub config: MachineConfig,
     pub state: MachineState,
     pub desired: Desired,
+    /// Out of the proxy's rotation from the start.
+    pub cordoned: bool,
+    /// The volume the machine mounts, attached to it in the same transaction.
+    pub volume: Option<VolumeId>,
 }
 
 /// Which machines [`Store::list_machines`] returns.
@@ -130,7 +134,9 @@ impl Store {
 
     /// Stores a new machine at version 1 unless its app or organization already has as
     /// many live machines as `caps` allow ([`StoreError::LimitReached`]). The count and
-    /// the insert are one statement.
+    /// the insert are one statement; the machine, its first version and its volume's
+    /// attachment are one transaction (a crash leaves all or none of them, and a volume
+    /// another machine took meanwhile refuses the machine: [`StoreError::Conflict`]).
     pub async fn insert_machine_within(
         &self,
         new: NewMachine,
@@ -148,7 +154,7 @@ impl Store {
         let inserted = sqlx::query(&format!(
             "INSERT INTO machines (app_id, id, name, region, host_id, state, desired, version, instance_id, private_ip, \
              config, cordoned, event_seq, created_at, updated_at) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, 0, 0, $11, $11 \
+             SELECT $1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $14, 0, $11, $11 \
              WHERE {LIVE_OF_APP} < $12 AND {LIVE_OF_ORG} < $13"
         ))
         .bind(new.app_id.as_str())
@@ -164,6 +170,7 @@ impl Store {
         .bind(now)
         .bind(caps.per_app)
         .bind(caps.per_org)
+        .bind(i64::from(new.cordoned))
         .execute(&mut *tx)
         .await
         .map_err(StoreError::database("creating a machine", "machine name", &new.name))?;
@@ -200,6 +207,23 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::database("recording a machine version", "machine", id.as_str()))?;
+        if let Some(volume) = &new.volume {
+            let attached = sqlx::query(
+                "UPDATE volumes SET attached_machine_id = $1, updated_at = $4 WHERE id = $2 AND app_id = $3 \
+                 AND state NOT IN ('destroyed', 'restoring') AND attached_machine_id IS NULL",
+            )
+            .bind(id.as_str())
+            .bind(volume.as_str())
+            .bind(new.app_id.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::database("attaching a volume", "volume", volume.as_str()))?;
+            if attached.rows_affected() == 0 {
+                drop(tx);
+                return Err(self.attach_refused(&new.app_id, volume).await);
+            }
+        }
         tx.commit().await.map_err(StoreError::database(
             "creating a machine",
             "machine",
@@ -217,7 +241,7 @@ impl Store {
             instance_id: instance,
             private_ip: new.private_ip,
             config: new.config,
-            cordoned: false,
+            cordoned: new.cordoned,
             lease: None,
             created_at: now,
             updated_at: now,

@@ -105,28 +105,40 @@ fn token_from(row: &AnyRow) -> Result<Token, StoreError> {
     })
 }
 
+fn new_org(slug: &str, name: &str) -> Org {
+    Org {
+        id: OrgId::generate(random()),
+        slug: slug.to_owned(),
+        name: name.to_owned(),
+        created_at: now_ms(),
+    }
+}
+
+async fn insert_org<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    org: &Org,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO orgs (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(org.id.as_str())
+        .bind(&org.slug)
+        .bind(&org.name)
+        .bind(org.created_at)
+        .execute(executor)
+        .await
+        .map_err(StoreError::database(
+            "creating an organization",
+            "organization",
+            &org.slug,
+        ))?;
+    Ok(())
+}
+
 const TOKEN_COLUMNS: &str = "id, org_id, kind, app_name, name, created_at, expires_at, revoked_at";
 
 impl Store {
     pub async fn create_org(&self, slug: &str, name: &str) -> Result<Org, StoreError> {
-        let org = Org {
-            id: OrgId::generate(random()),
-            slug: slug.to_owned(),
-            name: name.to_owned(),
-            created_at: now_ms(),
-        };
-        sqlx::query("INSERT INTO orgs (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(org.id.as_str())
-            .bind(&org.slug)
-            .bind(&org.name)
-            .bind(org.created_at)
-            .execute(self.pool())
-            .await
-            .map_err(StoreError::database(
-                "creating an organization",
-                "organization",
-                slug,
-            ))?;
+        let org = new_org(slug, name);
+        insert_org(self.pool(), &org).await?;
         Ok(org)
     }
 
@@ -214,6 +226,52 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// Creates an organization and its first token in one transaction: both or neither
+    /// (the first start's setup, which a crash between the two would otherwise leave with
+    /// an organization that no token can reach).
+    pub async fn create_org_with_token(
+        &self,
+        slug: &str,
+        name: &str,
+        kind: TokenKind,
+        token_name: &str,
+        secret_hash: &str,
+    ) -> Result<(Org, Token), StoreError> {
+        let org = new_org(slug, name);
+        let token = Token {
+            id: TokenId::generate(random()),
+            org_id: org.id.clone(),
+            kind,
+            app_name: None,
+            name: token_name.to_owned(),
+            created_at: org.created_at,
+            expires_at: None,
+            revoked_at: None,
+        };
+        let failed = StoreError::database("creating an organization", "organization", slug);
+        let mut tx = self.pool().begin().await.map_err(failed)?;
+        insert_org(&mut *tx, &org).await?;
+        sqlx::query(
+            "INSERT INTO tokens (id, org_id, kind, app_name, name, secret_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, NULL, $4, $5, $6, NULL)",
+        )
+        .bind(token.id.as_str())
+        .bind(org.id.as_str())
+        .bind(kind.as_str())
+        .bind(&token.name)
+        .bind(secret_hash)
+        .bind(token.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::database("creating a token", "token", token.id.as_str()))?;
+        tx.commit().await.map_err(StoreError::database(
+            "creating an organization",
+            "organization",
+            slug,
+        ))?;
+        Ok((org, token))
     }
 
     /// Records a token whose secret hashes to `secret_hash`.

@@ -315,24 +315,32 @@ impl Store {
         .await
         .map_err(StoreError::database("attaching a volume", "volume", id.as_str()))?;
         if updated.rows_affected() == 0 {
-            let volume = self.volume(app_id, id).await?;
-            if volume.state == VolumeState::Restoring {
-                return Err(StoreError::Conflict {
-                    what: "volume",
-                    id: id.to_string(),
-                    reason: "it is still being restored from a snapshot".to_owned(),
-                });
-            }
-            let holder = volume
-                .attached_machine_id
-                .map_or_else(|| "nothing".to_owned(), |m| m.to_string());
-            return Err(StoreError::Conflict {
-                what: "volume",
-                id: id.to_string(),
-                reason: format!("it is attached to machine {holder}"),
-            });
+            return Err(self.attach_refused(app_id, id).await);
         }
         Ok(())
+    }
+
+    /// Why `id` could not be attached: it is being restored, or another machine holds it.
+    pub(crate) async fn attach_refused(&self, app_id: &AppId, id: &VolumeId) -> StoreError {
+        let volume = match self.volume(app_id, id).await {
+            Ok(volume) => volume,
+            Err(error) => return error,
+        };
+        if volume.state == VolumeState::Restoring {
+            return StoreError::Conflict {
+                what: "volume",
+                id: id.to_string(),
+                reason: "it is still being restored from a snapshot".to_owned(),
+            };
+        }
+        let holder = volume
+            .attached_machine_id
+            .map_or_else(|| "nothing".to_owned(), |m| m.to_string());
+        StoreError::Conflict {
+            what: "volume",
+            id: id.to_string(),
+            reason: format!("it is attached to machine {holder}"),
+        }
     }
 
     /// Detaches a volume from whatever machine holds it.

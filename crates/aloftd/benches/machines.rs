@@ -134,6 +134,8 @@ async fn listing(backend: Backend, count: usize) -> String {
                 config: request(index).config,
                 state: MachineState::Stopped,
                 desired: Desired::Stopped,
+                cordoned: false,
+                volume: None,
             })
             .await
             .unwrap();

@@ -73,7 +73,7 @@ pub(crate) fn setup(config: &Config) -> anyhow::Result<Option<ApiTls>> {
             let fingerprint = fingerprint_of_pem(&pem)?;
             // Beside the CA, for an operator who missed the first start's output.
             let file = dir.join(CA_FINGERPRINT_FILE);
-            std::fs::write(&file, format!("{fingerprint}\n"))
+            aloft_crash::write_file(&file, format!("{fingerprint}\n").as_bytes(), 0o644)
                 .with_context(|| format!("writing {}", file.display()))?;
             (certified, Some((pem, fingerprint)))
         }

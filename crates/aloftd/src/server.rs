@@ -268,7 +268,7 @@ fn host_id(data_dir: &Path) -> anyhow::Result<HostId> {
             getrandom::fill(&mut random)
                 .map_err(|e| anyhow::anyhow!("generating a host id: {e}"))?;
             let id = HostId::generate(random);
-            std::fs::write(&path, format!("{id}\n"))
+            aloft_crash::write_file(&path, format!("{id}\n").as_bytes(), 0o644)
                 .with_context(|| format!("writing {}", path.display()))?;
             Ok(id)
         }

@@ -52,13 +52,8 @@ pub(crate) fn server_config(data_dir: &std::path::Path) -> Result<Arc<server::Co
     }))
 }
 
+/// The host key, whole or not at all: a start killed while writing it leaves none, and
+/// the next start makes one.
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())
+    aloft_crash::write_file(path, text.as_bytes(), 0o600)
 }

@@ -305,6 +305,7 @@ pub(super) async fn run(
                 return Ok(());
             }
         }
+        aloft_crash::reach(aloft_crash::Point::DeployMove);
         last = Some(now);
     }
 }

@@ -123,6 +123,7 @@ pub(super) async fn release_command(
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         crate::hosts::observed_change(&mut observed, &id, left.min(Duration::from_secs(1))).await;
     };
+    aloft_crash::reach(aloft_crash::Point::ReleaseCommandExited);
     let machine = inner.store.machine(&app.id, &id).await?;
     let output = last_lines(inner, &machine).await;
     if !machine.state.is_terminal() && machine.desired != aloft_store::Desired::Destroyed {

@@ -64,6 +64,7 @@ pub(super) async fn step(
         .store
         .append_step(&deployment.id, machine, kind, message, previous)
         .await?;
+    aloft_crash::reach(aloft_crash::Point::DeployStep);
     if let Some(machine) = machine {
         let text = format!("deploy {}: {kind}: {message}", deployment.id);
         crate::logs::platform_line(inner.logs.as_ref(), &inner.store, machine, text).await;

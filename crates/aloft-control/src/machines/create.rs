@@ -179,9 +179,14 @@ pub(crate) async fn create_machine_as(
             config,
             state: MachineState::Created,
             desired,
+            cordoned,
+            volume: volume.as_ref().map(|v| v.id.clone()),
         }, inner.config.machine_caps)
         .await
         .map_err(|error| match error {
+            aloft_store::StoreError::Conflict { what: "volume", id, reason } => {
+                ApiError::Conflict(format!("volume {id}: {reason}"))
+            }
             aloft_store::StoreError::Conflict { .. } => ApiError::Conflict(format!(
                 "a machine named {name} already exists in app {}",
                 app.name
@@ -199,15 +204,7 @@ pub(crate) async fn create_machine_as(
             other => other.into(),
         })?;
     drop(quota);
-    if let Some(volume) = &volume {
-        inner
-            .store
-            .attach_volume(&app.id, &volume.id, &machine.id)
-            .await?;
-    }
-    if cordoned {
-        inner.store.set_cordoned(&app.id, &machine.id, true).await?;
-    }
+    aloft_crash::reach(aloft_crash::Point::MachineStored);
     crate::catalog::private_address(&inner.store, &machine.id).await?;
     user_event(inner, &machine.id, EventKind::Launch, "created", json!({})).await?;
     if let Some(ttl) = request.lease_ttl {

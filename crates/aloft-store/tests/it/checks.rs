@@ -38,6 +38,8 @@ async fn checks_are_replaced_per_run_and_updated_per_result(store: Store) {
             config: MachineConfig::default(),
             state: MachineState::Started,
             desired: aloft_store::Desired::Started,
+            cordoned: false,
+            volume: None,
         })
         .await
         .unwrap();

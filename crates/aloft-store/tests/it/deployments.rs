@@ -113,6 +113,8 @@ async fn releases_are_numbered_per_app_and_deployments_log_their_steps(store: St
             config: MachineConfig::default(),
             state: MachineState::Started,
             desired: aloft_store::Desired::Started,
+            cordoned: false,
+            volume: None,
         })
         .await
         .unwrap();

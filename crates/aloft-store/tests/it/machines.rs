@@ -39,6 +39,8 @@ fn new_machine(app: &App, name: &str, region: &str, group: &str) -> NewMachine {
         config: config("busybox:1", group),
         state: MachineState::Created,
         desired: aloft_store::Desired::Started,
+        cordoned: false,
+        volume: None,
     }
 }
 

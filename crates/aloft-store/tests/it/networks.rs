@@ -77,6 +77,8 @@ async fn network_host_and_machine_numbers_are_unique_and_stable(store: Store) {
             config: MachineConfig::default(),
             state: MachineState::Created,
             desired: Desired::Started,
+            cordoned: false,
+            volume: None,
         };
         tasks.push(tokio::spawn(async move {
             let machine = store.insert_machine(new).await.unwrap();

@@ -4,8 +4,38 @@ use crate::on_both_backends;
 
 on_both_backends!(
     orgs_and_tokens,
-    an_organization_keeps_its_first_ssh_authority
+    an_organization_keeps_its_first_ssh_authority,
+    an_organization_and_its_first_token_are_stored_together
 );
+
+/// The first start's setup: the organization and its operator token, both or neither.
+async fn an_organization_and_its_first_token_are_stored_together(store: Store) {
+    let (org, token) = store
+        .create_org_with_token(
+            "personal",
+            "Personal",
+            TokenKind::Operator,
+            "admin",
+            "hash-a",
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.org_by_slug("personal").await.unwrap(), org);
+    let found = store.token_by_hash("hash-a").await.unwrap().unwrap();
+    assert_eq!(
+        (found.id, found.kind, found.org_id),
+        (token.id, TokenKind::Operator, org.id.clone())
+    );
+    // A second setup conflicts on the organization and stores no token either.
+    assert!(matches!(
+        store
+            .create_org_with_token("personal", "Again", TokenKind::Operator, "admin", "hash-b")
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(store.token_by_hash("hash-b").await.unwrap().is_none());
+    assert_eq!(store.list_tokens(&org.id).await.unwrap().len(), 1);
+}
 
 async fn orgs_and_tokens(store: Store) {
     let org = store.create_org("acme", "Acme Inc").await.unwrap();

@@ -103,6 +103,8 @@ async fn volumes_attach_to_one_machine(store: Store) {
         config: MachineConfig::default(),
         state: MachineState::Created,
         desired: aloft_store::Desired::Started,
+        cordoned: false,
+        volume: None,
     };
     let one = store.insert_machine(machine("one")).await.unwrap();
     let two = store.insert_machine(machine("two")).await.unwrap();
@@ -243,6 +245,8 @@ async fn snapshots_are_recorded_before_they_are_taken(store: Store) {
             config: MachineConfig::default(),
             state: MachineState::Created,
             desired: aloft_store::Desired::Started,
+            cordoned: false,
+            volume: None,
         })
         .await
         .unwrap();

@@ -1,27 +1,15 @@
 use std::collections::BTreeMap;
 
-use aloft_testkit::BUSYBOX_IMAGE;
 use aloft_types::MachineState;
 use aloft_types::api::{CreateVolumeRequest, MachineRequest};
-use aloft_types::machine::{MachineConfig, MachineFile, MachineInit, MachineMount};
+use aloft_types::machine::{MachineFile, MachineMount};
 
 use crate::{Host, Server};
 
 fn sleeper(name: &str) -> MachineRequest {
     MachineRequest {
         name: Some(name.to_owned()),
-        ..MachineRequest::new(MachineConfig {
-            image: BUSYBOX_IMAGE.to_owned(),
-            init: MachineInit {
-                cmd: vec![
-                    "sh".into(),
-                    "-c".into(),
-                    "while true; do sleep 1; done".into(),
-                ],
-                ..MachineInit::default()
-            },
-            ..MachineConfig::default()
-        })
+        ..MachineRequest::new(crate::sleeper())
     }
 }
 

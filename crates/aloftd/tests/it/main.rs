@@ -10,6 +10,7 @@
 mod autoscale;
 mod builds;
 mod checks;
+mod crashes;
 mod cutoff;
 mod data;
 mod deploy;
@@ -96,11 +97,21 @@ fn read_trimmed(path: &Path) -> Option<String> {
 impl Server {
     /// Starts a server on `host` (port 0) and waits until its API answers.
     pub(crate) async fn start(host: &Host) -> Server {
+        Server::start_with(host, &[]).await
+    }
+
+    /// Starts `aloftd server` on `host` with `env` added to its environment, and returns
+    /// at once: the process, whose output goes beside the data directory.
+    pub(crate) fn spawn(host: &Host, env: &[(&str, &std::ffi::OsStr)]) -> Child {
         let data_dir = &host.data();
         busybox_image();
         let _ = std::fs::remove_file(data_dir.join("api-url"));
-        let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_aloftd"))
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.with_extension("log"))
+            .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_aloftd"))
             .arg("server")
             .arg("--config")
             .arg(host.config())
@@ -108,10 +119,17 @@ impl Server {
             .arg(data_dir)
             .args(["--api-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(std::fs::File::create(data_dir.with_extension("out")).unwrap())
             .stderr(log)
             .spawn()
-            .expect("aloftd starts");
+            .expect("aloftd starts")
+    }
+
+    /// [`Server::start`] with `env` added to the server's environment.
+    pub(crate) async fn start_with(host: &Host, env: &[(&str, &std::ffi::OsStr)]) -> Server {
+        let data_dir = &host.data();
+        let child = Server::spawn(host, env);
         let url = eventually(
             "aloftd to write its API URL",
             Duration::from_secs(30),
@@ -166,6 +184,22 @@ impl Server {
             .split_whitespace()
             .map(str::to_owned)
             .collect()
+    }
+}
+
+/// A busybox machine that runs until it is stopped.
+pub(crate) fn sleeper() -> aloft_types::machine::MachineConfig {
+    aloft_types::machine::MachineConfig {
+        image: aloft_testkit::BUSYBOX_IMAGE.to_owned(),
+        init: aloft_types::machine::MachineInit {
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "while true; do sleep 1; done".into(),
+            ],
+            ..aloft_types::machine::MachineInit::default()
+        },
+        ..aloft_types::machine::MachineConfig::default()
     }
 }
 

@@ -271,17 +271,8 @@ async fn requests_reach_the_apps_machines_by_host_with_flys_headers() {
 
     // A machine that refuses connections: GETs go to another one.
     let deaf = MachineConfig {
-        image: BUSYBOX_IMAGE.to_owned(),
-        init: MachineInit {
-            cmd: vec![
-                "sh".into(),
-                "-c".into(),
-                "while true; do sleep 1; done".into(),
-            ],
-            ..MachineInit::default()
-        },
         services: vec![service(false)],
-        ..MachineConfig::default()
+        ..crate::sleeper()
     };
     let deaf = client
         .create_machine("edge", &MachineRequest::new(deaf))

@@ -44,7 +44,7 @@ async fn data_size_mb(server: &Server, app: &str, machine: &str) -> Option<u64> 
 }
 
 /// Whether anything is mounted at `path` on this host.
-fn mounted(path: &std::path::Path) -> bool {
+pub(crate) fn mounted(path: &std::path::Path) -> bool {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
