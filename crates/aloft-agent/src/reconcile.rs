@@ -230,6 +230,9 @@ impl<R: Runtime + 'static> Shared<R> {
         machine: &MachineRecord,
     ) -> Result<(), AgentError> {
         let id = &machine.id;
+        // No record of an earlier start may outlive the `starting` this reports: a start
+        // cut short before its own record is written is then not taken for a run.
+        self.forget_start(id).await?;
         if matches!(
             machine.state,
             MachineState::Created

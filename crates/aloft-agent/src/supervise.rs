@@ -288,6 +288,18 @@ impl<R: Runtime + 'static> Shared<R> {
         outcome.map_err(|source| AgentError::StartIntent { path, source })
     }
 
+    /// Removes the record [`Self::intend_start`] wrote, before a start reports the
+    /// machine starting.
+    pub(super) async fn forget_start(&self, machine: &MachineId) -> Result<(), AgentError> {
+        let path = crate::spec::machine_dir(&self.config.data_dir, machine).join(START_INTENT_FILE);
+        match tokio::fs::remove_file(&path).await {
+            Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+                Err(AgentError::StartIntent { path, source })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// What to do with the machine's current container when it is not running and the
     /// machine is wanted started: whether it ran and exited with its exit not handled
     /// (`Some(false)`: hand it to [`Self::on_exit`]), is being handled (`Some(true)`:

@@ -18,6 +18,19 @@ pub mod sim;
 pub use http_server::HttpServer;
 pub use mounts::unmount_under;
 
+/// A build context: a tar archive holding one file, `Dockerfile`, with `dockerfile` in it.
+pub fn dockerfile_context(dockerfile: &str) -> Vec<u8> {
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(dockerfile.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    archive
+        .append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
+        .expect("an archive in memory takes a file");
+    archive.into_inner().expect("an archive in memory finishes")
+}
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

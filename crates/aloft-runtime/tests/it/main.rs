@@ -296,16 +296,8 @@ async fn missing_containers_and_images_are_clear_errors() {
 
 /// A file holding a tar archive of one Dockerfile (removed when dropped).
 fn context_with(dockerfile: &str) -> tempfile::NamedTempFile {
-    let mut archive = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(dockerfile.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    archive
-        .append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
-        .unwrap();
     let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), archive.into_inner().unwrap()).unwrap();
+    std::fs::write(file.path(), aloft_testkit::dockerfile_context(dockerfile)).unwrap();
     file
 }
 

@@ -8,19 +8,6 @@ use aloft_testkit::{HttpServer, busybox_image};
 
 use crate::{Host, Server};
 
-/// A tar archive holding one Dockerfile.
-fn context_of(dockerfile: &str) -> Vec<u8> {
-    let mut archive = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(dockerfile.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    archive
-        .append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
-        .unwrap();
-    archive.into_inner().unwrap()
-}
-
 /// Builds `dockerfile` for `app` with no cache; the output and the outcome.
 async fn build(client: &Client, app: &str, dockerfile: &str) -> (String, Result<(), String>) {
     let mut output = String::new();
@@ -32,9 +19,12 @@ async fn build(client: &Client, app: &str, dockerfile: &str) -> (String, Result<
         no_cache: true,
     };
     let outcome = client
-        .build(app, context_of(dockerfile), &options, |text| {
-            output.push_str(text)
-        })
+        .build(
+            app,
+            aloft_testkit::dockerfile_context(dockerfile),
+            &options,
+            |text| output.push_str(text),
+        )
         .await;
     let outcome = match outcome {
         Ok(_) => Ok(()),

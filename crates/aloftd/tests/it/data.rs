@@ -14,16 +14,7 @@ fn sleeper(name: &str) -> MachineRequest {
 }
 
 async fn sh(server: &Server, app: &str, machine: &str, script: &str) -> String {
-    let output = server
-        .client
-        .exec(
-            app,
-            machine,
-            vec!["sh".into(), "-c".into(), script.into()],
-            None,
-        )
-        .await
-        .unwrap();
+    let output = crate::sh(&server.client, app, machine, script, None).await;
     assert_eq!(output.exit_code, 0, "{script}: {}", output.stderr);
     output.stdout
 }

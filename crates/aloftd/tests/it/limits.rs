@@ -43,15 +43,7 @@ async fn machine(
 
 /// Runs `script` in the machine; its exit code, stdout and stderr.
 async fn sh(client: &Client, id: &str, script: &str) -> (i64, String, String) {
-    let done = client
-        .exec(
-            APP,
-            id,
-            vec!["sh".into(), "-c".into(), script.into()],
-            Some(60),
-        )
-        .await
-        .unwrap();
+    let done = crate::sh(client, APP, id, script, Some(60)).await;
     (done.exit_code, done.stdout, done.stderr)
 }
 

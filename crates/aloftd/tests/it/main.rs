@@ -187,6 +187,26 @@ impl Server {
     }
 }
 
+/// Runs `script` with `sh -c` in a machine (the API's exec, `timeout` seconds or its
+/// default): its exit code, stdout and stderr.
+pub(crate) async fn sh(
+    client: &Client,
+    app: &str,
+    machine: &str,
+    script: &str,
+    timeout: Option<u64>,
+) -> aloft_types::api::ExecResponse {
+    client
+        .exec(
+            app,
+            machine,
+            vec!["sh".into(), "-c".into(), script.into()],
+            timeout,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("exec {script:?} in {machine}: {e}"))
+}
+
 /// A busybox machine that runs until it is stopped.
 pub(crate) fn sleeper() -> aloft_types::machine::MachineConfig {
     aloft_types::machine::MachineConfig {

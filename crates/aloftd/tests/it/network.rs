@@ -37,15 +37,7 @@ async fn web(client: &Client, app: &str, name: &str) -> MachineResponse {
 
 /// Runs a shell script in a machine: (exit code, stdout + stderr).
 async fn sh(client: &Client, app: &str, machine: &str, script: &str) -> (i64, String) {
-    let output = client
-        .exec(
-            app,
-            machine,
-            vec!["sh".into(), "-c".into(), script.into()],
-            None,
-        )
-        .await
-        .unwrap();
+    let output = crate::sh(client, app, machine, script, None).await;
     (
         output.exit_code,
         format!("{}{}", output.stdout, output.stderr),

@@ -10,16 +10,7 @@ use crate::{Host, Server};
 
 /// Runs a shell script in a machine: (exit code, stdout + stderr).
 async fn run(server: &Server, app: &str, machine: &str, script: &str) -> (i64, String) {
-    let output = server
-        .client
-        .exec(
-            app,
-            machine,
-            vec!["sh".into(), "-c".into(), script.into()],
-            None,
-        )
-        .await
-        .unwrap();
+    let output = crate::sh(&server.client, app, machine, script, None).await;
     (
         output.exit_code,
         format!("{}{}", output.stdout, output.stderr),
