@@ -121,6 +121,28 @@ async fn volumes_attach_to_one_machine(store: Store) {
         .await
         .unwrap_err();
     assert!(taken.to_string().contains(one.id.as_str()), "{taken}");
+    // A machine stored with the taken volume is refused whole: no machine is left
+    // behind without its volume.
+    let three = store
+        .insert_machine(aloft_store::NewMachine {
+            volume: Some(volume.id.clone()),
+            ..machine("three")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&three, StoreError::Conflict { what: "volume", .. }),
+        "{three}"
+    );
+    assert!(three.to_string().contains(one.id.as_str()), "{three}");
+    let names: Vec<String> = store
+        .list_machines(&app.id, &aloft_store::MachineFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
     let attached = store.destroy_volume(&app.id, &volume.id).await.unwrap_err();
     assert!(
         attached.to_string().contains("attached to machine"),
