@@ -164,13 +164,12 @@ pub trait ControlPlane: Send + Sync + std::fmt::Debug {
         machine: &'a MachineRecord,
     ) -> BoxFuture<'a, Result<BTreeMap<String, String>, ControlError>>;
 
-    /// The sizes (GB) of the machine's volumes now, by volume id: a volume extended since
-    /// the machine was configured is bigger than its mount says. A volume left out (gone)
-    /// keeps its mount's size.
-    fn volume_sizes<'a>(
+    /// The machine's volumes as they are now, by volume id: their size and key. A volume
+    /// left out (gone) keeps its mount's size and is not encrypted.
+    fn volumes<'a>(
         &'a self,
         machine: &'a MachineRecord,
-    ) -> BoxFuture<'a, Result<BTreeMap<String, u64>, ControlError>>;
+    ) -> BoxFuture<'a, Result<BTreeMap<String, VolumeFacts>, ControlError>>;
 
     /// Records the state the agent observed; the same state again is a no-op.
     fn report_state<'a>(
@@ -238,6 +237,58 @@ pub enum LinkError {
         operation: &'static str,
         message: String,
     },
+}
+
+/// The key a volume's files are encrypted with on its host: 64 random bytes (an ext4
+/// encryption master key), made by the control plane when the volume is, kept there
+/// sealed, and handed to the volume's host whenever it mounts the volume. Never shown,
+/// never logged (its `Debug` hides it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct VolumeKey(Box<[u8; VolumeKey::LEN]>);
+
+impl VolumeKey {
+    /// Its length in bytes.
+    pub const LEN: usize = 64;
+
+    pub fn from_bytes(bytes: [u8; Self::LEN]) -> VolumeKey {
+        VolumeKey(Box::new(bytes))
+    }
+
+    /// A key from its hex spelling (what the control plane seals).
+    pub fn from_hex(hex: &str) -> Option<VolumeKey> {
+        if hex.len() != 2 * Self::LEN || !hex.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; Self::LEN];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(VolumeKey::from_bytes(bytes))
+    }
+
+    /// Its hex spelling.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn as_bytes(&self) -> &[u8; Self::LEN] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for VolumeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VolumeKey(<hidden>)")
+    }
+}
+
+/// What a host needs to know of a volume to make it ready: its size now (a volume
+/// extended since its machine was configured is bigger than its mount says) and its
+/// key when it is encrypted at rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeFacts {
+    pub size_gb: u64,
+    pub key: Option<VolumeKey>,
 }
 
 /// A volume snapshot a host wrote.
@@ -321,19 +372,24 @@ pub trait HostLink: Send + Sync {
     ) -> BoxFuture<'a, Result<(), LinkError>>;
 
     /// Writes a snapshot of `volume`'s files on this host as `snapshot` (an archive kept
-    /// on the host). Taking the same snapshot again rewrites it: retries are safe.
+    /// on the host, encrypted with a key derived from `key` when the volume is
+    /// encrypted). Taking the same snapshot again rewrites it: retries are safe.
     fn snapshot_volume<'a>(
         &'a self,
         volume: &'a aloft_types::VolumeId,
+        key: Option<&'a VolumeKey>,
         snapshot: &'a aloft_types::SnapshotId,
     ) -> BoxFuture<'a, Result<SnapshotTaken, LinkError>>;
 
-    /// Fills `volume` (new, mounted by nothing) with `snapshot`'s files. Its files appear
-    /// all at once when the whole snapshot is in place: retries are safe.
+    /// Fills `volume` (new, mounted by nothing; `into` says its size and key) with
+    /// `snapshot`'s files (`from`: the key of the volume it was taken of). Its files
+    /// appear all at once when the whole snapshot is in place: retries are safe.
     fn restore_volume<'a>(
         &'a self,
         snapshot: &'a aloft_types::SnapshotId,
+        from: Option<&'a VolumeKey>,
         volume: &'a aloft_types::VolumeId,
+        into: &'a VolumeFacts,
     ) -> BoxFuture<'a, Result<(), LinkError>>;
 
     /// Deletes `volume`'s files (it is being destroyed; nothing mounts it). A volume

@@ -85,6 +85,9 @@ pub struct Host {
     /// Where the host's agent can be reached.
     pub address: Option<String>,
     pub last_heartbeat: i64,
+    /// Whether its volumes can be encrypted at rest (ext4 filesystems on a kernel with
+    /// ext4 encryption): an encrypted volume is only placed on such a host.
+    pub encrypts_volumes: bool,
 }
 
 /// One check's latest result, as the agent that runs the check reports it.

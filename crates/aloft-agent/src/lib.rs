@@ -23,6 +23,7 @@ mod logs;
 mod ps;
 mod reconcile;
 mod sample;
+mod sealed;
 mod snapshots;
 mod spec;
 mod ssh;
@@ -354,6 +355,8 @@ impl<R: Runtime + 'static> Shared<R> {
             memory_mb: self.config.memory_mb,
             address: None,
             last_heartbeat: now_ms(),
+            encrypts_volumes: self.config.volumes == VolumeBacking::Ext4
+                && aloft_fscrypt::supported(),
         };
         Ok(self.gateway.heartbeat(&host).await?)
     }

@@ -194,13 +194,14 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
     fn snapshot_volume<'a>(
         &'a self,
         volume: &'a aloft_types::VolumeId,
+        key: Option<&'a aloft_agent_api::VolumeKey>,
         snapshot: &'a aloft_types::SnapshotId,
     ) -> BoxFuture<'a, Result<SnapshotTaken, LinkError>> {
         let data_dir = self.shared.config.data_dir.clone();
-        let (volume, snapshot) = (volume.to_string(), snapshot.to_string());
+        let (volume, snapshot, key) = (volume.to_string(), snapshot.to_string(), key.cloned());
         Box::pin(async move {
             let (size, digest) = blocking("writing the snapshot", move || {
-                crate::snapshots::take(&data_dir, &volume, &snapshot)
+                crate::snapshots::take(&data_dir, &volume, key.as_ref(), &snapshot)
             })
             .await?;
             Ok(SnapshotTaken { size, digest })
@@ -210,12 +211,18 @@ impl<R: Runtime + 'static> HostLink for RuntimeLink<R> {
     fn restore_volume<'a>(
         &'a self,
         snapshot: &'a aloft_types::SnapshotId,
+        from: Option<&'a aloft_agent_api::VolumeKey>,
         volume: &'a aloft_types::VolumeId,
+        into: &'a aloft_agent_api::VolumeFacts,
     ) -> BoxFuture<'a, Result<(), LinkError>> {
-        let data_dir = self.shared.config.data_dir.clone();
+        let (data_dir, backing) = (
+            self.shared.config.data_dir.clone(),
+            self.shared.config.volumes,
+        );
         let (volume, snapshot) = (volume.to_string(), snapshot.to_string());
+        let (from, into) = (from.cloned(), into.clone());
         Box::pin(blocking("restoring the snapshot", move || {
-            crate::snapshots::restore(&data_dir, &snapshot, &volume)
+            crate::snapshots::restore(&data_dir, backing, &snapshot, from.as_ref(), &volume, &into)
         }))
     }
 

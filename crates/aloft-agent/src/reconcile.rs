@@ -252,24 +252,26 @@ impl<R: Runtime + 'static> Shared<R> {
         // Its volumes' filesystems made, grown and mounted, before any container (new or
         // old: a host that restarted has them unmounted) binds them.
         let (backing, data_dir) = (self.config.volumes, self.config.data_dir.clone());
-        let sizes = if machine.config.mounts.is_empty() {
+        let facts = if machine.config.mounts.is_empty() {
             Default::default()
         } else {
-            self.gateway.volume_sizes(machine).await?
+            self.gateway.volumes(machine).await?
         };
-        let volumes: Vec<(String, u64)> = machine
+        let volumes: Vec<(String, u64, Option<aloft_agent_api::VolumeKey>)> = machine
             .config
             .mounts
             .iter()
             .map(|m| {
-                let now = sizes.get(&m.volume).copied().unwrap_or(0);
-                (m.volume.clone(), now.max(u64::from(m.size_gb)))
+                let known = facts.get(&m.volume);
+                let now = known.map_or(0, |f| f.size_gb);
+                let key = known.and_then(|f| f.key.clone());
+                (m.volume.clone(), now.max(u64::from(m.size_gb)), key)
             })
             .collect();
         let ready = tokio::task::spawn_blocking(move || {
-            volumes.iter().try_for_each(|(volume, size_gb)| {
+            volumes.iter().try_for_each(|(volume, size_gb, key)| {
                 let data = crate::spec::volume_dir(&data_dir, volume);
-                crate::volumes::ensure(backing, &data, volume, *size_gb)
+                crate::volumes::ensure(backing, &data, volume, *size_gb, key.as_ref()).map(drop)
             })
         })
         .await;

@@ -214,7 +214,7 @@ pub fn container_spec(
     }
 
     for mount in &machine_config.mounts {
-        let source = volume_dir(&config.data_dir, &mount.volume);
+        let source = crate::volumes::bind_source(&volume_dir(&config.data_dir, &mount.volume));
         std::fs::create_dir_all(&source).map_err(|error| SpecError::Write {
             path: source.clone(),
             source: error,

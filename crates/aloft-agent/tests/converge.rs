@@ -150,15 +150,21 @@ impl ControlPlane for Plane {
         ready(Ok(BTreeMap::new()))
     }
 
-    fn volume_sizes<'a>(
+    fn volumes<'a>(
         &'a self,
         machine: &'a MachineRecord,
-    ) -> BoxFuture<'a, Result<BTreeMap<String, u64>, ControlError>> {
+    ) -> BoxFuture<'a, Result<BTreeMap<String, aloft_agent_api::VolumeFacts>, ControlError>> {
         ready(Ok(machine
             .config
             .mounts
             .iter()
-            .map(|m| (m.volume.clone(), u64::from(m.size_gb)))
+            .map(|m| {
+                let facts = aloft_agent_api::VolumeFacts {
+                    size_gb: u64::from(m.size_gb),
+                    key: None,
+                };
+                (m.volume.clone(), facts)
+            })
             .collect()))
     }
 

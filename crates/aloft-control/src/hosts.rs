@@ -263,28 +263,31 @@ impl ControlPlane for AgentGateway {
         call(self.secrets_of(machine))
     }
 
-    fn volume_sizes<'a>(
+    fn volumes<'a>(
         &'a self,
         machine: &'a MachineRecord,
-    ) -> BoxFuture<'a, Result<std::collections::BTreeMap<String, u64>, ControlError>> {
+    ) -> BoxFuture<
+        'a,
+        Result<std::collections::BTreeMap<String, aloft_agent_api::VolumeFacts>, ControlError>,
+    > {
         call(async move {
-            let mut sizes = std::collections::BTreeMap::new();
+            let mut facts = std::collections::BTreeMap::new();
             for mount in &machine.config.mounts {
                 let Ok(id) = mount.volume.parse() else {
                     continue;
                 };
                 match self.store.volume(&machine.app_id, &id).await {
                     Ok(volume) => {
-                        sizes.insert(
+                        facts.insert(
                             mount.volume.clone(),
-                            u64::try_from(volume.size_gb).unwrap_or(0),
+                            crate::volume_keys::facts_of(&self.secrets_key, &volume)?,
                         );
                     }
                     Err(aloft_store::StoreError::NotFound { .. }) => {}
                     Err(error) => return Err(error.into()),
                 }
             }
-            Ok(sizes)
+            Ok(facts)
         })
     }
 

@@ -42,6 +42,7 @@ mod sinks;
 mod snapshots;
 pub mod ssh;
 mod statics;
+mod volume_keys;
 mod volumes;
 pub mod wire;
 

@@ -53,8 +53,12 @@ pub(crate) async fn take(inner: &Inner, volume: &VolumeRecord) -> Result<Snapsho
         volume.host_id.as_ref(),
         &format!("volume {}", volume.id),
     )?;
+    let key = crate::volume_keys::key_of(&inner.secrets_key, volume)?;
     let snapshot = inner.store.begin_snapshot(volume).await?;
-    match link.snapshot_volume(&volume.id, &snapshot.id).await {
+    match link
+        .snapshot_volume(&volume.id, key.as_ref(), &snapshot.id)
+        .await
+    {
         Ok(taken) => {
             let size = i64::try_from(taken.size).unwrap_or(i64::MAX);
             inner
@@ -84,10 +88,13 @@ pub(crate) async fn restore(
         snapshot.host_id.as_ref(),
         &format!("snapshot {}", snapshot.id),
     ) {
-        Ok(link) => link
-            .restore_volume(&snapshot.id, &volume.id)
-            .await
-            .map_err(ApiError::from),
+        Ok(link) => match keys_for_restore(inner, snapshot, volume).await {
+            Ok((from, into)) => link
+                .restore_volume(&snapshot.id, from.as_ref(), &volume.id, &into)
+                .await
+                .map_err(ApiError::from),
+            Err(error) => Err(error),
+        },
         Err(error) => Err(error),
     };
     match outcome {
@@ -113,6 +120,29 @@ pub(crate) async fn restore(
             Err(error)
         }
     }
+}
+
+/// The key `snapshot`'s archive was written with (its volume's, a volume destroyed since
+/// included) and what the new `volume` is.
+async fn keys_for_restore(
+    inner: &Inner,
+    snapshot: &SnapshotRecord,
+    volume: &VolumeRecord,
+) -> Result<
+    (
+        Option<aloft_agent_api::VolumeKey>,
+        aloft_agent_api::VolumeFacts,
+    ),
+    ApiError,
+> {
+    let source = inner
+        .store
+        .volume(&snapshot.app_id, &snapshot.volume_id)
+        .await?;
+    Ok((
+        crate::volume_keys::key_of(&inner.secrets_key, &source)?,
+        crate::volume_keys::facts_of(&inner.secrets_key, volume)?,
+    ))
 }
 
 /// The snapshot a new volume is to be restored from: one of the app's, and created.

@@ -19,10 +19,6 @@ use crate::access::{ReadApp, WriteApp};
 use crate::json::Body;
 use crate::{ApiError, Inner};
 
-/// Whether volumes are encrypted at rest: they are plain ext4 filesystems on their
-/// host's disk, so not (yet). Every volume reports this, whatever its request or an older row says.
-pub(crate) const ENCRYPTED_AT_REST: bool = false;
-
 /// Largest volume, in GB (Fly's limit).
 pub(crate) const MAX_VOLUME_GB: i64 = 500;
 
@@ -92,7 +88,7 @@ pub(crate) fn response(volume: &VolumeRecord) -> VolumeResponse {
             .as_ref()
             .map(|h| h.as_str()[..4].to_owned())
             .unwrap_or_default(),
-        encrypted: ENCRYPTED_AT_REST,
+        encrypted: volume.encrypted,
         attached_machine_id: volume.attached_machine_id.as_ref().map(ToString::to_string),
         attached_alloc_id: volume.attached_machine_id.as_ref().map(ToString::to_string),
         snapshot_retention: volume.snapshot_retention,
@@ -178,6 +174,7 @@ pub(crate) async fn free_or_new(
         crate::machines::Placing::Volume { app: &app.id },
     )
     .await?;
+    let key_sealed = crate::volume_keys::key_for(inner, &host, None).await?;
     let volume = inner
         .store
         .create_volume(NewVolume {
@@ -186,7 +183,8 @@ pub(crate) async fn free_or_new(
             region: region.to_owned(),
             host_id: Some(host),
             size_gb,
-            encrypted: ENCRYPTED_AT_REST,
+            encrypted: key_sealed.is_some(),
+            key_sealed,
             snapshot_retention: retention,
             auto_backup_enabled: mount.scheduled_snapshots.unwrap_or(true),
         })
@@ -256,6 +254,7 @@ async fn create(
             .await?
         }
     };
+    let key_sealed = crate::volume_keys::key_for(&inner, &host, request.encrypted).await?;
     let volume = inner
         .store
         .create_volume(NewVolume {
@@ -264,8 +263,8 @@ async fn create(
             region: region.to_string(),
             host_id: Some(host),
             size_gb,
-            // Fly's clients ask for encryption by default; the volume says what it is.
-            encrypted: ENCRYPTED_AT_REST,
+            encrypted: key_sealed.is_some(),
+            key_sealed,
             snapshot_retention: retention,
             auto_backup_enabled: request.auto_backup_enabled.unwrap_or(true),
         })

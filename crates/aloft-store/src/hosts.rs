@@ -29,7 +29,8 @@ impl HostRecord {
     }
 }
 
-const HOST_COLUMNS: &str = "id, region, cpus, memory_mb, address, last_heartbeat, state, down_at";
+const HOST_COLUMNS: &str =
+    "id, region, cpus, memory_mb, address, last_heartbeat, state, down_at, encrypts_volumes";
 
 fn record_from(row: &AnyRow) -> Result<HostRecord, StoreError> {
     Ok(HostRecord {
@@ -48,6 +49,7 @@ fn host_from(row: &AnyRow) -> Result<Host, StoreError> {
         memory_mb: column(row, WHAT, "memory_mb")?,
         address: column(row, WHAT, "address")?,
         last_heartbeat: column(row, WHAT, "last_heartbeat")?,
+        encrypts_volumes: column::<i64>(row, WHAT, "encrypts_volumes")? != 0,
     })
 }
 
@@ -56,8 +58,8 @@ impl Store {
     /// down is up again).
     pub async fn upsert_host(&self, host: &Host) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO hosts (id, region, cpus, memory_mb, address, last_heartbeat) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (id) DO UPDATE SET region = $2, cpus = $3, memory_mb = $4, address = $5, last_heartbeat = $6, down_at = NULL",
+            "INSERT INTO hosts (id, region, cpus, memory_mb, address, last_heartbeat, encrypts_volumes) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (id) DO UPDATE SET region = $2, cpus = $3, memory_mb = $4, address = $5, last_heartbeat = $6, encrypts_volumes = $7, down_at = NULL",
         )
         .bind(host.id.as_str())
         .bind(&host.region)
@@ -65,6 +67,7 @@ impl Store {
         .bind(host.memory_mb)
         .bind(host.address.clone())
         .bind(host.last_heartbeat)
+        .bind(i64::from(host.encrypts_volumes))
         .execute(self.pool())
         .await
         .map_err(StoreError::database("registering a host", "host", host.id.as_str()))?;
@@ -73,7 +76,7 @@ impl Store {
 
     pub async fn list_hosts(&self) -> Result<Vec<Host>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, region, cpus, memory_mb, address, last_heartbeat FROM hosts ORDER BY id",
+            "SELECT id, region, cpus, memory_mb, address, last_heartbeat, encrypts_volumes FROM hosts ORDER BY id",
         )
         .fetch_all(self.pool())
         .await

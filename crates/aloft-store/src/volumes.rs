@@ -57,6 +57,8 @@ pub struct NewVolume {
     pub host_id: Option<HostId>,
     pub size_gb: i64,
     pub encrypted: bool,
+    /// Its encryption key, sealed (see [`VolumeRecord::key_sealed`]).
+    pub key_sealed: Option<String>,
     pub snapshot_retention: i64,
     /// Daily snapshots (Fly's `auto_backup_enabled`).
     pub auto_backup_enabled: bool,
@@ -74,6 +76,9 @@ pub struct VolumeRecord {
     pub state: VolumeState,
     pub attached_machine_id: Option<MachineId>,
     pub encrypted: bool,
+    /// The key its files are encrypted with on its host, sealed by the control plane's
+    /// secrets key; `None` when it is not encrypted at rest.
+    pub key_sealed: Option<String>,
     pub snapshot_retention: i64,
     /// Daily snapshots (Fly's `auto_backup_enabled`).
     pub auto_backup_enabled: bool,
@@ -82,7 +87,7 @@ pub struct VolumeRecord {
     pub updated_at: i64,
 }
 
-pub(crate) const COLUMNS: &str = "id, app_id, name, region, host_id, size_gb, state, attached_machine_id, encrypted, snapshot_retention, auto_backup_enabled, created_at, updated_at";
+pub(crate) const COLUMNS: &str = "id, app_id, name, region, host_id, size_gb, state, attached_machine_id, encrypted, snapshot_retention, auto_backup_enabled, created_at, updated_at, key_sealed";
 
 pub(crate) fn volume_from(row: &AnyRow) -> Result<VolumeRecord, StoreError> {
     const WHAT: &str = "volume";
@@ -101,6 +106,7 @@ pub(crate) fn volume_from(row: &AnyRow) -> Result<VolumeRecord, StoreError> {
             .map(|m| crate::parse("machine id", &m))
             .transpose()?,
         encrypted: column::<i64>(row, WHAT, "encrypted")? != 0,
+        key_sealed: column(row, WHAT, "key_sealed")?,
         snapshot_retention: column(row, WHAT, "snapshot_retention")?,
         auto_backup_enabled: column::<i64>(row, WHAT, "auto_backup_enabled")? != 0,
         created_at,
@@ -131,13 +137,14 @@ impl Store {
             state: VolumeState::Created,
             attached_machine_id: None,
             encrypted: new.encrypted,
+            key_sealed: new.key_sealed,
             snapshot_retention: new.snapshot_retention,
             auto_backup_enabled: new.auto_backup_enabled,
             created_at: now,
             updated_at: now,
         };
         sqlx::query(&format!(
-            "INSERT INTO volumes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11, $12)"
+            "INSERT INTO volumes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11, $12, $13)"
         ))
         .bind(volume.id.as_str())
         .bind(volume.app_id.as_str())
@@ -151,6 +158,7 @@ impl Store {
         .bind(i64::from(volume.auto_backup_enabled))
         .bind(volume.created_at)
         .bind(volume.updated_at)
+        .bind(volume.key_sealed.clone())
         .execute(self.pool())
         .await
         .map_err(StoreError::database(

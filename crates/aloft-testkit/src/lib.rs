@@ -16,7 +16,7 @@ mod mounts;
 pub mod sim;
 
 pub use http_server::HttpServer;
-pub use mounts::unmount_under;
+pub use mounts::{file_holds, unmount_under};
 
 /// A build context: a tar archive holding one file, `Dockerfile`, with `dockerfile` in it.
 pub fn dockerfile_context(dockerfile: &str) -> Vec<u8> {

@@ -35,3 +35,37 @@ pub fn unmount_under(dir: &Path) {
         let _ = Command::new("umount").args(["-l", &point]).status();
     }
 }
+
+/// Whether the file at `path` holds `needle` anywhere. Only its data regions are read
+/// (`SEEK_DATA`/`SEEK_HOLE`: a sparse volume image's holes are zeros), so a mostly empty
+/// 1 GB image is searched in milliseconds.
+pub fn file_holds(path: &Path, needle: &[u8]) -> bool {
+    use nix::unistd::{Whence, lseek};
+    use std::io::{Read as _, Seek as _};
+    let mut file = std::fs::File::open(path)
+        .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()));
+    let end = file
+        .metadata()
+        .map(|m| i64::try_from(m.len()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let mut at = 0i64;
+    while at < end {
+        // No data past `at` (ENXIO): done.
+        let Ok(start) = lseek(&file, at, Whence::SeekData) else {
+            return false;
+        };
+        let stop = lseek(&file, start, Whence::SeekHole).unwrap_or(end);
+        let mut region = vec![0u8; usize::try_from(stop - start).unwrap_or(0)];
+        let read = file
+            .seek(std::io::SeekFrom::Start(start.unsigned_abs()))
+            .and_then(|_| file.read_exact(&mut region));
+        if let Err(error) = read {
+            panic!("reading {}: {error}", path.display());
+        }
+        if region.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+        at = stop;
+    }
+    false
+}

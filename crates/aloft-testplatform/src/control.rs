@@ -27,6 +27,9 @@ pub struct ControlOptions {
     /// A host recorded in the store (no agent runs it), so that machines and volumes can
     /// be placed.
     pub host: Option<HostId>,
+    /// Whether that host can encrypt volumes at rest (as ext4 on a Debian kernel can);
+    /// yes by default.
+    pub encrypts_volumes: bool,
     /// The region of that host and the platform's default.
     pub region: String,
     /// Where the edge serves apps (their URLs, the reserved apps domain); none by default.
@@ -42,6 +45,7 @@ impl ControlOptions {
             backend,
             parts: ControlParts::default(),
             host: Some(HostId::generate([1; 8])),
+            encrypts_volumes: true,
             region: "local".to_owned(),
             edge: None,
             quotas: None,
@@ -136,6 +140,7 @@ impl ControlApi {
                     memory_mb: 16 * 1024 * 1024,
                     address: None,
                     last_heartbeat: aloft_store::now_ms(),
+                    encrypts_volumes: options.encrypts_volumes,
                 })
                 .await
                 .unwrap_or_else(|error| panic!("recording the host: {error}"));

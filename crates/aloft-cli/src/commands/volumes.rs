@@ -28,8 +28,8 @@ pub enum VolumesCommand {
         /// snapshot's host, at least as big as the volume the snapshot was taken of.
         #[arg(long)]
         snapshot_id: Option<String>,
-        /// Keep the data unencrypted (as flyctl's; Aloft's volumes are not encrypted at
-        /// rest yet, which `show` says).
+        /// Keep the data unencrypted on the host's disk (volumes are encrypted at rest by
+        /// default, where the host can).
         #[arg(long)]
         no_encryption: bool,
         /// Place it in a zone that holds no other volume of the app.

@@ -313,7 +313,7 @@ pub(super) async fn mounted_volume(
     }
     mount.name = volume.name.clone();
     mount.size_gb = u32::try_from(volume.size_gb).unwrap_or(0);
-    mount.encrypted = crate::volumes::ENCRYPTED_AT_REST;
+    mount.encrypted = volume.encrypted;
     Ok(Some(volume))
 }
 

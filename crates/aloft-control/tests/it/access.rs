@@ -111,20 +111,23 @@ async fn organizations_see_only_their_own(api: Api) {
         .create_machine("mine", &machine("one"))
         .await
         .unwrap();
-    // Asked for encryption as Fly's clients ask by default, a volume (a directory on its
-    // host) says it is not encrypted rather than claiming it.
-    let volume = api
-        .admin
-        .create_volume(
-            "mine",
-            &CreateVolumeRequest {
-                encrypted: Some(true),
-                ..CreateVolumeRequest::named("data")
-            },
-        )
-        .await
-        .unwrap();
-    assert!(!volume.encrypted, "{volume:?}");
+    // Encrypted as Fly's are: by default, or asked as Fly's clients ask; not when asked
+    // not to be.
+    for (asked, encrypted) in [(None, true), (Some(true), true), (Some(false), false)] {
+        let volume = api
+            .admin
+            .create_volume(
+                "mine",
+                &CreateVolumeRequest {
+                    encrypted: asked,
+                    ..CreateVolumeRequest::named("data")
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(volume.encrypted, encrypted, "asked {asked:?}: {volume:?}");
+    }
+    let volume = api.admin.list_volumes("mine").await.unwrap().remove(0);
 
     let other = api
         .admin
@@ -508,4 +511,45 @@ async fn a_held_lease_guards_mutations(api: Api) {
         .map(|e| e.kind)
         .collect();
     assert_eq!(events, vec!["uncordon", "cordon", "launch"], "newest first");
+}
+
+/// A host that cannot encrypt (its volumes are directories, or its kernel lacks ext4
+/// encryption): a volume asked to be encrypted is refused with the reason, never made in
+/// the clear while claiming otherwise; by default it is made, and says it is not.
+#[tokio::test]
+async fn encryption_a_host_cannot_give_is_refused() {
+    let api = aloft_testplatform::ControlApi::start(aloft_testplatform::ControlOptions {
+        encrypts_volumes: false,
+        ..aloft_testplatform::ControlOptions::new(aloft_testplatform::Backend::Sqlite)
+    })
+    .await;
+    api.client.create_app("plain", None).await.unwrap();
+    let asked = CreateVolumeRequest {
+        encrypted: Some(true),
+        ..CreateVolumeRequest::named("data")
+    };
+    match api.client.create_volume("plain", &asked).await {
+        Err(aloft_client::ClientError::Api { status, message }) => {
+            assert_eq!(status, 422, "{message}");
+            assert!(
+                message.contains("encrypted: host") && message.contains("--no-encryption"),
+                "{message}"
+            );
+        }
+        other => panic!("an encrypted volume on a host that cannot encrypt: {other:?}"),
+    }
+    for asked in [None, Some(false)] {
+        let volume = api
+            .client
+            .create_volume(
+                "plain",
+                &CreateVolumeRequest {
+                    encrypted: asked,
+                    ..CreateVolumeRequest::named("data")
+                },
+            )
+            .await
+            .unwrap();
+        assert!(!volume.encrypted, "asked {asked:?}: {volume:?}");
+    }
 }

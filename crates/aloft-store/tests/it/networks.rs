@@ -48,6 +48,7 @@ async fn network_host_and_machine_numbers_are_unique_and_stable(store: Store) {
             memory_mb: 1024,
             address: None,
             last_heartbeat: now_ms(),
+            encrypts_volumes: false,
         };
         store.upsert_host(&host).await.unwrap();
         hosts.push(host.id);

@@ -88,12 +88,17 @@ async fn volumes_attach_to_one_machine(store: Store) {
             host_id: None,
             size_gb: 1,
             encrypted: true,
+            key_sealed: Some("sealed-key".into()),
             snapshot_retention: 5,
             auto_backup_enabled: true,
         })
         .await
         .unwrap();
     assert_eq!(volume.state, VolumeState::Created);
+    // Its sealed key is kept as given.
+    let read = store.volume(&app.id, &volume.id).await.unwrap();
+    assert_eq!(read.key_sealed.as_deref(), Some("sealed-key"));
+    assert!(read.encrypted);
     let machine = |name: &str| aloft_store::NewMachine {
         app_id: app.id.clone(),
         name: name.into(),
@@ -189,7 +194,8 @@ async fn snapshots_are_recorded_before_they_are_taken(store: Store) {
         region: "ams".into(),
         host_id: Some(HostId::generate([3; 8])),
         size_gb: 2,
-        encrypted: true,
+        encrypted: false,
+        key_sealed: None,
         snapshot_retention: 7,
         auto_backup_enabled: backups,
     };
@@ -314,6 +320,7 @@ async fn hosts_register_and_heartbeat(store: Store) {
         memory_mb: 24_000,
         address: Some("[fdaa::1]:4281".into()),
         last_heartbeat: now_ms(),
+        encrypts_volumes: true,
     };
     store.upsert_host(&host).await.unwrap();
     host.last_heartbeat += 1000;

@@ -11,8 +11,8 @@ pub struct CreateVolumeRequest {
     pub region: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_gb: Option<i64>,
-    /// Taken as Fly's clients send it (`true` by default); Aloft's volumes are not
-    /// encrypted at rest yet, and the volume's `encrypted` says so.
+    /// Encrypt the volume's files at rest (the default, as on Fly); `false` keeps them
+    /// plain. `true` on a host that cannot encrypt is refused (422).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypted: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,8 +82,8 @@ pub struct VolumeResponse {
     pub size_gb: i64,
     pub region: String,
     pub zone: String,
-    /// Whether the volume is encrypted at rest: `false` for every Aloft volume (a plain
-    /// ext4 filesystem on its host) until encryption comes.
+    /// Whether the volume's files are encrypted at rest on its host (ext4 encryption with
+    /// the volume's own key).
     pub encrypted: bool,
     pub attached_machine_id: Option<String>,
     pub attached_alloc_id: Option<String>,

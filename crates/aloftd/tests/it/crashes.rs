@@ -322,6 +322,13 @@ async fn volumes_converged(server: &Server, last: usize) -> Result<(), String> {
                 volume.id, machine.name
             ));
         }
+        // Encrypted (the default), its encrypted directory made and bound.
+        if !volume.encrypted || !data.join("files").is_dir() {
+            return Err(format!(
+                "volume {} of {} is not encrypted and unlocked: {volume:?}",
+                volume.id, machine.name
+            ));
+        }
         if containers.get(&machine.id) != Some(&1) {
             return Err(format!(
                 "machine {} has {:?} containers",

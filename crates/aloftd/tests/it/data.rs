@@ -26,11 +26,7 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::Path
         let path = entry.unwrap().path();
         if path.is_dir() {
             found.extend(files_containing(&path, needle));
-        } else if std::fs::read(&path)
-            .unwrap()
-            .windows(needle.len())
-            .any(|w| w == needle)
-        {
+        } else if aloft_testkit::file_holds(&path, needle) {
             found.push(path);
         }
     }
@@ -244,7 +240,11 @@ async fn volume_data_survives_stop_start_update_and_a_daemon_restart() {
         .await
         .unwrap();
     let files = server.data_dir.join("volumes").join(&volume.id);
-    assert!(files.join("data/file").exists(), "{}", files.display());
+    assert!(
+        files.join("data/files/file").exists(),
+        "{}",
+        files.display()
+    );
     server
         .client
         .destroy_volume("stateful", &volume.id)

@@ -137,3 +137,152 @@ async fn a_volume_holds_its_size_and_no_more_grows_when_extended_and_leaves_noth
     .await;
     drop(server);
 }
+
+/// Volumes are encrypted at rest by default: what a machine writes (a file's text and
+/// its name) is ciphertext in the volume's image on the host's disk and in its
+/// snapshot's archive. A volume asked not to be encrypted is the positive control: its
+/// image and archive show the text. After a host restart (aloftd down, the filesystems
+/// unmounted, so the kernel forgot the keys) the control plane hands the key again and
+/// the files read back; a volume restored from the snapshot is encrypted too.
+#[tokio::test]
+async fn volumes_are_encrypted_at_rest_and_read_back_after_a_host_restart() {
+    let host = Host::new();
+    let mut server = Server::start(&host).await;
+    let client = &server.client;
+    client.create_app("vault", None).await.unwrap();
+    let sealed = client
+        .create_volume("vault", &CreateVolumeRequest::named("sealed"))
+        .await
+        .unwrap();
+    let plain = client
+        .create_volume(
+            "vault",
+            &CreateVolumeRequest {
+                encrypted: Some(false),
+                ..CreateVolumeRequest::named("plain")
+            },
+        )
+        .await
+        .unwrap();
+    assert!(sealed.encrypted && !plain.encrypted, "{sealed:?} {plain:?}");
+    let marker = format!("volume-plaintext-{}", std::process::id());
+    let mut machines = Vec::new();
+    for volume in [&sealed, &plain] {
+        let machine = crate::data::mounting(&server, "vault", &volume.name, &volume.id).await;
+        let (code, output) = run(
+            &server,
+            "vault",
+            &machine,
+            &format!("echo {marker} > /data/{marker}.txt && sync && cat /data/{marker}.txt"),
+        )
+        .await;
+        assert_eq!((code, output.trim()), (0, marker.as_str()));
+        machines.push(machine);
+    }
+    let mut archives = Vec::new();
+    for volume in [&sealed, &plain] {
+        let snapshot = client
+            .create_volume_snapshot("vault", &volume.id)
+            .await
+            .unwrap();
+        let archive = server
+            .data_dir
+            .join("snapshots")
+            .join(format!("{}.tar", snapshot.id));
+        archives.push((snapshot.id, archive));
+    }
+    assert!(!aloft_testkit::file_holds(
+        &archives[0].1,
+        marker.as_bytes()
+    ));
+    assert!(
+        aloft_testkit::file_holds(&archives[1].1, marker.as_bytes()),
+        "the plain volume's archive shows the text (the probe works)"
+    );
+
+    for machine in &machines {
+        client
+            .stop_machine("vault", machine, None, None)
+            .await
+            .unwrap();
+        client
+            .wait("vault", machine, MachineState::Stopped, 30)
+            .await
+            .unwrap();
+    }
+    // The host restarts: aloftd goes, and its filesystems are unmounted.
+    server.kill();
+    for volume in [&sealed, &plain] {
+        let data = server
+            .data_dir
+            .join("volumes")
+            .join(&volume.id)
+            .join("data");
+        let status = std::process::Command::new("umount")
+            .arg(&data)
+            .status()
+            .unwrap();
+        assert!(status.success() && !mounted(&data), "{}", data.display());
+    }
+    let image = |volume: &aloft_types::api::VolumeResponse| {
+        server
+            .data_dir
+            .join("volumes")
+            .join(&volume.id)
+            .join("disk.ext4")
+    };
+    assert!(
+        !aloft_testkit::file_holds(&image(&sealed), marker.as_bytes()),
+        "the encrypted volume's image shows its file's text"
+    );
+    assert!(
+        aloft_testkit::file_holds(&image(&plain), marker.as_bytes()),
+        "the plain volume's image shows the text (the probe works)"
+    );
+
+    let server = Server::start(&host).await;
+    let client = &server.client;
+    client.start_machine("vault", &machines[0]).await.unwrap();
+    client
+        .wait("vault", &machines[0], MachineState::Started, 60)
+        .await
+        .unwrap();
+    let (code, output) = run(
+        &server,
+        "vault",
+        &machines[0],
+        &format!("cat /data/{marker}.txt"),
+    )
+    .await;
+    assert_eq!(
+        (code, output.trim()),
+        (0, marker.as_str()),
+        "after the restart"
+    );
+
+    let copy = client
+        .create_volume(
+            "vault",
+            &CreateVolumeRequest {
+                snapshot_id: Some(archives[0].0.clone()),
+                ..CreateVolumeRequest::named("copy")
+            },
+        )
+        .await
+        .unwrap();
+    assert!(copy.encrypted, "{copy:?}");
+    let reader = crate::data::mounting(&server, "vault", "reader", &copy.id).await;
+    let (code, output) = run(
+        &server,
+        "vault",
+        &reader,
+        &format!("cat /data/{marker}.txt"),
+    )
+    .await;
+    assert_eq!(
+        (code, output.trim()),
+        (0, marker.as_str()),
+        "the restored copy"
+    );
+    client.delete_app("vault").await.unwrap();
+}
