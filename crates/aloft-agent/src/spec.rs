@@ -76,11 +76,12 @@ pub(crate) fn resolv_conf(dns: Option<&DnsConfig>) -> String {
     text
 }
 
-/// A machine's `/etc/hosts`: loopback, then its 6PN address as `fly-local-6pn` and as its
-/// own name (its id, which is also its hostname).
+/// A machine's `/etc/hosts`: loopback, then its 6PN address as `fly-local-6pn`, as
+/// `fly-global-services` (where UDP services' packets arrive: Fly's apps bind
+/// `fly-global-services:PORT`) and as its own name (its id, which is also its hostname).
 pub(crate) fn hosts(private_ip: Ipv6Addr, machine: &MachineId) -> String {
     format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{private_ip}\tfly-local-6pn\n{private_ip}\t{machine}\n"
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{private_ip}\tfly-local-6pn\n{private_ip}\tfly-global-services\n{private_ip}\t{machine}\n"
     )
 }
 
@@ -276,6 +277,7 @@ mod tests {
         let id: MachineId = "3d8d9e3ec36689".parse().expect("a machine id");
         let text = hosts("fdaa:0:1:0:2:0:3:2".parse().expect("an address"), &id);
         assert!(text.contains("fdaa:0:1:0:2:0:3:2\tfly-local-6pn\n"));
+        assert!(text.contains("fdaa:0:1:0:2:0:3:2\tfly-global-services\n"));
         assert!(text.contains("fdaa:0:1:0:2:0:3:2\t3d8d9e3ec36689\n"));
         assert!(text.starts_with("127.0.0.1\tlocalhost\n"));
     }

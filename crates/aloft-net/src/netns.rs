@@ -66,6 +66,26 @@ where
     })?
 }
 
+/// A UDP socket bound to `bind`, made inside the namespace at `namespace` (the caller's
+/// own when `None`): what it sends leaves from there, and it stays there.
+pub fn udp_socket(
+    namespace: Option<&Path>,
+    bind: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = run_in(namespace, move || {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(bind),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&bind.into())?;
+        Ok::<_, std::io::Error>(std::net::UdpSocket::from(socket))
+    })
+    .map_err(std::io::Error::other)??;
+    tokio::net::UdpSocket::from_std(socket)
+}
+
 /// Opens a TCP connection to `address` from inside the namespace at `namespace` (the
 /// caller's own when `None`), giving up after `timeout`. The socket is made in the
 /// namespace and connected from the caller's runtime.

@@ -34,6 +34,64 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
+/// The sockets an app's own addresses want: every dedicated IPv4 address of every app,
+/// on each of the ports `ports` gives for the app, with the app and port.
+pub(crate) fn wanted_sockets(
+    catalog: &Catalog,
+    ports: impl Fn(&str) -> Vec<u16>,
+) -> HashMap<SocketAddr, (String, u16)> {
+    let mut wanted = HashMap::new();
+    for app in &catalog.apps {
+        for address in &app.ipv4 {
+            for port in ports(&app.name) {
+                wanted.insert(
+                    SocketAddr::new(IpAddr::V4(*address), port),
+                    (app.name.clone(), port),
+                );
+            }
+        }
+    }
+    wanted
+}
+
+/// Makes the sockets in `open` match `wanted`: those no longer wanted are stopped (their
+/// tokens cancelled), and each new one is opened by `open_one` (given a child token of
+/// `stop`); one that cannot be opened is tried again on the next catalog change.
+pub(crate) fn follow_sockets(
+    open: &std::sync::Mutex<HashMap<SocketAddr, CancellationToken>>,
+    wanted: HashMap<SocketAddr, (String, u16)>,
+    stop: &CancellationToken,
+    what: &str,
+    mut open_one: impl FnMut(SocketAddr, String, u16, CancellationToken) -> std::io::Result<()>,
+) {
+    let Ok(mut open) = open.lock() else {
+        return;
+    };
+    open.retain(|address, token| {
+        let keep = wanted.contains_key(address);
+        if !keep {
+            tracing::info!(%address, what, "closing a socket on an app's address");
+            token.cancel();
+        }
+        keep
+    });
+    for (address, (app, port)) in wanted {
+        if open.contains_key(&address) {
+            continue;
+        }
+        let token = stop.child_token();
+        match open_one(address, app.clone(), port, token.clone()) {
+            Ok(()) => {
+                tracing::info!(%address, %app, what, "listening on an app's address");
+                open.insert(address, token);
+            }
+            Err(error) => {
+                tracing::warn!(%address, %app, what, error = %error, "cannot listen on the app's address");
+            }
+        }
+    }
+}
+
 impl Proxy {
     /// Opens and closes listeners on apps' own addresses to match `catalog`.
     pub(crate) fn listen_on_app_addresses(
@@ -42,53 +100,24 @@ impl Proxy {
         stop: &CancellationToken,
     ) {
         let routes = self.routes();
-        let mut wanted: HashMap<SocketAddr, (String, u16)> = HashMap::new();
-        for app in &catalog.apps {
-            for address in &app.ipv4 {
-                for port in routes.ports(&app.name) {
-                    if !SHARED_PORTS.contains(&port) {
-                        wanted.insert(
-                            SocketAddr::new(IpAddr::V4(*address), port),
-                            (app.name.clone(), port),
-                        );
-                    }
-                }
-            }
-        }
-        let Ok(mut open) = self.dedicated.lock() else {
-            return;
-        };
-        open.retain(|address, token| {
-            let keep = wanted.contains_key(address);
-            if !keep {
-                tracing::info!(%address, "closing a listener on an app's address");
-                token.cancel();
-            }
-            keep
-        });
-        for (address, (app, port)) in wanted {
-            if open.contains_key(&address) {
-                continue;
-            }
-            let listener = match std::net::TcpListener::bind(address)
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .and_then(TcpListener::from_std)
-            {
-                Ok(listener) => listener,
-                Err(error) => {
-                    // Tried again on the next catalog change.
-                    tracing::warn!(%address, %app, error = %error, "cannot listen on the app's address");
-                    continue;
-                }
-            };
-            tracing::info!(%address, %app, "listening on an app's address");
-            let token = stop.child_token();
-            open.insert(address, token.clone());
-            tokio::spawn(
-                self.clone()
-                    .accept_on_app_address(listener, app, port, token),
-            );
-        }
+        let mut wanted = wanted_sockets(catalog, |app| routes.ports(app));
+        wanted.retain(|address, _| !SHARED_PORTS.contains(&address.port()));
+        follow_sockets(
+            &self.dedicated,
+            wanted,
+            stop,
+            "tcp",
+            |address, app, port, token| {
+                let listener = std::net::TcpListener::bind(address)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .and_then(TcpListener::from_std)?;
+                tokio::spawn(
+                    self.clone()
+                        .accept_on_app_address(listener, app, port, token),
+                );
+                Ok(())
+            },
+        );
     }
 
     async fn accept_on_app_address(

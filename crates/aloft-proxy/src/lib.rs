@@ -26,6 +26,7 @@ mod routes;
 pub mod statics;
 pub mod tcp;
 pub mod tls;
+pub mod udp;
 
 pub use balance::{Lease, Loads};
 pub use proxy::{BoxError, Proxy, ProxyBody, ProxyConfig, request_id};

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use aloft_types::MachineState;
 use aloft_types::catalog::Catalog;
 use aloft_types::machine::{
-    ConcurrencyKind, Handler, HttpOptions, HttpResponseOptions, ProxyProtoVersion, TlsOptions,
+    ConcurrencyKind, Handler, HttpOptions, HttpResponseOptions, Protocol, ProxyProtoVersion,
+    TlsOptions,
 };
 
 use crate::autoscale::{Sleeper, can_wake};
@@ -64,7 +65,11 @@ impl Route {
 /// Every app's routes by public port.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
+    /// TCP services (HTTP, TLS, raw TCP) by app and public port.
     apps: BTreeMap<String, BTreeMap<u16, Route>>,
+    /// UDP services (`protocol = "udp"`) by app and public port: packets, not
+    /// connections, so apart from the TCP ports (a port number may be both).
+    udp: BTreeMap<String, BTreeMap<u16, Route>>,
     /// Apps' own hostnames (lowercase; `*.` wildcards) and the app of each.
     hostnames: std::collections::HashMap<String, String>,
 }
@@ -84,11 +89,16 @@ impl RouteTable {
             let Some(address) = machine.private_ip else {
                 continue;
             };
-            let Some(routes) = table.apps.get_mut(&machine.app) else {
+            if !table.apps.contains_key(&machine.app) {
                 continue;
-            };
+            }
             let started = machine.state == MachineState::Started && !machine.cordoned;
             for (index, service) in machine.services.iter().enumerate() {
+                let by_protocol = match service.protocol {
+                    Protocol::Udp => &mut table.udp,
+                    Protocol::Tcp => &mut table.apps,
+                };
+                let routes = by_protocol.entry(machine.app.clone()).or_default();
                 // Routing follows the service's own checks; top-level checks never count.
                 let serving = started && machine.service_healthy(index);
                 let limits = service.concurrency.clone().unwrap_or_default();
@@ -138,7 +148,7 @@ impl RouteTable {
                 }
             }
         }
-        for routes in table.apps.values_mut() {
+        for routes in table.apps.values_mut().chain(table.udp.values_mut()) {
             for route in routes.values_mut() {
                 route.backends.sort_by(|a, b| a.machine.cmp(&b.machine));
                 route.sleepers.sort_by(|a, b| a.machine.cmp(&b.machine));
@@ -182,6 +192,7 @@ impl RouteTable {
     pub fn serves(&self, machine: &str) -> bool {
         self.apps
             .values()
+            .chain(self.udp.values())
             .flat_map(BTreeMap::values)
             .any(|r| r.backends.iter().any(|b| &*b.machine == machine))
     }
@@ -189,6 +200,19 @@ impl RouteTable {
     /// The route of `app` on public `port`.
     pub fn route(&self, app: &str, port: u16) -> Option<&Route> {
         self.apps.get(app)?.get(&port)
+    }
+
+    /// The public ports `app` has UDP services on.
+    pub fn udp_ports(&self, app: &str) -> Vec<u16> {
+        self.udp
+            .get(app)
+            .map(|routes| routes.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The UDP route of `app` on public `port`.
+    pub fn udp_route(&self, app: &str, port: u16) -> Option<&Route> {
+        self.udp.get(app)?.get(&port)
     }
 }
 
@@ -230,5 +254,64 @@ mod tests {
         assert_eq!(app_of_host("é.aloft.localhostx", domain), None);
         assert_eq!(app_of_host("aéaloft.localhost", domain), None);
         assert_eq!(app_of_host("aaéloft.localhost", domain), None);
+    }
+
+    #[test]
+    fn udp_services_are_routed_apart_from_tcp_ones() {
+        use aloft_types::catalog::{CatalogApp, CatalogMachine};
+        use aloft_types::machine::{MachinePort, MachineService};
+        let service = |protocol, public: u16, internal| MachineService {
+            protocol,
+            internal_port: internal,
+            autostop: None,
+            autostart: None,
+            min_machines_running: None,
+            ports: vec![MachinePort {
+                port: Some(public),
+                ..MachinePort::default()
+            }],
+            checks: vec![],
+            concurrency: None,
+            force_instance_key: None,
+            force_instance_description: None,
+        };
+        let catalog = Catalog {
+            apps: vec![CatalogApp {
+                name: "dns".to_owned(),
+                org_id: "org".to_owned(),
+                network: 1,
+                ipv4: vec![],
+                hostnames: vec![],
+            }],
+            machines: vec![CatalogMachine {
+                id: "m1".to_owned(),
+                app: "dns".to_owned(),
+                region: "ams".to_owned(),
+                state: MachineState::Started,
+                private_ip: Some("fdaa::2".parse().unwrap()),
+                process_group: "app".to_owned(),
+                metadata: BTreeMap::new(),
+                skip_registration: false,
+                cordoned: false,
+                services: vec![
+                    service(Protocol::Udp, 53, 5353),
+                    service(Protocol::Tcp, 53, 5354),
+                    service(Protocol::Udp, 1053, 5355),
+                ],
+                checks: vec![],
+                autostart_disabled: false,
+                primary_region: None,
+                statics: Vec::new(),
+            }],
+        };
+        let table = RouteTable::new(&Arc::new(catalog));
+        // Port 53 is both: each protocol its own route, to its own internal port.
+        assert_eq!(table.route("dns", 53).unwrap().backends[0].port, 5354);
+        assert_eq!(table.udp_route("dns", 53).unwrap().backends[0].port, 5353);
+        // A UDP-only port is no TCP port.
+        assert_eq!(table.ports("dns"), vec![53]);
+        assert_eq!(table.udp_ports("dns"), vec![53, 1053]);
+        assert!(table.route("dns", 1053).is_none());
+        assert!(table.serves("m1"));
     }
 }

@@ -12,6 +12,10 @@
 //! With `TESTAPP_TCP_ECHO=PORT` it also echoes raw TCP on `[::]:PORT`, printing
 //! `tcp echo: open` and `tcp echo: closed` as connections come and go.
 //!
+//! With `TESTAPP_UDP_ECHO=PORT` it answers every UDP packet to `fly-global-services:PORT`
+//! (the address its `/etc/hosts` gives that name, as Fly's UDP apps bind) with
+//! `machine=<FLY_MACHINE_ID> ` and the packet.
+//!
 //! On SIGINT or SIGTERM it stops accepting connections, lets requests in flight finish
 //! (up to 10 s) and exits 0.
 //!
@@ -246,6 +250,36 @@ async fn tcp_echo(listener: tokio::net::TcpListener) {
     }
 }
 
+/// The address `/etc/hosts` gives `name`.
+fn host_address(name: &str) -> std::io::Result<std::net::IpAddr> {
+    let hosts = std::fs::read_to_string("/etc/hosts")?;
+    hosts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = fields.next()?;
+            fields.any(|n| n == name).then(|| address.parse().ok())?
+        })
+        .next()
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("/etc/hosts names no {name}"),
+            )
+        })
+}
+
+/// Answers every packet with the machine's id and the packet.
+async fn udp_echo(socket: tokio::net::UdpSocket) {
+    let machine = std::env::var("FLY_MACHINE_ID").unwrap_or_else(|_| "unknown".to_owned());
+    let mut buffer = vec![0u8; 65_535];
+    while let Ok((length, peer)) = socket.recv_from(&mut buffer).await {
+        let mut answer = format!("machine={machine} ").into_bytes();
+        answer.extend_from_slice(&buffer[..length]);
+        let _ = socket.send_to(&answer, peer).await;
+    }
+}
+
 async fn run() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let [command, code] = args.as_slice()
@@ -282,6 +316,31 @@ async fn run() -> std::io::Result<()> {
         let listener =
             tokio::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, echo))).await?;
         tokio::spawn(tcp_echo(listener));
+    }
+    if let Ok(echo) = std::env::var("TESTAPP_UDP_ECHO") {
+        let echo: u16 = echo.parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("TESTAPP_UDP_ECHO={echo:?} is not a port number"),
+            )
+        })?;
+        let address = SocketAddr::new(host_address("fly-global-services")?, echo);
+        // The machine's private address comes a moment after its process starts (the
+        // platform plumbs the network into a running container): try for 10 s.
+        let mut tries = 0;
+        let socket = loop {
+            match tokio::net::UdpSocket::bind(address).await {
+                Ok(socket) => break socket,
+                Err(error)
+                    if error.kind() == std::io::ErrorKind::AddrNotAvailable && tries < 200 =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        tokio::spawn(udp_echo(socket));
     }
     let stats = Arc::new(Stats::default());
     let mut interrupt = signal(SignalKind::interrupt())?;

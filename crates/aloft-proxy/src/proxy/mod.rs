@@ -137,6 +137,8 @@ pub struct Proxy {
     pub(crate) tls: std::sync::OnceLock<Arc<rustls::ServerConfig>>,
     /// Listeners on apps' own addresses, each stopped by its token.
     pub(crate) dedicated: Mutex<HashMap<SocketAddr, CancellationToken>>,
+    /// UDP sockets on apps' own addresses, each stopped by its token.
+    pub(crate) dedicated_udp: Mutex<HashMap<SocketAddr, CancellationToken>>,
     pub(crate) metrics: ProxyMetrics,
     /// The HTTPS listener's certificates and the CA that issues apps' hostnames theirs.
     certificates: std::sync::OnceLock<(Arc<Certificates>, Arc<LocalCa>)>,
@@ -170,6 +172,7 @@ impl Proxy {
             started_at: Mutex::new(HashMap::new()),
             tls: std::sync::OnceLock::new(),
             dedicated: Mutex::new(HashMap::new()),
+            dedicated_udp: Mutex::new(HashMap::new()),
             metrics: ProxyMetrics::default(),
             tls_variants: Mutex::new(HashMap::new()),
             certificates: std::sync::OnceLock::new(),
@@ -308,6 +311,7 @@ impl Proxy {
                 let latest = catalog.borrow_and_update().clone();
                 proxy.set_catalog(&latest);
                 proxy.listen_on_app_addresses(&latest, &stop);
+                proxy.listen_udp_on_app_addresses(&latest, &stop);
                 tokio::select! {
                     () = stop.cancelled() => return,
                     changed = catalog.changed() => if changed.is_err() { return },

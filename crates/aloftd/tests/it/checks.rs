@@ -47,15 +47,7 @@ async fn set_healthy(client: &Client, app: &str, machine: &str, healthy: bool) {
     } else {
         "rm -f /srv/healthy"
     };
-    let done = client
-        .exec(
-            app,
-            machine,
-            vec!["sh".into(), "-c".into(), command.into()],
-            None,
-        )
-        .await
-        .unwrap();
+    let done = crate::sh(client, app, machine, command, None).await;
     assert_eq!(done.exit_code, 0, "{done:?}");
 }
 

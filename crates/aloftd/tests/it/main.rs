@@ -26,6 +26,7 @@ mod seed;
 mod ssh;
 mod statics;
 mod tcp;
+mod udp;
 mod volumes;
 
 use std::path::{Path, PathBuf};

@@ -83,7 +83,10 @@ async fn the_seeds_services_redirect_serve_https_and_hold_the_hard_limit() {
     let client = &server.client;
     let app = "terrateam-app-staging";
     client.create_app(app, None).await.unwrap();
-    let config = seed_config(4);
+    // Each slow request takes 8 s, four times the 2 s queue: a request that reaches the
+    // proxy late (60 curls take a while to start on a loaded machine) still finds every
+    // slot taken. With 4 s, CI once saw 56 served: the last requests came after 2 s.
+    let config = seed_config(8);
     let service = &config.services[0];
     assert_eq!(
         service

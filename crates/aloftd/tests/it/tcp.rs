@@ -55,7 +55,7 @@ fn tcp_service() -> MachineService {
 }
 
 /// A pool of this test's own, so tests side by side never share an address.
-fn pool() -> String {
+pub(crate) fn pool() -> String {
     let seed = std::process::id()
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
