@@ -28,6 +28,9 @@ const TEST_APT_PACKAGES: &[&str] = &[
     // The dashboard's browser test drives Debian's Chromium through its ChromeDriver.
     "chromium",
     "chromium-driver",
+    // The ACME tests get certificates from Pebble, Let's Encrypt's test directory (with
+    // its challenge test server as DNS).
+    "pebble",
 ];
 
 /// axe-core, which the dashboard's browser test runs on every page (accessibility), from

@@ -365,12 +365,65 @@ impl Client {
         .await
     }
 
-    /// The app's own hostnames and their certificates' sources.
+    /// The app's own hostnames (every page).
     pub async fn list_certificates(
         &self,
         app: &str,
-    ) -> Result<Vec<aloft_types::api::CertificateResponse>, ClientError> {
-        self.get(&format!("/v1/apps/{app}/certificates")).await
+    ) -> Result<Vec<aloft_types::api::CertificateSummary>, ClientError> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(after) => format!("/v1/apps/{app}/certificates?cursor={}", encode(after)),
+                None => format!("/v1/apps/{app}/certificates"),
+            };
+            let page: aloft_types::api::CertificateList = self.get(&path).await?;
+            all.extend(page.certificates);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// One page of the app's hostnames (`cursor`: the last page's `next_cursor`).
+    pub async fn certificates_page(
+        &self,
+        app: &str,
+        filter: Option<&str>,
+        cursor: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<aloft_types::api::CertificateList, ClientError> {
+        let mut query = Vec::new();
+        if let Some(filter) = filter {
+            query.push(format!("filter={}", encode(filter)));
+        }
+        if let Some(cursor) = cursor {
+            query.push(format!("cursor={}", encode(cursor)));
+        }
+        if let Some(limit) = limit {
+            query.push(format!("limit={limit}"));
+        }
+        let path = if query.is_empty() {
+            format!("/v1/apps/{app}/certificates")
+        } else {
+            format!("/v1/apps/{app}/certificates?{}", query.join("&"))
+        };
+        self.get(&path).await
+    }
+
+    /// Adds a hostname whose certificate an ACME directory issues once its DNS points at
+    /// the app.
+    pub async fn add_acme_certificate(
+        &self,
+        app: &str,
+        hostname: &str,
+    ) -> Result<aloft_types::api::CertificateDetail, ClientError> {
+        let request = aloft_types::api::AddCertificateRequest {
+            hostname: hostname.to_owned(),
+        };
+        self.post(&format!("/v1/apps/{app}/certificates/acme"), &request)
+            .await
     }
 
     /// Adds a hostname whose certificate the edge's local CA issues.
@@ -378,7 +431,7 @@ impl Client {
         &self,
         app: &str,
         hostname: &str,
-    ) -> Result<aloft_types::api::CertificateResponse, ClientError> {
+    ) -> Result<aloft_types::api::CertificateDetail, ClientError> {
         let request = aloft_types::api::AddCertificateRequest {
             hostname: hostname.to_owned(),
         };
@@ -391,15 +444,53 @@ impl Client {
         &self,
         app: &str,
         request: &aloft_types::api::ImportCertificateRequest,
-    ) -> Result<aloft_types::api::CertificateResponse, ClientError> {
+    ) -> Result<aloft_types::api::CertificateDetail, ClientError> {
         self.post(&format!("/v1/apps/{app}/certificates/custom"), request)
             .await
     }
 
-    /// Removes one of the app's hostnames.
+    /// One hostname, whole.
+    pub async fn certificate(
+        &self,
+        app: &str,
+        hostname: &str,
+    ) -> Result<aloft_types::api::CertificateDetail, ClientError> {
+        self.get(&format!("/v1/apps/{app}/certificates/{}", encode(hostname)))
+            .await
+    }
+
+    /// Looks at the hostname's DNS now (and makes its ACME order due).
+    pub async fn check_certificate(
+        &self,
+        app: &str,
+        hostname: &str,
+    ) -> Result<aloft_types::api::CertificateDetail, ClientError> {
+        self.post(
+            &format!("/v1/apps/{app}/certificates/{}/check", encode(hostname)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// Removes one of the app's hostnames, with its certificates.
     pub async fn remove_certificate(&self, app: &str, hostname: &str) -> Result<(), ClientError> {
         self.delete(&format!("/v1/apps/{app}/certificates/{}", encode(hostname)))
             .await
+    }
+
+    /// Removes the hostname's ACME (`"acme"`) or imported (`"custom"`) certificate only.
+    pub async fn remove_certificate_kind(
+        &self,
+        app: &str,
+        hostname: &str,
+        kind: &str,
+    ) -> Result<aloft_types::api::CertificateDetail, ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/apps/{app}/certificates/{}/{kind}", encode(hostname)),
+            None::<&()>,
+        )
+        .await
     }
 
     /// The app's dedicated IPv4 addresses.

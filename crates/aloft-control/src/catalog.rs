@@ -49,23 +49,20 @@ pub(crate) async fn build(
     }
     let mut hostnames: std::collections::HashMap<aloft_types::AppId, Vec<CatalogHostname>> =
         std::collections::HashMap::new();
+    let mut acme_challenges = Vec::new();
     for certificate in store.all_certificates().await? {
-        let custom = match (&certificate.fullchain, &certificate.private_key_sealed) {
-            (Some(chain), Some(sealed)) => match secrets_key.decrypt(sealed) {
-                Ok(key) => Some((chain.clone(), key)),
-                Err(error) => {
-                    tracing::warn!(hostname = %certificate.hostname, error = %error, "an imported certificate's key cannot be opened");
-                    continue;
-                }
-            },
-            _ => None,
+        if let Some(challenge) = certificate.acme.as_ref().and_then(|a| a.challenge.clone()) {
+            acme_challenges.push(challenge);
+        }
+        let Some(served) = served(&certificate, secrets_key) else {
+            continue;
         };
         hostnames
             .entry(certificate.app_id)
             .or_default()
             .push(CatalogHostname {
                 name: certificate.hostname,
-                custom,
+                custom: served,
             });
     }
     // A machine on a host declared down answers nothing: no route, no DNS name.
@@ -88,6 +85,7 @@ pub(crate) async fn build(
         machines.push(entry(&machine, app, checks));
     }
     Ok(Catalog {
+        acme_challenges,
         apps: apps
             .into_iter()
             .filter_map(|a| {
@@ -102,6 +100,38 @@ pub(crate) async fn build(
             .collect(),
         machines,
     })
+}
+
+/// The certificate a hostname is served with: `Some(None)` for one the edge's local CA
+/// issues, `Some(Some(..))` for an imported one (which comes first) or an issued ACME
+/// one, `None` while it has none (an ACME hostname before its first certificate is not
+/// served at all, nor routed).
+fn served(
+    certificate: &aloft_store::CertificateRecord,
+    secrets_key: &crate::SecretsKey,
+) -> Option<Option<(String, String)>> {
+    let open = |chain: &String, sealed: &String| match secrets_key.decrypt(sealed) {
+        Ok(key) => Some((chain.clone(), key)),
+        Err(error) => {
+            tracing::warn!(hostname = %certificate.hostname, error = %error, "a certificate's key cannot be opened");
+            None
+        }
+    };
+    if let (Some(chain), Some(sealed)) = (&certificate.fullchain, &certificate.private_key_sealed)
+        && let Some(pair) = open(chain, sealed)
+    {
+        return Some(Some(pair));
+    }
+    if let Some(acme) = &certificate.acme {
+        let issued = acme
+            .fullchain
+            .as_ref()
+            .zip(certificate.acme_key_sealed.as_ref());
+        return issued
+            .and_then(|(chain, sealed)| open(chain, sealed))
+            .map(Some);
+    }
+    (certificate.source == "local").then_some(None)
 }
 
 fn entry(machine: &MachineRecord, app: &str, checks: Vec<CatalogCheck>) -> CatalogMachine {

@@ -12,6 +12,7 @@
 //! Main types: [`Control`], [`AgentGateway`], [`HostLink`], [`ApiError`].
 
 mod access;
+mod acme;
 mod apps;
 mod auth;
 mod builds;
@@ -57,6 +58,7 @@ use tokio::sync::broadcast;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
+pub use acme::AcmeSettings;
 pub use aloft_agent_api::{
     BoxFuture, Command, ControlPlane, HostLink, LinkError, MachineChange, SshStream, SshTrust,
 };
@@ -121,6 +123,8 @@ pub struct ControlConfig {
     pub host_down_after: std::time::Duration,
     /// What each organization may use (apps, CPUs, memory, volume GB, IPs).
     pub quotas: quotas::Quotas,
+    /// Where `certificates/acme` gets certificates (`None`: it answers 503).
+    pub acme: Option<acme::AcmeSettings>,
 }
 
 /// Where the edge serves apps: `https://<app>.<apps_domain>[:https_port]/`.
@@ -129,6 +133,9 @@ pub struct EdgeAddress {
     pub apps_domain: String,
     /// The port users reach the HTTPS listener at (443 is left out of URLs).
     pub https_port: u16,
+    /// The addresses the internet reaches the shared listeners at: every app answers
+    /// there by Host and SNI, so hostnames may point at them (`[proxy] public_addresses`).
+    pub public_addresses: Vec<std::net::IpAddr>,
 }
 
 impl EdgeAddress {
@@ -226,6 +233,9 @@ pub(crate) struct Inner {
     pub(crate) draining: tokio_util::sync::CancellationToken,
     /// Each organization's lock over a quota check and the change it allows.
     pub(crate) quota_locks: quotas::Locks,
+    /// The ACME issuer (`None`: no directory configured, or why it cannot run).
+    pub(crate) acme: Option<Arc<acme::Issuer>>,
+    pub(crate) acme_unavailable: Option<String>,
 }
 
 /// The control plane. Cheap to clone.
@@ -253,6 +263,17 @@ impl Control {
         let (changes, _) = broadcast::channel(1024);
         let (observed, _) = broadcast::channel(1024);
         let secrets_key = config.secrets_key.clone();
+        let (acme, acme_unavailable) = match config.acme.clone().map(acme::Issuer::new) {
+            None => (
+                None,
+                Some("no ACME directory is configured ([acme])".to_owned()),
+            ),
+            Some(Ok(issuer)) => (Some(Arc::new(issuer)), None),
+            Some(Err(error)) => {
+                tracing::error!(%error, "ACME cannot run: hostnames' DNS cannot be looked up");
+                (None, Some(format!("ACME cannot run: {error}")))
+            }
+        };
         Control {
             inner: Arc::new(Inner {
                 store,
@@ -277,6 +298,8 @@ impl Control {
                 stopping: tokio_util::sync::CancellationToken::new(),
                 draining: tokio_util::sync::CancellationToken::new(),
                 quota_locks: quotas::Locks::default(),
+                acme,
+                acme_unavailable,
             }),
         }
     }
@@ -349,6 +372,13 @@ impl Control {
         self.inner
             .tasks
             .spawn(snapshots::keeper(self.inner.clone()));
+    }
+
+    /// Starts the ACME issuer (when `[acme]` is configured): hostnames added with
+    /// `certificates/acme` get certificates once their DNS points at their app, renewed
+    /// before they expire. Call once at start, inside a Tokio runtime.
+    pub fn issue_certificates(&self) {
+        self.inner.tasks.spawn(acme::run(self.inner.clone()));
     }
 
     /// Refuses a caller that is not the platform operator (the platform-wide `/metrics`,

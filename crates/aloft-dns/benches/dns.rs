@@ -62,7 +62,11 @@ fn catalog() -> Catalog {
             });
         }
     }
-    Catalog { apps, machines }
+    Catalog {
+        acme_challenges: Vec::new(),
+        apps,
+        machines,
+    }
 }
 
 fn queries(catalog: &Catalog) -> String {

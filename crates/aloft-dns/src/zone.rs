@@ -300,6 +300,7 @@ mod tests {
 
     fn zone() -> Zone {
         let catalog = Catalog {
+            acme_challenges: Vec::new(),
             apps: vec![
                 CatalogApp {
                     name: "web".into(),

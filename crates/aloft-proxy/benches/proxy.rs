@@ -104,6 +104,7 @@ fn catalog(backend_port: u16) -> Catalog {
         ..MachinePort::default()
     };
     Catalog {
+        acme_challenges: Vec::new(),
         apps: vec![CatalogApp {
             name: "bench".into(),
             org_id: "o".into(),

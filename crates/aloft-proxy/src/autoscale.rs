@@ -227,6 +227,7 @@ mod tests {
 
     fn catalog(machines: Vec<CatalogMachine>) -> Catalog {
         Catalog {
+            acme_challenges: Vec::new(),
             apps: vec![],
             machines,
         }

@@ -276,6 +276,7 @@ mod tests {
             force_instance_description: None,
         };
         let catalog = Catalog {
+            acme_challenges: Vec::new(),
             apps: vec![CatalogApp {
                 name: "dns".to_owned(),
                 org_id: "org".to_owned(),

@@ -66,6 +66,7 @@ async fn h2_server() -> u16 {
 
 fn catalog(port: u16, options: HttpOptions) -> Catalog {
     Catalog {
+        acme_challenges: Vec::new(),
         apps: vec![CatalogApp {
             name: "grpc".into(),
             org_id: "o".into(),

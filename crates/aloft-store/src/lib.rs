@@ -40,7 +40,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use apps::App;
-pub use certificates::CertificateRecord;
+pub use certificates::{AcmeFailure, AcmeState, AcmeStatus, CertificateRecord};
 pub use checks::CheckRecord;
 pub use deployments::{DeploymentRecord, DeploymentStep, NewDeployment, ReleaseRecord};
 pub use hosts::{Host, HostRecord};

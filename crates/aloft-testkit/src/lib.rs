@@ -117,6 +117,15 @@ pub fn busybox_image_v2() -> &'static str {
     BUSYBOX_IMAGE_V2
 }
 
+/// A loopback port nothing listens on now (a listener on port 0, closed), for a program
+/// that takes its port from its configuration rather than from a listener handed to it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .unwrap_or_else(|error| panic!("a free loopback port: {error}"))
+}
+
 /// Polls `condition` until it returns `Some`, or panics with `what` after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut condition: F) -> T
 where

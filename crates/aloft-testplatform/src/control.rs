@@ -36,6 +36,8 @@ pub struct ControlOptions {
     pub edge: Option<aloft_control::EdgeAddress>,
     /// Organizations' quotas; none (unlimited) by default.
     pub quotas: Option<aloft_control::Quotas>,
+    /// Where certificates come from (`certificates/acme`); none (503) by default.
+    pub acme: Option<aloft_control::AcmeSettings>,
 }
 
 impl ControlOptions {
@@ -49,6 +51,7 @@ impl ControlOptions {
             region: "local".to_owned(),
             edge: None,
             quotas: None,
+            acme: None,
         }
     }
 }
@@ -77,6 +80,7 @@ pub(crate) fn config(region: &str, dir: &Path) -> ControlConfig {
             },
             by_org: std::collections::BTreeMap::new(),
         },
+        acme: None,
     }
 }
 
@@ -150,6 +154,7 @@ impl ControlApi {
             {
                 let mut config = config(&options.region, dir.path());
                 config.edge = options.edge;
+                config.acme = options.acme;
                 if let Some(quotas) = options.quotas {
                     config.quotas = quotas;
                 }

@@ -13,6 +13,9 @@ use crate::{CheckStatus, MachineState};
 /// Everything, at one moment.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Catalog {
+    /// Challenges the edge answers for ACME orders in flight.
+    #[serde(default)]
+    pub acme_challenges: Vec<AcmeChallenge>,
     pub apps: Vec<CatalogApp>,
     pub machines: Vec<CatalogMachine>,
 }
@@ -36,8 +39,55 @@ pub struct CatalogApp {
 pub struct CatalogHostname {
     /// Lowercase; `*.example.com` covers one label.
     pub name: String,
-    /// An imported certificate (PEM chain and private key); `None`: the edge issues one.
+    /// The certificate served (PEM chain and private key: imported, or issued by an ACME
+    /// directory); `None`: the edge's local CA issues one.
     pub custom: Option<(String, String)>,
+}
+
+/// How an ACME directory asks for proof that the platform answers at a hostname
+/// (RFC 8555 section 8.3, RFC 8737).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AcmeChallengeKind {
+    /// The key authorization at `http://<host>/.well-known/acme-challenge/<token>`.
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A certificate carrying the key authorization's digest, offered to TLS clients that
+    /// ask for the `acme-tls/1` protocol.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+impl AcmeChallengeKind {
+    /// The name RFC 8555 and the configuration use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeChallengeKind::Http01 => "http-01",
+            AcmeChallengeKind::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
+impl std::str::FromStr for AcmeChallengeKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "http-01" => Ok(AcmeChallengeKind::Http01),
+            "tls-alpn-01" => Ok(AcmeChallengeKind::TlsAlpn01),
+            other => Err(format!(
+                "{other:?} is not a challenge Aloft answers (\"tls-alpn-01\" or \"http-01\")"
+            )),
+        }
+    }
+}
+
+/// A challenge the edge answers while an ACME order for `hostname` waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeChallenge {
+    pub hostname: String,
+    pub kind: AcmeChallengeKind,
+    pub token: String,
+    pub key_authorization: String,
 }
 
 /// A machine that is not destroyed.

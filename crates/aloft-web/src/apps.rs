@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use aloft_types::api::{AppResponse, CertificateResponse, IpResponse, SecretInfo, VolumeResponse};
+use aloft_types::api::{AppResponse, CertificateSummary, IpResponse, SecretInfo, VolumeResponse};
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, Redirect};
@@ -81,7 +81,7 @@ pub struct AppPage {
     pub secrets: Vec<SecretInfo>,
     pub volumes: Vec<VolumeResponse>,
     pub ips: Vec<IpResponse>,
-    pub certificates: Vec<CertificateResponse>,
+    pub certificates: Vec<CertificateSummary>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,7 +156,7 @@ impl AppPage {
         secrets: Vec<SecretInfo>,
         volumes: Vec<VolumeResponse>,
         ips: Vec<IpResponse>,
-        certificates: Vec<CertificateResponse>,
+        certificates: Vec<CertificateSummary>,
     ) -> AppPage {
         let services = crate::view::ServiceRow::all(machines);
         let machines = MachinesFragment::of(&app.name, machines);

@@ -33,6 +33,7 @@ pub struct Config {
     pub limits: LimitsSettings,
     pub deploys: DeploySettings,
     pub hosts: HostSettings,
+    pub acme: crate::acme_config::AcmeConfig,
 }
 
 /// `[hosts]`: when a host that stopped answering counts as down.
@@ -171,6 +172,9 @@ pub struct ProxySettings {
     /// Where apps' dedicated IPv4 addresses come from (CIDR). The default is on loopback,
     /// which needs no setup on a single host.
     pub ipv4_pool: String,
+    /// The addresses the internet reaches the shared listeners at (this host's public
+    /// IPv4 and IPv6): apps' hostnames may point there, and `aloft certs` says so.
+    pub public_addresses: Vec<std::net::IpAddr>,
 }
 
 /// A `region_distances` key that is not two region codes.
@@ -210,6 +214,7 @@ impl Default for ProxySettings {
             ipv4_pool: aloft_net::DEFAULT_IPV4_POOL.to_owned(),
             workers: 0,
             region_distances: std::collections::BTreeMap::new(),
+            public_addresses: Vec::new(),
         }
     }
 }
@@ -477,6 +482,7 @@ impl Default for Config {
             limits: LimitsSettings::default(),
             deploys: DeploySettings::default(),
             hosts: HostSettings::default(),
+            acme: crate::acme_config::AcmeConfig::default(),
         }
     }
 }
@@ -563,6 +569,8 @@ impl Config {
         // Every platform on a host shares the engine's one build cgroup: one value for
         // all of them, so that none undoes another's (the build sandbox test needs it).
         config.build.memory_mb = Some(LOOPBACK_BUILD_MEMORY_MB);
+        // No directory on loopback: a test that wants ACME runs Pebble and names it.
+        config.acme.directory = String::new();
         config
     }
 
@@ -611,6 +619,9 @@ impl Config {
             ));
         }
         if let Err((key, message)) = self.build.check() {
+            return Err(invalid(key, message));
+        }
+        if let Err((key, message)) = self.acme.check() {
             return Err(invalid(key, message));
         }
         if let Err((key, message)) = self.quotas.check() {

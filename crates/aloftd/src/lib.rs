@@ -8,6 +8,7 @@
 //!
 //! Exit codes: 0 success, 2 usage error, 78 invalid configuration, 1 any other failure.
 
+pub mod acme_config;
 mod api_tls;
 mod build_config;
 mod builder;

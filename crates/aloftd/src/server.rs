@@ -359,11 +359,13 @@ fn control_of(
             edge: Some(aloft_control::EdgeAddress {
                 apps_domain: config.proxy.apps_domain.clone(),
                 https_port: parts.edge_listeners.public_https_port,
+                public_addresses: config.proxy.public_addresses.clone(),
             }),
             machine_caps: config.limits.machine_caps(),
             quotas: config.quotas.quotas(),
             smoke_check: std::time::Duration::from_secs(config.deploys.smoke_check_seconds),
             host_down_after: std::time::Duration::from_secs(config.hosts.down_after_seconds),
+            acme: config.acme.settings(),
         },
         ControlParts {
             dns: Some(parts.resolver.clone()),
@@ -705,6 +707,7 @@ pub async fn run(config: Config, options: ServerOptions) -> anyhow::Result<()> {
     control.watch_hosts();
     control.run_schedules();
     control.keep_snapshots();
+    control.issue_certificates();
     spawn_history(&control, &edge, config.api.history_step_seconds, &stop);
     let fast = watch_signals(&stop)?;
 

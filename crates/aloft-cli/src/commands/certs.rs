@@ -1,5 +1,6 @@
 //! `aloft certs`: an app's own hostnames and their certificates.
 
+use aloft_types::api::CertificateDetail;
 use clap::Subcommand;
 
 use crate::Failure;
@@ -11,12 +12,23 @@ use crate::table;
 pub enum CertsCommand {
     /// Print the edge's local certificate authority (PEM), for `curl --cacert`.
     Ca,
-    /// The app's own hostnames and where their certificates come from.
+    /// The app's own hostnames and the state of their certificates.
     List,
-    /// Make the app answer at HOSTNAME (`*.example.com` allowed), with a certificate from
-    /// the edge's local CA.
+    /// Make the app answer at HOSTNAME: a certificate from the platform's ACME directory
+    /// (Let's Encrypt unless the operator chose another) once HOSTNAME's DNS points at
+    /// the app; with `--local`, at once with one from the edge's local CA.
     #[command(visible_alias = "create")]
-    Add { hostname: String },
+    Add {
+        hostname: String,
+        /// Use the edge's local CA (names no public CA certifies, wildcards).
+        #[arg(long)]
+        local: bool,
+    },
+    /// HOSTNAME's certificates, validation and the DNS records it needs.
+    Show { hostname: String },
+    /// Look at HOSTNAME's DNS now (and order its certificate at once if it points at the
+    /// app).
+    Check { hostname: String },
     /// Make the app answer at HOSTNAME with your own certificate.
     Import {
         hostname: String,
@@ -27,14 +39,90 @@ pub enum CertsCommand {
         #[arg(long)]
         private_key: std::path::PathBuf,
     },
-    /// Stop answering at HOSTNAME.
+    /// Stop answering at HOSTNAME (`--acme` or `--custom`: remove that certificate only).
     #[command(visible_alias = "delete")]
-    Remove { hostname: String },
+    Remove {
+        hostname: String,
+        /// Only stop ACME issuance (an imported certificate stays).
+        #[arg(long, conflicts_with = "custom")]
+        acme: bool,
+        /// Only remove the imported certificate (an ACME one stays).
+        #[arg(long)]
+        custom: bool,
+    },
 }
 
 /// Whether the command needs an app (all but `ca`).
 pub(crate) fn certs_need_app(command: &CertsCommand) -> bool {
     !matches!(command, CertsCommand::Ca)
+}
+
+/// The hostname's state in words, with the DNS records to set while it waits.
+fn describe(detail: &CertificateDetail, out: &mut Output) {
+    let mut lines = vec![
+        format!("Hostname              = {}", detail.hostname),
+        format!("Status                = {}", detail.status),
+        format!("Source                = {}", detail.source),
+        format!(
+            "DNS points at the app = {}",
+            if detail.validation.dns_configured {
+                "yes"
+            } else {
+                "no"
+            }
+        ),
+    ];
+    for certificate in &detail.certificates {
+        lines.push(format!(
+            "Certificate           = {} ({}{})",
+            certificate.source,
+            certificate.status,
+            certificate
+                .expires_at
+                .as_ref()
+                .map(|e| format!(", expires {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(until) = &detail.rate_limited_until {
+        lines.push(format!("Next attempt          = {until}"));
+    }
+    if let Some(records) = &detail.dns_records {
+        let resolved = if records.resolved_addresses.is_empty() {
+            "nothing".to_owned()
+        } else {
+            records.resolved_addresses.join(", ")
+        };
+        lines.push(format!("Resolves to           = {resolved}"));
+        if !records.cname.is_empty() {
+            lines.push(format!(
+                "CNAME                 = {}",
+                records.cname.join(" -> ")
+            ));
+        }
+    }
+    if !detail.configured {
+        lines.push(String::new());
+        lines.push("Point the hostname at the app with these records:".to_owned());
+        for a in &detail.dns_requirements.a {
+            lines.push(format!("  A     {} -> {a}", detail.hostname));
+        }
+        for aaaa in &detail.dns_requirements.aaaa {
+            lines.push(format!("  AAAA  {} -> {aaaa}", detail.hostname));
+        }
+        lines.push(format!(
+            "  or CNAME {} -> {}",
+            detail.hostname, detail.dns_requirements.cname
+        ));
+        lines.push(format!(
+            "Then run `aloft certs check {}`; the certificate is ordered as soon as the records resolve.",
+            detail.hostname
+        ));
+    }
+    if let Some(last) = detail.validation_errors.last() {
+        lines.push(format!("Last error ({}): {}", last.timestamp, last.message));
+    }
+    out.data(&lines.join("\n"));
 }
 
 pub(crate) async fn certs(
@@ -43,12 +131,13 @@ pub(crate) async fn certs(
     json: bool,
     out: &mut Output,
 ) -> Result<(), Failure> {
-    let show = |certificates: &[aloft_types::api::CertificateResponse], out: &mut Output| {
-        let rows: Vec<Vec<String>> = certificates
-            .iter()
-            .map(|c| vec![c.hostname.clone(), c.source.clone(), c.created_at.clone()])
-            .collect();
-        out.data(&table::render(&["HOST NAME", "SOURCE", "ADDED AT"], &rows));
+    let shown = |detail: &CertificateDetail, out: &mut Output| -> Result<(), Failure> {
+        if json {
+            out.json(detail)?;
+        } else {
+            describe(detail, out);
+        }
+        Ok(())
     };
     match command {
         CertsCommand::Ca => {
@@ -63,22 +152,57 @@ pub(crate) async fn certs(
             if json {
                 out.json(&certificates)?;
             } else {
-                show(&certificates, out);
-            }
-        }
-        CertsCommand::Add { hostname } => {
-            let added = client()?
-                .add_certificate(app, &hostname)
-                .await
-                .map_err(anyhow::Error::from)?;
-            if json {
-                out.json(&added)?;
-            } else {
-                out.status(&format!(
-                    "Certificate created for {} (issued by the edge's local CA: `aloft certs ca` prints it)",
-                    added.hostname
+                let rows: Vec<Vec<String>> = certificates
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.hostname.clone(),
+                            c.source.clone(),
+                            c.status.clone(),
+                            c.created_at.clone(),
+                        ]
+                    })
+                    .collect();
+                out.data(&table::render(
+                    &["HOST NAME", "SOURCE", "STATUS", "ADDED AT"],
+                    &rows,
                 ));
             }
+        }
+        CertsCommand::Add { hostname, local } => {
+            let client = client()?;
+            let added = if local {
+                client.add_certificate(app, &hostname).await
+            } else {
+                client.add_acme_certificate(app, &hostname).await
+            }
+            .map_err(anyhow::Error::from)?;
+            if !json {
+                out.status(&format!(
+                    "Certificate created for {}{}",
+                    added.hostname,
+                    if local {
+                        " (issued by the edge's local CA: `aloft certs ca` prints it)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            shown(&added, out)?;
+        }
+        CertsCommand::Show { hostname } => {
+            let detail = client()?
+                .certificate(app, &hostname)
+                .await
+                .map_err(anyhow::Error::from)?;
+            shown(&detail, out)?;
+        }
+        CertsCommand::Check { hostname } => {
+            let detail = client()?
+                .check_certificate(app, &hostname)
+                .await
+                .map_err(anyhow::Error::from)?;
+            shown(&detail, out)?;
         }
         CertsCommand::Import {
             hostname,
@@ -104,15 +228,36 @@ pub(crate) async fn certs(
                 out.status(&format!("Certificate imported for {}", added.hostname));
             }
         }
-        CertsCommand::Remove { hostname } => {
-            client()?
-                .remove_certificate(app, &hostname)
-                .await
-                .map_err(anyhow::Error::from)?;
+        CertsCommand::Remove {
+            hostname,
+            acme,
+            custom,
+        } => {
+            let client = client()?;
+            let kind = if acme {
+                Some("acme")
+            } else if custom {
+                Some("custom")
+            } else {
+                None
+            };
+            match kind {
+                Some(kind) => {
+                    client
+                        .remove_certificate_kind(app, &hostname, kind)
+                        .await
+                        .map_err(anyhow::Error::from)?;
+                }
+                None => client
+                    .remove_certificate(app, &hostname)
+                    .await
+                    .map_err(anyhow::Error::from)?,
+            }
+            let what = kind.map_or_else(String::new, |k| format!("{k} certificate of "));
             out.report(
                 json,
-                serde_json::json!({ "hostname": hostname, "removed": true }),
-                &format!("Removed {hostname} from {app}"),
+                serde_json::json!({ "hostname": hostname, "removed": kind.unwrap_or("hostname") }),
+                &format!("Removed the {what}{hostname} from {app}"),
             )?;
         }
     }

@@ -11,6 +11,7 @@
 mod access;
 mod bodies;
 mod builds;
+mod certificates;
 mod logs;
 mod openapi;
 mod quotas;

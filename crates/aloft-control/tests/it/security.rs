@@ -9,6 +9,7 @@ async fn platform_with_edge() -> ControlApi {
         edge: Some(aloft_control::EdgeAddress {
             apps_domain: "apps.example.net".to_owned(),
             https_port: 443,
+            public_addresses: Vec::new(),
         }),
         ..ControlOptions::new(Backend::Sqlite)
     })

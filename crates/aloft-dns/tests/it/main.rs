@@ -55,6 +55,7 @@ fn catalog(many: usize) -> Arc<Catalog> {
         ));
     }
     Arc::new(Catalog {
+        acme_challenges: Vec::new(),
         apps: vec![
             CatalogApp {
                 name: "web".into(),

@@ -316,6 +316,13 @@ impl Proxy {
             tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
                 .await
                 .ok()?;
+        if fixed.is_none()
+            && let Some(answer) = self.acme_tls(&start.client_hello())
+        {
+            // A validation: the handshake is the whole answer.
+            let _ = start.into_stream(answer).await;
+            return None;
+        }
         let route_key = match fixed {
             Some((app, port)) => Some((app.clone(), *port)),
             None => start

@@ -143,6 +143,9 @@ impl Proxy {
         fixed: Option<(String, u16)>,
         activity: Option<&Activity>,
     ) -> Response<ProxyBody> {
+        if !tls && let Some(answer) = self.acme_http(&request) {
+            return answer;
+        }
         let started = Instant::now();
         let request_id = request_id_at(&self.config.region, started);
         let handler = match (&fixed, tls) {

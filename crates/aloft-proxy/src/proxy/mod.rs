@@ -1,6 +1,7 @@
 //! The HTTP side of the proxy: a shared listener routes by `Host` to `<app>.<apps_domain>`,
 //! picks a machine and forwards the request over the private network with Fly's headers.
 
+mod acme;
 mod conn;
 mod files;
 mod fly_replay;
@@ -148,6 +149,8 @@ pub struct Proxy {
     tls_variants: Mutex<HashMap<TlsKey, Arc<rustls::ServerConfig>>>,
     /// Replay decisions remembered (`replay_cache`, `fly-replay-cache`).
     replay_caches: replay_cache::ReplayCaches,
+    /// ACME challenges answered for the control plane's orders.
+    acme: RwLock<acme::Challenges>,
 }
 
 type TlsKey = (Vec<String>, Vec<TlsVersion>);
@@ -178,6 +181,7 @@ impl Proxy {
             certificates: std::sync::OnceLock::new(),
             served_names: Mutex::new(HashMap::new()),
             replay_caches: replay_cache::ReplayCaches::default(),
+            acme: RwLock::new(acme::Challenges::default()),
         })
     }
 
@@ -296,6 +300,7 @@ impl Proxy {
             *current = catalog.clone();
         }
         self.sync_certificates(catalog);
+        self.follow_challenges(&catalog.acme_challenges);
         self.routes_changed.notify_waiters();
     }
 

@@ -10,11 +10,17 @@ use serde::{Deserialize, Serialize};
 use crate::machine::MachineConfig;
 use crate::{Duration, Signal};
 
+mod certificates;
 mod lease;
 mod orgs;
 mod platform;
 mod volumes;
 
+pub use certificates::{
+    AddCertificateRequest, CertificateDetail, CertificateList, CertificateSummary,
+    CertificateValidation, DnsRecords, DnsRequirements, HostCertificate, ImportCertificateRequest,
+    IssuedKey, ValidationError,
+};
 pub use lease::{LeaseData, LeaseResponse};
 pub use orgs::{OrgMachine, OrgMachineConfig, OrgMachinesResponse, OrgVolume, OrgVolumesResponse};
 pub use platform::{
@@ -315,36 +321,6 @@ pub struct MachineResponse {
     /// lists them); Fly's clients ignore it. Absent before placement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-}
-
-/// A hostname an app answers at, with its certificate's source (`aloft certs list`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct CertificateResponse {
-    pub hostname: String,
-    /// `local` (issued by the edge's local CA) or `custom` (imported).
-    pub source: String,
-    /// RFC 3339.
-    pub created_at: String,
-}
-
-/// `POST /v1/apps/{app}/certificates/local`: a hostname whose certificate the edge's local
-/// CA issues (ACME comes later).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct AddCertificateRequest {
-    pub hostname: String,
-}
-
-/// `POST /v1/apps/{app}/certificates/custom`: a hostname with an imported certificate.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ImportCertificateRequest {
-    pub hostname: String,
-    /// PEM: the certificate, then its intermediates.
-    pub fullchain: String,
-    /// PEM: the certificate's private key (PKCS#8, PKCS#1 or SEC1).
-    pub private_key: String,
 }
 
 /// One of an app's public addresses (`aloft ips list`).

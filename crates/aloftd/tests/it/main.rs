@@ -7,6 +7,7 @@
     reason = "test code fails loudly"
 )]
 
+mod acme;
 mod autoscale;
 mod builds;
 mod checks;

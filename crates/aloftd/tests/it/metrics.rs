@@ -28,14 +28,6 @@ impl Drop for Prometheus {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts Prometheus with the shipped scrape config pointed at `target` (scraping every
 /// second instead of every 15), with `operator` for the platform's metrics and `token` for
 /// the organization's app metrics.
@@ -66,7 +58,7 @@ fn prometheus(target: &str, operator: &str, token: &str) -> Prometheus {
     );
     let path = data.path().join("prometheus.yml");
     std::fs::write(&path, config).unwrap();
-    let port = free_port();
+    let port = aloft_testkit::free_port();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", path.display()))
         .arg(format!(
