@@ -142,6 +142,18 @@ async fn call_everything(c: &Client) {
         )
         .await;
     let _ = c.remove_certificate(a, "www.example.com").await;
+    let _ = c.add_acme_certificate(a, "www.example.com").await;
+    let _ = c.certificate(a, "www.example.com").await;
+    let _ = c.check_certificate(a, "www.example.com").await;
+    let _ = c
+        .certificates_page(a, Some("www"), Some("a.example.com"), Some(2))
+        .await;
+    let _ = c
+        .remove_certificate_kind(a, "www.example.com", "acme")
+        .await;
+    let _ = c
+        .remove_certificate_kind(a, "www.example.com", "custom")
+        .await;
     let _ = c.list_ips(a).await;
     let _ = c.allocate_ipv4(a, None).await;
     let _ = c.release_ip(a, "203.0.113.7").await;

@@ -122,15 +122,16 @@ fn served(
     {
         return Some(Some(pair));
     }
-    if let Some(acme) = &certificate.acme {
+    if let Some(pair) = certificate.acme.as_ref().and_then(|acme| {
         let issued = acme
             .fullchain
             .as_ref()
             .zip(certificate.acme_key_sealed.as_ref());
-        return issued
-            .and_then(|(chain, sealed)| open(chain, sealed))
-            .map(Some);
+        issued.and_then(|(chain, sealed)| open(chain, sealed))
+    }) {
+        return Some(Some(pair));
     }
+    // A local hostname asked for ACME keeps the local CA's certificate until then.
     (certificate.source == "local").then_some(None)
 }
 

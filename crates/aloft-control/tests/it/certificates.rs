@@ -174,6 +174,24 @@ async fn an_acme_hostname_is_not_served_before_its_certificate_and_wildcards_are
         .collect();
     assert_eq!(names, ["local.example.org"]);
 
+    // A local hostname asked for ACME stays served by the local CA until it is issued.
+    let upgraded = client
+        .add_acme_certificate("shop", "local.example.org")
+        .await
+        .unwrap();
+    assert!(
+        upgraded.acme_requested && upgraded.configured,
+        "{upgraded:?}"
+    );
+    let catalog = platform.control.catalog_now().await.unwrap();
+    assert!(
+        catalog
+            .apps
+            .iter()
+            .any(|a| a.hostnames.iter().any(|h| h.name == "local.example.org")),
+        "{catalog:?}"
+    );
+
     let wildcard = client
         .add_acme_certificate("shop", "*.example.org")
         .await
