@@ -77,7 +77,7 @@ impl Platform {
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[network]\nnamespace = \"/run/netns/{netns}\"\ndns_listen = \"127.0.0.1:0\"\ndns_upstream = []\n[build]\nmemory_mb = 512\n# Fuzzed volumes stay directories: thousands of loop mounts would test nothing more.\n[agent]\nvolumes = \"directory\"\n[proxy]\nhttp_listen = \"127.0.0.1:0\"\nhttps_listen = \"127.0.0.1:0\"\n# Fuzzed hostnames are never looked up or ordered: no traffic beyond loopback.\n[acme]\ndirectory = \"\"\n",
+                "data_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[network]\nnamespace = \"/run/netns/{netns}\"\ndns_listen = \"127.0.0.1:0\"\ndns_upstream = []\n[build]\nmemory_mb = 512\n# Fuzzed volumes stay directories: thousands of loop mounts would test nothing more.\n[agent]\nvolumes = \"directory\"\n[proxy]\nhttp_listen = \"127.0.0.1:0\"\nhttps_listen = \"127.0.0.1:0\"\n# A directory and DNS on loopback where nothing answers: fuzzed hostnames are looked up\n# and ordered nowhere else.\n[acme]\ndirectory = \"https://127.0.0.1:9/dir\"\nresolvers = [\"127.0.0.1:9\"]\n",
                 dir.join("data").display()
             ),
         )?;

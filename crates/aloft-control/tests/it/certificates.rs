@@ -205,6 +205,14 @@ async fn an_acme_hostname_is_not_served_before_its_certificate_and_wildcards_are
         .to_string();
     assert!(reserved.contains("apps domain"), "{reserved}");
 
+    // DNS that cannot be asked shows nothing resolved, and nothing changes.
+    let checked = client
+        .check_certificate("shop", "www.example.org")
+        .await
+        .unwrap();
+    assert!(checked.dns_records.unwrap().resolved_addresses.is_empty());
+    assert!(!checked.configured);
+
     // Stopping ACME for the name keeps the name, with nothing to serve.
     let kept = client
         .remove_certificate_kind("shop", "www.example.org", "acme")
