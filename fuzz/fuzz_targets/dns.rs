@@ -35,6 +35,7 @@ fn zone() -> &'static Zone {
             })
             .collect();
         let catalog = Catalog {
+            acme_challenges: Vec::new(),
             apps: vec![
                 CatalogApp { name: "web".into(), org_id: "o".into(), network: 1, ipv4: Vec::new(), hostnames: Vec::new() },
                 CatalogApp { name: "db".into(), org_id: "o".into(), network: 1, ipv4: Vec::new(), hostnames: Vec::new() },
