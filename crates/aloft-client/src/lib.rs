@@ -419,11 +419,7 @@ impl Client {
         app: &str,
         hostname: &str,
     ) -> Result<aloft_types::api::CertificateDetail, ClientError> {
-        let request = aloft_types::api::AddCertificateRequest {
-            hostname: hostname.to_owned(),
-        };
-        self.post(&format!("/v1/apps/{app}/certificates/acme"), &request)
-            .await
+        self.add_hostname(app, hostname, "acme").await
     }
 
     /// Adds a hostname whose certificate the edge's local CA issues.
@@ -432,10 +428,20 @@ impl Client {
         app: &str,
         hostname: &str,
     ) -> Result<aloft_types::api::CertificateDetail, ClientError> {
+        self.add_hostname(app, hostname, "local").await
+    }
+
+    /// `POST /v1/apps/{app}/certificates/{kind}` with a hostname.
+    async fn add_hostname(
+        &self,
+        app: &str,
+        hostname: &str,
+        kind: &str,
+    ) -> Result<aloft_types::api::CertificateDetail, ClientError> {
         let request = aloft_types::api::AddCertificateRequest {
             hostname: hostname.to_owned(),
         };
-        self.post(&format!("/v1/apps/{app}/certificates/local"), &request)
+        self.post(&format!("/v1/apps/{app}/certificates/{kind}"), &request)
             .await
     }
 

@@ -101,13 +101,7 @@ async fn add_acme(
             "hostname: {name} is a wildcard, which ACME certifies only by DNS-01, which Aloft does not answer; import a certificate for it (`aloft certs import`) or use the edge's local CA (`aloft certs add --local`)"
         )));
     }
-    let mut record = match inner.store.certificate(&app.id, &name).await {
-        Ok(existing) => existing,
-        Err(aloft_store::StoreError::NotFound { .. }) => {
-            CertificateRecord::new(name.clone(), app.id.clone(), "acme")
-        }
-        Err(error) => return Err(error.into()),
-    };
+    let mut record = held_or_new(&inner, &app, &name, "acme").await?;
     if record.acme.is_none() {
         record.acme = Some(AcmeState::default());
         inner.store.put_certificate(&record).await?;
@@ -163,13 +157,7 @@ async fn import(
     rustls_pki_types::PrivateKeyDer::from_pem_slice(request.private_key.as_bytes())
         .map_err(|e| ApiError::BadRequest(format!("private_key: not a PEM private key: {e}")))?;
     // An ACME certificate the hostname has stays, as the fallback.
-    let mut record = match inner.store.certificate(&app.id, &name).await {
-        Ok(existing) => existing,
-        Err(aloft_store::StoreError::NotFound { .. }) => {
-            CertificateRecord::new(name.clone(), app.id.clone(), "custom")
-        }
-        Err(error) => return Err(error.into()),
-    };
+    let mut record = held_or_new(&inner, &app, &name, "custom").await?;
     record.fullchain = Some(request.fullchain);
     record.private_key_sealed = Some(inner.secrets_key.encrypt(&request.private_key)?);
     inner.store.put_certificate(&record).await?;
@@ -180,6 +168,24 @@ async fn import(
         StatusCode::CREATED,
         Json(detail(&inner, &app, &record, None).await?),
     ))
+}
+
+/// The app's record of `name`, or a new one added as `source` says.
+async fn held_or_new(
+    inner: &Inner,
+    app: &aloft_store::App,
+    name: &str,
+    source: &str,
+) -> Result<CertificateRecord, ApiError> {
+    match inner.store.certificate(&app.id, name).await {
+        Ok(existing) => Ok(existing),
+        Err(aloft_store::StoreError::NotFound { .. }) => Ok(CertificateRecord::new(
+            name.to_owned(),
+            app.id.clone(),
+            source,
+        )),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// A hostname as a path names it (`%2A.example.com` for a wildcard).
